@@ -1,0 +1,409 @@
+//! The channel layer: one direction of a connection (a ring half plus its wake-up plumbing),
+//! with blocking and async waits, backpressure and liveness.
+//!
+//! A waiter first spins (how long is the [`WaitStrategy`]), then announces that it sleeps on the
+//! ring's waiter word, re-checks the ring, and sleeps: on the futex (blocking flavour) or on its
+//! eventfd doorbell through tokio (async flavour). The other side wakes it only when the word says
+//! someone sleeps, so a steady stream makes no system call per message, and an idle connection
+//! costs nothing.
+//!
+//! A blocking sleep lasts at most [`LIVENESS_SLICE`]; between slices (and after any wake-up that
+//! found nothing to do) the control socket is probed, so a peer that died, even by `kill -9`, is
+//! reported as [`IpcError::PeerGone`] within that time. Async waits also watch the socket itself.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::error::{IpcError, Result};
+use crate::platform::{futex_wait, futex_wake, peer_hung_up, register_readable, Doorbell, WaitOutcome};
+use crate::ring::{announce_sleep, cancel_sleep, Consumer, Producer, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX};
+
+/// Longest single blocking sleep before the peer's liveness is checked again.
+pub const LIVENESS_SLICE: Duration = Duration::from_millis(50);
+
+/// How a stream waits when the ring is empty (receive) or full (send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Busy-spin until the condition holds: lowest latency, one core per waiting side.
+    Spin,
+    /// Spin for the given time, then sleep until woken. The default, with
+    /// [`WaitStrategy::DEFAULT_SPIN`].
+    Adaptive(Duration),
+    /// Sleep at once (after a few hundred spin iterations): least CPU, a wake-up costs a syscall.
+    Blocking,
+}
+
+impl WaitStrategy {
+    /// Spin time of the default adaptive strategy: long enough to catch a prompt reply on a
+    /// busy machine, short enough that an idle wait goes to sleep almost at once.
+    pub const DEFAULT_SPIN: Duration = Duration::from_micros(50);
+}
+
+impl Default for WaitStrategy {
+    fn default() -> Self {
+        WaitStrategy::Adaptive(Self::DEFAULT_SPIN)
+    }
+}
+
+/// The control socket of a connection: after the handshake it only tells whether the peer lives.
+pub(crate) struct Link {
+    sock: UnixStream,
+    peer_pid: u32,
+}
+
+impl Link {
+    pub(crate) fn new(sock: UnixStream, peer_pid: u32) -> Result<Link> {
+        sock.set_nonblocking(true)?;
+        Ok(Link { sock, peer_pid })
+    }
+
+    pub(crate) fn peer_gone(&self) -> bool {
+        peer_hung_up(&self.sock)
+    }
+
+    pub(crate) fn peer_pid(&self) -> u32 {
+        self.peer_pid
+    }
+}
+
+/// Async registrations of one half: its doorbell and the control socket.
+struct AsyncRegs {
+    bell: AsyncFd<OwnedFd>,
+    link: AsyncFd<OwnedFd>,
+}
+
+/// Everything one ring half needs to sleep and to wake its peer.
+pub(crate) struct Sleeper {
+    /// Rung to wake the peer when it sleeps in the async flavour.
+    wake_peer: Doorbell,
+    /// Where this half sleeps in the async flavour.
+    sleep_on: Doorbell,
+    link: Arc<Link>,
+    strategy: WaitStrategy,
+    regs: Option<AsyncRegs>,
+}
+
+impl Sleeper {
+    pub(crate) fn new(wake_peer: Doorbell, sleep_on: Doorbell, link: Arc<Link>, strategy: WaitStrategy) -> Sleeper {
+        Sleeper { wake_peer, sleep_on, link, strategy, regs: None }
+    }
+
+    /// Registers the doorbell and the socket with the current tokio reactor (once).
+    fn regs(&mut self) -> Result<&AsyncRegs> {
+        if self.regs.is_none() {
+            self.regs = Some(AsyncRegs {
+                bell: register_readable(self.sleep_on.try_clone_fd()?)?,
+                link: register_readable(OwnedFd::from(self.link.sock.try_clone()?))?,
+            });
+        }
+        Ok(self.regs.as_ref().expect("just set"))
+    }
+
+    /// Wakes the peer as its waiter word said (`wake` is the value taken from the word).
+    fn wake(&self, wake: Wake, word: &AtomicU32) {
+        match wake {
+            AWAKE => {}
+            SLEEPS_FUTEX => futex_wake(word),
+            SLEEPS_DOORBELL => self.wake_peer.ring(),
+            // A value no honest peer writes: wake both ways; a spurious wake-up is harmless.
+            _ => {
+                futex_wake(word);
+                self.wake_peer.ring();
+            }
+        }
+    }
+
+    /// On drop of the last half: close the socket first, then wake whatever the peer may be
+    /// sleeping on, so it notices at once instead of at the end of its liveness slice.
+    fn close(&self, peer_word: &AtomicU32) {
+        if Arc::strong_count(&self.link) == 1 {
+            let _ = self.link.sock.shutdown(std::net::Shutdown::Both);
+        }
+        futex_wake(peer_word);
+        self.wake_peer.ring();
+    }
+}
+
+/// What a wait needs from a ring half.
+trait Waitable {
+    /// Checks the condition (data to read / room for `len` bytes). Errors mean corruption.
+    fn ready(&mut self, len: usize) -> Result<bool>;
+    /// The waiter word this half announces its sleep on.
+    fn word(&self) -> &AtomicU32;
+    fn sleeper(&mut self) -> &mut Sleeper;
+}
+
+/// Blocks until `ready` holds, the deadline passes or the peer is gone.
+fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) -> Result<()> {
+    if w.ready(len)? {
+        return Ok(());
+    }
+    let start = Instant::now();
+    let spin_for = match w.sleeper().strategy {
+        WaitStrategy::Spin => None,
+        WaitStrategy::Adaptive(d) => Some(d),
+        WaitStrategy::Blocking => Some(Duration::ZERO),
+    };
+    // Spin phase. The clock is read every 128 checks, the socket probed every millisecond.
+    let mut next_probe = start + Duration::from_millis(1);
+    loop {
+        for _ in 0..128 {
+            std::hint::spin_loop();
+            if w.ready(len)? {
+                return Ok(());
+            }
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            return Err(IpcError::Timeout);
+        }
+        if spin_for.is_some_and(|d| now - start >= d) {
+            break;
+        }
+        if now >= next_probe {
+            next_probe = now + Duration::from_millis(1);
+            if w.sleeper().link.peer_gone() {
+                return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
+            }
+        }
+    }
+    // Sleep phase: announce, re-check, sleep; at most one liveness slice at a time.
+    loop {
+        announce_sleep(w.word(), SLEEPS_FUTEX);
+        if w.ready(len)? {
+            cancel_sleep(w.word());
+            return Ok(());
+        }
+        let now = Instant::now();
+        let slice = match deadline {
+            Some(d) if d <= now => {
+                cancel_sleep(w.word());
+                return Err(IpcError::Timeout);
+            }
+            Some(d) => (d - now).min(LIVENESS_SLICE),
+            None => LIVENESS_SLICE,
+        };
+        let _: WaitOutcome = futex_wait(w.word(), SLEEPS_FUTEX, slice);
+        cancel_sleep(w.word());
+        if w.ready(len)? {
+            return Ok(());
+        }
+        // Timed out, or woken with nothing to do (a closing peer wakes us on its way out).
+        if w.sleeper().link.peer_gone() {
+            return Err(IpcError::PeerGone);
+        }
+    }
+}
+
+/// Waits asynchronously until `ready` holds or the peer is gone.
+async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
+    if w.ready(len)? {
+        return Ok(());
+    }
+    // A short spin only, whatever the strategy asks: a long one would stall the executor.
+    let budget = match w.sleeper().strategy {
+        WaitStrategy::Blocking => Duration::ZERO,
+        WaitStrategy::Adaptive(d) => d.min(ASYNC_SPIN_CAP),
+        WaitStrategy::Spin => ASYNC_SPIN_CAP,
+    };
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        for _ in 0..64 {
+            std::hint::spin_loop();
+            if w.ready(len)? {
+                return Ok(());
+            }
+        }
+    }
+    loop {
+        announce_sleep(w.word(), SLEEPS_DOORBELL);
+        if w.ready(len)? {
+            cancel_sleep(w.word());
+            return Ok(());
+        }
+        let regs = w.sleeper().regs()?;
+        let gone = tokio::select! {
+            r = doorbell_rung(&regs.bell) => { r?; false }
+            r = regs.link.readable() => { let mut g = r?; g.clear_ready(); true }
+        };
+        cancel_sleep(w.word());
+        if w.ready(len)? {
+            return Ok(());
+        }
+        if gone && w.sleeper().link.peer_gone() {
+            return Err(IpcError::PeerGone);
+        }
+    }
+}
+
+/// Longest spin of an async wait.
+const ASYNC_SPIN_CAP: Duration = Duration::from_micros(20);
+
+/// Resolves once the doorbell has been rung (and resets it).
+async fn doorbell_rung(bell: &AsyncFd<OwnedFd>) -> Result<()> {
+    loop {
+        let mut guard = bell.readable().await?;
+        let mut buf = [0u8; 8];
+        match guard.try_io(|fd| rustix::io::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)) {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e.into()),
+            _ => continue,
+        }
+    }
+}
+
+/// The sending half of a connection: the producer of the outgoing ring.
+pub(crate) struct SendHalf {
+    producer: Producer,
+    sleeper: Sleeper,
+}
+
+impl Waitable for SendHalf {
+    fn ready(&mut self, len: usize) -> Result<bool> {
+        let ready = self.producer.try_reserve(len)?.is_some();
+        self.producer.abort();
+        Ok(ready)
+    }
+    fn word(&self) -> &AtomicU32 {
+        self.producer.space_waiter()
+    }
+    fn sleeper(&mut self) -> &mut Sleeper {
+        &mut self.sleeper
+    }
+}
+
+impl SendHalf {
+    pub(crate) fn new(producer: Producer, sleeper: Sleeper) -> SendHalf {
+        SendHalf { producer, sleeper }
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.producer.max_payload()
+    }
+
+    pub(crate) fn set_strategy(&mut self, s: WaitStrategy) {
+        self.sleeper.strategy = s;
+    }
+
+    pub(crate) fn link(&self) -> &Link {
+        &self.sleeper.link
+    }
+
+    /// Reserves `len` bytes, lets `fill` write them and return how many to publish.
+    /// `Ok(None)`: the ring is full.
+    pub(crate) fn try_send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<Option<usize>> {
+        let Some(buf) = self.producer.try_reserve(len)? else {
+            return Ok(None);
+        };
+        let n = fill(buf).min(len);
+        let w = self.producer.commit(n);
+        self.sleeper.wake(w, self.producer.peer_waiter());
+        Ok(Some(n))
+    }
+
+    /// Like `try_send_with`, waiting (blocking) for room until `deadline`.
+    pub(crate) fn send_with(&mut self, len: usize, deadline: Option<Instant>, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+        self.check_len(len)?;
+        wait_blocking(self, len, deadline)?;
+        // Room only grows while we wait (we are the only producer), so this cannot fail.
+        self.try_send_with(len, fill).map(|r| r.expect("room was just observed"))
+    }
+
+    fn check_len(&self, len: usize) -> Result<()> {
+        if len > self.max_message() {
+            return Err(IpcError::MessageTooLarge { len, max: self.max_message() });
+        }
+        Ok(())
+    }
+
+    /// Async flavour of `send_with`.
+    pub(crate) async fn send_with_async(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+        self.check_len(len)?;
+        wait_async(self, len).await?;
+        self.try_send_with(len, fill).map(|r| r.expect("room was just observed"))
+    }
+}
+
+impl Drop for SendHalf {
+    fn drop(&mut self) {
+        self.sleeper.close(self.producer.peer_waiter());
+    }
+}
+
+/// The receiving half of a connection: the consumer of the incoming ring.
+pub(crate) struct RecvHalf {
+    consumer: Consumer,
+    sleeper: Sleeper,
+}
+
+impl Waitable for RecvHalf {
+    fn ready(&mut self, _len: usize) -> Result<bool> {
+        Ok(self.consumer.try_peek()?.is_some())
+    }
+    fn word(&self) -> &AtomicU32 {
+        self.consumer.data_waiter()
+    }
+    fn sleeper(&mut self) -> &mut Sleeper {
+        &mut self.sleeper
+    }
+}
+
+impl RecvHalf {
+    pub(crate) fn new(consumer: Consumer, sleeper: Sleeper) -> RecvHalf {
+        RecvHalf { consumer, sleeper }
+    }
+
+    pub(crate) fn max_message(&self) -> usize {
+        self.consumer.max_payload()
+    }
+
+    pub(crate) fn set_strategy(&mut self, s: WaitStrategy) {
+        self.sleeper.strategy = s;
+    }
+
+    /// Hands the next message to `f` (zero-copy) if there is one. When `f` returns
+    /// `Err`, the message stays queued (used for a too-small caller buffer).
+    pub(crate) fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<Option<R>> {
+        let Some(bytes) = self.consumer.try_peek()? else {
+            return Ok(None);
+        };
+        let r = f(bytes)?;
+        let w = self.consumer.release();
+        self.sleeper.wake(w, self.consumer.peer_waiter());
+        Ok(Some(r))
+    }
+
+    /// Waits (blocking) for a message until `deadline`, then hands it to `f`.
+    pub(crate) fn recv_with<R>(&mut self, deadline: Option<Instant>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        wait_blocking(self, 0, deadline)?;
+        self.try_recv_with(f).map(|r| r.expect("a record was just observed"))
+    }
+
+    /// Async flavour of `recv_with`.
+    pub(crate) async fn recv_with_async<R>(&mut self, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        wait_async(self, 0).await?;
+        self.try_recv_with(f).map(|r| r.expect("a record was just observed"))
+    }
+}
+
+impl Drop for RecvHalf {
+    fn drop(&mut self) {
+        self.sleeper.close(self.consumer.peer_waiter());
+    }
+}
+
+/// Copies a message into a caller buffer, or refuses (leaving it queued) when it does not fit.
+pub(crate) fn copy_into(buf: &mut [u8]) -> impl FnOnce(&[u8]) -> Result<usize> + '_ {
+    move |bytes| {
+        if bytes.len() > buf.len() {
+            return Err(IpcError::BufferTooSmall { needed: bytes.len(), buf: buf.len() });
+        }
+        buf[..bytes.len()].copy_from_slice(bytes);
+        Ok(bytes.len())
+    }
+}

@@ -1,0 +1,316 @@
+//! The blocking flavour: [`SharedMemoryListener`] and [`SharedMemoryStream`].
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
+use super::{bind_control, socket_path, unbind_control, FileId, StreamConfig};
+use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
+use crate::error::{IpcError, Result};
+use crate::platform::{recv_with_fds, send_with_fds};
+
+/// Accepts shared-memory connections on a named control socket (blocking flavour).
+///
+/// ```no_run
+/// use lapce_ipc::SharedMemoryListener;
+///
+/// let listener = SharedMemoryListener::bind("echo")?;
+/// loop {
+///     let mut stream = listener.accept()?;
+///     std::thread::spawn(move || {
+///         let mut buf = vec![0u8; stream.max_message_size()];
+///         while let Ok(n) = stream.recv(&mut buf) {
+///             if stream.send(&buf[..n]).is_err() {
+///                 break;
+///             }
+///         }
+///     });
+/// }
+/// # Ok::<(), lapce_ipc::IpcError>(())
+/// ```
+pub struct SharedMemoryListener {
+    sock: UnixListener,
+    path: PathBuf,
+    id: Option<FileId>,
+    config: StreamConfig,
+}
+
+impl SharedMemoryListener {
+    /// Binds `name` (see [`socket_path`](crate::socket_path)) with the default configuration.
+    pub fn bind(name: &str) -> Result<SharedMemoryListener> {
+        Self::bind_with(name, StreamConfig::default())
+    }
+
+    /// Binds `name` with `config`.
+    pub fn bind_with(name: &str, config: StreamConfig) -> Result<SharedMemoryListener> {
+        crate::ring::check_capacity(config.ring_capacity)?;
+        let (sock, path, id) = bind_control(name)?;
+        Ok(SharedMemoryListener { sock, path, id, config })
+    }
+
+    /// The control socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next client and completes its handshake.
+    ///
+    /// An error concerns that one client only (refused uid, version mismatch, broken hello,
+    /// handshake timeout); the listener stays usable and the next call waits for the next client.
+    pub fn accept(&self) -> Result<SharedMemoryStream> {
+        let (sock, _) = self.sock.accept()?;
+        server_handshake(sock, &self.config)
+    }
+}
+
+impl Drop for SharedMemoryListener {
+    fn drop(&mut self) {
+        unbind_control(&self.path, self.id);
+    }
+}
+
+fn server_handshake(mut sock: UnixStream, config: &StreamConfig) -> Result<SharedMemoryStream> {
+    sock.set_read_timeout(Some(config.handshake_timeout))?;
+    sock.set_write_timeout(Some(config.handshake_timeout))?;
+    let checked = handshake::check_peer(&sock).and_then(|()| {
+        let mut hello = [0u8; CLIENT_HELLO_LEN];
+        sock.read_exact(&mut hello).map_err(handshake_io)?;
+        handshake::check_client_hello(&hello)
+    });
+    let client_pid = match checked {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = sock.write_all(&handshake::refusal(&e));
+            return Err(e);
+        }
+    };
+    let offer = Offer::new(config.ring_capacity)?;
+    send_with_fds(&sock, &offer.hello, &offer.fds()).map_err(handshake_io)?;
+    let (tx, rx) = offer.into_halves(sock, client_pid, config.wait)?;
+    Ok(SharedMemoryStream::from_halves(tx, rx))
+}
+
+/// I/O errors during a handshake: timeouts and hang-ups get their own variants.
+pub(super) fn handshake_io(e: std::io::Error) -> IpcError {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        WouldBlock | TimedOut => IpcError::Timeout,
+        UnexpectedEof | ConnectionReset | BrokenPipe => IpcError::PeerGone,
+        _ => IpcError::Io(e),
+    }
+}
+
+/// A connected pair of shared-memory rings: a message-oriented duplex stream (blocking flavour).
+///
+/// Messages are delivered whole, in order, exactly once; a message may be up to
+/// [`max_message_size`](Self::max_message_size) bytes. When the outgoing ring is full, `send`
+/// waits for room; it never drops. When the peer dies, a waiting call returns
+/// [`IpcError::PeerGone`] within [`LIVENESS_SLICE`](crate::LIVENESS_SLICE).
+///
+/// Use [`into_split`](Self::into_split) to send and receive from two threads.
+pub struct SharedMemoryStream {
+    tx: StreamSender,
+    rx: StreamReceiver,
+}
+
+/// The sending half of a [`SharedMemoryStream`].
+pub struct StreamSender {
+    half: SendHalf,
+}
+
+/// The receiving half of a [`SharedMemoryStream`].
+pub struct StreamReceiver {
+    half: RecvHalf,
+}
+
+impl SharedMemoryStream {
+    pub(super) fn from_halves(tx: SendHalf, rx: RecvHalf) -> SharedMemoryStream {
+        SharedMemoryStream { tx: StreamSender { half: tx }, rx: StreamReceiver { half: rx } }
+    }
+
+    /// Connects to the listener bound to `name`, with the default configuration.
+    pub fn connect(name: &str) -> Result<SharedMemoryStream> {
+        Self::connect_with(name, &StreamConfig::default())
+    }
+
+    /// Connects to the listener bound to `name`; `config.ring_capacity` is ignored (the
+    /// listener decides).
+    pub fn connect_with(name: &str, config: &StreamConfig) -> Result<SharedMemoryStream> {
+        let path = socket_path(name)?;
+        let mut sock = UnixStream::connect(&path).map_err(|source| IpcError::Connect { path, source })?;
+        sock.set_read_timeout(Some(config.handshake_timeout))?;
+        sock.set_write_timeout(Some(config.handshake_timeout))?;
+        handshake::check_peer(&sock)?;
+        sock.write_all(&handshake::client_hello(handshake::PROTOCOL_VERSION)).map_err(handshake_io)?;
+        let mut hello = [0u8; SERVER_HELLO_LEN];
+        let mut got = 0;
+        let mut fds = Vec::new();
+        while got < SERVER_HELLO_LEN {
+            let (n, more) = recv_with_fds(&sock, &mut hello[got..]).map_err(handshake_io)?;
+            if n == 0 {
+                return Err(IpcError::PeerGone);
+            }
+            got += n;
+            fds.extend(more);
+        }
+        let (tx, rx) = handshake::client_halves(&hello, fds, sock, config.wait)?;
+        Ok(Self::from_halves(tx, rx))
+    }
+
+    /// Splits the stream so that one thread can send while another receives.
+    pub fn into_split(self) -> (StreamSender, StreamReceiver) {
+        (self.tx, self.rx)
+    }
+
+    /// Largest message this stream sends or receives, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.tx.max_message_size()
+    }
+
+    /// The peer's process id, as it announced it in the handshake.
+    pub fn peer_pid(&self) -> u32 {
+        self.tx.half.link().peer_pid()
+    }
+
+    /// Changes how both directions wait.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.tx.set_wait_strategy(wait);
+        self.rx.set_wait_strategy(wait);
+    }
+
+    /// Sends one message, waiting for room while the ring is full. See [`StreamSender::send`].
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg)
+    }
+
+    /// Sends without waiting; [`IpcError::WouldBlock`] when the ring is full.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.try_send(msg)
+    }
+
+    /// Sends, waiting at most `timeout` for room.
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.tx.send_timeout(msg, timeout)
+    }
+
+    /// Zero-copy send. See [`StreamSender::send_with`].
+    pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+        self.tx.send_with(len, fill)
+    }
+
+    /// Receives the next message into `buf`. See [`StreamReceiver::recv`].
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.rx.recv(buf)
+    }
+
+    /// Receives without waiting; [`IpcError::WouldBlock`] when nothing is queued.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.rx.try_recv(buf)
+    }
+
+    /// Receives, waiting at most `timeout`.
+    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        self.rx.recv_timeout(buf, timeout)
+    }
+
+    /// Zero-copy receive. See [`StreamReceiver::recv_with`].
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.rx.recv_with(f)
+    }
+
+    /// Zero-copy receive without waiting; [`IpcError::WouldBlock`] when nothing is queued.
+    pub fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.rx.try_recv_with(f)
+    }
+}
+
+impl StreamSender {
+    /// Largest message in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.half.max_message()
+    }
+
+    /// Changes how this half waits for room.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.half.set_strategy(wait);
+    }
+
+    /// Sends one message. Waits (spinning, then sleeping) while the ring is full; fails with
+    /// [`IpcError::MessageTooLarge`] before writing anything if `msg` exceeds the limit, and with
+    /// [`IpcError::PeerGone`] if the peer dies while we wait.
+    pub fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_deadline(msg, None)
+    }
+
+    /// Sends, waiting at most `timeout` for room; [`IpcError::Timeout`] after that.
+    pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.send_deadline(msg, Some(Instant::now() + timeout))
+    }
+
+    fn send_deadline(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
+        self.half.send_with(msg.len(), deadline, |buf| {
+            buf.copy_from_slice(msg);
+            msg.len()
+        })?;
+        Ok(())
+    }
+
+    /// Sends without waiting; [`IpcError::WouldBlock`] when the ring is full.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        if msg.len() > self.max_message_size() {
+            return Err(IpcError::MessageTooLarge { len: msg.len(), max: self.max_message_size() });
+        }
+        let sent = self.half.try_send_with(msg.len(), |buf| {
+            buf.copy_from_slice(msg);
+            msg.len()
+        })?;
+        sent.map(|_| ()).ok_or(IpcError::WouldBlock)
+    }
+
+    /// Zero-copy send: reserves `len` bytes in the ring, lets `fill` write the message in place
+    /// and return its final length (at most `len`), then publishes it.
+    pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+        self.half.send_with(len, None, fill)
+    }
+}
+
+impl StreamReceiver {
+    /// Largest message in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.half.max_message()
+    }
+
+    /// Changes how this half waits for messages.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.half.set_strategy(wait);
+    }
+
+    /// Receives the next message into `buf` and returns its length. If `buf` is too small the
+    /// message stays queued and [`IpcError::BufferTooSmall`] says how much room it needs.
+    /// Messages the peer sent before dying are still delivered; then [`IpcError::PeerGone`].
+    pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.half.recv_with(None, copy_into(buf))
+    }
+
+    /// Receives, waiting at most `timeout`; [`IpcError::Timeout`] after that.
+    pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        self.half.recv_with(Some(Instant::now() + timeout), copy_into(buf))
+    }
+
+    /// Receives without waiting; [`IpcError::WouldBlock`] when nothing is queued.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.half.try_recv_with(copy_into(buf))?.ok_or(IpcError::WouldBlock)
+    }
+
+    /// Zero-copy receive: calls `f` with the message bytes in shared memory, then frees them.
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.half.recv_with(None, |b| Ok(f(b)))
+    }
+
+    /// Zero-copy receive without waiting; [`IpcError::WouldBlock`] when nothing is queued.
+    pub fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.half.try_recv_with(|b| Ok(f(b)))?.ok_or(IpcError::WouldBlock)
+    }
+}

@@ -1,0 +1,188 @@
+//! The connection handshake over the control socket (normative description: docs/PROTOCOL.md).
+//!
+//! 1. The client sends a 24-byte `ClientHello` (magic, protocol version, pid).
+//! 2. The server checks the peer's uid (SO_PEERCRED) and the hello, then answers with a 48-byte
+//!    `ServerHello` (magic, version, status, pid, ring capacity, segment length) carrying five
+//!    file descriptors: the sealed memfd segment and four eventfd doorbells. On a refusal the
+//!    status says why and no descriptors are sent.
+//! 3. The client checks everything it received: magic, version, status, sizes, the memfd's seals
+//!    and length, and both ring headers.
+//!
+//! This module only encodes, decodes and assembles; the blocking and tokio drivers do the I/O.
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use crate::channel::{Link, RecvHalf, SendHalf, Sleeper, WaitStrategy};
+use crate::error::{IpcError, Result};
+use crate::platform::{current_pid, Doorbell, Segment};
+use crate::ring::{check_capacity, init_ring, ring_footprint, Consumer, Producer, SharedRegion};
+
+/// The connection protocol version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+const CLIENT_MAGIC: u64 = u64::from_le_bytes(*b"LAPCHELO");
+const SERVER_MAGIC: u64 = u64::from_le_bytes(*b"LAPCSRVR");
+pub(crate) const CLIENT_HELLO_LEN: usize = 24;
+pub(crate) const SERVER_HELLO_LEN: usize = 48;
+
+const STATUS_OK: u32 = 0;
+const STATUS_VERSION_MISMATCH: u32 = 1;
+const STATUS_REFUSED: u32 = 2;
+
+/// Descriptors a successful `ServerHello` carries: segment + 4 doorbells.
+const OFFER_FDS: usize = 5;
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// The client's opening message.
+pub(crate) fn client_hello(version: u32) -> [u8; CLIENT_HELLO_LEN] {
+    let mut b = [0u8; CLIENT_HELLO_LEN];
+    b[0..8].copy_from_slice(&CLIENT_MAGIC.to_le_bytes());
+    b[8..12].copy_from_slice(&version.to_le_bytes());
+    b[12..16].copy_from_slice(&current_pid().to_le_bytes());
+    b
+}
+
+/// Checks a `ClientHello`; returns the client's pid.
+pub(crate) fn check_client_hello(b: &[u8; CLIENT_HELLO_LEN]) -> Result<u32> {
+    if u64_at(b, 0) != CLIENT_MAGIC {
+        return Err(IpcError::Handshake("client hello has a bad magic".into()));
+    }
+    let version = u32_at(b, 8);
+    if version != PROTOCOL_VERSION {
+        return Err(IpcError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: version });
+    }
+    Ok(u32_at(b, 12))
+}
+
+fn server_hello(status: u32, capacity: u64, segment_len: u64) -> [u8; SERVER_HELLO_LEN] {
+    let mut b = [0u8; SERVER_HELLO_LEN];
+    b[0..8].copy_from_slice(&SERVER_MAGIC.to_le_bytes());
+    b[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+    b[12..16].copy_from_slice(&status.to_le_bytes());
+    b[16..20].copy_from_slice(&current_pid().to_le_bytes());
+    b[24..32].copy_from_slice(&capacity.to_le_bytes());
+    b[32..40].copy_from_slice(&segment_len.to_le_bytes());
+    b
+}
+
+/// The `ServerHello` refusing a client; `err` says why.
+pub(crate) fn refusal(err: &IpcError) -> [u8; SERVER_HELLO_LEN] {
+    let status = match err {
+        IpcError::VersionMismatch { .. } => STATUS_VERSION_MISMATCH,
+        _ => STATUS_REFUSED,
+    };
+    server_hello(status, 0, 0)
+}
+
+/// Offsets of the two rings in a connection segment: client→server first.
+fn layout(capacity: usize) -> (usize, usize, usize) {
+    let c2s = 0;
+    let s2c = ring_footprint(capacity);
+    (c2s, s2c, 2 * ring_footprint(capacity))
+}
+
+/// What the server hands to one client: a fresh segment with both rings and four doorbells.
+pub(crate) struct Offer {
+    pub(crate) hello: [u8; SERVER_HELLO_LEN],
+    segment: Arc<Segment>,
+    /// c2s data, c2s space, s2c data, s2c space.
+    bells: [Doorbell; 4],
+    capacity: usize,
+}
+
+impl Offer {
+    pub(crate) fn new(capacity: usize) -> Result<Offer> {
+        check_capacity(capacity)?;
+        let (c2s, s2c, len) = layout(capacity);
+        let segment = Arc::new(Segment::create("lapce-ipc", len)?);
+        let region: Arc<dyn SharedRegion> = segment.clone();
+        init_ring(&region, c2s, capacity)?;
+        init_ring(&region, s2c, capacity)?;
+        let bells = [Doorbell::new()?, Doorbell::new()?, Doorbell::new()?, Doorbell::new()?];
+        let hello = server_hello(STATUS_OK, capacity as u64, len as u64);
+        Ok(Offer { hello, segment, bells, capacity })
+    }
+
+    /// The descriptors to send with the hello.
+    pub(crate) fn fds(&self) -> [BorrowedFd<'_>; OFFER_FDS] {
+        let b = &self.bells;
+        [self.segment.fd(), b[0].fd(), b[1].fd(), b[2].fd(), b[3].fd()]
+    }
+
+    /// The server's halves, once the offer has been sent.
+    pub(crate) fn into_halves(self, sock: UnixStream, client_pid: u32, wait: WaitStrategy) -> Result<(SendHalf, RecvHalf)> {
+        let (c2s, s2c, _) = layout(self.capacity);
+        let region: Arc<dyn SharedRegion> = self.segment;
+        let link = Arc::new(Link::new(sock, client_pid)?);
+        let [c2s_data, c2s_space, s2c_data, s2c_space] = self.bells;
+        let tx = Producer::attach(region.clone(), s2c, self.capacity)?;
+        let rx = Consumer::attach(region, c2s, self.capacity)?;
+        Ok((
+            SendHalf::new(tx, Sleeper::new(s2c_data, s2c_space, link.clone(), wait)),
+            RecvHalf::new(rx, Sleeper::new(c2s_space, c2s_data, link, wait)),
+        ))
+    }
+}
+
+/// Checks the server's answer and assembles the client's halves.
+pub(crate) fn client_halves(
+    hello: &[u8; SERVER_HELLO_LEN],
+    fds: Vec<OwnedFd>,
+    sock: UnixStream,
+    wait: WaitStrategy,
+) -> Result<(SendHalf, RecvHalf)> {
+    if u64_at(hello, 0) != SERVER_MAGIC {
+        return Err(IpcError::Handshake("server hello has a bad magic".into()));
+    }
+    let version = u32_at(hello, 8);
+    let status = u32_at(hello, 12);
+    if version != PROTOCOL_VERSION || status == STATUS_VERSION_MISMATCH {
+        return Err(IpcError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: version });
+    }
+    if status != STATUS_OK {
+        return Err(IpcError::Handshake(format!("server refused the connection (status {status})")));
+    }
+    let server_pid = u32_at(hello, 16);
+    let capacity = usize::try_from(u64_at(hello, 24))
+        .map_err(|_| IpcError::Handshake("ring capacity out of range".into()))?;
+    check_capacity(capacity).map_err(|e| IpcError::Handshake(e.to_string()))?;
+    let (c2s, s2c, len) = layout(capacity);
+    if u64_at(hello, 32) != len as u64 {
+        return Err(IpcError::Handshake(format!(
+            "segment length {} does not match ring capacity {capacity}",
+            u64_at(hello, 32)
+        )));
+    }
+    let fds: [OwnedFd; OFFER_FDS] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+        IpcError::Handshake(format!("expected {OFFER_FDS} descriptors, got {}", fds.len()))
+    })?;
+    let [seg_fd, c2s_data, c2s_space, s2c_data, s2c_space] = fds;
+    let region: Arc<dyn SharedRegion> = Arc::new(Segment::open(seg_fd, len)?);
+    let link = Arc::new(Link::new(sock, server_pid)?);
+    let tx = Producer::attach(region.clone(), c2s, capacity)?;
+    let rx = Consumer::attach(region, s2c, capacity)?;
+    let bell = Doorbell::from_fd;
+    Ok((
+        SendHalf::new(tx, Sleeper::new(bell(c2s_data)?, bell(c2s_space)?, link.clone(), wait)),
+        RecvHalf::new(rx, Sleeper::new(bell(s2c_space)?, bell(s2c_data)?, link, wait)),
+    ))
+}
+
+/// Refuses peers running as another user. Returns the peer's uid check as an error.
+pub(crate) fn check_peer(sock: impl AsFd) -> Result<()> {
+    let peer = crate::platform::peer_uid(sock)?;
+    let own = crate::platform::current_uid();
+    if peer != own {
+        return Err(IpcError::PeerRefused { peer_uid: peer, own_uid: own });
+    }
+    Ok(())
+}

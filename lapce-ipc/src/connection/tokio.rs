@@ -1,0 +1,312 @@
+//! The tokio flavour: [`AsyncSharedMemoryListener`] and [`AsyncSharedMemoryStream`].
+//!
+//! Same rings, same handshake as the blocking flavour; waits sleep on eventfd doorbells
+//! registered with the tokio reactor, and watch the control socket for the peer's hang-up.
+//! Streams must be used inside the tokio runtime they were created in.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::{UnixListener, UnixStream};
+
+use super::blocking::handshake_io;
+use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
+use super::{bind_control, socket_path, unbind_control, FileId, StreamConfig};
+use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
+use crate::error::{IpcError, Result};
+use crate::platform::{recv_with_fds, send_with_fds};
+
+/// Accepts shared-memory connections on a named control socket (tokio flavour).
+///
+/// ```no_run
+/// # async fn run() -> lapce_ipc::Result<()> {
+/// use lapce_ipc::AsyncSharedMemoryListener;
+///
+/// let listener = AsyncSharedMemoryListener::bind("echo-async")?;
+/// loop {
+///     let mut stream = listener.accept().await?;
+///     tokio::spawn(async move {
+///         let mut buf = vec![0u8; stream.max_message_size()];
+///         while let Ok(n) = stream.recv(&mut buf).await {
+///             if stream.send(&buf[..n]).await.is_err() {
+///                 break;
+///             }
+///         }
+///     });
+/// }
+/// # }
+/// ```
+pub struct AsyncSharedMemoryListener {
+    sock: UnixListener,
+    path: PathBuf,
+    id: Option<FileId>,
+    config: StreamConfig,
+}
+
+impl AsyncSharedMemoryListener {
+    /// Binds `name` (see [`socket_path`](crate::socket_path)) with the default configuration.
+    /// Must be called inside a tokio runtime.
+    pub fn bind(name: &str) -> Result<AsyncSharedMemoryListener> {
+        Self::bind_with(name, StreamConfig::default())
+    }
+
+    /// Binds `name` with `config`.
+    pub fn bind_with(name: &str, config: StreamConfig) -> Result<AsyncSharedMemoryListener> {
+        crate::ring::check_capacity(config.ring_capacity)?;
+        let (std_sock, path, id) = bind_control(name)?;
+        std_sock.set_nonblocking(true)?;
+        let sock = UnixListener::from_std(std_sock)?;
+        Ok(AsyncSharedMemoryListener { sock, path, id, config })
+    }
+
+    /// The control socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next client and completes its handshake. As with the blocking flavour, an
+    /// error concerns that one client only.
+    pub async fn accept(&self) -> Result<AsyncSharedMemoryStream> {
+        let (sock, _) = self.sock.accept().await?;
+        tokio::time::timeout(self.config.handshake_timeout, server_handshake(sock, &self.config))
+            .await
+            .map_err(|_| IpcError::Timeout)?
+    }
+}
+
+impl Drop for AsyncSharedMemoryListener {
+    fn drop(&mut self) {
+        unbind_control(&self.path, self.id);
+    }
+}
+
+async fn read_full(sock: &UnixStream, buf: &mut [u8]) -> Result<Vec<OwnedFd>> {
+    let mut got = 0;
+    let mut fds = Vec::new();
+    while got < buf.len() {
+        sock.readable().await?;
+        match sock.try_io(Interest::READABLE, || recv_with_fds(sock, &mut buf[got..])) {
+            Ok((0, _)) => return Err(IpcError::PeerGone),
+            Ok((n, more)) => {
+                got += n;
+                fds.extend(more);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(handshake_io(e)),
+        }
+    }
+    Ok(fds)
+}
+
+async fn write_all(sock: &UnixStream, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
+    loop {
+        sock.writable().await?;
+        match sock.try_io(Interest::WRITABLE, || send_with_fds(sock, bytes, fds)) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(handshake_io(e)),
+        }
+    }
+}
+
+async fn server_handshake(sock: UnixStream, config: &StreamConfig) -> Result<AsyncSharedMemoryStream> {
+    let mut hello = [0u8; CLIENT_HELLO_LEN];
+    let checked = match handshake::check_peer(&sock) {
+        Ok(()) => read_full(&sock, &mut hello).await.and_then(|_| handshake::check_client_hello(&hello)),
+        Err(e) => Err(e),
+    };
+    let client_pid = match checked {
+        Ok(pid) => pid,
+        Err(e) => {
+            let _ = write_all(&sock, &handshake::refusal(&e), &[]).await;
+            return Err(e);
+        }
+    };
+    let offer = Offer::new(config.ring_capacity)?;
+    write_all(&sock, &offer.hello, &offer.fds()).await?;
+    let (tx, rx) = offer.into_halves(sock.into_std()?, client_pid, config.wait)?;
+    Ok(AsyncSharedMemoryStream::from_halves(tx, rx))
+}
+
+/// A connected pair of shared-memory rings (tokio flavour). Same guarantees as
+/// [`SharedMemoryStream`](crate::SharedMemoryStream); waits are `async` and never block the
+/// executor beyond a spin of a few microseconds.
+///
+/// ```no_run
+/// # async fn run() -> lapce_ipc::Result<()> {
+/// let mut stream = lapce_ipc::AsyncSharedMemoryStream::connect("echo-async").await?;
+/// stream.send(b"ping").await?;
+/// let reply = stream.recv_with(|bytes| bytes.to_vec()).await?;
+/// assert_eq!(reply, b"ping");
+/// # Ok(()) }
+/// ```
+pub struct AsyncSharedMemoryStream {
+    tx: AsyncStreamSender,
+    rx: AsyncStreamReceiver,
+}
+
+/// The sending half of an [`AsyncSharedMemoryStream`].
+pub struct AsyncStreamSender {
+    half: SendHalf,
+}
+
+/// The receiving half of an [`AsyncSharedMemoryStream`].
+pub struct AsyncStreamReceiver {
+    half: RecvHalf,
+}
+
+impl AsyncSharedMemoryStream {
+    fn from_halves(tx: SendHalf, rx: RecvHalf) -> AsyncSharedMemoryStream {
+        AsyncSharedMemoryStream { tx: AsyncStreamSender { half: tx }, rx: AsyncStreamReceiver { half: rx } }
+    }
+
+    /// Connects to the listener bound to `name`, with the default configuration.
+    pub async fn connect(name: &str) -> Result<AsyncSharedMemoryStream> {
+        Self::connect_with(name, &StreamConfig::default()).await
+    }
+
+    /// Connects to the listener bound to `name`; `config.ring_capacity` is ignored.
+    pub async fn connect_with(name: &str, config: &StreamConfig) -> Result<AsyncSharedMemoryStream> {
+        let path = socket_path(name)?;
+        let connect = async {
+            let sock = UnixStream::connect(&path)
+                .await
+                .map_err(|source| IpcError::Connect { path: path.clone(), source })?;
+            handshake::check_peer(&sock)?;
+            write_all(&sock, &handshake::client_hello(handshake::PROTOCOL_VERSION), &[]).await?;
+            let mut hello = [0u8; SERVER_HELLO_LEN];
+            let fds = read_full(&sock, &mut hello).await?;
+            let (tx, rx) = handshake::client_halves(&hello, fds, sock.into_std()?, config.wait)?;
+            Ok(Self::from_halves(tx, rx))
+        };
+        tokio::time::timeout(config.handshake_timeout, connect).await.map_err(|_| IpcError::Timeout)?
+    }
+
+    /// Splits the stream so that two tasks can send and receive concurrently.
+    pub fn into_split(self) -> (AsyncStreamSender, AsyncStreamReceiver) {
+        (self.tx, self.rx)
+    }
+
+    /// Largest message this stream sends or receives, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.tx.max_message_size()
+    }
+
+    /// The peer's process id, as it announced it in the handshake.
+    pub fn peer_pid(&self) -> u32 {
+        self.tx.half.link().peer_pid()
+    }
+
+    /// Changes how both directions wait.
+    pub fn set_wait_strategy(&mut self, wait: WaitStrategy) {
+        self.tx.half.set_strategy(wait);
+        self.rx.half.set_strategy(wait);
+    }
+
+    /// Sends one message, waiting for room. See [`AsyncStreamSender::send`].
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.send(msg).await
+    }
+
+    /// Sends without waiting; [`IpcError::WouldBlock`] when the ring is full.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.tx.try_send(msg)
+    }
+
+    /// Sends, waiting at most `timeout` for room.
+    pub async fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        self.tx.send_timeout(msg, timeout).await
+    }
+
+    /// Receives the next message into `buf`. See [`AsyncStreamReceiver::recv`].
+    pub async fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.rx.recv(buf).await
+    }
+
+    /// Receives without waiting; [`IpcError::WouldBlock`] when nothing is queued.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.rx.try_recv(buf)
+    }
+
+    /// Receives, waiting at most `timeout`.
+    pub async fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        self.rx.recv_timeout(buf, timeout).await
+    }
+
+    /// Zero-copy receive. See [`AsyncStreamReceiver::recv_with`].
+    pub async fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.rx.recv_with(f).await
+    }
+}
+
+impl AsyncStreamSender {
+    /// Largest message in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.half.max_message()
+    }
+
+    /// Sends one message; waits asynchronously while the ring is full. Fails with
+    /// [`IpcError::MessageTooLarge`] before writing anything if `msg` exceeds the limit, and
+    /// with [`IpcError::PeerGone`] if the peer goes away while we wait.
+    pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.half
+            .send_with_async(msg.len(), |buf| {
+                buf.copy_from_slice(msg);
+                msg.len()
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Sends, waiting at most `timeout` for room; [`IpcError::Timeout`] after that.
+    pub async fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
+        tokio::time::timeout(timeout, self.send(msg)).await.map_err(|_| IpcError::Timeout)?
+    }
+
+    /// Sends without waiting; [`IpcError::WouldBlock`] when the ring is full.
+    pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        if msg.len() > self.max_message_size() {
+            return Err(IpcError::MessageTooLarge { len: msg.len(), max: self.max_message_size() });
+        }
+        let sent = self.half.try_send_with(msg.len(), |buf| {
+            buf.copy_from_slice(msg);
+            msg.len()
+        })?;
+        sent.map(|_| ()).ok_or(IpcError::WouldBlock)
+    }
+
+    /// Zero-copy send: `fill` writes the message in place and returns its length (≤ `len`).
+    pub async fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+        self.half.send_with_async(len, fill).await
+    }
+}
+
+impl AsyncStreamReceiver {
+    /// Largest message in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.half.max_message()
+    }
+
+    /// Receives the next message into `buf` and returns its length. If `buf` is too small the
+    /// message stays queued and [`IpcError::BufferTooSmall`] is returned.
+    pub async fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.half.recv_with_async(copy_into(buf)).await
+    }
+
+    /// Receives, waiting at most `timeout`; [`IpcError::Timeout`] after that.
+    pub async fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
+        tokio::time::timeout(timeout, self.recv(buf)).await.map_err(|_| IpcError::Timeout)?
+    }
+
+    /// Receives without waiting; [`IpcError::WouldBlock`] when nothing is queued.
+    pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
+        self.half.try_recv_with(copy_into(buf))?.ok_or(IpcError::WouldBlock)
+    }
+
+    /// Zero-copy receive: calls `f` with the message bytes in shared memory, then frees them.
+    pub async fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.half.recv_with_async(|b| Ok(f(b))).await
+    }
+}

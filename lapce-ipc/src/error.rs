@@ -1,0 +1,95 @@
+//! The one error type of the crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `lapce-ipc`.
+///
+/// Variants are meant to be matched: a caller can tell a peer that went away
+/// ([`IpcError::PeerGone`]) from a peer that broke the protocol
+/// ([`IpcError::Corrupted`]) or a full ring ([`IpcError::WouldBlock`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IpcError {
+    /// The listener could not bind its control socket.
+    #[error("cannot bind {path}: {source}")]
+    Bind {
+        /// The socket path that was being bound.
+        path: PathBuf,
+        /// The underlying OS error.
+        source: io::Error,
+    },
+    /// The client could not reach a listener.
+    #[error("cannot connect to {path}: {source}")]
+    Connect {
+        /// The socket path that was being connected to.
+        path: PathBuf,
+        /// The underlying OS error.
+        source: io::Error,
+    },
+    /// The runtime directory or socket path is not safe to use.
+    #[error("insecure path {path}: {reason}")]
+    InsecurePath {
+        /// The offending path.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The peer runs as another user and was refused.
+    #[error("peer uid {peer_uid} refused (this process runs as uid {own_uid})")]
+    PeerRefused {
+        /// The peer's user id (SO_PEERCRED).
+        peer_uid: u32,
+        /// This process's user id.
+        own_uid: u32,
+    },
+    /// The two sides speak different protocol versions.
+    #[error("protocol version mismatch: we speak {ours}, peer speaks {theirs}")]
+    VersionMismatch {
+        /// Our protocol version.
+        ours: u32,
+        /// The peer's protocol version.
+        theirs: u32,
+    },
+    /// The handshake failed for a reason other than the version.
+    #[error("handshake failed: {0}")]
+    Handshake(String),
+    /// The peer process closed the connection or died.
+    #[error("peer gone")]
+    PeerGone,
+    /// The operation did not complete before its deadline.
+    #[error("timed out")]
+    Timeout,
+    /// A non-blocking operation could not proceed (ring full or empty).
+    #[error("operation would block")]
+    WouldBlock,
+    /// The message is larger than the ring's record limit.
+    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge {
+        /// The size that was asked for.
+        len: usize,
+        /// The largest size allowed.
+        max: usize,
+    },
+    /// The caller's buffer cannot hold the next message (the message stays queued).
+    #[error("receive buffer of {buf} bytes too small for a {needed}-byte message")]
+    BufferTooSmall {
+        /// Size of the next message.
+        needed: usize,
+        /// Size of the buffer the caller offered.
+        buf: usize,
+    },
+    /// The shared memory violates the ring protocol: the peer is buggy or hostile.
+    /// The connection cannot be used any more; other connections are unaffected.
+    #[error("shared memory corrupted: {0}")]
+    Corrupted(String),
+    /// A size or option is out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Any other operating-system error.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// `Result` with [`IpcError`].
+pub type Result<T, E = IpcError> = std::result::Result<T, E>;

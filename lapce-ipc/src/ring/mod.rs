@@ -1,0 +1,302 @@
+//! The ring layer: a lock-free single-producer / single-consumer queue of variable-length byte
+//! records in memory shared with another process.
+//!
+//! [`protocol`] holds the rules both sides follow (header layout, record format, validation,
+//! wake-up handshake) over abstract memory; this module binds them to a raw shared mapping and
+//! offers the producer and consumer halves. It knows nothing of processes or sockets: sleeping
+//! and waking are left to the caller, who gets told when the peer must be woken.
+//!
+//! All `unsafe` code of the ring lives in this file.
+
+pub(crate) mod protocol;
+
+pub(crate) use std::sync::atomic;
+
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+
+use crate::error::{IpcError, Result};
+use protocol::{ConsumerCore, Corruption, DataArea, ProducerCore, RingHeader};
+
+pub(crate) use protocol::{announce_sleep, cancel_sleep, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX};
+
+/// Bytes reserved for a ring header in a segment: one page, so the data area is page aligned.
+pub(crate) const RING_HEADER_SPAN: usize = 4096;
+/// Smallest ring capacity accepted.
+pub const MIN_CAPACITY: usize = 4096;
+/// Largest ring capacity accepted.
+pub const MAX_CAPACITY: usize = 1 << 30;
+
+const _: () = assert!(std::mem::size_of::<RingHeader>() <= RING_HEADER_SPAN);
+const _: () = assert!(std::mem::align_of::<RingHeader>() <= RING_HEADER_SPAN);
+
+/// Bytes a ring of `capacity` occupies in a segment (header page + data area).
+pub(crate) fn ring_footprint(capacity: usize) -> usize {
+    RING_HEADER_SPAN + capacity
+}
+
+/// Checks a requested ring capacity: a power of two in `MIN_CAPACITY..=MAX_CAPACITY`.
+pub(crate) fn check_capacity(capacity: usize) -> Result<()> {
+    if !capacity.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&capacity) {
+        return Err(IpcError::InvalidArgument(format!(
+            "ring capacity {capacity} must be a power of two between {MIN_CAPACITY} and {MAX_CAPACITY}"
+        )));
+    }
+    Ok(())
+}
+
+/// Largest message (record payload) a ring of `capacity` bytes carries.
+pub(crate) fn max_message(capacity: usize) -> usize {
+    protocol::max_payload(capacity as u64) as usize
+}
+
+/// Memory that can hold rings: a mapping shared with another process.
+///
+/// # Safety
+/// `base()` must point to `len()` bytes that stay mapped, readable and writable for as long as
+/// the value lives, with `base()` aligned to at least 4096 bytes. The memory may be written
+/// concurrently by another process; it must not be accessed through Rust references elsewhere.
+pub(crate) unsafe trait SharedRegion: Send + Sync + 'static {
+    fn base(&self) -> *mut u8;
+    fn len(&self) -> usize;
+}
+
+impl From<Corruption> for IpcError {
+    fn from(c: Corruption) -> IpcError {
+        IpcError::Corrupted(c.0)
+    }
+}
+
+/// One ring located in a region: header and data-area pointers, checked once at creation.
+struct RingMemory {
+    /// Keeps the mapping alive as long as the pointers below are used.
+    _region: Arc<dyn SharedRegion>,
+    header: NonNull<RingHeader>,
+    data: NonNull<u8>,
+    capacity: usize,
+}
+
+// SAFETY: the pointers target a shared mapping kept alive by `region` (itself Send + Sync). All
+// accesses through them are atomic (header, record headers) or confined by the ring protocol to
+// bytes that the owning side of the ring currently owns, so moving the value to another thread
+// or sharing it is no different from sharing the mapping.
+unsafe impl Send for RingMemory {}
+// SAFETY: see `Send`; `&RingMemory` only exposes atomics and raw pointers.
+unsafe impl Sync for RingMemory {}
+
+impl RingMemory {
+    /// Locates the ring at `offset` and checks it lies within the region.
+    fn locate(region: Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<RingMemory> {
+        check_capacity(capacity)?;
+        let end = offset.checked_add(ring_footprint(capacity));
+        if offset % RING_HEADER_SPAN != 0 || end.is_none_or(|end| end > region.len()) {
+            return Err(IpcError::InvalidArgument(format!(
+                "ring of {capacity} bytes at offset {offset} does not fit a {}-byte region",
+                region.len()
+            )));
+        }
+        let base = region.base();
+        if base.is_null() || base as usize % RING_HEADER_SPAN != 0 {
+            return Err(IpcError::InvalidArgument("region base is not page aligned".into()));
+        }
+        // SAFETY: `offset + RING_HEADER_SPAN + capacity <= region.len()` was checked above, so
+        // both pointers stay inside the mapping; they are non-null because `base` is.
+        let (header, data) = unsafe {
+            (
+                NonNull::new_unchecked(base.add(offset).cast::<RingHeader>()),
+                NonNull::new_unchecked(base.add(offset + RING_HEADER_SPAN)),
+            )
+        };
+        Ok(RingMemory { _region: region, header, data, capacity })
+    }
+
+    fn header(&self) -> &RingHeader {
+        // SAFETY: `header` is in bounds and 4096-aligned (checked in `locate`), the mapping
+        // outlives `&self` (held by `region`), and `RingHeader` consists only of atomics, for
+        // which every bit pattern is valid and concurrent access from another process is
+        // defined (atomics on shared mappings are coherent).
+        unsafe { self.header.as_ref() }
+    }
+
+    fn word(&self, off: usize) -> &AtomicU32 {
+        assert!(off % 4 == 0 && off + 4 <= self.capacity, "record header offset {off} out of range");
+        // SAFETY: in bounds and 4-aligned (asserted; the data area is page aligned), inside the
+        // live mapping, and accessed only atomically.
+        unsafe { &*self.data.as_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    /// Raw pointer to `len` bytes at `off` of the data area, bounds-checked.
+    fn bytes(&self, off: usize, len: usize) -> *mut u8 {
+        assert!(off.checked_add(len).is_some_and(|end| end <= self.capacity), "range out of the data area");
+        // SAFETY: `off + len <= capacity` was just asserted, so the pointer stays in the area.
+        unsafe { self.data.as_ptr().add(off) }
+    }
+}
+
+impl DataArea for RingMemory {
+    fn write_header(&self, off: usize, len: u32, kind: u32) {
+        self.word(off).store(len, atomic::Ordering::Relaxed);
+        self.word(off + 4).store(kind, atomic::Ordering::Relaxed);
+    }
+
+    fn read_header(&self, off: usize) -> (u32, u32) {
+        (
+            self.word(off).load(atomic::Ordering::Relaxed),
+            self.word(off + 4).load(atomic::Ordering::Relaxed),
+        )
+    }
+}
+
+/// Writes a fresh ring header at `offset` (the creator's side, before the region is shared).
+pub(crate) fn init_ring(region: &Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<()> {
+    let mem = RingMemory::locate(region.clone(), offset, capacity)?;
+    let h = mem.header();
+    for field in [&h.write_pos.0, &h.read_pos.0] {
+        field.store(0, atomic::Ordering::Relaxed);
+    }
+    h.data_waiter.0.store(AWAKE, atomic::Ordering::Relaxed);
+    h.space_waiter.0.store(AWAKE, atomic::Ordering::Relaxed);
+    h.capacity.0.store(capacity as u64, atomic::Ordering::Relaxed);
+    h.magic.0.store(protocol::RING_MAGIC, atomic::Ordering::Release);
+    Ok(())
+}
+
+/// Who must be woken after a publish: the peer's waiter word value (see [`protocol`]).
+pub(crate) type Wake = u32;
+
+/// The writing half of a ring.
+pub(crate) struct Producer {
+    mem: RingMemory,
+    core: ProducerCore,
+    broken: bool,
+}
+
+impl Producer {
+    /// Attaches to an initialised ring at `offset`, validating its header.
+    pub(crate) fn attach(region: Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<Producer> {
+        let mem = RingMemory::locate(region, offset, capacity)?;
+        let (read, write) = protocol::validate_header(mem.header(), capacity as u64)?;
+        let core = ProducerCore::new(capacity as u64, read, write)?;
+        Ok(Producer { mem, core, broken: false })
+    }
+
+    /// Largest payload of one record.
+    pub(crate) fn max_payload(&self) -> usize {
+        self.core.max_payload()
+    }
+
+    fn check(&self, len: usize) -> Result<()> {
+        if self.broken {
+            return Err(IpcError::Corrupted("ring already found corrupted".into()));
+        }
+        if len > self.max_payload() {
+            return Err(IpcError::MessageTooLarge { len, max: self.max_payload() });
+        }
+        Ok(())
+    }
+
+    /// Reserves `len` bytes and returns them for writing, or `None` when the ring is full.
+    /// Nothing is visible to the consumer until [`Producer::commit`].
+    pub(crate) fn try_reserve(&mut self, len: usize) -> Result<Option<&mut [u8]>> {
+        self.check(len)?;
+        match self.core.reserve(self.mem.header(), len) {
+            Ok(Some(r)) => {
+                let ptr = self.mem.bytes(r.payload_off, r.max_len);
+                // SAFETY: the reservation lies in the free part of the ring, which only the
+                // producer may touch until it publishes; the bytes are in bounds (checked by
+                // `bytes`) and `&mut self` keeps the slice unique on this side.
+                Ok(Some(unsafe { std::slice::from_raw_parts_mut(ptr, r.max_len) }))
+            }
+            Ok(None) => Ok(None),
+            Err(c) => {
+                self.broken = true;
+                Err(c.into())
+            }
+        }
+    }
+
+    /// Publishes the reserved record with its first `len` bytes. Returns whom to wake.
+    pub(crate) fn commit(&mut self, len: usize) -> Wake {
+        self.core.commit(self.mem.header(), &self.mem, len)
+    }
+
+    /// Forgets a reservation without publishing it.
+    pub(crate) fn abort(&mut self) {
+        self.core.abort();
+    }
+
+    /// The consumer's waiter word (to wake it after a publish).
+    pub(crate) fn peer_waiter(&self) -> &AtomicU32 {
+        &self.mem.header().data_waiter.0
+    }
+
+    /// The word the producer sleeps on while the ring is full.
+    pub(crate) fn space_waiter(&self) -> &AtomicU32 {
+        &self.mem.header().space_waiter.0
+    }
+}
+
+/// The reading half of a ring.
+pub(crate) struct Consumer {
+    mem: RingMemory,
+    core: ConsumerCore,
+    broken: bool,
+}
+
+impl Consumer {
+    /// Attaches to an initialised ring at `offset`, validating its header.
+    pub(crate) fn attach(region: Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<Consumer> {
+        let mem = RingMemory::locate(region, offset, capacity)?;
+        let (read, write) = protocol::validate_header(mem.header(), capacity as u64)?;
+        let core = ConsumerCore::new(capacity as u64, read, write)?;
+        Ok(Consumer { mem, core, broken: false })
+    }
+
+    /// Largest payload of one record.
+    pub(crate) fn max_payload(&self) -> usize {
+        max_message(self.mem.capacity)
+    }
+
+    /// The next record's bytes, or `None` when the ring is empty. The record stays in the ring
+    /// (and is returned again) until [`Consumer::release`].
+    pub(crate) fn try_peek(&mut self) -> Result<Option<&[u8]>> {
+        if self.broken {
+            return Err(IpcError::Corrupted("ring already found corrupted".into()));
+        }
+        match self.core.peek(self.mem.header(), &self.mem) {
+            Ok(Some((off, len))) => {
+                let ptr = self.mem.bytes(off, len);
+                // SAFETY: the record lies between the released and the published position, a
+                // range the producer must not touch until we release it; it is in bounds
+                // (checked by `bytes` and by `peek` against the published bytes). A hostile
+                // producer writing there anyway can only change byte values, and every bit
+                // pattern is a valid `u8`.
+                Ok(Some(unsafe { std::slice::from_raw_parts(ptr, len) }))
+            }
+            Ok(None) => Ok(None),
+            Err(c) => {
+                self.broken = true;
+                Err(c.into())
+            }
+        }
+    }
+
+    /// Gives the peeked record's space back to the producer. Returns whom to wake.
+    pub(crate) fn release(&mut self) -> Wake {
+        self.core.release(self.mem.header())
+    }
+
+    /// The producer's waiter word (to wake it after a release).
+    pub(crate) fn peer_waiter(&self) -> &AtomicU32 {
+        &self.mem.header().space_waiter.0
+    }
+
+    /// The word the consumer sleeps on while the ring is empty.
+    pub(crate) fn data_waiter(&self) -> &AtomicU32 {
+        &self.mem.header().data_waiter.0
+    }
+}
+
+#[cfg(test)]
+mod tests;
