@@ -23,6 +23,9 @@ use crate::error::{IpcError, Result};
 use crate::platform::{futex_wait, futex_wake, peer_hung_up, register_readable, Doorbell, WaitOutcome};
 use crate::ring::{announce_sleep, cancel_sleep, Consumer, Producer, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX};
 
+/// How long an adaptive wait spins without yielding the core.
+const PURE_SPIN: Duration = Duration::from_micros(5);
+
 /// Longest single blocking sleep before the peer's liveness is checked again.
 pub const LIVENESS_SLICE: Duration = Duration::from_millis(50);
 
@@ -164,6 +167,11 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
         }
         if spin_for.is_some_and(|d| now - start >= d) {
             break;
+        }
+        // Past the first few microseconds, let other threads on this core run between checks:
+        // when there are more busy threads than cores, the one we wait for may need our core.
+        if spin_for.is_some() && now - start >= PURE_SPIN {
+            std::thread::yield_now();
         }
         if now >= next_probe {
             next_probe = now + Duration::from_millis(1);

@@ -102,8 +102,13 @@ pub fn announce_sleep(waiter: &AtomicU32, how: u32) {
 }
 
 /// Withdraws an announcement (the re-check found work, or the sleep ended).
+///
+/// A read-modify-write, not a plain store: the word may hold the publisher's release swap, and a
+/// plain store here would end that release sequence, so the next announcement could miss the
+/// publication it must see (the loom model in `tests/loom_ring.rs` finds exactly that lost
+/// wake-up when this is a Relaxed store).
 pub fn cancel_sleep(waiter: &AtomicU32) {
-    waiter.store(AWAKE, Ordering::Relaxed);
+    waiter.swap(AWAKE, Ordering::AcqRel);
 }
 
 fn check_positions(read: u64, write: u64, capacity: u64) -> Result<(), Corruption> {

@@ -1,0 +1,188 @@
+//! The measurement loops, written once for every transport.
+//!
+//! A transport provides a [`ClientConn`] (the parent's side) and a [`ServerConn`] (the child's
+//! side); the loops here are generic over them, so lapce-ipc and the socket baseline run exactly
+//! the same protocol:
+//!
+//! - **echo** (round-trip latency): the client sends a message whose first byte is its sequence
+//!   number (as `u8`), the server sends it back, the client checks length and first byte.
+//! - **sink** (one-way throughput): the client sends `warmup` messages and waits for an ack,
+//!   then sends `count` messages as fast as it can and waits for the final ack. The server checks
+//!   every message (length, first byte = sequence number as `u8`) and reports in each ack how
+//!   many it received and how many were wrong.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// Errors of the bench: anything printable.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Highest latency the histograms track (larger values are clamped): 60 s in nanoseconds.
+const HIST_MAX_NS: u64 = 60_000_000_000;
+
+/// Size of an ack: messages received (`u64` LE), then messages that failed the check (`u64` LE).
+pub const ACK_LEN: usize = 16;
+
+/// The client's side of a connection.
+pub trait ClientConn {
+    /// Sends one message.
+    fn send(&mut self, msg: &[u8]) -> Result<()>;
+    /// Receives one message and returns its length and first byte (0 when empty).
+    fn recv_probe(&mut self) -> Result<(usize, u8)>;
+    /// Receives one message into `buf` and returns its length.
+    fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize>;
+}
+
+/// The server's side of a connection.
+pub trait ServerConn {
+    /// Receives one message and sends it straight back. `Ok(false)`: the client closed the
+    /// connection cleanly (between messages).
+    fn echo(&mut self) -> Result<bool>;
+    /// Receives one message and tells whether it is `len` bytes long and starts with `tag`.
+    fn recv_check(&mut self, len: usize, tag: u8) -> Result<bool>;
+    /// Sends one message.
+    fn send(&mut self, msg: &[u8]) -> Result<()>;
+}
+
+/// A new latency histogram in nanoseconds, 3 significant figures.
+pub fn new_histogram() -> Result<Histogram<u64>> {
+    Ok(Histogram::new_with_bounds(1, HIST_MAX_NS, 3)?)
+}
+
+/// Measures round trips: `warmup` unrecorded ones, then `rounds` recorded in nanoseconds.
+pub fn measure_rtt<C: ClientConn>(conn: &mut C, payload: usize, warmup: u64, rounds: u64) -> Result<Histogram<u64>> {
+    let mut hist = new_histogram()?;
+    let mut msg = vec![0xA5u8; payload];
+    for i in 0..warmup + rounds {
+        let tag = i as u8;
+        msg[0] = tag;
+        let start = Instant::now();
+        conn.send(&msg)?;
+        let (len, first) = conn.recv_probe()?;
+        let rtt = start.elapsed();
+        if len != payload || first != tag {
+            return Err(format!(
+                "bad echo for round trip {i}: got {len} bytes starting with {first}, expected {payload} starting with {tag}"
+            )
+            .into());
+        }
+        if i >= warmup {
+            hist.saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
+        }
+    }
+    Ok(hist)
+}
+
+/// Result of a one-way throughput run.
+#[derive(Debug, Clone, Copy)]
+pub struct Throughput {
+    /// Messages sent in the timed phase.
+    pub messages: u64,
+    /// Payload size of each message in bytes.
+    pub payload: usize,
+    /// Time from the first timed send to the final ack.
+    pub elapsed: Duration,
+}
+
+impl Throughput {
+    /// Messages per second.
+    pub fn msgs_per_sec(&self) -> f64 {
+        self.messages as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Payload megabytes (1e6 bytes) per second.
+    pub fn mb_per_sec(&self) -> f64 {
+        self.msgs_per_sec() * self.payload as f64 / 1e6
+    }
+}
+
+/// Measures one-way throughput: `warmup` messages and an ack, then `count` timed messages and
+/// the final ack.
+pub fn measure_throughput<C: ClientConn>(conn: &mut C, payload: usize, warmup: u64, count: u64) -> Result<Throughput> {
+    let mut msg = vec![0x5Au8; payload];
+    for seq in 0..warmup {
+        msg[0] = seq as u8;
+        conn.send(&msg)?;
+    }
+    if warmup > 0 {
+        expect_ack(conn, warmup)?;
+    }
+    let start = Instant::now();
+    for seq in warmup..warmup + count {
+        msg[0] = seq as u8;
+        conn.send(&msg)?;
+    }
+    expect_ack(conn, warmup + count)?;
+    let elapsed = start.elapsed();
+    Ok(Throughput { messages: count, payload, elapsed })
+}
+
+/// Waits for an ack and checks that the server got `expected` messages, all intact.
+fn expect_ack<C: ClientConn>(conn: &mut C, expected: u64) -> Result<()> {
+    let mut buf = [0u8; 64];
+    let n = conn.recv_into(&mut buf)?;
+    let (received, bad) = decode_ack(&buf[..n])?;
+    if received != expected || bad != 0 {
+        return Err(format!("server acked {received} messages ({bad} failed the check), expected {expected} intact").into());
+    }
+    Ok(())
+}
+
+/// Encodes an ack.
+fn encode_ack(received: u64, bad: u64) -> [u8; ACK_LEN] {
+    let mut ack = [0u8; ACK_LEN];
+    ack[..8].copy_from_slice(&received.to_le_bytes());
+    ack[8..].copy_from_slice(&bad.to_le_bytes());
+    ack
+}
+
+/// Decodes an ack into (received, bad).
+fn decode_ack(ack: &[u8]) -> Result<(u64, u64)> {
+    if ack.len() != ACK_LEN {
+        return Err(format!("ack of {} bytes, expected {ACK_LEN}", ack.len()).into());
+    }
+    let word = |i: usize| u64::from_le_bytes(ack[i..i + 8].try_into().expect("8 bytes"));
+    Ok((word(0), word(8)))
+}
+
+/// Server of the echo test: echoes until the client closes the connection.
+pub fn serve_echo<S: ServerConn>(conn: &mut S) -> Result<()> {
+    while conn.echo()? {}
+    Ok(())
+}
+
+/// Server of the sink test: receives and checks `warmup + count` messages of `payload` bytes,
+/// acking after the warmup (if any) and at the end.
+pub fn serve_sink<S: ServerConn>(conn: &mut S, payload: usize, warmup: u64, count: u64) -> Result<()> {
+    let mut bad = 0u64;
+    for seq in 0..warmup + count {
+        if !conn.recv_check(payload, seq as u8)? {
+            bad += 1;
+        }
+        if seq + 1 == warmup {
+            conn.send(&encode_ack(warmup, bad))?;
+        }
+    }
+    conn.send(&encode_ack(warmup + count, bad))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_round_trips() {
+        assert_eq!(decode_ack(&encode_ack(12345, 6)).unwrap(), (12345, 6));
+        assert!(decode_ack(&[0u8; 3]).is_err());
+    }
+
+    #[test]
+    fn throughput_units() {
+        let t = Throughput { messages: 2_000_000, payload: 1000, elapsed: Duration::from_secs(2) };
+        assert_eq!(t.msgs_per_sec(), 1_000_000.0);
+        assert_eq!(t.mb_per_sec(), 1000.0);
+    }
+}

@@ -1,0 +1,506 @@
+//! `lapce-ipc bench`: round-trip latency, one-way throughput and idle CPU of lapce-ipc (spin and
+//! adaptive waits) against a Unix-domain-socket baseline.
+//!
+//! Every measurement runs against a fresh server child process (this binary re-executed with the
+//! hidden `bench-server` subcommand), pinned to another CPU than the client when there are two.
+//! The parent is the client. See [`measure`] for the protocol of each test.
+
+mod child;
+mod lapce;
+mod measure;
+mod report;
+mod uds;
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use self::child::ServerProcess;
+use self::lapce::LapceClient;
+use self::measure::{Result, Throughput};
+use self::report::{CaseResult, IdleResult};
+use self::uds::UdsConn;
+
+/// Arguments of `lapce-ipc bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Short run (well under 30 s, for CI): 20k round trips and 200k messages per payload
+    /// instead of 200k and 2M, and a 0.3 s idle measurement instead of 1 s.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the results to FILE as a JSON array, one object per row.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Payload sizes to measure, comma-separated; K/KiB and M/MiB suffixes are accepted.
+    #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "64,1KiB,64KiB")]
+    pub payloads: Vec<usize>,
+    /// Measured round trips per payload (a tenth of that from 16 KiB up). The throughput test
+    /// sends ten times as many messages, at most 2 GB of payload (200 MB with --quick).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rounds: Option<u64>,
+    /// Seconds after which a server child that has not finished its test is killed and the test
+    /// reported as failed.
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+}
+
+/// Arguments of the hidden `bench-server` subcommand (the server child).
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Transport to serve.
+    #[arg(long, value_enum)]
+    pub transport: Transport,
+    /// How the server waits.
+    #[arg(long, value_enum)]
+    pub mode: Mode,
+    /// Listener name (lapce-ipc) or socket path (uds).
+    #[arg(long)]
+    pub name: String,
+    /// Which test to serve.
+    #[arg(long, value_enum)]
+    pub test: Test,
+    /// Payload size in bytes.
+    #[arg(long)]
+    pub payload: usize,
+    /// Sink test: unacked warm-up messages before the timed ones.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
+    /// Sink test: timed messages.
+    #[arg(long, default_value_t = 0)]
+    pub count: u64,
+    /// Ring capacity (lapce-ipc); derived from the test and payload when absent.
+    #[arg(long)]
+    pub ring_capacity: Option<usize>,
+    /// CPU to pin the server to.
+    #[arg(long)]
+    pub cpu: Option<usize>,
+    /// Pid of the bench process; the server dies with it.
+    #[arg(long)]
+    pub parent_pid: Option<u32>,
+}
+
+/// A transport under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// lapce-ipc shared-memory streams.
+    #[value(name = "lapce-ipc")]
+    Lapce,
+    /// Unix-domain stream socket with length-prefixed frames.
+    Uds,
+}
+
+impl Transport {
+    /// Name used in the table and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Lapce => "lapce-ipc",
+            Transport::Uds => "uds",
+        }
+    }
+}
+
+/// How both sides wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// lapce-ipc `WaitStrategy::Spin`.
+    Spin,
+    /// lapce-ipc default `WaitStrategy::Adaptive`.
+    Adaptive,
+    /// Blocking I/O (the socket baseline; `WaitStrategy::Blocking` for lapce-ipc).
+    Blocking,
+}
+
+impl Mode {
+    /// Name used in the table and the JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Spin => "spin",
+            Mode::Adaptive => "adaptive",
+            Mode::Blocking => "blocking",
+        }
+    }
+}
+
+/// What the server child does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Test {
+    /// Echo every message until the client closes (latency, idle CPU).
+    Echo,
+    /// Count and check messages, ack after the warm-up and at the end (throughput).
+    Sink,
+}
+
+impl Test {
+    /// Value of `--test` for the child.
+    fn arg(self) -> &'static str {
+        match self {
+            Test::Echo => "echo",
+            Test::Sink => "sink",
+        }
+    }
+}
+
+/// The transports and modes measured, in table order; the last one is the baseline.
+const CASES: [(Transport, Mode); 3] =
+    [(Transport::Lapce, Mode::Spin), (Transport::Lapce, Mode::Adaptive), (Transport::Uds, Mode::Blocking)];
+
+/// Largest payload accepted by `--payloads`.
+const MAX_PAYLOAD: usize = 16 << 20;
+
+/// Parses a payload size: `64`, `1K`, `1KiB`, `2M`, `2MiB` (binary multiples).
+fn parse_size(s: &str) -> std::result::Result<usize, String> {
+    let t = s.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        _ => return Err(format!("bad size {s:?}: use a number with an optional K/KiB or M/MiB suffix")),
+    };
+    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
+    match n.checked_mul(mult) {
+        Some(v) if (1..=MAX_PAYLOAD).contains(&v) => Ok(v),
+        _ => Err(format!("size {s:?} out of range 1 B to 16 MiB")),
+    }
+}
+
+/// How many round trips and messages one payload gets.
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    /// Unrecorded round trips (and unacked throughput messages) first.
+    warmup: u64,
+    /// Recorded round trips.
+    rounds: u64,
+    /// Timed throughput messages.
+    messages: u64,
+}
+
+impl Counts {
+    /// Counts for `payload` under `args`.
+    fn new(args: &BenchArgs, payload: usize) -> Counts {
+        let (warmup, rounds, budget_bytes) =
+            if args.quick { (1_000u64, 20_000u64, 200_000_000u64) } else { (10_000, 200_000, 2_000_000_000) };
+        let rounds = args.rounds.unwrap_or(rounds);
+        let messages = (rounds * 10).min(budget_bytes / payload as u64).max(1);
+        let scale = if payload >= 16 << 10 { 10 } else { 1 };
+        let rounds = (rounds / scale).max(1);
+        Counts { warmup: (warmup / scale).min(rounds), rounds, messages }
+    }
+}
+
+/// Where the client and the server run.
+#[derive(Debug, Clone)]
+enum Pinning {
+    /// The client (this thread) is pinned to `client`, servers to `server`.
+    Pinned { client: usize, server: usize },
+    /// Nothing is pinned, for the reason given.
+    NotPinned(String),
+}
+
+impl Pinning {
+    /// Pins the calling thread (the client) to the first allowed CPU and picks the second for
+    /// the servers, when there are two.
+    fn setup() -> Pinning {
+        let cpus = child::allowed_cpus();
+        match cpus.as_slice() {
+            [client, server, ..] => match child::pin_current_thread(*client) {
+                Ok(()) => Pinning::Pinned { client: *client, server: *server },
+                Err(e) => Pinning::NotPinned(e.to_string()),
+            },
+            [_] => Pinning::NotPinned("1 CPU".into()),
+            [] => Pinning::NotPinned("CPU affinity unknown".into()),
+        }
+    }
+
+    /// The CPU for servers, if pinned.
+    fn server_cpu(&self) -> Option<usize> {
+        match self {
+            Pinning::Pinned { server, .. } => Some(*server),
+            Pinning::NotPinned(_) => None,
+        }
+    }
+
+    /// One line for the output.
+    fn describe(&self) -> String {
+        match self {
+            Pinning::Pinned { client, server } => format!("pinned: client cpu{client}, server cpu{server}"),
+            Pinning::NotPinned(why) => format!("not pinned ({why})"),
+        }
+    }
+}
+
+/// A connected client of either transport.
+enum Client {
+    /// lapce-ipc.
+    Lapce(LapceClient),
+    /// The socket baseline.
+    Uds(UdsConn),
+}
+
+/// State of one bench run.
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    pinning: Pinning,
+    /// Numbers the servers of this run, for unique listener names.
+    counter: AtomicU64,
+}
+
+impl Bench<'_> {
+    /// A fresh listener name (lapce-ipc) or socket path (uds) for one server, and the file the
+    /// server creates (removed after the server is gone, whatever happens).
+    fn endpoint(&self, transport: Transport) -> (String, PathBuf) {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let base = format!("lapce-ipc-bench-{}-{n}", std::process::id());
+        match transport {
+            Transport::Lapce => {
+                let file = lapce_ipc::socket_path(&base).unwrap_or_default();
+                (base, file)
+            }
+            Transport::Uds => {
+                let path = std::env::temp_dir().join(format!("{base}.sock"));
+                (path.to_string_lossy().into_owned(), path)
+            }
+        }
+    }
+
+    /// Starts a server child for one test, connects to it and runs `body` with the client and
+    /// the server's pid. The client is closed before the server is expected to exit; on error
+    /// the server is killed.
+    fn session<T>(
+        &self,
+        transport: Transport,
+        mode: Mode,
+        test: Test,
+        payload: usize,
+        counts: Counts,
+        body: impl FnOnce(&mut Client, u32) -> Result<T>,
+    ) -> Result<T> {
+        let (name, file) = self.endpoint(transport);
+        let mut args: Vec<OsString> = vec![
+            "bench-server".into(),
+            "--transport".into(),
+            transport.name().into(),
+            "--mode".into(),
+            mode.name().into(),
+            "--name".into(),
+            name.clone().into(),
+            "--test".into(),
+            test.arg().into(),
+            "--payload".into(),
+            payload.to_string().into(),
+            "--warmup".into(),
+            counts.warmup.to_string().into(),
+            "--count".into(),
+            counts.messages.to_string().into(),
+            "--parent-pid".into(),
+            std::process::id().to_string().into(),
+        ];
+        if let Some(cpu) = self.pinning.server_cpu() {
+            args.extend(["--cpu".into(), cpu.to_string().into()]);
+        }
+        let cleanup = if file.as_os_str().is_empty() { Vec::new() } else { vec![file] };
+        let mut server = ServerProcess::spawn(&args, Duration::from_secs(self.args.timeout), cleanup)?;
+        server.wait_ready()?;
+        let outcome = (|| {
+            let mut client = match transport {
+                Transport::Lapce => {
+                    let c = LapceClient::connect(&name, mode)?;
+                    if payload > c.max_message_size() {
+                        return Err(format!("payload {payload} exceeds the ring's limit {}", c.max_message_size()).into());
+                    }
+                    Client::Lapce(c)
+                }
+                Transport::Uds => Client::Uds(UdsConn::connect(std::path::Path::new(&name))?),
+            };
+            body(&mut client, server.pid())
+        })();
+        match outcome {
+            Ok(value) => {
+                server.finish(Duration::from_secs(10))?;
+                Ok(value)
+            }
+            Err(e) => Err(server.explain(e)),
+        }
+    }
+
+    /// Measures round-trip latency.
+    fn rtt(&self, transport: Transport, mode: Mode, payload: usize, counts: Counts) -> Result<Histogram<u64>> {
+        self.session(transport, mode, Test::Echo, payload, counts, |client, _| match client {
+            Client::Lapce(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+            Client::Uds(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+        })
+    }
+
+    /// Measures one-way throughput.
+    fn throughput(&self, transport: Transport, mode: Mode, payload: usize, counts: Counts) -> Result<Throughput> {
+        self.session(transport, mode, Test::Sink, payload, counts, |client, _| match client {
+            Client::Lapce(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
+            Client::Uds(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
+        })
+    }
+
+    /// Measures latency and throughput of one (transport, mode, payload), with progress lines.
+    fn case(&self, transport: Transport, mode: Mode, payload: usize) -> CaseResult {
+        let counts = Counts::new(self.args, payload);
+        let what = format!("{} {} {}", transport.name(), mode.name(), report::payload_label(payload));
+
+        eprint!("measuring {what} rtt ({} round trips)... ", counts.rounds);
+        let t = Instant::now();
+        let rtt = self.rtt(transport, mode, payload, counts).map_err(|e| e.to_string());
+        match &rtt {
+            Ok(h) => eprintln!(
+                "p50 {} µs, p99 {} µs ({:.2} s)",
+                report::us(h.value_at_quantile(0.5)),
+                report::us(h.value_at_quantile(0.99)),
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => eprintln!("FAILED: {e}"),
+        }
+
+        eprint!("measuring {what} throughput ({} messages)... ", counts.messages);
+        let t = Instant::now();
+        let tput = self.throughput(transport, mode, payload, counts).map_err(|e| e.to_string());
+        match &tput {
+            Ok(r) => eprintln!(
+                "{} msg/s, {:.1} MB/s ({:.2} s)",
+                report::rate(r.msgs_per_sec()),
+                r.mb_per_sec(),
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => eprintln!("FAILED: {e}"),
+        }
+        CaseResult { transport, mode, payload, rounds: counts.rounds, messages: counts.messages, rtt, tput }
+    }
+
+    /// Measures the CPU an idle connected adaptive pair costs: the server sits in `recv` while
+    /// the client does nothing for `period`.
+    fn idle(&self, period: Duration) -> Result<IdleResult, String> {
+        eprint!("measuring lapce-ipc adaptive idle CPU ({:.1} s)... ", period.as_secs_f64());
+        let counts = Counts { warmup: 0, rounds: 0, messages: 0 };
+        let result = self
+            .session(Transport::Lapce, Mode::Adaptive, Test::Echo, 1, counts, |client, pid| {
+                let Client::Lapce(c) = client else { unreachable!("a lapce-ipc session") };
+                // One round trip: the server is now in its receive loop.
+                measure::measure_rtt(c, 1, 0, 1)?;
+                // Let it finish spinning and go to sleep.
+                std::thread::sleep(Duration::from_millis(20));
+                let before = child::process_cpu_time(pid)?;
+                let start = Instant::now();
+                std::thread::sleep(period);
+                let after = child::process_cpu_time(pid)?;
+                let wall = start.elapsed();
+                Ok(IdleResult {
+                    wall,
+                    ticks: after.ticks.saturating_sub(before.ticks),
+                    ticks_per_second: child::ticks_per_second(),
+                    sched_ns: after.sched_ns.zip(before.sched_ns).map(|(a, b)| a.saturating_sub(b)),
+                })
+            })
+            .map_err(|e| e.to_string());
+        match &result {
+            Ok(idle) => eprintln!("{:.3}% of one core", idle.percent()),
+            Err(e) => eprintln!("FAILED: {e}"),
+        }
+        result
+    }
+}
+
+/// Runs `lapce-ipc bench`. Missed targets do not fail it; failed measurements do (exit 1).
+pub fn run(args: &BenchArgs) -> ExitCode {
+    let started = Instant::now();
+    let bench = Bench { args, pinning: Pinning::setup(), counter: AtomicU64::new(0) };
+    println!(
+        "lapce-ipc bench{}: payloads {}; {}",
+        if args.quick { " (quick)" } else { "" },
+        args.payloads.iter().map(|&p| report::payload_label(p)).collect::<Vec<_>>().join(", "),
+        bench.pinning.describe()
+    );
+
+    let mut cases = Vec::new();
+    for &payload in &args.payloads {
+        for (transport, mode) in CASES {
+            cases.push(bench.case(transport, mode, payload));
+        }
+    }
+    let idle = bench.idle(Duration::from_millis(if args.quick { 300 } else { 1000 }));
+
+    let rows = report::rows(&cases, &idle);
+    println!();
+    report::print_table(&rows);
+    println!();
+    report::print_idle(&idle);
+    println!();
+    report::print_targets(&rows, &idle);
+    println!();
+    println!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
+
+    let mut ok = rows.iter().all(|r| r.error.is_none());
+    if let Some(path) = &args.json {
+        match report::write_json(path, &rows) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: some measurements failed (see above)");
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs the hidden `bench-server` subcommand (the server child).
+pub fn serve(args: &ServerArgs) -> ExitCode {
+    let result = (|| -> Result<()> {
+        child::die_with_parent(args.parent_pid)?;
+        if let Some(cpu) = args.cpu {
+            child::pin_current_thread(cpu)?;
+        }
+        match args.transport {
+            Transport::Lapce => lapce::serve(args),
+            Transport::Uds => uds::serve(args),
+        }
+    })();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench-server ({} {}): {e}", args.transport.name(), args.mode.name());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_sizes() {
+        assert_eq!(parse_size("64"), Ok(64));
+        assert_eq!(parse_size("1KiB"), Ok(1024));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("1 MiB"), Ok(1 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("17M").is_err());
+        assert!(parse_size("1x").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn big_payloads_get_fewer_rounds() {
+        let args = BenchArgs { quick: false, json: None, payloads: vec![], rounds: None, timeout: 60 };
+        let small = Counts::new(&args, 1024);
+        let big = Counts::new(&args, 64 << 10);
+        assert_eq!((small.warmup, small.rounds), (10_000, 200_000));
+        assert_eq!((big.warmup, big.rounds), (1_000, 20_000));
+        assert!(big.messages * (64 << 10) <= 2_000_000_000);
+    }
+}

@@ -1,0 +1,426 @@
+//! Results: rows, the table, the targets summary and the JSON file.
+
+use std::path::Path;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::measure::Throughput;
+use super::{Mode, Transport};
+
+/// Measurements of one (transport, mode, payload).
+pub struct CaseResult {
+    /// Transport measured.
+    pub transport: Transport,
+    /// Wait mode measured.
+    pub mode: Mode,
+    /// Payload size in bytes.
+    pub payload: usize,
+    /// Recorded round trips.
+    pub rounds: u64,
+    /// Timed throughput messages.
+    pub messages: u64,
+    /// Round-trip latencies in nanoseconds, or why they are missing.
+    pub rtt: Result<Histogram<u64>, String>,
+    /// One-way throughput, or why it is missing.
+    pub tput: Result<Throughput, String>,
+}
+
+/// CPU used by an idle server blocked in `recv`.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleResult {
+    /// How long the pair sat idle.
+    pub wall: Duration,
+    /// `utime + stime` ticks the server used meanwhile.
+    pub ticks: u64,
+    /// Clock ticks per second.
+    pub ticks_per_second: u64,
+    /// Nanoseconds on CPU from `schedstat`, when available (much finer than ticks).
+    pub sched_ns: Option<u64>,
+}
+
+impl IdleResult {
+    /// CPU use in percent of one core: from `schedstat` when available, else from ticks.
+    pub fn percent(&self) -> f64 {
+        match self.sched_ns {
+            Some(ns) => ns as f64 / self.wall.as_nanos() as f64 * 100.0,
+            None => self.ticks_percent(),
+        }
+    }
+
+    /// CPU use in percent of one core from `/proc/<pid>/stat` ticks alone.
+    pub fn ticks_percent(&self) -> f64 {
+        self.ticks as f64 / self.ticks_per_second as f64 / self.wall.as_secs_f64() * 100.0
+    }
+}
+
+/// One row of the table and of the JSON array.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// `lapce-ipc` or `uds`.
+    pub transport: String,
+    /// `spin`, `adaptive`, `blocking`, or `adaptive-idle` for the idle-CPU row.
+    pub mode: String,
+    /// Payload size in bytes (0 for the idle row).
+    pub payload_bytes: u64,
+    /// Round-trip latency, median, µs.
+    pub rtt_p50_us: Option<f64>,
+    /// Round-trip latency, 99th percentile, µs.
+    pub rtt_p99_us: Option<f64>,
+    /// Round-trip latency, 99.9th percentile, µs.
+    pub rtt_p999_us: Option<f64>,
+    /// Round-trip latency, maximum, µs.
+    pub rtt_max_us: Option<f64>,
+    /// Round trips recorded.
+    pub rtt_round_trips: Option<u64>,
+    /// One-way throughput, messages per second.
+    pub msgs_per_sec: Option<f64>,
+    /// One-way throughput, payload MB (1e6 bytes) per second.
+    pub mb_per_sec: Option<f64>,
+    /// Messages in the timed throughput phase.
+    pub throughput_messages: Option<u64>,
+    /// `uds p50 / this p50`: how many times lower this median round trip is than the socket's.
+    pub rtt_p50_speedup_vs_uds: Option<f64>,
+    /// `this msg/s / uds msg/s`.
+    pub msgs_per_sec_vs_uds: Option<f64>,
+    /// Idle row only: CPU of the idle server in percent of one core.
+    pub idle_cpu_percent: Option<f64>,
+    /// What went wrong, if a measurement failed.
+    pub error: Option<String>,
+}
+
+impl Row {
+    /// A row with only its identity set.
+    fn empty(transport: &str, mode: &str, payload: u64) -> Row {
+        Row {
+            transport: transport.into(),
+            mode: mode.into(),
+            payload_bytes: payload,
+            rtt_p50_us: None,
+            rtt_p99_us: None,
+            rtt_p999_us: None,
+            rtt_max_us: None,
+            rtt_round_trips: None,
+            msgs_per_sec: None,
+            mb_per_sec: None,
+            throughput_messages: None,
+            rtt_p50_speedup_vs_uds: None,
+            msgs_per_sec_vs_uds: None,
+            idle_cpu_percent: None,
+            error: None,
+        }
+    }
+
+    /// Whether this row is (transport, mode, payload).
+    fn is(&self, transport: Transport, mode: Mode, payload: u64) -> bool {
+        self.transport == transport.name() && self.mode == mode.name() && self.payload_bytes == payload
+    }
+}
+
+/// Nanoseconds to microseconds.
+fn ns_to_us(ns: u64) -> f64 {
+    ns as f64 / 1000.0
+}
+
+/// Builds the rows (with ratios to the uds row of the same payload) and the idle row.
+pub fn rows(cases: &[CaseResult], idle: &Result<IdleResult, String>) -> Vec<Row> {
+    let mut rows: Vec<Row> = cases
+        .iter()
+        .map(|c| {
+            let mut row = Row::empty(c.transport.name(), c.mode.name(), c.payload as u64);
+            let mut errors = Vec::new();
+            match &c.rtt {
+                Ok(h) => {
+                    row.rtt_p50_us = Some(ns_to_us(h.value_at_quantile(0.5)));
+                    row.rtt_p99_us = Some(ns_to_us(h.value_at_quantile(0.99)));
+                    row.rtt_p999_us = Some(ns_to_us(h.value_at_quantile(0.999)));
+                    row.rtt_max_us = Some(ns_to_us(h.max()));
+                    row.rtt_round_trips = Some(h.len());
+                }
+                Err(e) => errors.push(format!("rtt ({} round trips): {e}", c.rounds)),
+            }
+            match &c.tput {
+                Ok(t) => {
+                    row.msgs_per_sec = Some(t.msgs_per_sec());
+                    row.mb_per_sec = Some(t.mb_per_sec());
+                    row.throughput_messages = Some(t.messages);
+                }
+                Err(e) => errors.push(format!("throughput ({} messages): {e}", c.messages)),
+            }
+            if !errors.is_empty() {
+                row.error = Some(errors.join("; "));
+            }
+            row
+        })
+        .collect();
+
+    let baselines: Vec<(u64, Option<f64>, Option<f64>)> = rows
+        .iter()
+        .filter(|r| r.transport == Transport::Uds.name())
+        .map(|r| (r.payload_bytes, r.rtt_p50_us, r.msgs_per_sec))
+        .collect();
+    for row in &mut rows {
+        let Some(&(_, uds_p50, uds_msgs)) = baselines.iter().find(|b| b.0 == row.payload_bytes) else { continue };
+        row.rtt_p50_speedup_vs_uds = uds_p50.zip(row.rtt_p50_us).map(|(u, r)| u / r);
+        row.msgs_per_sec_vs_uds = row.msgs_per_sec.zip(uds_msgs).map(|(r, u)| r / u);
+    }
+
+    let mut idle_row = Row::empty(Transport::Lapce.name(), "adaptive-idle", 0);
+    match idle {
+        Ok(i) => idle_row.idle_cpu_percent = Some(i.percent()),
+        Err(e) => idle_row.error = Some(format!("idle: {e}")),
+    }
+    rows.push(idle_row);
+    rows
+}
+
+/// A payload size for humans: `64 B`, `1 KiB`, `64 KiB`, `1 MiB`, `1500 B`.
+pub fn payload_label(bytes: usize) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+        format!("{} KiB", bytes >> 10)
+    } else {
+        format!("{bytes} B")
+    }
+}
+
+/// Nanoseconds as microseconds with sensible precision.
+pub fn us(ns: u64) -> String {
+    fmt_us(ns_to_us(ns))
+}
+
+/// Microseconds with sensible precision.
+fn fmt_us(v: f64) -> String {
+    if v < 10.0 {
+        format!("{v:.2}")
+    } else if v < 1000.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.0}")
+    }
+}
+
+/// A rate such as `12.35 M` or `850.2 k`.
+pub fn rate(per_sec: f64) -> String {
+    if per_sec >= 1e6 {
+        format!("{:.2} M", per_sec / 1e6)
+    } else if per_sec >= 1e3 {
+        format!("{:.1} k", per_sec / 1e3)
+    } else {
+        format!("{per_sec:.0}")
+    }
+}
+
+/// Formats an optional value, `-` when absent.
+fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
+    v.map_or_else(|| "-".into(), f)
+}
+
+/// Prints the table of measurement rows (not the idle row), grouped by payload.
+pub fn print_table(rows: &[Row]) {
+    let header = format!(
+        "{:<10} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
+        "transport",
+        "mode",
+        "payload",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "p50 vs uds",
+        "msg/s",
+        "MB/s",
+        "msg/s vs uds"
+    );
+    println!("{header}");
+    println!("{}", "-".repeat(header.chars().count()));
+    let mut last_payload = None;
+    for row in rows.iter().filter(|r| r.mode != "adaptive-idle") {
+        if last_payload.is_some_and(|p| p != row.payload_bytes) {
+            println!();
+        }
+        last_payload = Some(row.payload_bytes);
+        let is_uds = row.transport == Transport::Uds.name();
+        let ratio = |v: Option<f64>| if is_uds { "(baseline)".to_string() } else { opt(v, |x| format!("{x:.1}×")) };
+        println!(
+            "{:<10} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
+            row.transport,
+            row.mode,
+            payload_label(row.payload_bytes as usize),
+            opt(row.rtt_p50_us, fmt_us),
+            opt(row.rtt_p99_us, fmt_us),
+            opt(row.rtt_p999_us, fmt_us),
+            opt(row.rtt_max_us, fmt_us),
+            ratio(row.rtt_p50_speedup_vs_uds),
+            opt(row.msgs_per_sec, rate),
+            opt(row.mb_per_sec, |x| format!("{x:.1}")),
+            ratio(row.msgs_per_sec_vs_uds),
+        );
+        if let Some(e) = &row.error {
+            println!("    error: {e}");
+        }
+    }
+    println!();
+    println!("p50 vs uds = uds p50 / row p50 (higher is better); msg/s vs uds = row msg/s / uds msg/s;");
+    println!("MB = 1e6 bytes of payload; throughput is one-way, timed from the first send to the final ack.");
+}
+
+/// Prints the idle-CPU measurement.
+pub fn print_idle(idle: &Result<IdleResult, String>) {
+    match idle {
+        Ok(i) => {
+            let sched = match i.sched_ns {
+                Some(ns) => format!("schedstat {:.0} µs on CPU; ", ns as f64 / 1e3),
+                None => String::new(),
+            };
+            println!(
+                "idle: lapce-ipc adaptive pair, server blocked in recv for {:.2} s: server CPU {:.3}% of one core \
+                 ({sched}/proc stat {} ticks at {} Hz = {:.1}%)",
+                i.wall.as_secs_f64(),
+                i.percent(),
+                i.ticks,
+                i.ticks_per_second,
+                i.ticks_percent()
+            );
+        }
+        Err(e) => println!("idle: FAILED: {e}"),
+    }
+}
+
+/// Outcome of one target.
+enum Verdict {
+    /// Met, with the figures.
+    Met(String),
+    /// Missed, with the figures.
+    Missed(String),
+    /// Could not be judged (not measured or failed).
+    Unknown(String),
+}
+
+/// Judges `ok` on figures `detail`.
+fn verdict(ok: bool, detail: String) -> Verdict {
+    if ok {
+        Verdict::Met(detail)
+    } else {
+        Verdict::Missed(detail)
+    }
+}
+
+/// Prints the issue's targets and whether this run met them. Missing a target is reported,
+/// never an error.
+pub fn print_targets(rows: &[Row], idle: &Result<IdleResult, String>) {
+    const KIB: u64 = 1024;
+    let find = |t: Transport, m: Mode| rows.iter().find(|r| r.is(t, m, KIB));
+    let p50 = |t, m| find(t, m).and_then(|r| r.rtt_p50_us);
+    let msgs = |t, m| find(t, m).and_then(|r| r.msgs_per_sec);
+    let spin = p50(Transport::Lapce, Mode::Spin);
+    let adaptive = p50(Transport::Lapce, Mode::Adaptive);
+    let uds = p50(Transport::Uds, Mode::Blocking);
+    let missing = || Verdict::Unknown("1 KiB not measured or failed".into());
+
+    let mut targets: Vec<(&str, Verdict)> = Vec::new();
+    targets.push((
+        "spin-mode 1 KiB RTT p50 < 1 µs",
+        spin.map_or_else(missing, |s| verdict(s < 1.0, format!("{} µs", fmt_us(s)))),
+    ));
+    targets.push((
+        "adaptive 1 KiB RTT p50 within 2× of spin p50",
+        adaptive.zip(spin).map_or_else(missing, |(a, s)| {
+            verdict(a <= 2.0 * s, format!("{} µs vs {} µs = {:.2}×", fmt_us(a), fmt_us(s), a / s))
+        }),
+    ));
+    targets.push((
+        "adaptive 1 KiB RTT p50 at least 20× better than uds",
+        adaptive.zip(uds).map_or_else(missing, |(a, u)| {
+            verdict(u / a >= 20.0, format!("uds {} µs / adaptive {} µs = {:.1}×", fmt_us(u), fmt_us(a), u / a))
+        }),
+    ));
+    let best = [Mode::Spin, Mode::Adaptive]
+        .into_iter()
+        .filter_map(|m| msgs(Transport::Lapce, m).map(|v| (m, v)))
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    targets.push((
+        "1 KiB one-way throughput ≥ 5 M msg/s (best lapce-ipc mode)",
+        best.map_or_else(missing, |(m, v)| verdict(v >= 5e6, format!("{} msg/s ({})", rate(v), m.name()))),
+    ));
+    targets.push((
+        "idle connected pair < 1% CPU",
+        match idle {
+            Ok(i) => verdict(i.percent() < 1.0, format!("{:.3}% of one core", i.percent())),
+            Err(_) => Verdict::Unknown("measurement failed".into()),
+        },
+    ));
+
+    println!("targets (a report, not a gate):");
+    for (name, v) in &targets {
+        let (tag, detail) = match v {
+            Verdict::Met(d) => ("met   ", d),
+            Verdict::Missed(d) => ("MISSED", d),
+            Verdict::Unknown(d) => ("n/a   ", d),
+        };
+        println!("  [{tag}] {name}: {detail}");
+    }
+    let met = targets.iter().filter(|(_, v)| matches!(v, Verdict::Met(_))).count();
+    println!("  {met} of {} targets met on this run", targets.len());
+}
+
+/// Writes the rows as a pretty JSON array.
+pub fn write_json(path: &Path, rows: &[Row]) -> std::io::Result<()> {
+    let mut text = serde_json::to_string_pretty(rows).map_err(std::io::Error::other)?;
+    text.push('\n');
+    std::fs::write(path, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(payload_label(64), "64 B");
+        assert_eq!(payload_label(1024), "1 KiB");
+        assert_eq!(payload_label(65536), "64 KiB");
+        assert_eq!(payload_label(1500), "1500 B");
+        assert_eq!(rate(12_345_678.0), "12.35 M");
+        assert_eq!(us(850), "0.85");
+    }
+
+    #[test]
+    fn ratios_against_uds() {
+        let mut h = crate::bench::measure::new_histogram().unwrap();
+        h.record(1000).unwrap();
+        let mut slow = crate::bench::measure::new_histogram().unwrap();
+        slow.record(50_000).unwrap();
+        let tput = |msgs_per_sec: u64| Ok(Throughput { messages: msgs_per_sec, payload: 64, elapsed: Duration::from_secs(1) });
+        let cases = vec![
+            CaseResult {
+                transport: Transport::Lapce,
+                mode: Mode::Spin,
+                payload: 64,
+                rounds: 1,
+                messages: 1,
+                rtt: Ok(h),
+                tput: tput(4_000_000),
+            },
+            CaseResult {
+                transport: Transport::Uds,
+                mode: Mode::Blocking,
+                payload: 64,
+                rounds: 1,
+                messages: 1,
+                rtt: Ok(slow),
+                tput: tput(1_000_000),
+            },
+        ];
+        let idle = Ok(IdleResult { wall: Duration::from_secs(1), ticks: 0, ticks_per_second: 100, sched_ns: None });
+        let rows = rows(&cases, &idle);
+        assert_eq!(rows.len(), 3);
+        let speedup = rows[0].rtt_p50_speedup_vs_uds.unwrap();
+        assert!((speedup - 50.0).abs() < 0.5, "{speedup}");
+        assert_eq!(rows[0].msgs_per_sec_vs_uds, Some(4.0));
+        assert_eq!(rows[2].mode, "adaptive-idle");
+        assert_eq!(rows[2].idle_cpu_percent, Some(0.0));
+    }
+}

@@ -1,0 +1,57 @@
+//! Smoke test of `lapce-ipc bench`: runs the real binary (which spawns its server child
+//! processes) with `--quick` on one payload and checks the JSON it writes.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Removes the JSON file when the test ends, whether it passes or not.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A path in the temp directory that no other run uses.
+fn unique_json_path() -> TempFile {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    TempFile(std::env::temp_dir().join(format!("lapce-ipc-bench-smoke-{}-{nanos}.json", std::process::id())))
+}
+
+#[test]
+fn quick_bench_writes_json_for_every_transport() {
+    let json = unique_json_path();
+    let out = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
+        .args(["bench", "--quick", "--payloads", "64", "--json"])
+        .arg(&json.0)
+        .output()
+        .expect("run lapce-ipc bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("targets"), "no targets summary:\n{stdout}");
+    assert!(stdout.contains("pinned"), "no pinning line:\n{stdout}");
+
+    let text = std::fs::read_to_string(&json.0).expect("read the JSON file");
+    let rows: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let rows = rows.as_array().expect("a JSON array");
+
+    for (transport, mode) in [("lapce-ipc", "spin"), ("lapce-ipc", "adaptive"), ("uds", "blocking")] {
+        let row = rows
+            .iter()
+            .find(|r| r["transport"] == transport && r["mode"] == mode && r["payload_bytes"] == 64)
+            .unwrap_or_else(|| panic!("no row for {transport} {mode} 64 B in {text}"));
+        for key in ["msgs_per_sec", "rtt_p50_us"] {
+            let v = row[key].as_f64().unwrap_or_else(|| panic!("{transport} {mode}: {key} missing in {row}"));
+            assert!(v > 0.0, "{transport} {mode}: {key} = {v}");
+        }
+        for key in ["rtt_p99_us", "rtt_p999_us", "rtt_max_us", "mb_per_sec"] {
+            assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{transport} {mode}: bad {key} in {row}");
+        }
+        assert!(row["error"].is_null(), "{transport} {mode}: {row}");
+    }
+    let idle = rows.iter().find(|r| r["mode"] == "adaptive-idle").expect("an idle-CPU row");
+    assert!(idle["idle_cpu_percent"].as_f64().is_some_and(|v| v >= 0.0), "bad idle row {idle}");
+}

@@ -1,0 +1,118 @@
+//! Shared helpers for the cross-process tests: unique names, child processes that are always
+//! reaped, deterministic message contents.
+//!
+//! A test spawns its peer by re-running the test binary with `--ignored --exact child_main`;
+//! the `child_main` entry point of each test file reads the role from the environment.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const ROLE_ENV: &str = "LAPCE_IPC_TEST_ROLE";
+pub const ARG_ENV: &str = "LAPCE_IPC_TEST_ARG";
+
+/// A listener name no other test (or test run) uses.
+pub fn unique_name(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("t-{tag}-{}-{}-{nanos:x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A spawned peer process, killed and reaped when dropped (also when the test panics).
+pub struct ChildGuard {
+    child: Option<Child>,
+    role: String,
+}
+
+impl ChildGuard {
+    /// Re-runs this test binary as `role` with argument `arg`.
+    pub fn spawn(role: &str, arg: &str) -> ChildGuard {
+        let exe = std::env::current_exe().expect("test binary path");
+        let child = Command::new(exe)
+            .args(["--ignored", "--exact", "child_main", "--nocapture", "--test-threads=1"])
+            .env(ROLE_ENV, role)
+            .env(ARG_ENV, arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        ChildGuard { child: Some(child), role: role.to_string() }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends SIGKILL and reaps the child.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the child to exit successfully within `timeout`; kills it and panics otherwise.
+    pub fn wait_success(&mut self, timeout: Duration) {
+        let mut c = self.child.take().expect("child already reaped");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert!(status.success(), "child {} failed: {status}", self.role);
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                panic!("child {} did not finish within {timeout:?}", self.role);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The role and argument this process was started with, if it is a spawned child. Also makes
+/// the child die with its parent, so an aborted test run leaves no orphans.
+pub fn child_role() -> Option<(String, String)> {
+    let role = std::env::var(ROLE_ENV).ok()?;
+    let arg = std::env::var(ARG_ENV).unwrap_or_default();
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    Some((role, arg))
+}
+
+/// SplitMix64: a tiny deterministic generator, so both processes derive the same sequence.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Message `seq` of a stream seeded with `seed`: length in `0..=max`, contents derived from
+/// `seq`, so the receiver can rebuild and compare every byte.
+pub fn message(seed: u64, seq: u64, max: usize, out: &mut Vec<u8>) {
+    let mut rng = Rng(seed ^ seq.wrapping_mul(0xA24B_AED4_963E_E407));
+    let len = rng.below(max as u64 + 1) as usize;
+    out.clear();
+    let start = rng.next();
+    out.extend((0..len).map(|i| (start.wrapping_add(i as u64 * 0x9E37) >> 8) as u8));
+    let tag = seq.to_le_bytes();
+    let n = len.min(8);
+    out[..n].copy_from_slice(&tag[..n]);
+}

@@ -1,0 +1,546 @@
+//! Cross-process tests of the transport: every test here talks to a real peer process (this
+//! test binary re-run in a child role, see `common`).
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use common::{child_role, message, unique_name, ChildGuard};
+use lapce_ipc::{
+    AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcError, SharedMemoryBuffer, SharedMemoryListener,
+    SharedMemoryStream, StreamConfig, WaitStrategy,
+};
+
+/// Generous bound for "must not hang"; the measured figure is printed, never asserted tightly.
+const HANG: Duration = Duration::from_secs(60);
+
+fn small_ring() -> StreamConfig {
+    let wait = match std::env::var("LAPCE_IPC_TEST_WAIT").as_deref() {
+        Ok("spin") => WaitStrategy::Spin,
+        Ok("blocking") => WaitStrategy::Blocking,
+        _ => WaitStrategy::default(),
+    };
+    StreamConfig { ring_capacity: 4096, wait, ..StreamConfig::default() }
+}
+
+fn connect_retry(name: &str) -> SharedMemoryStream {
+    let deadline = Instant::now() + HANG;
+    loop {
+        match SharedMemoryStream::connect(name) {
+            Ok(s) => return s,
+            Err(IpcError::Connect { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => panic!("connect {name}: {e}"),
+        }
+    }
+}
+
+fn args(arg: &str) -> Vec<String> {
+    arg.split(',').map(str::to_string).collect()
+}
+
+/// Entry point of every child process; a no-op when run as a normal test.
+#[test]
+#[ignore = "entry point of the child processes spawned by the other tests"]
+fn child_main() {
+    let Some((role, arg)) = child_role() else { return };
+    let a = args(&arg);
+    match role.as_str() {
+        "flood" => child_flood(&a[0], a[1].parse().unwrap()),
+        "slow-reader" => child_slow_reader(&a[0], a[1].parse().unwrap()),
+        "echo-clients" => child_echo_clients(&a[0], a[1].parse().unwrap(), a[2].parse().unwrap()),
+        "echo-server" => child_echo_server(&a[0]),
+        "streamer" => child_streamer(&a[0]),
+        "idle-peer" => {
+            let _s = SharedMemoryStream::connect(&a[0]).unwrap();
+            std::thread::sleep(HANG);
+        }
+        "scribbler" => child_scribbler(&a[0], &a[1]),
+        "buffer-writer" => child_buffer_writer(&a[0], a[1].parse().unwrap()),
+        other => panic!("unknown role {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ordered, verified delivery of a million messages in each direction at once.
+
+const FLOOD_SEED_PARENT: u64 = 0x5EED_0001;
+const FLOOD_SEED_CHILD: u64 = 0x5EED_0002;
+
+/// Sends `count` messages of stream `seed`; returns the CRC of all bytes sent.
+fn send_stream(tx: &mut lapce_ipc::StreamSender, seed: u64, count: u64) -> u32 {
+    let max = tx.max_message_size();
+    let mut crc = crc32fast::Hasher::new();
+    let mut msg = Vec::with_capacity(max);
+    for seq in 0..count {
+        message(seed, seq, max, &mut msg);
+        tx.send(&msg).unwrap_or_else(|e| panic!("send #{seq}: {e}"));
+        crc.update(&msg);
+    }
+    crc.finalize()
+}
+
+/// Receives `count` messages of stream `seed`, checking every byte; returns their CRC.
+fn recv_stream(rx: &mut lapce_ipc::StreamReceiver, seed: u64, count: u64) -> u32 {
+    let max = rx.max_message_size();
+    let mut crc = crc32fast::Hasher::new();
+    let mut want = Vec::with_capacity(max);
+    for seq in 0..count {
+        message(seed, seq, max, &mut want);
+        let ok = rx
+            .recv_with(|got| {
+                crc.update(got);
+                got == &want[..]
+            })
+            .unwrap_or_else(|e| panic!("recv #{seq}: {e}"));
+        assert!(ok, "message #{seq} arrived altered or out of order");
+    }
+    crc.finalize()
+}
+
+fn child_flood(name: &str, count: u64) {
+    let stream = SharedMemoryStream::connect_with(name, &small_ring()).unwrap();
+    let (mut tx, mut rx) = stream.into_split();
+    let sender = std::thread::spawn(move || (send_stream(&mut tx, FLOOD_SEED_CHILD, count), tx));
+    let got_crc = recv_stream(&mut rx, FLOOD_SEED_PARENT, count);
+    let (sent_crc, mut tx) = sender.join().unwrap();
+    let mut summary = [0u8; 8];
+    summary[..4].copy_from_slice(&got_crc.to_le_bytes());
+    summary[4..].copy_from_slice(&sent_crc.to_le_bytes());
+    tx.send(&summary).unwrap();
+    // Wait for the parent to read the summary before closing.
+    let _ = rx.recv_timeout(&mut [0u8; 1], HANG);
+}
+
+#[test]
+fn million_messages_each_way_ordered_and_intact() {
+    const COUNT: u64 = 1_000_000;
+    let name = unique_name("flood");
+    let listener = SharedMemoryListener::bind_with(&name, small_ring()).unwrap();
+    let mut child = ChildGuard::spawn("flood", &format!("{name},{COUNT}"));
+    let stream = listener.accept().unwrap();
+    let max = stream.max_message_size();
+    let (mut tx, mut rx) = stream.into_split();
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || (send_stream(&mut tx, FLOOD_SEED_PARENT, COUNT), tx));
+    let got_crc = recv_stream(&mut rx, FLOOD_SEED_CHILD, COUNT);
+    let (sent_crc, mut tx) = sender.join().unwrap();
+    let mut summary = [0u8; 8];
+    assert_eq!(rx.recv(&mut summary).unwrap(), 8);
+    assert_eq!(u32::from_le_bytes(summary[..4].try_into().unwrap()), sent_crc, "child's checksum of our stream");
+    assert_eq!(u32::from_le_bytes(summary[4..].try_into().unwrap()), got_crc, "our checksum of the child's stream");
+    tx.send(b"k").unwrap();
+    child.wait_success(HANG);
+    // Messages average max/2 + 8 bytes of ring: this many times round a 4 KiB ring, per direction.
+    let wraps = COUNT * (max as u64 / 2 + 8) / 4096;
+    eprintln!("2 x {COUNT} messages (0..={max} B, ~{wraps} wrap-arounds each way) in {:?}", start.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backpressure: a full ring makes the sender wait; nothing is lost.
+
+fn child_slow_reader(name: &str, count: u64) {
+    let mut s = SharedMemoryStream::connect(name).unwrap();
+    let max = s.max_message_size();
+    let mut want = Vec::new();
+    for seq in 0..count {
+        if seq % 64 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        message(7, seq, max.min(1024), &mut want);
+        assert!(s.recv_with(|got| got == &want[..]).unwrap(), "message #{seq} altered");
+    }
+    s.send(b"done").unwrap();
+    let _ = s.recv_timeout(&mut [0u8; 1], HANG);
+}
+
+#[test]
+fn full_ring_blocks_the_sender_until_the_slow_reader_catches_up() {
+    const COUNT: u64 = 5_000;
+    let name = unique_name("slow");
+    let listener = SharedMemoryListener::bind_with(&name, small_ring()).unwrap();
+    let mut child = ChildGuard::spawn("slow-reader", &format!("{name},{COUNT}"));
+    let mut s = listener.accept().unwrap();
+    let max = s.max_message_size().min(1024);
+    let mut msg = Vec::new();
+    let (mut would_block, mut waited) = (0u32, Duration::ZERO);
+    for seq in 0..COUNT {
+        message(7, seq, max, &mut msg);
+        match s.try_send(&msg) {
+            Ok(()) => {}
+            Err(IpcError::WouldBlock) => {
+                would_block += 1;
+                let t = Instant::now();
+                s.send(&msg).unwrap();
+                waited += t.elapsed();
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let mut done = [0u8; 4];
+    assert_eq!(s.recv_timeout(&mut done, HANG).unwrap(), 4);
+    assert_eq!(&done, b"done");
+    s.send(b"k").unwrap();
+    child.wait_success(HANG);
+    assert!(would_block > 0, "the ring never filled: the test did not exercise backpressure");
+    eprintln!("ring full {would_block} times, sender waited {waited:?} in total");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Many clients on one listener.
+
+fn child_echo_clients(name: &str, threads: usize, rounds: u64) {
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (name, barrier) = (name.to_string(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut s = connect_retry(&name);
+                barrier.wait(); // all connected at once before any traffic
+                let mut msg = Vec::new();
+                let mut buf = vec![0u8; s.max_message_size()];
+                for seq in 0..rounds {
+                    message(t as u64, seq, 512, &mut msg);
+                    s.send(&msg).unwrap();
+                    let n = s.recv(&mut buf).unwrap();
+                    assert_eq!(&buf[..n], &msg[..], "client {t} round {seq}");
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().expect("client thread failed");
+    }
+}
+
+fn echo_until_gone(mut s: SharedMemoryStream) -> u64 {
+    let mut buf = vec![0u8; s.max_message_size()];
+    let mut n_msgs = 0;
+    loop {
+        match s.recv(&mut buf) {
+            Ok(n) => {
+                s.send(&buf[..n]).unwrap();
+                n_msgs += 1;
+            }
+            Err(IpcError::PeerGone) => return n_msgs,
+            Err(e) => panic!("echo: {e}"),
+        }
+    }
+}
+
+#[test]
+fn hundred_concurrent_clients_from_four_processes() {
+    const PROCS: usize = 4;
+    const PER_PROC: usize = 25;
+    const ROUNDS: u64 = 200;
+    let name = unique_name("many");
+    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let mut children: Vec<_> =
+        (0..PROCS).map(|_| ChildGuard::spawn("echo-clients", &format!("{name},{PER_PROC},{ROUNDS}"))).collect();
+    let mut servers = Vec::new();
+    let mut pids = std::collections::HashSet::new();
+    for _ in 0..PROCS * PER_PROC {
+        let s = listener.accept().unwrap();
+        pids.insert(s.peer_pid());
+        servers.push(std::thread::spawn(move || echo_until_gone(s)));
+    }
+    for c in &mut children {
+        c.wait_success(HANG);
+    }
+    let total: u64 = servers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert_eq!(total, (PROCS * PER_PROC) as u64 * ROUNDS);
+    assert_eq!(pids.len(), PROCS, "peer pids announced in the handshake");
+}
+
+// ---------------------------------------------------------------------------------------------
+// A peer killed with SIGKILL is detected by the survivor, whatever it is blocked in.
+
+fn child_streamer(name: &str) {
+    let mut s = SharedMemoryStream::connect(name).unwrap();
+    let mut msg = Vec::new();
+    for seq in 0.. {
+        message(99, seq, 300, &mut msg);
+        if s.send(&msg).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn kill_9_mid_stream_is_detected_after_the_last_complete_message() {
+    let name = unique_name("kill-stream");
+    let listener = SharedMemoryListener::bind_with(&name, small_ring()).unwrap();
+    let mut child = ChildGuard::spawn("streamer", &name);
+    let mut s = listener.accept().unwrap();
+    let mut want = Vec::new();
+    let mut seq = 0;
+    let mut killed_at = None;
+    let err = loop {
+        if seq == 10_000 && killed_at.is_none() {
+            child.kill();
+            killed_at = Some(Instant::now());
+        }
+        message(99, seq, 300, &mut want);
+        match s.recv_with(|got| got == &want[..]) {
+            Ok(true) => seq += 1,
+            Ok(false) => panic!("message #{seq} altered"),
+            Err(e) => break e,
+        }
+    };
+    assert!(matches!(err, IpcError::PeerGone), "expected PeerGone, got {err}");
+    assert!(seq >= 10_000);
+    eprintln!("peer killed mid-stream: {seq} intact messages, gone detected {:?} after the kill", killed_at.unwrap().elapsed());
+}
+
+/// Kills the idle peer while `blocked` runs in another thread; returns its error and how long
+/// after the kill it came.
+fn kill_while_blocked<F>(child: &mut ChildGuard, blocked: F) -> (IpcError, Duration)
+where
+    F: FnOnce() -> IpcError + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = std::thread::spawn(move || tx.send((blocked(), Instant::now())).unwrap());
+    std::thread::sleep(Duration::from_millis(230)); // let it go to sleep (not a multiple of the liveness slice)
+    let killed = Instant::now();
+    child.kill();
+    let (err, at) = rx.recv_timeout(HANG).expect("blocked call never returned: the peer's death went unnoticed");
+    waiter.join().unwrap();
+    (err, at.saturating_duration_since(killed))
+}
+
+#[test]
+fn kill_9_wakes_a_blocked_recv() {
+    let name = unique_name("kill-recv");
+    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let mut child = ChildGuard::spawn("idle-peer", &name);
+    let mut s = listener.accept().unwrap();
+    let (err, after) = kill_while_blocked(&mut child, move || s.recv(&mut [0u8; 64]).unwrap_err());
+    assert!(matches!(err, IpcError::PeerGone), "{err}");
+    eprintln!("blocked recv: PeerGone {after:?} after kill -9");
+}
+
+#[test]
+fn kill_9_wakes_a_sender_blocked_on_a_full_ring() {
+    let name = unique_name("kill-send");
+    let listener = SharedMemoryListener::bind_with(&name, small_ring()).unwrap();
+    let mut child = ChildGuard::spawn("idle-peer", &name);
+    let mut s = listener.accept().unwrap();
+    while s.try_send(&[1u8; 100]).is_ok() {}
+    let (err, after) = kill_while_blocked(&mut child, move || s.send(&[1u8; 100]).unwrap_err());
+    assert!(matches!(err, IpcError::PeerGone), "{err}");
+    eprintln!("blocked send: PeerGone {after:?} after kill -9");
+}
+
+#[test]
+fn kill_9_wakes_an_async_recv() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let name = unique_name("kill-async");
+    rt.block_on(async {
+        let listener = AsyncSharedMemoryListener::bind(&name).unwrap();
+        let mut child = ChildGuard::spawn("idle-peer", &name);
+        let mut s = listener.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let recv = s.recv(&mut buf);
+        let killer = async {
+            tokio::time::sleep(Duration::from_millis(230)).await;
+            child.kill();
+            Instant::now()
+        };
+        let (err, killed) = tokio::join!(async { tokio::time::timeout(HANG, recv).await }, killer);
+        let err = err.expect("async recv never noticed the death").unwrap_err();
+        assert!(matches!(err, IpcError::PeerGone), "{err}");
+        eprintln!("async recv: PeerGone {:?} after kill -9", killed.elapsed());
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// A peer that scribbles over shared memory breaks only its own connection.
+
+/// Finds this process's connection segment (a memfd) and opens it for writing through /proc.
+fn own_segment() -> std::fs::File {
+    for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
+        let path = entry.unwrap().path();
+        if let Ok(target) = std::fs::read_link(&path) {
+            if target.to_string_lossy().starts_with("/memfd:lapce-ipc") {
+                return std::fs::OpenOptions::new().read(true).write(true).open(&path).unwrap();
+            }
+        }
+    }
+    panic!("no lapce-ipc segment among this process's descriptors");
+}
+
+fn child_scribbler(name: &str, how: &str) {
+    let mut s = SharedMemoryStream::connect(name).unwrap();
+    s.send(b"valid").unwrap();
+    // Scribble only once the server has consumed the valid message.
+    assert_eq!(s.recv(&mut [0u8; 8]).unwrap(), 2);
+    let seg = own_segment();
+    // The client->server ring is the first in the segment: header page, then data.
+    const WRITE_POS: u64 = 2 * 128;
+    match how {
+        "header" => seg.write_all_at(&u64::MAX.to_le_bytes(), WRITE_POS).unwrap(),
+        "record" => {
+            // A record header claiming 1 GiB, published as if it were a proper record.
+            seg.write_all_at(&[0xff, 0xff, 0xff, 0x3f, 1, 0, 0, 0], 4096 + 16).unwrap();
+            seg.write_all_at(&64u64.to_le_bytes(), WRITE_POS).unwrap();
+        }
+        "kind" => {
+            seg.write_all_at(&[4, 0, 0, 0, 0xEE, 0, 0, 0], 4096 + 16).unwrap();
+            seg.write_all_at(&64u64.to_le_bytes(), WRITE_POS).unwrap();
+        }
+        other => panic!("unknown scribble {other}"),
+    }
+    std::io::stderr().flush().unwrap();
+    std::thread::sleep(HANG);
+}
+
+#[test]
+fn scribbled_ring_is_corrupted_for_that_connection_only() {
+    let name = unique_name("scribble");
+    let listener = SharedMemoryListener::bind(&name).unwrap();
+    for how in ["header", "record", "kind"] {
+        let _child = ChildGuard::spawn("scribbler", &format!("{name},{how}"));
+        let mut bad = listener.accept().unwrap();
+        let mut buf = [0u8; 64];
+        assert_eq!(bad.recv(&mut buf).unwrap(), 5, "the message before the scribble is intact");
+        bad.send(b"go").unwrap();
+        let err = loop {
+            match bad.recv_timeout(&mut buf, HANG) {
+                Err(e) => break e,
+                Ok(_) => continue,
+            }
+        };
+        assert!(matches!(err, IpcError::Corrupted(_)), "{how}: expected Corrupted, got {err}");
+        assert!(matches!(bad.recv(&mut buf), Err(IpcError::Corrupted(_))), "{how}: stays corrupted");
+
+        // The listener keeps serving others.
+        let mut good_child = ChildGuard::spawn("echo-clients", &format!("{name},1,50"));
+        let good = listener.accept().unwrap();
+        assert_eq!(echo_until_gone(good), 50);
+        good_child.wait_success(HANG);
+        eprintln!("scribble {how}: {err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flavours mix: an async client against a blocking server in another process.
+
+fn child_echo_server(name: &str) {
+    let listener = SharedMemoryListener::bind(name).unwrap();
+    let s = listener.accept().unwrap();
+    echo_until_gone(s);
+}
+
+#[test]
+fn async_client_talks_to_blocking_server_process() {
+    let name = unique_name("async-client");
+    let mut child = ChildGuard::spawn("echo-server", &name);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let deadline = Instant::now() + HANG;
+        let stream = loop {
+            match AsyncSharedMemoryStream::connect(&name).await {
+                Ok(s) => break s,
+                Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(stream.peer_pid(), child.pid());
+        let (mut tx, mut rx) = stream.into_split();
+        const N: u64 = 20_000;
+        // Sender and receiver run as separate tasks so the async waits on both rings interleave.
+        let sender = tokio::spawn(async move {
+            let mut msg = Vec::new();
+            for seq in 0..N {
+                message(3, seq, 2000, &mut msg);
+                tx.send(&msg).await.unwrap();
+            }
+            tx
+        });
+        let mut want = Vec::new();
+        for seq in 0..N {
+            message(3, seq, 2000, &mut want);
+            assert!(rx.recv_with(|got| got == &want[..]).await.unwrap(), "echo #{seq} altered");
+        }
+        drop(sender.await.unwrap());
+    });
+    drop(rt);
+    child.wait_success(HANG);
+}
+
+#[test]
+fn async_wait_strategies_all_deliver() {
+    let name = unique_name("async-wait");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut child = ChildGuard::spawn("echo-clients", &format!("{name},1,3000"));
+    rt.block_on(async {
+        let listener = AsyncSharedMemoryListener::bind(&name).unwrap();
+        let mut s = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; s.max_message_size()];
+        let mut echoed = 0;
+        for (i, wait) in [WaitStrategy::Blocking, WaitStrategy::Spin, WaitStrategy::default()].into_iter().cycle().enumerate() {
+            s.set_wait_strategy(wait);
+            match s.recv(&mut buf).await {
+                Ok(n) => s.send(&buf[..n]).await.unwrap(),
+                Err(IpcError::PeerGone) => break,
+                Err(e) => panic!("{e}"),
+            }
+            echoed = i + 1;
+        }
+        assert_eq!(echoed, 3000);
+    });
+    child.wait_success(HANG);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SharedMemoryBuffer between two processes.
+
+fn child_buffer_writer(sock_path: &str, count: u64) {
+    let sock = std::os::unix::net::UnixStream::connect(sock_path).unwrap();
+    let mut ring = SharedMemoryBuffer::receive(&sock).unwrap();
+    let mut msg = Vec::new();
+    for seq in 0..count {
+        message(11, seq, 1000, &mut msg);
+        loop {
+            match ring.write(&msg) {
+                Ok(()) => break,
+                Err(IpcError::WouldBlock) => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn shared_memory_buffer_crosses_processes() {
+    const COUNT: u64 = 50_000;
+    let dir = std::env::temp_dir().join(unique_name("buf"));
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("s");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut child = ChildGuard::spawn("buffer-writer", &format!("{},{COUNT}", path.display()));
+    let (sock, _) = listener.accept().unwrap();
+    drop(listener);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let mut ring = SharedMemoryBuffer::create("test-buffer", 8192).unwrap();
+    ring.share(&sock).unwrap();
+    let mut want = Vec::new();
+    let deadline = Instant::now() + HANG;
+    for seq in 0..COUNT {
+        message(11, seq, 1000, &mut want);
+        loop {
+            if let Some(same) = ring.read_with(|got| got == &want[..]).unwrap() {
+                assert!(same, "message #{seq} altered");
+                break;
+            }
+            assert!(Instant::now() < deadline, "writer stalled at #{seq}");
+            std::thread::yield_now();
+        }
+    }
+    child.wait_success(HANG);
+    assert_eq!(ring.read().unwrap(), None);
+}
