@@ -30,6 +30,7 @@ enum Command {
     BenchServer(bench::ServerArgs),
 }
 
+/// Parses the command line and runs the subcommand; the exit code is the subcommand's.
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::error::{IpcError, Result};
 use crate::platform::{recv_with_fds, send_with_fds, Segment};
-use crate::ring::{check_capacity, init_ring, ring_footprint, Consumer, Producer, SharedRegion, RING_HEADER_SPAN};
+use crate::ring::{
+    check_capacity, init_ring, ring_footprint, Consumer, Producer, SharedRegion, RING_HEADER_SPAN,
+};
 
 const SHARE_MAGIC: u64 = u64::from_le_bytes(*b"LAPCBUF1");
 
@@ -56,8 +58,9 @@ impl SharedMemoryBuffer {
     /// size and the ring header are all checked.
     pub fn open(fd: OwnedFd) -> Result<SharedMemoryBuffer> {
         let len = Segment::size_of(&fd)?;
-        let capacity = len.checked_sub(RING_HEADER_SPAN).unwrap_or(0);
-        check_capacity(capacity).map_err(|_| IpcError::Corrupted(format!("segment of {len} bytes holds no ring")))?;
+        let capacity = len.saturating_sub(RING_HEADER_SPAN);
+        check_capacity(capacity)
+            .map_err(|_| IpcError::Corrupted(format!("segment of {len} bytes holds no ring")))?;
         Self::attach(Arc::new(Segment::open(fd, len)?), capacity)
     }
 

@@ -21,9 +21,11 @@ use tokio::io::unix::AsyncFd;
 
 use crate::error::{IpcError, Result};
 use crate::platform::{futex_wait, futex_wake, peer_hung_up, register_readable, Doorbell, WaitOutcome};
-use crate::ring::{announce_sleep, cancel_sleep, Consumer, Producer, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX};
+use crate::ring::{
+    announce_sleep, cancel_sleep, Consumer, Producer, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
+};
 
-/// How long an adaptive wait spins without yielding the core.
+/// How long a wait spins before it starts yielding the core between checks.
 const PURE_SPIN: Duration = Duration::from_micros(5);
 
 /// Longest single blocking sleep before the peer's liveness is checked again.
@@ -32,7 +34,9 @@ pub const LIVENESS_SLICE: Duration = Duration::from_millis(50);
 /// How a stream waits when the ring is empty (receive) or full (send).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitStrategy {
-    /// Busy-spin until the condition holds: lowest latency, one core per waiting side.
+    /// Never sleep: busy-spin until the condition holds. Lowest latency, one core per waiting
+    /// side. After a few microseconds of waiting the spinner yields its core between checks, so
+    /// a machine with more spinning threads than cores still makes progress.
     Spin,
     /// Spin for the given time, then sleep until woken. The default, with
     /// [`WaitStrategy::DEFAULT_SPIN`].
@@ -92,7 +96,12 @@ pub(crate) struct Sleeper {
 }
 
 impl Sleeper {
-    pub(crate) fn new(wake_peer: Doorbell, sleep_on: Doorbell, link: Arc<Link>, strategy: WaitStrategy) -> Sleeper {
+    pub(crate) fn new(
+        wake_peer: Doorbell,
+        sleep_on: Doorbell,
+        link: Arc<Link>,
+        strategy: WaitStrategy,
+    ) -> Sleeper {
         Sleeper { wake_peer, sleep_on, link, strategy, regs: None }
     }
 
@@ -170,7 +179,7 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
         }
         // Past the first few microseconds, let other threads on this core run between checks:
         // when there are more busy threads than cores, the one we wait for may need our core.
-        if spin_for.is_some() && now - start >= PURE_SPIN {
+        if now - start >= PURE_SPIN {
             std::thread::yield_now();
         }
         if now >= next_probe {
@@ -304,7 +313,11 @@ impl SendHalf {
 
     /// Reserves `len` bytes, lets `fill` write them and return how many to publish.
     /// `Ok(None)`: the ring is full.
-    pub(crate) fn try_send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<Option<usize>> {
+    pub(crate) fn try_send_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<Option<usize>> {
         let Some(buf) = self.producer.try_reserve(len)? else {
             return Ok(None);
         };
@@ -315,7 +328,12 @@ impl SendHalf {
     }
 
     /// Like `try_send_with`, waiting (blocking) for room until `deadline`.
-    pub(crate) fn send_with(&mut self, len: usize, deadline: Option<Instant>, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+    pub(crate) fn send_with(
+        &mut self,
+        len: usize,
+        deadline: Option<Instant>,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize> {
         self.check_len(len)?;
         wait_blocking(self, len, deadline)?;
         // Room only grows while we wait (we are the only producer), so this cannot fail.
@@ -330,7 +348,11 @@ impl SendHalf {
     }
 
     /// Async flavour of `send_with`.
-    pub(crate) async fn send_with_async(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+    pub(crate) async fn send_with_async(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<usize> {
         self.check_len(len)?;
         wait_async(self, len).await?;
         self.try_send_with(len, fill).map(|r| r.expect("room was just observed"))
@@ -387,7 +409,11 @@ impl RecvHalf {
     }
 
     /// Waits (blocking) for a message until `deadline`, then hands it to `f`.
-    pub(crate) fn recv_with<R>(&mut self, deadline: Option<Instant>, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+    pub(crate) fn recv_with<R>(
+        &mut self,
+        deadline: Option<Instant>,
+        f: impl FnOnce(&[u8]) -> Result<R>,
+    ) -> Result<R> {
         wait_blocking(self, 0, deadline)?;
         self.try_recv_with(f).map(|r| r.expect("a record was just observed"))
     }

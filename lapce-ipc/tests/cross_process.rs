@@ -31,7 +31,9 @@ fn connect_retry(name: &str) -> SharedMemoryStream {
     loop {
         match SharedMemoryStream::connect(name) {
             Ok(s) => return s,
-            Err(IpcError::Connect { .. }) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
+            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
             Err(e) => panic!("connect {name}: {e}"),
         }
     }
@@ -58,6 +60,7 @@ fn child_main() {
             std::thread::sleep(HANG);
         }
         "scribbler" => child_scribbler(&a[0], &a[1]),
+        "pinger" => child_pinger(&a[0], a[1].parse().unwrap()),
         "buffer-writer" => child_buffer_writer(&a[0], a[1].parse().unwrap()),
         other => panic!("unknown role {other}"),
     }
@@ -129,8 +132,16 @@ fn million_messages_each_way_ordered_and_intact() {
     let (sent_crc, mut tx) = sender.join().unwrap();
     let mut summary = [0u8; 8];
     assert_eq!(rx.recv(&mut summary).unwrap(), 8);
-    assert_eq!(u32::from_le_bytes(summary[..4].try_into().unwrap()), sent_crc, "child's checksum of our stream");
-    assert_eq!(u32::from_le_bytes(summary[4..].try_into().unwrap()), got_crc, "our checksum of the child's stream");
+    assert_eq!(
+        u32::from_le_bytes(summary[..4].try_into().unwrap()),
+        sent_crc,
+        "child's checksum of our stream"
+    );
+    assert_eq!(
+        u32::from_le_bytes(summary[4..].try_into().unwrap()),
+        got_crc,
+        "our checksum of the child's stream"
+    );
     tx.send(b"k").unwrap();
     child.wait_success(HANG);
     // Messages average max/2 + 8 bytes of ring: this many times round a 4 KiB ring, per direction.
@@ -237,8 +248,9 @@ fn hundred_concurrent_clients_from_four_processes() {
     const ROUNDS: u64 = 200;
     let name = unique_name("many");
     let listener = SharedMemoryListener::bind(&name).unwrap();
-    let mut children: Vec<_> =
-        (0..PROCS).map(|_| ChildGuard::spawn("echo-clients", &format!("{name},{PER_PROC},{ROUNDS}"))).collect();
+    let mut children: Vec<_> = (0..PROCS)
+        .map(|_| ChildGuard::spawn("echo-clients", &format!("{name},{PER_PROC},{ROUNDS}")))
+        .collect();
     let mut servers = Vec::new();
     let mut pids = std::collections::HashSet::new();
     for _ in 0..PROCS * PER_PROC {
@@ -291,7 +303,10 @@ fn kill_9_mid_stream_is_detected_after_the_last_complete_message() {
     };
     assert!(matches!(err, IpcError::PeerGone), "expected PeerGone, got {err}");
     assert!(seq >= 10_000);
-    eprintln!("peer killed mid-stream: {seq} intact messages, gone detected {:?} after the kill", killed_at.unwrap().elapsed());
+    eprintln!(
+        "peer killed mid-stream: {seq} intact messages, gone detected {:?} after the kill",
+        killed_at.unwrap().elapsed()
+    );
 }
 
 /// Kills the idle peer while `blocked` runs in another thread; returns its error and how long
@@ -305,7 +320,8 @@ where
     std::thread::sleep(Duration::from_millis(230)); // let it go to sleep (not a multiple of the liveness slice)
     let killed = Instant::now();
     child.kill();
-    let (err, at) = rx.recv_timeout(HANG).expect("blocked call never returned: the peer's death went unnoticed");
+    let (err, at) =
+        rx.recv_timeout(HANG).expect("blocked call never returned: the peer's death went unnoticed");
     waiter.join().unwrap();
     (err, at.saturating_duration_since(killed))
 }
@@ -482,7 +498,11 @@ fn async_wait_strategies_all_deliver() {
         let mut s = listener.accept().await.unwrap();
         let mut buf = vec![0u8; s.max_message_size()];
         let mut echoed = 0;
-        for (i, wait) in [WaitStrategy::Blocking, WaitStrategy::Spin, WaitStrategy::default()].into_iter().cycle().enumerate() {
+        for (i, wait) in [WaitStrategy::Blocking, WaitStrategy::Spin, WaitStrategy::default()]
+            .into_iter()
+            .cycle()
+            .enumerate()
+        {
             s.set_wait_strategy(wait);
             match s.recv(&mut buf).await {
                 Ok(n) => s.send(&buf[..n]).await.unwrap(),
@@ -543,4 +563,99 @@ fn shared_memory_buffer_crosses_processes() {
     }
     child.wait_success(HANG);
     assert_eq!(ring.read().unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sleep/wake churn: every message of a blocking ping-pong goes through announce, sleep and wake.
+
+fn blocking_config() -> StreamConfig {
+    StreamConfig { wait: WaitStrategy::Blocking, ..StreamConfig::default() }
+}
+
+/// Sends `rounds` pings and checks each echo; reports the slowest round trip.
+fn child_pinger(name: &str, rounds: u64) {
+    let deadline = Instant::now() + HANG;
+    let mut s = loop {
+        match SharedMemoryStream::connect_with(name, &blocking_config()) {
+            Ok(s) => break s,
+            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut buf = [0u8; 8];
+    let (mut slowest, mut stalls) = (Duration::ZERO, 0);
+    for seq in 0..rounds {
+        let t = Instant::now();
+        s.send(&seq.to_le_bytes()).unwrap();
+        assert_eq!(s.recv(&mut buf).unwrap(), 8);
+        assert_eq!(u64::from_le_bytes(buf), seq, "echo out of order");
+        let rtt = t.elapsed();
+        slowest = slowest.max(rtt);
+        stalls += u32::from(rtt >= Duration::from_millis(40));
+    }
+    eprintln!("{rounds} sleeping round trips: slowest {slowest:?}, {stalls} at or above 40 ms");
+}
+
+#[test]
+fn sleep_wake_stress_blocking_and_async_servers() {
+    const ROUNDS: u64 = 20_000;
+    // Blocking server.
+    let name = unique_name("pingpong");
+    let listener = SharedMemoryListener::bind_with(&name, blocking_config()).unwrap();
+    let mut child = ChildGuard::spawn("pinger", &format!("{name},{ROUNDS}"));
+    assert_eq!(echo_until_gone(listener.accept().unwrap()), ROUNDS);
+    child.wait_success(HANG);
+
+    // Async server, same client: the client sleeps on futexes, the server on its doorbell.
+    let name = unique_name("pingpong-async");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut child = ChildGuard::spawn("pinger", &format!("{name},{ROUNDS}"));
+    let echoed = rt.block_on(async {
+        let listener = AsyncSharedMemoryListener::bind_with(&name, blocking_config()).unwrap();
+        let mut s = listener.accept().await.unwrap();
+        let mut buf = [0u8; 64];
+        let mut n_msgs = 0u64;
+        loop {
+            match s.recv(&mut buf).await {
+                Ok(n) => s.send(&buf[..n]).await.unwrap(),
+                Err(IpcError::PeerGone) => break n_msgs,
+                Err(e) => panic!("{e}"),
+            }
+            n_msgs += 1;
+        }
+    });
+    assert_eq!(echoed, ROUNDS);
+    child.wait_success(HANG);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nothing is left behind, and nothing ever appears in /dev/shm.
+
+#[test]
+fn listener_removes_its_socket_and_nothing_reaches_dev_shm() {
+    let name = unique_name("cleanup");
+    let path = lapce_ipc::socket_path(&name).unwrap();
+    {
+        let listener = SharedMemoryListener::bind(&name).unwrap();
+        assert_eq!(listener.path(), path);
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let mut child = ChildGuard::spawn("echo-clients", &format!("{name},2,10"));
+        // Both clients connect before either starts talking: accept both, then serve.
+        let servers: Vec<_> = (0..2).map(|_| listener.accept().unwrap()).collect();
+        for s in servers {
+            assert_eq!(echo_until_gone(s), 10);
+        }
+        child.wait_success(HANG);
+        let shm: Vec<_> = std::fs::read_dir("/dev/shm")
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(
+            !shm.iter().any(|n| n.to_string_lossy().contains("lapce")),
+            "segments must never be named in /dev/shm: {shm:?}"
+        );
+    }
+    assert!(!path.exists(), "listener left {path:?} behind");
 }

@@ -23,7 +23,8 @@ use loom::sync::atomic::{AtomicU32, AtomicU64};
 use loom::sync::{Arc, Condvar, Mutex};
 
 use protocol::{
-    announce_sleep, cancel_sleep, ConsumerCore, DataArea, Padded, ProducerCore, RingHeader, AWAKE, SLEEPS_FUTEX,
+    announce_sleep, cancel_sleep, ConsumerCore, DataArea, Padded, ProducerCore, RingHeader, AWAKE,
+    SLEEPS_FUTEX,
 };
 
 /// A 64-byte ring: records of up to 24 payload bytes, so a few messages wrap and fill it.
@@ -190,7 +191,10 @@ fn model_finds_the_lost_wakeup_of_a_broken_waiter() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "loom did not find the lost wake-up of a consumer that skips its re-check");
+    assert!(
+        !out.status.success(),
+        "loom did not find the lost wake-up of a consumer that skips its re-check"
+    );
     assert!(stderr.contains("deadlock"), "failed for another reason than a lost wake-up:\n{stderr}");
 }
 

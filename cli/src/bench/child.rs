@@ -124,7 +124,9 @@ impl ServerProcess {
         match self.wait_exit(grace) {
             Some(status) if status.success() => Ok(()),
             Some(status) => Err(self.explain(format!("server failed ({})", describe(Some(status))).into())),
-            None => Err(format!("server did not exit within {} s of the end of the test", grace.as_secs()).into()),
+            None => {
+                Err(format!("server did not exit within {} s of the end of the test", grace.as_secs()).into())
+            }
         }
     }
 

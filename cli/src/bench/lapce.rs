@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender, WaitStrategy};
+use lapce_ipc::{
+    IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender,
+    WaitStrategy,
+};
 
 use super::child::announce_ready;
 use super::measure::{self, ClientConn, Result, ServerConn};
@@ -42,7 +45,8 @@ pub struct LapceClient {
 impl LapceClient {
     /// Connects to the listener `name` with the wait strategy of `mode`.
     pub fn connect(name: &str, mode: Mode) -> Result<LapceClient> {
-        let stream = SharedMemoryStream::connect_with(name, &config(mode, StreamConfig::default().ring_capacity))?;
+        let stream =
+            SharedMemoryStream::connect_with(name, &config(mode, StreamConfig::default().ring_capacity))?;
         Ok(LapceClient { stream })
     }
 
@@ -101,7 +105,12 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
     let stream = listener.accept()?;
     drop(listener);
     if args.payload > stream.max_message_size() {
-        return Err(format!("payload {} exceeds the ring's limit {}", args.payload, stream.max_message_size()).into());
+        return Err(format!(
+            "payload {} exceeds the ring's limit {}",
+            args.payload,
+            stream.max_message_size()
+        )
+        .into());
     }
     let (tx, rx) = stream.into_split();
     let mut conn = LapceServer { tx, rx };

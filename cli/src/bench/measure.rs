@@ -53,7 +53,12 @@ pub fn new_histogram() -> Result<Histogram<u64>> {
 }
 
 /// Measures round trips: `warmup` unrecorded ones, then `rounds` recorded in nanoseconds.
-pub fn measure_rtt<C: ClientConn>(conn: &mut C, payload: usize, warmup: u64, rounds: u64) -> Result<Histogram<u64>> {
+pub fn measure_rtt<C: ClientConn>(
+    conn: &mut C,
+    payload: usize,
+    warmup: u64,
+    rounds: u64,
+) -> Result<Histogram<u64>> {
     let mut hist = new_histogram()?;
     let mut msg = vec![0xA5u8; payload];
     for i in 0..warmup + rounds {
@@ -101,7 +106,12 @@ impl Throughput {
 
 /// Measures one-way throughput: `warmup` messages and an ack, then `count` timed messages and
 /// the final ack.
-pub fn measure_throughput<C: ClientConn>(conn: &mut C, payload: usize, warmup: u64, count: u64) -> Result<Throughput> {
+pub fn measure_throughput<C: ClientConn>(
+    conn: &mut C,
+    payload: usize,
+    warmup: u64,
+    count: u64,
+) -> Result<Throughput> {
     let mut msg = vec![0x5Au8; payload];
     for seq in 0..warmup {
         msg[0] = seq as u8;
@@ -126,7 +136,10 @@ fn expect_ack<C: ClientConn>(conn: &mut C, expected: u64) -> Result<()> {
     let n = conn.recv_into(&mut buf)?;
     let (received, bad) = decode_ack(&buf[..n])?;
     if received != expected || bad != 0 {
-        return Err(format!("server acked {received} messages ({bad} failed the check), expected {expected} intact").into());
+        return Err(format!(
+            "server acked {received} messages ({bad} failed the check), expected {expected} intact"
+        )
+        .into());
     }
     Ok(())
 }

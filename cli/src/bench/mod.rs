@@ -193,11 +193,27 @@ impl Counts {
     }
 }
 
+impl Counts {
+    /// Round trips at most in spin mode when client and server share one CPU: each hop then
+    /// waits for the spinning side's time slice to end (milliseconds), so the normal counts
+    /// would take minutes and hit the child timeout.
+    const SHARED_CPU_SPIN_ROUNDS: u64 = 200;
+
+    /// These counts, cut down for spin mode on a single CPU (throughput is unaffected: a whole
+    /// ring of messages moves per time slice).
+    fn for_shared_cpu_spin(self) -> Counts {
+        let rounds = self.rounds.min(Self::SHARED_CPU_SPIN_ROUNDS);
+        Counts { warmup: self.warmup.min(rounds / 10), rounds, messages: self.messages }
+    }
+}
+
 /// Where the client and the server run.
 #[derive(Debug, Clone)]
 enum Pinning {
     /// The client (this thread) is pinned to `client`, servers to `server`.
     Pinned { client: usize, server: usize },
+    /// Only one CPU is available: nothing is pinned, client and server share it.
+    SingleCpu,
     /// Nothing is pinned, for the reason given.
     NotPinned(String),
 }
@@ -212,7 +228,7 @@ impl Pinning {
                 Ok(()) => Pinning::Pinned { client: *client, server: *server },
                 Err(e) => Pinning::NotPinned(e.to_string()),
             },
-            [_] => Pinning::NotPinned("1 CPU".into()),
+            [_] => Pinning::SingleCpu,
             [] => Pinning::NotPinned("CPU affinity unknown".into()),
         }
     }
@@ -221,14 +237,17 @@ impl Pinning {
     fn server_cpu(&self) -> Option<usize> {
         match self {
             Pinning::Pinned { server, .. } => Some(*server),
-            Pinning::NotPinned(_) => None,
+            Pinning::SingleCpu | Pinning::NotPinned(_) => None,
         }
     }
 
     /// One line for the output.
     fn describe(&self) -> String {
         match self {
-            Pinning::Pinned { client, server } => format!("pinned: client cpu{client}, server cpu{server}"),
+            Pinning::Pinned { client, server } => {
+                format!("pinned: client cpu{client}, server cpu{server}")
+            }
+            Pinning::SingleCpu => "not pinned (1 CPU)".into(),
             Pinning::NotPinned(why) => format!("not pinned ({why})"),
         }
     }
@@ -236,8 +255,8 @@ impl Pinning {
 
 /// A connected client of either transport.
 enum Client {
-    /// lapce-ipc.
-    Lapce(LapceClient),
+    /// lapce-ipc (boxed: the stream is much larger than a socket).
+    Lapce(Box<LapceClient>),
     /// The socket baseline.
     Uds(UdsConn),
 }
@@ -311,9 +330,13 @@ impl Bench<'_> {
                 Transport::Lapce => {
                     let c = LapceClient::connect(&name, mode)?;
                     if payload > c.max_message_size() {
-                        return Err(format!("payload {payload} exceeds the ring's limit {}", c.max_message_size()).into());
+                        return Err(format!(
+                            "payload {payload} exceeds the ring's limit {}",
+                            c.max_message_size()
+                        )
+                        .into());
                     }
-                    Client::Lapce(c)
+                    Client::Lapce(Box::new(c))
                 }
                 Transport::Uds => Client::Uds(UdsConn::connect(std::path::Path::new(&name))?),
             };
@@ -329,24 +352,45 @@ impl Bench<'_> {
     }
 
     /// Measures round-trip latency.
-    fn rtt(&self, transport: Transport, mode: Mode, payload: usize, counts: Counts) -> Result<Histogram<u64>> {
+    fn rtt(
+        &self,
+        transport: Transport,
+        mode: Mode,
+        payload: usize,
+        counts: Counts,
+    ) -> Result<Histogram<u64>> {
         self.session(transport, mode, Test::Echo, payload, counts, |client, _| match client {
-            Client::Lapce(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+            Client::Lapce(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
             Client::Uds(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
         })
     }
 
     /// Measures one-way throughput.
-    fn throughput(&self, transport: Transport, mode: Mode, payload: usize, counts: Counts) -> Result<Throughput> {
+    fn throughput(
+        &self,
+        transport: Transport,
+        mode: Mode,
+        payload: usize,
+        counts: Counts,
+    ) -> Result<Throughput> {
         self.session(transport, mode, Test::Sink, payload, counts, |client, _| match client {
-            Client::Lapce(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
+            Client::Lapce(c) => {
+                measure::measure_throughput(&mut **c, payload, counts.warmup, counts.messages)
+            }
             Client::Uds(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
         })
     }
 
     /// Measures latency and throughput of one (transport, mode, payload), with progress lines.
     fn case(&self, transport: Transport, mode: Mode, payload: usize) -> CaseResult {
-        let counts = Counts::new(self.args, payload);
+        let mut counts = Counts::new(self.args, payload);
+        if mode == Mode::Spin && matches!(self.pinning, Pinning::SingleCpu) {
+            counts = counts.for_shared_cpu_spin();
+            eprintln!(
+                "note: one CPU: spin-mode round trips wait for scheduler time slices; measuring only {}",
+                counts.rounds
+            );
+        }
         let what = format!("{} {} {}", transport.name(), mode.name(), report::payload_label(payload));
 
         eprint!("measuring {what} rtt ({} round trips)... ", counts.rounds);
@@ -386,7 +430,7 @@ impl Bench<'_> {
             .session(Transport::Lapce, Mode::Adaptive, Test::Echo, 1, counts, |client, pid| {
                 let Client::Lapce(c) = client else { unreachable!("a lapce-ipc session") };
                 // One round trip: the server is now in its receive loop.
-                measure::measure_rtt(c, 1, 0, 1)?;
+                measure::measure_rtt(&mut **c, 1, 0, 1)?;
                 // Let it finish spinning and go to sleep.
                 std::thread::sleep(Duration::from_millis(20));
                 let before = child::process_cpu_time(pid)?;

@@ -161,7 +161,9 @@ pub fn rows(cases: &[CaseResult], idle: &Result<IdleResult, String>) -> Vec<Row>
         .map(|r| (r.payload_bytes, r.rtt_p50_us, r.msgs_per_sec))
         .collect();
     for row in &mut rows {
-        let Some(&(_, uds_p50, uds_msgs)) = baselines.iter().find(|b| b.0 == row.payload_bytes) else { continue };
+        let Some(&(_, uds_p50, uds_msgs)) = baselines.iter().find(|b| b.0 == row.payload_bytes) else {
+            continue;
+        };
         row.rtt_p50_speedup_vs_uds = uds_p50.zip(row.rtt_p50_us).map(|(u, r)| u / r);
         row.msgs_per_sec_vs_uds = row.msgs_per_sec.zip(uds_msgs).map(|(r, u)| r / u);
     }
@@ -177,9 +179,9 @@ pub fn rows(cases: &[CaseResult], idle: &Result<IdleResult, String>) -> Vec<Row>
 
 /// A payload size for humans: `64 B`, `1 KiB`, `64 KiB`, `1 MiB`, `1500 B`.
 pub fn payload_label(bytes: usize) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
         format!("{} KiB", bytes >> 10)
     } else {
         format!("{bytes} B")
@@ -243,7 +245,13 @@ pub fn print_table(rows: &[Row]) {
         }
         last_payload = Some(row.payload_bytes);
         let is_uds = row.transport == Transport::Uds.name();
-        let ratio = |v: Option<f64>| if is_uds { "(baseline)".to_string() } else { opt(v, |x| format!("{x:.1}×")) };
+        let ratio = |v: Option<f64>| {
+            if is_uds {
+                "(baseline)".to_string()
+            } else {
+                opt(v, |x| format!("{x:.1}×"))
+            }
+        };
         println!(
             "{:<10} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
             row.transport,
@@ -334,7 +342,10 @@ pub fn print_targets(rows: &[Row], idle: &Result<IdleResult, String>) {
     targets.push((
         "adaptive 1 KiB RTT p50 at least 20× better than uds",
         adaptive.zip(uds).map_or_else(missing, |(a, u)| {
-            verdict(u / a >= 20.0, format!("uds {} µs / adaptive {} µs = {:.1}×", fmt_us(u), fmt_us(a), u / a))
+            verdict(
+                u / a >= 20.0,
+                format!("uds {} µs / adaptive {} µs = {:.1}×", fmt_us(u), fmt_us(a), u / a),
+            )
         }),
     ));
     let best = [Mode::Spin, Mode::Adaptive]
@@ -393,7 +404,9 @@ mod tests {
         h.record(1000).unwrap();
         let mut slow = crate::bench::measure::new_histogram().unwrap();
         slow.record(50_000).unwrap();
-        let tput = |msgs_per_sec: u64| Ok(Throughput { messages: msgs_per_sec, payload: 64, elapsed: Duration::from_secs(1) });
+        let tput = |msgs_per_sec: u64| {
+            Ok(Throughput { messages: msgs_per_sec, payload: 64, elapsed: Duration::from_secs(1) })
+        };
         let cases = vec![
             CaseResult {
                 transport: Transport::Lapce,
@@ -414,7 +427,8 @@ mod tests {
                 tput: tput(1_000_000),
             },
         ];
-        let idle = Ok(IdleResult { wall: Duration::from_secs(1), ticks: 0, ticks_per_second: 100, sched_ns: None });
+        let idle =
+            Ok(IdleResult { wall: Duration::from_secs(1), ticks: 0, ticks_per_second: 100, sched_ns: None });
         let rows = rows(&cases, &idle);
         assert_eq!(rows.len(), 3);
         let speedup = rows[0].rtt_p50_speedup_vs_uds.unwrap();

@@ -37,7 +37,8 @@ impl UdsConn {
 
     /// Connects to the server socket at `path`.
     pub fn connect(path: &Path) -> Result<UdsConn> {
-        let sock = UnixStream::connect(path).map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
+        let sock =
+            UnixStream::connect(path).map_err(|e| format!("cannot connect to {}: {e}", path.display()))?;
         Self::new(sock)
     }
 

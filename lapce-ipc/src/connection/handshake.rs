@@ -119,7 +119,12 @@ impl Offer {
     }
 
     /// The server's halves, once the offer has been sent.
-    pub(crate) fn into_halves(self, sock: UnixStream, client_pid: u32, wait: WaitStrategy) -> Result<(SendHalf, RecvHalf)> {
+    pub(crate) fn into_halves(
+        self,
+        sock: UnixStream,
+        client_pid: u32,
+        wait: WaitStrategy,
+    ) -> Result<(SendHalf, RecvHalf)> {
         let (c2s, s2c, _) = layout(self.capacity);
         let region: Arc<dyn SharedRegion> = self.segment;
         let link = Arc::new(Link::new(sock, client_pid)?);
@@ -185,4 +190,40 @@ pub(crate) fn check_peer(sock: impl AsFd) -> Result<()> {
         return Err(IpcError::PeerRefused { peer_uid: peer, own_uid: own });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte layouts docs/PROTOCOL.md §2 promises.
+    #[test]
+    fn hellos_match_protocol_md() {
+        let c = client_hello(PROTOCOL_VERSION);
+        assert_eq!(&c[0..8], b"LAPCHELO");
+        assert_eq!(u32_at(&c, 8), 1);
+        assert_eq!(u32_at(&c, 12), current_pid());
+        assert_eq!(check_client_hello(&c).unwrap(), current_pid());
+
+        let s = server_hello(STATUS_OK, 1 << 16, 2 * (4096 + (1 << 16)));
+        assert_eq!(&s[0..8], b"LAPCSRVR");
+        assert_eq!((u32_at(&s, 8), u32_at(&s, 12), u32_at(&s, 16)), (1, 0, current_pid()));
+        assert_eq!((u64_at(&s, 24), u64_at(&s, 32)), (1 << 16, 2 * (4096 + (1 << 16))));
+        assert_eq!(layout(1 << 16), (0, 4096 + (1 << 16), 2 * (4096 + (1 << 16))));
+    }
+
+    #[test]
+    fn client_hello_is_validated() {
+        let mut bad = client_hello(PROTOCOL_VERSION);
+        bad[0] ^= 1;
+        assert!(matches!(check_client_hello(&bad), Err(IpcError::Handshake(_))));
+        let newer = client_hello(PROTOCOL_VERSION + 1);
+        assert!(matches!(
+            check_client_hello(&newer),
+            Err(IpcError::VersionMismatch { ours: PROTOCOL_VERSION, theirs }) if theirs == PROTOCOL_VERSION + 1
+        ));
+        let refused = refusal(&IpcError::VersionMismatch { ours: 1, theirs: 2 });
+        assert_eq!(u32_at(&refused, 12), STATUS_VERSION_MISMATCH);
+        assert_eq!(u32_at(&refusal(&IpcError::PeerRefused { peer_uid: 1, own_uid: 0 }), 12), STATUS_REFUSED);
+    }
 }

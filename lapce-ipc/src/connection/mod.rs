@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use self::blocking::{SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
-pub use self::tokio::{AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender};
+pub use self::tokio::{
+    AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
+};
 pub use handshake::PROTOCOL_VERSION;
 
 use crate::channel::WaitStrategy;

@@ -34,8 +34,8 @@ impl Segment {
         if len == 0 {
             return Err(IpcError::InvalidArgument("segment length must be > 0".into()));
         }
-        let fd = memfd_create(label, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
-            .map_err(io::Error::from)?;
+        let fd =
+            memfd_create(label, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).map_err(io::Error::from)?;
         ftruncate(&fd, len as u64).map_err(io::Error::from)?;
         fcntl_add_seals(&fd, REQUIRED_SEALS).map_err(io::Error::from)?;
         Self::map(fd, len)
@@ -101,10 +101,7 @@ pub(crate) enum WaitOutcome {
 /// Sleeps while `word == expected`, for at most `timeout`. Not private: the word lives in memory
 /// shared with another process, so the kernel must key the futex on the physical page.
 pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
-    let ts = rustix::fs::Timespec {
-        tv_sec: timeout.as_secs() as _,
-        tv_nsec: timeout.subsec_nanos() as _,
-    };
+    let ts = rustix::fs::Timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
     match futex::wait(word, futex::Flags::empty(), expected, Some(&ts)) {
         Err(rustix::io::Errno::TIMEDOUT) => WaitOutcome::TimedOut,
         // Ok: woken. AGAIN: value already changed. INTR: signal. All mean "re-check".

@@ -19,7 +19,11 @@ use crate::error::{IpcError, Result};
 const MAX_FDS: usize = 8;
 
 /// Sends `bytes` and `fds` in one message. The socket must be connected.
-pub(crate) fn send_with_fds(sock: impl AsFd, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> io::Result<()> {
+pub(crate) fn send_with_fds(
+    sock: impl AsFd,
+    bytes: &[u8],
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
     assert!(fds.len() <= MAX_FDS);
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = SendAncillaryBuffer::new(&mut space);
@@ -106,7 +110,10 @@ pub(crate) fn runtime_dir() -> Result<PathBuf> {
         return insecure(format!("owned by uid {}, not by us (uid {uid})", st.st_uid));
     }
     if st.st_mode & 0o077 != 0 {
-        return insecure(format!("mode {:o} gives access to group or others (want 0700)", st.st_mode & 0o777));
+        return insecure(format!(
+            "mode {:o} gives access to group or others (want 0700)",
+            st.st_mode & 0o777
+        ));
     }
     Ok(dir)
 }
@@ -116,6 +123,7 @@ pub(crate) fn register_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::Asyn
     // SAFETY: `OwnedFd` owns an open descriptor that stays open, and keeps returning the same
     // raw fd, until it is dropped; the `AsyncFd` takes ownership of it and never swaps it, so
     // the descriptor outlives the registration as `register_with_interest` requires.
-    let registered = unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
+    let registered =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
     registered.map_err(|e| e.into_parts().1)
 }

@@ -90,14 +90,14 @@ impl RingMemory {
     fn locate(region: Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<RingMemory> {
         check_capacity(capacity)?;
         let end = offset.checked_add(ring_footprint(capacity));
-        if offset % RING_HEADER_SPAN != 0 || end.is_none_or(|end| end > region.len()) {
+        if !offset.is_multiple_of(RING_HEADER_SPAN) || end.is_none_or(|end| end > region.len()) {
             return Err(IpcError::InvalidArgument(format!(
                 "ring of {capacity} bytes at offset {offset} does not fit a {}-byte region",
                 region.len()
             )));
         }
         let base = region.base();
-        if base.is_null() || base as usize % RING_HEADER_SPAN != 0 {
+        if base.is_null() || !(base as usize).is_multiple_of(RING_HEADER_SPAN) {
             return Err(IpcError::InvalidArgument("region base is not page aligned".into()));
         }
         // SAFETY: `offset + RING_HEADER_SPAN + capacity <= region.len()` was checked above, so
@@ -120,7 +120,7 @@ impl RingMemory {
     }
 
     fn word(&self, off: usize) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.capacity, "record header offset {off} out of range");
+        assert!(off.is_multiple_of(4) && off + 4 <= self.capacity, "record header offset {off} out of range");
         // SAFETY: in bounds and 4-aligned (asserted; the data area is page aligned), inside the
         // live mapping, and accessed only atomically.
         unsafe { &*self.data.as_ptr().add(off).cast::<AtomicU32>() }
@@ -141,10 +141,7 @@ impl DataArea for RingMemory {
     }
 
     fn read_header(&self, off: usize) -> (u32, u32) {
-        (
-            self.word(off).load(atomic::Ordering::Relaxed),
-            self.word(off + 4).load(atomic::Ordering::Relaxed),
-        )
+        (self.word(off).load(atomic::Ordering::Relaxed), self.word(off + 4).load(atomic::Ordering::Relaxed))
     }
 }
 

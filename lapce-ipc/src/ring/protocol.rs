@@ -112,7 +112,7 @@ pub fn cancel_sleep(waiter: &AtomicU32) {
 }
 
 fn check_positions(read: u64, write: u64, capacity: u64) -> Result<(), Corruption> {
-    if read > write || write - read > capacity || read % 8 != 0 || write % 8 != 0 {
+    if read > write || write - read > capacity || !read.is_multiple_of(8) || !write.is_multiple_of(8) {
         return Err(Corruption(format!(
             "positions out of range: read {read}, write {write}, capacity {capacity}"
         )));
@@ -194,7 +194,12 @@ impl ProducerCore {
             }
         }
         let record_off = ((self.write_pos + pad) & (self.capacity - 1)) as usize;
-        let r = Reservation { payload_off: record_off + RECORD_HEADER_LEN as usize, max_len: len, pad, record_off };
+        let r = Reservation {
+            payload_off: record_off + RECORD_HEADER_LEN as usize,
+            max_len: len,
+            pad,
+            record_off,
+        };
         self.pending = Some(r);
         Ok(Some(r))
     }
@@ -239,7 +244,10 @@ impl ConsumerCore {
     fn refresh(&mut self, header: &RingHeader) -> Result<(), Corruption> {
         let write = header.write_pos.0.load(Ordering::Acquire);
         if write < self.cached_write {
-            return Err(Corruption(format!("write position went back from {} to {write}", self.cached_write)));
+            return Err(Corruption(format!(
+                "write position went back from {} to {write}",
+                self.cached_write
+            )));
         }
         check_positions(self.released, write, self.capacity)?;
         self.cached_write = write;
@@ -248,7 +256,11 @@ impl ConsumerCore {
 
     /// The next record as `(payload offset, payload length)`, or `None` when the ring is empty.
     /// Calling it again before [`ConsumerCore::release`] returns the same record.
-    pub fn peek(&mut self, header: &RingHeader, data: &impl DataArea) -> Result<Option<(usize, usize)>, Corruption> {
+    pub fn peek(
+        &mut self,
+        header: &RingHeader,
+        data: &impl DataArea,
+    ) -> Result<Option<(usize, usize)>, Corruption> {
         if let Some((off, len, _)) = self.current {
             return Ok(Some((off, len)));
         }

@@ -159,7 +159,9 @@ fn capacity_must_be_a_power_of_two_in_range() {
 fn consumer_rejects_corrupt_records_and_positions() {
     type Scribble = fn(&Segment);
     let cases: [(&str, Scribble); 7] = [
-        ("write_pos beyond a capacity", |s| header(s).write_pos.0.store(CAP as u64 + 64, atomic::Ordering::Relaxed)),
+        ("write_pos beyond a capacity", |s| {
+            header(s).write_pos.0.store(CAP as u64 + 64, atomic::Ordering::Relaxed)
+        }),
         ("write_pos unaligned", |s| header(s).write_pos.0.store(13, atomic::Ordering::Relaxed)),
         ("unknown kind", |s| data_word(s, 4).store(0xdead, atomic::Ordering::Relaxed)),
         ("length past published bytes", |s| data_word(s, 0).store(200, atomic::Ordering::Relaxed)),
@@ -214,4 +216,79 @@ fn a_valid_record_written_by_hand_is_accepted() {
     data_word(&seg, 4).store(KIND_DATA, atomic::Ordering::Relaxed);
     header(&seg).write_pos.0.store(16, atomic::Ordering::Release);
     assert_eq!(c.try_peek().unwrap().unwrap().len(), 3);
+}
+
+/// The offsets and constants docs/PROTOCOL.md §4-5 promises.
+#[test]
+fn layout_matches_protocol_md() {
+    use std::mem::offset_of;
+    assert_eq!(offset_of!(RingHeader, magic), 0);
+    assert_eq!(offset_of!(RingHeader, capacity), 128);
+    assert_eq!(offset_of!(RingHeader, write_pos), 256);
+    assert_eq!(offset_of!(RingHeader, read_pos), 384);
+    assert_eq!(offset_of!(RingHeader, data_waiter), 512);
+    assert_eq!(offset_of!(RingHeader, space_waiter), 640);
+    assert_eq!(std::mem::size_of::<RingHeader>(), 768);
+    assert_eq!(&protocol::RING_MAGIC.to_le_bytes(), b"LAPCRNG1");
+    assert_eq!((KIND_DATA, KIND_PADDING), (1, 2));
+    assert_eq!((AWAKE, SLEEPS_FUTEX, SLEEPS_DOORBELL), (0, 1, 2));
+    assert_eq!(RING_HEADER_SPAN, 4096);
+    assert_eq!(ring_footprint(1 << 16), 4096 + (1 << 16));
+}
+
+/// Random garbage in the header and the data area, thousands of times: the consumer and the
+/// producer either work or report `Corrupted`; they never panic (every slice they hand out is
+/// bounds-checked with an assertion, so an escaped bad length would panic here).
+#[test]
+fn random_garbage_never_panics_or_escapes_the_ring() {
+    let mut state = 0x1234_5678_9abc_def0u64;
+    let mut next = move || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let (mut corrupted, mut delivered) = (0u32, 0u64);
+    for _ in 0..5_000 {
+        let (seg, mut p, mut c) = ring(CAP);
+        for _ in 0..(next() % 8) {
+            let len = (next() % 600) as usize;
+            write(&mut p, &vec![0xAB; len]);
+        }
+        for _ in 0..(1 + next() % 4) {
+            let v = next();
+            match next() % 6 {
+                0 => header(&seg).write_pos.0.store(v % (4 * CAP as u64), atomic::Ordering::Relaxed),
+                1 => header(&seg).write_pos.0.store(v, atomic::Ordering::Relaxed),
+                2 => header(&seg).read_pos.0.store(v % (4 * CAP as u64), atomic::Ordering::Relaxed),
+                3 => data_word(&seg, (next() % (CAP as u64 / 4)) as usize * 4).store(v as u32, atomic::Ordering::Relaxed),
+                4 => data_word(&seg, (next() % (CAP as u64 / 8)) as usize * 8)
+                    .store((v % (CAP as u64)) as u32, atomic::Ordering::Relaxed),
+                _ => data_word(&seg, (next() % (CAP as u64 / 8)) as usize * 8 + 4)
+                    .store((v % 4) as u32, atomic::Ordering::Relaxed),
+            }
+        }
+        for _ in 0..64 {
+            match c.try_peek() {
+                Ok(Some(bytes)) => {
+                    assert!(bytes.len() <= max_message(CAP));
+                    delivered += 1;
+                    c.release();
+                }
+                Ok(None) => break,
+                Err(IpcError::Corrupted(_)) => {
+                    corrupted += 1;
+                    break;
+                }
+                Err(e) => panic!("unexpected error {e}"),
+            }
+        }
+        match p.try_reserve((next() % 600) as usize) {
+            Ok(_) | Err(IpcError::Corrupted(_)) => p.abort(),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert!(corrupted > 1000, "the garbage rarely hit validation ({corrupted}); the test lost its teeth");
+    assert!(delivered > 1000, "valid records were rarely delivered ({delivered})");
 }

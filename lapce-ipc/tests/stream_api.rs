@@ -1,0 +1,162 @@
+//! API semantics of listeners and streams: errors callers match on, limits, timeouts, the
+//! handshake's refusals. Peers are threads or raw sockets here; the cross-process behaviour is
+//! covered in `cross_process.rs`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::time::Duration;
+
+use common::unique_name;
+use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, PROTOCOL_VERSION};
+
+fn pair(config: StreamConfig) -> (SharedMemoryListener, SharedMemoryStream, SharedMemoryStream) {
+    let name = unique_name("api");
+    let listener = SharedMemoryListener::bind_with(&name, config).unwrap();
+    let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).unwrap());
+    let server = listener.accept().unwrap();
+    (listener, server, client.join().unwrap())
+}
+
+fn small() -> StreamConfig {
+    StreamConfig { ring_capacity: 4096, ..StreamConfig::default() }
+}
+
+#[test]
+fn limits_and_non_blocking_calls() {
+    let (_l, mut server, mut client) = pair(small());
+    assert_eq!(client.max_message_size(), 4096 / 2 - 8);
+    assert_eq!(client.peer_pid(), std::process::id());
+
+    let too_big = vec![0u8; client.max_message_size() + 1];
+    assert!(matches!(client.send(&too_big), Err(IpcError::MessageTooLarge { len, max }) if len == max + 1));
+    assert!(matches!(client.try_send(&too_big), Err(IpcError::MessageTooLarge { .. })));
+    assert!(matches!(server.try_recv(&mut [0u8; 8]), Err(IpcError::WouldBlock)), "nothing was written");
+
+    client.send(b"twelve bytes").unwrap();
+    let mut small_buf = [0u8; 4];
+    assert!(matches!(server.recv(&mut small_buf), Err(IpcError::BufferTooSmall { needed: 12, buf: 4 })));
+    let mut buf = [0u8; 16];
+    assert_eq!(server.recv(&mut buf).unwrap(), 12, "the message stayed queued");
+    assert_eq!(&buf[..12], b"twelve bytes");
+
+    assert!(matches!(server.recv_timeout(&mut buf, Duration::from_millis(20)), Err(IpcError::Timeout)));
+    while client.try_send(&[0u8; 100]).is_ok() {}
+    assert!(matches!(client.try_send(&[0u8; 100]), Err(IpcError::WouldBlock)));
+    assert!(matches!(client.send_timeout(&[0u8; 100], Duration::from_millis(20)), Err(IpcError::Timeout)));
+    // Drain, then the full ring accepts again.
+    while server.try_recv(&mut buf[..]).is_ok() || server.try_recv_with(|_| ()).is_ok() {}
+    client.send_timeout(&[0u8; 100], Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn zero_copy_send_and_receive() {
+    let (_l, mut server, mut client) = pair(StreamConfig::default());
+    let n = client
+        .send_with(1000, |buf| {
+            buf[..5].copy_from_slice(b"hello");
+            5
+        })
+        .unwrap();
+    assert_eq!(n, 5, "only the bytes the closure reported are published");
+    assert_eq!(server.recv_with(|b| b.to_vec()).unwrap(), b"hello");
+    client.send(b"").unwrap();
+    assert_eq!(server.recv_with(|b| b.len()).unwrap(), 0, "empty messages are messages");
+}
+
+#[test]
+fn closing_one_side_ends_the_other_with_peer_gone() {
+    let (_l, mut server, mut client) = pair(StreamConfig::default());
+    client.send(b"last words").unwrap();
+    drop(client);
+    let mut buf = [0u8; 32];
+    assert_eq!(server.recv(&mut buf).unwrap(), 10, "queued messages are delivered first");
+    let t = std::time::Instant::now();
+    assert!(matches!(server.recv(&mut buf), Err(IpcError::PeerGone)));
+    eprintln!("clean close noticed in {:?}", t.elapsed());
+}
+
+#[test]
+fn version_mismatch_is_refused_and_the_listener_goes_on() {
+    let name = unique_name("version");
+    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let path = listener.path().to_path_buf();
+    let rogue = std::thread::spawn(move || {
+        let mut sock = UnixStream::connect(path).unwrap();
+        let mut hello = [0u8; 24];
+        hello[..8].copy_from_slice(b"LAPCHELO");
+        hello[8..12].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+        sock.write_all(&hello).unwrap();
+        let mut answer = [0u8; 48];
+        sock.read_exact(&mut answer).unwrap();
+        answer
+    });
+    let err = listener.accept().err().unwrap();
+    assert!(matches!(err, IpcError::VersionMismatch { theirs, .. } if theirs == PROTOCOL_VERSION + 1), "{err}");
+    let answer = rogue.join().unwrap();
+    assert_eq!(&answer[..8], b"LAPCSRVR");
+    assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 1, "status: version mismatch");
+
+    let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).map(|_| ()));
+    listener.accept().unwrap();
+    client.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_silent_client_times_out_without_blocking_the_listener_forever() {
+    let name = unique_name("silent");
+    let cfg = StreamConfig { handshake_timeout: Duration::from_millis(100), ..StreamConfig::default() };
+    let listener = SharedMemoryListener::bind_with(&name, cfg).unwrap();
+    let _silent = UnixStream::connect(listener.path()).unwrap();
+    assert!(matches!(listener.accept(), Err(IpcError::Timeout)));
+    let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).map(|_| ()));
+    listener.accept().unwrap();
+    client.join().unwrap().unwrap();
+}
+
+#[test]
+fn a_client_gets_a_clear_error_from_a_server_that_is_not_lapce_ipc() {
+    let name = unique_name("impostor");
+    let path = lapce_ipc::socket_path(&name).unwrap();
+    let impostor = UnixListener::bind(&path).unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = impostor.accept().unwrap();
+        s.write_all(&[0x42; 48]).unwrap();
+        let _ = s.read(&mut [0u8; 64]);
+    });
+    let err = SharedMemoryStream::connect(&name).err().unwrap();
+    assert!(matches!(err, IpcError::Handshake(_)), "{err}");
+    server.join().unwrap();
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[test]
+fn bind_errors_name_the_path_and_stale_sockets_are_replaced() {
+    let name = unique_name("bind");
+    let first = SharedMemoryListener::bind(&name).unwrap();
+    match SharedMemoryListener::bind(&name) {
+        Err(IpcError::Bind { path, source }) => {
+            assert_eq!(path, first.path());
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+        }
+        other => panic!("second bind of a live name: {:?}", other.err()),
+    }
+    let path = first.path().to_path_buf();
+    drop(first);
+    assert!(!path.exists());
+
+    // A socket file left by a crashed process (std's listener does not unlink on drop).
+    drop(UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let replaced = SharedMemoryListener::bind(&name).unwrap();
+    drop(replaced);
+    assert!(!path.exists());
+
+    assert!(matches!(SharedMemoryStream::connect(&name), Err(IpcError::Connect { .. })));
+    for bad in ["", "a/b", ".hidden", "space name", &"x".repeat(101)] {
+        assert!(matches!(SharedMemoryListener::bind(bad), Err(IpcError::InvalidArgument(_))), "{bad:?}");
+    }
+    let bad_ring = StreamConfig { ring_capacity: 5000, ..StreamConfig::default() };
+    assert!(matches!(SharedMemoryListener::bind_with(&name, bad_ring), Err(IpcError::InvalidArgument(_))));
+}
