@@ -347,6 +347,22 @@ impl SendHalf {
         Ok(())
     }
 
+    /// Copies `msg` into one record without waiting; `WouldBlock` when the ring is full.
+    pub(crate) fn try_send(&mut self, msg: &[u8]) -> Result<()> {
+        self.check_len(msg.len())?;
+        self.try_send_with(msg.len(), copy_from(msg))?.map(|_| ()).ok_or(IpcError::WouldBlock)
+    }
+
+    /// Copies `msg` into one record, waiting (blocking) for room until `deadline`.
+    pub(crate) fn send(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
+        self.send_with(msg.len(), deadline, copy_from(msg)).map(|_| ())
+    }
+
+    /// Copies `msg` into one record, waiting asynchronously for room.
+    pub(crate) async fn send_async(&mut self, msg: &[u8]) -> Result<()> {
+        self.send_with_async(msg.len(), copy_from(msg)).await.map(|_| ())
+    }
+
     /// Async flavour of `send_with`.
     pub(crate) async fn send_with_async(
         &mut self,
@@ -408,6 +424,11 @@ impl RecvHalf {
         Ok(Some(r))
     }
 
+    /// Like `try_recv_with`, with `WouldBlock` when nothing is queued.
+    pub(crate) fn recv_now<R>(&mut self, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
+        self.try_recv_with(f)?.ok_or(IpcError::WouldBlock)
+    }
+
     /// Waits (blocking) for a message until `deadline`, then hands it to `f`.
     pub(crate) fn recv_with<R>(
         &mut self,
@@ -428,6 +449,14 @@ impl RecvHalf {
 impl Drop for RecvHalf {
     fn drop(&mut self) {
         self.sleeper.close(self.consumer.peer_waiter());
+    }
+}
+
+/// Fills a reserved record with `msg` (the reservation is exactly `msg.len()` bytes).
+fn copy_from(msg: &[u8]) -> impl FnOnce(&mut [u8]) -> usize + '_ {
+    move |buf| {
+        buf.copy_from_slice(msg);
+        msg.len()
     }
 }
 

@@ -93,7 +93,10 @@ fn version_mismatch_is_refused_and_the_listener_goes_on() {
         answer
     });
     let err = listener.accept().err().unwrap();
-    assert!(matches!(err, IpcError::VersionMismatch { theirs, .. } if theirs == PROTOCOL_VERSION + 1), "{err}");
+    assert!(
+        matches!(err, IpcError::VersionMismatch { theirs, .. } if theirs == PROTOCOL_VERSION + 1),
+        "{err}"
+    );
     let answer = rogue.join().unwrap();
     assert_eq!(&answer[..8], b"LAPCSRVR");
     assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 1, "status: version mismatch");

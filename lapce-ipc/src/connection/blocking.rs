@@ -241,32 +241,17 @@ impl StreamSender {
     /// [`IpcError::MessageTooLarge`] before writing anything if `msg` exceeds the limit, and with
     /// [`IpcError::PeerGone`] if the peer dies while we wait.
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.send_deadline(msg, None)
+        self.half.send(msg, None)
     }
 
     /// Sends, waiting at most `timeout` for room; [`IpcError::Timeout`] after that.
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        self.send_deadline(msg, Some(Instant::now() + timeout))
-    }
-
-    fn send_deadline(&mut self, msg: &[u8], deadline: Option<Instant>) -> Result<()> {
-        self.half.send_with(msg.len(), deadline, |buf| {
-            buf.copy_from_slice(msg);
-            msg.len()
-        })?;
-        Ok(())
+        self.half.send(msg, Some(Instant::now() + timeout))
     }
 
     /// Sends without waiting; [`IpcError::WouldBlock`] when the ring is full.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
-        if msg.len() > self.max_message_size() {
-            return Err(IpcError::MessageTooLarge { len: msg.len(), max: self.max_message_size() });
-        }
-        let sent = self.half.try_send_with(msg.len(), |buf| {
-            buf.copy_from_slice(msg);
-            msg.len()
-        })?;
-        sent.map(|_| ()).ok_or(IpcError::WouldBlock)
+        self.half.try_send(msg)
     }
 
     /// Zero-copy send: reserves `len` bytes in the ring, lets `fill` write the message in place
@@ -301,7 +286,7 @@ impl StreamReceiver {
 
     /// Receives without waiting; [`IpcError::WouldBlock`] when nothing is queued.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
-        self.half.try_recv_with(copy_into(buf))?.ok_or(IpcError::WouldBlock)
+        self.half.recv_now(copy_into(buf))
     }
 
     /// Zero-copy receive: calls `f` with the message bytes in shared memory, then frees them.
@@ -311,6 +296,6 @@ impl StreamReceiver {
 
     /// Zero-copy receive without waiting; [`IpcError::WouldBlock`] when nothing is queued.
     pub fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        self.half.try_recv_with(|b| Ok(f(b)))?.ok_or(IpcError::WouldBlock)
+        self.half.recv_now(|b| Ok(f(b)))
     }
 }

@@ -251,13 +251,7 @@ impl AsyncStreamSender {
     /// [`IpcError::MessageTooLarge`] before writing anything if `msg` exceeds the limit, and
     /// with [`IpcError::PeerGone`] if the peer goes away while we wait.
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.half
-            .send_with_async(msg.len(), |buf| {
-                buf.copy_from_slice(msg);
-                msg.len()
-            })
-            .await?;
-        Ok(())
+        self.half.send_async(msg).await
     }
 
     /// Sends, waiting at most `timeout` for room; [`IpcError::Timeout`] after that.
@@ -267,14 +261,7 @@ impl AsyncStreamSender {
 
     /// Sends without waiting; [`IpcError::WouldBlock`] when the ring is full.
     pub fn try_send(&mut self, msg: &[u8]) -> Result<()> {
-        if msg.len() > self.max_message_size() {
-            return Err(IpcError::MessageTooLarge { len: msg.len(), max: self.max_message_size() });
-        }
-        let sent = self.half.try_send_with(msg.len(), |buf| {
-            buf.copy_from_slice(msg);
-            msg.len()
-        })?;
-        sent.map(|_| ()).ok_or(IpcError::WouldBlock)
+        self.half.try_send(msg)
     }
 
     /// Zero-copy send: `fill` writes the message in place and returns its length (≤ `len`).
@@ -302,7 +289,7 @@ impl AsyncStreamReceiver {
 
     /// Receives without waiting; [`IpcError::WouldBlock`] when nothing is queued.
     pub fn try_recv(&mut self, buf: &mut [u8]) -> Result<usize> {
-        self.half.try_recv_with(copy_into(buf))?.ok_or(IpcError::WouldBlock)
+        self.half.recv_now(copy_into(buf))
     }
 
     /// Zero-copy receive: calls `f` with the message bytes in shared memory, then frees them.

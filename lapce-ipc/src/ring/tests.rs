@@ -262,7 +262,8 @@ fn random_garbage_never_panics_or_escapes_the_ring() {
                 0 => header(&seg).write_pos.0.store(v % (4 * CAP as u64), atomic::Ordering::Relaxed),
                 1 => header(&seg).write_pos.0.store(v, atomic::Ordering::Relaxed),
                 2 => header(&seg).read_pos.0.store(v % (4 * CAP as u64), atomic::Ordering::Relaxed),
-                3 => data_word(&seg, (next() % (CAP as u64 / 4)) as usize * 4).store(v as u32, atomic::Ordering::Relaxed),
+                3 => data_word(&seg, (next() % (CAP as u64 / 4)) as usize * 4)
+                    .store(v as u32, atomic::Ordering::Relaxed),
                 4 => data_word(&seg, (next() % (CAP as u64 / 8)) as usize * 8)
                     .store((v % (CAP as u64)) as u32, atomic::Ordering::Relaxed),
                 _ => data_word(&seg, (next() % (CAP as u64 / 8)) as usize * 8 + 4)
