@@ -7,29 +7,29 @@
 //! someone sleeps, so a steady stream makes no system call per message, and an idle connection
 //! costs nothing.
 //!
-//! A blocking sleep lasts at most [`LIVENESS_SLICE`]; between slices (and after any wake-up that
-//! found nothing to do) the control socket is probed, so a peer that died, even by `kill -9`, is
-//! reported as [`IpcError::PeerGone`] within that time. Async waits also watch the socket itself.
+//! Liveness: the process's hang-up watcher thread (one epoll set for all connections) learns at
+//! once when a peer closes its control socket or dies, even by `kill -9`; it marks the link gone
+//! and wakes this side's blocking sleepers, which then return [`IpcError::PeerGone`]. Async waits
+//! watch the socket themselves. Nothing polls: an idle connection costs no CPU at all.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
 
 use crate::error::{IpcError, Result};
-use crate::platform::{futex_wait, futex_wake, peer_hung_up, register_readable, Doorbell, WaitOutcome};
+use crate::platform::{
+    futex_wait, futex_wake, peer_hung_up, register_readable, watch_hangup, Doorbell, HangupWatch, WaitOutcome,
+};
 use crate::ring::{
-    announce_sleep, cancel_sleep, Consumer, Producer, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
+    announce_sleep, cancel_sleep, Consumer, Producer, WaiterWord, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
 };
 
 /// How long a wait spins before it starts yielding the core between checks.
 const PURE_SPIN: Duration = Duration::from_micros(5);
-
-/// Longest single blocking sleep before the peer's liveness is checked again.
-pub const LIVENESS_SLICE: Duration = Duration::from_millis(50);
 
 /// How a stream waits when the ring is empty (receive) or full (send).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,19 +58,43 @@ impl Default for WaitStrategy {
 }
 
 /// The control socket of a connection: after the handshake it only tells whether the peer lives.
+///
+/// The process's hang-up watcher (see [`watch_hangup`]) sets `gone` the moment the peer closes
+/// the socket or dies, and wakes this side's blocking sleepers; a sleeper checks `gone` after
+/// announcing its sleep, so the wake-up cannot be lost (same argument as for a publish).
 pub(crate) struct Link {
     sock: UnixStream,
     peer_pid: u32,
+    gone: Arc<AtomicBool>,
+    _watch: HangupWatch,
 }
 
 impl Link {
-    pub(crate) fn new(sock: UnixStream, peer_pid: u32) -> Result<Link> {
+    /// `own_words`: the waiter words this side sleeps on (its producer's space word and its
+    /// consumer's data word), to be woken when the peer goes.
+    pub(crate) fn new(sock: UnixStream, peer_pid: u32, own_words: [WaiterWord; 2]) -> Result<Link> {
         sock.set_nonblocking(true)?;
-        Ok(Link { sock, peer_pid })
+        let gone = Arc::new(AtomicBool::new(false));
+        let flag = gone.clone();
+        let on_hangup = Box::new(move || {
+            flag.store(true, Ordering::SeqCst);
+            for w in &own_words {
+                cancel_sleep(w.get());
+                futex_wake(w.get());
+            }
+        });
+        let watch = watch_hangup(&sock, on_hangup)?;
+        Ok(Link { sock, peer_pid, gone, _watch: watch })
     }
 
+    /// True once the peer has hung up (or sent anything, which no live peer does).
     pub(crate) fn peer_gone(&self) -> bool {
-        peer_hung_up(&self.sock)
+        self.gone.load(Ordering::SeqCst) || peer_hung_up(&self.sock)
+    }
+
+    /// The watcher's verdict alone: a single load, cheap enough for spin loops.
+    fn gone_flag(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
     }
 
     pub(crate) fn peer_pid(&self) -> u32 {
@@ -130,14 +154,12 @@ impl Sleeper {
         }
     }
 
-    /// On drop of the last half: close the socket first, then wake whatever the peer may be
-    /// sleeping on, so it notices at once instead of at the end of its liveness slice.
-    fn close(&self, peer_word: &AtomicU32) {
+    /// On drop of the last half: shut the control socket down, which the peer's hang-up watcher
+    /// (or its async wait) hears at once, even if a duplicate of the socket lingers somewhere.
+    fn close(&self) {
         if Arc::strong_count(&self.link) == 1 {
             let _ = self.link.sock.shutdown(std::net::Shutdown::Both);
         }
-        futex_wake(peer_word);
-        self.wake_peer.ring();
     }
 }
 
@@ -161,14 +183,16 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
         WaitStrategy::Adaptive(d) => Some(d),
         WaitStrategy::Blocking => Some(Duration::ZERO),
     };
-    // Spin phase. The clock is read every 128 checks, the socket probed every millisecond.
-    let mut next_probe = start + Duration::from_millis(1);
+    // Spin phase. The clock and the peer's liveness are looked at every 128 checks.
     loop {
         for _ in 0..128 {
             std::hint::spin_loop();
             if w.ready(len)? {
                 return Ok(());
             }
+        }
+        if w.sleeper().link.gone_flag() {
+            return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
         }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
@@ -182,37 +206,32 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
         if now - start >= PURE_SPIN {
             std::thread::yield_now();
         }
-        if now >= next_probe {
-            next_probe = now + Duration::from_millis(1);
-            if w.sleeper().link.peer_gone() {
-                return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
-            }
-        }
     }
-    // Sleep phase: announce, re-check, sleep; at most one liveness slice at a time.
+    // Sleep phase: announce, re-check (the ring, then the peer's liveness), sleep.
     loop {
         announce_sleep(w.word(), SLEEPS_FUTEX);
         if w.ready(len)? {
             cancel_sleep(w.word());
             return Ok(());
         }
-        let now = Instant::now();
-        let slice = match deadline {
-            Some(d) if d <= now => {
-                cancel_sleep(w.word());
-                return Err(IpcError::Timeout);
-            }
-            Some(d) => (d - now).min(LIVENESS_SLICE),
-            None => LIVENESS_SLICE,
+        if w.sleeper().link.gone_flag() {
+            cancel_sleep(w.word());
+            return Err(IpcError::PeerGone);
+        }
+        let timeout = match deadline {
+            Some(d) => match d.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Some(left),
+                _ => {
+                    cancel_sleep(w.word());
+                    return Err(IpcError::Timeout);
+                }
+            },
+            None => None,
         };
-        let _: WaitOutcome = futex_wait(w.word(), SLEEPS_FUTEX, slice);
+        let _: WaitOutcome = futex_wait(w.word(), SLEEPS_FUTEX, timeout);
         cancel_sleep(w.word());
         if w.ready(len)? {
             return Ok(());
-        }
-        // Timed out, or woken with nothing to do (a closing peer wakes us on its way out).
-        if w.sleeper().link.peer_gone() {
-            return Err(IpcError::PeerGone);
         }
     }
 }
@@ -377,7 +396,7 @@ impl SendHalf {
 
 impl Drop for SendHalf {
     fn drop(&mut self) {
-        self.sleeper.close(self.producer.peer_waiter());
+        self.sleeper.close();
     }
 }
 
@@ -448,7 +467,7 @@ impl RecvHalf {
 
 impl Drop for RecvHalf {
     fn drop(&mut self) {
-        self.sleeper.close(self.consumer.peer_waiter());
+        self.sleeper.close();
     }
 }
 

@@ -16,8 +16,9 @@
 //! - A full ring makes the sender wait (spin, then sleep); nothing is dropped.
 //! - Nothing read from shared memory is trusted: a peer that scribbles over the ring produces
 //!   [`IpcError::Corrupted`] on that connection, never a panic or an out-of-bounds access.
-//! - A peer that dies, even by `kill -9`, is reported as [`IpcError::PeerGone`] within
-//!   [`LIVENESS_SLICE`] to a caller waiting on it.
+//! - A peer that dies, even by `kill -9`, is reported as [`IpcError::PeerGone`] to a caller
+//!   waiting on it as soon as the kernel closes the dead process's sockets (a watcher thread per
+//!   process hears the hang-up; nothing polls).
 //! - Under steady traffic no system call is made per message; an idle connection uses no CPU.
 //!
 //! # Example
@@ -51,7 +52,7 @@ mod platform;
 mod ring;
 
 pub use buffer::SharedMemoryBuffer;
-pub use channel::{WaitStrategy, LIVENESS_SLICE};
+pub use channel::WaitStrategy;
 pub use connection::{
     socket_path, AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
     SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,

@@ -107,7 +107,7 @@ pub(super) fn handshake_io(e: std::io::Error) -> IpcError {
 /// Messages are delivered whole, in order, exactly once; a message may be up to
 /// [`max_message_size`](Self::max_message_size) bytes. When the outgoing ring is full, `send`
 /// waits for room; it never drops. When the peer dies, a waiting call returns
-/// [`IpcError::PeerGone`] within [`LIVENESS_SLICE`](crate::LIVENESS_SLICE).
+/// [`IpcError::PeerGone`] as soon as the kernel reports the hang-up (a watcher thread hears it).
 ///
 /// Use [`into_split`](Self::into_split) to send and receive from two threads.
 pub struct SharedMemoryStream {

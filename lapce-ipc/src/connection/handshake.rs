@@ -127,10 +127,11 @@ impl Offer {
     ) -> Result<(SendHalf, RecvHalf)> {
         let (c2s, s2c, _) = layout(self.capacity);
         let region: Arc<dyn SharedRegion> = self.segment;
-        let link = Arc::new(Link::new(sock, client_pid)?);
         let [c2s_data, c2s_space, s2c_data, s2c_space] = self.bells;
         let tx = Producer::attach(region.clone(), s2c, self.capacity)?;
         let rx = Consumer::attach(region, c2s, self.capacity)?;
+        let link =
+            Arc::new(Link::new(sock, client_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
         Ok((
             SendHalf::new(tx, Sleeper::new(s2c_data, s2c_space, link.clone(), wait)),
             RecvHalf::new(rx, Sleeper::new(c2s_space, c2s_data, link, wait)),
@@ -172,9 +173,9 @@ pub(crate) fn client_halves(
     })?;
     let [seg_fd, c2s_data, c2s_space, s2c_data, s2c_space] = fds;
     let region: Arc<dyn SharedRegion> = Arc::new(Segment::open(seg_fd, len)?);
-    let link = Arc::new(Link::new(sock, server_pid)?);
     let tx = Producer::attach(region.clone(), c2s, capacity)?;
     let rx = Consumer::attach(region, s2c, capacity)?;
+    let link = Arc::new(Link::new(sock, server_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
     let bell = Doorbell::from_fd;
     Ok((
         SendHalf::new(tx, Sleeper::new(bell(c2s_data)?, bell(c2s_space)?, link.clone(), wait)),

@@ -1,14 +1,16 @@
-//! Linux backend: memfd segments (sealed, never visible in `/dev/shm`), futex sleeping and
-//! eventfd doorbells.
+//! Linux backend: memfd segments (sealed, never visible in `/dev/shm`), futex sleeping, eventfd
+//! doorbells, and an epoll thread that reports peers hanging up.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::event::{eventfd, EventfdFlags};
+use rustix::event::{epoll, eventfd, EventfdFlags};
 use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::thread::futex;
 
@@ -98,11 +100,13 @@ pub(crate) enum WaitOutcome {
     TimedOut,
 }
 
-/// Sleeps while `word == expected`, for at most `timeout`. Not private: the word lives in memory
-/// shared with another process, so the kernel must key the futex on the physical page.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> WaitOutcome {
-    let ts = rustix::fs::Timespec { tv_sec: timeout.as_secs() as _, tv_nsec: timeout.subsec_nanos() as _ };
-    match futex::wait(word, futex::Flags::empty(), expected, Some(&ts)) {
+/// Sleeps while `word == expected`, for at most `timeout` (`None`: until woken). Not private:
+/// the word lives in memory shared with another process, so the kernel must key the futex on the
+/// physical page.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+    let ts =
+        timeout.map(|t| rustix::fs::Timespec { tv_sec: t.as_secs() as _, tv_nsec: t.subsec_nanos() as _ });
+    match futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()) {
         Err(rustix::io::Errno::TIMEDOUT) => WaitOutcome::TimedOut,
         // Ok: woken. AGAIN: value already changed. INTR: signal. All mean "re-check".
         _ => WaitOutcome::Woken,
@@ -162,5 +166,82 @@ unsafe impl crate::ring::SharedRegion for Segment {
     }
     fn len(&self) -> usize {
         Segment::len(self)
+    }
+}
+
+/// A registration with the process's hang-up watcher: while it lives, `on_hangup` runs (once,
+/// on the watcher thread) as soon as the watched socket's peer closes it or dies.
+pub(crate) struct HangupWatch {
+    token: u64,
+    /// Our own duplicate of the socket, so the registration cannot outlive or alias it.
+    fd: OwnedFd,
+    watcher: Arc<Watcher>,
+}
+
+/// One epoll set and one thread per process, watching every connection's control socket.
+/// Idle connections cost nothing: the thread sleeps in `epoll_wait` until a peer hangs up.
+struct Watcher {
+    epoll: OwnedFd,
+    callbacks: Mutex<HashMap<u64, Box<dyn FnOnce() + Send>>>,
+    next_token: AtomicU64,
+}
+
+impl Watcher {
+    fn shared() -> Result<Arc<Watcher>> {
+        static WATCHER: Mutex<Option<Arc<Watcher>>> = Mutex::new(None);
+        let mut slot = WATCHER.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(w) = slot.as_ref() {
+            return Ok(w.clone());
+        }
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC).map_err(io::Error::from)?;
+        let w = Arc::new(Watcher { epoll, callbacks: Mutex::default(), next_token: AtomicU64::new(1) });
+        let run = w.clone();
+        std::thread::Builder::new().name("lapce-ipc-hangup".into()).spawn(move || run.run())?;
+        *slot = Some(w.clone());
+        Ok(w)
+    }
+
+    fn run(&self) {
+        let mut events = Vec::with_capacity(64);
+        loop {
+            events.clear();
+            match epoll::wait(&self.epoll, rustix::buffer::spare_capacity(&mut events), None) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(_) => return,
+            }
+            for event in events.drain(..) {
+                let callback = self.lock().remove(&event.data.u64());
+                if let Some(callback) = callback {
+                    callback();
+                }
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Box<dyn FnOnce() + Send>>> {
+        self.callbacks.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs `on_hangup` once when the peer of `sock` hangs up (or sends anything: after the
+/// handshake the control socket carries nothing, so any readiness means the peer is gone or
+/// broken). Dropping the returned watch cancels it.
+pub(crate) fn watch_hangup(sock: impl AsFd, on_hangup: Box<dyn FnOnce() + Send>) -> Result<HangupWatch> {
+    let watcher = Watcher::shared()?;
+    let fd = rustix::io::fcntl_dupfd_cloexec(&sock, 0).map_err(io::Error::from)?;
+    let token = watcher.next_token.fetch_add(1, Ordering::Relaxed);
+    watcher.lock().insert(token, on_hangup);
+    let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+    if let Err(e) = epoll::add(&watcher.epoll, &fd, epoll::EventData::new_u64(token), flags) {
+        watcher.lock().remove(&token);
+        return Err(io::Error::from(e).into());
+    }
+    Ok(HangupWatch { token, fd, watcher })
+}
+
+impl Drop for HangupWatch {
+    fn drop(&mut self) {
+        self.watcher.lock().remove(&self.token);
+        let _ = epoll::delete(&self.watcher.epoll, &self.fd);
     }
 }

@@ -10,6 +10,7 @@
 //! | [`Doorbell`] | a file-descriptor doorbell a tokio reactor can wait on (async waits) |
 //! | [`send_with_fds`], [`recv_with_fds`] | the control channel's message + file-descriptor passing |
 //! | [`peer_uid`], [`current_uid`], [`peer_hung_up`] | peer credentials and liveness |
+//! | [`watch_hangup`] | run a callback as soon as a control socket's peer hangs up |
 //! | [`runtime_dir`] | the private per-user directory where control sockets live |
 //!
 //! Backends: `linux` (memfd, futex, eventfd) plus `unix` (Unix-domain sockets, shared by every
@@ -18,7 +19,7 @@
 mod linux;
 mod unix;
 
-pub(crate) use linux::{futex_wait, futex_wake, Doorbell, Segment, WaitOutcome};
+pub(crate) use linux::{futex_wait, futex_wake, watch_hangup, Doorbell, HangupWatch, Segment, WaitOutcome};
 pub(crate) use unix::{
     current_pid, current_uid, peer_hung_up, peer_uid, recv_with_fds, register_readable, runtime_dir,
     send_with_fds,

@@ -71,7 +71,7 @@ impl From<Corruption> for IpcError {
 /// One ring located in a region: header and data-area pointers, checked once at creation.
 struct RingMemory {
     /// Keeps the mapping alive as long as the pointers below are used.
-    _region: Arc<dyn SharedRegion>,
+    region: Arc<dyn SharedRegion>,
     header: NonNull<RingHeader>,
     data: NonNull<u8>,
     capacity: usize,
@@ -108,7 +108,7 @@ impl RingMemory {
                 NonNull::new_unchecked(base.add(offset + RING_HEADER_SPAN)),
             )
         };
-        Ok(RingMemory { _region: region, header, data, capacity })
+        Ok(RingMemory { region, header, data, capacity })
     }
 
     fn header(&self) -> &RingHeader {
@@ -142,6 +142,31 @@ impl DataArea for RingMemory {
 
     fn read_header(&self, off: usize) -> (u32, u32) {
         (self.word(off).load(atomic::Ordering::Relaxed), self.word(off + 4).load(atomic::Ordering::Relaxed))
+    }
+}
+
+/// A waiter word of a ring header, kept alive with its mapping, so that another thread (the
+/// hang-up watcher) can wake whoever sleeps on it.
+pub(crate) struct WaiterWord {
+    _region: Arc<dyn SharedRegion>,
+    word: NonNull<AtomicU32>,
+}
+
+// SAFETY: the pointer targets an atomic in a mapping that `_region` keeps alive; atomics may be
+// used from any thread.
+unsafe impl Send for WaiterWord {}
+// SAFETY: see `Send`; only `&AtomicU32` is handed out.
+unsafe impl Sync for WaiterWord {}
+
+impl WaiterWord {
+    fn new(mem: &RingMemory, word: &AtomicU32) -> WaiterWord {
+        WaiterWord { _region: mem.region.clone(), word: NonNull::from(word) }
+    }
+
+    pub(crate) fn get(&self) -> &AtomicU32 {
+        // SAFETY: the word lies in a header validated by `RingMemory::locate`, in a mapping
+        // `_region` keeps alive; it is only accessed atomically.
+        unsafe { self.word.as_ref() }
     }
 }
 
@@ -232,6 +257,11 @@ impl Producer {
     pub(crate) fn space_waiter(&self) -> &AtomicU32 {
         &self.mem.header().space_waiter.0
     }
+
+    /// A handle on [`Producer::space_waiter`] that other threads can keep.
+    pub(crate) fn space_waiter_handle(&self) -> WaiterWord {
+        WaiterWord::new(&self.mem, self.space_waiter())
+    }
 }
 
 /// The reading half of a ring.
@@ -292,6 +322,11 @@ impl Consumer {
     /// The word the consumer sleeps on while the ring is empty.
     pub(crate) fn data_waiter(&self) -> &AtomicU32 {
         &self.mem.header().data_waiter.0
+    }
+
+    /// A handle on [`Consumer::data_waiter`] that other threads can keep.
+    pub(crate) fn data_waiter_handle(&self) -> WaiterWord {
+        WaiterWord::new(&self.mem, self.data_waiter())
     }
 }
 
