@@ -49,13 +49,6 @@ use protocol::{
 /// Upper bound on operations per input.
 const MAX_OPS: usize = 1024;
 
-/// `FUZZ_SKIP_KNOWN_OVERFLOW=1` in the environment keeps producers away from positions where
-/// the known u64 overflow in `ProducerCore::reserve`/`commit` would fire (see README.md).
-fn skip_known_overflow() -> bool {
-    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var_os("FUZZ_SKIP_KNOWN_OVERFLOW").is_some_and(|v| v == "1"))
-}
-
 /// A `(read, write)` position pair, valid or not, biased towards the interesting cases.
 fn positions(inp: &mut Input, cap: u64) -> (u64, u64) {
     let delta = |inp: &mut Input| (u64::from(inp.u16()) * 8) % (cap + 16);
@@ -281,11 +274,6 @@ fuzz_target!(|data: &[u8]| {
     });
     let mut producer =
         ProducerCore::new(cap, pread, pwrite).ok().map(|core| ProducerModel { core, write: pwrite, pending: None });
-    if skip_known_overflow() && pwrite > u64::MAX - (MAX_OPS as u64 + 2) * cap {
-        // Known finding (see README.md): the producer's position arithmetic overflows when a
-        // peer set the positions near u64::MAX. Skipped on request to explore past it.
-        producer = None;
-    }
     if consumer.is_none() && producer.is_none() {
         return;
     }

@@ -8,7 +8,8 @@
 //!
 //! # Invariants
 //! - `write_pos` and `read_pos` are monotonic byte counters, never wrapped; the index of a
-//!   position is `pos & (capacity - 1)`. `read_pos <= write_pos <= read_pos + capacity` always.
+//!   position is `pos & (capacity - 1)`. `read_pos <= write_pos <= read_pos + capacity` always,
+//!   and no position exceeds [`MAX_POSITION`] (2^63).
 //! - Records are 8-byte aligned: an 8-byte header (`len: u32`, `kind: u32`) then `len` bytes,
 //!   padded to 8. A record never crosses the end of the data area: when it would, a padding
 //!   record filling the rest of the area precedes it, published together with it.
@@ -111,8 +112,19 @@ pub fn cancel_sleep(waiter: &AtomicU32) {
     waiter.swap(AWAKE, Ordering::AcqRel);
 }
 
+/// Highest position either side accepts: 2^63 bytes (9.2 EB, years of traffic at memory speed)
+/// per direction. The bound keeps every position sum below `u64::MAX`: a peer that writes
+/// positions near the top of the range gets `Corruption`, not an arithmetic overflow (found by
+/// the `ring_consumer` fuzz target).
+pub const MAX_POSITION: u64 = 1 << 63;
+
 fn check_positions(read: u64, write: u64, capacity: u64) -> Result<(), Corruption> {
-    if read > write || write - read > capacity || !read.is_multiple_of(8) || !write.is_multiple_of(8) {
+    if read > write
+        || write - read > capacity
+        || write > MAX_POSITION
+        || !read.is_multiple_of(8)
+        || !write.is_multiple_of(8)
+    {
         return Err(Corruption(format!(
             "positions out of range: read {read}, write {write}, capacity {capacity}"
         )));

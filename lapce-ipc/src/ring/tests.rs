@@ -293,3 +293,22 @@ fn random_garbage_never_panics_or_escapes_the_ring() {
     assert!(corrupted > 1000, "the garbage rarely hit validation ({corrupted}); the test lost its teeth");
     assert!(delivered > 1000, "valid records were rarely delivered ({delivered})");
 }
+
+/// Positions near `u64::MAX` written by a hostile peer are corruption, not an overflow panic in
+/// the producer's arithmetic (regression for the `ring_consumer` fuzz finding).
+#[test]
+fn positions_near_the_top_of_u64_are_rejected() {
+    for top in [u64::MAX - 7, protocol::MAX_POSITION + 8] {
+        let (seg, _p, _c) = ring(CAP);
+        let region: Arc<dyn SharedRegion> = seg.clone();
+        header(&seg).read_pos.0.store(top, atomic::Ordering::Relaxed);
+        header(&seg).write_pos.0.store(top, atomic::Ordering::Relaxed);
+        assert!(matches!(Producer::attach(region.clone(), 0, CAP), Err(IpcError::Corrupted(_))), "{top:#x}");
+        assert!(matches!(Consumer::attach(region, 0, CAP), Err(IpcError::Corrupted(_))), "{top:#x}");
+    }
+    // A live producer whose consumer claims such a position.
+    let (seg, mut p, _c) = ring(CAP);
+    while write(&mut p, &[0u8; 56]) {}
+    header(&seg).read_pos.0.store(u64::MAX - 7, atomic::Ordering::Relaxed);
+    assert!(matches!(p.try_reserve(56), Err(IpcError::Corrupted(_))));
+}
