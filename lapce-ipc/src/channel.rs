@@ -22,7 +22,8 @@ use tokio::io::unix::AsyncFd;
 
 use crate::error::{IpcError, Result};
 use crate::platform::{
-    futex_wait, futex_wake, peer_hung_up, register_readable, watch_hangup, Doorbell, HangupWatch, WaitOutcome,
+    drain_doorbell, futex_wait, futex_wake, peer_hung_up, register_readable, watch_hangup, Doorbell,
+    HangupWatch, WaitOutcome,
 };
 use crate::ring::{
     announce_sleep, cancel_sleep, Consumer, Producer, WaiterWord, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
@@ -102,6 +103,14 @@ impl Link {
     }
 }
 
+impl Drop for Link {
+    /// The last half is gone: shut the control socket down, which the peer's hang-up watcher (or
+    /// its async wait) hears at once, even if a duplicate of the socket lingers somewhere.
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 /// Async registrations of one half: its doorbell and the control socket.
 struct AsyncRegs {
     bell: AsyncFd<OwnedFd>,
@@ -151,14 +160,6 @@ impl Sleeper {
                 futex_wake(word);
                 self.wake_peer.ring();
             }
-        }
-    }
-
-    /// On drop of the last half: shut the control socket down, which the peer's hang-up watcher
-    /// (or its async wait) hears at once, even if a duplicate of the socket lingers somewhere.
-    fn close(&self) {
-        if Arc::strong_count(&self.link) == 1 {
-            let _ = self.link.sock.shutdown(std::net::Shutdown::Both);
         }
     }
 }
@@ -216,7 +217,8 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
         }
         if w.sleeper().link.gone_flag() {
             cancel_sleep(w.word());
-            return Err(IpcError::PeerGone);
+            // The peer may have published just before it went: deliver that first.
+            return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
         }
         let timeout = match deadline {
             Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -262,16 +264,32 @@ async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
             cancel_sleep(w.word());
             return Ok(());
         }
+        if w.sleeper().link.peer_gone() {
+            cancel_sleep(w.word());
+            // The peer may have published just before it went: deliver that first.
+            return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
+        }
         let regs = w.sleeper().regs()?;
-        let gone = tokio::select! {
-            r = doorbell_rung(&regs.bell) => { r?; false }
-            r = regs.link.readable() => { let mut g = r?; g.clear_ready(); true }
-        };
+        let mut bell_broken = false;
+        tokio::select! {
+            r = doorbell_rung(&regs.bell) => match r {
+                Err(IpcError::PeerGone) => bell_broken = true,
+                other => other?,
+            },
+            r = regs.link.readable() => {
+                let mut guard = r?;
+                // Readiness is cleared only for a spurious wake-up: a hung-up socket stays
+                // ready, so every later wait sees it at once (tokio's epoll is edge-triggered).
+                if !peer_hung_up(regs.link.get_ref()) {
+                    guard.clear_ready();
+                }
+            }
+        }
         cancel_sleep(w.word());
         if w.ready(len)? {
             return Ok(());
         }
-        if gone && w.sleeper().link.peer_gone() {
+        if bell_broken {
             return Err(IpcError::PeerGone);
         }
     }
@@ -284,11 +302,17 @@ const ASYNC_SPIN_CAP: Duration = Duration::from_micros(20);
 async fn doorbell_rung(bell: &AsyncFd<OwnedFd>) -> Result<()> {
     loop {
         let mut guard = bell.readable().await?;
-        let mut buf = [0u8; 8];
-        match guard.try_io(|fd| rustix::io::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)) {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) if e.kind() != std::io::ErrorKind::WouldBlock => return Err(e.into()),
-            _ => continue,
+        let drained = guard.try_io(|fd| match drain_doorbell(fd.get_ref()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(std::io::ErrorKind::WouldBlock.into()),
+            Err(e) => Err(e),
+        });
+        match drained {
+            Ok(Ok(())) => return Ok(()),
+            // The peer closed or broke its end of the doorbell: it is going away.
+            Ok(Err(_)) => return Err(IpcError::PeerGone),
+            // Nothing queued: readiness cleared, wait again.
+            Err(_would_block) => continue,
         }
     }
 }
@@ -394,12 +418,6 @@ impl SendHalf {
     }
 }
 
-impl Drop for SendHalf {
-    fn drop(&mut self) {
-        self.sleeper.close();
-    }
-}
-
 /// The receiving half of a connection: the consumer of the incoming ring.
 pub(crate) struct RecvHalf {
     consumer: Consumer,
@@ -462,12 +480,6 @@ impl RecvHalf {
     pub(crate) async fn recv_with_async<R>(&mut self, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         wait_async(self, 0).await?;
         self.try_recv_with(f).map(|r| r.expect("a record was just observed"))
-    }
-}
-
-impl Drop for RecvHalf {
-    fn drop(&mut self) {
-        self.sleeper.close();
     }
 }
 

@@ -114,7 +114,9 @@ fn child_flood(name: &str, count: u64) {
     summary[4..].copy_from_slice(&sent_crc.to_le_bytes());
     tx.send(&summary).unwrap();
     // Wait for the parent to read the summary before closing.
-    let _ = rx.recv_timeout(&mut [0u8; 1], HANG);
+    let t = Instant::now();
+    assert_eq!(rx.recv_timeout(&mut [0u8; 1], HANG).unwrap(), 1, "final ack");
+    assert!(t.elapsed() < Duration::from_secs(20), "final ack took {:?}", t.elapsed());
 }
 
 #[test]
@@ -164,7 +166,9 @@ fn child_slow_reader(name: &str, count: u64) {
         assert!(s.recv_with(|got| got == &want[..]).unwrap(), "message #{seq} altered");
     }
     s.send(b"done").unwrap();
-    let _ = s.recv_timeout(&mut [0u8; 1], HANG);
+    let t = Instant::now();
+    assert_eq!(s.recv_timeout(&mut [0u8; 1], HANG).unwrap(), 1, "final ack");
+    assert!(t.elapsed() < Duration::from_secs(20), "final ack took {:?}", t.elapsed());
 }
 
 #[test]
@@ -422,8 +426,11 @@ fn scribbled_ring_is_corrupted_for_that_connection_only() {
         let mut buf = [0u8; 64];
         assert_eq!(bad.recv(&mut buf).unwrap(), 5, "the message before the scribble is intact");
         bad.send(b"go").unwrap();
+        // The scribbler wakes nobody (a hostile peer need not): look without waiting.
+        let deadline = Instant::now() + HANG;
         let err = loop {
-            match bad.recv_timeout(&mut buf, HANG) {
+            match bad.try_recv(&mut buf) {
+                Err(IpcError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
                 Err(e) => break e,
                 Ok(_) => continue,
             }

@@ -81,41 +81,107 @@ fn closing_one_side_ends_the_other_with_peer_gone() {
 fn version_mismatch_is_refused_and_the_listener_goes_on() {
     let name = unique_name("version");
     let listener = SharedMemoryListener::bind(&name).unwrap();
-    let path = listener.path().to_path_buf();
-    let rogue = std::thread::spawn(move || {
-        let mut sock = UnixStream::connect(path).unwrap();
+    std::thread::scope(|scope| {
+        let accepted = scope.spawn(|| listener.accept().map(|s| s.peer_pid()));
+        let mut sock = UnixStream::connect(listener.path()).unwrap();
         let mut hello = [0u8; 24];
         hello[..8].copy_from_slice(b"LAPCHELO");
         hello[8..12].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
         sock.write_all(&hello).unwrap();
         let mut answer = [0u8; 48];
         sock.read_exact(&mut answer).unwrap();
-        answer
-    });
-    let err = listener.accept().err().unwrap();
-    assert!(
-        matches!(err, IpcError::VersionMismatch { theirs, .. } if theirs == PROTOCOL_VERSION + 1),
-        "{err}"
-    );
-    let answer = rogue.join().unwrap();
-    assert_eq!(&answer[..8], b"LAPCSRVR");
-    assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 1, "status: version mismatch");
+        assert_eq!(&answer[..8], b"LAPCSRVR");
+        assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 1, "status: version mismatch");
+        assert_eq!(sock.read(&mut [0u8; 8]).unwrap(), 0, "the server closes a refused connection");
 
-    let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).map(|_| ()));
-    listener.accept().unwrap();
-    client.join().unwrap().unwrap();
+        // The same accept call goes on to the next, well-behaved client.
+        let _client = SharedMemoryStream::connect(&name).unwrap();
+        assert_eq!(accepted.join().unwrap().unwrap(), std::process::id());
+    });
+    let (count, last) = listener.rejected();
+    assert_eq!(count, 1);
+    assert!(last.unwrap().contains("version mismatch"));
 }
 
 #[test]
-fn a_silent_client_times_out_without_blocking_the_listener_forever() {
+fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let name = unique_name("silent");
     let cfg = StreamConfig { handshake_timeout: Duration::from_millis(100), ..StreamConfig::default() };
     let listener = SharedMemoryListener::bind_with(&name, cfg).unwrap();
     let _silent = UnixStream::connect(listener.path()).unwrap();
-    assert!(matches!(listener.accept(), Err(IpcError::Timeout)));
     let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).map(|_| ()));
     listener.accept().unwrap();
     client.join().unwrap().unwrap();
+    let (count, last) = listener.rejected();
+    assert_eq!(count, 1);
+    assert!(last.unwrap().contains("timed out"));
+}
+
+/// The last messages of a peer that closes right after sending are delivered, then `PeerGone`,
+/// in both flavours, however the wake-ups race (repeated to cover the interleavings).
+#[test]
+fn last_words_then_peer_gone_blocking_and_async() {
+    const N: usize = 3;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    for round in 0..40 {
+        let name = unique_name("last-words");
+        let asynchronous = round % 2 == 1;
+        let talker = {
+            let name = name.clone();
+            std::thread::spawn(move || {
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                let mut s = loop {
+                    match SharedMemoryStream::connect(&name) {
+                        Ok(s) => break s,
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(1))
+                        }
+                        Err(e) => panic!("{e}"),
+                    }
+                };
+                // Let the server go to sleep first, sometimes.
+                std::thread::sleep(Duration::from_micros(round as u64 * 50));
+                for i in 0..N {
+                    s.send(&[i as u8; 16]).unwrap();
+                }
+            })
+        };
+        let mut buf = [0u8; 64];
+        let (got, end) = if asynchronous {
+            rt.block_on(async {
+                let listener = lapce_ipc::AsyncSharedMemoryListener::bind(&name).unwrap();
+                let mut s = listener.accept().await.unwrap();
+                let mut got = 0;
+                loop {
+                    match tokio::time::timeout(Duration::from_secs(30), s.recv(&mut buf)).await {
+                        Ok(Ok(_)) => got += 1,
+                        Ok(Err(e)) => break (got, e),
+                        Err(_) => panic!("async recv hung after {got} messages"),
+                    }
+                }
+            })
+        } else {
+            let listener = SharedMemoryListener::bind(&name).unwrap();
+            let mut s = listener.accept().unwrap();
+            let mut got = 0;
+            loop {
+                match s.recv_timeout(&mut buf, Duration::from_secs(30)) {
+                    Ok(_) => got += 1,
+                    Err(e) => break (got, e),
+                }
+            }
+        };
+        talker.join().unwrap();
+        assert_eq!(got, N, "round {round}: messages lost");
+        assert!(matches!(end, IpcError::PeerGone), "round {round}: {end}");
+    }
+}
+
+#[test]
+fn huge_timeouts_mean_no_deadline() {
+    let (_l, mut server, mut client) = pair(StreamConfig::default());
+    client.send_timeout(b"x", Duration::MAX).unwrap();
+    assert_eq!(server.recv_timeout(&mut [0u8; 4], Duration::MAX).unwrap(), 1);
 }
 
 #[test]
@@ -157,7 +223,7 @@ fn bind_errors_name_the_path_and_stale_sockets_are_replaced() {
     assert!(!path.exists());
 
     assert!(matches!(SharedMemoryStream::connect(&name), Err(IpcError::Connect { .. })));
-    for bad in ["", "a/b", ".hidden", "space name", &"x".repeat(101)] {
+    for bad in ["", "a/b", ".hidden", "space name", &"x".repeat(101), &"y".repeat(100)] {
         assert!(matches!(SharedMemoryListener::bind(bad), Err(IpcError::InvalidArgument(_))), "{bad:?}");
     }
     let bad_ring = StreamConfig { ring_capacity: 5000, ..StreamConfig::default() };

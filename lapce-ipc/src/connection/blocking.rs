@@ -35,6 +35,7 @@ pub struct SharedMemoryListener {
     path: PathBuf,
     id: Option<FileId>,
     config: StreamConfig,
+    rejections: Rejections,
 }
 
 impl SharedMemoryListener {
@@ -47,7 +48,7 @@ impl SharedMemoryListener {
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<SharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
         let (sock, path, id) = bind_control(name)?;
-        Ok(SharedMemoryListener { sock, path, id, config })
+        Ok(SharedMemoryListener { sock, path, id, config, rejections: Rejections::default() })
     }
 
     /// The control socket's path.
@@ -57,11 +58,26 @@ impl SharedMemoryListener {
 
     /// Waits for the next client and completes its handshake.
     ///
-    /// An error concerns that one client only (refused uid, version mismatch, broken hello,
-    /// handshake timeout); the listener stays usable and the next call waits for the next client.
+    /// A client whose handshake fails (another uid, another protocol version, a broken or
+    /// missing hello within the handshake timeout, a hang-up) is refused and counted in
+    /// [`rejected`](Self::rejected); `accept` then waits for the next client. Errors are returned
+    /// only for the listener itself (for example running out of file descriptors or memory).
+    /// The handshake runs on the calling thread: a slow client delays the next accept by at
+    /// most the handshake timeout.
     pub fn accept(&self) -> Result<SharedMemoryStream> {
-        let (sock, _) = self.sock.accept()?;
-        server_handshake(sock, &self.config)
+        loop {
+            let (sock, _) = self.sock.accept()?;
+            match server_handshake(sock, &self.config) {
+                Ok(stream) => return Ok(stream),
+                Err(Refused::Client(e)) => self.rejections.record(e),
+                Err(Refused::Ours(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// How many clients were refused so far, and why the last one was.
+    pub fn rejected(&self) -> (u64, Option<String>) {
+        self.rejections.get()
     }
 }
 
@@ -71,25 +87,71 @@ impl Drop for SharedMemoryListener {
     }
 }
 
-fn server_handshake(mut sock: UnixStream, config: &StreamConfig) -> Result<SharedMemoryStream> {
-    sock.set_read_timeout(Some(config.handshake_timeout))?;
-    sock.set_write_timeout(Some(config.handshake_timeout))?;
-    let checked = handshake::check_peer(&sock).and_then(|()| {
+fn server_handshake(mut sock: UnixStream, config: &StreamConfig) -> Result<SharedMemoryStream, Refused> {
+    let deadline = Instant::now() + config.handshake_timeout;
+    sock.set_write_timeout(Some(config.handshake_timeout)).map_err(|e| Refused::Client(e.into()))?;
+    let checked = handshake::check_peer(&sock).and_then(|pid| {
         let mut hello = [0u8; CLIENT_HELLO_LEN];
-        sock.read_exact(&mut hello).map_err(handshake_io)?;
-        handshake::check_client_hello(&hello)
+        read_exact_by(&mut sock, &mut hello, deadline)?;
+        handshake::check_client_hello(&hello).map(|_claimed| pid)
     });
     let client_pid = match checked {
         Ok(pid) => pid,
         Err(e) => {
             let _ = sock.write_all(&handshake::refusal(&e));
-            return Err(e);
+            return Err(Refused::Client(e));
         }
     };
-    let offer = Offer::new(config.ring_capacity)?;
-    send_with_fds(&sock, &offer.hello, &offer.fds()).map_err(handshake_io)?;
-    let (tx, rx) = offer.into_halves(sock, client_pid, config.wait)?;
+    let offer = Offer::new(config.ring_capacity).map_err(Refused::Ours)?;
+    send_with_fds(&sock, &offer.hello, &offer.fds()).map_err(|e| Refused::Client(handshake_io(e)))?;
+    let (tx, rx) = offer.into_halves(sock, client_pid, config.wait).map_err(Refused::Ours)?;
     Ok(SharedMemoryStream::from_halves(tx, rx))
+}
+
+/// Reads exactly `buf.len()` bytes, all of them before `deadline` (a slow trickle of bytes
+/// cannot stretch the handshake).
+fn read_exact_by(sock: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result<()> {
+    let mut got = 0;
+    while got < buf.len() {
+        sock.set_read_timeout(Some(time_left(deadline)?))?;
+        match sock.read(&mut buf[got..]) {
+            Ok(0) => return Err(IpcError::PeerGone),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(handshake_io(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Time left before `deadline`; [`IpcError::Timeout`] when none.
+fn time_left(deadline: Instant) -> Result<Duration> {
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(IpcError::Timeout)
+}
+
+/// A failed server-side handshake: the client's fault (refuse it, go on accepting) or ours.
+pub(super) enum Refused {
+    Client(IpcError),
+    Ours(IpcError),
+}
+
+/// The count of refused clients and the last reason, shared by both listener flavours.
+#[derive(Default)]
+pub(super) struct Rejections {
+    count: std::sync::atomic::AtomicU64,
+    last: std::sync::Mutex<Option<String>>,
+}
+
+impl Rejections {
+    pub(super) fn record(&self, e: IpcError) {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    pub(super) fn get(&self) -> (u64, Option<String>) {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (self.count.load(std::sync::atomic::Ordering::Relaxed), last)
+    }
 }
 
 /// I/O errors during a handshake: timeouts and hang-ups get their own variants.
@@ -107,7 +169,11 @@ pub(super) fn handshake_io(e: std::io::Error) -> IpcError {
 /// Messages are delivered whole, in order, exactly once; a message may be up to
 /// [`max_message_size`](Self::max_message_size) bytes. When the outgoing ring is full, `send`
 /// waits for room; it never drops. When the peer dies, a waiting call returns
-/// [`IpcError::PeerGone`] as soon as the kernel reports the hang-up (a watcher thread hears it).
+/// [`IpcError::PeerGone`] as soon as the kernel reports the hang-up (a watcher thread hears it),
+/// after every message the peer sent before it went has been delivered.
+///
+/// A stream is closed when both halves are dropped. Dropping only one half of a split stream is
+/// not visible to the peer (a peer blocked on the other direction keeps waiting).
 ///
 /// Use [`into_split`](Self::into_split) to send and receive from two threads.
 pub struct SharedMemoryStream {
@@ -139,15 +205,16 @@ impl SharedMemoryStream {
     /// listener decides).
     pub fn connect_with(name: &str, config: &StreamConfig) -> Result<SharedMemoryStream> {
         let path = socket_path(name)?;
+        let deadline = Instant::now() + config.handshake_timeout;
         let mut sock = UnixStream::connect(&path).map_err(|source| IpcError::Connect { path, source })?;
-        sock.set_read_timeout(Some(config.handshake_timeout))?;
         sock.set_write_timeout(Some(config.handshake_timeout))?;
-        handshake::check_peer(&sock)?;
+        let server_pid = handshake::check_peer(&sock)?;
         sock.write_all(&handshake::client_hello(handshake::PROTOCOL_VERSION)).map_err(handshake_io)?;
         let mut hello = [0u8; SERVER_HELLO_LEN];
         let mut got = 0;
         let mut fds = Vec::new();
         while got < SERVER_HELLO_LEN {
+            sock.set_read_timeout(Some(time_left(deadline)?))?;
             let (n, more) = recv_with_fds(&sock, &mut hello[got..]).map_err(handshake_io)?;
             if n == 0 {
                 return Err(IpcError::PeerGone);
@@ -155,7 +222,7 @@ impl SharedMemoryStream {
             got += n;
             fds.extend(more);
         }
-        let (tx, rx) = handshake::client_halves(&hello, fds, sock, config.wait)?;
+        let (tx, rx) = handshake::client_halves(&hello, fds, sock, server_pid, config.wait)?;
         Ok(Self::from_halves(tx, rx))
     }
 
@@ -169,7 +236,7 @@ impl SharedMemoryStream {
         self.tx.max_message_size()
     }
 
-    /// The peer's process id, as it announced it in the handshake.
+    /// The peer's process id, as the kernel reported it for the control socket (SO_PEERCRED).
     pub fn peer_pid(&self) -> u32 {
         self.tx.half.link().peer_pid()
     }
@@ -246,7 +313,7 @@ impl StreamSender {
 
     /// Sends, waiting at most `timeout` for room; [`IpcError::Timeout`] after that.
     pub fn send_timeout(&mut self, msg: &[u8], timeout: Duration) -> Result<()> {
-        self.half.send(msg, Some(Instant::now() + timeout))
+        self.half.send(msg, Instant::now().checked_add(timeout))
     }
 
     /// Sends without waiting; [`IpcError::WouldBlock`] when the ring is full.
@@ -281,7 +348,7 @@ impl StreamReceiver {
 
     /// Receives, waiting at most `timeout`; [`IpcError::Timeout`] after that.
     pub fn recv_timeout(&mut self, buf: &mut [u8], timeout: Duration) -> Result<usize> {
-        self.half.recv_with(Some(Instant::now() + timeout), copy_into(buf))
+        self.half.recv_with(Instant::now().checked_add(timeout), copy_into(buf))
     }
 
     /// Receives without waiting; [`IpcError::WouldBlock`] when nothing is queued.

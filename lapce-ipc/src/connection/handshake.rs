@@ -3,7 +3,7 @@
 //! 1. The client sends a 24-byte `ClientHello` (magic, protocol version, pid).
 //! 2. The server checks the peer's uid (SO_PEERCRED) and the hello, then answers with a 48-byte
 //!    `ServerHello` (magic, version, status, pid, ring capacity, segment length) carrying five
-//!    file descriptors: the sealed memfd segment and four eventfd doorbells. On a refusal the
+//!    file descriptors: the sealed memfd segment and the client's ends of four doorbells. On a refusal the
 //!    status says why and no descriptors are sent.
 //! 3. The client checks everything it received: magic, version, status, sizes, the memfd's seals
 //!    and length, and both ring headers.
@@ -51,7 +51,7 @@ pub(crate) fn client_hello(version: u32) -> [u8; CLIENT_HELLO_LEN] {
     b
 }
 
-/// Checks a `ClientHello`; returns the client's pid.
+/// Checks a `ClientHello`; returns the pid it announces (informational: the kernel's is used).
 pub(crate) fn check_client_hello(b: &[u8; CLIENT_HELLO_LEN]) -> Result<u32> {
     if u64_at(b, 0) != CLIENT_MAGIC {
         return Err(IpcError::Handshake("client hello has a bad magic".into()));
@@ -90,12 +90,17 @@ fn layout(capacity: usize) -> (usize, usize, usize) {
     (c2s, s2c, 2 * ring_footprint(capacity))
 }
 
-/// What the server hands to one client: a fresh segment with both rings and four doorbells.
+/// What the server hands to one client: a fresh segment with both rings and the client's ends
+/// of the four doorbells.
 pub(crate) struct Offer {
     pub(crate) hello: [u8; SERVER_HELLO_LEN],
     segment: Arc<Segment>,
-    /// c2s data, c2s space, s2c data, s2c space.
-    bells: [Doorbell; 4],
+    /// The server's ends: c2s-data (sleeps), c2s-space (rings), s2c-data (rings), s2c-space
+    /// (sleeps).
+    ours: [Doorbell; 4],
+    /// The client's ends, same order: c2s-data (rings), c2s-space (sleeps), s2c-data (sleeps),
+    /// s2c-space (rings).
+    theirs: [Doorbell; 4],
     capacity: usize,
 }
 
@@ -107,18 +112,28 @@ impl Offer {
         let region: Arc<dyn SharedRegion> = segment.clone();
         init_ring(&region, c2s, capacity)?;
         init_ring(&region, s2c, capacity)?;
-        let bells = [Doorbell::new()?, Doorbell::new()?, Doorbell::new()?, Doorbell::new()?];
+        // Each pair is (sleeper end, ringer end).
+        let (c2s_data_sleep, c2s_data_ring) = Doorbell::pair()?;
+        let (c2s_space_sleep, c2s_space_ring) = Doorbell::pair()?;
+        let (s2c_data_sleep, s2c_data_ring) = Doorbell::pair()?;
+        let (s2c_space_sleep, s2c_space_ring) = Doorbell::pair()?;
         let hello = server_hello(STATUS_OK, capacity as u64, len as u64);
-        Ok(Offer { hello, segment, bells, capacity })
+        Ok(Offer {
+            hello,
+            segment,
+            ours: [c2s_data_sleep, c2s_space_ring, s2c_data_ring, s2c_space_sleep],
+            theirs: [c2s_data_ring, c2s_space_sleep, s2c_data_sleep, s2c_space_ring],
+            capacity,
+        })
     }
 
     /// The descriptors to send with the hello.
     pub(crate) fn fds(&self) -> [BorrowedFd<'_>; OFFER_FDS] {
-        let b = &self.bells;
-        [self.segment.fd(), b[0].fd(), b[1].fd(), b[2].fd(), b[3].fd()]
+        let t = &self.theirs;
+        [self.segment.fd(), t[0].fd(), t[1].fd(), t[2].fd(), t[3].fd()]
     }
 
-    /// The server's halves, once the offer has been sent.
+    /// The server's halves, once the offer has been sent (the client's ends are closed here).
     pub(crate) fn into_halves(
         self,
         sock: UnixStream,
@@ -127,23 +142,25 @@ impl Offer {
     ) -> Result<(SendHalf, RecvHalf)> {
         let (c2s, s2c, _) = layout(self.capacity);
         let region: Arc<dyn SharedRegion> = self.segment;
-        let [c2s_data, c2s_space, s2c_data, s2c_space] = self.bells;
+        let [c2s_data_sleep, c2s_space_ring, s2c_data_ring, s2c_space_sleep] = self.ours;
         let tx = Producer::attach(region.clone(), s2c, self.capacity)?;
         let rx = Consumer::attach(region, c2s, self.capacity)?;
         let link =
             Arc::new(Link::new(sock, client_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
         Ok((
-            SendHalf::new(tx, Sleeper::new(s2c_data, s2c_space, link.clone(), wait)),
-            RecvHalf::new(rx, Sleeper::new(c2s_space, c2s_data, link, wait)),
+            SendHalf::new(tx, Sleeper::new(s2c_data_ring, s2c_space_sleep, link.clone(), wait)),
+            RecvHalf::new(rx, Sleeper::new(c2s_space_ring, c2s_data_sleep, link, wait)),
         ))
     }
 }
 
 /// Checks the server's answer and assembles the client's halves.
+/// `server_pid` comes from the socket's credentials, not from the hello.
 pub(crate) fn client_halves(
     hello: &[u8; SERVER_HELLO_LEN],
     fds: Vec<OwnedFd>,
     sock: UnixStream,
+    server_pid: u32,
     wait: WaitStrategy,
 ) -> Result<(SendHalf, RecvHalf)> {
     if u64_at(hello, 0) != SERVER_MAGIC {
@@ -157,7 +174,6 @@ pub(crate) fn client_halves(
     if status != STATUS_OK {
         return Err(IpcError::Handshake(format!("server refused the connection (status {status})")));
     }
-    let server_pid = u32_at(hello, 16);
     let capacity = usize::try_from(u64_at(hello, 24))
         .map_err(|_| IpcError::Handshake("ring capacity out of range".into()))?;
     check_capacity(capacity).map_err(|e| IpcError::Handshake(e.to_string()))?;
@@ -171,26 +187,26 @@ pub(crate) fn client_halves(
     let fds: [OwnedFd; OFFER_FDS] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
         IpcError::Handshake(format!("expected {OFFER_FDS} descriptors, got {}", fds.len()))
     })?;
-    let [seg_fd, c2s_data, c2s_space, s2c_data, s2c_space] = fds;
+    let [seg_fd, c2s_data_ring, c2s_space_sleep, s2c_data_sleep, s2c_space_ring] = fds;
     let region: Arc<dyn SharedRegion> = Arc::new(Segment::open(seg_fd, len)?);
     let tx = Producer::attach(region.clone(), c2s, capacity)?;
     let rx = Consumer::attach(region, s2c, capacity)?;
     let link = Arc::new(Link::new(sock, server_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
     let bell = Doorbell::from_fd;
     Ok((
-        SendHalf::new(tx, Sleeper::new(bell(c2s_data)?, bell(c2s_space)?, link.clone(), wait)),
-        RecvHalf::new(rx, Sleeper::new(bell(s2c_space)?, bell(s2c_data)?, link, wait)),
+        SendHalf::new(tx, Sleeper::new(bell(c2s_data_ring)?, bell(c2s_space_sleep)?, link.clone(), wait)),
+        RecvHalf::new(rx, Sleeper::new(bell(s2c_space_ring)?, bell(s2c_data_sleep)?, link, wait)),
     ))
 }
 
-/// Refuses peers running as another user. Returns the peer's uid check as an error.
-pub(crate) fn check_peer(sock: impl AsFd) -> Result<()> {
-    let peer = crate::platform::peer_uid(sock)?;
+/// Refuses peers running as another user; returns the peer's pid as the kernel knows it.
+pub(crate) fn check_peer(sock: impl AsFd) -> Result<u32> {
+    let (peer, pid) = crate::platform::peer_credentials(sock)?;
     let own = crate::platform::current_uid();
     if peer != own {
         return Err(IpcError::PeerRefused { peer_uid: peer, own_uid: own });
     }
-    Ok(())
+    Ok(pid)
 }
 
 #[cfg(test)]

@@ -49,8 +49,8 @@ impl Default for StreamConfig {
 ///
 /// The runtime directory is `$XDG_RUNTIME_DIR/lapce-ipc/` or `/tmp/lapce-ipc-<uid>/`, created
 /// with mode 0700 and refused if another user owns it or it is open to others. Names are 1 to 100
-/// characters of `[A-Za-z0-9._-]` (a leading `/`, as in `"/my_ipc"`, is ignored) and do not start
-/// with a dot.
+/// characters of `[A-Za-z0-9._-]` (a leading `/`, as in `"/my_ipc"`, is ignored), do not start
+/// with a dot, and must leave the whole path within the 107 bytes a Unix socket address holds.
 ///
 /// ```
 /// let path = lapce_ipc::socket_path("/editor-ai")?;
@@ -68,7 +68,15 @@ pub fn socket_path(name: &str) -> Result<PathBuf> {
             "listener name {name:?} must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
         )));
     }
-    Ok(crate::platform::runtime_dir()?.join(format!("{bare}.sock")))
+    let path = crate::platform::runtime_dir()?.join(format!("{bare}.sock"));
+    // A Unix socket address holds at most 107 bytes of path (108 with the terminating NUL).
+    if path.as_os_str().len() > 107 {
+        return Err(IpcError::InvalidArgument(format!(
+            "socket path {} is longer than the 107 bytes a Unix socket address holds; use a shorter name",
+            path.display()
+        )));
+    }
+    Ok(path)
 }
 
 /// Identity of the socket file a listener created, so that it removes only its own file.

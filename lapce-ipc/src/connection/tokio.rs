@@ -11,7 +11,7 @@ use std::time::Duration;
 use tokio::io::Interest;
 use tokio::net::{UnixListener, UnixStream};
 
-use super::blocking::handshake_io;
+use super::blocking::{handshake_io, Refused, Rejections};
 use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
 use super::{bind_control, socket_path, unbind_control, FileId, StreamConfig};
 use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
@@ -43,6 +43,7 @@ pub struct AsyncSharedMemoryListener {
     path: PathBuf,
     id: Option<FileId>,
     config: StreamConfig,
+    rejections: Rejections,
 }
 
 impl AsyncSharedMemoryListener {
@@ -58,7 +59,7 @@ impl AsyncSharedMemoryListener {
         let (std_sock, path, id) = bind_control(name)?;
         std_sock.set_nonblocking(true)?;
         let sock = UnixListener::from_std(std_sock)?;
-        Ok(AsyncSharedMemoryListener { sock, path, id, config })
+        Ok(AsyncSharedMemoryListener { sock, path, id, config, rejections: Rejections::default() })
     }
 
     /// The control socket's path.
@@ -66,13 +67,28 @@ impl AsyncSharedMemoryListener {
         &self.path
     }
 
-    /// Waits for the next client and completes its handshake. As with the blocking flavour, an
-    /// error concerns that one client only.
+    /// Waits for the next client and completes its handshake. As with the blocking flavour,
+    /// refused clients are counted in [`rejected`](Self::rejected) and skipped; errors concern
+    /// the listener itself. The whole handshake is bounded by the handshake timeout.
     pub async fn accept(&self) -> Result<AsyncSharedMemoryStream> {
-        let (sock, _) = self.sock.accept().await?;
-        tokio::time::timeout(self.config.handshake_timeout, server_handshake(sock, &self.config))
-            .await
-            .map_err(|_| IpcError::Timeout)?
+        loop {
+            let (sock, _) = self.sock.accept().await?;
+            let handshake = server_handshake(sock, &self.config);
+            let outcome = match tokio::time::timeout(self.config.handshake_timeout, handshake).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Refused::Client(IpcError::Timeout)),
+            };
+            match outcome {
+                Ok(stream) => return Ok(stream),
+                Err(Refused::Client(e)) => self.rejections.record(e),
+                Err(Refused::Ours(e)) => return Err(e),
+            }
+        }
+    }
+
+    /// How many clients were refused so far, and why the last one was.
+    pub fn rejected(&self) -> (u64, Option<String>) {
+        self.rejections.get()
     }
 }
 
@@ -111,22 +127,29 @@ async fn write_all(sock: &UnixStream, bytes: &[u8], fds: &[std::os::fd::Borrowed
     }
 }
 
-async fn server_handshake(sock: UnixStream, config: &StreamConfig) -> Result<AsyncSharedMemoryStream> {
+async fn server_handshake(
+    sock: UnixStream,
+    config: &StreamConfig,
+) -> Result<AsyncSharedMemoryStream, Refused> {
     let mut hello = [0u8; CLIENT_HELLO_LEN];
     let checked = match handshake::check_peer(&sock) {
-        Ok(()) => read_full(&sock, &mut hello).await.and_then(|_| handshake::check_client_hello(&hello)),
+        Ok(pid) => read_full(&sock, &mut hello)
+            .await
+            .and_then(|_| handshake::check_client_hello(&hello))
+            .map(|_| pid),
         Err(e) => Err(e),
     };
     let client_pid = match checked {
         Ok(pid) => pid,
         Err(e) => {
             let _ = write_all(&sock, &handshake::refusal(&e), &[]).await;
-            return Err(e);
+            return Err(Refused::Client(e));
         }
     };
-    let offer = Offer::new(config.ring_capacity)?;
-    write_all(&sock, &offer.hello, &offer.fds()).await?;
-    let (tx, rx) = offer.into_halves(sock.into_std()?, client_pid, config.wait)?;
+    let offer = Offer::new(config.ring_capacity).map_err(Refused::Ours)?;
+    write_all(&sock, &offer.hello, &offer.fds()).await.map_err(Refused::Client)?;
+    let std_sock = sock.into_std().map_err(|e| Refused::Ours(e.into()))?;
+    let (tx, rx) = offer.into_halves(std_sock, client_pid, config.wait).map_err(Refused::Ours)?;
     Ok(AsyncSharedMemoryStream::from_halves(tx, rx))
 }
 
@@ -174,11 +197,11 @@ impl AsyncSharedMemoryStream {
             let sock = UnixStream::connect(&path)
                 .await
                 .map_err(|source| IpcError::Connect { path: path.clone(), source })?;
-            handshake::check_peer(&sock)?;
+            let server_pid = handshake::check_peer(&sock)?;
             write_all(&sock, &handshake::client_hello(handshake::PROTOCOL_VERSION), &[]).await?;
             let mut hello = [0u8; SERVER_HELLO_LEN];
             let fds = read_full(&sock, &mut hello).await?;
-            let (tx, rx) = handshake::client_halves(&hello, fds, sock.into_std()?, config.wait)?;
+            let (tx, rx) = handshake::client_halves(&hello, fds, sock.into_std()?, server_pid, config.wait)?;
             Ok(Self::from_halves(tx, rx))
         };
         tokio::time::timeout(config.handshake_timeout, connect).await.map_err(|_| IpcError::Timeout)?
@@ -194,7 +217,7 @@ impl AsyncSharedMemoryStream {
         self.tx.max_message_size()
     }
 
-    /// The peer's process id, as it announced it in the handshake.
+    /// The peer's process id, as the kernel reported it for the control socket (SO_PEERCRED).
     pub fn peer_pid(&self) -> u32 {
         self.tx.half.link().peer_pid()
     }

@@ -1,5 +1,5 @@
-//! Linux backend: memfd segments (sealed, never visible in `/dev/shm`), futex sleeping, eventfd
-//! doorbells, and an epoll thread that reports peers hanging up.
+//! Linux backend: memfd segments (sealed, never visible in `/dev/shm`), futex sleeping, and an
+//! epoll thread that reports peers hanging up.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use memmap2::{MmapOptions, MmapRaw};
-use rustix::event::{epoll, eventfd, EventfdFlags};
+use rustix::event::epoll;
 use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::thread::futex;
 
@@ -116,43 +116,6 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
 /// Wakes every process sleeping on `word`.
 pub(crate) fn futex_wake(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
-}
-
-/// An eventfd used as a doorbell: `ring` makes it readable, `drain` resets it.
-/// Non-blocking, so it can be registered with tokio's `AsyncFd`.
-pub(crate) struct Doorbell {
-    fd: OwnedFd,
-}
-
-impl Doorbell {
-    /// A fresh doorbell.
-    pub(crate) fn new() -> Result<Doorbell> {
-        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK).map_err(io::Error::from)?;
-        Ok(Doorbell { fd })
-    }
-
-    /// Wraps a doorbell fd received from the peer, making sure it is non-blocking.
-    pub(crate) fn from_fd(fd: OwnedFd) -> Result<Doorbell> {
-        // An 8-byte read/write on a non-eventfd could block or misbehave; make it non-blocking
-        // so the worst a hostile peer can do with a wrong fd is an error.
-        rustix::io::ioctl_fionbio(&fd, true).map_err(io::Error::from)?;
-        Ok(Doorbell { fd })
-    }
-
-    /// Makes the doorbell readable (adds one to the eventfd counter).
-    pub(crate) fn ring(&self) {
-        let _ = rustix::io::write(&self.fd, &1u64.to_ne_bytes());
-    }
-
-    /// The fd, to pass to the peer or to register with a reactor.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// Duplicates the fd (for an `AsyncFd` registration that owns its fd).
-    pub(crate) fn try_clone_fd(&self) -> Result<OwnedFd> {
-        Ok(self.fd.try_clone()?)
-    }
 }
 
 // SAFETY: `base()` is the start of a live `MAP_SHARED` read-write mapping of exactly `len()`

@@ -55,10 +55,11 @@ pub(crate) fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<(usiz
     Ok((msg.bytes, fds))
 }
 
-/// The user id of the process at the other end of a connected Unix socket.
-pub(crate) fn peer_uid(sock: impl AsFd) -> io::Result<u32> {
+/// The user id and process id of the process at the other end of a connected Unix socket, as
+/// the kernel recorded them at connect time (SO_PEERCRED): not something the peer can claim.
+pub(crate) fn peer_credentials(sock: impl AsFd) -> io::Result<(u32, u32)> {
     let cred = rustix::net::sockopt::socket_peercred(sock)?;
-    Ok(cred.uid.as_raw())
+    Ok((cred.uid.as_raw(), cred.pid.as_raw_nonzero().get() as u32))
 }
 
 /// This process's real user id.
@@ -126,4 +127,104 @@ pub(crate) fn register_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::Asyn
     let registered =
         unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
     registered.map_err(|e| e.into_parts().1)
+}
+
+/// One end of a doorbell: a connected `AF_UNIX` datagram socket pair. The sleeping side keeps
+/// one end and waits for it to become readable; the ringing side sends a byte on the other.
+///
+/// Why not an eventfd: descriptors passed with `SCM_RIGHTS` share their open file description,
+/// so a peer could clear `O_NONBLOCK` on a shared eventfd and make our reads or writes block.
+/// Each end of a socket pair is its own description, and every operation here passes
+/// `MSG_DONTWAIT`, so no peer can make a ring or a drain block.
+pub(crate) struct Doorbell {
+    fd: OwnedFd,
+}
+
+impl Doorbell {
+    /// A new doorbell: `(sleeper end, ringer end)`.
+    pub(crate) fn pair() -> Result<(Doorbell, Doorbell)> {
+        let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::DGRAM,
+            flags,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        Ok((Doorbell { fd: a }, Doorbell { fd: b }))
+    }
+
+    /// Wraps a doorbell end received from the peer after checking it is a datagram socket.
+    pub(crate) fn from_fd(fd: OwnedFd) -> Result<Doorbell> {
+        match rustix::net::sockopt::socket_type(&fd) {
+            Ok(rustix::net::SocketType::DGRAM) => Ok(Doorbell { fd }),
+            _ => Err(IpcError::Handshake("a doorbell descriptor is not a datagram socket".into())),
+        }
+    }
+
+    /// Rings: sends one byte. A full queue means it is already ringing; a closed peer end means
+    /// the peer is going away (its control socket says so): both are fine to ignore.
+    pub(crate) fn ring(&self) {
+        let _ = rustix::net::send(&self.fd, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+    }
+
+    /// The descriptor, to pass to the peer.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Duplicates the descriptor (for an `AsyncFd` registration that owns its fd).
+    pub(crate) fn try_clone_fd(&self) -> Result<OwnedFd> {
+        Ok(self.fd.try_clone()?)
+    }
+}
+
+/// Empties a doorbell end (or a duplicate of its descriptor). `Ok(true)`: it had been rung;
+/// `Ok(false)`: nothing was queued. An error means the other end is unusable (closed, or not a
+/// doorbell).
+pub(crate) fn drain_doorbell(fd: impl AsFd) -> io::Result<bool> {
+    let mut rung = false;
+    let mut buf = [0u8; 64];
+    loop {
+        match rustix::net::recv(&fd, &mut buf[..], RecvFlags::DONTWAIT) {
+            Ok((_, 0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "doorbell closed")),
+            Ok(_) => rung = true,
+            Err(rustix::io::Errno::AGAIN) => return Ok(rung),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ringing never blocks, however often the sleeper neglects to drain; draining empties it.
+    #[test]
+    fn doorbell_ring_and_drain_never_block() {
+        let (sleeper, ringer) = Doorbell::pair().unwrap();
+        assert!(!drain_doorbell(sleeper.fd()).unwrap());
+        for _ in 0..100_000 {
+            ringer.ring();
+        }
+        assert!(drain_doorbell(sleeper.fd()).unwrap());
+        assert!(!drain_doorbell(sleeper.fd()).unwrap());
+        drop(ringer);
+        assert!(drain_doorbell(sleeper.fd()).is_err() || !drain_doorbell(sleeper.fd()).unwrap());
+    }
+
+    #[test]
+    fn doorbell_refuses_other_descriptors() {
+        let (a, _b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        assert!(Doorbell::from_fd(a).is_err());
+        let file = std::fs::File::open("/dev/null").unwrap();
+        assert!(Doorbell::from_fd(file.into()).is_err());
+    }
 }
