@@ -16,7 +16,8 @@ const SHARE_MAGIC: u64 = u64::from_le_bytes(*b"LAPCBUF1");
 ///
 /// This is the low-level piece: non-blocking `write`/`read` and their zero-copy forms, and no
 /// wake-ups. One process writes and one reads (the type cannot enforce which across processes;
-/// two writers or two readers break the ring for both, though never memory safety). For a
+/// two writers or two readers break the ring for both: reads then fail with
+/// [`IpcError::Corrupted`] or return garbage bytes, never out of bounds). For a
 /// connection with waiting, backpressure and liveness use
 /// [`SharedMemoryStream`](crate::SharedMemoryStream).
 ///

@@ -3,7 +3,7 @@
 //!
 //! A waiter first spins (how long is the [`WaitStrategy`]), then announces that it sleeps on the
 //! ring's waiter word, re-checks the ring, and sleeps: on the futex (blocking flavour) or on its
-//! eventfd doorbell through tokio (async flavour). The other side wakes it only when the word says
+//! socket-pair doorbell through tokio (async flavour). The other side wakes it only when the word says
 //! someone sleeps, so a steady stream makes no system call per message, and an idle connection
 //! costs nothing.
 //!
@@ -35,9 +35,11 @@ const PURE_SPIN: Duration = Duration::from_micros(5);
 /// How a stream waits when the ring is empty (receive) or full (send).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitStrategy {
-    /// Never sleep: busy-spin until the condition holds. Lowest latency, one core per waiting
-    /// side. After a few microseconds of waiting the spinner yields its core between checks, so
-    /// a machine with more spinning threads than cores still makes progress.
+    /// Never sleep (blocking flavour): busy-spin until the condition holds. Lowest latency, one
+    /// core per waiting side. After a few microseconds of waiting the spinner yields its core
+    /// between checks, so a machine with more spinning threads than cores still makes progress.
+    /// Async waits spin at most 20 µs whatever the strategy, then sleep: a longer spin would
+    /// stall the executor.
     Spin,
     /// Spin for the given time, then sleep until woken. The default, with
     /// [`WaitStrategy::DEFAULT_SPIN`].

@@ -15,7 +15,11 @@
 //! - Every message is delivered whole, in order, exactly once, or the call returns an error.
 //! - A full ring makes the sender wait (spin, then sleep); nothing is dropped.
 //! - Nothing read from shared memory is trusted: a peer that scribbles over the ring produces
-//!   [`IpcError::Corrupted`] on that connection, never a panic or an out-of-bounds access.
+//!   [`IpcError::Corrupted`] on that connection (the next time this side looks at the ring),
+//!   never a panic or an out-of-bounds access in this library. The zero-copy calls
+//!   (`recv_with`, `send_with`, [`SharedMemoryBuffer::read_with`]) hand your closure a slice of
+//!   the shared mapping itself: a peer that breaks the protocol can change those bytes while you
+//!   look, so with an untrusted peer copy first (`recv`) and validate the copy.
 //! - A peer that dies, even by `kill -9`, is reported as [`IpcError::PeerGone`] to a caller
 //!   waiting on it as soon as the kernel closes the dead process's sockets (a watcher thread per
 //!   process hears the hang-up; nothing polls).

@@ -430,7 +430,9 @@ fn scribbled_ring_is_corrupted_for_that_connection_only() {
         let deadline = Instant::now() + HANG;
         let err = loop {
             match bad.try_recv(&mut buf) {
-                Err(IpcError::WouldBlock) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+                Err(IpcError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
                 Err(e) => break e,
                 Ok(_) => continue,
             }

@@ -1,6 +1,6 @@
 //! The tokio flavour: [`AsyncSharedMemoryListener`] and [`AsyncSharedMemoryStream`].
 //!
-//! Same rings, same handshake as the blocking flavour; waits sleep on eventfd doorbells
+//! Same rings, same handshake as the blocking flavour; waits sleep on socket-pair doorbells
 //! registered with the tokio reactor, and watch the control socket for the peer's hang-up.
 //! Streams must be used inside the tokio runtime they were created in.
 
