@@ -23,7 +23,7 @@ use tokio::io::unix::AsyncFd;
 use crate::error::{IpcError, Result};
 use crate::platform::{
     drain_doorbell, futex_wait, futex_wake, peer_hung_up, register_readable, watch_hangup, Doorbell,
-    HangupWatch, WaitOutcome,
+    HangupWatch,
 };
 use crate::ring::{
     announce_sleep, cancel_sleep, Consumer, Producer, WaiterWord, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
@@ -232,7 +232,7 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
             },
             None => None,
         };
-        let _: WaitOutcome = futex_wait(w.word(), SLEEPS_FUTEX, timeout);
+        futex_wait(w.word(), SLEEPS_FUTEX, timeout);
         cancel_sleep(w.word());
         if w.ready(len)? {
             return Ok(());

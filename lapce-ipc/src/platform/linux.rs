@@ -91,26 +91,14 @@ impl Segment {
     }
 }
 
-/// Why [`futex_wait`] returned.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum WaitOutcome {
-    /// Woken, or the word no longer held the expected value: re-check the condition.
-    Woken,
-    /// The timeout elapsed.
-    TimedOut,
-}
-
 /// Sleeps while `word == expected`, for at most `timeout` (`None`: until woken). Not private:
 /// the word lives in memory shared with another process, so the kernel must key the futex on the
-/// physical page.
-pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> WaitOutcome {
+/// physical page. Returning says nothing (woken, value already changed, timeout, signal): the
+/// caller re-checks its condition and its deadline.
+pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
     let ts =
         timeout.map(|t| rustix::fs::Timespec { tv_sec: t.as_secs() as _, tv_nsec: t.subsec_nanos() as _ });
-    match futex::wait(word, futex::Flags::empty(), expected, ts.as_ref()) {
-        Err(rustix::io::Errno::TIMEDOUT) => WaitOutcome::TimedOut,
-        // Ok: woken. AGAIN: value already changed. INTR: signal. All mean "re-check".
-        _ => WaitOutcome::Woken,
-    }
+    let _ = futex::wait(word, futex::Flags::empty(), expected, ts.as_ref());
 }
 
 /// Wakes every process sleeping on `word`.

@@ -19,7 +19,7 @@
 mod linux;
 mod unix;
 
-pub(crate) use linux::{futex_wait, futex_wake, watch_hangup, HangupWatch, Segment, WaitOutcome};
+pub(crate) use linux::{futex_wait, futex_wake, watch_hangup, HangupWatch, Segment};
 pub(crate) use unix::{
     current_pid, current_uid, drain_doorbell, peer_credentials, peer_hung_up, recv_with_fds,
     register_readable, runtime_dir, send_with_fds, Doorbell,
