@@ -9,7 +9,7 @@ mod blocking;
 pub(crate) mod handshake;
 mod tokio;
 
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -99,19 +99,15 @@ fn bind_control(name: &str) -> Result<(UnixListener, PathBuf, Option<FileId>)> {
                     return Err(IpcError::InsecurePath { path, reason: "exists and is not a socket".into() });
                 }
             }
-            match UnixStream::connect(&path) {
-                Ok(_) => {
-                    return Err(bind_err(std::io::Error::new(
-                        std::io::ErrorKind::AddrInUse,
-                        "address in use by a live listener",
-                    )))
-                }
-                Err(_) => {
-                    // Nobody listens: a leftover of a crashed process. Replace it.
-                    std::fs::remove_file(&path).map_err(bind_err)?;
-                    UnixListener::bind(&path).map_err(bind_err)?
-                }
+            if crate::platform::listener_alive(&path) {
+                return Err(bind_err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "address in use by a live listener",
+                )));
             }
+            // Nobody listens: a leftover of a crashed process. Replace it.
+            std::fs::remove_file(&path).map_err(bind_err)?;
+            UnixListener::bind(&path).map_err(bind_err)?
         }
         Err(e) => return Err(bind_err(e)),
     };

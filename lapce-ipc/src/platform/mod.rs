@@ -21,6 +21,6 @@ mod unix;
 
 pub(crate) use linux::{futex_wait, futex_wake, watch_hangup, HangupWatch, Segment};
 pub(crate) use unix::{
-    current_pid, current_uid, drain_doorbell, peer_credentials, peer_hung_up, recv_with_fds,
+    current_pid, current_uid, drain_doorbell, listener_alive, peer_credentials, peer_hung_up, recv_with_fds,
     register_readable, runtime_dir, send_with_fds, Doorbell,
 };

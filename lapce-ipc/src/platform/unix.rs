@@ -55,6 +55,24 @@ pub(crate) fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<(usiz
     Ok((msg.bytes, fds))
 }
 
+/// Whether a process listens on the Unix socket at `path`. Never blocks: a listener whose
+/// backlog is full counts as alive. Only "connection refused" (or no file) means nobody listens;
+/// any other doubt answers alive, so a caller never removes a live listener's socket.
+pub(crate) fn listener_alive(path: &std::path::Path) -> bool {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
+    let Ok(sock) = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None) else {
+        return true;
+    };
+    let Ok(addr) = SocketAddrUnix::new(path) else {
+        return true;
+    };
+    !matches!(
+        rustix::net::connect(&sock, &addr),
+        Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT)
+    )
+}
+
 /// The user id and process id of the process at the other end of a connected Unix socket, as
 /// the kernel recorded them at connect time (SO_PEERCRED): not something the peer can claim.
 pub(crate) fn peer_credentials(sock: impl AsFd) -> io::Result<(u32, u32)> {
