@@ -22,8 +22,8 @@ use tokio::io::unix::AsyncFd;
 
 use crate::error::{IpcError, Result};
 use crate::platform::{
-    drain_doorbell, futex_wait, futex_wake, peer_hung_up, register_readable, watch_hangup, Doorbell,
-    HangupWatch,
+    drain_doorbell, futex_wait, futex_wake, peer_hung_up, poll_sleep, register_readable, watch_hangup,
+    Doorbell, HangupWatch, HAS_FUTEX, HAS_HANGUP_WATCHER,
 };
 use crate::ring::{
     announce_sleep, cancel_sleep, Consumer, Producer, WaiterWord, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
@@ -100,6 +100,16 @@ impl Link {
         self.gone.load(Ordering::SeqCst)
     }
 
+    /// The cheapest sound check before a sleep: the watcher's flag where there is a watcher
+    /// (it wakes sleepers itself), a probe of the socket where there is none.
+    fn gone_before_sleep(&self) -> bool {
+        if HAS_HANGUP_WATCHER {
+            self.gone_flag()
+        } else {
+            self.peer_gone()
+        }
+    }
+
     pub(crate) fn peer_pid(&self) -> u32 {
         self.peer_pid
     }
@@ -121,9 +131,9 @@ struct AsyncRegs {
 
 /// Everything one ring half needs to sleep and to wake its peer.
 pub(crate) struct Sleeper {
-    /// Rung to wake the peer when it sleeps in the async flavour.
+    /// Rung to wake the peer when it sleeps on its doorbell.
     wake_peer: Doorbell,
-    /// Where this half sleeps in the async flavour.
+    /// Where this half sleeps in the async flavour (and in the blocking one without a futex).
     sleep_on: Doorbell,
     link: Arc<Link>,
     strategy: WaitStrategy,
@@ -186,7 +196,9 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
         WaitStrategy::Adaptive(d) => Some(d),
         WaitStrategy::Blocking => Some(Duration::ZERO),
     };
-    // Spin phase. The clock and the peer's liveness are looked at every 128 checks.
+    // Spin phase. The clock and the watcher's flag are looked at every 128 checks; without a
+    // watcher the socket itself is probed every millisecond.
+    let mut next_probe = start + Duration::from_millis(1);
     loop {
         for _ in 0..128 {
             std::hint::spin_loop();
@@ -194,10 +206,14 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
                 return Ok(());
             }
         }
-        if w.sleeper().link.gone_flag() {
+        let now = Instant::now();
+        let probe = !HAS_HANGUP_WATCHER && now >= next_probe;
+        if probe {
+            next_probe = now + Duration::from_millis(1);
+        }
+        if w.sleeper().link.gone_flag() || (probe && w.sleeper().link.peer_gone()) {
             return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
         }
-        let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {
             return Err(IpcError::Timeout);
         }
@@ -211,13 +227,14 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
         }
     }
     // Sleep phase: announce, re-check (the ring, then the peer's liveness), sleep.
+    let how = if HAS_FUTEX { SLEEPS_FUTEX } else { SLEEPS_DOORBELL };
     loop {
-        announce_sleep(w.word(), SLEEPS_FUTEX);
+        announce_sleep(w.word(), how);
         if w.ready(len)? {
             cancel_sleep(w.word());
             return Ok(());
         }
-        if w.sleeper().link.gone_flag() {
+        if w.sleeper().link.gone_before_sleep() {
             cancel_sleep(w.word());
             // The peer may have published just before it went: deliver that first.
             return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
@@ -232,7 +249,12 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
             },
             None => None,
         };
-        futex_wait(w.word(), SLEEPS_FUTEX, timeout);
+        if HAS_FUTEX {
+            futex_wait(w.word(), SLEEPS_FUTEX, timeout);
+        } else {
+            let sleeper = w.sleeper();
+            poll_sleep(&sleeper.sleep_on, &sleeper.link.sock, timeout);
+        }
         cancel_sleep(w.word());
         if w.ready(len)? {
             return Ok(());

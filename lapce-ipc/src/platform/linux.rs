@@ -16,6 +16,11 @@ use rustix::thread::futex;
 
 use crate::error::{IpcError, Result};
 
+/// Blocking sleepers use the futex on this backend.
+pub(crate) const HAS_FUTEX: bool = true;
+/// A watcher thread hears every control socket hang up and wakes the futex sleepers.
+pub(crate) const HAS_HANGUP_WATCHER: bool = true;
+
 /// Seals every segment carries: its size can never change, so a mapping can never lose its
 /// backing pages (a shrink would turn our reads into SIGBUS).
 const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::SEAL);

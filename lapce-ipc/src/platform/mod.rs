@@ -13,14 +13,24 @@
 //! | [`watch_hangup`] | run a callback as soon as a control socket's peer hangs up |
 //! | [`runtime_dir`] | the private per-user directory where control sockets live |
 //!
-//! Backends: `linux` (memfd, futex, epoll hang-up watcher) plus `unix` (Unix-domain sockets,
-//! socket-pair doorbells; shared by every Unix backend). The portable POSIX and Windows backends are tracked separately (issue 3).
+//! Backends: `linux.rs` (memfd, futex, epoll hang-up watcher; the default on Linux) or
+//! `posix.rs` (shm_open, doorbell sleeps; macOS, and Linux with the `posix` feature), plus
+//! `unix.rs` (Unix-domain sockets, socket-pair doorbells, credentials; shared by both).
+//! [`HAS_FUTEX`] and [`HAS_HANGUP_WATCHER`] tell the channel layer how blocking sleepers sleep
+//! and learn of a peer's death. The portable POSIX and Windows backends are tracked separately (issue 3).
 
-mod linux;
+#[cfg(all(target_os = "linux", not(feature = "posix")))]
+#[path = "linux.rs"]
+mod backend;
+#[cfg(any(not(target_os = "linux"), feature = "posix"))]
+#[path = "posix.rs"]
+mod backend;
 mod unix;
 
-pub(crate) use linux::{futex_wait, futex_wake, watch_hangup, HangupWatch, Segment};
+pub(crate) use backend::{
+    futex_wait, futex_wake, watch_hangup, HangupWatch, Segment, HAS_FUTEX, HAS_HANGUP_WATCHER,
+};
 pub(crate) use unix::{
-    current_pid, current_uid, drain_doorbell, listener_alive, peer_credentials, peer_hung_up, recv_with_fds,
-    register_readable, runtime_dir, send_with_fds, Doorbell,
+    current_pid, current_uid, drain_doorbell, listener_alive, peer_credentials, peer_hung_up, poll_sleep,
+    recv_with_fds, register_readable, runtime_dir, send_with_fds, Doorbell,
 };

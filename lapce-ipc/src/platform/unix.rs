@@ -55,6 +55,18 @@ pub(crate) fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<(usiz
     Ok((msg.bytes, fds))
 }
 
+/// Sleeps until the doorbell end `bell` is rung or the control socket `sock` becomes readable
+/// (hang-up), for at most `timeout`; then empties the doorbell. The blocking sleep of backends
+/// without a futex.
+pub(crate) fn poll_sleep(bell: &Doorbell, sock: impl AsFd, timeout: Option<std::time::Duration>) {
+    let ts =
+        timeout.map(|t| rustix::event::Timespec { tv_sec: t.as_secs() as _, tv_nsec: t.subsec_nanos() as _ });
+    let mut fds =
+        [PollFd::new(&bell.fd, PollFlags::IN), PollFd::new(&sock, PollFlags::IN | PollFlags::RDHUP)];
+    let _ = poll(&mut fds, ts.as_ref());
+    let _ = drain_doorbell(&bell.fd);
+}
+
 /// Whether a process listens on the Unix socket at `path`. Never blocks: a listener whose
 /// backlog is full counts as alive. Only "connection refused" (or no file) means nobody listens;
 /// any other doubt answers alive, so a caller never removes a live listener's socket.
