@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
 use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 
 use super::measure::Result;
@@ -196,6 +197,8 @@ pub fn announce_ready() -> Result<()> {
 /// Child side: asks the kernel to kill this process when its parent dies, and exits at once if
 /// the parent (`parent_pid`) is already gone.
 pub fn die_with_parent(parent_pid: Option<u32>) -> Result<()> {
+    // Linux only; elsewhere the parent's guard and watchdog are what end the child.
+    #[cfg(target_os = "linux")]
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     if let Some(expected) = parent_pid {
         let ppid = rustix::process::getppid().map(|p| p.as_raw_pid() as u32);
@@ -207,6 +210,7 @@ pub fn die_with_parent(parent_pid: Option<u32>) -> Result<()> {
 }
 
 /// The CPUs this thread may run on, in increasing order.
+#[cfg(target_os = "linux")]
 pub fn allowed_cpus() -> Vec<usize> {
     match sched_getaffinity(None) {
         Ok(set) => (0..CpuSet::MAX_CPU).filter(|&cpu| set.is_set(cpu)).collect(),
@@ -215,11 +219,24 @@ pub fn allowed_cpus() -> Vec<usize> {
 }
 
 /// Pins the calling thread to `cpu` (threads it spawns afterwards inherit the pinning).
+#[cfg(target_os = "linux")]
 pub fn pin_current_thread(cpu: usize) -> Result<()> {
     let mut set = CpuSet::new();
     set.set(cpu);
     sched_setaffinity(None, &set).map_err(|e| format!("cannot pin to cpu{cpu}: {e}"))?;
     Ok(())
+}
+
+/// No CPU affinity API elsewhere (macOS has none): the bench runs unpinned and says so.
+#[cfg(not(target_os = "linux"))]
+pub fn allowed_cpus() -> Vec<usize> {
+    Vec::new()
+}
+
+/// See the Linux version; unreachable without allowed CPUs.
+#[cfg(not(target_os = "linux"))]
+pub fn pin_current_thread(cpu: usize) -> Result<()> {
+    Err(format!("cannot pin to cpu{cpu}: no CPU affinity on this platform").into())
 }
 
 /// CPU time a process has used so far, from `/proc`.

@@ -83,7 +83,9 @@ pub fn socket_path(name: &str) -> Result<PathBuf> {
 type FileId = (u64, u64);
 
 fn file_id(path: &Path) -> Option<FileId> {
-    rustix::fs::lstat(path).ok().map(|st| (st.st_dev, st.st_ino))
+    // The field types differ between platforms (macOS has a 32-bit `st_dev`).
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    rustix::fs::lstat(path).ok().map(|st| (st.st_dev as u64, st.st_ino as u64))
 }
 
 /// Binds the control socket for `name` (mode 0600), replacing a stale socket file that no live

@@ -30,7 +30,7 @@ pub(crate) fn send_with_fds(
     if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(io::Error::other("control buffer too small for the fds"));
     }
-    let n = sendmsg(sock, &[IoSlice::new(bytes)], &mut control, SendFlags::NOSIGNAL)?;
+    let n = sendmsg(sock, &[IoSlice::new(bytes)], &mut control, os::SEND)?;
     if n != bytes.len() {
         return Err(io::Error::new(io::ErrorKind::WriteZero, "short control message"));
     }
@@ -42,12 +42,15 @@ pub(crate) fn send_with_fds(
 pub(crate) fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
-    let msg = recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    let msg = recvmsg(sock, &mut [IoSliceMut::new(buf)], &mut control, os::RECV_FDS)?;
     let mut fds = Vec::new();
     for m in control.drain() {
         if let RecvAncillaryMessage::ScmRights(received) = m {
             fds.extend(received);
         }
+    }
+    for fd in &fds {
+        os::after_receive(fd)?;
     }
     if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
         return Err(io::Error::other("control message truncated (too many fds)"));
@@ -61,8 +64,7 @@ pub(crate) fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<(usiz
 pub(crate) fn poll_sleep(bell: &Doorbell, sock: impl AsFd, timeout: Option<std::time::Duration>) {
     let ts =
         timeout.map(|t| rustix::event::Timespec { tv_sec: t.as_secs() as _, tv_nsec: t.subsec_nanos() as _ });
-    let mut fds =
-        [PollFd::new(&bell.fd, PollFlags::IN), PollFd::new(&sock, PollFlags::IN | PollFlags::RDHUP)];
+    let mut fds = [PollFd::new(&bell.fd, PollFlags::IN), PollFd::new(&sock, os::HANG_UP)];
     let _ = poll(&mut fds, ts.as_ref());
     let _ = drain_doorbell(&bell.fd);
 }
@@ -71,11 +73,13 @@ pub(crate) fn poll_sleep(bell: &Doorbell, sock: impl AsFd, timeout: Option<std::
 /// backlog is full counts as alive. Only "connection refused" (or no file) means nobody listens;
 /// any other doubt answers alive, so a caller never removes a live listener's socket.
 pub(crate) fn listener_alive(path: &std::path::Path) -> bool {
-    use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
-    let flags = SocketFlags::CLOEXEC | SocketFlags::NONBLOCK;
-    let Ok(sock) = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, flags, None) else {
+    use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
+    let Ok(sock) = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, os::SOCKET, None) else {
         return true;
     };
+    if os::after_socket(&sock).is_err() {
+        return true;
+    }
     let Ok(addr) = SocketAddrUnix::new(path) else {
         return true;
     };
@@ -88,8 +92,7 @@ pub(crate) fn listener_alive(path: &std::path::Path) -> bool {
 /// The user id and process id of the process at the other end of a connected Unix socket, as
 /// the kernel recorded them at connect time (SO_PEERCRED): not something the peer can claim.
 pub(crate) fn peer_credentials(sock: impl AsFd) -> io::Result<(u32, u32)> {
-    let cred = rustix::net::sockopt::socket_peercred(sock)?;
-    Ok((cred.uid.as_raw(), cred.pid.as_raw_nonzero().get() as u32))
+    os::peer_credentials(sock.as_fd())
 }
 
 /// This process's real user id.
@@ -108,7 +111,7 @@ pub(crate) fn current_pid() -> u32 {
 /// "hung up" both mean the peer is gone (a live peer that sends stray bytes is treated as a
 /// protocol violation and gone too).
 pub(crate) fn peer_hung_up(sock: impl AsFd) -> bool {
-    let mut fds = [PollFd::new(&sock, PollFlags::IN | PollFlags::RDHUP)];
+    let mut fds = [PollFd::new(&sock, os::HANG_UP)];
     let zero = rustix::event::Timespec { tv_sec: 0, tv_nsec: 0 };
     match poll(&mut fds, Some(&zero)) {
         Ok(0) => false,
@@ -173,14 +176,15 @@ pub(crate) struct Doorbell {
 impl Doorbell {
     /// A new doorbell: `(sleeper end, ringer end)`.
     pub(crate) fn pair() -> Result<(Doorbell, Doorbell)> {
-        let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
         let (a, b) = rustix::net::socketpair(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::DGRAM,
-            flags,
+            os::SOCKET,
             None,
         )
         .map_err(io::Error::from)?;
+        os::after_socket(&a)?;
+        os::after_socket(&b)?;
         Ok((Doorbell { fd: a }, Doorbell { fd: b }))
     }
 
@@ -195,7 +199,7 @@ impl Doorbell {
     /// Rings: sends one byte. A full queue means it is already ringing; a closed peer end means
     /// the peer is going away (its control socket says so): both are fine to ignore.
     pub(crate) fn ring(&self) {
-        let _ = rustix::net::send(&self.fd, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+        let _ = rustix::net::send(&self.fd, &[1], SendFlags::DONTWAIT | os::SEND);
     }
 
     /// The descriptor, to pass to the peer.
@@ -249,12 +253,111 @@ mod tests {
         let (a, _b) = rustix::net::socketpair(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
+            os::SOCKET,
             None,
         )
         .unwrap();
         assert!(Doorbell::from_fd(a).is_err());
         let file = std::fs::File::open("/dev/null").unwrap();
         assert!(Doorbell::from_fd(file.into()).is_err());
+    }
+}
+
+/// What differs between Linux and the other Unixes (macOS): flags Linux has and the others do
+/// not, and how to read the peer's credentials.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+mod os {
+    use std::io;
+    use std::os::fd::{BorrowedFd, OwnedFd};
+
+    use rustix::event::PollFlags;
+    use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+
+    pub(super) const SEND: SendFlags = SendFlags::NOSIGNAL;
+    pub(super) const RECV_FDS: RecvFlags = RecvFlags::CMSG_CLOEXEC;
+    pub(super) const SOCKET: SocketFlags = SocketFlags::CLOEXEC.union(SocketFlags::NONBLOCK);
+    pub(super) const HANG_UP: PollFlags = PollFlags::IN.union(PollFlags::RDHUP);
+
+    /// Received descriptors are close-on-exec already (`MSG_CMSG_CLOEXEC`).
+    pub(super) fn after_receive(_fd: &OwnedFd) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// New sockets are close-on-exec and non-blocking already (`SOCK_*` flags).
+    pub(super) fn after_socket(_fd: &OwnedFd) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(super) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+        let cred = rustix::net::sockopt::socket_peercred(sock)?;
+        Ok((cred.uid.as_raw(), cred.pid.as_raw_nonzero().get() as u32))
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+mod os {
+    use std::io;
+    use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+
+    use rustix::event::PollFlags;
+    use rustix::net::{RecvFlags, SendFlags, SocketFlags};
+
+    /// No `MSG_NOSIGNAL`: Rust programs ignore SIGPIPE, so a closed peer is an EPIPE error.
+    pub(super) const SEND: SendFlags = SendFlags::empty();
+    pub(super) const RECV_FDS: RecvFlags = RecvFlags::empty();
+    pub(super) const SOCKET: SocketFlags = SocketFlags::empty();
+    /// No `POLLRDHUP`: a hang-up shows as readable (EOF) or `POLLHUP`, which is always reported.
+    pub(super) const HANG_UP: PollFlags = PollFlags::IN;
+
+    fn cloexec(fd: &OwnedFd) -> io::Result<()> {
+        rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
+        Ok(())
+    }
+
+    pub(super) fn after_receive(fd: &OwnedFd) -> io::Result<()> {
+        cloexec(fd)
+    }
+
+    pub(super) fn after_socket(fd: &OwnedFd) -> io::Result<()> {
+        cloexec(fd)?;
+        rustix::io::ioctl_fionbio(fd, true)?;
+        Ok(())
+    }
+
+    /// `getpeereid` for the uid; `LOCAL_PEERPID` for the pid (0 where unknown).
+    pub(super) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+        let (mut uid, mut gid) = (0, 0);
+        // SAFETY: `sock` is a valid open descriptor for the duration of the call, and both
+        // out-pointers point to live, writable `uid_t`/`gid_t` locals.
+        if unsafe { libc::getpeereid(sock.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok((uid, peer_pid(sock)))
+    }
+
+    #[cfg(target_vendor = "apple")]
+    fn peer_pid(sock: BorrowedFd<'_>) -> u32 {
+        let mut pid: libc::pid_t = 0;
+        let mut len = std::mem::size_of::<libc::pid_t>() as libc::socklen_t;
+        // SAFETY: valid descriptor; `pid` and `len` are live locals of the sizes passed.
+        let rc = unsafe {
+            libc::getsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_LOCAL,
+                libc::LOCAL_PEERPID,
+                (&mut pid as *mut libc::pid_t).cast(),
+                &mut len,
+            )
+        };
+        if rc == 0 {
+            pid as u32
+        } else {
+            0
+        }
+    }
+
+    #[cfg(not(target_vendor = "apple"))]
+    fn peer_pid(_sock: BorrowedFd<'_>) -> u32 {
+        0
     }
 }

@@ -83,6 +83,8 @@ impl Drop for ChildGuard {
 pub fn child_role() -> Option<(String, String)> {
     let role = std::env::var(ROLE_ENV).ok()?;
     let arg = std::env::var(ARG_ENV).unwrap_or_default();
+    // Linux only; elsewhere the parent's `ChildGuard` is what reaps children.
+    #[cfg(target_os = "linux")]
     let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
     Some((role, arg))
 }

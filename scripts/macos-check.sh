@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Type-checks and lints the workspace for macOS (x86_64 and aarch64) from Linux: `cargo clippy
+# -D warnings` with the standard library rebuilt for each target. Nothing is linked, so no Apple
+# SDK is needed; this proves the macOS code paths compile and are lint-clean, not that they run.
+#
+# Toolchain: Debian's rustc-web / cargo-web / rust-web-clippy (a second, Debian-built Rust) plus
+# rust-web-src, whose sources `-Zbuild-std` compiles (RUSTC_BOOTSTRAP=1 unlocks that flag on a
+# stable compiler). Installed with apt when missing. Output goes to target/macos so it never mixes
+# with the host build.
+#
+# Usage: scripts/macos-check.sh            (clippy, both targets)
+#        MACOS_TARGETS=aarch64-apple-darwin MACOS_SUBCOMMAND=check scripts/macos-check.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+targets=${MACOS_TARGETS:-x86_64-apple-darwin aarch64-apple-darwin}
+subcommand=${MACOS_SUBCOMMAND:-clippy}
+packages=(rustc-web cargo-web rust-web-src rust-web-clippy)
+
+need=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+if ((${#need[@]})); then
+  echo "macos-check: installing ${need[*]} with apt" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+# /usr/bin first, so that `cargo clippy` finds the Debian clippy, not the rustup one.
+export PATH=/usr/bin:$PATH RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
+export CARGO_TARGET_DIR="$PWD/target/macos"
+cargo=/usr/bin/cargo
+
+status=0
+for target in $targets; do
+  echo "macos-check: $($cargo --version), $subcommand --target $target" >&2
+  $cargo "$subcommand" -Zbuild-std=std,panic_abort --target "$target" --workspace --all-targets \
+    -- -D warnings || status=$?
+done
+exit $status
