@@ -21,8 +21,11 @@
 //!   the shared mapping itself: a peer that breaks the protocol can change those bytes while you
 //!   look, so with an untrusted peer copy first (`recv`) and validate the copy.
 //! - A peer that dies, even by `kill -9`, is reported as [`IpcError::PeerGone`] to a caller
-//!   waiting on it as soon as the kernel closes the dead process's sockets (a watcher thread per
-//!   process hears the hang-up; nothing polls).
+//!   waiting on it as soon as the kernel closes the dead process's sockets (on Linux a watcher
+//!   thread per process hears the hang-up; elsewhere sleepers wait on the socket too; nothing
+//!   polls on a timer).
+//! - With the default Linux backend segments are sealed memfds (a peer cannot resize them); the
+//!   POSIX backend (macOS, or `--features posix`) uses `shm_open` objects, which cannot be sealed.
 //! - Under steady traffic no system call is made per message; an idle connection uses no CPU.
 //!
 //! # Example
