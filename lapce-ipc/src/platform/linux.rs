@@ -2,16 +2,14 @@
 //! epoll thread that reports peers hanging up.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use memmap2::{MmapOptions, MmapRaw};
 use rustix::event::epoll;
-use rustix::fs::{fcntl_add_seals, fcntl_get_seals, fstat, ftruncate, memfd_create, MemfdFlags, SealFlags};
+use rustix::fs::{fcntl_add_seals, fcntl_get_seals, ftruncate, memfd_create, MemfdFlags, SealFlags};
 use rustix::thread::futex;
 
 use crate::error::{IpcError, Result};
@@ -25,75 +23,24 @@ pub(crate) const HAS_HANGUP_WATCHER: bool = true;
 /// backing pages (a shrink would turn our reads into SIGBUS).
 const REQUIRED_SEALS: SealFlags = SealFlags::SHRINK.union(SealFlags::GROW).union(SealFlags::SEAL);
 
-/// A shared-memory segment: an anonymous memfd mapped read-write into this process.
-///
-/// The mapping lives as long as the value; the memory is freed by the kernel when the last
-/// process holding the fd or a mapping lets go, so a crash leaves nothing behind.
-pub(crate) struct Segment {
-    fd: OwnedFd,
-    map: MmapRaw,
+/// A new segment descriptor: an anonymous memfd of `len` bytes, sealed against resizing (its
+/// memory is freed by the kernel when the last process holding it lets go, so a crash leaves
+/// nothing behind). `label` only shows up in `/proc/<pid>/fd` (as `memfd:label`).
+pub(crate) fn new_segment_fd(label: &str, len: usize) -> Result<OwnedFd> {
+    let fd = memfd_create(label, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).map_err(io::Error::from)?;
+    ftruncate(&fd, len as u64).map_err(io::Error::from)?;
+    fcntl_add_seals(&fd, REQUIRED_SEALS).map_err(io::Error::from)?;
+    Ok(fd)
 }
 
-impl Segment {
-    /// Creates a zero-filled, sealed segment of `len` bytes. `label` only shows up in
-    /// `/proc/<pid>/fd` (as `memfd:label`) to help debugging.
-    pub(crate) fn create(label: &str, len: usize) -> Result<Segment> {
-        if len == 0 {
-            return Err(IpcError::InvalidArgument("segment length must be > 0".into()));
-        }
-        let fd =
-            memfd_create(label, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING).map_err(io::Error::from)?;
-        ftruncate(&fd, len as u64).map_err(io::Error::from)?;
-        fcntl_add_seals(&fd, REQUIRED_SEALS).map_err(io::Error::from)?;
-        Self::map(fd, len)
+/// Checks a segment descriptor received from a peer: a memfd sealed against resizing.
+pub(crate) fn check_segment_fd(fd: &OwnedFd) -> Result<()> {
+    let seals = fcntl_get_seals(fd)
+        .map_err(|e| IpcError::Handshake(format!("segment fd is not a sealable memfd: {e}")))?;
+    if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
+        return Err(IpcError::Handshake(format!("segment is not sealed against resizing (seals {seals:?})")));
     }
-
-    /// Opens a segment received from a peer, after checking that it is sealed against resizing
-    /// and has exactly the size the handshake announced.
-    pub(crate) fn open(fd: OwnedFd, expected_len: usize) -> Result<Segment> {
-        let seals = fcntl_get_seals(&fd)
-            .map_err(|e| IpcError::Handshake(format!("segment fd is not a sealable memfd: {e}")))?;
-        if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
-            return Err(IpcError::Handshake(format!(
-                "segment is not sealed against resizing (seals {seals:?})"
-            )));
-        }
-        let st = fstat(&fd).map_err(io::Error::from)?;
-        if st.st_size < 0 || st.st_size as u64 != expected_len as u64 {
-            return Err(IpcError::Handshake(format!(
-                "segment is {} bytes, handshake announced {expected_len}",
-                st.st_size
-            )));
-        }
-        Self::map(fd, expected_len)
-    }
-
-    /// The size of a segment received from a peer, before opening it.
-    pub(crate) fn size_of(fd: &OwnedFd) -> Result<usize> {
-        let st = fstat(fd).map_err(io::Error::from)?;
-        usize::try_from(st.st_size).map_err(|_| IpcError::Handshake("segment has a negative size".into()))
-    }
-
-    fn map(fd: OwnedFd, len: usize) -> Result<Segment> {
-        let file = File::from(fd);
-        let map = MmapOptions::new().len(len).map_raw(&file)?;
-        Ok(Segment { fd: file.into(), map })
-    }
-
-    /// Start of the mapping. Valid for [`Segment::len`] bytes while `self` lives.
-    pub(crate) fn as_ptr(&self) -> *mut u8 {
-        self.map.as_mut_ptr()
-    }
-
-    /// Length of the mapping in bytes.
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    /// The memfd, to pass to a peer.
-    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
+    Ok(())
 }
 
 /// Sleeps while `word == expected`, for at most `timeout` (`None`: until woken). Not private:
@@ -109,20 +56,6 @@ pub(crate) fn futex_wait(word: &AtomicU32, expected: u32, timeout: Option<Durati
 /// Wakes every process sleeping on `word`.
 pub(crate) fn futex_wake(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
-}
-
-// SAFETY: `base()` is the start of a live `MAP_SHARED` read-write mapping of exactly `len()`
-// bytes (mmap returns page-aligned addresses) that is unmapped only when the `Segment` drops;
-// the memfd is sealed against shrinking, so the pages can never disappear under the mapping.
-// The crate never forms Rust references to the mapped bytes except atomics and the record
-// slices the ring protocol hands out.
-unsafe impl crate::ring::SharedRegion for Segment {
-    fn base(&self) -> *mut u8 {
-        self.as_ptr()
-    }
-    fn len(&self) -> usize {
-        Segment::len(self)
-    }
 }
 
 /// A registration with the process's hang-up watcher: while it lives, `on_hangup` runs (once,

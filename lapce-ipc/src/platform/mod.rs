@@ -27,10 +27,8 @@ mod backend;
 mod backend;
 mod unix;
 
-pub(crate) use backend::{
-    futex_wait, futex_wake, watch_hangup, HangupWatch, Segment, HAS_FUTEX, HAS_HANGUP_WATCHER,
-};
+pub(crate) use backend::{futex_wait, futex_wake, watch_hangup, HangupWatch, HAS_FUTEX, HAS_HANGUP_WATCHER};
 pub(crate) use unix::{
     current_pid, current_uid, drain_doorbell, listener_alive, peer_credentials, peer_hung_up, poll_sleep,
-    recv_with_fds, register_readable, runtime_dir, send_with_fds, Doorbell,
+    recv_with_fds, register_readable, runtime_dir, send_with_fds, Doorbell, Segment,
 };

@@ -58,6 +58,80 @@ pub(crate) fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<(usiz
     Ok((msg.bytes, fds))
 }
 
+/// A shared-memory segment mapped read-write into this process; the backend decides what kind
+/// of descriptor backs it ([`new_segment_fd`](super::backend::new_segment_fd)) and what a
+/// received one must satisfy ([`check_segment_fd`](super::backend::check_segment_fd)). The
+/// mapping lives as long as the value.
+pub(crate) struct Segment {
+    fd: OwnedFd,
+    map: memmap2::MmapRaw,
+}
+
+impl Segment {
+    /// Creates a zero-filled segment of `len` bytes. `label` helps debugging where the backend
+    /// can show it.
+    pub(crate) fn create(label: &str, len: usize) -> Result<Segment> {
+        if len == 0 {
+            return Err(IpcError::InvalidArgument("segment length must be > 0".into()));
+        }
+        Self::map(super::backend::new_segment_fd(label, len)?, len)
+    }
+
+    /// Opens a segment received from a peer, after the backend's checks and a check that it has
+    /// exactly the size the handshake announced.
+    pub(crate) fn open(fd: OwnedFd, expected_len: usize) -> Result<Segment> {
+        super::backend::check_segment_fd(&fd)?;
+        let len = Self::size_of(&fd)?;
+        if len != expected_len {
+            return Err(IpcError::Handshake(format!(
+                "segment is {len} bytes, handshake announced {expected_len}"
+            )));
+        }
+        Self::map(fd, expected_len)
+    }
+
+    /// The size of a segment received from a peer, before opening it.
+    pub(crate) fn size_of(fd: &OwnedFd) -> Result<usize> {
+        let st = rustix::fs::fstat(fd).map_err(io::Error::from)?;
+        usize::try_from(st.st_size).map_err(|_| IpcError::Handshake("segment has a negative size".into()))
+    }
+
+    fn map(fd: OwnedFd, len: usize) -> Result<Segment> {
+        let map = memmap2::MmapOptions::new().len(len).map_raw(&fd)?;
+        Ok(Segment { fd, map })
+    }
+
+    /// Start of the mapping. Valid for [`Segment::len`] bytes while `self` lives.
+    pub(crate) fn as_ptr(&self) -> *mut u8 {
+        self.map.as_mut_ptr()
+    }
+
+    /// Length of the mapping in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The descriptor, to pass to a peer.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+// SAFETY: `base()` is the start of a live `MAP_SHARED` read-write mapping of exactly `len()`
+// bytes (mmap returns page-aligned addresses) that is unmapped only when the `Segment` drops.
+// With the Linux backend the memfd is sealed against shrinking, so the pages can never disappear
+// under the mapping; the POSIX backend cannot seal (a hostile peer shrinking the object could
+// make accesses fault, as documented on its `new_segment_fd`). The crate never forms Rust
+// references to the mapped bytes except atomics and the record slices the ring hands out.
+unsafe impl crate::ring::SharedRegion for Segment {
+    fn base(&self) -> *mut u8 {
+        self.as_ptr()
+    }
+    fn len(&self) -> usize {
+        Segment::len(self)
+    }
+}
+
 /// Sleeps until the doorbell end `bell` is rung or the control socket `sock` becomes readable
 /// (hang-up), for at most `timeout`; then empties the doorbell. The blocking sleep of backends
 /// without a futex.
