@@ -83,6 +83,9 @@ pub enum IpcError {
     /// The connection cannot be used any more; other connections are unaffected.
     #[error("shared memory corrupted: {0}")]
     Corrupted(String),
+    /// A frame header or payload was refused (see [`FrameError`](crate::frame::FrameError)).
+    #[error("bad frame: {0}")]
+    Frame(#[from] crate::frame::FrameError),
     /// A size or option is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -55,6 +55,7 @@ mod buffer;
 mod channel;
 mod connection;
 mod error;
+pub mod frame;
 mod platform;
 mod ring;
 
