@@ -144,6 +144,14 @@ pub enum FrameError {
         /// Configured maximum.
         max: u32,
     },
+    /// A fragment of another message arrived before the current one was complete.
+    #[error("fragment of message {got} inside message {expected}")]
+    Interleaved {
+        /// Id of the message being reassembled.
+        expected: u64,
+        /// Id of the fragment that arrived.
+        got: u64,
+    },
     /// The payload does not match its CRC.
     #[error("payload CRC {actual:#010x} does not match the header's {expected:#010x}")]
     CrcMismatch {

@@ -1,10 +1,13 @@
 //! The frame layer: the canonical 24-byte header every message carries, with its message type,
 //! flags, length, id and CRC32 (normative layout: docs/PROTOCOL.md §6).
 //!
-//! This module encodes and validates headers; fragmentation of large messages and the framed
-//! stream build on it (issue 4).
+//! [`CanonicalHeader`] encodes and validates headers; [`FramedShmStream`] puts one on every record
+//! and fragments messages larger than a ring record.
 
 mod header;
+mod stream;
+
+pub use stream::{FramedShmStream, DEFAULT_MAX_MESSAGE};
 
 pub use header::{
     CanonicalHeader, FrameError, FrameFlags, MessageType, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN,

@@ -1,0 +1,126 @@
+//! The framed stream across processes: large messages fragmented and reassembled, limits,
+//! unknown types, and a corrupted frame.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{child_role, message, unique_name, ChildGuard};
+use lapce_ipc::frame::{CanonicalHeader, FrameError, FramedShmStream, MessageType, HEADER_LEN};
+use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig};
+
+const HANG: Duration = Duration::from_secs(60);
+const BIG: usize = 10 << 20;
+
+#[test]
+#[ignore = "entry point of the child processes spawned by the other tests"]
+fn child_main() {
+    let Some((role, name)) = child_role() else { return };
+    assert_eq!(role, "framed-sender");
+    let deadline = std::time::Instant::now() + HANG;
+    let stream = loop {
+        match SharedMemoryStream::connect(&name) {
+            Ok(s) => break s,
+            Err(IpcError::Connect { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let mut framed = FramedShmStream::new(stream);
+    let mut big = Vec::new();
+    message(42, 0, BIG, &mut big);
+    big.resize(BIG, 0xAB); // exactly 10 MiB
+                           // 1. A 10 MiB message, then small ones around an empty one.
+    assert_eq!(framed.send(MessageType::Data, &big).unwrap(), 1);
+    assert_eq!(framed.send(MessageType::Chat, b"hello").unwrap(), 2);
+    framed.send_with_id(MessageType::Response, 99, b"").unwrap();
+    // 2. A type this build does not know.
+    framed.send(MessageType::Unknown(0x777), b"from the future").unwrap();
+    // 3. Larger than the receiver's limit (the parent lowers it to 1 MiB first).
+    framed.send(MessageType::Data, &big[..(1 << 20) + 1]).unwrap();
+    // 4. A frame with a bad CRC, written raw on the underlying stream.
+    let mut header = CanonicalHeader::for_payload(MessageType::Data, 7, b"payload", true);
+    header.crc32 ^= 1;
+    let mut record = header.encode().to_vec();
+    record.extend_from_slice(b"payload");
+    framed.get_mut().send(&record).unwrap();
+    // Wait for the parent to finish reading.
+    let _ = framed.get_mut().recv_timeout(&mut [0u8; 4], HANG);
+}
+
+#[test]
+fn ten_mib_through_a_256_kib_ring_limits_unknown_types_and_corruption() {
+    let name = unique_name("framed");
+    let listener = SharedMemoryListener::bind_with(
+        &name,
+        StreamConfig { ring_capacity: 256 << 10, ..Default::default() },
+    )
+    .unwrap();
+    let mut child = ChildGuard::spawn("framed-sender", &name);
+    let mut framed = FramedShmStream::new(listener.accept().unwrap());
+    assert_eq!(framed.max_message_size(), 10 << 20);
+
+    let (kind, payload, id) = framed.recv().unwrap();
+    let mut want = Vec::new();
+    message(42, 0, BIG, &mut want);
+    want.resize(BIG, 0xAB);
+    assert_eq!((kind, id, payload.len()), (MessageType::Data, 1, BIG));
+    assert!(payload == want, "the 10 MiB message arrived altered");
+    assert_eq!(framed.recv().unwrap(), (MessageType::Chat, b"hello".to_vec(), 2));
+    assert_eq!(framed.recv().unwrap(), (MessageType::Response, Vec::new(), 99));
+    assert_eq!(framed.recv().unwrap(), (MessageType::Unknown(0x777), b"from the future".to_vec(), 3));
+
+    let mut framed = framed.with_max_message(1 << 20);
+    let err = framed.recv().unwrap_err();
+    assert!(matches!(err, IpcError::Frame(FrameError::TooLong { max, .. }) if max == 1 << 20), "{err}");
+    // The stream is closed after a bad frame: the same error again, nothing misattributed.
+    assert!(matches!(framed.recv(), Err(IpcError::Frame(FrameError::TooLong { .. }))));
+    framed.get_mut().send(b"done").unwrap();
+    child.wait_success(HANG);
+}
+
+#[test]
+fn bad_crc_is_an_error_and_closes_the_framed_stream() {
+    let name = unique_name("framed-crc");
+    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let client = std::thread::spawn({
+        let name = name.clone();
+        move || {
+            let mut raw = SharedMemoryStream::connect(&name).unwrap();
+            let mut header = CanonicalHeader::for_payload(MessageType::Data, 7, b"payload", true);
+            header.crc32 ^= 1;
+            let mut record = header.encode().to_vec();
+            record.extend_from_slice(b"payload");
+            raw.send(&record).unwrap();
+            raw.send(&CanonicalHeader::for_payload(MessageType::Data, 8, b"", true).encode()).unwrap();
+            let _ = raw.recv_timeout(&mut [0u8; 4], HANG);
+        }
+    });
+    let mut framed = FramedShmStream::new(listener.accept().unwrap());
+    let err = framed.recv().unwrap_err();
+    assert!(matches!(err, IpcError::Frame(FrameError::CrcMismatch { .. })), "{err}");
+    assert!(matches!(framed.recv(), Err(IpcError::Frame(FrameError::CrcMismatch { .. }))), "stays closed");
+    framed.get_mut().send(b"done").unwrap();
+    client.join().unwrap();
+}
+
+#[test]
+fn oversized_messages_are_refused_before_anything_is_written() {
+    let name = unique_name("framed-big");
+    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let client = std::thread::spawn({
+        let name = name.clone();
+        move || SharedMemoryStream::connect(&name).unwrap()
+    });
+    let mut sender = FramedShmStream::new(listener.accept().unwrap()).with_max_message(1000);
+    let mut receiver = client.join().unwrap();
+    let err = sender.send(MessageType::Data, &[0u8; 1001]).unwrap_err();
+    assert!(matches!(err, IpcError::MessageTooLarge { len: 1001, max: 1000 }), "{err}");
+    assert!(matches!(receiver.try_recv(&mut [0u8; 2048]), Err(IpcError::WouldBlock)), "nothing was written");
+    // Without CRC the header is still there, with a zero CRC field.
+    let mut sender = sender.with_crc(false);
+    sender.send(MessageType::Data, &[5u8; 1000]).unwrap();
+    let (header, len) = receiver.recv_with(|r| (CanonicalHeader::decode(r, 1000).unwrap(), r.len())).unwrap();
+    assert_eq!((header.payload_len, header.crc32, len), (1000, 0, HEADER_LEN + 1000));
+}
