@@ -6,8 +6,12 @@ mod common;
 use std::time::Duration;
 
 use common::{child_role, message, unique_name, ChildGuard};
-use lapce_ipc::frame::{CanonicalHeader, FrameError, FramedShmStream, MessageType, HEADER_LEN};
-use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig};
+use lapce_ipc::frame::{
+    AsyncFramedShmStream, CanonicalHeader, FrameError, FramedShmStream, MessageType, HEADER_LEN,
+};
+use lapce_ipc::{
+    AsyncSharedMemoryListener, IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig,
+};
 
 const HANG: Duration = Duration::from_secs(60);
 const BIG: usize = 10 << 20;
@@ -123,4 +127,67 @@ fn oversized_messages_are_refused_before_anything_is_written() {
     sender.send(MessageType::Data, &[5u8; 1000]).unwrap();
     let (header, len) = receiver.recv_with(|r| (CanonicalHeader::decode(r, 1000).unwrap(), r.len())).unwrap();
     assert_eq!((header.payload_len, header.crc32, len), (1000, 0, HEADER_LEN + 1000));
+}
+
+/// The tokio flavour receives the same sequence from the same (blocking) sender process.
+#[test]
+fn async_framed_stream_receives_the_same_sequence() {
+    let name = unique_name("framed-async");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let mut child = ChildGuard::spawn("framed-sender", &name);
+    rt.block_on(async {
+        let listener = AsyncSharedMemoryListener::bind_with(
+            &name,
+            StreamConfig { ring_capacity: 256 << 10, ..Default::default() },
+        )
+        .unwrap();
+        let mut framed = AsyncFramedShmStream::new(listener.accept().await.unwrap());
+        let (kind, payload, id) = framed.recv().await.unwrap();
+        let mut want = Vec::new();
+        message(42, 0, BIG, &mut want);
+        want.resize(BIG, 0xAB);
+        assert_eq!((kind, id), (MessageType::Data, 1));
+        assert!(payload == want, "the 10 MiB message arrived altered");
+        assert_eq!(framed.recv().await.unwrap(), (MessageType::Chat, b"hello".to_vec(), 2));
+        assert_eq!(framed.recv().await.unwrap(), (MessageType::Response, Vec::new(), 99));
+        assert_eq!(
+            framed.recv().await.unwrap(),
+            (MessageType::Unknown(0x777), b"from the future".to_vec(), 3)
+        );
+        let mut framed = framed.with_max_message(1 << 20);
+        assert!(matches!(framed.recv().await, Err(IpcError::Frame(FrameError::TooLong { .. }))));
+        assert!(matches!(framed.recv().await, Err(IpcError::Frame(FrameError::TooLong { .. }))));
+        framed.get_mut().send(b"done").await.unwrap();
+    });
+    child.wait_success(HANG);
+}
+
+/// An async sender's fragments reach a blocking receiver intact (and with CRC off).
+#[test]
+fn async_framed_sender_to_blocking_receiver() {
+    let name = unique_name("framed-async-send");
+    let listener =
+        SharedMemoryListener::bind_with(&name, StreamConfig { ring_capacity: 4096, ..Default::default() })
+            .unwrap();
+    let sender = std::thread::spawn({
+        let name = name.clone();
+        move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let stream = lapce_ipc::AsyncSharedMemoryStream::connect(&name).await.unwrap();
+                let mut framed = AsyncFramedShmStream::new(stream).with_crc(false);
+                let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
+                framed.send_with_id(MessageType::StreamChunk, 5, &payload).await.unwrap();
+                framed.send(MessageType::StreamEnd, b"").await.unwrap();
+                let _ = framed.get_mut().recv_timeout(&mut [0u8; 4], HANG).await;
+            });
+        }
+    });
+    let mut framed = FramedShmStream::new(listener.accept().unwrap());
+    let (kind, payload, id) = framed.recv().unwrap();
+    assert_eq!((kind, id, payload.len()), (MessageType::StreamChunk, 5, 100_000));
+    assert!(payload.iter().enumerate().all(|(i, &b)| b == (i as u32 * 7) as u8));
+    assert_eq!(framed.recv().unwrap(), (MessageType::StreamEnd, Vec::new(), 1));
+    framed.get_mut().send(b"done").unwrap();
+    sender.join().unwrap();
 }

@@ -243,6 +243,11 @@ impl AsyncSharedMemoryStream {
         self.tx.send_timeout(msg, timeout).await
     }
 
+    /// Zero-copy send. See [`AsyncStreamSender::send_with`].
+    pub async fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+        self.tx.send_with(len, fill).await
+    }
+
     /// Receives the next message into `buf`. See [`AsyncStreamReceiver::recv`].
     pub async fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.rx.recv(buf).await

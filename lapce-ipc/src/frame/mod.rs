@@ -7,7 +7,7 @@
 mod header;
 mod stream;
 
-pub use stream::{FramedShmStream, DEFAULT_MAX_MESSAGE};
+pub use stream::{AsyncFramedShmStream, FramedShmStream, DEFAULT_MAX_MESSAGE};
 
 pub use header::{
     CanonicalHeader, FrameError, FrameFlags, MessageType, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN,

@@ -44,13 +44,19 @@ pub struct FramedShmStream {
     max_message: usize,
     with_crc: bool,
     next_id: u64,
-    broken: Option<FrameError>,
+    broken: Broken,
 }
 
 impl FramedShmStream {
     /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
     pub fn new(stream: SharedMemoryStream) -> FramedShmStream {
-        FramedShmStream { stream, max_message: DEFAULT_MAX_MESSAGE, with_crc: true, next_id: 1, broken: None }
+        FramedShmStream {
+            stream,
+            max_message: DEFAULT_MAX_MESSAGE,
+            with_crc: true,
+            next_id: 1,
+            broken: Broken::default(),
+        }
     }
 
     /// Sets the largest message accepted in either direction (at most `u32::MAX` bytes).
@@ -85,77 +91,198 @@ impl FramedShmStream {
 
     /// Sends `payload` as a message of type `kind` with the given id (to answer a request).
     pub fn send_with_id(&mut self, kind: MessageType, id: u64, payload: &[u8]) -> Result<()> {
-        if payload.len() > self.max_message {
-            return Err(IpcError::MessageTooLarge { len: payload.len(), max: self.max_message });
-        }
         let chunk = self.stream.max_message_size() - HEADER_LEN;
-        let mut parts = payload.chunks(chunk).peekable();
-        if payload.is_empty() {
-            return self.send_fragment(kind, id, &[], false);
+        for fragment in fragments(kind, id, payload, self.max_message, chunk, self.with_crc)? {
+            self.stream.send_with(fragment.record_len(), |buf| fragment.write(buf))?;
         }
-        while let Some(part) = parts.next() {
-            self.send_fragment(kind, id, part, parts.peek().is_some())?;
-        }
-        Ok(())
-    }
-
-    fn send_fragment(&mut self, kind: MessageType, id: u64, part: &[u8], more: bool) -> Result<()> {
-        let mut header = CanonicalHeader::for_payload(kind, id, part, self.with_crc);
-        if more {
-            header.flags = header.flags.with(FrameFlags::MORE_FRAGMENTS);
-        }
-        let len = HEADER_LEN + part.len();
-        self.stream.send_with(len, |buf| {
-            buf[..HEADER_LEN].copy_from_slice(&header.encode());
-            buf[HEADER_LEN..].copy_from_slice(part);
-            len
-        })?;
         Ok(())
     }
 
     /// Receives the next message: its type, payload and id.
     pub fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
-        if let Some(e) = &self.broken {
-            return Err(e.clone().into());
-        }
-        let mut payload = Vec::new();
-        let mut first: Option<CanonicalHeader> = None;
+        let mut message = Reassembly::new(self.max_message);
         loop {
-            let max = self.max_message;
-            let received = self.stream.recv_with(|record| -> Result<bool, FrameError> {
-                let header = CanonicalHeader::decode(record, u32::MAX)?;
-                let part = &record[HEADER_LEN..];
-                header.verify(part)?;
-                if let Some(f) = &first {
-                    if f.message_id != header.message_id || f.msg_type != header.msg_type {
-                        return Err(FrameError::Interleaved {
-                            expected: f.message_id,
-                            got: header.message_id,
-                        });
-                    }
-                }
-                let total = payload.len() + part.len();
-                if total > max {
-                    return Err(FrameError::TooLong {
-                        len: total.min(u32::MAX as usize) as u32,
-                        max: max as u32,
-                    });
-                }
-                payload.extend_from_slice(part);
-                first.get_or_insert(header);
-                Ok(header.flags.contains(FrameFlags::MORE_FRAGMENTS))
-            })?;
-            match received {
-                Ok(true) => continue,
-                Ok(false) => {
-                    let h = first.expect("a fragment was received");
-                    return Ok((h.msg_type, payload, h.message_id));
-                }
-                Err(e) => {
-                    self.broken = Some(e.clone());
-                    return Err(e.into());
-                }
+            self.broken.check()?;
+            let step = self.stream.recv_with(|record| message.feed(record))?;
+            if let Some(done) = self.broken.record(step)? {
+                return Ok(done);
             }
         }
+    }
+}
+
+/// The tokio flavour of [`FramedShmStream`]: same framing, same guarantees, over an
+/// [`AsyncSharedMemoryStream`](crate::AsyncSharedMemoryStream).
+pub struct AsyncFramedShmStream {
+    stream: crate::AsyncSharedMemoryStream,
+    max_message: usize,
+    with_crc: bool,
+    next_id: u64,
+    broken: Broken,
+}
+
+impl AsyncFramedShmStream {
+    /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
+    pub fn new(stream: crate::AsyncSharedMemoryStream) -> AsyncFramedShmStream {
+        AsyncFramedShmStream {
+            stream,
+            max_message: DEFAULT_MAX_MESSAGE,
+            with_crc: true,
+            next_id: 1,
+            broken: Broken::default(),
+        }
+    }
+
+    /// Sets the largest message accepted in either direction (at most `u32::MAX` bytes).
+    pub fn with_max_message(mut self, max: usize) -> AsyncFramedShmStream {
+        self.max_message = max.min(u32::MAX as usize);
+        self
+    }
+
+    /// Turns the payload CRC off for messages we send.
+    pub fn with_crc(mut self, on: bool) -> AsyncFramedShmStream {
+        self.with_crc = on;
+        self
+    }
+
+    /// The underlying stream.
+    pub fn get_mut(&mut self) -> &mut crate::AsyncSharedMemoryStream {
+        &mut self.stream
+    }
+
+    /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
+    pub async fn send(&mut self, kind: MessageType, payload: &[u8]) -> Result<u64> {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        self.send_with_id(kind, id, payload).await?;
+        Ok(id)
+    }
+
+    /// Sends `payload` as a message of type `kind` with the given id.
+    pub async fn send_with_id(&mut self, kind: MessageType, id: u64, payload: &[u8]) -> Result<()> {
+        let chunk = self.stream.max_message_size() - HEADER_LEN;
+        for fragment in fragments(kind, id, payload, self.max_message, chunk, self.with_crc)? {
+            self.stream.send_with(fragment.record_len(), |buf| fragment.write(buf)).await?;
+        }
+        Ok(())
+    }
+
+    /// Receives the next message: its type, payload and id. Not cancel-safe across fragments:
+    /// dropping the future in the middle of a fragmented message loses the fragments read so
+    /// far.
+    pub async fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
+        let mut message = Reassembly::new(self.max_message);
+        loop {
+            self.broken.check()?;
+            let step = self.stream.recv_with(|record| message.feed(record)).await?;
+            if let Some(done) = self.broken.record(step)? {
+                return Ok(done);
+            }
+        }
+    }
+}
+
+/// The first frame error a framed stream met; once set, every call returns it.
+#[derive(Default)]
+struct Broken(Option<FrameError>);
+
+impl Broken {
+    fn check(&self) -> Result<()> {
+        match &self.0 {
+            Some(e) => Err(e.clone().into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Passes a finished message through, remembers an error.
+    fn record(&mut self, step: Result<Option<Message>, FrameError>) -> Result<Option<Message>> {
+        step.map_err(|e| {
+            self.0 = Some(e.clone());
+            e.into()
+        })
+    }
+}
+
+/// A received message: type, payload, id.
+type Message = (MessageType, Vec<u8>, u64);
+
+/// One record of a message being sent: header plus a slice of the payload.
+struct Fragment<'a> {
+    header: [u8; HEADER_LEN],
+    part: &'a [u8],
+}
+
+impl Fragment<'_> {
+    fn record_len(&self) -> usize {
+        HEADER_LEN + self.part.len()
+    }
+
+    /// Writes the record into a reservation of exactly `record_len()` bytes.
+    fn write(&self, buf: &mut [u8]) -> usize {
+        buf[..HEADER_LEN].copy_from_slice(&self.header);
+        buf[HEADER_LEN..].copy_from_slice(self.part);
+        self.record_len()
+    }
+}
+
+/// Splits a message into fragments of at most `chunk` payload bytes (one empty fragment for an
+/// empty message); refuses it whole if it exceeds `max`.
+fn fragments<'a>(
+    kind: MessageType,
+    id: u64,
+    payload: &'a [u8],
+    max: usize,
+    chunk: usize,
+    with_crc: bool,
+) -> Result<impl Iterator<Item = Fragment<'a>> + 'a> {
+    if payload.len() > max {
+        return Err(IpcError::MessageTooLarge { len: payload.len(), max });
+    }
+    let count = payload.len().div_ceil(chunk).max(1);
+    Ok((0..count).map(move |i| {
+        let part = &payload[(i * chunk).min(payload.len())..((i + 1) * chunk).min(payload.len())];
+        let mut header = CanonicalHeader::for_payload(kind, id, part, with_crc);
+        if i + 1 < count {
+            header.flags = header.flags.with(FrameFlags::MORE_FRAGMENTS);
+        }
+        Fragment { header: header.encode(), part }
+    }))
+}
+
+/// Reassembles one message from its records, validating each.
+struct Reassembly {
+    max: usize,
+    first: Option<CanonicalHeader>,
+    payload: Vec<u8>,
+}
+
+impl Reassembly {
+    fn new(max: usize) -> Reassembly {
+        Reassembly { max, first: None, payload: Vec::new() }
+    }
+
+    /// Takes one record; `Ok(Some(message))` once the last fragment is in.
+    fn feed(&mut self, record: &[u8]) -> Result<Option<Message>, FrameError> {
+        let header = CanonicalHeader::decode(record, u32::MAX)?;
+        let part = &record[HEADER_LEN..];
+        header.verify(part)?;
+        if let Some(f) = &self.first {
+            if f.message_id != header.message_id || f.msg_type != header.msg_type {
+                return Err(FrameError::Interleaved { expected: f.message_id, got: header.message_id });
+            }
+        }
+        let total = self.payload.len() + part.len();
+        if total > self.max {
+            return Err(FrameError::TooLong {
+                len: total.min(u32::MAX as usize) as u32,
+                max: self.max as u32,
+            });
+        }
+        self.payload.extend_from_slice(part);
+        let first = *self.first.get_or_insert(header);
+        if header.flags.contains(FrameFlags::MORE_FRAGMENTS) {
+            return Ok(None);
+        }
+        Ok(Some((first.msg_type, std::mem::take(&mut self.payload), first.message_id)))
     }
 }
