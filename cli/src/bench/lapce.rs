@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use lapce_ipc::frame::{FramedShmStream, MessageType};
 use lapce_ipc::{
     IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender,
     WaitStrategy,
@@ -10,7 +11,7 @@ use lapce_ipc::{
 
 use super::child::announce_ready;
 use super::measure::{self, ClientConn, Result, ServerConn};
-use super::{Mode, ServerArgs, Test};
+use super::{Framing, Mode, ServerArgs, Test};
 
 /// The wait strategy of a bench mode.
 pub fn wait_strategy(mode: Mode) -> WaitStrategy {
@@ -37,36 +38,93 @@ fn config(mode: Mode, ring_capacity: usize) -> StreamConfig {
     StreamConfig { ring_capacity, wait: wait_strategy(mode), handshake_timeout: Duration::from_secs(10) }
 }
 
-/// The client side of a lapce-ipc connection.
-pub struct LapceClient {
-    stream: SharedMemoryStream,
+/// The client side of a lapce-ipc connection: the raw stream, or a framed one.
+pub enum LapceClient {
+    /// Raw messages.
+    Raw(SharedMemoryStream),
+    /// A canonical frame header on every message.
+    Framed(FramedShmStream),
 }
 
 impl LapceClient {
-    /// Connects to the listener `name` with the wait strategy of `mode`.
-    pub fn connect(name: &str, mode: Mode) -> Result<LapceClient> {
+    /// Connects to the listener `name` with the wait strategy of `mode`, framed if asked.
+    pub fn connect(name: &str, mode: Mode, framing: Option<Framing>) -> Result<LapceClient> {
         let stream =
             SharedMemoryStream::connect_with(name, &config(mode, StreamConfig::default().ring_capacity))?;
-        Ok(LapceClient { stream })
+        Ok(match framing {
+            None => LapceClient::Raw(stream),
+            Some(f) => LapceClient::Framed(FramedShmStream::new(stream).with_crc(f.crc)),
+        })
     }
 
-    /// Largest message the connection carries.
+    /// Largest payload that travels as one ring record (the frame header takes its share).
     pub fn max_message_size(&self) -> usize {
-        self.stream.max_message_size()
+        match self {
+            LapceClient::Raw(s) => s.max_message_size(),
+            LapceClient::Framed(f) => f.single_record_limit(),
+        }
     }
 }
 
 impl ClientConn for LapceClient {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        Ok(self.stream.send(msg)?)
+        match self {
+            LapceClient::Raw(s) => s.send(msg)?,
+            LapceClient::Framed(f) => {
+                f.send(MessageType::Data, msg)?;
+            }
+        }
+        Ok(())
     }
 
     fn recv_probe(&mut self) -> Result<(usize, u8)> {
-        Ok(self.stream.recv_with(|m| (m.len(), m.first().copied().unwrap_or(0)))?)
+        Ok(match self {
+            LapceClient::Raw(s) => s.recv_with(|m| (m.len(), m.first().copied().unwrap_or(0)))?,
+            LapceClient::Framed(f) => {
+                let (_, payload, _) = f.recv()?;
+                (payload.len(), payload.first().copied().unwrap_or(0))
+            }
+        })
     }
 
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        Ok(self.stream.recv(buf)?)
+        match self {
+            LapceClient::Raw(s) => Ok(s.recv(buf)?),
+            LapceClient::Framed(f) => {
+                let (_, payload, _) = f.recv()?;
+                let n = payload.len().min(buf.len());
+                buf[..n].copy_from_slice(&payload[..n]);
+                Ok(payload.len())
+            }
+        }
+    }
+}
+
+/// The server side of a framed connection: echoes each message with the request's id.
+struct FramedServer {
+    framed: FramedShmStream,
+}
+
+impl ServerConn for FramedServer {
+    fn echo(&mut self) -> Result<bool> {
+        match self.framed.recv() {
+            Ok((kind, payload, id)) => {
+                self.framed.send_with_id(kind, id, &payload)?;
+                Ok(true)
+            }
+            Err(IpcError::PeerGone) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn recv_check(&mut self, len: usize, tag: u8) -> Result<bool> {
+        let (_, payload, _) = self.framed.recv()?;
+        Ok(payload.len() == len && payload.first() == Some(&tag))
+    }
+
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.framed.send(MessageType::Data, msg)?;
+        Ok(())
     }
 }
 
@@ -111,6 +169,13 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
             stream.max_message_size()
         )
         .into());
+    }
+    if let Some(framing) = args.transport.framing() {
+        let mut conn = FramedServer { framed: FramedShmStream::new(stream).with_crc(framing.crc) };
+        return match args.test {
+            Test::Echo => measure::serve_echo(&mut conn),
+            Test::Sink => measure::serve_sink(&mut conn, args.payload, args.warmup, args.count),
+        };
     }
     let (tx, rx) = stream.into_split();
     let mut conn = LapceServer { tx, rx };

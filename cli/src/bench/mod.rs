@@ -89,6 +89,12 @@ pub enum Transport {
     /// lapce-ipc shared-memory streams.
     #[value(name = "lapce-ipc")]
     Lapce,
+    /// lapce-ipc with the canonical frame header and CRC32 on every message.
+    #[value(name = "lapce-ipc-framed")]
+    LapceFramed,
+    /// lapce-ipc with the frame header, CRC off.
+    #[value(name = "lapce-ipc-framed-nocrc")]
+    LapceFramedNoCrc,
     /// Unix-domain stream socket with length-prefixed frames.
     Uds,
 }
@@ -98,9 +104,27 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Transport::Lapce => "lapce-ipc",
+            Transport::LapceFramed => "lapce-ipc-framed",
+            Transport::LapceFramedNoCrc => "lapce-ipc-framed-nocrc",
             Transport::Uds => "uds",
         }
     }
+
+    /// The framing a lapce-ipc transport uses (`None` for the raw stream and the socket).
+    pub fn framing(self) -> Option<Framing> {
+        match self {
+            Transport::LapceFramed => Some(Framing { crc: true }),
+            Transport::LapceFramedNoCrc => Some(Framing { crc: false }),
+            Transport::Lapce | Transport::Uds => None,
+        }
+    }
+}
+
+/// Frame header on every message, with or without the payload CRC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Framing {
+    /// Whether the payload CRC is computed and checked.
+    pub crc: bool,
 }
 
 /// How both sides wait.
@@ -145,8 +169,13 @@ impl Test {
 }
 
 /// The transports and modes measured, in table order; the last one is the baseline.
-const CASES: [(Transport, Mode); 3] =
-    [(Transport::Lapce, Mode::Spin), (Transport::Lapce, Mode::Adaptive), (Transport::Uds, Mode::Blocking)];
+const CASES: [(Transport, Mode); 5] = [
+    (Transport::Lapce, Mode::Spin),
+    (Transport::Lapce, Mode::Adaptive),
+    (Transport::LapceFramed, Mode::Spin),
+    (Transport::LapceFramedNoCrc, Mode::Spin),
+    (Transport::Uds, Mode::Blocking),
+];
 
 /// Largest payload accepted by `--payloads`.
 const MAX_PAYLOAD: usize = 16 << 20;
@@ -276,7 +305,7 @@ impl Bench<'_> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let base = format!("lapce-ipc-bench-{}-{n}", std::process::id());
         match transport {
-            Transport::Lapce => {
+            Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => {
                 let file = lapce_ipc::socket_path(&base).unwrap_or_default();
                 (base, file)
             }
@@ -327,8 +356,8 @@ impl Bench<'_> {
         server.wait_ready()?;
         let outcome = (|| {
             let mut client = match transport {
-                Transport::Lapce => {
-                    let c = LapceClient::connect(&name, mode)?;
+                Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => {
+                    let c = LapceClient::connect(&name, mode, transport.framing())?;
                     if payload > c.max_message_size() {
                         return Err(format!(
                             "payload {payload} exceeds the ring's limit {}",
@@ -509,7 +538,7 @@ pub fn serve(args: &ServerArgs) -> ExitCode {
             child::pin_current_thread(cpu)?;
         }
         match args.transport {
-            Transport::Lapce => lapce::serve(args),
+            Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => lapce::serve(args),
             Transport::Uds => uds::serve(args),
         }
     })();

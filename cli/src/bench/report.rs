@@ -223,7 +223,7 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 /// Prints the table of measurement rows (not the idle row), grouped by payload.
 pub fn print_table(rows: &[Row]) {
     let header = format!(
-        "{:<10} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
+        "{:<22} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
         "transport",
         "mode",
         "payload",
@@ -253,7 +253,7 @@ pub fn print_table(rows: &[Row]) {
             }
         };
         println!(
-            "{:<10} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
+            "{:<22} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
             row.transport,
             row.mode,
             payload_label(row.payload_bytes as usize),
@@ -356,6 +356,21 @@ pub fn print_targets(rows: &[Row], idle: &Result<IdleResult, String>) {
         "1 KiB one-way throughput ≥ 5 M msg/s (best lapce-ipc mode)",
         best.map_or_else(missing, |(m, v)| verdict(v >= 5e6, format!("{} msg/s ({})", rate(v), m.name()))),
     ));
+    for (t, label) in [
+        (Transport::LapceFramed, "framing overhead on a 1 KiB spin round trip < 15% (CRC on)"),
+        (Transport::LapceFramedNoCrc, "framing overhead on a 1 KiB spin round trip < 15% (CRC off)"),
+    ] {
+        targets.push((
+            label,
+            p50(t, Mode::Spin).zip(spin).map_or_else(missing, |(f, s)| {
+                let overhead = (f / s - 1.0) * 100.0;
+                verdict(
+                    overhead < 15.0,
+                    format!("{} µs vs raw {} µs = {overhead:+.1}%", fmt_us(f), fmt_us(s)),
+                )
+            }),
+        ));
+    }
     targets.push((
         "idle connected pair < 1% CPU",
         match idle {

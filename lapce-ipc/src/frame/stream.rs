@@ -76,6 +76,11 @@ impl FramedShmStream {
         self.max_message
     }
 
+    /// Largest payload that travels as a single ring record (larger ones are fragmented).
+    pub fn single_record_limit(&self) -> usize {
+        self.stream.max_message_size() - HEADER_LEN
+    }
+
     /// The underlying stream.
     pub fn get_mut(&mut self) -> &mut SharedMemoryStream {
         &mut self.stream
