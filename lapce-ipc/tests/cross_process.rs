@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use common::{child_role, message, unique_name, ChildGuard};
+use common::{child_role, connect_retry, connect_retry_with, message, unique_name, ChildGuard};
 use lapce_ipc::{
     AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcError, SharedMemoryBuffer, SharedMemoryListener,
     SharedMemoryStream, StreamConfig, WaitStrategy,
@@ -24,19 +24,6 @@ fn small_ring() -> StreamConfig {
         _ => WaitStrategy::default(),
     };
     StreamConfig { ring_capacity: 4096, wait, ..StreamConfig::default() }
-}
-
-fn connect_retry(name: &str) -> SharedMemoryStream {
-    let deadline = Instant::now() + HANG;
-    loop {
-        match SharedMemoryStream::connect(name) {
-            Ok(s) => return s,
-            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => panic!("connect {name}: {e}"),
-        }
-    }
 }
 
 fn args(arg: &str) -> Vec<String> {
@@ -585,16 +572,7 @@ fn blocking_config() -> StreamConfig {
 
 /// Sends `rounds` pings and checks each echo; reports the slowest round trip.
 fn child_pinger(name: &str, rounds: u64) {
-    let deadline = Instant::now() + HANG;
-    let mut s = loop {
-        match SharedMemoryStream::connect_with(name, &blocking_config()) {
-            Ok(s) => break s,
-            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
+    let mut s = connect_retry_with(name, &blocking_config());
     let mut buf = [0u8; 8];
     let (mut slowest, mut stalls) = (Duration::ZERO, 0);
     for seq in 0..rounds {

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{child_role, message, unique_name, ChildGuard};
+use common::{child_role, connect_retry, message, unique_name, ChildGuard};
 use lapce_ipc::frame::{
     AsyncFramedShmStream, CanonicalHeader, FrameError, FramedShmStream, MessageType, HEADER_LEN,
 };
@@ -21,17 +21,7 @@ const BIG: usize = 10 << 20;
 fn child_main() {
     let Some((role, name)) = child_role() else { return };
     assert_eq!(role, "framed-sender");
-    let deadline = std::time::Instant::now() + HANG;
-    let stream = loop {
-        match SharedMemoryStream::connect(&name) {
-            Ok(s) => break s,
-            Err(IpcError::Connect { .. }) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5))
-            }
-            Err(e) => panic!("{e}"),
-        }
-    };
-    let mut framed = FramedShmStream::new(stream);
+    let mut framed = FramedShmStream::new(connect_retry(&name));
     let mut big = Vec::new();
     message(42, 0, BIG, &mut big);
     big.resize(BIG, 0xAB); // exactly 10 MiB

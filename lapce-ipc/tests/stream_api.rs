@@ -129,16 +129,7 @@ fn last_words_then_peer_gone_blocking_and_async() {
         let talker = {
             let name = name.clone();
             std::thread::spawn(move || {
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                let mut s = loop {
-                    match SharedMemoryStream::connect(&name) {
-                        Ok(s) => break s,
-                        Err(_) if std::time::Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(1))
-                        }
-                        Err(e) => panic!("{e}"),
-                    }
-                };
+                let mut s = common::connect_retry(&name);
                 // Let the server go to sleep first, sometimes.
                 std::thread::sleep(Duration::from_micros(round as u64 * 50));
                 for i in 0..N {

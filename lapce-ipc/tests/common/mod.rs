@@ -118,3 +118,23 @@ pub fn message(seed: u64, seq: u64, max: usize, out: &mut Vec<u8>) {
     let n = len.min(8);
     out[..n].copy_from_slice(&tag[..n]);
 }
+
+/// Connects to `name` with `config`, retrying while no listener is bound yet (the peer process
+/// may still be starting) for up to a minute; panics on any other error.
+pub fn connect_retry_with(name: &str, config: &lapce_ipc::StreamConfig) -> lapce_ipc::SharedMemoryStream {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match lapce_ipc::SharedMemoryStream::connect_with(name, config) {
+            Ok(s) => return s,
+            Err(lapce_ipc::IpcError::Connect { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("connect {name}: {e}"),
+        }
+    }
+}
+
+/// [`connect_retry_with`] the default configuration.
+pub fn connect_retry(name: &str) -> lapce_ipc::SharedMemoryStream {
+    connect_retry_with(name, &lapce_ipc::StreamConfig::default())
+}
