@@ -86,6 +86,29 @@ pub enum IpcError {
     /// A frame header or payload was refused (see [`FrameError`](crate::frame::FrameError)).
     #[error("bad frame: {0}")]
     Frame(#[from] crate::frame::FrameError),
+    /// A protocol payload (see [`protocol`](crate::protocol)) could not be decoded: invalid JSON
+    /// or a field of the wrong shape, or an rkyv archive that failed validation (which includes
+    /// bytes not aligned for zero-copy access).
+    #[error("cannot decode {what} from {format}: {reason}")]
+    Decode {
+        /// The encoding: `"json"` or `"rkyv"`.
+        format: &'static str,
+        /// The type that was being decoded, e.g. `"AIRequest"`.
+        what: &'static str,
+        /// What was wrong, as the decoder reported it.
+        reason: String,
+    },
+    /// A protocol value could not be encoded (for example a string longer than an rkyv archive
+    /// can hold).
+    #[error("cannot encode {what} as {format}: {reason}")]
+    Encode {
+        /// The encoding: `"json"` or `"rkyv"`.
+        format: &'static str,
+        /// The type that was being encoded.
+        what: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
     /// A size or option is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

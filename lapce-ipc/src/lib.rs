@@ -10,6 +10,8 @@
 //!   also tells each side when the other dies.
 //! - [`SharedMemoryBuffer`]: the low-level ring on its own, for callers that set up their own
 //!   processes and pass the segment themselves.
+//! - [`protocol`]: the AI message types ([`protocol::AIRequest`], responses, stream chunks, tool
+//!   calls, errors) as JSON matching the TypeScript originals and as validated rkyv archives.
 //!
 //! # Guarantees
 //! - Every message is delivered whole, in order, exactly once, or the call returns an error.
@@ -57,6 +59,7 @@ mod connection;
 mod error;
 pub mod frame;
 mod platform;
+pub mod protocol;
 mod ring;
 
 pub use buffer::SharedMemoryBuffer;
