@@ -1,5 +1,6 @@
 //! Smoke test of `lapce-ipc bench`: runs the real binary (which spawns its server child
-//! processes) with `--quick` on one payload and checks the JSON it writes.
+//! processes) with `--quick` on one payload (plus the default large-message sizes, 1 MiB and
+//! 10 MiB) and checks the JSON it writes.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -52,6 +53,34 @@ fn quick_bench_writes_json_for_every_transport() {
         }
         assert!(row["error"].is_null(), "{transport} {mode}: {row}");
     }
+    // Framed rows (CRC on and off) in the standard table.
+    for transport in ["lapce-ipc-framed", "lapce-ipc-framed-nocrc"] {
+        let row = rows
+            .iter()
+            .find(|r| r["transport"] == transport && r["test"] == "standard" && r["payload_bytes"] == 64)
+            .unwrap_or_else(|| panic!("no row for {transport} 64 B in {text}"));
+        assert!(row["rtt_p50_us"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+        assert!(row["error"].is_null(), "{row}");
+    }
+    // Large-message rows: throughput only, with GiB/s and a ratio to the socket of the same size.
+    for size in [1u64 << 20, 10 << 20] {
+        for transport in ["lapce-ipc-framed", "lapce-ipc-framed-nocrc", "uds"] {
+            let row = rows
+                .iter()
+                .find(|r| r["transport"] == transport && r["test"] == "large" && r["payload_bytes"] == size)
+                .unwrap_or_else(|| panic!("no large-message row for {transport} {size} in {text}"));
+            assert!(row["error"].is_null(), "{row}");
+            for key in ["msgs_per_sec", "gib_per_sec", "mb_per_sec"] {
+                assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{transport} {size}: bad {key} in {row}");
+            }
+            assert!(row["throughput_messages"].as_u64().is_some_and(|n| n >= 10), "{row}");
+            assert!(row["rtt_p50_us"].is_null(), "no round trips in a large-message row: {row}");
+            if transport != "uds" {
+                assert!(row["msgs_per_sec_vs_uds"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+            }
+        }
+    }
+    assert!(stdout.contains("large messages"), "no large-message table:\n{stdout}");
     let idle = rows.iter().find(|r| r["mode"] == "adaptive-idle").expect("an idle-CPU row");
     assert!(idle["idle_cpu_percent"].as_f64().is_some_and(|v| v >= 0.0), "bad idle row {idle}");
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use lapce_ipc::frame::{FramedShmStream, MessageType};
+use lapce_ipc::frame::{FramedReceiver, FramedSender, FramedShmStream, MessageType, DEFAULT_MAX_MESSAGE};
 use lapce_ipc::{
     IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender,
     WaitStrategy,
@@ -22,15 +22,26 @@ pub fn wait_strategy(mode: Mode) -> WaitStrategy {
     }
 }
 
+/// Ring capacity of the large-message test: messages larger than a record of it (512 KiB) are
+/// fragmented by the framed stream, as they would be in use.
+pub const LARGE_RING: usize = 1 << 20;
+
 /// Ring capacity for a test: at least the library default (256 KiB) for echo, at least 1 MiB for
-/// the sink (so many messages are in flight), and always room for a few `payload`-byte messages.
+/// the sink (so many messages are in flight), and always room for a few `payload`-byte messages;
+/// always [`LARGE_RING`] for the large-message test.
 pub fn ring_capacity(test: Test, payload: usize) -> usize {
     let room = (4 * (payload + 64)).next_power_of_two();
     let floor = match test {
         Test::Echo => StreamConfig::default().ring_capacity,
         Test::Sink => 1 << 20,
+        Test::LargeSink => return LARGE_RING,
     };
     room.max(floor).min(lapce_ipc::MAX_CAPACITY)
+}
+
+/// Largest message of a framed stream for a test of `payload`-byte messages.
+fn framed_max(payload: usize) -> usize {
+    payload.max(DEFAULT_MAX_MESSAGE)
 }
 
 /// Connection config for a mode.
@@ -47,13 +58,16 @@ pub enum LapceClient {
 }
 
 impl LapceClient {
-    /// Connects to the listener `name` with the wait strategy of `mode`, framed if asked.
-    pub fn connect(name: &str, mode: Mode, framing: Option<Framing>) -> Result<LapceClient> {
+    /// Connects to the listener `name` with the wait strategy of `mode`, framed if asked (with
+    /// room for `payload`-byte messages).
+    pub fn connect(name: &str, mode: Mode, framing: Option<Framing>, payload: usize) -> Result<LapceClient> {
         let stream =
             SharedMemoryStream::connect_with(name, &config(mode, StreamConfig::default().ring_capacity))?;
         Ok(match framing {
             None => LapceClient::Raw(stream),
-            Some(f) => LapceClient::Framed(FramedShmStream::new(stream).with_crc(f.crc)),
+            Some(f) => LapceClient::Framed(
+                FramedShmStream::new(stream).with_crc(f.crc).with_max_message(framed_max(payload)),
+            ),
         })
     }
 
@@ -80,50 +94,55 @@ impl ClientConn for LapceClient {
     fn recv_probe(&mut self) -> Result<(usize, u8)> {
         Ok(match self {
             LapceClient::Raw(s) => s.recv_with(|m| (m.len(), m.first().copied().unwrap_or(0)))?,
-            LapceClient::Framed(f) => {
-                let (_, payload, _) = f.recv()?;
-                (payload.len(), payload.first().copied().unwrap_or(0))
-            }
+            // In place, like the raw stream's probe (the header and CRC are checked first).
+            LapceClient::Framed(f) => f.recv_with(|_, m, _| (m.len(), m.first().copied().unwrap_or(0)))?,
         })
     }
 
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         match self {
             LapceClient::Raw(s) => Ok(s.recv(buf)?),
-            LapceClient::Framed(f) => {
-                let (_, payload, _) = f.recv()?;
-                let n = payload.len().min(buf.len());
-                buf[..n].copy_from_slice(&payload[..n]);
-                Ok(payload.len())
-            }
+            LapceClient::Framed(f) => Ok(f.recv_with(|_, m, _| {
+                let n = m.len().min(buf.len());
+                buf[..n].copy_from_slice(&m[..n]);
+                m.len()
+            })?),
         }
     }
 }
 
-/// The server side of a framed connection: echoes each message with the request's id.
+/// The server side of a framed connection, split like the raw one: an echo reads the request
+/// in place (header and CRC checked) and writes the reply with the request's id straight into
+/// the outgoing ring.
 struct FramedServer {
-    framed: FramedShmStream,
+    tx: FramedSender,
+    rx: FramedReceiver,
+    /// Sink: copy each message into `buf` (large messages, reassembled there) instead of
+    /// checking it in place.
+    copy_out: bool,
+    buf: Vec<u8>,
 }
 
 impl ServerConn for FramedServer {
     fn echo(&mut self) -> Result<bool> {
-        match self.framed.recv() {
-            Ok((kind, payload, id)) => {
-                self.framed.send_with_id(kind, id, &payload)?;
-                Ok(true)
-            }
+        let tx = &mut self.tx;
+        match self.rx.recv_with(|kind, m, id| tx.send_with_id(kind, id, m)) {
+            Ok(sent) => sent.map(|()| true).map_err(Into::into),
             Err(IpcError::PeerGone) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
 
     fn recv_check(&mut self, len: usize, tag: u8) -> Result<bool> {
-        let (_, payload, _) = self.framed.recv()?;
-        Ok(payload.len() == len && payload.first() == Some(&tag))
+        if self.copy_out {
+            self.rx.recv_into(&mut self.buf)?;
+            return Ok(self.buf.len() == len && self.buf.first() == Some(&tag));
+        }
+        Ok(self.rx.recv_with(|_, m, _| m.len() == len && m.first() == Some(&tag))?)
     }
 
     fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.framed.send(MessageType::Data, msg)?;
+        self.tx.send(MessageType::Data, msg)?;
         Ok(())
     }
 }
@@ -162,7 +181,8 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
     announce_ready()?;
     let stream = listener.accept()?;
     drop(listener);
-    if args.payload > stream.max_message_size() {
+    // Only the large-message test sends messages larger than a record (framed, fragmented).
+    if args.test != Test::LargeSink && args.payload > stream.max_message_size() {
         return Err(format!(
             "payload {} exceeds the ring's limit {}",
             args.payload,
@@ -171,16 +191,21 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
         .into());
     }
     if let Some(framing) = args.transport.framing() {
-        let mut conn = FramedServer { framed: FramedShmStream::new(stream).with_crc(framing.crc) };
+        let framed =
+            FramedShmStream::new(stream).with_crc(framing.crc).with_max_message(framed_max(args.payload));
+        let (tx, rx) = framed.into_split();
+        let mut conn = FramedServer { tx, rx, copy_out: args.test == Test::LargeSink, buf: Vec::new() };
         return match args.test {
             Test::Echo => measure::serve_echo(&mut conn),
-            Test::Sink => measure::serve_sink(&mut conn, args.payload, args.warmup, args.count),
+            Test::Sink | Test::LargeSink => {
+                measure::serve_sink(&mut conn, args.payload, args.warmup, args.count)
+            }
         };
     }
     let (tx, rx) = stream.into_split();
     let mut conn = LapceServer { tx, rx };
     match args.test {
         Test::Echo => measure::serve_echo(&mut conn),
-        Test::Sink => measure::serve_sink(&mut conn, args.payload, args.warmup, args.count),
+        Test::Sink | Test::LargeSink => measure::serve_sink(&mut conn, args.payload, args.warmup, args.count),
     }
 }

@@ -102,6 +102,11 @@ impl Throughput {
     pub fn mb_per_sec(&self) -> f64 {
         self.msgs_per_sec() * self.payload as f64 / 1e6
     }
+
+    /// Payload gibibytes (2^30 bytes) per second.
+    pub fn gib_per_sec(&self) -> f64 {
+        self.msgs_per_sec() * self.payload as f64 / (1u64 << 30) as f64
+    }
 }
 
 /// Measures one-way throughput: `warmup` messages and an ack, then `count` timed messages and
@@ -197,5 +202,7 @@ mod tests {
         let t = Throughput { messages: 2_000_000, payload: 1000, elapsed: Duration::from_secs(2) };
         assert_eq!(t.msgs_per_sec(), 1_000_000.0);
         assert_eq!(t.mb_per_sec(), 1000.0);
+        let big = Throughput { messages: 1024, payload: 1 << 20, elapsed: Duration::from_secs(1) };
+        assert_eq!(big.gib_per_sec(), 1.0);
     }
 }

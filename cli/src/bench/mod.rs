@@ -1,5 +1,7 @@
 //! `lapce-ipc bench`: round-trip latency, one-way throughput and idle CPU of lapce-ipc (spin and
-//! adaptive waits) against a Unix-domain-socket baseline.
+//! adaptive waits, raw and framed) against a Unix-domain-socket baseline, and the one-way
+//! throughput of large framed messages (1 MiB, 10 MiB: fragmented through the ring) against the
+//! same socket.
 //!
 //! Every measurement runs against a fresh server child process (this binary re-executed with the
 //! hidden `bench-server` subcommand), pinned to another CPU than the client when there are two.
@@ -29,7 +31,8 @@ use self::uds::UdsConn;
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Short run (well under 30 s, for CI): 20k round trips and 200k messages per payload
-    /// instead of 200k and 2M, and a 0.3 s idle measurement instead of 1 s.
+    /// instead of 200k and 2M, 200 MB instead of 2 GB per large-message row, and a 0.3 s idle
+    /// measurement instead of 1 s.
     #[arg(long)]
     pub quick: bool,
     /// Also write the results to FILE as a JSON array, one object per row.
@@ -46,6 +49,14 @@ pub struct BenchArgs {
     /// reported as failed.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// Message sizes of the large-message rows: one-way throughput of framed lapce-ipc (messages
+    /// fragmented through a 1 MiB ring) and of the socket, 2 GB of payload per row (200 MB with
+    /// --quick).
+    #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "1MiB,10MiB")]
+    pub large: Vec<usize>,
+    /// Skip the large-message rows.
+    #[arg(long)]
+    pub no_large: bool,
 }
 
 /// Arguments of the hidden `bench-server` subcommand (the server child).
@@ -156,6 +167,9 @@ pub enum Test {
     Echo,
     /// Count and check messages, ack after the warm-up and at the end (throughput).
     Sink,
+    /// The sink with large messages: framed lapce-ipc fragments them through a 1 MiB ring.
+    #[value(name = "large-sink")]
+    LargeSink,
 }
 
 impl Test {
@@ -164,6 +178,7 @@ impl Test {
         match self {
             Test::Echo => "echo",
             Test::Sink => "sink",
+            Test::LargeSink => "large-sink",
         }
     }
 }
@@ -177,7 +192,14 @@ const CASES: [(Transport, Mode); 5] = [
     (Transport::Uds, Mode::Blocking),
 ];
 
-/// Largest payload accepted by `--payloads`.
+/// The transports and modes of the large-message rows; the last one is the baseline.
+const LARGE_CASES: [(Transport, Mode); 3] = [
+    (Transport::LapceFramed, Mode::Spin),
+    (Transport::LapceFramedNoCrc, Mode::Spin),
+    (Transport::Uds, Mode::Blocking),
+];
+
+/// Largest payload accepted by `--payloads` and `--large`.
 const MAX_PAYLOAD: usize = 16 << 20;
 
 /// Parses a payload size: `64`, `1K`, `1KiB`, `2M`, `2MiB` (binary multiples).
@@ -219,6 +241,14 @@ impl Counts {
         let scale = if payload >= 16 << 10 { 10 } else { 1 };
         let rounds = (rounds / scale).max(1);
         Counts { warmup: (warmup / scale).min(rounds), rounds, messages }
+    }
+
+    /// Counts for the large-message rows: a byte budget of 2 GB (200 MB quick), at least 10
+    /// messages, a tenth of that (at least 1) as the warm-up; no round trips.
+    fn large(args: &BenchArgs, payload: usize) -> Counts {
+        let budget_bytes = if args.quick { 200_000_000u64 } else { 2_000_000_000 };
+        let messages = (budget_bytes / payload as u64).max(10);
+        Counts { warmup: (messages / 10).max(1), rounds: 0, messages }
     }
 }
 
@@ -357,8 +387,9 @@ impl Bench<'_> {
         let outcome = (|| {
             let mut client = match transport {
                 Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => {
-                    let c = LapceClient::connect(&name, mode, transport.framing())?;
-                    if payload > c.max_message_size() {
+                    let c = LapceClient::connect(&name, mode, transport.framing(), payload)?;
+                    // Only the large-message test fragments (framed) messages.
+                    if test != Test::LargeSink && payload > c.max_message_size() {
                         return Err(format!(
                             "payload {payload} exceeds the ring's limit {}",
                             c.max_message_size()
@@ -394,15 +425,16 @@ impl Bench<'_> {
         })
     }
 
-    /// Measures one-way throughput.
+    /// Measures one-way throughput with the sink `test`.
     fn throughput(
         &self,
         transport: Transport,
         mode: Mode,
+        test: Test,
         payload: usize,
         counts: Counts,
     ) -> Result<Throughput> {
-        self.session(transport, mode, Test::Sink, payload, counts, |client, _| match client {
+        self.session(transport, mode, test, payload, counts, |client, _| match client {
             Client::Lapce(c) => {
                 measure::measure_throughput(&mut **c, payload, counts.warmup, counts.messages)
             }
@@ -437,7 +469,7 @@ impl Bench<'_> {
 
         eprint!("measuring {what} throughput ({} messages)... ", counts.messages);
         let t = Instant::now();
-        let tput = self.throughput(transport, mode, payload, counts).map_err(|e| e.to_string());
+        let tput = self.throughput(transport, mode, Test::Sink, payload, counts).map_err(|e| e.to_string());
         match &tput {
             Ok(r) => eprintln!(
                 "{} msg/s, {:.1} MB/s ({:.2} s)",
@@ -447,7 +479,50 @@ impl Bench<'_> {
             ),
             Err(e) => eprintln!("FAILED: {e}"),
         }
-        CaseResult { transport, mode, payload, rounds: counts.rounds, messages: counts.messages, rtt, tput }
+        CaseResult {
+            transport,
+            mode,
+            payload,
+            large: false,
+            rounds: counts.rounds,
+            messages: counts.messages,
+            rtt: Some(rtt),
+            tput,
+        }
+    }
+
+    /// Measures the one-way throughput of large messages (framed lapce-ipc fragments them).
+    fn large(&self, transport: Transport, mode: Mode, payload: usize) -> CaseResult {
+        let counts = Counts::large(self.args, payload);
+        eprint!(
+            "measuring {} {} {} large-message throughput ({} messages)... ",
+            transport.name(),
+            mode.name(),
+            report::payload_label(payload),
+            counts.messages
+        );
+        let t = Instant::now();
+        let tput =
+            self.throughput(transport, mode, Test::LargeSink, payload, counts).map_err(|e| e.to_string());
+        match &tput {
+            Ok(r) => eprintln!(
+                "{} msg/s, {:.2} GiB/s ({:.2} s)",
+                report::rate(r.msgs_per_sec()),
+                r.gib_per_sec(),
+                t.elapsed().as_secs_f64()
+            ),
+            Err(e) => eprintln!("FAILED: {e}"),
+        }
+        CaseResult {
+            transport,
+            mode,
+            payload,
+            large: true,
+            rounds: 0,
+            messages: counts.messages,
+            rtt: None,
+            tput,
+        }
     }
 
     /// Measures the CPU an idle connected adaptive pair costs: the server sits in `recv` while
@@ -487,10 +562,14 @@ impl Bench<'_> {
 pub fn run(args: &BenchArgs) -> ExitCode {
     let started = Instant::now();
     let bench = Bench { args, pinning: Pinning::setup(), counter: AtomicU64::new(0) };
+    let large: &[usize] = if args.no_large { &[] } else { &args.large };
+    let labels =
+        |sizes: &[usize]| sizes.iter().map(|&p| report::payload_label(p)).collect::<Vec<_>>().join(", ");
     println!(
-        "lapce-ipc bench{}: payloads {}; {}",
+        "lapce-ipc bench{}: payloads {}; large messages {}; {}",
         if args.quick { " (quick)" } else { "" },
-        args.payloads.iter().map(|&p| report::payload_label(p)).collect::<Vec<_>>().join(", "),
+        labels(&args.payloads),
+        if large.is_empty() { "none".to_string() } else { labels(large) },
         bench.pinning.describe()
     );
 
@@ -500,11 +579,20 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             cases.push(bench.case(transport, mode, payload));
         }
     }
+    for &payload in large {
+        for (transport, mode) in LARGE_CASES {
+            cases.push(bench.large(transport, mode, payload));
+        }
+    }
     let idle = bench.idle(Duration::from_millis(if args.quick { 300 } else { 1000 }));
 
     let rows = report::rows(&cases, &idle);
     println!();
     report::print_table(&rows);
+    if !large.is_empty() {
+        println!();
+        report::print_large_table(&rows);
+    }
     println!();
     report::print_idle(&idle);
     println!();
@@ -569,11 +657,28 @@ mod tests {
 
     #[test]
     fn big_payloads_get_fewer_rounds() {
-        let args = BenchArgs { quick: false, json: None, payloads: vec![], rounds: None, timeout: 60 };
+        let mut args = BenchArgs {
+            quick: false,
+            json: None,
+            payloads: vec![],
+            rounds: None,
+            timeout: 60,
+            large: vec![],
+            no_large: false,
+        };
         let small = Counts::new(&args, 1024);
         let big = Counts::new(&args, 64 << 10);
         assert_eq!((small.warmup, small.rounds), (10_000, 200_000));
         assert_eq!((big.warmup, big.rounds), (1_000, 20_000));
         assert!(big.messages * (64 << 10) <= 2_000_000_000);
+
+        let one = Counts::large(&args, 1 << 20);
+        let ten = Counts::large(&args, 10 << 20);
+        assert_eq!((one.messages, one.warmup, one.rounds), (1907, 190, 0));
+        assert_eq!((ten.messages, ten.warmup), (190, 19));
+        args.quick = true;
+        let quick = Counts::large(&args, 10 << 20);
+        assert_eq!((quick.messages, quick.warmup), (19, 1));
+        assert_eq!(Counts::large(&args, 16 << 20).messages, 11);
     }
 }

@@ -143,6 +143,6 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
     let mut conn = UdsConn::new(sock)?;
     match args.test {
         Test::Echo => measure::serve_echo(&mut conn),
-        Test::Sink => measure::serve_sink(&mut conn, args.payload, args.warmup, args.count),
+        Test::Sink | Test::LargeSink => measure::serve_sink(&mut conn, args.payload, args.warmup, args.count),
     }
 }

@@ -7,11 +7,13 @@
 mod header;
 mod stream;
 
-pub use stream::{AsyncFramedShmStream, FramedShmStream, DEFAULT_MAX_MESSAGE};
+pub use stream::{AsyncFramedShmStream, FramedReceiver, FramedSender, FramedShmStream, DEFAULT_MAX_MESSAGE};
 
 pub use header::{
     CanonicalHeader, FrameError, FrameFlags, MessageType, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN,
 };
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,7 @@
 
 use crate::error::{IpcError, Result};
 use crate::frame::{CanonicalHeader, FrameError, FrameFlags, MessageType, HEADER_LEN};
-use crate::SharedMemoryStream;
+use crate::{SharedMemoryStream, StreamReceiver, StreamSender};
 
 /// Default largest message: 10 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 10 << 20;
@@ -20,6 +20,12 @@ pub const DEFAULT_MAX_MESSAGE: usize = 10 << 20;
 /// message) is reported as an error and the stream is closed for good: the ring delivers
 /// records reliably and in order, so a bad frame means a broken or hostile peer, and guessing
 /// where its next message starts could attribute fragments to the wrong message.
+///
+/// Three ways to receive, from simplest to cheapest: [`recv`](Self::recv) returns a new vector
+/// per message, [`recv_into`](Self::recv_into) fills a buffer you reuse (no allocation), and
+/// [`recv_with`](Self::recv_with) lends you a one-record message in place (no copy either).
+/// [`into_split`](Self::into_split) gives a sending and a receiving half, for two threads or
+/// for answering a request from inside `recv_with`.
 ///
 /// ```
 /// use lapce_ipc::frame::{FramedShmStream, MessageType};
@@ -41,39 +47,32 @@ pub const DEFAULT_MAX_MESSAGE: usize = 10 << 20;
 /// ```
 pub struct FramedShmStream {
     stream: SharedMemoryStream,
-    max_message: usize,
-    with_crc: bool,
-    next_id: u64,
-    broken: Broken,
+    tx: SendState,
+    rx: RecvState,
 }
 
 impl FramedShmStream {
     /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
     pub fn new(stream: SharedMemoryStream) -> FramedShmStream {
-        FramedShmStream {
-            stream,
-            max_message: DEFAULT_MAX_MESSAGE,
-            with_crc: true,
-            next_id: 1,
-            broken: Broken::default(),
-        }
+        FramedShmStream { stream, tx: SendState::default(), rx: RecvState::default() }
     }
 
     /// Sets the largest message accepted in either direction (at most `u32::MAX` bytes).
     pub fn with_max_message(mut self, max: usize) -> FramedShmStream {
-        self.max_message = max.min(u32::MAX as usize);
+        let max = max.min(u32::MAX as usize);
+        (self.tx.max_message, self.rx.max_message) = (max, max);
         self
     }
 
     /// Turns the payload CRC off for messages we send (faster; the header is still checked).
     pub fn with_crc(mut self, on: bool) -> FramedShmStream {
-        self.with_crc = on;
+        self.tx.with_crc = on;
         self
     }
 
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
-        self.max_message
+        self.tx.max_message
     }
 
     /// Largest payload that travels as a single ring record (larger ones are fragmented).
@@ -86,31 +85,258 @@ impl FramedShmStream {
         &mut self.stream
     }
 
+    /// Splits the stream so that one thread can send while another receives, or so that a
+    /// server can answer from inside [`FramedReceiver::recv_with`] (the request read in place,
+    /// the reply written straight into the outgoing ring). Settings, the next id and a broken
+    /// state carry over.
+    pub fn into_split(self) -> (FramedSender, FramedReceiver) {
+        let (tx, rx) = self.stream.into_split();
+        (FramedSender { sink: tx, state: self.tx }, FramedReceiver { source: rx, state: self.rx })
+    }
+
     /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
     pub fn send(&mut self, kind: MessageType, payload: &[u8]) -> Result<u64> {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.tx.fresh_id();
         self.send_with_id(kind, id, payload)?;
         Ok(id)
     }
 
     /// Sends `payload` as a message of type `kind` with the given id (to answer a request).
     pub fn send_with_id(&mut self, kind: MessageType, id: u64, payload: &[u8]) -> Result<()> {
-        let chunk = self.stream.max_message_size() - HEADER_LEN;
+        self.tx.send(&mut self.stream, kind, id, payload)
+    }
+
+    /// Receives the next message: its type, payload and id. The payload is copied out of the
+    /// ring into a new vector and checked there; see [`recv_into`](Self::recv_into) to reuse a
+    /// buffer and [`recv_with`](Self::recv_with) to look at the payload in place.
+    pub fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
+        let mut payload = Vec::new();
+        let (kind, id) = self.recv_into(&mut payload)?;
+        Ok((kind, payload, id))
+    }
+
+    /// Receives the next message into `payload` (cleared first; its capacity is reused, so a
+    /// loop over one buffer allocates nothing once the buffer is large enough) and returns its
+    /// type and id. The bytes are copied out of the ring before their CRC is checked, so what
+    /// was checked is what you get, whatever the peer does to the ring afterwards. On error
+    /// the buffer's contents are unspecified.
+    pub fn recv_into(&mut self, payload: &mut Vec<u8>) -> Result<(MessageType, u64)> {
+        self.rx.recv_into(&mut self.stream, payload)
+    }
+
+    /// Receives the next message and calls `f` with its type, payload and id; returns what `f`
+    /// returns. A message that fits one ring record is handed over in place, without a copy:
+    /// header and CRC are checked first, then `f` runs on the bytes in the ring, and the record
+    /// is freed when `f` returns (keep `f` short: the sender may be waiting for the room). A
+    /// fragmented message is reassembled into a buffer the stream keeps for the next call (up
+    /// to 1 MiB of it).
+    ///
+    /// As with [`SharedMemoryStream::recv_with`], a peer that breaks the protocol could change
+    /// the bytes in the ring while `f` looks at them (after they were checked); with an untrusted
+    /// peer, use [`recv_into`](Self::recv_into), which checks a private copy.
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
+        self.rx.recv_with(&mut self.stream, f)
+    }
+}
+
+/// The sending half of a [`FramedShmStream`] (see [`FramedShmStream::into_split`]).
+pub struct FramedSender {
+    sink: StreamSender,
+    state: SendState,
+}
+
+impl FramedSender {
+    /// The largest message, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.state.max_message
+    }
+
+    /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
+    pub fn send(&mut self, kind: MessageType, payload: &[u8]) -> Result<u64> {
+        let id = self.state.fresh_id();
+        self.send_with_id(kind, id, payload)?;
+        Ok(id)
+    }
+
+    /// Sends `payload` as a message of type `kind` with the given id.
+    pub fn send_with_id(&mut self, kind: MessageType, id: u64, payload: &[u8]) -> Result<()> {
+        self.state.send(&mut self.sink, kind, id, payload)
+    }
+}
+
+/// The receiving half of a [`FramedShmStream`] (see [`FramedShmStream::into_split`]).
+///
+/// ```
+/// use lapce_ipc::frame::{FramedShmStream, MessageType};
+/// use lapce_ipc::{SharedMemoryListener, SharedMemoryStream};
+///
+/// let name = format!("framed-split-doc-{}", std::process::id());
+/// let listener = SharedMemoryListener::bind(&name)?;
+/// let server = std::thread::spawn(move || -> lapce_ipc::Result<()> {
+///     let (mut tx, mut rx) = FramedShmStream::new(listener.accept()?).into_split();
+///     // An echo that copies the request straight from one ring into the other.
+///     rx.recv_with(|kind, request, id| tx.send_with_id(kind, id, request))?
+/// });
+/// let mut client = FramedShmStream::new(SharedMemoryStream::connect(&name)?);
+/// let id = client.send(MessageType::Chat, b"hello")?;
+/// assert_eq!(client.recv()?, (MessageType::Chat, b"hello".to_vec(), id));
+/// server.join().unwrap()?;
+/// # Ok::<(), lapce_ipc::IpcError>(())
+/// ```
+pub struct FramedReceiver {
+    source: StreamReceiver,
+    state: RecvState,
+}
+
+impl FramedReceiver {
+    /// The largest message, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.state.max_message
+    }
+
+    /// Receives the next message; see [`FramedShmStream::recv`].
+    pub fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
+        let mut payload = Vec::new();
+        let (kind, id) = self.recv_into(&mut payload)?;
+        Ok((kind, payload, id))
+    }
+
+    /// Receives the next message into `payload`; see [`FramedShmStream::recv_into`].
+    pub fn recv_into(&mut self, payload: &mut Vec<u8>) -> Result<(MessageType, u64)> {
+        self.state.recv_into(&mut self.source, payload)
+    }
+
+    /// Receives the next message and calls `f` with it, in place when it fits one record; see
+    /// [`FramedShmStream::recv_with`] (same caveat about untrusted peers).
+    pub fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
+        self.state.recv_with(&mut self.source, f)
+    }
+}
+
+/// Where the blocking framed types write their records.
+trait RecordSink {
+    /// Largest record.
+    fn record_limit(&self) -> usize;
+    /// Reserves `len` bytes, lets `fill` write them, publishes (waiting for room).
+    fn send_record(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize>;
+}
+
+impl RecordSink for SharedMemoryStream {
+    fn record_limit(&self) -> usize {
+        self.max_message_size()
+    }
+    fn send_record(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+        self.send_with(len, fill)
+    }
+}
+
+impl RecordSink for StreamSender {
+    fn record_limit(&self) -> usize {
+        self.max_message_size()
+    }
+    fn send_record(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
+        self.send_with(len, fill)
+    }
+}
+
+/// Where the blocking framed types read their records.
+trait RecordSource {
+    /// Waits for the next record and calls `f` with it in place.
+    fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R>;
+}
+
+impl RecordSource for SharedMemoryStream {
+    fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.recv_with(f)
+    }
+}
+
+impl RecordSource for StreamReceiver {
+    fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.recv_with(f)
+    }
+}
+
+/// Settings and state of the sending side.
+struct SendState {
+    max_message: usize,
+    with_crc: bool,
+    next_id: u64,
+}
+
+impl Default for SendState {
+    fn default() -> SendState {
+        SendState { max_message: DEFAULT_MAX_MESSAGE, with_crc: true, next_id: 1 }
+    }
+}
+
+impl SendState {
+    /// A new message id.
+    fn fresh_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
+    /// Sends one message as one or more records, each header and payload part written straight
+    /// into the ring.
+    fn send(&self, sink: &mut impl RecordSink, kind: MessageType, id: u64, payload: &[u8]) -> Result<()> {
+        let chunk = sink.record_limit() - HEADER_LEN;
         for fragment in fragments(kind, id, payload, self.max_message, chunk, self.with_crc)? {
-            self.stream.send_with(fragment.record_len(), |buf| fragment.write(buf))?;
+            sink.send_record(fragment.record_len(), |buf| fragment.write(buf))?;
         }
         Ok(())
     }
+}
 
-    /// Receives the next message: its type, payload and id.
-    pub fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
+/// Settings and state of the receiving side.
+struct RecvState {
+    max_message: usize,
+    broken: Broken,
+    /// Where `recv_with` reassembles fragmented messages (kept between calls, up to
+    /// [`KEEP_REASSEMBLY_BUF`]).
+    reassembly_buf: Vec<u8>,
+}
+
+impl Default for RecvState {
+    fn default() -> RecvState {
+        RecvState { max_message: DEFAULT_MAX_MESSAGE, broken: Broken::default(), reassembly_buf: Vec::new() }
+    }
+}
+
+impl RecvState {
+    fn recv_into(
+        &mut self,
+        source: &mut impl RecordSource,
+        payload: &mut Vec<u8>,
+    ) -> Result<(MessageType, u64)> {
+        payload.clear();
         let mut message = Reassembly::new(self.max_message);
         loop {
             self.broken.check()?;
-            let step = self.stream.recv_with(|record| message.feed(record))?;
+            let step = source.recv_record(|record| message.feed(record, payload))?;
             if let Some(done) = self.broken.record(step)? {
                 return Ok(done);
+            }
+        }
+    }
+
+    fn recv_with<R>(
+        &mut self,
+        source: &mut impl RecordSource,
+        f: impl FnOnce(MessageType, &[u8], u64) -> R,
+    ) -> Result<R> {
+        let mut message = Reassembly::new(self.max_message);
+        let mut f = Some(f);
+        let buf = &mut self.reassembly_buf;
+        buf.clear();
+        loop {
+            self.broken.check()?;
+            let step = source.recv_record(|record| message.feed_in_place(record, buf, &mut f))?;
+            match self.broken.record(step)? {
+                Fed::InPlace(r) => return Ok(r),
+                Fed::Complete(kind, id) => return Ok(deliver(f, kind, buf, id)),
+                Fed::More => {}
             }
         }
     }
@@ -120,34 +346,32 @@ impl FramedShmStream {
 /// [`AsyncSharedMemoryStream`](crate::AsyncSharedMemoryStream).
 pub struct AsyncFramedShmStream {
     stream: crate::AsyncSharedMemoryStream,
-    max_message: usize,
-    with_crc: bool,
-    next_id: u64,
-    broken: Broken,
+    tx: SendState,
+    rx: RecvState,
 }
 
 impl AsyncFramedShmStream {
     /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
     pub fn new(stream: crate::AsyncSharedMemoryStream) -> AsyncFramedShmStream {
-        AsyncFramedShmStream {
-            stream,
-            max_message: DEFAULT_MAX_MESSAGE,
-            with_crc: true,
-            next_id: 1,
-            broken: Broken::default(),
-        }
+        AsyncFramedShmStream { stream, tx: SendState::default(), rx: RecvState::default() }
     }
 
     /// Sets the largest message accepted in either direction (at most `u32::MAX` bytes).
     pub fn with_max_message(mut self, max: usize) -> AsyncFramedShmStream {
-        self.max_message = max.min(u32::MAX as usize);
+        let max = max.min(u32::MAX as usize);
+        (self.tx.max_message, self.rx.max_message) = (max, max);
         self
     }
 
     /// Turns the payload CRC off for messages we send.
     pub fn with_crc(mut self, on: bool) -> AsyncFramedShmStream {
-        self.with_crc = on;
+        self.tx.with_crc = on;
         self
+    }
+
+    /// The largest message, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.tx.max_message
     }
 
     /// The underlying stream.
@@ -157,8 +381,7 @@ impl AsyncFramedShmStream {
 
     /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
     pub async fn send(&mut self, kind: MessageType, payload: &[u8]) -> Result<u64> {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1);
+        let id = self.tx.fresh_id();
         self.send_with_id(kind, id, payload).await?;
         Ok(id)
     }
@@ -166,7 +389,7 @@ impl AsyncFramedShmStream {
     /// Sends `payload` as a message of type `kind` with the given id.
     pub async fn send_with_id(&mut self, kind: MessageType, id: u64, payload: &[u8]) -> Result<()> {
         let chunk = self.stream.max_message_size() - HEADER_LEN;
-        for fragment in fragments(kind, id, payload, self.max_message, chunk, self.with_crc)? {
+        for fragment in fragments(kind, id, payload, self.tx.max_message, chunk, self.tx.with_crc)? {
             self.stream.send_with(fragment.record_len(), |buf| fragment.write(buf)).await?;
         }
         Ok(())
@@ -176,12 +399,42 @@ impl AsyncFramedShmStream {
     /// dropping the future in the middle of a fragmented message loses the fragments read so
     /// far.
     pub async fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
-        let mut message = Reassembly::new(self.max_message);
+        let mut payload = Vec::new();
+        let (kind, id) = self.recv_into(&mut payload).await?;
+        Ok((kind, payload, id))
+    }
+
+    /// Receives the next message into `payload`, reusing its capacity; see
+    /// [`FramedShmStream::recv_into`]. Not cancel-safe across fragments either.
+    pub async fn recv_into(&mut self, payload: &mut Vec<u8>) -> Result<(MessageType, u64)> {
+        payload.clear();
+        let rx = &mut self.rx;
+        let mut message = Reassembly::new(rx.max_message);
         loop {
-            self.broken.check()?;
-            let step = self.stream.recv_with(|record| message.feed(record)).await?;
-            if let Some(done) = self.broken.record(step)? {
+            rx.broken.check()?;
+            let step = self.stream.recv_with(|record| message.feed(record, payload)).await?;
+            if let Some(done) = rx.broken.record(step)? {
                 return Ok(done);
+            }
+        }
+    }
+
+    /// Receives the next message and calls `f` with its type, payload and id, in place when the
+    /// message fits one record; see [`FramedShmStream::recv_with`] (same caveat about untrusted
+    /// peers). Not cancel-safe across fragments either.
+    pub async fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
+        let rx = &mut self.rx;
+        let mut message = Reassembly::new(rx.max_message);
+        let mut f = Some(f);
+        let buf = &mut rx.reassembly_buf;
+        buf.clear();
+        loop {
+            rx.broken.check()?;
+            let step = self.stream.recv_with(|record| message.feed_in_place(record, buf, &mut f)).await?;
+            match rx.broken.record(step)? {
+                Fed::InPlace(r) => return Ok(r),
+                Fed::Complete(kind, id) => return Ok(deliver(f, kind, buf, id)),
+                Fed::More => {}
             }
         }
     }
@@ -199,8 +452,8 @@ impl Broken {
         }
     }
 
-    /// Passes a finished message through, remembers an error.
-    fn record(&mut self, step: Result<Option<Message>, FrameError>) -> Result<Option<Message>> {
+    /// Passes a step through, remembers an error.
+    fn record<T>(&mut self, step: Result<T, FrameError>) -> Result<T> {
         step.map_err(|e| {
             self.0 = Some(e.clone());
             e.into()
@@ -208,22 +461,39 @@ impl Broken {
     }
 }
 
-/// A received message: type, payload, id.
-type Message = (MessageType, Vec<u8>, u64);
+/// Calls the receive callback on a reassembled message, then gives back the memory of a very
+/// large one (the buffer is kept between calls for the common, smaller case).
+fn deliver<R, F: FnOnce(MessageType, &[u8], u64) -> R>(
+    f: Option<F>,
+    kind: MessageType,
+    buf: &mut Vec<u8>,
+    id: u64,
+) -> R {
+    let f = f.expect("the callback runs once, for the completed message");
+    let r = f(kind, buf, id);
+    if buf.capacity() > KEEP_REASSEMBLY_BUF {
+        *buf = Vec::new();
+    }
+    r
+}
+
+/// Largest reassembly buffer a stream keeps between messages.
+const KEEP_REASSEMBLY_BUF: usize = 1 << 20;
 
 /// One record of a message being sent: header plus a slice of the payload.
-struct Fragment<'a> {
+pub(super) struct Fragment<'a> {
     header: [u8; HEADER_LEN],
     part: &'a [u8],
 }
 
 impl Fragment<'_> {
-    fn record_len(&self) -> usize {
+    /// Length of the ring record: header and part.
+    pub(super) fn record_len(&self) -> usize {
         HEADER_LEN + self.part.len()
     }
 
     /// Writes the record into a reservation of exactly `record_len()` bytes.
-    fn write(&self, buf: &mut [u8]) -> usize {
+    pub(super) fn write(&self, buf: &mut [u8]) -> usize {
         buf[..HEADER_LEN].copy_from_slice(&self.header);
         buf[HEADER_LEN..].copy_from_slice(self.part);
         self.record_len()
@@ -232,7 +502,7 @@ impl Fragment<'_> {
 
 /// Splits a message into fragments of at most `chunk` payload bytes (one empty fragment for an
 /// empty message); refuses it whole if it exceeds `max`.
-fn fragments<'a>(
+pub(super) fn fragments<'a>(
     kind: MessageType,
     id: u64,
     payload: &'a [u8],
@@ -254,40 +524,93 @@ fn fragments<'a>(
     }))
 }
 
-/// Reassembles one message from its records, validating each.
-struct Reassembly {
+/// What one record did to the message being received.
+pub(super) enum Fed<R> {
+    /// The record was a whole message and the callback ran on it in place.
+    InPlace(R),
+    /// The last fragment is in: the message (type, id) is in the buffer.
+    Complete(MessageType, u64),
+    /// More fragments follow.
+    More,
+}
+
+/// Reassembles one message from its records, validating each (the bytes go to a buffer the
+/// caller owns).
+pub(super) struct Reassembly {
     max: usize,
     first: Option<CanonicalHeader>,
-    payload: Vec<u8>,
 }
 
 impl Reassembly {
-    fn new(max: usize) -> Reassembly {
-        Reassembly { max, first: None, payload: Vec::new() }
+    /// A message of at most `max` bytes.
+    pub(super) fn new(max: usize) -> Reassembly {
+        Reassembly { max, first: None }
     }
 
-    /// Takes one record; `Ok(Some(message))` once the last fragment is in.
-    fn feed(&mut self, record: &[u8]) -> Result<Option<Message>, FrameError> {
+    /// The header of `record`, checked against the record's length, this message's limit and
+    /// the fragments before it. The CRC is left to the caller.
+    fn check(&self, record: &[u8], so_far: usize) -> Result<CanonicalHeader, FrameError> {
         let header = CanonicalHeader::decode(record, u32::MAX)?;
-        let part = &record[HEADER_LEN..];
-        header.verify(part)?;
+        let part_len = record.len() - HEADER_LEN;
+        if part_len != header.payload_len as usize {
+            return Err(FrameError::Truncated { needed: header.payload_len as usize, got: part_len });
+        }
         if let Some(f) = &self.first {
             if f.message_id != header.message_id || f.msg_type != header.msg_type {
                 return Err(FrameError::Interleaved { expected: f.message_id, got: header.message_id });
             }
         }
-        let total = self.payload.len() + part.len();
+        let total = so_far + part_len;
         if total > self.max {
             return Err(FrameError::TooLong {
                 len: total.min(u32::MAX as usize) as u32,
-                max: self.max as u32,
+                max: self.max.min(u32::MAX as usize) as u32,
             });
         }
-        self.payload.extend_from_slice(part);
+        Ok(header)
+    }
+
+    /// Takes one record, appending its payload to `out` (which holds the fragments so far) and
+    /// checking the CRC on that copy; `Ok(Some((type, id)))` once the last fragment is in.
+    pub(super) fn feed(
+        &mut self,
+        record: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<(MessageType, u64)>, FrameError> {
+        let header = self.check(record, out.len())?;
+        let start = out.len();
+        out.extend_from_slice(&record[HEADER_LEN..]);
+        if let Err(e) = header.verify(&out[start..]) {
+            out.truncate(start);
+            return Err(e);
+        }
         let first = *self.first.get_or_insert(header);
         if header.flags.contains(FrameFlags::MORE_FRAGMENTS) {
             return Ok(None);
         }
-        Ok(Some((first.msg_type, std::mem::take(&mut self.payload), first.message_id)))
+        Ok(Some((first.msg_type, first.message_id)))
+    }
+
+    /// Like [`feed`](Self::feed), except that a record holding a whole message is checked in
+    /// place and handed to `f` (taken out of its option) without a copy.
+    pub(super) fn feed_in_place<R, F: FnOnce(MessageType, &[u8], u64) -> R>(
+        &mut self,
+        record: &[u8],
+        out: &mut Vec<u8>,
+        f: &mut Option<F>,
+    ) -> Result<Fed<R>, FrameError> {
+        if self.first.is_none() {
+            let header = self.check(record, 0)?;
+            if !header.flags.contains(FrameFlags::MORE_FRAGMENTS) {
+                let part = &record[HEADER_LEN..];
+                header.verify(part)?;
+                let f = f.take().expect("the callback runs once");
+                return Ok(Fed::InPlace(f(header.msg_type, part, header.message_id)));
+            }
+        }
+        Ok(match self.feed(record, out)? {
+            Some((kind, id)) => Fed::Complete(kind, id),
+            None => Fed::More,
+        })
     }
 }
