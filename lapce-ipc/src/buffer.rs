@@ -1,15 +1,16 @@
 //! [`SharedMemoryBuffer`]: one ring in its own segment, the low-level building block.
 
+#[cfg(unix)]
 use std::os::fd::{BorrowedFd, OwnedFd};
+#[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use crate::error::{IpcError, Result};
-use crate::platform::{recv_with_fds, send_with_fds, Segment};
-use crate::ring::{
-    check_capacity, init_ring, ring_footprint, Consumer, Producer, SharedRegion, RING_HEADER_SPAN,
-};
+use crate::platform::Segment;
+use crate::ring::{check_capacity, init_ring, ring_footprint, Consumer, Producer, SharedRegion};
 
+#[cfg(unix)]
 const SHARE_MAGIC: u64 = u64::from_le_bytes(*b"LAPCBUF1");
 
 /// A single-producer / single-consumer ring of byte messages in a shared-memory segment.
@@ -21,9 +22,10 @@ const SHARE_MAGIC: u64 = u64::from_le_bytes(*b"LAPCBUF1");
 /// connection with waiting, backpressure and liveness use
 /// [`SharedMemoryStream`](crate::SharedMemoryStream).
 ///
-/// The segment is an anonymous memfd: it has no name anywhere in the file system, is sealed
-/// against resizing, and is handed to the other process as a file descriptor, e.g. with
-/// [`share`](Self::share) / [`receive`](Self::receive) over a Unix socket.
+/// The segment has no name anywhere (on Linux an anonymous memfd sealed against resizing) and is
+/// handed to the other process as a file descriptor, e.g. with `share` / `receive` over a Unix
+/// socket. Those four descriptor methods (`open`, `share`, `receive`, `fd`) exist on Unix only;
+/// on Windows, processes connect through [`SharedMemoryStream`](crate::SharedMemoryStream).
 ///
 /// ```
 /// use lapce_ipc::SharedMemoryBuffer;
@@ -38,6 +40,8 @@ const SHARE_MAGIC: u64 = u64::from_le_bytes(*b"LAPCBUF1");
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 pub struct SharedMemoryBuffer {
+    /// Read by the Unix-only descriptor methods; the rings keep the mapping alive themselves.
+    #[cfg_attr(not(unix), allow(dead_code))]
     segment: Arc<Segment>,
     producer: Producer,
     consumer: Consumer,
@@ -55,11 +59,12 @@ impl SharedMemoryBuffer {
         Self::attach(segment, capacity)
     }
 
+    #[cfg(unix)]
     /// Opens a ring from a segment file descriptor received from its creator. The seals, the
     /// size and the ring header are all checked.
     pub fn open(fd: OwnedFd) -> Result<SharedMemoryBuffer> {
         let len = Segment::size_of(&fd)?;
-        let capacity = len.saturating_sub(RING_HEADER_SPAN);
+        let capacity = len.saturating_sub(crate::ring::RING_HEADER_SPAN);
         check_capacity(capacity)
             .map_err(|_| IpcError::Corrupted(format!("segment of {len} bytes holds no ring")))?;
         Self::attach(Arc::new(Segment::open(fd, len)?), capacity)
@@ -72,19 +77,21 @@ impl SharedMemoryBuffer {
         Ok(SharedMemoryBuffer { segment, producer, consumer, capacity })
     }
 
+    #[cfg(unix)]
     /// Sends the segment's file descriptor over a connected Unix socket.
     pub fn share(&self, sock: &UnixStream) -> Result<()> {
         let mut msg = [0u8; 16];
         msg[..8].copy_from_slice(&SHARE_MAGIC.to_le_bytes());
         msg[8..].copy_from_slice(&(self.capacity as u64).to_le_bytes());
-        send_with_fds(sock, &msg, &[self.segment.fd()])?;
+        crate::platform::send_with_fds(sock, &msg, &[self.segment.handle()])?;
         Ok(())
     }
 
+    #[cfg(unix)]
     /// Receives a ring sent with [`share`](Self::share) and opens it.
     pub fn receive(sock: &UnixStream) -> Result<SharedMemoryBuffer> {
         let mut msg = [0u8; 16];
-        let (n, fds) = recv_with_fds(sock, &mut msg)?;
+        let (n, fds) = crate::platform::recv_with_fds(sock, &mut msg)?;
         if n != 16 || msg[..8] != SHARE_MAGIC.to_le_bytes() {
             return Err(IpcError::Handshake("not a shared ring message".into()));
         }
@@ -97,9 +104,10 @@ impl SharedMemoryBuffer {
         Ok(ring)
     }
 
+    #[cfg(unix)]
     /// The segment's file descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.segment.fd()
+        self.segment.handle()
     }
 
     /// Capacity of the data area in bytes.

@@ -2,28 +2,26 @@
 //! with blocking and async waits, backpressure and liveness.
 //!
 //! A waiter first spins (how long is the [`WaitStrategy`]), then announces that it sleeps on the
-//! ring's waiter word, re-checks the ring, and sleeps: on the futex (blocking flavour) or on its
-//! socket-pair doorbell through tokio (async flavour). The other side wakes it only when the word says
-//! someone sleeps, so a steady stream makes no system call per message, and an idle connection
-//! costs nothing.
+//! ring's waiter word, re-checks the ring, and sleeps: on the futex where the platform has one
+//! (blocking flavour on Linux), else on its doorbell (a socket pair on Unix, an event on
+//! Windows), which the async flavour always uses. The other side wakes it only when the word
+//! says someone sleeps, so a steady stream makes no system call per message, and an idle
+//! connection costs nothing.
 //!
-//! Liveness: the process's hang-up watcher thread (one epoll set for all connections) learns at
-//! once when a peer closes its control socket or dies, even by `kill -9`; it marks the link gone
-//! and wakes this side's blocking sleepers, which then return [`IpcError::PeerGone`]. Async waits
-//! watch the socket themselves. Nothing polls: an idle connection costs no CPU at all.
+//! Liveness: on Linux the process's hang-up watcher thread (one epoll set for all connections)
+//! learns at once when a peer closes its control socket or dies, even by `kill -9`; it marks the
+//! link gone and wakes this side's blocking sleepers, which then return [`IpcError::PeerGone`].
+//! Elsewhere, and in the async flavour, sleepers wait on the link together with their doorbell.
+//! Nothing polls: an idle connection costs no CPU at all.
 
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
-
 use crate::error::{IpcError, Result};
 use crate::platform::{
-    drain_doorbell, futex_wait, futex_wake, peer_hung_up, poll_sleep, register_readable, watch_hangup,
-    Doorbell, HangupWatch, HAS_FUTEX, HAS_HANGUP_WATCHER,
+    futex_wait, futex_wake, sleep_blocking, AsyncSleeper, ControlStream, Doorbell, PeerLink, HAS_FUTEX,
+    HAS_HANGUP_WATCHER,
 };
 use crate::ring::{
     announce_sleep, cancel_sleep, Consumer, Producer, WaiterWord, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
@@ -60,23 +58,22 @@ impl Default for WaitStrategy {
     }
 }
 
-/// The control socket of a connection: after the handshake it only tells whether the peer lives.
+/// The control channel of a connection: after the handshake it only tells whether the peer lives.
 ///
-/// The process's hang-up watcher (see [`watch_hangup`]) sets `gone` the moment the peer closes
-/// the socket or dies, and wakes this side's blocking sleepers; a sleeper checks `gone` after
+/// Where the platform has a hang-up watcher, it sets `gone` the moment the peer closes the
+/// channel or dies, and wakes this side's blocking sleepers; a sleeper checks `gone` after
 /// announcing its sleep, so the wake-up cannot be lost (same argument as for a publish).
+/// Elsewhere sleepers wait on the link itself as well as on their doorbell.
 pub(crate) struct Link {
-    sock: UnixStream,
+    peer: PeerLink,
     peer_pid: u32,
     gone: Arc<AtomicBool>,
-    _watch: HangupWatch,
 }
 
 impl Link {
     /// `own_words`: the waiter words this side sleeps on (its producer's space word and its
     /// consumer's data word), to be woken when the peer goes.
-    pub(crate) fn new(sock: UnixStream, peer_pid: u32, own_words: [WaiterWord; 2]) -> Result<Link> {
-        sock.set_nonblocking(true)?;
+    pub(crate) fn new(control: ControlStream, peer_pid: u32, own_words: [WaiterWord; 2]) -> Result<Link> {
         let gone = Arc::new(AtomicBool::new(false));
         let flag = gone.clone();
         let on_hangup = Box::new(move || {
@@ -86,13 +83,13 @@ impl Link {
                 futex_wake(w.get());
             }
         });
-        let watch = watch_hangup(&sock, on_hangup)?;
-        Ok(Link { sock, peer_pid, gone, _watch: watch })
+        let peer = PeerLink::new(control, on_hangup)?;
+        Ok(Link { peer, peer_pid, gone })
     }
 
     /// True once the peer has hung up (or sent anything, which no live peer does).
     pub(crate) fn peer_gone(&self) -> bool {
-        self.gone.load(Ordering::SeqCst) || peer_hung_up(&self.sock)
+        self.gone.load(Ordering::SeqCst) || self.peer.hung_up()
     }
 
     /// The watcher's verdict alone: a single load, cheap enough for spin loops.
@@ -115,20 +112,6 @@ impl Link {
     }
 }
 
-impl Drop for Link {
-    /// The last half is gone: shut the control socket down, which the peer's hang-up watcher (or
-    /// its async wait) hears at once, even if a duplicate of the socket lingers somewhere.
-    fn drop(&mut self) {
-        let _ = self.sock.shutdown(std::net::Shutdown::Both);
-    }
-}
-
-/// Async registrations of one half: its doorbell and the control socket.
-struct AsyncRegs {
-    bell: AsyncFd<OwnedFd>,
-    link: AsyncFd<OwnedFd>,
-}
-
 /// Everything one ring half needs to sleep and to wake its peer.
 pub(crate) struct Sleeper {
     /// Rung to wake the peer when it sleeps on its doorbell.
@@ -137,7 +120,7 @@ pub(crate) struct Sleeper {
     sleep_on: Doorbell,
     link: Arc<Link>,
     strategy: WaitStrategy,
-    regs: Option<AsyncRegs>,
+    regs: Option<AsyncSleeper>,
 }
 
 impl Sleeper {
@@ -150,13 +133,10 @@ impl Sleeper {
         Sleeper { wake_peer, sleep_on, link, strategy, regs: None }
     }
 
-    /// Registers the doorbell and the socket with the current tokio reactor (once).
-    fn regs(&mut self) -> Result<&AsyncRegs> {
+    /// Registers the doorbell and the link with the current tokio reactor (once).
+    fn regs(&mut self) -> Result<&AsyncSleeper> {
         if self.regs.is_none() {
-            self.regs = Some(AsyncRegs {
-                bell: register_readable(self.sleep_on.try_clone_fd()?)?,
-                link: register_readable(OwnedFd::from(self.link.sock.try_clone()?))?,
-            });
+            self.regs = Some(AsyncSleeper::new(&self.sleep_on, &self.link.peer)?);
         }
         Ok(self.regs.as_ref().expect("just set"))
     }
@@ -253,7 +233,7 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
             futex_wait(w.word(), SLEEPS_FUTEX, timeout);
         } else {
             let sleeper = w.sleeper();
-            poll_sleep(&sleeper.sleep_on, &sleeper.link.sock, timeout);
+            sleep_blocking(&sleeper.sleep_on, &sleeper.link.peer, timeout);
         }
         cancel_sleep(w.word());
         if w.ready(len)? {
@@ -293,53 +273,18 @@ async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
             // The peer may have published just before it went: deliver that first.
             return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
         }
-        let regs = w.sleeper().regs()?;
-        let mut bell_broken = false;
-        tokio::select! {
-            r = doorbell_rung(&regs.bell) => match r {
-                Err(IpcError::PeerGone) => bell_broken = true,
-                other => other?,
-            },
-            r = regs.link.readable() => {
-                let mut guard = r?;
-                // Readiness is cleared only for a spurious wake-up: a hung-up socket stays
-                // ready, so every later wait sees it at once (tokio's epoll is edge-triggered).
-                if !peer_hung_up(regs.link.get_ref()) {
-                    guard.clear_ready();
-                }
-            }
-        }
+        let slept = w.sleeper().regs()?.sleep().await;
         cancel_sleep(w.word());
         if w.ready(len)? {
             return Ok(());
         }
-        if bell_broken {
-            return Err(IpcError::PeerGone);
-        }
+        // An error here is the peer breaking its doorbell (it is going away): PeerGone.
+        slept?;
     }
 }
 
 /// Longest spin of an async wait.
 const ASYNC_SPIN_CAP: Duration = Duration::from_micros(20);
-
-/// Resolves once the doorbell has been rung (and resets it).
-async fn doorbell_rung(bell: &AsyncFd<OwnedFd>) -> Result<()> {
-    loop {
-        let mut guard = bell.readable().await?;
-        let drained = guard.try_io(|fd| match drain_doorbell(fd.get_ref()) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(std::io::ErrorKind::WouldBlock.into()),
-            Err(e) => Err(e),
-        });
-        match drained {
-            Ok(Ok(())) => return Ok(()),
-            // The peer closed or broke its end of the doorbell: it is going away.
-            Ok(Err(_)) => return Err(IpcError::PeerGone),
-            // Nothing queued: readiness cleared, wait again.
-            Err(_would_block) => continue,
-        }
-    }
-}
 
 /// The sending half of a connection: the producer of the outgoing ring.
 pub(crate) struct SendHalf {

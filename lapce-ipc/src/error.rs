@@ -36,12 +36,13 @@ pub enum IpcError {
         reason: String,
     },
     /// The peer runs as another user and was refused.
-    #[error("peer uid {peer_uid} refused (this process runs as uid {own_uid})")]
+    #[error("peer running as {peer_user} refused (this process runs as {own_user})")]
     PeerRefused {
-        /// The peer's user id (SO_PEERCRED).
-        peer_uid: u32,
-        /// This process's user id.
-        own_uid: u32,
+        /// The peer's user as the OS reports it: `uid N` (SO_PEERCRED / getpeereid) or a
+        /// Windows SID.
+        peer_user: String,
+        /// This process's user, in the same form.
+        own_user: String,
     },
     /// The two sides speak different protocol versions.
     #[error("protocol version mismatch: we speak {ours}, peer speaks {theirs}")]
@@ -119,3 +120,13 @@ pub enum IpcError {
 
 /// `Result` with [`IpcError`].
 pub type Result<T, E = IpcError> = std::result::Result<T, E>;
+
+/// I/O errors of a handshake: timeouts and hang-ups get their own variants.
+pub(crate) fn handshake_io(e: io::Error) -> IpcError {
+    use io::ErrorKind::*;
+    match e.kind() {
+        WouldBlock | TimedOut => IpcError::Timeout,
+        UnexpectedEof | ConnectionReset | BrokenPipe => IpcError::PeerGone,
+        _ => IpcError::Io(e),
+    }
+}

@@ -3,15 +3,19 @@
 
 mod common;
 
+#[cfg(unix)]
 use std::io::Write;
+#[cfg(unix)]
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use common::{child_role, connect_retry, connect_retry_with, message, unique_name, ChildGuard};
+#[cfg(unix)]
+use lapce_ipc::SharedMemoryBuffer;
 use lapce_ipc::{
-    AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcError, SharedMemoryBuffer, SharedMemoryListener,
-    SharedMemoryStream, StreamConfig, WaitStrategy,
+    AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcError, SharedMemoryListener, SharedMemoryStream,
+    StreamConfig, WaitStrategy,
 };
 
 /// Generous bound for "must not hang"; the measured figure is printed, never asserted tightly.
@@ -46,9 +50,12 @@ fn child_main() {
             let _s = SharedMemoryStream::connect(&a[0]).unwrap();
             std::thread::sleep(HANG);
         }
+        #[cfg(unix)]
         "scribbler" => child_scribbler(&a[0], &a[1]),
         "pinger" => child_pinger(&a[0], a[1].parse().unwrap()),
+        #[cfg(unix)]
         "buffer-writer" => child_buffer_writer(&a[0], a[1].parse().unwrap()),
+        "reconnector" => child_reconnector(&a[0], a[1].parse().unwrap()),
         other => panic!("unknown role {other}"),
     }
 }
@@ -363,8 +370,10 @@ fn kill_9_wakes_an_async_recv() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A peer that scribbles over shared memory breaks only its own connection.
+// A peer that scribbles over shared memory breaks only its own connection. (Unix: the test
+// finds its segment through /proc or /dev/fd.)
 
+#[cfg(unix)]
 /// Finds this process's connection segment (a memfd) and opens it for writing through /proc.
 fn own_segment() -> std::fs::File {
     for entry in std::fs::read_dir("/proc/self/fd").unwrap() {
@@ -380,6 +389,7 @@ fn own_segment() -> std::fs::File {
     panic!("no lapce-ipc segment among this process's descriptors");
 }
 
+#[cfg(unix)]
 fn child_scribbler(name: &str, how: &str) {
     let mut s = SharedMemoryStream::connect(name).unwrap();
     s.send(b"valid").unwrap();
@@ -405,6 +415,7 @@ fn child_scribbler(name: &str, how: &str) {
     std::thread::sleep(HANG);
 }
 
+#[cfg(unix)]
 #[test]
 fn scribbled_ring_is_corrupted_for_that_connection_only() {
     let name = unique_name("scribble");
@@ -517,6 +528,7 @@ fn async_wait_strategies_all_deliver() {
 // ---------------------------------------------------------------------------------------------
 // SharedMemoryBuffer between two processes.
 
+#[cfg(unix)]
 fn child_buffer_writer(sock_path: &str, count: u64) {
     let sock = std::os::unix::net::UnixStream::connect(sock_path).unwrap();
     let mut ring = SharedMemoryBuffer::receive(&sock).unwrap();
@@ -533,6 +545,7 @@ fn child_buffer_writer(sock_path: &str, count: u64) {
     }
 }
 
+#[cfg(unix)]
 #[test]
 fn shared_memory_buffer_crosses_processes() {
     const COUNT: u64 = 50_000;
@@ -561,6 +574,90 @@ fn shared_memory_buffer_crosses_processes() {
     }
     child.wait_success(HANG);
     assert_eq!(ring.read().unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A thousand connect / disconnect cycles leak no handle (fd on Unix, HANDLE on Windows) on
+// either side.
+
+/// Cycles before the first count: lazily created process-wide things (watcher or link thread,
+/// epoll set) exist by then.
+const WARMUP_CYCLES: u64 = 20;
+/// Growth allowed over the measured cycles: a leak of even one handle per connection shows as
+/// hundreds.
+const HANDLE_SLACK: usize = 8;
+
+/// The open-handle count; where the OS does not tell (Wine), derived from the handle table: a
+/// new handle takes a free slot below the table's high-water mark if there is one, so once
+/// `PROBES` new handles have used up every free slot, the highest slot index they got is
+/// (handles in use) + `PROBES` - 1.
+fn handle_measure() -> Option<usize> {
+    lapce_ipc::open_handles().or_else(handles_in_use_from_table)
+}
+
+#[cfg(windows)]
+fn handles_in_use_from_table() -> Option<usize> {
+    use std::os::windows::io::AsRawHandle;
+    const PROBES: usize = 2048;
+    let file = std::fs::File::open(std::env::current_exe().ok()?).ok()?;
+    let probes: Vec<std::fs::File> = (0..PROBES).map(|_| file.try_clone()).collect::<Result<_, _>>().ok()?;
+    let highest = probes.iter().map(|f| f.as_raw_handle() as usize / 4).max()?;
+    // Slot indices start at 1; `file` is one of the handles in use.
+    Some(highest.saturating_sub(PROBES))
+}
+
+#[cfg(not(windows))]
+fn handles_in_use_from_table() -> Option<usize> {
+    None
+}
+
+fn handle_growth(side: &str, before: Option<usize>, after: Option<usize>, cycles: u64) {
+    let (Some(before), Some(after)) = (before, after) else {
+        eprintln!("{side}: open handle count not available on this OS");
+        return;
+    };
+    eprintln!("{side}: {before} open handles after {WARMUP_CYCLES} cycles, {after} after {cycles}");
+    assert!(after <= before + HANDLE_SLACK, "{side} leaks: {before} -> {after} handles over {cycles} cycles");
+}
+
+fn child_reconnector(name: &str, cycles: u64) {
+    let mut before = None;
+    for i in 0..cycles {
+        if i == WARMUP_CYCLES {
+            before = handle_measure();
+        }
+        let mut s = connect_retry(name);
+        s.send(&i.to_le_bytes()).unwrap();
+        let mut back = [0u8; 8];
+        assert_eq!(s.recv(&mut back).unwrap(), 8);
+        assert_eq!(u64::from_le_bytes(back), i);
+    }
+    handle_growth("client", before, handle_measure(), cycles);
+}
+
+#[test]
+fn thousand_connect_disconnect_cycles_leak_no_handles() {
+    const CYCLES: u64 = 1000;
+    let name = unique_name("cycles");
+    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let mut child = ChildGuard::spawn("reconnector", &format!("{name},{CYCLES}"));
+    let mut before = None;
+    let started = Instant::now();
+    for i in 0..CYCLES {
+        if i == WARMUP_CYCLES {
+            before = handle_measure();
+        }
+        let mut s = listener.accept().unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(s.recv(&mut buf).unwrap(), 8);
+        assert_eq!(u64::from_le_bytes(buf), i);
+        s.send(&buf).unwrap();
+        // The client hangs up after the reply: wait for that, so both sides have let go.
+        assert!(matches!(s.recv(&mut buf), Err(IpcError::PeerGone)));
+    }
+    child.wait_success(HANG);
+    handle_growth("server", before, handle_measure(), CYCLES);
+    eprintln!("{CYCLES} connect/disconnect cycles in {:?}", started.elapsed());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -622,6 +719,7 @@ fn sleep_wake_stress_blocking_and_async_servers() {
 // ---------------------------------------------------------------------------------------------
 // Nothing is left behind, and nothing ever appears in /dev/shm.
 
+#[cfg(unix)]
 #[test]
 fn listener_removes_its_socket_and_nothing_reaches_dev_shm() {
     let name = unique_name("cleanup");

@@ -5,10 +5,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
+#[cfg(unix)]
+use std::os::unix::net::UnixListener;
 use std::time::Duration;
 
-use common::unique_name;
+use common::{raw_connect, raw_message, unique_name, HANDLE_TRAILER};
 use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, PROTOCOL_VERSION};
 
 fn pair(config: StreamConfig) -> (SharedMemoryListener, SharedMemoryStream, SharedMemoryStream) {
@@ -44,7 +45,8 @@ fn limits_and_non_blocking_calls() {
     assert!(matches!(server.recv_timeout(&mut buf, Duration::from_millis(20)), Err(IpcError::Timeout)));
     while client.try_send(&[0u8; 100]).is_ok() {}
     assert!(matches!(client.try_send(&[0u8; 100]), Err(IpcError::WouldBlock)));
-    assert!(matches!(client.send_timeout(&[0u8; 100], Duration::from_millis(20)), Err(IpcError::Timeout)));
+    let r = client.send_timeout(&[0u8; 100], Duration::from_millis(20));
+    assert!(matches!(r, Err(IpcError::Timeout)), "{r:?}");
     // Drain, then the full ring accepts again.
     while server.try_recv(&mut buf[..]).is_ok() || server.try_recv_with(|_| ()).is_ok() {}
     client.send_timeout(&[0u8; 100], Duration::from_secs(5)).unwrap();
@@ -83,12 +85,12 @@ fn version_mismatch_is_refused_and_the_listener_goes_on() {
     let listener = SharedMemoryListener::bind(&name).unwrap();
     std::thread::scope(|scope| {
         let accepted = scope.spawn(|| listener.accept().map(|s| s.peer_pid()));
-        let mut sock = UnixStream::connect(listener.path()).unwrap();
+        let mut sock = raw_connect(listener.path());
         let mut hello = [0u8; 24];
         hello[..8].copy_from_slice(b"LAPCHELO");
         hello[8..12].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
-        sock.write_all(&hello).unwrap();
-        let mut answer = [0u8; 48];
+        sock.write_all(&raw_message(&hello)).unwrap();
+        let mut answer = [0u8; 48 + HANDLE_TRAILER];
         sock.read_exact(&mut answer).unwrap();
         assert_eq!(&answer[..8], b"LAPCSRVR");
         assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 1, "status: version mismatch");
@@ -108,7 +110,7 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let name = unique_name("silent");
     let cfg = StreamConfig { handshake_timeout: Duration::from_millis(100), ..StreamConfig::default() };
     let listener = SharedMemoryListener::bind_with(&name, cfg).unwrap();
-    let _silent = UnixStream::connect(listener.path()).unwrap();
+    let _silent = raw_connect(listener.path());
     let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).map(|_| ()));
     listener.accept().unwrap();
     client.join().unwrap().unwrap();
@@ -175,6 +177,8 @@ fn huge_timeouts_mean_no_deadline() {
     assert_eq!(server.recv_timeout(&mut [0u8; 4], Duration::MAX).unwrap(), 1);
 }
 
+/// Unix only: the impostor is a plain Unix-socket server.
+#[cfg(unix)]
 #[test]
 fn a_client_gets_a_clear_error_from_a_server_that_is_not_lapce_ipc() {
     let name = unique_name("impostor");
@@ -202,19 +206,27 @@ fn bind_errors_name_the_path_and_stale_sockets_are_replaced() {
         }
         other => panic!("second bind of a live name: {:?}", other.err()),
     }
+    #[cfg(unix)]
     let path = first.path().to_path_buf();
     drop(first);
-    assert!(!path.exists());
-
-    // A socket file left by a crashed process (std's listener does not unlink on drop).
-    drop(UnixListener::bind(&path).unwrap());
-    assert!(path.exists());
-    let replaced = SharedMemoryListener::bind(&name).unwrap();
-    drop(replaced);
-    assert!(!path.exists());
+    #[cfg(unix)]
+    {
+        assert!(!path.exists());
+        // A socket file left by a crashed process (std's listener does not unlink on drop).
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let replaced = SharedMemoryListener::bind(&name).unwrap();
+        drop(replaced);
+        assert!(!path.exists());
+    }
+    // A pipe name is free again as soon as its listener is gone.
+    #[cfg(windows)]
+    drop(SharedMemoryListener::bind(&name).unwrap());
 
     assert!(matches!(SharedMemoryStream::connect(&name), Err(IpcError::Connect { .. })));
-    for bad in ["", "a/b", ".hidden", "space name", &"x".repeat(101), &"y".repeat(100)] {
+    // On Unix a 100-character name is valid but makes the socket path longer than 107 bytes.
+    let too_long_for_unix = if cfg!(unix) { "y".repeat(100) } else { String::new() };
+    for bad in ["", "a/b", ".hidden", "space name", &"x".repeat(101), &too_long_for_unix] {
         assert!(matches!(SharedMemoryListener::bind(bad), Err(IpcError::InvalidArgument(_))), "{bad:?}");
     }
     let bad_ring = StreamConfig { ring_capacity: 5000, ..StreamConfig::default() };

@@ -1,15 +1,13 @@
 //! The blocking flavour: [`SharedMemoryListener`] and [`SharedMemoryStream`].
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
-use super::{bind_control, socket_path, unbind_control, FileId, StreamConfig};
+use super::{socket_path, StreamConfig};
 use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
 use crate::error::{IpcError, Result};
-use crate::platform::{recv_with_fds, send_with_fds};
+use crate::platform::{ControlListener, ControlStream};
 
 /// Accepts shared-memory connections on a named control socket (blocking flavour).
 ///
@@ -31,9 +29,7 @@ use crate::platform::{recv_with_fds, send_with_fds};
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 pub struct SharedMemoryListener {
-    sock: UnixListener,
-    path: PathBuf,
-    id: Option<FileId>,
+    control: ControlListener,
     config: StreamConfig,
     rejections: Rejections,
 }
@@ -47,13 +43,13 @@ impl SharedMemoryListener {
     /// Binds `name` with `config`.
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<SharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
-        let (sock, path, id) = bind_control(name)?;
-        Ok(SharedMemoryListener { sock, path, id, config, rejections: Rejections::default() })
+        let control = ControlListener::bind(socket_path(name)?)?;
+        Ok(SharedMemoryListener { control, config, rejections: Rejections::default() })
     }
 
-    /// The control socket's path.
+    /// The control channel's path (see [`socket_path`](crate::socket_path)).
     pub fn path(&self) -> &Path {
-        &self.path
+        self.control.path()
     }
 
     /// Waits for the next client and completes its handshake.
@@ -66,8 +62,8 @@ impl SharedMemoryListener {
     /// most the handshake timeout.
     pub fn accept(&self) -> Result<SharedMemoryStream> {
         loop {
-            let (sock, _) = self.sock.accept()?;
-            match server_handshake(sock, &self.config) {
+            let control = self.control.accept()?;
+            match server_handshake(control, &self.config) {
                 Ok(stream) => return Ok(stream),
                 Err(Refused::Client(e)) => self.rejections.record(e),
                 Err(Refused::Ours(e)) => return Err(e),
@@ -81,52 +77,27 @@ impl SharedMemoryListener {
     }
 }
 
-impl Drop for SharedMemoryListener {
-    fn drop(&mut self) {
-        unbind_control(&self.path, self.id);
-    }
-}
-
-fn server_handshake(mut sock: UnixStream, config: &StreamConfig) -> Result<SharedMemoryStream, Refused> {
+fn server_handshake(
+    mut control: ControlStream,
+    config: &StreamConfig,
+) -> Result<SharedMemoryStream, Refused> {
     let deadline = Instant::now() + config.handshake_timeout;
-    sock.set_write_timeout(Some(config.handshake_timeout)).map_err(|e| Refused::Client(e.into()))?;
-    let checked = handshake::check_peer(&sock).and_then(|pid| {
+    let checked = control.check_peer().and_then(|pid| {
         let mut hello = [0u8; CLIENT_HELLO_LEN];
-        read_exact_by(&mut sock, &mut hello, deadline)?;
+        control.read_exact_by(&mut hello, deadline)?;
         handshake::check_client_hello(&hello).map(|_claimed| pid)
     });
     let client_pid = match checked {
         Ok(pid) => pid,
         Err(e) => {
-            let _ = sock.write_all(&handshake::refusal(&e));
+            let _ = control.write_all_by(&handshake::refusal(&e), &[], deadline);
             return Err(Refused::Client(e));
         }
     };
     let offer = Offer::new(config.ring_capacity).map_err(Refused::Ours)?;
-    send_with_fds(&sock, &offer.hello, &offer.fds()).map_err(|e| Refused::Client(handshake_io(e)))?;
-    let (tx, rx) = offer.into_halves(sock, client_pid, config.wait).map_err(Refused::Ours)?;
+    control.write_all_by(&offer.hello, &offer.handles(), deadline).map_err(Refused::Client)?;
+    let (tx, rx) = offer.into_halves(control, client_pid, config.wait).map_err(Refused::Ours)?;
     Ok(SharedMemoryStream::from_halves(tx, rx))
-}
-
-/// Reads exactly `buf.len()` bytes, all of them before `deadline` (a slow trickle of bytes
-/// cannot stretch the handshake).
-fn read_exact_by(sock: &mut UnixStream, buf: &mut [u8], deadline: Instant) -> Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        sock.set_read_timeout(Some(time_left(deadline)?))?;
-        match sock.read(&mut buf[got..]) {
-            Ok(0) => return Err(IpcError::PeerGone),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(handshake_io(e)),
-        }
-    }
-    Ok(())
-}
-
-/// Time left before `deadline`; [`IpcError::Timeout`] when none.
-fn time_left(deadline: Instant) -> Result<Duration> {
-    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(IpcError::Timeout)
 }
 
 /// A failed server-side handshake: the client's fault (refuse it, go on accepting) or ours.
@@ -151,16 +122,6 @@ impl Rejections {
     pub(super) fn get(&self) -> (u64, Option<String>) {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
         (self.count.load(std::sync::atomic::Ordering::Relaxed), last)
-    }
-}
-
-/// I/O errors during a handshake: timeouts and hang-ups get their own variants.
-pub(super) fn handshake_io(e: std::io::Error) -> IpcError {
-    use std::io::ErrorKind::*;
-    match e.kind() {
-        WouldBlock | TimedOut => IpcError::Timeout,
-        UnexpectedEof | ConnectionReset | BrokenPipe => IpcError::PeerGone,
-        _ => IpcError::Io(e),
     }
 }
 
@@ -204,25 +165,13 @@ impl SharedMemoryStream {
     /// Connects to the listener bound to `name`; `config.ring_capacity` is ignored (the
     /// listener decides).
     pub fn connect_with(name: &str, config: &StreamConfig) -> Result<SharedMemoryStream> {
-        let path = socket_path(name)?;
         let deadline = Instant::now() + config.handshake_timeout;
-        let mut sock = UnixStream::connect(&path).map_err(|source| IpcError::Connect { path, source })?;
-        sock.set_write_timeout(Some(config.handshake_timeout))?;
-        let server_pid = handshake::check_peer(&sock)?;
-        sock.write_all(&handshake::client_hello(handshake::PROTOCOL_VERSION)).map_err(handshake_io)?;
+        let mut control = ControlStream::connect(&socket_path(name)?, deadline)?;
+        let server_pid = control.check_peer()?;
+        control.write_all_by(&handshake::client_hello(handshake::PROTOCOL_VERSION), &[], deadline)?;
         let mut hello = [0u8; SERVER_HELLO_LEN];
-        let mut got = 0;
-        let mut fds = Vec::new();
-        while got < SERVER_HELLO_LEN {
-            sock.set_read_timeout(Some(time_left(deadline)?))?;
-            let (n, more) = recv_with_fds(&sock, &mut hello[got..]).map_err(handshake_io)?;
-            if n == 0 {
-                return Err(IpcError::PeerGone);
-            }
-            got += n;
-            fds.extend(more);
-        }
-        let (tx, rx) = handshake::client_halves(&hello, fds, sock, server_pid, config.wait)?;
+        let fds = control.read_exact_by(&mut hello, deadline)?;
+        let (tx, rx) = handshake::client_halves(&hello, fds, control, server_pid, config.wait)?;
         Ok(Self::from_halves(tx, rx))
     }
 
@@ -236,7 +185,8 @@ impl SharedMemoryStream {
         self.tx.max_message_size()
     }
 
-    /// The peer's process id, as the kernel reported it for the control socket (SO_PEERCRED).
+    /// The peer's process id, as the OS reported it for the control channel (SO_PEERCRED,
+    /// LOCAL_PEERPID, GetNamedPipe*ProcessId; 0 where the OS does not tell).
     pub fn peer_pid(&self) -> u32 {
         self.tx.half.link().peer_pid()
     }

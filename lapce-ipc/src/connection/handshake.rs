@@ -1,22 +1,22 @@
-//! The connection handshake over the control socket (normative description: docs/PROTOCOL.md).
+//! The connection handshake over the control channel (normative description: docs/PROTOCOL.md).
 //!
 //! 1. The client sends a 24-byte `ClientHello` (magic, protocol version, pid).
-//! 2. The server checks the peer's uid (SO_PEERCRED) and the hello, then answers with a 48-byte
-//!    `ServerHello` (magic, version, status, pid, ring capacity, segment length) carrying five
-//!    file descriptors: the sealed memfd segment and the client's ends of four doorbells. On a refusal the
-//!    status says why and no descriptors are sent.
-//! 3. The client checks everything it received: magic, version, status, sizes, the memfd's seals
-//!    and length, and both ring headers.
+//! 2. The server checks the peer's user (as the OS reports it) and the hello, then answers with
+//!    a 48-byte `ServerHello` (magic, version, status, pid, ring capacity, segment length)
+//!    carrying five handles: the segment and the client's ends of four doorbells (descriptors
+//!    over `SCM_RIGHTS` on Unix, handles duplicated into the client on Windows). On a refusal
+//!    the status says why and no handles are sent.
+//! 3. The client checks everything it received: magic, version, status, sizes, the segment
+//!    (seals and length where the backend has them) and both ring headers.
 //!
-//! This module only encodes, decodes and assembles; the blocking and tokio drivers do the I/O.
+//! This module only encodes, decodes and assembles; the blocking and tokio drivers do the I/O
+//! through the platform's control channel.
 
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use crate::channel::{Link, RecvHalf, SendHalf, Sleeper, WaitStrategy};
 use crate::error::{IpcError, Result};
-use crate::platform::{current_pid, Doorbell, Segment};
+use crate::platform::{current_pid, BorrowedOsHandle, ControlStream, Doorbell, OsHandle, Segment};
 use crate::ring::{check_capacity, init_ring, ring_footprint, Consumer, Producer, SharedRegion};
 
 /// The connection protocol version this build speaks.
@@ -127,16 +127,16 @@ impl Offer {
         })
     }
 
-    /// The descriptors to send with the hello.
-    pub(crate) fn fds(&self) -> [BorrowedFd<'_>; OFFER_FDS] {
+    /// The descriptors (handles) to send with the hello.
+    pub(crate) fn handles(&self) -> [BorrowedOsHandle<'_>; OFFER_FDS] {
         let t = &self.theirs;
-        [self.segment.fd(), t[0].fd(), t[1].fd(), t[2].fd(), t[3].fd()]
+        [self.segment.handle(), t[0].handle(), t[1].handle(), t[2].handle(), t[3].handle()]
     }
 
     /// The server's halves, once the offer has been sent (the client's ends are closed here).
     pub(crate) fn into_halves(
         self,
-        sock: UnixStream,
+        control: ControlStream,
         client_pid: u32,
         wait: WaitStrategy,
     ) -> Result<(SendHalf, RecvHalf)> {
@@ -146,7 +146,7 @@ impl Offer {
         let tx = Producer::attach(region.clone(), s2c, self.capacity)?;
         let rx = Consumer::attach(region, c2s, self.capacity)?;
         let link =
-            Arc::new(Link::new(sock, client_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
+            Arc::new(Link::new(control, client_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
         Ok((
             SendHalf::new(tx, Sleeper::new(s2c_data_ring, s2c_space_sleep, link.clone(), wait)),
             RecvHalf::new(rx, Sleeper::new(c2s_space_ring, c2s_data_sleep, link, wait)),
@@ -158,8 +158,8 @@ impl Offer {
 /// `server_pid` comes from the socket's credentials, not from the hello.
 pub(crate) fn client_halves(
     hello: &[u8; SERVER_HELLO_LEN],
-    fds: Vec<OwnedFd>,
-    sock: UnixStream,
+    fds: Vec<OsHandle>,
+    control: ControlStream,
     server_pid: u32,
     wait: WaitStrategy,
 ) -> Result<(SendHalf, RecvHalf)> {
@@ -184,29 +184,19 @@ pub(crate) fn client_halves(
             u64_at(hello, 32)
         )));
     }
-    let fds: [OwnedFd; OFFER_FDS] = fds.try_into().map_err(|fds: Vec<OwnedFd>| {
+    let fds: [OsHandle; OFFER_FDS] = fds.try_into().map_err(|fds: Vec<OsHandle>| {
         IpcError::Handshake(format!("expected {OFFER_FDS} descriptors, got {}", fds.len()))
     })?;
     let [seg_fd, c2s_data_ring, c2s_space_sleep, s2c_data_sleep, s2c_space_ring] = fds;
     let region: Arc<dyn SharedRegion> = Arc::new(Segment::open(seg_fd, len)?);
     let tx = Producer::attach(region.clone(), c2s, capacity)?;
     let rx = Consumer::attach(region, s2c, capacity)?;
-    let link = Arc::new(Link::new(sock, server_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
-    let bell = Doorbell::from_fd;
+    let link = Arc::new(Link::new(control, server_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
+    let bell = Doorbell::from_handle;
     Ok((
         SendHalf::new(tx, Sleeper::new(bell(c2s_data_ring)?, bell(c2s_space_sleep)?, link.clone(), wait)),
         RecvHalf::new(rx, Sleeper::new(bell(s2c_space_ring)?, bell(s2c_data_sleep)?, link, wait)),
     ))
-}
-
-/// Refuses peers running as another user; returns the peer's pid as the kernel knows it.
-pub(crate) fn check_peer(sock: impl AsFd) -> Result<u32> {
-    let (peer, pid) = crate::platform::peer_credentials(sock)?;
-    let own = crate::platform::current_uid();
-    if peer != own {
-        return Err(IpcError::PeerRefused { peer_uid: peer, own_uid: own });
-    }
-    Ok(pid)
 }
 
 #[cfg(test)]
@@ -241,6 +231,12 @@ mod tests {
         ));
         let refused = refusal(&IpcError::VersionMismatch { ours: 1, theirs: 2 });
         assert_eq!(u32_at(&refused, 12), STATUS_VERSION_MISMATCH);
-        assert_eq!(u32_at(&refusal(&IpcError::PeerRefused { peer_uid: 1, own_uid: 0 }), 12), STATUS_REFUSED);
+        assert_eq!(
+            u32_at(
+                &refusal(&IpcError::PeerRefused { peer_user: "uid 1".into(), own_user: "uid 0".into() }),
+                12
+            ),
+            STATUS_REFUSED
+        );
     }
 }

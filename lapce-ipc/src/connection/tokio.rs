@@ -4,19 +4,15 @@
 //! registered with the tokio reactor, and watch the control socket for the peer's hang-up.
 //! Streams must be used inside the tokio runtime they were created in.
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::io::Interest;
-use tokio::net::{UnixListener, UnixStream};
-
-use super::blocking::{handshake_io, Refused, Rejections};
+use super::blocking::{Refused, Rejections};
 use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
-use super::{bind_control, socket_path, unbind_control, FileId, StreamConfig};
+use super::{socket_path, StreamConfig};
 use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
 use crate::error::{IpcError, Result};
-use crate::platform::{recv_with_fds, send_with_fds};
+use crate::platform::{AsyncControlListener, AsyncControlStream, ControlListener};
 
 /// Accepts shared-memory connections on a named control socket (tokio flavour).
 ///
@@ -39,9 +35,8 @@ use crate::platform::{recv_with_fds, send_with_fds};
 /// # }
 /// ```
 pub struct AsyncSharedMemoryListener {
-    sock: UnixListener,
+    control: AsyncControlListener,
     path: PathBuf,
-    id: Option<FileId>,
     config: StreamConfig,
     rejections: Rejections,
 }
@@ -56,13 +51,13 @@ impl AsyncSharedMemoryListener {
     /// Binds `name` with `config`.
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<AsyncSharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
-        let (std_sock, path, id) = bind_control(name)?;
-        std_sock.set_nonblocking(true)?;
-        let sock = UnixListener::from_std(std_sock)?;
-        Ok(AsyncSharedMemoryListener { sock, path, id, config, rejections: Rejections::default() })
+        let control = ControlListener::bind(socket_path(name)?)?;
+        let path = control.path().to_path_buf();
+        let control = control.into_async()?;
+        Ok(AsyncSharedMemoryListener { control, path, config, rejections: Rejections::default() })
     }
 
-    /// The control socket's path.
+    /// The control channel's path (see [`socket_path`](crate::socket_path)).
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -72,8 +67,8 @@ impl AsyncSharedMemoryListener {
     /// the listener itself. The whole handshake is bounded by the handshake timeout.
     pub async fn accept(&self) -> Result<AsyncSharedMemoryStream> {
         loop {
-            let (sock, _) = self.sock.accept().await?;
-            let handshake = server_handshake(sock, &self.config);
+            let control = self.control.accept().await?;
+            let handshake = server_handshake(control, &self.config);
             let outcome = match tokio::time::timeout(self.config.handshake_timeout, handshake).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Refused::Client(IpcError::Timeout)),
@@ -92,48 +87,14 @@ impl AsyncSharedMemoryListener {
     }
 }
 
-impl Drop for AsyncSharedMemoryListener {
-    fn drop(&mut self) {
-        unbind_control(&self.path, self.id);
-    }
-}
-
-async fn read_full(sock: &UnixStream, buf: &mut [u8]) -> Result<Vec<OwnedFd>> {
-    let mut got = 0;
-    let mut fds = Vec::new();
-    while got < buf.len() {
-        sock.readable().await?;
-        match sock.try_io(Interest::READABLE, || recv_with_fds(sock, &mut buf[got..])) {
-            Ok((0, _)) => return Err(IpcError::PeerGone),
-            Ok((n, more)) => {
-                got += n;
-                fds.extend(more);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(handshake_io(e)),
-        }
-    }
-    Ok(fds)
-}
-
-async fn write_all(sock: &UnixStream, bytes: &[u8], fds: &[std::os::fd::BorrowedFd<'_>]) -> Result<()> {
-    loop {
-        sock.writable().await?;
-        match sock.try_io(Interest::WRITABLE, || send_with_fds(sock, bytes, fds)) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(handshake_io(e)),
-        }
-    }
-}
-
 async fn server_handshake(
-    sock: UnixStream,
+    mut control: AsyncControlStream,
     config: &StreamConfig,
 ) -> Result<AsyncSharedMemoryStream, Refused> {
     let mut hello = [0u8; CLIENT_HELLO_LEN];
-    let checked = match handshake::check_peer(&sock) {
-        Ok(pid) => read_full(&sock, &mut hello)
+    let checked = match control.check_peer() {
+        Ok(pid) => control
+            .read_exact(&mut hello)
             .await
             .and_then(|_| handshake::check_client_hello(&hello))
             .map(|_| pid),
@@ -142,14 +103,14 @@ async fn server_handshake(
     let client_pid = match checked {
         Ok(pid) => pid,
         Err(e) => {
-            let _ = write_all(&sock, &handshake::refusal(&e), &[]).await;
+            let _ = control.write_all(&handshake::refusal(&e), &[]).await;
             return Err(Refused::Client(e));
         }
     };
     let offer = Offer::new(config.ring_capacity).map_err(Refused::Ours)?;
-    write_all(&sock, &offer.hello, &offer.fds()).await.map_err(Refused::Client)?;
-    let std_sock = sock.into_std().map_err(|e| Refused::Ours(e.into()))?;
-    let (tx, rx) = offer.into_halves(std_sock, client_pid, config.wait).map_err(Refused::Ours)?;
+    control.write_all(&offer.hello, &offer.handles()).await.map_err(Refused::Client)?;
+    let control = control.into_blocking().map_err(Refused::Ours)?;
+    let (tx, rx) = offer.into_halves(control, client_pid, config.wait).map_err(Refused::Ours)?;
     Ok(AsyncSharedMemoryStream::from_halves(tx, rx))
 }
 
@@ -194,14 +155,13 @@ impl AsyncSharedMemoryStream {
     pub async fn connect_with(name: &str, config: &StreamConfig) -> Result<AsyncSharedMemoryStream> {
         let path = socket_path(name)?;
         let connect = async {
-            let sock = UnixStream::connect(&path)
-                .await
-                .map_err(|source| IpcError::Connect { path: path.clone(), source })?;
-            let server_pid = handshake::check_peer(&sock)?;
-            write_all(&sock, &handshake::client_hello(handshake::PROTOCOL_VERSION), &[]).await?;
+            let mut control = AsyncControlStream::connect(&path).await?;
+            let server_pid = control.check_peer()?;
+            control.write_all(&handshake::client_hello(handshake::PROTOCOL_VERSION), &[]).await?;
             let mut hello = [0u8; SERVER_HELLO_LEN];
-            let fds = read_full(&sock, &mut hello).await?;
-            let (tx, rx) = handshake::client_halves(&hello, fds, sock.into_std()?, server_pid, config.wait)?;
+            let fds = control.read_exact(&mut hello).await?;
+            let control = control.into_blocking()?;
+            let (tx, rx) = handshake::client_halves(&hello, fds, control, server_pid, config.wait)?;
             Ok(Self::from_halves(tx, rx))
         };
         tokio::time::timeout(config.handshake_timeout, connect).await.map_err(|_| IpcError::Timeout)?
@@ -217,7 +177,8 @@ impl AsyncSharedMemoryStream {
         self.tx.max_message_size()
     }
 
-    /// The peer's process id, as the kernel reported it for the control socket (SO_PEERCRED).
+    /// The peer's process id, as the OS reported it for the control channel (0 where it does
+    /// not tell).
     pub fn peer_pid(&self) -> u32 {
         self.tx.half.link().peer_pid()
     }

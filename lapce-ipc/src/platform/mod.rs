@@ -5,30 +5,33 @@
 //!
 //! | item | job |
 //! |---|---|
-//! | [`Segment`] | create / open / map a shared-memory segment that has no name in any file system |
-//! | [`futex_wait`], [`futex_wake`] | sleep on / wake a `u32` in shared memory (blocking waits) |
-//! | [`Doorbell`] | a socket-pair doorbell a tokio reactor can wait on (async waits) |
-//! | [`send_with_fds`], [`recv_with_fds`] | the control channel's message + file-descriptor passing |
-//! | [`peer_credentials`], [`current_uid`], [`peer_hung_up`] | peer credentials and liveness |
-//! | [`watch_hangup`] | run a callback as soon as a control socket's peer hangs up |
-//! | [`runtime_dir`] | the private per-user directory where control sockets live |
+//! | [`Segment`] | create / open / map a shared-memory segment that has no name anywhere |
+//! | [`OsHandle`], [`BorrowedOsHandle`] | what carries a segment or a doorbell to the peer (fd / HANDLE) |
+//! | [`Doorbell`] | one side sleeps on it, the other rings it (async waits; blocking ones without a futex) |
+//! | [`futex_wait`], [`futex_wake`], [`HAS_FUTEX`] | sleep on / wake a `u32` in shared memory, where the OS can |
+//! | [`ControlListener`], [`ControlStream`] | the named control channel: bind, accept, connect, hello messages with handles attached, the peer's identity |
+//! | [`AsyncControlListener`], [`AsyncControlStream`] | the same for tokio |
+//! | [`PeerLink`], [`HAS_HANGUP_WATCHER`] | after the handshake: tells at once when the peer closed the connection or died |
+//! | [`sleep_blocking`], [`AsyncSleeper`] | wait for a doorbell or the peer's hang-up, blocking or in tokio |
+//! | [`control_path`] | where a listener name lives (socket file or pipe name) |
 //!
-//! Backends: `linux.rs` (memfd, futex, epoll hang-up watcher; the default on Linux) or
-//! `posix.rs` (shm_open, doorbell sleeps; macOS, and Linux with the `posix` feature), plus
-//! `unix.rs` (Unix-domain sockets, socket-pair doorbells, credentials; shared by both).
-//! [`HAS_FUTEX`] and [`HAS_HANGUP_WATCHER`] tell the channel layer how blocking sleepers sleep
-//! and learn of a peer's death. The portable POSIX and Windows backends are tracked separately (issue 3).
+//! Backends, one folder per OS family:
+//! - `unix/`: Unix-domain control sockets with `SCM_RIGHTS`, socket-pair doorbells and peer
+//!   credentials shared by all Unixes, plus a segment backend: `unix/linux.rs` (sealed memfd,
+//!   futex, an epoll thread hearing hang-ups; the default on Linux) or `unix/posix.rs`
+//!   (`shm_open`, doorbell sleeps; macOS, and Linux with the `posix` feature).
+//! - `windows/`: pagefile-backed sections, auto-reset events, a named-pipe control channel;
+//!   handles are duplicated into the peer instead of being passed by name.
 
-#[cfg(all(target_os = "linux", not(feature = "posix")))]
-#[path = "linux.rs"]
-mod backend;
-#[cfg(any(not(target_os = "linux"), feature = "posix"))]
-#[path = "posix.rs"]
-mod backend;
+#[cfg(unix)]
 mod unix;
+#[cfg(unix)]
+pub(crate) use unix::*;
 
-pub(crate) use backend::{futex_wait, futex_wake, watch_hangup, HangupWatch, HAS_FUTEX, HAS_HANGUP_WATCHER};
-pub(crate) use unix::{
-    current_pid, current_uid, drain_doorbell, listener_alive, peer_credentials, peer_hung_up, poll_sleep,
-    recv_with_fds, register_readable, runtime_dir, send_with_fds, Doorbell, Segment,
-};
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub(crate) use windows::*;
+
+#[cfg(not(any(unix, windows)))]
+compile_error!("lapce-ipc supports Unix (Linux, macOS) and Windows");

@@ -138,3 +138,27 @@ pub fn connect_retry_with(name: &str, config: &lapce_ipc::StreamConfig) -> lapce
 pub fn connect_retry(name: &str) -> lapce_ipc::SharedMemoryStream {
     connect_retry_with(name, &lapce_ipc::StreamConfig::default())
 }
+
+/// A raw connection to a listener's control channel, to play a broken or outdated client: a
+/// Unix socket, or on Windows the named pipe opened as a file.
+#[cfg(unix)]
+pub fn raw_connect(path: &std::path::Path) -> std::os::unix::net::UnixStream {
+    std::os::unix::net::UnixStream::connect(path).unwrap()
+}
+
+/// A raw connection to a listener's control channel (see the Unix version).
+#[cfg(windows)]
+pub fn raw_connect(path: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new().read(true).write(true).open(path).unwrap()
+}
+
+/// Bytes every control message carries after its body: on Windows a handle trailer (count,
+/// reserved), see docs/PROTOCOL.md §2; nothing on Unix, where descriptors travel out of band.
+pub const HANDLE_TRAILER: usize = if cfg!(windows) { 8 } else { 0 };
+
+/// A control message with `body` and no handles, as it travels on this platform.
+pub fn raw_message(body: &[u8]) -> Vec<u8> {
+    let mut m = body.to_vec();
+    m.resize(body.len() + HANDLE_TRAILER, 0);
+    m
+}

@@ -1,5 +1,6 @@
-//! Unix-domain control sockets: message + file-descriptor passing (SCM_RIGHTS), peer
-//! credentials, hang-up detection and the private runtime directory. Shared by every Unix backend.
+//! Unix-domain socket plumbing shared by every Unix backend: message + file-descriptor passing
+//! (SCM_RIGHTS), peer credentials, hang-up probes, socket-pair doorbells, the shared-memory
+//! [`Segment`] over a backend's descriptor, and the private runtime directory.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
@@ -112,7 +113,7 @@ impl Segment {
     }
 
     /// The descriptor, to pass to a peer.
-    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub(crate) fn handle(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
 }
@@ -263,7 +264,7 @@ impl Doorbell {
     }
 
     /// Wraps a doorbell end received from the peer after checking it is a datagram socket.
-    pub(crate) fn from_fd(fd: OwnedFd) -> Result<Doorbell> {
+    pub(crate) fn from_handle(fd: OwnedFd) -> Result<Doorbell> {
         match rustix::net::sockopt::socket_type(&fd) {
             Ok(rustix::net::SocketType::DGRAM) => Ok(Doorbell { fd }),
             _ => Err(IpcError::Handshake("a doorbell descriptor is not a datagram socket".into())),
@@ -277,7 +278,7 @@ impl Doorbell {
     }
 
     /// The descriptor, to pass to the peer.
-    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+    pub(crate) fn handle(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
 
@@ -312,14 +313,14 @@ mod tests {
     #[test]
     fn doorbell_ring_and_drain_never_block() {
         let (sleeper, ringer) = Doorbell::pair().unwrap();
-        assert!(!drain_doorbell(sleeper.fd()).unwrap());
+        assert!(!drain_doorbell(sleeper.handle()).unwrap());
         for _ in 0..100_000 {
             ringer.ring();
         }
-        assert!(drain_doorbell(sleeper.fd()).unwrap());
-        assert!(!drain_doorbell(sleeper.fd()).unwrap());
+        assert!(drain_doorbell(sleeper.handle()).unwrap());
+        assert!(!drain_doorbell(sleeper.handle()).unwrap());
         drop(ringer);
-        assert!(drain_doorbell(sleeper.fd()).is_err() || !drain_doorbell(sleeper.fd()).unwrap());
+        assert!(drain_doorbell(sleeper.handle()).is_err() || !drain_doorbell(sleeper.handle()).unwrap());
     }
 
     #[test]
@@ -331,9 +332,9 @@ mod tests {
             None,
         )
         .unwrap();
-        assert!(Doorbell::from_fd(a).is_err());
+        assert!(Doorbell::from_handle(a).is_err());
         let file = std::fs::File::open("/dev/null").unwrap();
-        assert!(Doorbell::from_fd(file.into()).is_err());
+        assert!(Doorbell::from_handle(file.into()).is_err());
     }
 }
 

@@ -1,0 +1,352 @@
+//! The control channel over Unix-domain stream sockets: listener, connection, hello messages
+//! with descriptors attached (`SCM_RIGHTS`), the peer's credentials, and after the handshake the
+//! [`PeerLink`] that reports the peer's hang-up.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+
+use super::backend::{watch_hangup, HangupWatch};
+use super::socket::{
+    current_uid, drain_doorbell, listener_alive, peer_credentials, peer_hung_up, poll_sleep, recv_with_fds,
+    register_readable, runtime_dir, send_with_fds, Doorbell,
+};
+use crate::error::{handshake_io, IpcError, Result};
+
+/// What carries a segment or a doorbell to the peer: a file descriptor.
+pub(crate) type OsHandle = OwnedFd;
+/// A borrowed [`OsHandle`].
+pub(crate) type BorrowedOsHandle<'a> = BorrowedFd<'a>;
+
+/// The control-socket path of a (validated) listener name: `<runtime dir>/<name>.sock`.
+pub(crate) fn control_path(name: &str) -> Result<PathBuf> {
+    let path = runtime_dir()?.join(format!("{name}.sock"));
+    // A Unix socket address holds at most 107 bytes of path (108 with the terminating NUL).
+    if path.as_os_str().len() > 107 {
+        return Err(IpcError::InvalidArgument(format!(
+            "socket path {} is longer than the 107 bytes a Unix socket address holds; use a shorter name",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
+/// Identity of the socket file a listener created, so that it removes only its own file.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    // The field types differ between platforms (macOS has a 32-bit `st_dev`).
+    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)]
+    rustix::fs::lstat(path).ok().map(|st| (st.st_dev as u64, st.st_ino as u64))
+}
+
+/// The socket file a listener bound; removed on drop if it is still the one it created.
+struct BoundPath {
+    path: PathBuf,
+    id: Option<FileId>,
+}
+
+impl Drop for BoundPath {
+    fn drop(&mut self) {
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A bound control socket (blocking flavour).
+pub(crate) struct ControlListener {
+    sock: UnixListener,
+    bound: BoundPath,
+}
+
+impl ControlListener {
+    /// Binds the control socket at `path` (mode 0600), replacing a stale socket file that no
+    /// live listener answers on.
+    pub(crate) fn bind(path: PathBuf) -> Result<ControlListener> {
+        let bind_err = |source| IpcError::Bind { path: path.clone(), source };
+        let sock = match UnixListener::bind(&path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                if let Ok(st) = rustix::fs::lstat(&path) {
+                    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
+                        return Err(IpcError::InsecurePath {
+                            path,
+                            reason: "exists and is not a socket".into(),
+                        });
+                    }
+                }
+                if listener_alive(&path) {
+                    return Err(bind_err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        "address in use by a live listener",
+                    )));
+                }
+                // Nobody listens: a leftover of a crashed process. Replace it.
+                std::fs::remove_file(&path).map_err(bind_err)?;
+                UnixListener::bind(&path).map_err(bind_err)?
+            }
+            Err(e) => return Err(bind_err(e)),
+        };
+        rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(0o600)).map_err(|e| bind_err(e.into()))?;
+        let id = file_id(&path);
+        Ok(ControlListener { sock, bound: BoundPath { path, id } })
+    }
+
+    /// The socket file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.bound.path
+    }
+
+    /// Waits for the next client.
+    pub(crate) fn accept(&self) -> io::Result<ControlStream> {
+        let (sock, _) = self.sock.accept()?;
+        Ok(ControlStream { sock })
+    }
+
+    /// The tokio flavour of this listener; must be called inside a tokio runtime.
+    pub(crate) fn into_async(self) -> Result<AsyncControlListener> {
+        self.sock.set_nonblocking(true)?;
+        let sock = tokio::net::UnixListener::from_std(self.sock)?;
+        Ok(AsyncControlListener { sock, _bound: self.bound })
+    }
+}
+
+/// A bound control socket (tokio flavour).
+pub(crate) struct AsyncControlListener {
+    sock: tokio::net::UnixListener,
+    _bound: BoundPath,
+}
+
+impl AsyncControlListener {
+    /// Waits for the next client.
+    pub(crate) async fn accept(&self) -> io::Result<AsyncControlStream> {
+        let (sock, _) = self.sock.accept().await?;
+        Ok(AsyncControlStream { sock })
+    }
+}
+
+/// Refuses peers running as another user; returns the peer's pid as the kernel knows it.
+fn check_peer(sock: impl AsFd) -> Result<u32> {
+    let (peer, pid) = peer_credentials(sock)?;
+    let own = current_uid();
+    if peer != own {
+        return Err(IpcError::PeerRefused {
+            peer_user: format!("uid {peer}"),
+            own_user: format!("uid {own}"),
+        });
+    }
+    Ok(pid)
+}
+
+/// Time left before `deadline`; [`IpcError::Timeout`] when none.
+fn time_left(deadline: Instant) -> Result<Duration> {
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(IpcError::Timeout)
+}
+
+/// A connected control socket during the handshake (blocking flavour).
+pub(crate) struct ControlStream {
+    sock: UnixStream,
+}
+
+impl ControlStream {
+    /// Connects to the listener at `path`. (`_deadline`: a Unix connect does not wait for the
+    /// listener; a full backlog is the one case where it may block.)
+    pub(crate) fn connect(path: &Path, _deadline: Instant) -> Result<ControlStream> {
+        let sock =
+            UnixStream::connect(path).map_err(|source| IpcError::Connect { path: path.into(), source })?;
+        Ok(ControlStream { sock })
+    }
+
+    /// Refuses a peer running as another user; returns its pid (from the kernel, not claimed).
+    pub(crate) fn check_peer(&self) -> Result<u32> {
+        check_peer(&self.sock)
+    }
+
+    /// Reads exactly `buf.len()` bytes, all of them before `deadline` (a slow trickle cannot
+    /// stretch the handshake), with the descriptors that came along.
+    pub(crate) fn read_exact_by(&mut self, buf: &mut [u8], deadline: Instant) -> Result<Vec<OsHandle>> {
+        let mut got = 0;
+        let mut fds = Vec::new();
+        while got < buf.len() {
+            self.sock.set_read_timeout(Some(time_left(deadline)?))?;
+            match recv_with_fds(&self.sock, &mut buf[got..]) {
+                Ok((0, _)) => return Err(IpcError::PeerGone),
+                Ok((n, more)) => {
+                    got += n;
+                    fds.extend(more);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(handshake_io(e)),
+            }
+        }
+        Ok(fds)
+    }
+
+    /// Sends `bytes` with `handles` attached, giving up at `deadline`.
+    pub(crate) fn write_all_by(
+        &mut self,
+        bytes: &[u8],
+        handles: &[BorrowedOsHandle<'_>],
+        deadline: Instant,
+    ) -> Result<()> {
+        self.sock.set_write_timeout(Some(time_left(deadline)?))?;
+        send_with_fds(&self.sock, bytes, handles).map_err(handshake_io)
+    }
+}
+
+/// A connected control socket during the handshake (tokio flavour). Callers bound the whole
+/// handshake with a timeout.
+pub(crate) struct AsyncControlStream {
+    sock: tokio::net::UnixStream,
+}
+
+impl AsyncControlStream {
+    /// Connects to the listener at `path`.
+    pub(crate) async fn connect(path: &Path) -> Result<AsyncControlStream> {
+        let sock = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|source| IpcError::Connect { path: path.into(), source })?;
+        Ok(AsyncControlStream { sock })
+    }
+
+    /// See [`ControlStream::check_peer`].
+    pub(crate) fn check_peer(&self) -> Result<u32> {
+        check_peer(&self.sock)
+    }
+
+    /// Reads exactly `buf.len()` bytes, with the descriptors that came along.
+    pub(crate) async fn read_exact(&mut self, buf: &mut [u8]) -> Result<Vec<OsHandle>> {
+        let sock = &self.sock;
+        let mut got = 0;
+        let mut fds = Vec::new();
+        while got < buf.len() {
+            sock.readable().await?;
+            match sock.try_io(Interest::READABLE, || recv_with_fds(sock, &mut buf[got..])) {
+                Ok((0, _)) => return Err(IpcError::PeerGone),
+                Ok((n, more)) => {
+                    got += n;
+                    fds.extend(more);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(handshake_io(e)),
+            }
+        }
+        Ok(fds)
+    }
+
+    /// Sends `bytes` with `handles` attached.
+    pub(crate) async fn write_all(&mut self, bytes: &[u8], handles: &[BorrowedOsHandle<'_>]) -> Result<()> {
+        let sock = &self.sock;
+        loop {
+            sock.writable().await?;
+            match sock.try_io(Interest::WRITABLE, || send_with_fds(sock, bytes, handles)) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(handshake_io(e)),
+            }
+        }
+    }
+
+    /// The same connection as a [`ControlStream`] (to become a [`PeerLink`]).
+    pub(crate) fn into_blocking(self) -> Result<ControlStream> {
+        Ok(ControlStream { sock: self.sock.into_std()? })
+    }
+}
+
+/// The control socket of an established connection: it only tells whether the peer lives.
+///
+/// After the handshake nothing more is sent on it, so "readable" or "hung up" both mean the
+/// peer is gone. Dropping the link shuts the socket down, which the peer hears at once even if
+/// a duplicate of the descriptor lingers somewhere.
+pub(crate) struct PeerLink {
+    sock: UnixStream,
+    _watch: HangupWatch,
+}
+
+impl PeerLink {
+    /// `on_hangup` runs once, on the hang-up watcher thread, as soon as the peer hangs up
+    /// (backends with [`HAS_HANGUP_WATCHER`](super::HAS_HANGUP_WATCHER)); elsewhere it is dropped
+    /// and sleepers watch the link themselves.
+    pub(crate) fn new(stream: ControlStream, on_hangup: Box<dyn FnOnce() + Send>) -> Result<PeerLink> {
+        let sock = stream.sock;
+        sock.set_nonblocking(true)?;
+        let watch = watch_hangup(&sock, on_hangup)?;
+        Ok(PeerLink { sock, _watch: watch })
+    }
+
+    /// True once the peer has hung up (or sent anything, which no live peer does). Never blocks.
+    pub(crate) fn hung_up(&self) -> bool {
+        peer_hung_up(&self.sock)
+    }
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// Sleeps until `bell` is rung or the peer hangs up, for at most `timeout`. The blocking sleep
+/// of backends without a futex; returning says nothing, the caller re-checks.
+pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<Duration>) {
+    poll_sleep(bell, &link.sock, timeout);
+}
+
+/// A doorbell and a peer link registered with the current tokio reactor, for async sleeps.
+pub(crate) struct AsyncSleeper {
+    bell: AsyncFd<OwnedFd>,
+    link: AsyncFd<OwnedFd>,
+}
+
+impl AsyncSleeper {
+    /// Registers duplicates of both descriptors (the originals keep their owners).
+    pub(crate) fn new(bell: &Doorbell, link: &PeerLink) -> Result<AsyncSleeper> {
+        Ok(AsyncSleeper {
+            bell: register_readable(bell.try_clone_fd()?)?,
+            link: register_readable(OwnedFd::from(link.sock.try_clone()?))?,
+        })
+    }
+
+    /// Resolves when the doorbell was rung (and empties it) or the link became readable (the
+    /// peer hung up, or a spurious wake-up). [`IpcError::PeerGone`]: the peer closed or broke
+    /// its end of the doorbell.
+    pub(crate) async fn sleep(&self) -> Result<()> {
+        tokio::select! {
+            r = doorbell_rung(&self.bell) => r,
+            r = self.link.readable() => {
+                let mut guard = r?;
+                // Readiness is cleared only for a spurious wake-up: a hung-up socket stays
+                // ready, so every later wait sees it at once (tokio's epoll is edge-triggered).
+                if !peer_hung_up(self.link.get_ref()) {
+                    guard.clear_ready();
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves once the doorbell has been rung (and resets it).
+async fn doorbell_rung(bell: &AsyncFd<OwnedFd>) -> Result<()> {
+    loop {
+        let mut guard = bell.readable().await?;
+        let drained = guard.try_io(|fd| match drain_doorbell(fd.get_ref()) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
+            Err(e) => Err(e),
+        });
+        match drained {
+            Ok(Ok(())) => return Ok(()),
+            // The peer closed or broke its end of the doorbell: it is going away.
+            Ok(Err(_)) => return Err(IpcError::PeerGone),
+            // Nothing queued: readiness cleared, wait again.
+            Err(_would_block) => continue,
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Unix backends: Linux (memfd + futex + epoll hang-up watcher) or portable POSIX (`shm_open`,
+//! doorbell sleeps), both over Unix-domain control sockets.
+
+#[cfg(all(target_os = "linux", not(feature = "posix")))]
+#[path = "linux.rs"]
+mod backend;
+#[cfg(any(not(target_os = "linux"), feature = "posix"))]
+#[path = "posix.rs"]
+mod backend;
+mod control;
+mod socket;
+
+pub(crate) use backend::{futex_wait, futex_wake, HAS_FUTEX, HAS_HANGUP_WATCHER};
+pub(crate) use control::{
+    control_path, sleep_blocking, AsyncControlListener, AsyncControlStream, AsyncSleeper, BorrowedOsHandle,
+    ControlListener, ControlStream, OsHandle, PeerLink,
+};
+pub(crate) use socket::{current_pid, recv_with_fds, send_with_fds, Doorbell, Segment};
+
+/// Open file descriptors of this process (a leak check for tests and `bench --scale`).
+pub(crate) fn open_handles() -> Option<usize> {
+    let dir = if cfg!(target_os = "linux") { "/proc/self/fd" } else { "/dev/fd" };
+    // One entry is the directory handle `read_dir` itself holds.
+    std::fs::read_dir(dir).ok().map(|d| d.count().saturating_sub(1))
+}

@@ -1,0 +1,707 @@
+//! The control channel over a named pipe: listener, connection, hello messages with handles
+//! attached, and after the handshake the [`PeerLink`] whose pending read reports the peer's
+//! hang-up.
+//!
+//! Every pipe handle is opened for overlapped I/O and every operation waits on an event, with a
+//! deadline (blocking flavour) or through the thread pool (async flavour). An operation that is
+//! abandoned (deadline, dropped future) is cancelled, and its cancellation waited for, before
+//! its buffer or `OVERLAPPED` can be freed. Windows cancels a thread's pending I/O when the
+//! thread exits: handshake operations are waited for by the thread that starts them (an async
+//! accept or handshake pending on a runtime thread that exits fails with "operation aborted"),
+//! and the link's long-lived read is started by a dedicated thread (see [`PeerLink`]).
+//!
+//! Wire format difference with Unix: a message is its bytes, then an 8-byte trailer header
+//! (handle count `u32` LE, reserved `u32`), then one `u64` LE per handle: the value of a handle
+//! the sender has already duplicated into the receiver's process (docs/PROTOCOL.md §2).
+
+use std::io;
+use std::os::windows::ffi::OsStrExt;
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
+use std::path::{Path, PathBuf};
+use std::ptr::{null, null_mut};
+use std::time::{Duration, Instant};
+
+use windows_sys::Win32::Foundation::{
+    DuplicateHandle, GetLastError, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND,
+    ERROR_IO_PENDING, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE,
+    WAIT_OBJECT_0,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    CreateFileW, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING,
+    PIPE_ACCESS_DUPLEX, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
+};
+use windows_sys::Win32::System::Pipes::{
+    ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeClientProcessId, GetNamedPipeServerProcessId,
+    WaitNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES,
+    PIPE_WAIT,
+};
+use windows_sys::Win32::System::Threading::{
+    GetCurrentProcess, OpenProcess, ResetEvent, SetEvent, WaitForSingleObject, PROCESS_DUP_HANDLE,
+};
+use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+
+use super::event::{wait_ms, EventWait};
+use super::security::{check_same_user, user_tag};
+use super::{new_event, owned, BorrowedOsHandle, OsHandle};
+use crate::error::{handshake_io, IpcError, Result};
+
+/// Most handles one control message may carry.
+const MAX_HANDLES: usize = 8;
+/// Pipe buffer sizes: hellos are tiny.
+const PIPE_BUFFER: u32 = 4096;
+
+/// The pipe name of a (validated) listener name: `\\.\pipe\lapce-ipc-<user tag>-<name>`, where
+/// the tag is derived from this user's SID so that users never share a name.
+pub(crate) fn control_path(name: &str) -> Result<PathBuf> {
+    Ok(PathBuf::from(format!(r"\\.\pipe\lapce-ipc-{}-{name}", user_tag()?)))
+}
+
+fn wide(path: &Path) -> Vec<u16> {
+    path.as_os_str().encode_wide().chain(Some(0)).collect()
+}
+
+/// An `OVERLAPPED` and its manual-reset event, boxed so their address never changes while the
+/// kernel may write to them.
+struct Overlapped {
+    ov: OVERLAPPED,
+    event: OwnedHandle,
+}
+
+// SAFETY: `OVERLAPPED` is plain data; its only pointer, `hEvent`, is the value of the handle
+// `event` owns, valid from any thread. The kernel writes to `ov` only during an operation, which
+// needs `&mut Overlapped` (held by a `Pending` or by the `PeerLink` that started it), so shared
+// references only ever read the event handle.
+unsafe impl Send for Overlapped {}
+// SAFETY: see `Send`; `&Overlapped` gives access to nothing but the event handle.
+unsafe impl Sync for Overlapped {}
+
+impl Overlapped {
+    fn new() -> io::Result<Box<Overlapped>> {
+        let event = new_event(true)?;
+        let ov = OVERLAPPED { hEvent: event.as_raw_handle(), ..Default::default() };
+        Ok(Box::new(Overlapped { ov, event }))
+    }
+
+    /// Ready for a new operation: cleared fields, event reset.
+    fn reset(&mut self) {
+        self.ov = OVERLAPPED { hEvent: self.event.as_raw_handle(), ..Default::default() };
+        // SAFETY: `event` is a live handle we own.
+        unsafe { ResetEvent(self.event.as_raw_handle()) };
+    }
+}
+
+/// One operation to start on a pipe.
+enum Op<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+    Connect,
+}
+
+/// An overlapped operation in flight. Dropped unfinished, it cancels the operation and waits
+/// for the kernel to let go of the buffer and the `OVERLAPPED` it borrows. Private, and never
+/// leaked with `mem::forget`, which this soundness argument relies on.
+struct Pending<'a> {
+    pipe: BorrowedHandle<'a>,
+    io: &'a mut Overlapped,
+    /// Set when the operation finished synchronously with this result.
+    finished: Option<io::Result<usize>>,
+    done: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn start(pipe: BorrowedHandle<'a>, io: &'a mut Overlapped, op: Op<'a>) -> io::Result<Pending<'a>> {
+        io.reset();
+        let raw = pipe.as_raw_handle();
+        // SAFETY: `pipe` is live for 'a; the buffer and `io.ov` are borrowed for 'a, and the
+        // returned `Pending` (which holds those borrows) waits for completion or cancellation
+        // before it lets them go.
+        let ok = unsafe {
+            match op {
+                Op::Read(buf) => {
+                    let len = buf.len().min(u32::MAX as usize) as u32;
+                    ReadFile(raw, buf.as_mut_ptr(), len, null_mut(), &mut io.ov)
+                }
+                Op::Write(bytes) => {
+                    let len = bytes.len().min(u32::MAX as usize) as u32;
+                    WriteFile(raw, bytes.as_ptr(), len, null_mut(), &mut io.ov)
+                }
+                Op::Connect => ConnectNamedPipe(raw, &mut io.ov),
+            }
+        };
+        let mut pending = Pending { pipe, io, finished: None, done: false };
+        if ok == 0 {
+            // SAFETY: plain call.
+            match unsafe { GetLastError() } {
+                ERROR_IO_PENDING => {}
+                // A client connected between CreateNamedPipe and ConnectNamedPipe.
+                ERROR_PIPE_CONNECTED => {
+                    pending.done = true;
+                    pending.finished = Some(Ok(0));
+                }
+                code => {
+                    // Nothing is in flight after an immediate failure.
+                    pending.done = true;
+                    return Err(io::Error::from_raw_os_error(code as i32));
+                }
+            }
+        }
+        Ok(pending)
+    }
+
+    /// The result of the finished operation (its event is signalled).
+    fn result(&mut self) -> io::Result<usize> {
+        if let Some(r) = self.finished.take() {
+            return r;
+        }
+        let mut n = 0u32;
+        // SAFETY: `pipe` and `io.ov` are the ones the operation was started with; with `bWait`
+        // false this only collects a completed operation's result.
+        let ok = unsafe { GetOverlappedResult(self.pipe.as_raw_handle(), &self.io.ov, &mut n, 0) };
+        self.done = true;
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn is_signalled(&self) -> bool {
+        // SAFETY: the event is a live handle owned by `io`.
+        self.finished.is_some()
+            || unsafe { WaitForSingleObject(self.io.event.as_raw_handle(), 0) } == WAIT_OBJECT_0
+    }
+
+    /// Waits (blocking) at most `timeout`; `TimedOut` after that (and the operation is cancelled).
+    fn wait(mut self, timeout: Option<Duration>) -> io::Result<usize> {
+        if self.finished.is_none() {
+            // SAFETY: the event is a live handle owned by `io`.
+            let r = unsafe { WaitForSingleObject(self.io.event.as_raw_handle(), wait_ms(timeout)) };
+            if r != WAIT_OBJECT_0 {
+                return Err(io::ErrorKind::TimedOut.into());
+            }
+        }
+        self.result()
+    }
+
+    /// Waits asynchronously (the thread pool watches the event).
+    async fn wait_async(mut self) -> io::Result<usize> {
+        if !self.is_signalled() {
+            let waiter = EventWait::register(self.io.event.as_handle(), true)?;
+            while !self.is_signalled() {
+                waiter.signalled().await;
+            }
+        }
+        self.result()
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut n = 0u32;
+            // SAFETY: the operation may still be in flight on `pipe` with `io.ov`: cancel it and
+            // wait (bWait = TRUE) until the kernel has finished with the buffer and `io.ov`.
+            unsafe {
+                CancelIoEx(self.pipe.as_raw_handle(), &self.io.ov);
+                GetOverlappedResult(self.pipe.as_raw_handle(), &self.io.ov, &mut n, 1);
+            }
+        }
+    }
+}
+
+/// Creates one instance of the listener's pipe, opened for overlapped I/O and local clients only.
+fn pipe_instance(name: &[u16], first: bool) -> io::Result<OwnedHandle> {
+    let first = if first { FILE_FLAG_FIRST_PIPE_INSTANCE } else { 0 };
+    // SAFETY: `name` is NUL-terminated UTF-16; null security attributes give the default DACL
+    // (full control to the creator owner and administrators, read-only for everyone else, so
+    // other users cannot open it read-write); the result is checked by `owned`.
+    owned(unsafe {
+        CreateNamedPipeW(
+            name.as_ptr(),
+            PIPE_ACCESS_DUPLEX | FILE_FLAG_OVERLAPPED | first,
+            PIPE_TYPE_BYTE | PIPE_READMODE_BYTE | PIPE_WAIT | PIPE_REJECT_REMOTE_CLIENTS,
+            PIPE_UNLIMITED_INSTANCES,
+            PIPE_BUFFER,
+            PIPE_BUFFER,
+            0,
+            null(),
+        )
+    })
+}
+
+/// The pipe instance waiting for the next client.
+struct NextPipe {
+    pipe: OwnedHandle,
+    io: Box<Overlapped>,
+}
+
+/// A bound pipe name (blocking flavour). The pipe disappears with the last handle of it, so a
+/// crashed listener leaves nothing behind.
+pub(crate) struct ControlListener {
+    path: PathBuf,
+    name: Vec<u16>,
+    next: std::sync::Mutex<NextPipe>,
+}
+
+impl ControlListener {
+    /// Creates the first instance of the pipe; fails if the name is taken (by a live listener:
+    /// pipes vanish with their processes).
+    pub(crate) fn bind(path: PathBuf) -> Result<ControlListener> {
+        let name = wide(&path);
+        // FILE_FLAG_FIRST_PIPE_INSTANCE refuses a taken name on Windows; Wine ignores the flag,
+        // so ask first whether the name exists (this does not connect to its listener).
+        // SAFETY: `name` is NUL-terminated UTF-16.
+        let exists = unsafe { WaitNamedPipeW(name.as_ptr(), 1) } != 0
+            || io::Error::last_os_error().raw_os_error() != Some(ERROR_FILE_NOT_FOUND as i32);
+        if exists {
+            let source = io::Error::new(io::ErrorKind::AddrInUse, "address in use by a live listener");
+            return Err(IpcError::Bind { path, source });
+        }
+        let pipe = pipe_instance(&name, true).map_err(|e| {
+            let source = if e.raw_os_error() == Some(ERROR_ACCESS_DENIED as i32) {
+                io::Error::new(io::ErrorKind::AddrInUse, "address in use by a live listener")
+            } else {
+                e
+            };
+            IpcError::Bind { path: path.clone(), source }
+        })?;
+        let next = NextPipe { pipe, io: Overlapped::new()? };
+        Ok(ControlListener { path, name, next: std::sync::Mutex::new(next) })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Waits for the next client.
+    pub(crate) fn accept(&self) -> io::Result<ControlStream> {
+        let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
+        let NextPipe { pipe, io } = &mut *next;
+        Pending::start(pipe.as_handle(), io, Op::Connect)?.wait(None)?;
+        let fresh = NextPipe { pipe: pipe_instance(&self.name, false)?, io: Overlapped::new()? };
+        let connected = std::mem::replace(&mut *next, fresh);
+        ControlStream::new(connected.pipe, connected.io, Side::Server)
+    }
+
+    /// The tokio flavour of this listener.
+    pub(crate) fn into_async(self) -> Result<AsyncControlListener> {
+        let next = self.next.into_inner().unwrap_or_else(|p| p.into_inner());
+        Ok(AsyncControlListener { name: self.name, next: tokio::sync::Mutex::new(next) })
+    }
+}
+
+/// A bound pipe name (tokio flavour).
+pub(crate) struct AsyncControlListener {
+    name: Vec<u16>,
+    next: tokio::sync::Mutex<NextPipe>,
+}
+
+impl AsyncControlListener {
+    /// Waits for the next client. Cancel-safe: a dropped accept cancels the pending connect and
+    /// the next call starts another on the same pipe instance.
+    pub(crate) async fn accept(&self) -> io::Result<AsyncControlStream> {
+        let mut next = self.next.lock().await;
+        let NextPipe { pipe, io } = &mut *next;
+        Pending::start(pipe.as_handle(), io, Op::Connect)?.wait_async().await?;
+        let fresh = NextPipe { pipe: pipe_instance(&self.name, false)?, io: Overlapped::new()? };
+        let connected = std::mem::replace(&mut *next, fresh);
+        Ok(AsyncControlStream { inner: ControlStream::new(connected.pipe, connected.io, Side::Server)? })
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// Time left before `deadline`; [`IpcError::Timeout`] when none.
+fn time_left(deadline: Instant) -> Result<Duration> {
+    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(IpcError::Timeout)
+}
+
+/// A connected pipe during the handshake (blocking flavour).
+pub(crate) struct ControlStream {
+    pipe: OwnedHandle,
+    io: Box<Overlapped>,
+    /// The peer's pid as the pipe reports it.
+    peer_pid: u32,
+}
+
+impl ControlStream {
+    fn new(pipe: OwnedHandle, io: Box<Overlapped>, side: Side) -> io::Result<ControlStream> {
+        let mut pid = 0u32;
+        // SAFETY: `pipe` is a live, connected pipe handle; `pid` is a live u32.
+        let ok = unsafe {
+            match side {
+                Side::Server => GetNamedPipeClientProcessId(pipe.as_raw_handle(), &mut pid),
+                Side::Client => GetNamedPipeServerProcessId(pipe.as_raw_handle(), &mut pid),
+            }
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(ControlStream { pipe, io, peer_pid: pid })
+    }
+
+    /// Connects to the listener's pipe, waiting while all its instances are busy (until
+    /// `deadline`).
+    pub(crate) fn connect(path: &Path, deadline: Instant) -> Result<ControlStream> {
+        let name = wide(path);
+        loop {
+            match open_pipe(&name) {
+                Ok(pipe) => return Ok(ControlStream::new(pipe, Overlapped::new()?, Side::Client)?),
+                Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                Err(source) => return Err(connect_error(path, source)),
+            }
+        }
+    }
+
+    /// Refuses a peer running as another user; returns its pid.
+    pub(crate) fn check_peer(&self) -> Result<u32> {
+        check_same_user(self.peer_pid)?;
+        Ok(self.peer_pid)
+    }
+
+    fn read_raw(&mut self, buf: &mut [u8], deadline: Option<Instant>) -> Result<()> {
+        let mut got = 0;
+        while got < buf.len() {
+            let timeout = deadline.map(time_left).transpose()?;
+            let op = Pending::start(self.pipe.as_handle(), &mut self.io, Op::Read(&mut buf[got..]));
+            match op.and_then(|p| p.wait(timeout)) {
+                Ok(0) => return Err(IpcError::PeerGone),
+                Ok(n) => got += n,
+                Err(e) => return Err(pipe_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_raw(&mut self, bytes: &[u8], deadline: Instant) -> Result<()> {
+        let mut sent = 0;
+        while sent < bytes.len() {
+            let timeout = Some(time_left(deadline)?);
+            let op = Pending::start(self.pipe.as_handle(), &mut self.io, Op::Write(&bytes[sent..]));
+            match op.and_then(|p| p.wait(timeout)) {
+                Ok(0) => return Err(IpcError::PeerGone),
+                Ok(n) => sent += n,
+                Err(e) => return Err(pipe_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` bytes and the handles that came along, before `deadline`.
+    pub(crate) fn read_exact_by(&mut self, buf: &mut [u8], deadline: Instant) -> Result<Vec<OsHandle>> {
+        self.read_raw(buf, Some(deadline))?;
+        let mut head = [0u8; 8];
+        self.read_raw(&mut head, Some(deadline))?;
+        let count = handle_count(&head)?;
+        let mut values = vec![0u8; 8 * count];
+        self.read_raw(&mut values, Some(deadline))?;
+        Ok(adopt_handles(&values))
+    }
+
+    /// Sends `bytes` with `handles` duplicated into the peer, giving up at `deadline`.
+    pub(crate) fn write_all_by(
+        &mut self,
+        bytes: &[u8],
+        handles: &[BorrowedOsHandle<'_>],
+        deadline: Instant,
+    ) -> Result<()> {
+        let msg = self.message(bytes, handles)?;
+        self.write_raw(&msg, deadline)
+    }
+
+    /// `bytes`, the trailer header and the values of `handles` duplicated into the peer process.
+    fn message(&self, bytes: &[u8], handles: &[BorrowedOsHandle<'_>]) -> Result<Vec<u8>> {
+        assert!(handles.len() <= MAX_HANDLES);
+        let mut msg = Vec::with_capacity(bytes.len() + 8 + 8 * handles.len());
+        msg.extend_from_slice(bytes);
+        msg.extend_from_slice(&(handles.len() as u32).to_le_bytes());
+        msg.extend_from_slice(&0u32.to_le_bytes());
+        if !handles.is_empty() {
+            // SAFETY: plain call; the result is checked by `owned`.
+            let peer = owned(unsafe { OpenProcess(PROCESS_DUP_HANDLE, 0, self.peer_pid) })?;
+            for h in handles {
+                let mut theirs: HANDLE = null_mut();
+                // SAFETY: `h` is live (borrowed); `peer` is a live process handle with
+                // PROCESS_DUP_HANDLE; `theirs` is a live out-pointer. The duplicate belongs to the
+                // peer process (if our message never arrives, it dies with that process).
+                let ok = unsafe {
+                    DuplicateHandle(
+                        GetCurrentProcess(),
+                        h.as_raw_handle(),
+                        peer.as_raw_handle(),
+                        &mut theirs,
+                        0,
+                        0,
+                        DUPLICATE_SAME_ACCESS,
+                    )
+                };
+                if ok == 0 {
+                    return Err(io::Error::last_os_error().into());
+                }
+                msg.extend_from_slice(&(theirs as usize as u64).to_le_bytes());
+            }
+        }
+        Ok(msg)
+    }
+}
+
+/// Opens the client end of a pipe, for overlapped I/O, allowing the server only to identify us
+/// (not to impersonate us).
+fn open_pipe(name: &[u16]) -> io::Result<OwnedHandle> {
+    // SAFETY: `name` is NUL-terminated UTF-16; the result is checked by `owned`.
+    owned(unsafe {
+        CreateFileW(
+            name.as_ptr(),
+            GENERIC_READ | GENERIC_WRITE,
+            0,
+            null(),
+            OPEN_EXISTING,
+            FILE_FLAG_OVERLAPPED | SECURITY_SQOS_PRESENT | SECURITY_IDENTIFICATION,
+            null_mut(),
+        )
+    })
+}
+
+fn connect_error(path: &Path, source: io::Error) -> IpcError {
+    let source = if source.raw_os_error() == Some(ERROR_FILE_NOT_FOUND as i32) {
+        io::Error::new(io::ErrorKind::NotFound, "no listener on this pipe name")
+    } else {
+        source
+    };
+    IpcError::Connect { path: path.into(), source }
+}
+
+/// Pipe errors during a handshake: a closed pipe is the peer gone, a deadline a timeout.
+fn pipe_error(e: io::Error) -> IpcError {
+    use windows_sys::Win32::Foundation::{ERROR_BROKEN_PIPE, ERROR_NO_DATA, ERROR_PIPE_NOT_CONNECTED};
+    match e.raw_os_error().map(|c| c as u32) {
+        Some(ERROR_BROKEN_PIPE | ERROR_NO_DATA | ERROR_PIPE_NOT_CONNECTED) => IpcError::PeerGone,
+        _ => handshake_io(e),
+    }
+}
+
+fn handle_count(head: &[u8; 8]) -> Result<usize> {
+    let count = u32::from_le_bytes(head[..4].try_into().expect("4 bytes")) as usize;
+    if count > MAX_HANDLES {
+        return Err(IpcError::Handshake(format!("peer announced {count} handles (at most {MAX_HANDLES})")));
+    }
+    Ok(count)
+}
+
+/// Takes ownership of handles the peer duplicated into this process.
+fn adopt_handles(values: &[u8]) -> Vec<OsHandle> {
+    values
+        .chunks_exact(8)
+        .map(|v| {
+            let raw = u64::from_le_bytes(v.try_into().expect("8 bytes")) as usize as HANDLE;
+            // SAFETY: the peer duplicated this handle into our process for us, and nothing else
+            // in this process knows its value: we are its only owner. (A peer lying about the
+            // value is a same-user process, which could do anything to us anyway; see mod.rs.)
+            unsafe { OwnedHandle::from_raw_handle(raw) }
+        })
+        .collect()
+}
+
+/// A connected pipe during the handshake (tokio flavour). Callers bound the whole handshake
+/// with a timeout; an abandoned operation is cancelled by [`Pending`].
+pub(crate) struct AsyncControlStream {
+    inner: ControlStream,
+}
+
+impl AsyncControlStream {
+    /// Connects to the listener's pipe, waiting while all its instances are busy.
+    pub(crate) async fn connect(path: &Path) -> Result<AsyncControlStream> {
+        let name = wide(path);
+        loop {
+            match open_pipe(&name) {
+                Ok(pipe) => {
+                    let inner = ControlStream::new(pipe, Overlapped::new()?, Side::Client)?;
+                    return Ok(AsyncControlStream { inner });
+                }
+                Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Err(source) => return Err(connect_error(path, source)),
+            }
+        }
+    }
+
+    pub(crate) fn check_peer(&self) -> Result<u32> {
+        self.inner.check_peer()
+    }
+
+    async fn read_raw(&mut self, buf: &mut [u8]) -> Result<()> {
+        let s = &mut self.inner;
+        let mut got = 0;
+        while got < buf.len() {
+            let op = Pending::start(s.pipe.as_handle(), &mut s.io, Op::Read(&mut buf[got..]));
+            let r = match op {
+                Ok(p) => p.wait_async().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(0) => return Err(IpcError::PeerGone),
+                Ok(n) => got += n,
+                Err(e) => return Err(pipe_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `buf.len()` bytes and the handles that came along.
+    pub(crate) async fn read_exact(&mut self, buf: &mut [u8]) -> Result<Vec<OsHandle>> {
+        self.read_raw(buf).await?;
+        let mut head = [0u8; 8];
+        self.read_raw(&mut head).await?;
+        let count = handle_count(&head)?;
+        let mut values = vec![0u8; 8 * count];
+        self.read_raw(&mut values).await?;
+        Ok(adopt_handles(&values))
+    }
+
+    /// Sends `bytes` with `handles` duplicated into the peer.
+    pub(crate) async fn write_all(&mut self, bytes: &[u8], handles: &[BorrowedOsHandle<'_>]) -> Result<()> {
+        let msg = self.inner.message(bytes, handles)?;
+        let s = &mut self.inner;
+        let mut sent = 0;
+        while sent < msg.len() {
+            let op = Pending::start(s.pipe.as_handle(), &mut s.io, Op::Write(&msg[sent..]));
+            let r = match op {
+                Ok(p) => p.wait_async().await,
+                Err(e) => Err(e),
+            };
+            match r {
+                Ok(0) => return Err(IpcError::PeerGone),
+                Ok(n) => sent += n,
+                Err(e) => return Err(pipe_error(e)),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn into_blocking(self) -> Result<ControlStream> {
+        Ok(self.inner)
+    }
+}
+
+/// The control pipe of an established connection: it only tells whether the peer lives.
+///
+/// A one-byte read is kept pending on the pipe; it completes (signalling `io.event`) when the
+/// peer closes its end or dies, or sends anything, which no live peer does after the handshake.
+/// Dropping the link cancels the read and closes the pipe, which the peer hears at once.
+pub(crate) struct PeerLink {
+    pipe: OwnedHandle,
+    io: Box<Overlapped>,
+    /// The pending read's buffer: boxed, so its address is stable while the read is in flight.
+    buf: Box<[u8; 1]>,
+    /// A read may still be in flight (cancel and wait for it on drop).
+    in_flight: bool,
+}
+
+impl PeerLink {
+    /// Starts the pending read. `on_hangup` is dropped: this backend has no watcher thread
+    /// (sleepers wait on [`event`](Self::event) themselves).
+    pub(crate) fn new(stream: ControlStream, _on_hangup: Box<dyn FnOnce() + Send>) -> Result<PeerLink> {
+        let ControlStream { pipe, mut io, .. } = stream;
+        io.reset();
+        let mut buf = Box::new([0u8; 1]);
+        let request = StartRead {
+            pipe: pipe.as_raw_handle() as usize,
+            buf: buf.as_mut_ptr() as usize,
+            ov: &mut io.ov as *mut OVERLAPPED as usize,
+        };
+        let in_flight = start_read_on_link_thread(request)?;
+        if !in_flight {
+            // It finished at once: data (a protocol violation) or an error (the peer is gone).
+            // SAFETY: `io.event` is a live handle we own.
+            unsafe { SetEvent(io.event.as_raw_handle()) };
+        }
+        Ok(PeerLink { pipe, io, buf, in_flight })
+    }
+
+    /// True once the peer has hung up (or sent anything). Never blocks.
+    pub(crate) fn hung_up(&self) -> bool {
+        // SAFETY: `io.event` is a live handle we own.
+        unsafe { WaitForSingleObject(self.io.event.as_raw_handle(), 0) == WAIT_OBJECT_0 }
+    }
+
+    /// The event that is signalled once the peer is gone (stays signalled).
+    pub(super) fn event(&self) -> HANDLE {
+        self.io.event.as_raw_handle()
+    }
+
+    pub(super) fn event_handle(&self) -> BorrowedHandle<'_> {
+        self.io.event.as_handle()
+    }
+}
+
+/// A one-byte read to start on a link's pipe (raw values: they cross to the link thread).
+struct StartRead {
+    pipe: usize,
+    buf: usize,
+    ov: usize,
+}
+
+/// Starts `read` on the process's link thread and returns whether it is in flight.
+///
+/// Windows cancels a thread's pending I/O when the thread exits, and Wine does so even for
+/// handles associated with a completion port. A link's read must last as long as the
+/// connection, whichever thread set it up (a spawned accept thread, a tokio worker), so it is
+/// issued by one thread that lives as long as the process and does nothing else.
+fn start_read_on_link_thread(read: StartRead) -> io::Result<bool> {
+    type Job = (StartRead, std::sync::mpsc::SyncSender<bool>);
+    static LINK_THREAD: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    let jobs = match LINK_THREAD.get() {
+        Some(jobs) => jobs,
+        None => {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            std::thread::Builder::new().name("lapce-ipc-links".into()).spawn(move || {
+                for (read, done) in rx {
+                    // SAFETY: the `PeerLink` being built owns the pipe, the boxed buffer and
+                    // the boxed OVERLAPPED these values point to, waits for our answer before
+                    // it goes on, and cancels the read and waits for it before freeing them.
+                    let ok = unsafe {
+                        ReadFile(
+                            read.pipe as HANDLE,
+                            read.buf as *mut u8,
+                            1,
+                            null_mut(),
+                            read.ov as *mut OVERLAPPED,
+                        )
+                    };
+                    // SAFETY: plain call.
+                    let in_flight = ok == 0 && unsafe { GetLastError() } == ERROR_IO_PENDING;
+                    let _ = done.send(in_flight);
+                }
+            })?;
+            LINK_THREAD.get_or_init(|| std::sync::Mutex::new(tx))
+        }
+    };
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    let sent = jobs.lock().unwrap_or_else(|p| p.into_inner()).send((read, done_tx));
+    if sent.is_err() {
+        return Err(io::Error::other("lapce-ipc link thread is gone"));
+    }
+    done_rx.recv().map_err(|_| io::Error::other("lapce-ipc link thread is gone"))
+}
+
+impl Drop for PeerLink {
+    fn drop(&mut self) {
+        if self.in_flight {
+            let mut n = 0u32;
+            // SAFETY: the read started in `new` may be in flight on `pipe` with `io.ov` and
+            // `buf`: cancel it and wait (bWait = TRUE) until the kernel is done with them.
+            unsafe {
+                CancelIoEx(self.pipe.as_raw_handle(), &self.io.ov);
+                GetOverlappedResult(self.pipe.as_raw_handle(), &self.io.ov, &mut n, 1);
+            }
+        }
+        let _ = &self.buf;
+    }
+}
