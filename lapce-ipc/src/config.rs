@@ -1,0 +1,787 @@
+//! Server configuration: the `[ipc]` and `[metrics]` sections of a TOML file.
+//!
+//! Every key is optional and [`IpcConfig::default()`] works without any file. With the
+//! `config-file` feature, `IpcConfig::from_file` and `IpcConfig::from_toml_str` read TOML and
+//! check it: a syntax error, a value of the wrong type, an unknown key or section and a value out
+//! of range are all reported as [`IpcError::Config`] naming the file, the key (`ipc.ring_size`)
+//! and, where the key is in the file, its line and column. Without the feature the types, their
+//! defaults, [`IpcConfig::validate`], the conversions ([`IpcConfig::stream_config`],
+//! [`IpcConfig::wait_strategy`]) and [`IpcConfig::to_toml_string`] are all there; only the parser
+//! (and its dependency, the `toml` crate) is left out.
+//!
+//! `socket_path` is a listener *name*, not a path: lapce-ipc places the socket in its private
+//! runtime directory (see [`socket_path`](crate::socket_path)). A path such as
+//! `"/tmp/lapce-ai.sock"` is refused with an error that suggests the name (`"lapce-ai"`).
+//!
+//! # Example: every key, with its default
+//!
+//! `docs/config.example.toml` in the repository is the same file with a comment on every key.
+//!
+//! ```
+//! # #[cfg(feature = "config-file")] {
+//! use lapce_ipc::IpcConfig;
+//!
+//! let text = r#"
+//! [ipc]
+//! socket_path = "lapce-ai"          # a listener name, not a path
+//! max_connections = 1000
+//! idle_timeout_secs = 300           # 0 = never
+//! max_message_size = 10485760       # 10 MiB
+//! buffer_pool_size = 100
+//! ring_size = 262144                # 256 KiB per direction, a power of two
+//! warm_pool_size = 64
+//! max_slots = 1024
+//! wait_mode = "adaptive"            # "spin" | "adaptive" | "blocking"
+//! spin_micros = 50
+//! max_concurrent_requests = 256
+//! handshake_timeout_ms = 5000
+//! request_timeout_ms = 30000        # 0 = none
+//!
+//! [metrics]
+//! enable = true
+//! export_interval_secs = 60
+//! ## addr = "127.0.0.1:9464"         # no HTTP endpoint by default
+//! "#;
+//! let config = IpcConfig::from_toml_str(text, "lapce-ipc.toml")?;
+//! assert_eq!(config, IpcConfig::default());
+//! assert_eq!(config.stream_config().ring_capacity, 256 * 1024);
+//!
+//! // Errors name the file, the key and where it is.
+//! let err = IpcConfig::from_toml_str("[ipc]\nring_size = 5000\n", "lapce-ipc.toml").unwrap_err();
+//! assert_eq!(
+//!     err.to_string(),
+//!     "config lapce-ipc.toml: ipc.ring_size: must be a power of two between 4096 and 1073741824 \
+//!      (got 5000) (line 2, column 13)"
+//! );
+//! # }
+//! # Ok::<(), lapce_ipc::IpcError>(())
+//! ```
+
+use std::fmt::{self, Display};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::channel::WaitStrategy;
+use crate::connection::StreamConfig;
+use crate::error::{IpcError, Result};
+use crate::ring::{MAX_CAPACITY, MIN_CAPACITY};
+
+/// What [`IpcConfig::validate`] names as the origin of a configuration built in code.
+const IN_MEMORY: &str = "(in memory)";
+
+/// The whole configuration: the `[ipc]` and `[metrics]` sections.
+///
+/// A missing section or key takes its default; an unknown one is an error.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpcConfig {
+    /// `[ipc]`: the listener, its limits and the rings.
+    pub ipc: IpcSection,
+    /// `[metrics]`: metrics collection and export.
+    pub metrics: MetricsSection,
+}
+
+/// The `[ipc]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IpcSection {
+    /// The listener name (default `"lapce-ai"`), with the rules of
+    /// [`socket_path`](crate::socket_path): 1 to 100 characters of `[A-Za-z0-9._-]`, not starting
+    /// with a dot (a leading `/` is ignored). Not a path: the socket goes in lapce-ipc's private
+    /// runtime directory.
+    pub socket_path: String,
+    /// Most clients connected at once (default 1000, 1 to 65536); further connections are
+    /// refused.
+    pub max_connections: usize,
+    /// Seconds without traffic after which a connection is closed (default 300); 0 = never.
+    /// At most one year (31536000).
+    pub idle_timeout_secs: u64,
+    /// Largest message in bytes, either way (default 10 MiB = 10485760; 1 KiB to 1 GiB).
+    pub max_message_size: usize,
+    /// Receive buffers the server keeps for reuse (default 100; 0 to 65536).
+    pub buffer_pool_size: usize,
+    /// Capacity in bytes of each ring, one per direction (default 262144 = 256 KiB): a power of
+    /// two from 4 KiB to 1 GiB ([`MIN_CAPACITY`] to [`MAX_CAPACITY`]).
+    pub ring_size: usize,
+    /// Shared-memory segments created ahead of time so that accepting a client allocates
+    /// nothing (default 64; 0 to `max_slots`).
+    pub warm_pool_size: usize,
+    /// Most segments (slots) the server holds at once (default 1024; 1 to 65536).
+    pub max_slots: usize,
+    /// How sends and receives wait (default `"adaptive"`): see [`WaitMode`].
+    pub wait_mode: WaitMode,
+    /// How long the adaptive wait spins before it sleeps, in microseconds (default 50; at most
+    /// 1000000). Only used with `wait_mode = "adaptive"`.
+    pub spin_micros: u64,
+    /// Requests one connection may have in flight at once (pipelining bound; default 256,
+    /// 1 to 65536).
+    pub max_concurrent_requests: usize,
+    /// How long either side waits for the other's hello, in milliseconds (default 5000;
+    /// 1 to 600000).
+    pub handshake_timeout_ms: u64,
+    /// The client's default timeout per request, in milliseconds (default 30000); 0 = none.
+    /// At most one day (86400000).
+    pub request_timeout_ms: u64,
+}
+
+impl Default for IpcSection {
+    fn default() -> Self {
+        IpcSection {
+            socket_path: "lapce-ai".to_owned(),
+            max_connections: 1000,
+            idle_timeout_secs: 300,
+            max_message_size: crate::frame::DEFAULT_MAX_MESSAGE,
+            buffer_pool_size: 100,
+            ring_size: 256 * 1024,
+            warm_pool_size: 64,
+            max_slots: 1024,
+            wait_mode: WaitMode::Adaptive,
+            spin_micros: 50,
+            max_concurrent_requests: 256,
+            handshake_timeout_ms: 5000,
+            request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Whether metrics are collected (default `true`).
+    pub enable: bool,
+    /// Seconds between metric exports (default 60; 1 to 86400).
+    pub export_interval_secs: u64,
+    /// Address of an HTTP `/metrics` endpoint, e.g. `"127.0.0.1:9464"` (default none: no
+    /// endpoint). Must parse as a socket address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addr: Option<String>,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection { enable: true, export_interval_secs: 60, addr: None }
+    }
+}
+
+/// `wait_mode`: how a stream waits for an empty ring (receive) or a full one (send). Written in
+/// lower case in the file; maps onto [`WaitStrategy`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WaitMode {
+    /// `"spin"`: never sleep ([`WaitStrategy::Spin`]); lowest latency, a core per waiter.
+    Spin,
+    /// `"adaptive"`: spin for `spin_micros`, then sleep ([`WaitStrategy::Adaptive`]). The default.
+    #[default]
+    Adaptive,
+    /// `"blocking"`: sleep at once ([`WaitStrategy::Blocking`]); least CPU.
+    Blocking,
+}
+
+impl WaitMode {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WaitMode::Spin => "spin",
+            WaitMode::Adaptive => "adaptive",
+            WaitMode::Blocking => "blocking",
+        }
+    }
+}
+
+impl Display for WaitMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A value out of range: the key and what is wrong, before the origin is known.
+#[derive(Debug)]
+struct Invalid {
+    key: &'static str,
+    reason: String,
+}
+
+fn invalid(key: &'static str, reason: String) -> Invalid {
+    Invalid { key, reason }
+}
+
+fn in_range<T: PartialOrd + Display>(key: &'static str, value: T, min: T, max: T) -> Result<(), Invalid> {
+    if value < min || value > max {
+        return Err(invalid(key, format!("must be between {min} and {max} (got {value})")));
+    }
+    Ok(())
+}
+
+/// The listener name rules of [`socket_path`](crate::socket_path), checked without touching the
+/// file system; a value that looks like a path gets its own explanation.
+fn check_socket_name(name: &str) -> Result<(), Invalid> {
+    const KEY: &str = "ipc.socket_path";
+    let bare = name.strip_prefix('/').unwrap_or(name);
+    if bare.contains(['/', '\\']) {
+        let file = name.rsplit(['/', '\\']).next().unwrap_or_default();
+        let stem = file.strip_suffix(".sock").unwrap_or(file);
+        let suggestion = if name_ok(stem) { stem } else { "lapce-ai" };
+        return Err(invalid(
+            KEY,
+            format!(
+                "{name:?} is a path, but lapce-ipc takes a listener name and places the socket in its \
+                 own private runtime directory ($XDG_RUNTIME_DIR/lapce-ipc/ or /tmp/lapce-ipc-<uid>/; a \
+                 named pipe on Windows); write socket_path = \"{suggestion}\""
+            ),
+        ));
+    }
+    if !name_ok(bare) {
+        return Err(invalid(
+            KEY,
+            format!(
+                "listener name {name:?} must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn name_ok(bare: &str) -> bool {
+    !bare.is_empty()
+        && bare.len() <= 100
+        && !bare.starts_with('.')
+        && bare.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
+}
+
+impl IpcConfig {
+    /// Checks every value against its range (see the field docs); the error
+    /// ([`IpcError::Config`]) names the key, e.g. `ipc.ring_size`.
+    ///
+    /// ```
+    /// let mut config = lapce_ipc::IpcConfig::default();
+    /// config.ipc.max_connections = 0;
+    /// let err = config.validate().unwrap_err();
+    /// assert!(err.to_string().contains("ipc.max_connections: must be between 1 and 65536 (got 0)"));
+    /// ```
+    pub fn validate(&self) -> Result<()> {
+        self.check().map_err(|e| IpcError::Config {
+            origin: IN_MEMORY.to_owned(),
+            key: Some(e.key.to_owned()),
+            reason: e.reason,
+        })
+    }
+
+    fn check(&self) -> Result<(), Invalid> {
+        let ipc = &self.ipc;
+        check_socket_name(&ipc.socket_path)?;
+        in_range("ipc.max_connections", ipc.max_connections, 1, 65536)?;
+        in_range("ipc.idle_timeout_secs", ipc.idle_timeout_secs, 0, 365 * 86400)?;
+        in_range("ipc.max_message_size", ipc.max_message_size, 1024, 1 << 30)?;
+        in_range("ipc.buffer_pool_size", ipc.buffer_pool_size, 0, 65536)?;
+        if !ipc.ring_size.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&ipc.ring_size) {
+            return Err(invalid(
+                "ipc.ring_size",
+                format!(
+                    "must be a power of two between {MIN_CAPACITY} and {MAX_CAPACITY} (got {})",
+                    ipc.ring_size
+                ),
+            ));
+        }
+        in_range("ipc.max_slots", ipc.max_slots, 1, 65536)?;
+        if ipc.warm_pool_size > ipc.max_slots {
+            return Err(invalid(
+                "ipc.warm_pool_size",
+                format!("must be at most ipc.max_slots ({}) (got {})", ipc.max_slots, ipc.warm_pool_size),
+            ));
+        }
+        in_range("ipc.spin_micros", ipc.spin_micros, 0, 1_000_000)?;
+        in_range("ipc.max_concurrent_requests", ipc.max_concurrent_requests, 1, 65536)?;
+        in_range("ipc.handshake_timeout_ms", ipc.handshake_timeout_ms, 1, 600_000)?;
+        in_range("ipc.request_timeout_ms", ipc.request_timeout_ms, 0, 86_400_000)?;
+        let metrics = &self.metrics;
+        in_range("metrics.export_interval_secs", metrics.export_interval_secs, 1, 86400)?;
+        if let Some(addr) = &metrics.addr {
+            if let Err(e) = addr.parse::<SocketAddr>() {
+                return Err(invalid(
+                    "metrics.addr",
+                    format!("must be a socket address such as \"127.0.0.1:9464\" (got {addr:?}: {e})"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The [`WaitStrategy`] of `wait_mode` (and `spin_micros` for `"adaptive"`).
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        match self.ipc.wait_mode {
+            WaitMode::Spin => WaitStrategy::Spin,
+            WaitMode::Adaptive => WaitStrategy::Adaptive(Duration::from_micros(self.ipc.spin_micros)),
+            WaitMode::Blocking => WaitStrategy::Blocking,
+        }
+    }
+
+    /// The stream options: `ring_size`, the wait strategy and `handshake_timeout_ms`. The default
+    /// configuration gives the values of [`StreamConfig::default()`].
+    pub fn stream_config(&self) -> StreamConfig {
+        StreamConfig {
+            ring_capacity: self.ipc.ring_size,
+            wait: self.wait_strategy(),
+            handshake_timeout: Duration::from_millis(self.ipc.handshake_timeout_ms),
+        }
+    }
+
+    /// `idle_timeout_secs` as a duration; `None` for 0 (never).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        (self.ipc.idle_timeout_secs > 0).then(|| Duration::from_secs(self.ipc.idle_timeout_secs))
+    }
+
+    /// `request_timeout_ms` as a duration; `None` for 0 (no timeout).
+    pub fn request_timeout(&self) -> Option<Duration> {
+        (self.ipc.request_timeout_ms > 0).then(|| Duration::from_millis(self.ipc.request_timeout_ms))
+    }
+
+    /// This configuration as a TOML file, every key written out (defaults included) with a short
+    /// comment; `metrics.addr` is written as a comment when it is unset. Reading it back with
+    /// `IpcConfig::from_toml_str` (feature `config-file`) gives this configuration again. Needs
+    /// no feature itself.
+    pub fn to_toml_string(&self) -> String {
+        let (ipc, metrics) = (&self.ipc, &self.metrics);
+        let mut out = String::from("# lapce-ipc server configuration; every key is optional.\n\n[ipc]\n");
+        let o = &mut out;
+        entry(o, "socket_path", &toml_string(&ipc.socket_path), "listener name, not a path");
+        entry(o, "max_connections", &ipc.max_connections, "1 to 65536");
+        entry(o, "idle_timeout_secs", &ipc.idle_timeout_secs, "0 = never");
+        entry(o, "max_message_size", &ipc.max_message_size, "bytes, 1 KiB to 1 GiB");
+        entry(o, "buffer_pool_size", &ipc.buffer_pool_size, "receive buffers kept for reuse");
+        entry(o, "ring_size", &ipc.ring_size, "bytes per direction, power of two, 4 KiB to 1 GiB");
+        entry(o, "warm_pool_size", &ipc.warm_pool_size, "segments created ahead, at most max_slots");
+        entry(o, "max_slots", &ipc.max_slots, "most segments at once");
+        entry(o, "wait_mode", &toml_string(ipc.wait_mode.as_str()), "\"spin\" | \"adaptive\" | \"blocking\"");
+        entry(o, "spin_micros", &ipc.spin_micros, "spin before sleeping (adaptive)");
+        entry(o, "max_concurrent_requests", &ipc.max_concurrent_requests, "in flight per connection");
+        entry(o, "handshake_timeout_ms", &ipc.handshake_timeout_ms, "1 to 600000");
+        entry(o, "request_timeout_ms", &ipc.request_timeout_ms, "client default, 0 = none");
+        o.push_str("\n[metrics]\n");
+        entry(o, "enable", &metrics.enable, "collect metrics");
+        entry(o, "export_interval_secs", &metrics.export_interval_secs, "1 to 86400");
+        match &metrics.addr {
+            Some(addr) => entry(o, "addr", &toml_string(addr), "HTTP /metrics endpoint"),
+            None => {
+                entry(o, "# addr", &toml_string("127.0.0.1:9464"), "HTTP /metrics endpoint; none by default")
+            }
+        }
+        out
+    }
+}
+
+/// One `key = value  # comment` line of [`IpcConfig::to_toml_string`].
+fn entry(out: &mut String, key: &str, value: &dyn Display, comment: &str) {
+    use std::fmt::Write as _;
+
+    let assignment = format!("{key} = {value}");
+    let _ = writeln!(out, "{assignment:<40}# {comment}");
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(feature = "config-file")]
+mod file {
+    use std::ops::Range;
+    use std::path::Path;
+
+    use serde::Deserialize;
+    use toml::de::{DeTable, DeValue};
+
+    use super::IpcConfig;
+    use crate::error::{IpcError, Result};
+
+    impl IpcConfig {
+        /// Reads and checks a TOML configuration; `origin` (usually the file name) is what errors
+        /// name. An empty text gives the defaults. (Feature `config-file`.)
+        ///
+        /// Errors ([`IpcError::Config`]) name `origin`, the key (`ipc.max_connections`) and,
+        /// where the key appears in the text, its line and column: syntax errors, values of the
+        /// wrong type, unknown keys or sections, and values out of range
+        /// ([`IpcConfig::validate`]).
+        ///
+        /// ```
+        /// use lapce_ipc::IpcConfig;
+        ///
+        /// let config = IpcConfig::from_toml_str("[ipc]\nwait_mode = \"spin\"\n", "my.toml")?;
+        /// assert_eq!(config.wait_strategy(), lapce_ipc::WaitStrategy::Spin);
+        ///
+        /// let err = IpcConfig::from_toml_str("[ipc]\nmax_connections = \"many\"\n", "my.toml").unwrap_err();
+        /// let msg = err.to_string();
+        /// assert!(msg.starts_with("config my.toml: ipc.max_connections: invalid type"), "{msg}");
+        /// assert!(msg.ends_with("(line 2, column 19)"), "{msg}");
+        /// # Ok::<(), lapce_ipc::IpcError>(())
+        /// ```
+        pub fn from_toml_str(text: &str, origin: &str) -> Result<IpcConfig> {
+            let (root, errors) = DeTable::parse_recoverable(text);
+            if let Some(e) = errors.into_iter().next() {
+                return Err(located(text, &root, origin, e.message(), e.span()));
+            }
+            let config = IpcConfig::deserialize(toml::de::Deserializer::from(root.clone()))
+                .map_err(|e| located(text, &root, origin, e.message(), e.span()))?;
+            config.check().map_err(|e| {
+                let span = span_of_key(root.get_ref(), e.key);
+                let mut err = located(text, &root, origin, &e.reason, span);
+                if let IpcError::Config { key, .. } = &mut err {
+                    *key = Some(e.key.to_owned());
+                }
+                err
+            })?;
+            Ok(config)
+        }
+
+        /// Reads and checks the TOML file at `path` (see [`IpcConfig::from_toml_str`]); errors
+        /// name the file. (Feature `config-file`.)
+        pub fn from_file(path: impl AsRef<Path>) -> Result<IpcConfig> {
+            let path = path.as_ref();
+            let origin = path.display().to_string();
+            let text = std::fs::read_to_string(path).map_err(|e| IpcError::Config {
+                origin: origin.clone(),
+                key: None,
+                reason: format!("cannot read: {e}"),
+            })?;
+            IpcConfig::from_toml_str(&text, &origin)
+        }
+    }
+
+    /// A [`IpcError::Config`] for an error at `span` of `text`: the key is the one the span falls
+    /// in, the position is appended to the reason.
+    fn located(
+        text: &str,
+        root: &toml::Spanned<DeTable<'_>>,
+        origin: &str,
+        reason: &str,
+        span: Option<Range<usize>>,
+    ) -> IpcError {
+        let mut key = None;
+        let mut reason = reason.trim_end().replace('\n', "; ");
+        if let Some(span) = span {
+            let mut path = Vec::new();
+            if key_path_at(root.get_ref(), span.start, &mut path) {
+                key = Some(path.join("."));
+            }
+            let (line, column) = line_column(text, span.start);
+            let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+            if key.is_none() && !source.is_empty() {
+                // A syntax error: no key to name, so show the line.
+                reason.push_str(&format!(" (line {line}, column {column}: `{source}`)"));
+            } else {
+                reason.push_str(&format!(" (line {line}, column {column})"));
+            }
+        }
+        IpcError::Config { origin: origin.to_owned(), key, reason }
+    }
+
+    /// The dotted key whose name or value contains byte `pos`, innermost first.
+    fn key_path_at(table: &DeTable<'_>, pos: usize, path: &mut Vec<String>) -> bool {
+        for (key, value) in table.iter() {
+            let here = key.span().contains(&pos) || value.span().contains(&pos);
+            path.push(key.get_ref().to_string());
+            if let DeValue::Table(inner) = value.get_ref() {
+                if key_path_at(inner, pos, path) {
+                    return true;
+                }
+            }
+            if here {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+
+    /// Where the value of the dotted `key` is in the text, if the key is there.
+    fn span_of_key(root: &DeTable<'_>, key: &str) -> Option<Range<usize>> {
+        let mut table = root;
+        let mut parts = key.split('.').peekable();
+        while let Some(part) = parts.next() {
+            let (_, value) = table.iter().find(|(k, _)| k.get_ref() == part)?;
+            if parts.peek().is_none() {
+                return Some(value.span());
+            }
+            table = value.get_ref().as_table()?;
+        }
+        None
+    }
+
+    /// 1-based line and column (in characters) of byte `pos`.
+    fn line_column(text: &str, pos: usize) -> (usize, usize) {
+        let before = &text.as_bytes()[..pos.min(text.len())];
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        (line, column)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err_of(config: &IpcConfig) -> (String, String) {
+        match config.validate() {
+            Err(IpcError::Config { origin, key, reason }) => {
+                assert_eq!(origin, IN_MEMORY);
+                (key.expect("validation errors name the key"), reason)
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = IpcConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.ipc.socket_path, "lapce-ai");
+        assert_eq!(c.ipc.max_connections, 1000);
+        assert_eq!(c.ipc.idle_timeout_secs, 300);
+        assert_eq!(c.ipc.max_message_size, 10_485_760);
+        assert_eq!(c.ipc.buffer_pool_size, 100);
+        assert_eq!(c.ipc.ring_size, 262_144);
+        assert_eq!(c.ipc.warm_pool_size, 64);
+        assert_eq!(c.ipc.max_slots, 1024);
+        assert_eq!(c.ipc.wait_mode, WaitMode::Adaptive);
+        assert_eq!(c.ipc.spin_micros, 50);
+        assert_eq!(c.ipc.max_concurrent_requests, 256);
+        assert_eq!(c.ipc.handshake_timeout_ms, 5000);
+        assert_eq!(c.ipc.request_timeout_ms, 30_000);
+        assert!(c.metrics.enable);
+        assert_eq!(c.metrics.export_interval_secs, 60);
+        assert_eq!(c.metrics.addr, None);
+        assert_eq!(c.idle_timeout(), Some(Duration::from_secs(300)));
+        assert_eq!(c.request_timeout(), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn default_stream_config_matches_stream_config_default() {
+        let ours = IpcConfig::default().stream_config();
+        let theirs = StreamConfig::default();
+        assert_eq!(ours.ring_capacity, theirs.ring_capacity);
+        assert_eq!(ours.wait, theirs.wait);
+        assert_eq!(ours.handshake_timeout, theirs.handshake_timeout);
+    }
+
+    #[test]
+    fn stream_config_maps_every_field() {
+        let mut c = IpcConfig::default();
+        c.ipc.ring_size = 1 << 20;
+        c.ipc.handshake_timeout_ms = 250;
+        c.ipc.wait_mode = WaitMode::Adaptive;
+        c.ipc.spin_micros = 7;
+        let s = c.stream_config();
+        assert_eq!(s.ring_capacity, 1 << 20);
+        assert_eq!(s.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(s.wait, WaitStrategy::Adaptive(Duration::from_micros(7)));
+        c.ipc.wait_mode = WaitMode::Spin;
+        assert_eq!(c.stream_config().wait, WaitStrategy::Spin);
+        assert_eq!(c.wait_strategy(), WaitStrategy::Spin);
+        c.ipc.wait_mode = WaitMode::Blocking;
+        assert_eq!(c.stream_config().wait, WaitStrategy::Blocking);
+    }
+
+    #[test]
+    fn zero_timeouts_mean_none() {
+        let mut c = IpcConfig::default();
+        c.ipc.idle_timeout_secs = 0;
+        c.ipc.request_timeout_ms = 0;
+        c.validate().unwrap();
+        assert_eq!(c.idle_timeout(), None);
+        assert_eq!(c.request_timeout(), None);
+    }
+
+    /// Each range check: the first value out of range on each side is refused with the key named,
+    /// the bound itself accepted.
+    #[test]
+    fn range_checks_name_the_key() {
+        type Set = fn(&mut IpcConfig, u64);
+        let cases: &[(&str, Set, &[u64], &[u64])] = &[
+            ("ipc.max_connections", |c, v| c.ipc.max_connections = v as usize, &[1, 65536], &[0, 65537]),
+            ("ipc.idle_timeout_secs", |c, v| c.ipc.idle_timeout_secs = v, &[0, 31_536_000], &[31_536_001]),
+            (
+                "ipc.max_message_size",
+                |c, v| c.ipc.max_message_size = v as usize,
+                &[1024, 1 << 30],
+                &[1023, (1 << 30) + 1],
+            ),
+            ("ipc.buffer_pool_size", |c, v| c.ipc.buffer_pool_size = v as usize, &[0, 65536], &[65537]),
+            (
+                "ipc.ring_size",
+                |c, v| c.ipc.ring_size = v as usize,
+                &[4096, 1 << 30],
+                &[0, 2048, 5000, 4097, 1 << 31],
+            ),
+            ("ipc.max_slots", |c, v| c.ipc.max_slots = v as usize, &[64, 65536], &[0, 65537]),
+            ("ipc.warm_pool_size", |c, v| c.ipc.warm_pool_size = v as usize, &[0, 1024], &[1025]),
+            ("ipc.spin_micros", |c, v| c.ipc.spin_micros = v, &[0, 1_000_000], &[1_000_001]),
+            (
+                "ipc.max_concurrent_requests",
+                |c, v| c.ipc.max_concurrent_requests = v as usize,
+                &[1, 65536],
+                &[0, 65537],
+            ),
+            ("ipc.handshake_timeout_ms", |c, v| c.ipc.handshake_timeout_ms = v, &[1, 600_000], &[0, 600_001]),
+            ("ipc.request_timeout_ms", |c, v| c.ipc.request_timeout_ms = v, &[0, 86_400_000], &[86_400_001]),
+            (
+                "metrics.export_interval_secs",
+                |c, v| c.metrics.export_interval_secs = v,
+                &[1, 86400],
+                &[0, 86401],
+            ),
+        ];
+        for &(key, set, good, bad) in cases {
+            for &v in good {
+                let mut c = IpcConfig::default();
+                set(&mut c, v);
+                c.validate().unwrap_or_else(|e| panic!("{key} = {v} refused: {e}"));
+            }
+            for &v in bad {
+                let mut c = IpcConfig::default();
+                set(&mut c, v);
+                let (k, reason) = err_of(&c);
+                assert_eq!(k, key, "{key} = {v}");
+                assert!(reason.contains(&format!("(got {v})")), "{key} = {v}: {reason}");
+            }
+        }
+    }
+
+    #[test]
+    fn ring_size_error_reads_as_documented() {
+        let mut c = IpcConfig::default();
+        c.ipc.ring_size = 5000;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "config (in memory): ipc.ring_size: must be a power of two between 4096 and 1073741824 (got 5000)"
+        );
+    }
+
+    #[test]
+    fn warm_pool_is_bounded_by_max_slots() {
+        let mut c = IpcConfig::default();
+        c.ipc.max_slots = 10;
+        c.ipc.warm_pool_size = 11;
+        let (key, reason) = err_of(&c);
+        assert_eq!(key, "ipc.warm_pool_size");
+        assert!(reason.contains("ipc.max_slots (10)"), "{reason}");
+        c.ipc.warm_pool_size = 10;
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn socket_path_takes_names_like_socket_path() {
+        for good in ["lapce-ai", "/lapce-ai", "a", "x.y_z-1", &"n".repeat(100)] {
+            let mut c = IpcConfig::default();
+            c.ipc.socket_path = good.to_owned();
+            c.validate().unwrap_or_else(|e| panic!("{good:?} refused: {e}"));
+        }
+        for bad in ["", "/", ".hidden", "sp ace", "ü", &"n".repeat(101)] {
+            let mut c = IpcConfig::default();
+            c.ipc.socket_path = bad.to_owned();
+            let (key, reason) = err_of(&c);
+            assert_eq!(key, "ipc.socket_path");
+            assert!(reason.contains("[A-Za-z0-9._-]"), "{bad:?}: {reason}");
+        }
+        // The library's own rules agree (short names: the full socket path must also fit 107 bytes,
+        // which only binding checks).
+        for good in ["lapce-ai", "/lapce-ai", "x.y_z-1"] {
+            crate::socket_path(good).unwrap();
+        }
+        for bad in ["", "/", ".hidden", "sp ace", "ü", "a/b"] {
+            assert!(crate::socket_path(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn socket_path_that_is_a_path_suggests_the_name() {
+        let cases = [
+            ("/tmp/lapce-ai.sock", "lapce-ai"),
+            ("run/editor", "editor"),
+            (r"C:\Users\me\ai.sock", "ai"),
+            ("/tmp/bad name.sock", "lapce-ai"),
+        ];
+        for (path, name) in cases {
+            let mut c = IpcConfig::default();
+            c.ipc.socket_path = path.to_owned();
+            let (key, reason) = err_of(&c);
+            assert_eq!(key, "ipc.socket_path");
+            assert!(reason.contains("is a path"), "{reason}");
+            assert!(reason.contains("private runtime directory"), "{reason}");
+            assert!(reason.contains(&format!("socket_path = \"{name}\"")), "{path}: {reason}");
+        }
+    }
+
+    #[test]
+    fn metrics_addr_must_be_a_socket_address() {
+        let mut c = IpcConfig::default();
+        c.metrics.addr = Some("127.0.0.1:9464".to_owned());
+        c.validate().unwrap();
+        c.metrics.addr = Some("[::1]:9464".to_owned());
+        c.validate().unwrap();
+        for bad in ["localhost:9464", "127.0.0.1", "127.0.0.1:99999", ""] {
+            c.metrics.addr = Some(bad.to_owned());
+            let (key, reason) = err_of(&c);
+            assert_eq!(key, "metrics.addr");
+            assert!(reason.contains(&format!("{bad:?}")), "{reason}");
+        }
+    }
+
+    #[test]
+    fn wait_mode_names() {
+        for (mode, name) in
+            [(WaitMode::Spin, "spin"), (WaitMode::Adaptive, "adaptive"), (WaitMode::Blocking, "blocking")]
+        {
+            assert_eq!(mode.as_str(), name);
+            assert_eq!(mode.to_string(), name);
+        }
+        assert_eq!(WaitMode::default(), WaitMode::Adaptive);
+    }
+
+    #[test]
+    fn to_toml_string_writes_every_key() {
+        let text = IpcConfig::default().to_toml_string();
+        for key in [
+            "socket_path = \"lapce-ai\"",
+            "max_connections = 1000",
+            "idle_timeout_secs = 300",
+            "max_message_size = 10485760",
+            "buffer_pool_size = 100",
+            "ring_size = 262144",
+            "warm_pool_size = 64",
+            "max_slots = 1024",
+            "wait_mode = \"adaptive\"",
+            "spin_micros = 50",
+            "max_concurrent_requests = 256",
+            "handshake_timeout_ms = 5000",
+            "request_timeout_ms = 30000",
+            "enable = true",
+            "export_interval_secs = 60",
+            "# addr = \"127.0.0.1:9464\"",
+        ] {
+            assert!(text.lines().any(|l| l.starts_with(key)), "{key} missing from:\n{text}");
+        }
+        assert!(text.find("[ipc]").unwrap() < text.find("[metrics]").unwrap());
+    }
+
+    #[test]
+    fn toml_string_escapes() {
+        assert_eq!(toml_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
+    }
+}
