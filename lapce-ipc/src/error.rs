@@ -87,6 +87,23 @@ pub enum IpcError {
     /// A frame header or payload was refused (see [`FrameError`](crate::frame::FrameError)).
     #[error("bad frame: {0}")]
     Frame(#[from] crate::frame::FrameError),
+    /// The server has no handler for the request's message type (it answered with an error and
+    /// the connection goes on).
+    #[error("the server has no handler for message type {0:?}")]
+    UnknownMessageType(crate::frame::MessageType),
+    /// The server's handler panicked; the server logged the panic and goes on serving.
+    #[error("the server's handler panicked: {0}")]
+    HandlerPanic(String),
+    /// The server answered the request with an error (a handler's own error, or the server's:
+    /// too large, bad request, shutting down…).
+    #[error("server error {}: {}", .0.code, .0.message)]
+    Remote(crate::protocol::ErrorBody),
+    /// The request was cancelled before its answer arrived.
+    #[error("request cancelled")]
+    Cancelled,
+    /// The server refused the connection (for example it is at its connection limit).
+    #[error("server refused the connection: {0}")]
+    ServerRefused(String),
     /// A protocol payload (see [`protocol`](crate::protocol)) could not be decoded: invalid JSON
     /// or a field of the wrong shape, or an rkyv archive that failed validation (which includes
     /// bytes not aligned for zero-copy access).
@@ -113,6 +130,16 @@ pub enum IpcError {
     /// A size or option is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A configuration ([`IpcConfig`](crate::IpcConfig)) could not be read or has a bad value.
+    #[error("config {origin}: {}{reason}", .key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
+    Config {
+        /// Where the configuration came from: the file name, or `(in memory)`.
+        origin: String,
+        /// The offending key, e.g. `ipc.ring_size`, when one is to blame.
+        key: Option<String>,
+        /// What is wrong, with the line and column in the file where known.
+        reason: String,
+    },
     /// Any other operating-system error.
     #[error(transparent)]
     Io(#[from] io::Error),

@@ -10,6 +10,8 @@
 //!   pipe on Windows), which also tells each side when the other dies.
 //! - [`SharedMemoryBuffer`]: the low-level ring on its own, for callers that set up their own
 //!   processes and pass the segment themselves.
+//! - [`IpcConfig`] ([`config`]): the server configuration (`[ipc]` and `[metrics]`), with
+//!   defaults that need no file; read from TOML with the `config-file` feature.
 //! - [`protocol`]: the AI message types ([`protocol::AIRequest`], responses, stream chunks, tool
 //!   calls, errors) as JSON matching the TypeScript originals and as validated rkyv archives.
 //!
@@ -56,21 +58,27 @@
 
 mod buffer;
 mod channel;
+pub mod config;
 mod connection;
 mod error;
 pub mod frame;
 mod platform;
 pub mod protocol;
 mod ring;
+mod rpc;
 
 pub use buffer::SharedMemoryBuffer;
 pub use channel::WaitStrategy;
+pub use config::IpcConfig;
 pub use connection::{
     socket_path, AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
     SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
 };
 pub use error::{IpcError, Result};
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};
+pub use rpc::{
+    BlockingIpcClient, ChunkSender, HandlerResult, IpcClient, IpcServer, ResponseStream, ServerStats,
+};
 
 /// How many OS handles this process has open (file descriptors on Unix, HANDLEs on Windows), or
 /// `None` where the OS does not tell. For leak checks: tests and `bench --scale` compare it

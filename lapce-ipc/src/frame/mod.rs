@@ -7,7 +7,10 @@
 mod header;
 mod stream;
 
-pub use stream::{AsyncFramedShmStream, FramedReceiver, FramedSender, FramedShmStream, DEFAULT_MAX_MESSAGE};
+pub use stream::{
+    AsyncFramedReceiver, AsyncFramedSender, AsyncFramedShmStream, FramedReceiver, FramedSender,
+    FramedShmStream, DEFAULT_MAX_MESSAGE,
+};
 
 pub use header::{
     CanonicalHeader, FrameError, FrameFlags, MessageType, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN,

@@ -440,6 +440,75 @@ impl AsyncFramedShmStream {
     }
 }
 
+impl AsyncFramedShmStream {
+    /// Splits the stream so that one task receives while others send (e.g. a server reading
+    /// requests while handler tasks answer them through a shared sender).
+    pub fn into_split(self) -> (AsyncFramedSender, AsyncFramedReceiver) {
+        let (tx, rx) = self.stream.into_split();
+        (AsyncFramedSender { sink: tx, state: self.tx }, AsyncFramedReceiver { source: rx, state: self.rx })
+    }
+}
+
+/// The sending half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).
+pub struct AsyncFramedSender {
+    sink: crate::AsyncStreamSender,
+    state: SendState,
+}
+
+impl AsyncFramedSender {
+    /// The largest message, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.state.max_message
+    }
+
+    /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
+    pub async fn send(&mut self, kind: MessageType, payload: &[u8]) -> Result<u64> {
+        let id = self.state.fresh_id();
+        self.send_with_id(kind, id, payload).await?;
+        Ok(id)
+    }
+
+    /// Sends `payload` as a message of type `kind` with the given id. All fragments of the
+    /// message are written before this returns (dropping the future midway leaves the stream
+    /// with a partial message, which the peer refuses; callers that may be cancelled should not
+    /// share the sender afterwards).
+    pub async fn send_with_id(&mut self, kind: MessageType, id: u64, payload: &[u8]) -> Result<()> {
+        let chunk = self.sink.max_message_size() - HEADER_LEN;
+        for fragment in fragments(kind, id, payload, self.state.max_message, chunk, self.state.with_crc)? {
+            self.sink.send_with(fragment.record_len(), |buf| fragment.write(buf)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// The receiving half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).
+pub struct AsyncFramedReceiver {
+    source: crate::AsyncStreamReceiver,
+    state: RecvState,
+}
+
+impl AsyncFramedReceiver {
+    /// The largest message, in bytes.
+    pub fn max_message_size(&self) -> usize {
+        self.state.max_message
+    }
+
+    /// Receives the next message into `payload`, reusing its capacity. Not cancel-safe across
+    /// fragments (see [`AsyncFramedShmStream::recv`]).
+    pub async fn recv_into(&mut self, payload: &mut Vec<u8>) -> Result<(MessageType, u64)> {
+        payload.clear();
+        let rx = &mut self.state;
+        let mut message = Reassembly::new(rx.max_message);
+        loop {
+            rx.broken.check()?;
+            let step = self.source.recv_with(|record| message.feed(record, payload)).await?;
+            if let Some(done) = rx.broken.record(step)? {
+                return Ok(done);
+            }
+        }
+    }
+}
+
 /// The first frame error a framed stream met; once set, every call returns it.
 #[derive(Default)]
 struct Broken(Option<FrameError>);

@@ -205,8 +205,11 @@ impl ErrorCode {
     pub const CANCELLED: ErrorCode = ErrorCode::Number(499);
     /// The handler failed (or panicked).
     pub const INTERNAL: ErrorCode = ErrorCode::Number(500);
-    /// The service behind the handler is unavailable (e.g. the model provider).
+    /// The service behind the handler is unavailable (e.g. the model provider), or the server
+    /// is shutting down or at its connection limit.
     pub const UNAVAILABLE: ErrorCode = ErrorCode::Number(503);
+    /// The handler panicked (the server logged the panic and goes on serving).
+    pub const HANDLER_PANICKED: ErrorCode = ErrorCode::Number(520);
 }
 
 impl fmt::Display for ErrorCode {

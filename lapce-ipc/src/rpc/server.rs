@@ -1,0 +1,493 @@
+//! [`IpcServer`]: accepts connections, dispatches requests to handlers, answers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tracing::Instrument;
+
+use super::unwind::CatchUnwind;
+use super::{error_payload, spawn_writer, Outgoing, READY};
+use crate::config::IpcConfig;
+use crate::error::{IpcError, Result};
+use crate::frame::{AsyncFramedShmStream, FrameError, MessageType};
+use crate::protocol::{ErrorBody, ErrorCode};
+use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream};
+
+/// What a unary handler returns: the response payload, or an error body sent back as an
+/// `Error` frame.
+pub type HandlerResult = std::result::Result<Bytes, ErrorBody>;
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+type UnaryFn = dyn Fn(Bytes) -> BoxFuture<HandlerResult> + Send + Sync;
+type StreamFn = dyn Fn(Bytes, ChunkSender) -> BoxFuture<std::result::Result<(), ErrorBody>> + Send + Sync;
+
+#[derive(Clone)]
+enum Handler {
+    Unary(Arc<UnaryFn>),
+    Stream(Arc<StreamFn>),
+}
+
+/// Counters of a server, for tests, logs and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServerStats {
+    /// Connections open now.
+    pub connections_active: usize,
+    /// Connections accepted so far.
+    pub connections_accepted: u64,
+    /// Connections refused at the limit or during shutdown.
+    pub connections_refused: u64,
+    /// Requests dispatched to a handler.
+    pub requests: u64,
+    /// Requests whose handler runs now (on all connections).
+    pub requests_in_flight: usize,
+    /// Requests answered with an error (handler errors, unknown types, cancellations, panics).
+    pub errors: u64,
+    /// Handler panics (each answered with an error; the server went on).
+    pub panics: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    in_flight: AtomicUsize,
+    accepted: AtomicU64,
+    refused: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    panics: AtomicU64,
+}
+
+/// A request/response server on a shared-memory listener (tokio).
+///
+/// Register handlers per [`MessageType`], then [`serve`](Self::serve). Every connection reads
+/// requests in order and runs up to `max_concurrent_requests` of them at once (pipelining),
+/// each in its own task, so slow handlers do not hold up fast ones and answers may go out of
+/// order (the client matches them by id). A handler's error or panic, an unknown message type or
+/// a cancelled request is answered with an `Error` frame; only a frame the server cannot read
+/// closes that one connection. The handle is cheap to clone: clones share the server.
+///
+/// ```
+/// use bytes::Bytes;
+/// use lapce_ipc::frame::MessageType;
+/// use lapce_ipc::{IpcClient, IpcConfig, IpcServer};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> lapce_ipc::Result<()> {
+/// let name = format!("rpc-doc-{}", std::process::id());
+/// let server = IpcServer::bind(&name, IpcConfig::default())?;
+/// server.register_handler(MessageType::Data, |request: Bytes| async move {
+///     Ok(Bytes::from(request.to_ascii_uppercase()))
+/// });
+/// let serving = tokio::spawn({
+///     let server = server.clone();
+///     async move { server.serve().await }
+/// });
+///
+/// let client = IpcClient::connect(&name, IpcConfig::default()).await?;
+/// let answer = client.request(MessageType::Data, Bytes::from_static(b"hello")).await?;
+/// assert_eq!(&answer[..], b"HELLO");
+///
+/// server.shutdown(std::time::Duration::from_secs(1));
+/// serving.await.unwrap()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct IpcServer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    listener: AsyncSharedMemoryListener,
+    config: IpcConfig,
+    handlers: RwLock<HashMap<MessageType, Handler>>,
+    /// `true` once shutdown began: stop accepting and reading new requests.
+    stopping: watch::Sender<bool>,
+    /// `true` when the grace period is over: abort what still runs.
+    force: watch::Sender<bool>,
+    grace: Mutex<Duration>,
+    active: AtomicUsize,
+    counters: Counters,
+    next_connection: AtomicU64,
+}
+
+impl IpcServer {
+    /// Binds `name` (see [`socket_path`](crate::socket_path)) with `config`. Must be called
+    /// inside a tokio runtime.
+    pub fn bind(name: &str, config: IpcConfig) -> Result<IpcServer> {
+        config.validate()?;
+        let listener = AsyncSharedMemoryListener::bind_with(name, config.stream_config())?;
+        Ok(IpcServer {
+            inner: Arc::new(Inner {
+                listener,
+                config,
+                handlers: RwLock::default(),
+                stopping: watch::channel(false).0,
+                force: watch::channel(false).0,
+                grace: Mutex::new(Duration::ZERO),
+                active: AtomicUsize::new(0),
+                counters: Counters::default(),
+                next_connection: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// The control channel's path.
+    pub fn path(&self) -> &std::path::Path {
+        self.inner.listener.path()
+    }
+
+    /// Answers requests of type `kind` with `handler`'s result: a `Response` frame with the
+    /// returned bytes, or an `Error` frame with the returned [`ErrorBody`]. Replaces an earlier
+    /// handler of that type; may be called while serving.
+    pub fn register_handler<F, Fut>(&self, kind: MessageType, handler: F)
+    where
+        F: Fn(Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let f: Arc<UnaryFn> = Arc::new(move |payload| Box::pin(handler(payload)));
+        self.handlers().insert(kind, Handler::Unary(f));
+    }
+
+    /// Answers requests of type `kind` with a stream: `handler` sends any number of chunks
+    /// through its [`ChunkSender`] (each a `StreamChunk` frame), and when it returns `Ok` the
+    /// server sends `StreamEnd`; an `Err` ends the stream with an `Error` frame instead.
+    pub fn register_stream_handler<F, Fut>(&self, kind: MessageType, handler: F)
+    where
+        F: Fn(Bytes, ChunkSender) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<(), ErrorBody>> + Send + 'static,
+    {
+        let f: Arc<StreamFn> = Arc::new(move |payload, sink| Box::pin(handler(payload, sink)));
+        self.handlers().insert(kind, Handler::Stream(f));
+    }
+
+    fn handlers(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<MessageType, Handler>> {
+        self.inner.handlers.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Accepts and serves connections until [`shutdown`](Self::shutdown), then waits for the
+    /// requests in flight (up to the grace period), closes every connection and returns.
+    pub async fn serve(&self) -> Result<()> {
+        let inner = &self.inner;
+        let mut stopping = inner.stopping.subscribe();
+        loop {
+            if *stopping.borrow_and_update() {
+                break;
+            }
+            let accepted = tokio::select! {
+                _ = stopping.changed() => continue,
+                r = inner.listener.accept() => r,
+            };
+            let stream = match accepted {
+                Ok(stream) => stream,
+                Err(e) => {
+                    // The listener itself failed (e.g. out of descriptors): log, breathe, go on.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let limit = inner.config.ipc.max_connections;
+            if inner.active.load(Ordering::Relaxed) >= limit {
+                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(limit, "connection refused: at the connection limit");
+                let reason = format!("the server is at its limit of {limit} connections");
+                tokio::spawn(refuse(stream, reason));
+                continue;
+            }
+            inner.active.fetch_add(1, Ordering::Relaxed);
+            inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            let conn = inner.next_connection.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!("ipc_connection", conn, peer_pid = stream.peer_pid());
+            tokio::spawn(serve_connection(self.inner.clone(), stream).instrument(span));
+        }
+        // Graceful end: connections stop reading, finish what runs, then close.
+        let grace = *inner.grace.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = tokio::time::Instant::now() + grace;
+        while inner.active.load(Ordering::Relaxed) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                inner.force.send_replace(true);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        Ok(())
+    }
+
+    /// Begins a graceful shutdown: stop accepting, stop reading new requests, let the requests
+    /// in flight finish for up to `grace`, then abort the rest and close. [`serve`](Self::serve)
+    /// returns when all connections are closed.
+    pub fn shutdown(&self, grace: Duration) {
+        *self.inner.grace.lock().unwrap_or_else(|p| p.into_inner()) = grace;
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> ServerStats {
+        let c = &self.inner.counters;
+        ServerStats {
+            connections_active: self.inner.active.load(Ordering::Relaxed),
+            connections_accepted: c.accepted.load(Ordering::Relaxed),
+            connections_refused: c.refused.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+            requests_in_flight: c.in_flight.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+            panics: c.panics.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Tells a client why it is refused, then closes.
+async fn refuse(stream: AsyncSharedMemoryStream, reason: String) {
+    let mut framed = AsyncFramedShmStream::new(stream);
+    let body = ErrorBody::new(ErrorCode::UNAVAILABLE, reason);
+    let _ = framed.send_with_id(MessageType::Error, 0, &error_payload(&body)).await;
+}
+
+/// Sends the chunks of one streamed response (see [`IpcServer::register_stream_handler`]).
+#[derive(Clone)]
+pub struct ChunkSender {
+    out: mpsc::Sender<Outgoing>,
+    id: u64,
+}
+
+impl ChunkSender {
+    /// Sends one chunk; waits while the connection's outgoing queue is full (backpressure).
+    /// [`IpcError::PeerGone`] when the connection is closed: stop producing.
+    pub async fn send(&self, chunk: impl Into<Bytes>) -> Result<()> {
+        let frame = Outgoing { kind: MessageType::StreamChunk, id: self.id, payload: chunk.into() };
+        self.out.send(frame).await.map_err(|_| IpcError::PeerGone)
+    }
+
+    /// The id of the request this stream answers.
+    pub fn request_id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// What one connection shares with its request tasks.
+struct Connection {
+    out: mpsc::Sender<Outgoing>,
+    /// Requests running now, by id, for cancellation.
+    in_flight: Mutex<HashMap<u64, AbortHandle>>,
+}
+
+impl Connection {
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<u64, AbortHandle>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn send(&self, kind: MessageType, id: u64, payload: Bytes) {
+        // An error means the connection is closing: nobody is left to answer.
+        let _ = self.out.send(Outgoing { kind, id, payload }).await;
+    }
+
+    async fn send_error(&self, server: &Inner, id: u64, body: ErrorBody) {
+        server.counters.errors.fetch_add(1, Ordering::Relaxed);
+        self.send(MessageType::Error, id, error_payload(&body)).await;
+    }
+}
+
+/// Decrements the active count when a connection task ends, however it ends.
+struct ActiveGuard(Arc<Inner>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream) {
+    let _active = ActiveGuard(server.clone());
+    let max_message = server.config.ipc.max_message_size;
+    let (mut tx, mut rx) = AsyncFramedShmStream::new(stream).with_max_message(max_message).into_split();
+    if tx.send_with_id(MessageType::Control, 0, READY).await.is_err() {
+        return;
+    }
+    let (out, mut writer) = spawn_writer(tx);
+    let conn = Arc::new(Connection { out, in_flight: Mutex::default() });
+    let max_requests = server.config.ipc.max_concurrent_requests.max(1);
+    let permits = Arc::new(Semaphore::new(max_requests));
+    let idle = match server.config.ipc.idle_timeout_secs {
+        0 => None,
+        secs => Some(Duration::from_secs(secs)),
+    };
+    let mut stopping = server.stopping.subscribe();
+    let mut buf = Vec::new();
+    loop {
+        if *stopping.borrow_and_update() {
+            break;
+        }
+        // The idle timeout only runs while nothing is in flight (a long stream is not idle).
+        let idle_now = idle.filter(|_| permits.available_permits() == max_requests);
+        let received = tokio::select! {
+            _ = stopping.changed() => continue,
+            r = recv_or_idle(&mut rx, &mut buf, idle_now) => r,
+        };
+        let (kind, id) = match received {
+            Ok(message) => message,
+            Err(IpcError::PeerGone) => break,
+            Err(IpcError::Timeout) => {
+                tracing::debug!("closing an idle connection");
+                break;
+            }
+            Err(IpcError::Frame(e)) => {
+                // The framed stream cannot resynchronise: say why, then close.
+                tracing::warn!(error = %e, "unreadable frame: closing the connection");
+                let code = match e {
+                    FrameError::TooLong { .. } => ErrorCode::TOO_LARGE,
+                    _ => ErrorCode::BAD_REQUEST,
+                };
+                conn.send_error(&server, 0, ErrorBody::new(code, e.to_string())).await;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "connection failed");
+                break;
+            }
+        };
+        let payload = Bytes::copy_from_slice(&buf);
+        match kind {
+            MessageType::Cancel => {
+                let running = conn.in_flight().remove(&id);
+                if let Some(task) = running {
+                    task.abort();
+                    conn.send_error(&server, id, ErrorBody::new(ErrorCode::CANCELLED, "request cancelled"))
+                        .await;
+                }
+            }
+            MessageType::Heartbeat => conn.send(MessageType::Heartbeat, id, payload).await,
+            MessageType::Response
+            | MessageType::Error
+            | MessageType::StreamChunk
+            | MessageType::StreamEnd
+            | MessageType::Control => {
+                let body = ErrorBody::new(ErrorCode::BAD_REQUEST, format!("{kind:?} is not a request type"));
+                conn.send_error(&server, id, body).await;
+            }
+            _ => {
+                let handler = server.handlers.read().unwrap_or_else(|p| p.into_inner()).get(&kind).cloned();
+                let Some(handler) = handler else {
+                    let body = ErrorBody::new(
+                        ErrorCode::UNKNOWN_TYPE,
+                        format!("no handler for message type {kind:?} (0x{:04x})", kind.to_u16()),
+                    );
+                    conn.send_error(&server, id, body).await;
+                    continue;
+                };
+                // Waiting here when too many requests run stops reading: the ring fills up and
+                // the client's sends wait (backpressure), nothing is dropped.
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                server.counters.requests.fetch_add(1, Ordering::Relaxed);
+                let span = tracing::debug_span!("ipc_request", id, kind = ?kind);
+                let task = run_request(server.clone(), conn.clone(), handler, kind, id, payload, permit);
+                // Registered under the lock the task takes to unregister, so it cannot finish
+                // before it is registered.
+                let mut in_flight = conn.in_flight();
+                let handle = tokio::spawn(task.instrument(span));
+                in_flight.insert(id, handle.abort_handle());
+            }
+        }
+    }
+    // Let the requests in flight finish (all permits back), unless the grace period ends first.
+    let mut force = server.force.subscribe();
+    tokio::select! {
+        _ = permits.acquire_many(max_requests as u32) => {}
+        _ = force.wait_for(|f| *f) => {
+            for (_, task) in conn.in_flight().drain() {
+                task.abort();
+            }
+        }
+    }
+    // Let the writer send the last answers (it ends once every sender is gone), but not wait
+    // forever on a handler that kept a `ChunkSender` alive somewhere.
+    drop(conn);
+    if tokio::time::timeout(WRITER_FLUSH, &mut writer).await.is_err() {
+        writer.abort();
+    }
+}
+
+/// How long a closing connection waits for its writer to send the last answers.
+const WRITER_FLUSH: Duration = Duration::from_secs(1);
+
+/// Receives the next request, or [`IpcError::Timeout`] after `idle` with nothing received.
+async fn recv_or_idle(
+    rx: &mut crate::frame::AsyncFramedReceiver,
+    buf: &mut Vec<u8>,
+    idle: Option<Duration>,
+) -> Result<(MessageType, u64)> {
+    match idle {
+        None => rx.recv_into(buf).await,
+        Some(idle) => tokio::time::timeout(idle, rx.recv_into(buf)).await.map_err(|_| IpcError::Timeout)?,
+    }
+}
+
+/// Runs one request's handler and sends its answer.
+async fn run_request(
+    server: Arc<Inner>,
+    conn: Arc<Connection>,
+    handler: Handler,
+    kind: MessageType,
+    id: u64,
+    payload: Bytes,
+    _permit: OwnedSemaphorePermit,
+) {
+    // Counted until this future ends or is dropped (a cancelled request is aborted).
+    server.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+    let _running = InFlight(server.clone());
+    let failure = match handler {
+        Handler::Unary(f) => match call(|| f(payload)).await {
+            Ok(Ok(response)) => {
+                conn.send(MessageType::Response, id, response).await;
+                None
+            }
+            Ok(Err(body)) => Some(body),
+            Err(panic) => Some(panicked(&server, kind, &panic)),
+        },
+        Handler::Stream(f) => {
+            let sink = ChunkSender { out: conn.out.clone(), id };
+            match call(|| f(payload, sink)).await {
+                Ok(Ok(())) => {
+                    conn.send(MessageType::StreamEnd, id, Bytes::new()).await;
+                    None
+                }
+                Ok(Err(body)) => Some(body),
+                Err(panic) => Some(panicked(&server, kind, &panic)),
+            }
+        }
+    };
+    if let Some(body) = failure {
+        conn.send_error(&server, id, body).await;
+    }
+    conn.in_flight().remove(&id);
+}
+
+struct InFlight(Arc<Inner>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Calls a handler (which may panic before returning its future) and runs its future, both
+/// with panics caught.
+async fn call<T, F>(make: F) -> std::result::Result<T, String>
+where
+    F: FnOnce() -> BoxFuture<T>,
+{
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
+        Ok(future) => CatchUnwind::new(future).await,
+        Err(panic) => Err(super::unwind::panic_message(panic.as_ref())),
+    }
+}
+
+fn panicked(server: &Inner, kind: MessageType, panic: &str) -> ErrorBody {
+    server.counters.panics.fetch_add(1, Ordering::Relaxed);
+    tracing::error!(kind = ?kind, panic, "handler panicked; answered with an error");
+    ErrorBody::new(ErrorCode::HANDLER_PANICKED, format!("handler for {kind:?} panicked: {panic}"))
+}

@@ -1,0 +1,368 @@
+//! The request/response layer across processes: the server runs in a child process (this test
+//! binary re-run in the `rpc-server` role), the client in the test.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{child_role, unique_name, ChildGuard};
+use lapce_ipc::frame::MessageType;
+use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+use lapce_ipc::{BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer, SharedMemoryStream};
+
+const HANG: Duration = Duration::from_secs(60);
+
+/// Echo.
+const ECHO: MessageType = MessageType::Data;
+/// Sleeps the number of milliseconds in the first 8 bytes, then echoes.
+const SLOW_ECHO: MessageType = MessageType::Complete;
+/// Streams as many chunks as the payload says (decimal), chunk `i` = `i` in decimal.
+const COUNT: MessageType = MessageType::Chat;
+const PANICS: MessageType = MessageType::Unknown(0x200);
+const FAILS: MessageType = MessageType::Unknown(0x201);
+/// Answers how many requests run on the server, itself included (decimal).
+const IN_FLIGHT: MessageType = MessageType::Unknown(0x202);
+/// Begins a graceful shutdown (grace 10 s) and answers at once.
+const SHUT_DOWN: MessageType = MessageType::Unknown(0x2FF);
+/// No handler for this one.
+const NOBODY: MessageType = MessageType::Unknown(0x300);
+
+fn config(max_connections: usize) -> IpcConfig {
+    let mut config = IpcConfig::default();
+    config.ipc.max_connections = max_connections;
+    config.ipc.max_concurrent_requests = 2048;
+    config.ipc.request_timeout_ms = 60_000;
+    config
+}
+
+fn millis(ms: u64) -> Bytes {
+    Bytes::copy_from_slice(&ms.to_le_bytes())
+}
+
+#[test]
+#[ignore = "entry point of the child processes spawned by the other tests"]
+fn child_main() {
+    let Some((role, arg)) = child_role() else { return };
+    assert_eq!(role, "rpc-server");
+    let (name, max) = arg.split_once(',').unwrap();
+    // One line per handler panic instead of a backtrace each (the test provokes a hundred).
+    std::panic::set_hook(Box::new(|info| eprintln!("rpc-server: {info}")));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let server = IpcServer::bind(name, config(max.parse().unwrap())).unwrap();
+        server.register_handler(ECHO, |p: Bytes| async move { Ok(p) });
+        server.register_handler(SLOW_ECHO, |p: Bytes| async move {
+            let ms = u64::from_le_bytes(p[..8].try_into().unwrap());
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok(p)
+        });
+        server.register_stream_handler(COUNT, |p: Bytes, out| async move {
+            let n: u64 = std::str::from_utf8(&p).unwrap().parse().unwrap();
+            for i in 0..n {
+                out.send(i.to_string())
+                    .await
+                    .map_err(|e| ErrorBody::new(ErrorCode::INTERNAL, e.to_string()))?;
+            }
+            Ok(())
+        });
+        server.register_handler(PANICS, |_| async move {
+            if true {
+                panic!("handler boom");
+            }
+            Ok(Bytes::new())
+        });
+        server.register_handler(FAILS, |_| async move {
+            Err(ErrorBody::new(ErrorCode::Number(429), "rate limited, try later"))
+        });
+        let handle = server.clone();
+        server.register_handler(IN_FLIGHT, move |_| {
+            let n = handle.stats().requests_in_flight;
+            async move { Ok(Bytes::from(n.to_string())) }
+        });
+        let handle = server.clone();
+        server.register_handler(SHUT_DOWN, move |_| {
+            handle.shutdown(Duration::from_secs(10));
+            async { Ok(Bytes::from_static(b"bye")) }
+        });
+        server.serve().await.unwrap();
+    });
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// Connects, waiting for the child server to come up.
+async fn connect(name: &str) -> IpcClient {
+    let deadline = Instant::now() + HANG;
+    loop {
+        match IpcClient::connect(name, config(1000)).await {
+            Ok(c) => return c,
+            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(2)).await
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+}
+
+fn server(name: &str, max_connections: usize) -> ChildGuard {
+    ChildGuard::spawn("rpc-server", &format!("{name},{max_connections}"))
+}
+
+#[test]
+fn a_thousand_concurrent_requests_answered_out_of_order_on_one_connection() {
+    let name = unique_name("rpc-many");
+    let _child = server(&name, 1000);
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        // A slow request first, then fast ones: the fast answers overtake it.
+        let slow = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let answer = client.request(SLOW_ECHO, millis(1000)).await.unwrap();
+                (answer, Instant::now())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..1000u64 {
+            let client = client.clone();
+            tasks.spawn(async move {
+                // Every fourth request takes a few milliseconds, in reverse order of sending.
+                let (kind, payload) = if i % 4 == 0 {
+                    let mut p = millis(20 - (i % 20)).to_vec();
+                    p.extend_from_slice(&i.to_le_bytes());
+                    (SLOW_ECHO, Bytes::from(p))
+                } else {
+                    (ECHO, Bytes::from(format!("request {i}")))
+                };
+                let answer = client.request(kind, payload.clone()).await.unwrap();
+                assert_eq!(answer, payload, "answer to request {i} is its own");
+                Instant::now()
+            });
+        }
+        let mut last_fast = None;
+        while let Some(done) = tasks.join_next().await {
+            last_fast = last_fast.max(Some(done.unwrap()));
+        }
+        let (answer, slow_done) = slow.await.unwrap();
+        assert_eq!(answer, millis(1000));
+        assert!(
+            last_fast.unwrap() < slow_done,
+            "the 1000 later requests were all answered before the slow one"
+        );
+    });
+}
+
+#[test]
+fn ten_thousand_chunks_streamed_in_order() {
+    let name = unique_name("rpc-stream");
+    let _child = server(&name, 1000);
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        let mut stream = client.request_stream(COUNT, "10000").await.unwrap();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            assert_eq!(chunk.unwrap(), n.to_string(), "chunk {n}");
+            n += 1;
+        }
+        assert_eq!(n, 10_000, "no chunk lost");
+        // The connection is still usable after the stream ended.
+        assert_eq!(client.request(ECHO, "after").await.unwrap(), "after");
+    });
+}
+
+#[test]
+fn panics_errors_and_unknown_types_are_answered_and_the_connection_goes_on() {
+    let name = unique_name("rpc-errors");
+    let _child = server(&name, 1000);
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        match client.request(PANICS, "x").await {
+            Err(IpcError::HandlerPanic(msg)) => assert!(msg.contains("handler boom"), "{msg}"),
+            other => panic!("expected HandlerPanic, got {other:?}"),
+        }
+        match client.request(NOBODY, "x").await {
+            Err(IpcError::UnknownMessageType(kind)) => assert_eq!(kind, NOBODY),
+            other => panic!("expected UnknownMessageType, got {other:?}"),
+        }
+        match client.request(FAILS, "x").await {
+            Err(IpcError::Remote(body)) => {
+                assert_eq!(body.code, ErrorCode::Number(429));
+                assert_eq!(body.message, "rate limited, try later");
+            }
+            other => panic!("expected Remote, got {other:?}"),
+        }
+        // Too large for the configured maximum: refused before anything is sent.
+        let big = Bytes::from(vec![0u8; (10 << 20) + 1]);
+        assert!(matches!(client.request(ECHO, big).await, Err(IpcError::MessageTooLarge { .. })));
+        // The same connection (never reconnected) still answers, panic after panic.
+        for i in 0..20 {
+            assert!(matches!(client.request(PANICS, "x").await, Err(IpcError::HandlerPanic(_))));
+            assert_eq!(client.request(ECHO, format!("{i}")).await.unwrap(), format!("{i}"));
+        }
+        assert_eq!(client.reconnects(), 0);
+    });
+}
+
+#[test]
+fn timeouts_and_cancellation_stop_the_request_on_the_server() {
+    let name = unique_name("rpc-cancel");
+    let _child = server(&name, 1000);
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        // Only the probe itself runs once everything else was stopped.
+        let settled = || async {
+            let deadline = Instant::now() + HANG;
+            loop {
+                let n = client.request(IN_FLIGHT, "").await.unwrap();
+                if n == "1" {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "requests still running on the server: {n:?}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let t = Instant::now();
+        let r = client.request_timeout(SLOW_ECHO, millis(600_000), Some(Duration::from_millis(50))).await;
+        assert!(matches!(r, Err(IpcError::Timeout)), "{r:?}");
+        assert!(t.elapsed() < Duration::from_secs(60));
+        settled().await; // the timed-out request was cancelled on the server, not left sleeping
+                         // A stream dropped early: the server stops it, the connection goes on.
+        let mut stream = client.request_stream(COUNT, "100000000").await.unwrap();
+        assert_eq!(stream.next().await.unwrap().unwrap(), "0");
+        stream.cancel();
+        settled().await;
+        // A request future dropped by its caller is cancelled too.
+        let abandoned =
+            tokio::time::timeout(Duration::from_millis(30), client.request(SLOW_ECHO, millis(600_000)));
+        assert!(abandoned.await.is_err());
+        settled().await;
+        assert_eq!(client.request(ECHO, "still here").await.unwrap(), "still here");
+    });
+}
+
+#[test]
+fn connections_over_the_limit_are_refused_with_a_clear_error() {
+    let name = unique_name("rpc-limit");
+    let _child = server(&name, 2);
+    runtime().block_on(async {
+        let a = connect(&name).await;
+        let b = connect(&name).await;
+        match IpcClient::connect(&name, config(1000)).await {
+            Err(IpcError::ServerRefused(reason)) => assert!(reason.contains("limit of 2"), "{reason}"),
+            Err(e) => panic!("expected ServerRefused, got {e}"),
+            Ok(_) => panic!("a third connection was accepted over the limit of 2"),
+        }
+        assert_eq!(a.request(ECHO, "a").await.unwrap(), "a");
+        drop(b);
+        // A freed place is taken by the next client.
+        let deadline = Instant::now() + HANG;
+        let c = loop {
+            match IpcClient::connect(&name, config(1000)).await {
+                Ok(c) => break c,
+                Err(IpcError::ServerRefused(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert_eq!(c.request(ECHO, "c").await.unwrap(), "c");
+    });
+}
+
+#[test]
+fn server_killed_and_restarted_the_client_reconnects() {
+    let name = unique_name("rpc-restart");
+    let mut first = server(&name, 1000);
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        assert_eq!(client.request(ECHO, "before").await.unwrap(), "before");
+        let in_flight = {
+            let client = client.clone();
+            tokio::spawn(async move { client.request(SLOW_ECHO, millis(30_000)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        first.kill();
+        match in_flight.await.unwrap() {
+            Err(IpcError::PeerGone) => {}
+            other => panic!("a request in flight when the server died: expected PeerGone, got {other:?}"),
+        }
+        assert!(!client.is_connected());
+
+        let _second = server(&name, 1000);
+        // When is the new server available? Probe it the way any client would.
+        let available = tokio::task::spawn_blocking({
+            let name = name.clone();
+            move || loop {
+                if SharedMemoryStream::connect(&name).is_ok() {
+                    return Instant::now();
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        })
+        .await
+        .unwrap();
+        while !client.is_connected() {
+            assert!(available.elapsed() < HANG, "the client never reconnected");
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        let reconnected = Instant::now();
+        eprintln!(
+            "client reconnected {:?} after the restarted server became available",
+            reconnected.saturating_duration_since(available)
+        );
+        assert_eq!(client.request(ECHO, "after").await.unwrap(), "after");
+        assert_eq!(client.reconnects(), 1);
+    });
+}
+
+#[test]
+fn graceful_shutdown_finishes_the_requests_in_flight() {
+    let name = unique_name("rpc-shutdown");
+    let mut child = server(&name, 1000);
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        let slow: Vec<_> = (0..10)
+            .map(|i| {
+                let client = client.clone();
+                tokio::spawn(async move { client.request(SLOW_ECHO, millis(200 + i * 10)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(client.request(SHUT_DOWN, "").await.unwrap(), "bye");
+        for (i, request) in slow.into_iter().enumerate() {
+            let answer = request.await.unwrap();
+            assert_eq!(answer.unwrap(), millis(200 + i as u64 * 10), "in-flight request {i} finished");
+        }
+        // New requests are not taken any more: the server is closing.
+        let late = client.request_timeout(ECHO, "late", Some(Duration::from_millis(500))).await;
+        assert!(late.is_err(), "a request after shutdown was answered: {late:?}");
+    });
+    child.wait_success(HANG);
+}
+
+#[test]
+fn blocking_client_requests_and_streams() {
+    let name = unique_name("rpc-blocking");
+    let _child = server(&name, 1000);
+    let deadline = Instant::now() + HANG;
+    let client = loop {
+        match BlockingIpcClient::connect(&name, config(1000)) {
+            Ok(c) => break c,
+            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(client.request(ECHO, "blocking").unwrap(), "blocking");
+    let chunks = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = chunks.clone();
+    client.request_stream(COUNT, "50", move |c| sink.lock().unwrap().push(c)).unwrap();
+    let got = chunks.lock().unwrap().clone();
+    assert_eq!(got, (0..50).map(|i| Bytes::from(i.to_string())).collect::<Vec<_>>());
+}
