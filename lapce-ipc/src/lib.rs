@@ -71,8 +71,9 @@ pub use buffer::SharedMemoryBuffer;
 pub use channel::WaitStrategy;
 pub use config::IpcConfig;
 pub use connection::{
-    socket_path, AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
-    SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
+    clean_stale_sockets, socket_path, AsyncSharedMemoryListener, AsyncSharedMemoryStream,
+    AsyncStreamReceiver, AsyncStreamSender, SharedMemoryListener, SharedMemoryStream, StreamConfig,
+    StreamReceiver, StreamSender, PROTOCOL_VERSION,
 };
 pub use error::{IpcError, Result};
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};

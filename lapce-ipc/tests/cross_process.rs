@@ -56,6 +56,8 @@ fn child_main() {
         #[cfg(unix)]
         "buffer-writer" => child_buffer_writer(&a[0], a[1].parse().unwrap()),
         "reconnector" => child_reconnector(&a[0], a[1].parse().unwrap()),
+        #[cfg(unix)]
+        "cleaner" => child_cleaner(),
         other => panic!("unknown role {other}"),
     }
 }
@@ -574,6 +576,36 @@ fn shared_memory_buffer_crosses_processes() {
     }
     child.wait_success(HANG);
     assert_eq!(ring.read().unwrap(), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// `clean_stale_sockets` removes what crashed listeners left, never a live listener's socket.
+// The child gets a runtime directory of its own, so that it cannot see (or probe) the sockets
+// of the tests running in parallel.
+
+#[cfg(unix)]
+fn child_cleaner() {
+    let live = SharedMemoryListener::bind("live").unwrap();
+    let stale = lapce_ipc::socket_path("crashed").unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap()); // std does not unlink
+    let removed = lapce_ipc::clean_stale_sockets().unwrap();
+    assert_eq!(removed, vec![stale.clone()]);
+    assert!(!stale.exists());
+    assert!(live.path().exists(), "a live listener's socket was removed");
+    // The live listener still serves (the probe it saw was refused like any broken client).
+    let server = std::thread::spawn(move || live.accept().map(|_| ()));
+    SharedMemoryStream::connect("live").unwrap();
+    server.join().unwrap().unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn clean_removes_stale_sockets_only() {
+    let dir = std::env::temp_dir().join(unique_name("runtime"));
+    std::fs::create_dir(&dir).unwrap();
+    let mut child = ChildGuard::spawn_with_env("cleaner", "", &[("XDG_RUNTIME_DIR", dir.as_os_str())]);
+    child.wait_success(HANG);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -203,6 +203,11 @@ fn bind_errors_name_the_path_and_stale_sockets_are_replaced() {
         Err(IpcError::Bind { path, source }) => {
             assert_eq!(path, first.path());
             assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            // On Unix the live listener's pid is known (SO_PEERCRED of a probe connection).
+            if cfg!(unix) {
+                let pid = format!("pid {}", std::process::id());
+                assert!(source.to_string().contains(&pid), "{source}");
+            }
         }
         other => panic!("second bind of a live name: {:?}", other.err()),
     }

@@ -73,3 +73,17 @@ pub fn socket_path(name: &str) -> Result<PathBuf> {
     }
     crate::platform::control_path(bare)
 }
+
+/// Removes the control-socket files that crashed listeners left in the runtime directory (a
+/// file no live process accepts on) and returns their paths. A live listener's socket is never
+/// removed. Binding a name already replaces its own stale file, so this is housekeeping (also
+/// `lapce-ipc clean`). On Windows there is nothing to clean: pipes vanish with their process.
+///
+/// ```
+/// let removed = lapce_ipc::clean_stale_sockets()?;
+/// assert!(removed.iter().all(|p| !p.exists()));
+/// # Ok::<(), lapce_ipc::IpcError>(())
+/// ```
+pub fn clean_stale_sockets() -> Result<Vec<PathBuf>> {
+    crate::platform::clean_stale_control_files()
+}

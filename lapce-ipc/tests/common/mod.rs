@@ -29,9 +29,15 @@ pub struct ChildGuard {
 impl ChildGuard {
     /// Re-runs this test binary as `role` with argument `arg`.
     pub fn spawn(role: &str, arg: &str) -> ChildGuard {
+        Self::spawn_with_env(role, arg, &[])
+    }
+
+    /// Like [`spawn`](Self::spawn), with extra environment variables.
+    pub fn spawn_with_env(role: &str, arg: &str, env: &[(&str, &std::ffi::OsStr)]) -> ChildGuard {
         let exe = std::env::current_exe().expect("test binary path");
         let child = Command::new(exe)
             .args(["--ignored", "--exact", "child_main", "--nocapture", "--test-threads=1"])
+            .envs(env.iter().copied())
             .env(ROLE_ENV, role)
             .env(ARG_ENV, arg)
             .stdin(Stdio::null())

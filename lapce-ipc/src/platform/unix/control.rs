@@ -13,8 +13,8 @@ use tokio::io::Interest;
 
 use super::backend::{watch_hangup, HangupWatch};
 use super::socket::{
-    current_uid, drain_doorbell, listener_alive, peer_credentials, peer_hung_up, poll_sleep, recv_with_fds,
-    register_readable, runtime_dir, send_with_fds, Doorbell,
+    current_uid, drain_doorbell, peer_credentials, peer_hung_up, poll_sleep, probe_listener, recv_with_fds,
+    register_readable, runtime_dir, send_with_fds, Doorbell, Listening,
 };
 use crate::error::{handshake_io, IpcError, Result};
 
@@ -34,6 +34,31 @@ pub(crate) fn control_path(name: &str) -> Result<PathBuf> {
         )));
     }
     Ok(path)
+}
+
+/// Removes the socket files in the runtime directory that no live listener answers on (left by
+/// crashed processes) and returns their paths. A file is removed only if it is still the one
+/// that was probed (same device and inode), so a listener that binds the name meanwhile keeps
+/// its socket.
+pub(crate) fn clean_stale_control_files() -> Result<Vec<PathBuf>> {
+    let dir = runtime_dir()?;
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(&dir)? {
+        let path = entry?.path();
+        if path.extension().is_none_or(|e| e != "sock") {
+            continue;
+        }
+        let Ok(st) = rustix::fs::lstat(&path) else { continue };
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Socket {
+            continue;
+        }
+        let probed = file_id(&path);
+        if probe_listener(&path) == Listening::Nobody && probed.is_some() && file_id(&path) == probed {
+            std::fs::remove_file(&path)?;
+            removed.push(path);
+        }
+    }
+    Ok(removed)
 }
 
 /// Identity of the socket file a listener created, so that it removes only its own file.
@@ -81,10 +106,11 @@ impl ControlListener {
                         });
                     }
                 }
-                if listener_alive(&path) {
+                if let Listening::Alive(pid) = probe_listener(&path) {
+                    let who = pid.map_or(String::new(), |pid| format!(" (pid {pid})"));
                     return Err(bind_err(io::Error::new(
                         io::ErrorKind::AddrInUse,
-                        "address in use by a live listener",
+                        format!("address in use by a live listener{who}"),
                     )));
                 }
                 // Nobody listens: a leftover of a crashed process. Replace it.

@@ -144,24 +144,35 @@ pub(crate) fn poll_sleep(bell: &Doorbell, sock: impl AsFd, timeout: Option<std::
     let _ = drain_doorbell(&bell.fd);
 }
 
-/// Whether a process listens on the Unix socket at `path`. Never blocks: a listener whose
-/// backlog is full counts as alive. Only "connection refused" (or no file) means nobody listens;
-/// any other doubt answers alive, so a caller never removes a live listener's socket.
-pub(crate) fn listener_alive(path: &std::path::Path) -> bool {
+/// Who listens on a Unix socket path (see [`probe_listener`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listening {
+    /// Nobody: the file is missing or a leftover of a process that is gone.
+    Nobody,
+    /// A live process, with its pid when the kernel tells it.
+    Alive(Option<u32>),
+}
+
+/// Whether a process listens on the Unix socket at `path`, and which. Never blocks: a listener
+/// whose backlog is full counts as alive. Only "connection refused" (or no file) means nobody
+/// listens; any other doubt answers alive, so a caller never removes a live listener's socket.
+/// (A successful probe is a connection the listener accepts and sees close at once.)
+pub(crate) fn probe_listener(path: &std::path::Path) -> Listening {
     use rustix::net::{AddressFamily, SocketAddrUnix, SocketType};
     let Ok(sock) = rustix::net::socket_with(AddressFamily::UNIX, SocketType::STREAM, os::SOCKET, None) else {
-        return true;
+        return Listening::Alive(None);
     };
     if os::after_socket(&sock).is_err() {
-        return true;
+        return Listening::Alive(None);
     }
     let Ok(addr) = SocketAddrUnix::new(path) else {
-        return true;
+        return Listening::Alive(None);
     };
-    !matches!(
-        rustix::net::connect(&sock, &addr),
-        Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT)
-    )
+    match rustix::net::connect(&sock, &addr) {
+        Err(rustix::io::Errno::CONNREFUSED | rustix::io::Errno::NOENT) => Listening::Nobody,
+        Ok(()) => Listening::Alive(peer_credentials(&sock).ok().map(|(_, pid)| pid).filter(|&pid| pid != 0)),
+        Err(_) => Listening::Alive(None),
+    }
 }
 
 /// The user id and process id of the process at the other end of a connected Unix socket, as

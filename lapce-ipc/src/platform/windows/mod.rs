@@ -59,6 +59,12 @@ pub(crate) fn futex_wait(_word: &AtomicU32, _expected: u32, timeout: Option<Dura
 /// No futex sleeper can exist on this backend.
 pub(crate) fn futex_wake(_word: &AtomicU32) {}
 
+/// Nothing to clean on Windows: a named pipe disappears with the last handle of it, so a
+/// crashed listener leaves nothing behind.
+pub(crate) fn clean_stale_control_files() -> Result<Vec<std::path::PathBuf>> {
+    Ok(Vec::new())
+}
+
 /// This process's id.
 pub(crate) fn current_pid() -> u32 {
     std::process::id()
