@@ -62,6 +62,7 @@ pub mod config;
 mod connection;
 mod error;
 pub mod frame;
+pub mod metrics;
 mod platform;
 pub mod protocol;
 mod ring;
@@ -76,6 +77,7 @@ pub use connection::{
     StreamReceiver, StreamSender, PROTOCOL_VERSION,
 };
 pub use error::{IpcError, Result};
+pub use metrics::MetricsEndpoint;
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};
 pub use rpc::{
     BlockingIpcClient, ChunkSender, HandlerResult, IpcClient, IpcServer, ResponseStream, ServerStats,

@@ -2,10 +2,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -17,6 +18,7 @@ use super::{error_payload, spawn_writer, Outgoing, READY};
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::{AsyncFramedShmStream, FrameError, MessageType};
+use crate::metrics::{ErrorKind, Metrics, MetricsEndpoint, TypeMetrics};
 use crate::protocol::{ErrorBody, ErrorCode};
 use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream};
 
@@ -32,6 +34,13 @@ type StreamFn = dyn Fn(Bytes, ChunkSender) -> BoxFuture<std::result::Result<(), 
 enum Handler {
     Unary(Arc<UnaryFn>),
     Stream(Arc<StreamFn>),
+}
+
+/// A registered handler and the metric series of its type (when metrics are on).
+#[derive(Clone)]
+struct Registered {
+    handler: Handler,
+    metrics: Option<Arc<TypeMetrics>>,
 }
 
 /// Counters of a server, for tests, logs and metrics.
@@ -105,7 +114,7 @@ pub struct IpcServer {
 struct Inner {
     listener: AsyncSharedMemoryListener,
     config: IpcConfig,
-    handlers: RwLock<HashMap<MessageType, Handler>>,
+    handlers: RwLock<HashMap<MessageType, Registered>>,
     /// `true` once shutdown began: stop accepting and reading new requests.
     stopping: watch::Sender<bool>,
     /// `true` when the grace period is over: abort what still runs.
@@ -113,6 +122,8 @@ struct Inner {
     grace: Mutex<Duration>,
     active: AtomicUsize,
     counters: Counters,
+    /// `None` with `metrics.enable = false`: then nothing is recorded.
+    metrics: Option<Arc<Metrics>>,
     next_connection: AtomicU64,
 }
 
@@ -122,6 +133,7 @@ impl IpcServer {
     pub fn bind(name: &str, config: IpcConfig) -> Result<IpcServer> {
         config.validate()?;
         let listener = AsyncSharedMemoryListener::bind_with(name, config.stream_config())?;
+        let metrics = config.metrics.enable.then(|| Arc::new(Metrics::new()));
         Ok(IpcServer {
             inner: Arc::new(Inner {
                 listener,
@@ -132,6 +144,7 @@ impl IpcServer {
                 grace: Mutex::new(Duration::ZERO),
                 active: AtomicUsize::new(0),
                 counters: Counters::default(),
+                metrics,
                 next_connection: AtomicU64::new(1),
             }),
         })
@@ -151,7 +164,7 @@ impl IpcServer {
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         let f: Arc<UnaryFn> = Arc::new(move |payload| Box::pin(handler(payload)));
-        self.handlers().insert(kind, Handler::Unary(f));
+        self.register(kind, Handler::Unary(f));
     }
 
     /// Answers requests of type `kind` with a stream: `handler` sends any number of chunks
@@ -163,11 +176,14 @@ impl IpcServer {
         Fut: Future<Output = std::result::Result<(), ErrorBody>> + Send + 'static,
     {
         let f: Arc<StreamFn> = Arc::new(move |payload, sink| Box::pin(handler(payload, sink)));
-        self.handlers().insert(kind, Handler::Stream(f));
+        self.register(kind, Handler::Stream(f));
     }
 
-    fn handlers(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<MessageType, Handler>> {
-        self.inner.handlers.write().unwrap_or_else(|p| p.into_inner())
+    fn register(&self, kind: MessageType, handler: Handler) {
+        // The type's series are created here, once, so that a request only adds to them.
+        let metrics = self.inner.metrics.as_ref().map(|m| Arc::new(m.for_type(kind)));
+        let mut handlers = self.inner.handlers.write().unwrap_or_else(|p| p.into_inner());
+        handlers.insert(kind, Registered { handler, metrics });
     }
 
     /// Accepts and serves connections until [`shutdown`](Self::shutdown), then waits for the
@@ -192,9 +208,13 @@ impl IpcServer {
                     continue;
                 }
             };
+            let accepted_at = Instant::now();
             let limit = inner.config.ipc.max_connections;
             if inner.active.load(Ordering::Relaxed) >= limit {
                 inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                if let Some(m) = &inner.metrics {
+                    m.connections_refused.inc();
+                }
                 tracing::warn!(limit, "connection refused: at the connection limit");
                 let reason = format!("the server is at its limit of {limit} connections");
                 tokio::spawn(refuse(stream, reason));
@@ -202,9 +222,13 @@ impl IpcServer {
             }
             inner.active.fetch_add(1, Ordering::Relaxed);
             inner.counters.accepted.fetch_add(1, Ordering::Relaxed);
+            if let Some(m) = &inner.metrics {
+                m.connections_accepted.inc();
+                m.connections_active.inc();
+            }
             let conn = inner.next_connection.fetch_add(1, Ordering::Relaxed);
             let span = tracing::info_span!("ipc_connection", conn, peer_pid = stream.peer_pid());
-            tokio::spawn(serve_connection(self.inner.clone(), stream).instrument(span));
+            tokio::spawn(serve_connection(self.inner.clone(), stream, accepted_at).instrument(span));
         }
         // Graceful end: connections stop reading, finish what runs, then close.
         let grace = *inner.grace.lock().unwrap_or_else(|p| p.into_inner());
@@ -239,6 +263,30 @@ impl IpcServer {
             panics: c.panics.load(Ordering::Relaxed),
         }
     }
+
+    /// The server's metrics as OpenMetrics text (the families are listed in [`crate::metrics`]),
+    /// ending with `# EOF`. With metrics off (`metrics.enable = false`) just `# EOF\n`.
+    pub fn metrics_text(&self) -> String {
+        match &self.inner.metrics {
+            Some(m) => m.encode(),
+            None => crate::metrics::EMPTY_TEXT.to_owned(),
+        }
+    }
+
+    /// Serves [`metrics_text`](Self::metrics_text) over HTTP at `http://ADDR/metrics` until the
+    /// returned handle is dropped (a minimal HTTP/1.1 responder; see [`crate::metrics`]). Port 0
+    /// lets the system choose; [`MetricsEndpoint::local_addr`] tells which. There is no
+    /// authentication: keep `addr` on loopback (`127.0.0.1:9464`). Fails if the address cannot be
+    /// bound, or with [`IpcError::InvalidArgument`] when metrics are off. Must be called inside a
+    /// tokio runtime.
+    pub async fn serve_metrics(&self, addr: SocketAddr) -> Result<MetricsEndpoint> {
+        let Some(metrics) = &self.inner.metrics else {
+            return Err(IpcError::InvalidArgument(
+                "metrics are off (metrics.enable = false): there is nothing to serve".into(),
+            ));
+        };
+        crate::metrics::serve(addr, metrics.clone()).await
+    }
 }
 
 /// Tells a client why it is refused, then closes.
@@ -253,6 +301,7 @@ async fn refuse(stream: AsyncSharedMemoryStream, reason: String) {
 pub struct ChunkSender {
     out: mpsc::Sender<Outgoing>,
     id: u64,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl ChunkSender {
@@ -260,6 +309,10 @@ impl ChunkSender {
     /// [`IpcError::PeerGone`] when the connection is closed: stop producing.
     pub async fn send(&self, chunk: impl Into<Bytes>) -> Result<()> {
         let frame = Outgoing { kind: MessageType::StreamChunk, id: self.id, payload: chunk.into() };
+        if let Some(m) = &self.metrics {
+            m.stream_chunks.inc();
+            m.response_bytes.inc_by(frame.payload.len() as u64);
+        }
         self.out.send(frame).await.map_err(|_| IpcError::PeerGone)
     }
 
@@ -274,6 +327,7 @@ struct Connection {
     out: mpsc::Sender<Outgoing>,
     /// Requests running now, by id, for cancellation.
     in_flight: Mutex<HashMap<u64, AbortHandle>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Connection {
@@ -282,12 +336,18 @@ impl Connection {
     }
 
     async fn send(&self, kind: MessageType, id: u64, payload: Bytes) {
+        if let Some(m) = &self.metrics {
+            m.response_bytes.inc_by(payload.len() as u64);
+        }
         // An error means the connection is closing: nobody is left to answer.
         let _ = self.out.send(Outgoing { kind, id, payload }).await;
     }
 
-    async fn send_error(&self, server: &Inner, id: u64, body: ErrorBody) {
+    async fn send_error(&self, server: &Inner, id: u64, kind: ErrorKind, body: ErrorBody) {
         server.counters.errors.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.error(kind);
+        }
         self.send(MessageType::Error, id, error_payload(&body)).await;
     }
 }
@@ -298,18 +358,34 @@ struct ActiveGuard(Arc<Inner>);
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
         self.0.active.fetch_sub(1, Ordering::Relaxed);
+        if let Some(m) = &self.0.metrics {
+            m.connections_active.dec();
+        }
     }
 }
 
-async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream) {
+/// Counts a connection whose client hung up (closed, exited or died) in the metrics.
+fn peer_gone(server: &Inner) {
+    if let Some(m) = &server.metrics {
+        m.dead_connections.inc();
+    }
+}
+
+async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, accepted_at: Instant) {
     let _active = ActiveGuard(server.clone());
     let max_message = server.config.ipc.max_message_size;
     let (mut tx, mut rx) = AsyncFramedShmStream::new(stream).with_max_message(max_message).into_split();
-    if tx.send_with_id(MessageType::Control, 0, READY).await.is_err() {
+    if let Err(e) = tx.send_with_id(MessageType::Control, 0, READY).await {
+        if matches!(e, IpcError::PeerGone) {
+            peer_gone(&server);
+        }
         return;
     }
+    if let Some(m) = &server.metrics {
+        m.connect_duration.observe_since(accepted_at);
+    }
     let (out, mut writer) = spawn_writer(tx);
-    let conn = Arc::new(Connection { out, in_flight: Mutex::default() });
+    let conn = Arc::new(Connection { out, in_flight: Mutex::default(), metrics: server.metrics.clone() });
     let max_requests = server.config.ipc.max_concurrent_requests.max(1);
     let permits = Arc::new(Semaphore::new(max_requests));
     let idle = match server.config.ipc.idle_timeout_secs {
@@ -330,7 +406,10 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream) {
         };
         let (kind, id) = match received {
             Ok(message) => message,
-            Err(IpcError::PeerGone) => break,
+            Err(IpcError::PeerGone) => {
+                peer_gone(&server);
+                break;
+            }
             Err(IpcError::Timeout) => {
                 tracing::debug!("closing an idle connection");
                 break;
@@ -338,26 +417,32 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream) {
             Err(IpcError::Frame(e)) => {
                 // The framed stream cannot resynchronise: say why, then close.
                 tracing::warn!(error = %e, "unreadable frame: closing the connection");
-                let code = match e {
-                    FrameError::TooLong { .. } => ErrorCode::TOO_LARGE,
-                    _ => ErrorCode::BAD_REQUEST,
+                let (code, metric) = match e {
+                    FrameError::TooLong { .. } => (ErrorCode::TOO_LARGE, ErrorKind::TooLarge),
+                    _ => (ErrorCode::BAD_REQUEST, ErrorKind::BadFrame),
                 };
-                conn.send_error(&server, 0, ErrorBody::new(code, e.to_string())).await;
+                conn.send_error(&server, 0, metric, ErrorBody::new(code, e.to_string())).await;
                 break;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "connection failed");
+                if let Some(m) = &server.metrics {
+                    m.error(ErrorKind::BadFrame);
+                }
                 break;
             }
         };
+        if let Some(m) = &server.metrics {
+            m.request_bytes.inc_by(buf.len() as u64);
+        }
         let payload = Bytes::copy_from_slice(&buf);
         match kind {
             MessageType::Cancel => {
                 let running = conn.in_flight().remove(&id);
                 if let Some(task) = running {
                     task.abort();
-                    conn.send_error(&server, id, ErrorBody::new(ErrorCode::CANCELLED, "request cancelled"))
-                        .await;
+                    let body = ErrorBody::new(ErrorCode::CANCELLED, "request cancelled");
+                    conn.send_error(&server, id, ErrorKind::Cancelled, body).await;
                 }
             }
             MessageType::Heartbeat => conn.send(MessageType::Heartbeat, id, payload).await,
@@ -367,24 +452,31 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream) {
             | MessageType::StreamEnd
             | MessageType::Control => {
                 let body = ErrorBody::new(ErrorCode::BAD_REQUEST, format!("{kind:?} is not a request type"));
-                conn.send_error(&server, id, body).await;
+                conn.send_error(&server, id, ErrorKind::BadRequest, body).await;
             }
             _ => {
-                let handler = server.handlers.read().unwrap_or_else(|p| p.into_inner()).get(&kind).cloned();
-                let Some(handler) = handler else {
+                let registered =
+                    server.handlers.read().unwrap_or_else(|p| p.into_inner()).get(&kind).cloned();
+                let Some(Registered { handler, metrics }) = registered else {
                     let body = ErrorBody::new(
                         ErrorCode::UNKNOWN_TYPE,
                         format!("no handler for message type {kind:?} (0x{:04x})", kind.to_u16()),
                     );
-                    conn.send_error(&server, id, body).await;
+                    conn.send_error(&server, id, ErrorKind::UnknownType, body).await;
                     continue;
                 };
                 // Waiting here when too many requests run stops reading: the ring fills up and
                 // the client's sends wait (backpressure), nothing is dropped.
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
                 server.counters.requests.fetch_add(1, Ordering::Relaxed);
+                // Timed from here, so that the wait for the task to be scheduled counts too.
+                let metrics = metrics.map(|m| {
+                    m.dispatched();
+                    (m, Instant::now())
+                });
                 let span = tracing::debug_span!("ipc_request", id, kind = ?kind);
-                let task = run_request(server.clone(), conn.clone(), handler, kind, id, payload, permit);
+                let request = Request { kind, id, payload, metrics };
+                let task = run_request(server.clone(), conn.clone(), handler, request, permit);
                 // Registered under the lock the task takes to unregister, so it cannot finish
                 // before it is registered.
                 let mut in_flight = conn.in_flight();
@@ -426,18 +518,29 @@ async fn recv_or_idle(
     }
 }
 
+/// One request as dispatched to its handler.
+struct Request {
+    kind: MessageType,
+    id: u64,
+    payload: Bytes,
+    /// The series of its type and when it was dispatched, when metrics are on.
+    metrics: Option<(Arc<TypeMetrics>, Instant)>,
+}
+
 /// Runs one request's handler and sends its answer.
 async fn run_request(
     server: Arc<Inner>,
     conn: Arc<Connection>,
     handler: Handler,
-    kind: MessageType,
-    id: u64,
-    payload: Bytes,
+    request: Request,
     _permit: OwnedSemaphorePermit,
 ) {
+    let Request { kind, id, payload, metrics } = request;
     // Counted until this future ends or is dropped (a cancelled request is aborted).
     server.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+    if let Some(m) = &server.metrics {
+        m.requests_in_flight.inc();
+    }
     let _running = InFlight(server.clone());
     let failure = match handler {
         Handler::Unary(f) => match call(|| f(payload)).await {
@@ -445,23 +548,26 @@ async fn run_request(
                 conn.send(MessageType::Response, id, response).await;
                 None
             }
-            Ok(Err(body)) => Some(body),
-            Err(panic) => Some(panicked(&server, kind, &panic)),
+            Ok(Err(body)) => Some((ErrorKind::Handler, body)),
+            Err(panic) => Some((ErrorKind::Panic, panicked(&server, kind, &panic))),
         },
         Handler::Stream(f) => {
-            let sink = ChunkSender { out: conn.out.clone(), id };
+            let sink = ChunkSender { out: conn.out.clone(), id, metrics: server.metrics.clone() };
             match call(|| f(payload, sink)).await {
                 Ok(Ok(())) => {
                     conn.send(MessageType::StreamEnd, id, Bytes::new()).await;
                     None
                 }
-                Ok(Err(body)) => Some(body),
-                Err(panic) => Some(panicked(&server, kind, &panic)),
+                Ok(Err(body)) => Some((ErrorKind::Handler, body)),
+                Err(panic) => Some((ErrorKind::Panic, panicked(&server, kind, &panic))),
             }
         }
     };
-    if let Some(body) = failure {
-        conn.send_error(&server, id, body).await;
+    if let Some((metric, body)) = failure {
+        conn.send_error(&server, id, metric, body).await;
+    }
+    if let Some((m, dispatched)) = &metrics {
+        m.answered(dispatched.elapsed());
     }
     conn.in_flight().remove(&id);
 }
@@ -471,6 +577,9 @@ struct InFlight(Arc<Inner>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(m) = &self.0.metrics {
+            m.requests_in_flight.dec();
+        }
     }
 }
 
