@@ -1,9 +1,10 @@
-//! Process plumbing: the server child and its guard, CPU pinning, and CPU time from `/proc`.
+//! Process plumbing: the server child and its guard, CPU pinning (Linux), and CPU time from
+//! `/proc` (Unix; not available on Windows).
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,6 +22,10 @@ use super::measure::Result;
 /// server that stops answering turns a blocked client call into an error (the client sees the
 /// connection close) instead of a hang. Paths given as `cleanup` (the child's socket files) are
 /// removed after the child is gone, in case it was killed before it could remove them.
+///
+/// Outside Linux the child's stdin is a pipe that stays open as long as this guard: the child
+/// exits when it reads end of file, that is when the bench process is gone (see
+/// [`die_with_parent`]).
 pub struct ServerProcess {
     child: Arc<Mutex<Child>>,
     pid: u32,
@@ -31,6 +36,8 @@ pub struct ServerProcess {
     /// Lines the child prints on stdout.
     lines: mpsc::Receiver<String>,
     stdout_reader: Option<JoinHandle<()>>,
+    /// The child's stdin (outside Linux), closed after the child is gone.
+    stdin: Option<ChildStdin>,
     reaped: bool,
     cleanup: Vec<PathBuf>,
 }
@@ -39,15 +46,18 @@ impl ServerProcess {
     /// Re-executes the current binary with `args`, under a watchdog of `timeout`.
     pub fn spawn(args: &[OsString], timeout: Duration, cleanup: Vec<PathBuf>) -> Result<ServerProcess> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the current executable: {e}"))?;
+        // Linux ends the child with a parent-death signal; elsewhere it watches its stdin.
+        let stdin = if cfg!(target_os = "linux") { Stdio::null() } else { Stdio::piped() };
         let mut child = Command::new(&exe)
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
         let pid = child.id();
         let stdout = child.stdout.take().expect("stdout is piped");
+        let stdin = child.stdin.take();
         let child = Arc::new(Mutex::new(child));
 
         let (line_tx, lines) = mpsc::channel();
@@ -81,6 +91,7 @@ impl ServerProcess {
             watchdog: Some((stop_tx, watchdog)),
             lines,
             stdout_reader: Some(stdout_reader),
+            stdin,
             reaped: false,
             cleanup,
         })
@@ -166,6 +177,7 @@ impl Drop for ServerProcess {
         if let Some(reader) = self.stdout_reader.take() {
             let _ = reader.join();
         }
+        drop(self.stdin.take());
         for path in &self.cleanup {
             let _ = std::fs::remove_file(path);
         }
@@ -194,18 +206,32 @@ pub fn announce_ready() -> Result<()> {
     Ok(())
 }
 
-/// Child side: asks the kernel to kill this process when its parent dies, and exits at once if
-/// the parent (`parent_pid`) is already gone.
+/// Child side, when started by the bench process `parent_pid`: makes this process die with its
+/// parent, and exits at once if the parent is already gone.
+///
+/// On Linux the kernel kills it (parent-death signal). Elsewhere a thread waits for end of file
+/// on stdin, a pipe whose other end only the parent holds ([`ServerProcess`]), and exits then;
+/// the parent's guard and watchdog also kill the child whenever the parent ends normally.
 pub fn die_with_parent(parent_pid: Option<u32>) -> Result<()> {
-    // Linux only; elsewhere the parent's guard and watchdog are what end the child.
     #[cfg(target_os = "linux")]
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-    if let Some(expected) = parent_pid {
+    let Some(expected) = parent_pid else { return Ok(()) };
+    #[cfg(unix)]
+    {
         let ppid = rustix::process::getppid().map(|p| p.as_raw_pid() as u32);
         if ppid != Some(expected) {
             return Err(format!("parent {expected} is gone").into());
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut byte = [0u8; 1];
+        // The parent never writes: any return means its end was closed.
+        while let Ok(1) = std::io::stdin().read(&mut byte) {}
+        eprintln!("bench-server: parent {expected} is gone, exiting");
+        std::process::exit(1);
+    });
     Ok(())
 }
 
@@ -227,7 +253,8 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
     Ok(())
 }
 
-/// No CPU affinity API elsewhere (macOS has none): the bench runs unpinned and says so.
+/// No CPU affinity here (macOS has no API for it; on Windows it would take `unsafe` FFI): the
+/// bench runs unpinned and says so.
 #[cfg(not(target_os = "linux"))]
 pub fn allowed_cpus() -> Vec<usize> {
     Vec::new()
@@ -240,6 +267,7 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
 }
 
 /// CPU time a process has used so far, from `/proc`.
+#[cfg(unix)]
 #[derive(Debug, Clone, Copy)]
 pub struct CpuTime {
     /// `utime + stime` from `/proc/<pid>/stat`, in clock ticks.
@@ -250,11 +278,13 @@ pub struct CpuTime {
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times.
+#[cfg(unix)]
 pub fn ticks_per_second() -> u64 {
     rustix::param::clock_ticks_per_second()
 }
 
 /// Reads the CPU time of process `pid`.
+#[cfg(unix)]
 pub fn process_cpu_time(pid: u32) -> Result<CpuTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let ticks = parse_stat_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))?;
@@ -263,6 +293,7 @@ pub fn process_cpu_time(pid: u32) -> Result<CpuTime> {
 
 /// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2)
 /// is in parentheses and may contain spaces, so fields are counted after its closing `)`.
+#[cfg(unix)]
 fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
     let rest = &stat[stat.rfind(')')? + 1..];
     let mut fields = rest.split_whitespace().skip(11); // field 3 (state) is index 0
@@ -272,6 +303,7 @@ fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// Time on CPU of all threads of `pid` in nanoseconds, from their `schedstat` files.
+#[cfg(unix)]
 fn sched_ns(pid: u32) -> Option<u64> {
     let mut total = 0u64;
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
@@ -281,7 +313,7 @@ fn sched_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

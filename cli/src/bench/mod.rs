@@ -1,17 +1,30 @@
 //! `lapce-ipc bench`: round-trip latency, one-way throughput and idle CPU of lapce-ipc (spin and
-//! adaptive waits, raw and framed) against a Unix-domain-socket baseline, and the one-way
-//! throughput of large framed messages (1 MiB, 10 MiB: fragmented through the ring) against the
-//! same socket.
+//! adaptive waits, raw and framed) against a baseline, and the one-way throughput of large framed
+//! messages (1 MiB, 10 MiB: fragmented through the ring) against the same baseline. The baseline
+//! is a Unix-domain socket (module `uds`), on Windows a named pipe (module `pipe`): length-prefixed
+//! messages, blocking I/O.
 //!
 //! Every measurement runs against a fresh server child process (this binary re-executed with the
-//! hidden `bench-server` subcommand), pinned to another CPU than the client when there are two.
-//! The parent is the client. See [`measure`] for the protocol of each test.
+//! hidden `bench-server` subcommand), pinned to another CPU than the client when there are two
+//! (Linux only). The parent is the client. See [`measure`] for the protocol of each test.
+//!
+//! On Windows the idle-CPU measurement is not available (it reads `/proc`), and the targets
+//! summary reports the seed targets for Windows instead of the Linux ones.
 
 mod child;
 mod lapce;
 mod measure;
+#[cfg(windows)]
+mod pipe;
+mod prefixed;
 mod report;
+#[cfg(unix)]
 mod uds;
+
+#[cfg(windows)]
+use self::pipe as baseline;
+#[cfg(unix)]
+use self::uds as baseline;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -24,8 +37,7 @@ use hdrhistogram::Histogram;
 use self::child::ServerProcess;
 use self::lapce::LapceClient;
 use self::measure::{Result, Throughput};
-use self::report::{CaseResult, IdleResult};
-use self::uds::UdsConn;
+use self::report::{CaseResult, Idle};
 
 /// Arguments of `lapce-ipc bench`.
 #[derive(Debug, clap::Args)]
@@ -68,7 +80,7 @@ pub struct ServerArgs {
     /// How the server waits.
     #[arg(long, value_enum)]
     pub mode: Mode,
-    /// Listener name (lapce-ipc) or socket path (uds).
+    /// Listener name (lapce-ipc), socket path (uds) or pipe path (pipe).
     #[arg(long)]
     pub name: String,
     /// Which test to serve.
@@ -106,8 +118,11 @@ pub enum Transport {
     /// lapce-ipc with the frame header, CRC off.
     #[value(name = "lapce-ipc-framed-nocrc")]
     LapceFramedNoCrc,
-    /// Unix-domain stream socket with length-prefixed frames.
-    Uds,
+    /// The baseline, length-prefixed frames with blocking I/O: a Unix-domain stream socket
+    /// (`uds`), on Windows a named pipe (`pipe`).
+    #[cfg_attr(unix, value(name = "uds"))]
+    #[cfg_attr(windows, value(name = "pipe"))]
+    Baseline,
 }
 
 impl Transport {
@@ -117,7 +132,7 @@ impl Transport {
             Transport::Lapce => "lapce-ipc",
             Transport::LapceFramed => "lapce-ipc-framed",
             Transport::LapceFramedNoCrc => "lapce-ipc-framed-nocrc",
-            Transport::Uds => "uds",
+            Transport::Baseline => baseline::NAME,
         }
     }
 
@@ -126,7 +141,7 @@ impl Transport {
         match self {
             Transport::LapceFramed => Some(Framing { crc: true }),
             Transport::LapceFramedNoCrc => Some(Framing { crc: false }),
-            Transport::Lapce | Transport::Uds => None,
+            Transport::Lapce | Transport::Baseline => None,
         }
     }
 }
@@ -145,7 +160,7 @@ pub enum Mode {
     Spin,
     /// lapce-ipc default `WaitStrategy::Adaptive`.
     Adaptive,
-    /// Blocking I/O (the socket baseline; `WaitStrategy::Blocking` for lapce-ipc).
+    /// Blocking I/O (the baseline; `WaitStrategy::Blocking` for lapce-ipc).
     Blocking,
 }
 
@@ -189,14 +204,14 @@ const CASES: [(Transport, Mode); 5] = [
     (Transport::Lapce, Mode::Adaptive),
     (Transport::LapceFramed, Mode::Spin),
     (Transport::LapceFramedNoCrc, Mode::Spin),
-    (Transport::Uds, Mode::Blocking),
+    (Transport::Baseline, Mode::Blocking),
 ];
 
 /// The transports and modes of the large-message rows; the last one is the baseline.
 const LARGE_CASES: [(Transport, Mode); 3] = [
     (Transport::LapceFramed, Mode::Spin),
     (Transport::LapceFramedNoCrc, Mode::Spin),
-    (Transport::Uds, Mode::Blocking),
+    (Transport::Baseline, Mode::Blocking),
 ];
 
 /// Largest payload accepted by `--payloads` and `--large`.
@@ -288,6 +303,13 @@ impl Pinning {
                 Err(e) => Pinning::NotPinned(e.to_string()),
             },
             [_] => Pinning::SingleCpu,
+            [] if !cfg!(target_os = "linux") => {
+                if std::thread::available_parallelism().is_ok_and(|n| n.get() == 1) {
+                    Pinning::SingleCpu
+                } else {
+                    Pinning::NotPinned("not available on this platform".into())
+                }
+            }
             [] => Pinning::NotPinned("CPU affinity unknown".into()),
         }
     }
@@ -316,8 +338,8 @@ impl Pinning {
 enum Client {
     /// lapce-ipc (boxed: the stream is much larger than a socket).
     Lapce(Box<LapceClient>),
-    /// The socket baseline.
-    Uds(UdsConn),
+    /// The baseline (socket or pipe).
+    Baseline(baseline::Conn),
 }
 
 /// State of one bench run.
@@ -329,20 +351,22 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// A fresh listener name (lapce-ipc) or socket path (uds) for one server, and the file the
-    /// server creates (removed after the server is gone, whatever happens).
+    /// A fresh listener name (lapce-ipc) or socket or pipe path (baseline) for one server, and
+    /// the file the server creates, if any (removed after the server is gone, whatever happens).
     fn endpoint(&self, transport: Transport) -> (String, PathBuf) {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let base = format!("lapce-ipc-bench-{}-{n}", std::process::id());
         match transport {
             Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => {
-                let file = lapce_ipc::socket_path(&base).unwrap_or_default();
+                // On Windows the listener is a named pipe: no file.
+                let file = if cfg!(unix) {
+                    lapce_ipc::socket_path(&base).unwrap_or_default()
+                } else {
+                    PathBuf::new()
+                };
                 (base, file)
             }
-            Transport::Uds => {
-                let path = std::env::temp_dir().join(format!("{base}.sock"));
-                (path.to_string_lossy().into_owned(), path)
-            }
+            Transport::Baseline => baseline::endpoint(&base),
         }
     }
 
@@ -398,7 +422,7 @@ impl Bench<'_> {
                     }
                     Client::Lapce(Box::new(c))
                 }
-                Transport::Uds => Client::Uds(UdsConn::connect(std::path::Path::new(&name))?),
+                Transport::Baseline => Client::Baseline(baseline::connect(&name)?),
             };
             body(&mut client, server.pid())
         })();
@@ -421,7 +445,7 @@ impl Bench<'_> {
     ) -> Result<Histogram<u64>> {
         self.session(transport, mode, Test::Echo, payload, counts, |client, _| match client {
             Client::Lapce(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
-            Client::Uds(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+            Client::Baseline(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
         })
     }
 
@@ -438,7 +462,7 @@ impl Bench<'_> {
             Client::Lapce(c) => {
                 measure::measure_throughput(&mut **c, payload, counts.warmup, counts.messages)
             }
-            Client::Uds(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
+            Client::Baseline(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
         })
     }
 
@@ -459,7 +483,8 @@ impl Bench<'_> {
         let rtt = self.rtt(transport, mode, payload, counts).map_err(|e| e.to_string());
         match &rtt {
             Ok(h) => eprintln!(
-                "p50 {} µs, p99 {} µs ({:.2} s)",
+                "mean {} µs, p50 {} µs, p99 {} µs ({:.2} s)",
+                report::fmt_us(h.mean() / 1000.0),
                 report::us(h.value_at_quantile(0.5)),
                 report::us(h.value_at_quantile(0.99)),
                 t.elapsed().as_secs_f64()
@@ -527,7 +552,8 @@ impl Bench<'_> {
 
     /// Measures the CPU an idle connected adaptive pair costs: the server sits in `recv` while
     /// the client does nothing for `period`.
-    fn idle(&self, period: Duration) -> Result<IdleResult, String> {
+    #[cfg(unix)]
+    fn idle(&self, period: Duration) -> Idle {
         eprint!("measuring lapce-ipc adaptive idle CPU ({:.1} s)... ", period.as_secs_f64());
         let counts = Counts { warmup: 0, rounds: 0, messages: 0 };
         let result = self
@@ -542,7 +568,7 @@ impl Bench<'_> {
                 std::thread::sleep(period);
                 let after = child::process_cpu_time(pid)?;
                 let wall = start.elapsed();
-                Ok(IdleResult {
+                Ok(report::IdleResult {
                     wall,
                     ticks: after.ticks.saturating_sub(before.ticks),
                     ticks_per_second: child::ticks_per_second(),
@@ -550,11 +576,25 @@ impl Bench<'_> {
                 })
             })
             .map_err(|e| e.to_string());
-        match &result {
-            Ok(idle) => eprintln!("{:.3}% of one core", idle.percent()),
-            Err(e) => eprintln!("FAILED: {e}"),
+        match result {
+            Ok(idle) => {
+                eprintln!("{:.3}% of one core", idle.percent());
+                Idle::Measured(idle)
+            }
+            Err(e) => {
+                eprintln!("FAILED: {e}");
+                Idle::Failed(e)
+            }
         }
-        result
+    }
+
+    /// The idle-CPU measurement needs another process's CPU time, which std does not give on
+    /// Windows (`GetProcessTimes` would take `unsafe` FFI): not measured.
+    #[cfg(windows)]
+    fn idle(&self, _period: Duration) -> Idle {
+        let why = "not available on this platform (no per-process CPU time without unsafe FFI)";
+        eprintln!("lapce-ipc adaptive idle CPU: {why}");
+        Idle::Unavailable(why)
     }
 }
 
@@ -627,7 +667,7 @@ pub fn serve(args: &ServerArgs) -> ExitCode {
         }
         match args.transport {
             Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => lapce::serve(args),
-            Transport::Uds => uds::serve(args),
+            Transport::Baseline => baseline::serve(args),
         }
     })();
     match result {

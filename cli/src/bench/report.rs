@@ -30,6 +30,20 @@ pub struct CaseResult {
     pub tput: Result<Throughput, String>,
 }
 
+/// The idle-CPU measurement.
+#[derive(Debug, Clone)]
+pub enum Idle {
+    /// Measured.
+    #[cfg_attr(windows, allow(dead_code, reason = "Windows has no idle measurement"))]
+    Measured(IdleResult),
+    /// Not measured on this platform, for the reason given (not an error).
+    #[cfg_attr(not(windows), allow(dead_code, reason = "only Windows has no idle measurement"))]
+    Unavailable(&'static str),
+    /// The measurement failed.
+    #[cfg_attr(windows, allow(dead_code, reason = "Windows has no idle measurement"))]
+    Failed(String),
+}
+
 /// CPU used by an idle server blocked in `recv`.
 #[derive(Debug, Clone, Copy)]
 pub struct IdleResult {
@@ -59,9 +73,13 @@ impl IdleResult {
 }
 
 /// One row of the table and of the JSON array.
+///
+/// The `_vs_uds` ratios compare with the baseline of the platform: the Unix-domain socket
+/// (`uds`), on Windows the named pipe (`pipe`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// `lapce-ipc` or `uds`.
+    /// `lapce-ipc`, `lapce-ipc-framed`, `lapce-ipc-framed-nocrc`, or the baseline: `uds`
+    /// (`pipe` on Windows).
     pub transport: String,
     /// `spin`, `adaptive`, `blocking`, or `adaptive-idle` for the idle-CPU row.
     pub mode: String,
@@ -70,6 +88,8 @@ pub struct Row {
     pub test: String,
     /// Payload size in bytes (0 for the idle row).
     pub payload_bytes: u64,
+    /// Round-trip latency, mean, µs.
+    pub rtt_mean_us: Option<f64>,
     /// Round-trip latency, median, µs.
     pub rtt_p50_us: Option<f64>,
     /// Round-trip latency, 99th percentile, µs.
@@ -88,9 +108,10 @@ pub struct Row {
     pub gib_per_sec: Option<f64>,
     /// Messages in the timed throughput phase.
     pub throughput_messages: Option<u64>,
-    /// `uds p50 / this p50`: how many times lower this median round trip is than the socket's.
+    /// `baseline p50 / this p50`: how many times lower this median round trip is than the
+    /// baseline's.
     pub rtt_p50_speedup_vs_uds: Option<f64>,
-    /// `this msg/s / uds msg/s`.
+    /// `this msg/s / baseline msg/s`.
     pub msgs_per_sec_vs_uds: Option<f64>,
     /// Idle row only: CPU of the idle server in percent of one core.
     pub idle_cpu_percent: Option<f64>,
@@ -106,6 +127,7 @@ impl Row {
             mode: mode.into(),
             test: test.into(),
             payload_bytes: payload,
+            rtt_mean_us: None,
             rtt_p50_us: None,
             rtt_p99_us: None,
             rtt_p999_us: None,
@@ -150,8 +172,9 @@ fn ns_to_us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-/// Builds the rows (with ratios to the uds row of the same payload) and the idle row.
-pub fn rows(cases: &[CaseResult], idle: &Result<IdleResult, String>) -> Vec<Row> {
+/// Builds the rows (with ratios to the baseline row of the same payload) and the idle row (none
+/// when the measurement is not available here).
+pub fn rows(cases: &[CaseResult], idle: &Idle) -> Vec<Row> {
     let mut rows: Vec<Row> = cases
         .iter()
         .map(|c| {
@@ -160,6 +183,7 @@ pub fn rows(cases: &[CaseResult], idle: &Result<IdleResult, String>) -> Vec<Row>
             match &c.rtt {
                 None => {}
                 Some(Ok(h)) => {
+                    row.rtt_mean_us = Some(h.mean() / 1000.0);
                     row.rtt_p50_us = Some(ns_to_us(h.value_at_quantile(0.5)));
                     row.rtt_p99_us = Some(ns_to_us(h.value_at_quantile(0.99)));
                     row.rtt_p999_us = Some(ns_to_us(h.value_at_quantile(0.999)));
@@ -186,7 +210,7 @@ pub fn rows(cases: &[CaseResult], idle: &Result<IdleResult, String>) -> Vec<Row>
 
     let baselines: Vec<(String, u64, Option<f64>, Option<f64>)> = rows
         .iter()
-        .filter(|r| r.transport == Transport::Uds.name())
+        .filter(|r| r.transport == Transport::Baseline.name())
         .map(|r| (r.test.clone(), r.payload_bytes, r.rtt_p50_us, r.msgs_per_sec))
         .collect();
     for row in &mut rows {
@@ -202,8 +226,9 @@ pub fn rows(cases: &[CaseResult], idle: &Result<IdleResult, String>) -> Vec<Row>
 
     let mut idle_row = Row::empty(Transport::Lapce.name(), "adaptive-idle", "idle", 0);
     match idle {
-        Ok(i) => idle_row.idle_cpu_percent = Some(i.percent()),
-        Err(e) => idle_row.error = Some(format!("idle: {e}")),
+        Idle::Measured(i) => idle_row.idle_cpu_percent = Some(i.percent()),
+        Idle::Unavailable(_) => return rows,
+        Idle::Failed(e) => idle_row.error = Some(format!("idle: {e}")),
     }
     rows.push(idle_row);
     rows
@@ -226,7 +251,7 @@ pub fn us(ns: u64) -> String {
 }
 
 /// Microseconds with sensible precision.
-fn fmt_us(v: f64) -> String {
+pub fn fmt_us(v: f64) -> String {
     if v < 10.0 {
         format!("{v:.2}")
     } else if v < 1000.0 {
@@ -254,6 +279,7 @@ fn opt(v: Option<f64>, f: impl Fn(f64) -> String) -> String {
 
 /// Prints the table of measurement rows (not the idle row), grouped by payload.
 pub fn print_table(rows: &[Row]) {
+    let base = Transport::Baseline.name();
     let header = format!(
         "{:<22} {:<9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
         "transport",
@@ -263,10 +289,10 @@ pub fn print_table(rows: &[Row]) {
         "p99 µs",
         "p99.9 µs",
         "max µs",
-        "p50 vs uds",
+        format!("p50 vs {base}"),
         "msg/s",
         "MB/s",
-        "msg/s vs uds"
+        format!("msg/s vs {base}")
     );
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
@@ -276,9 +302,9 @@ pub fn print_table(rows: &[Row]) {
             println!();
         }
         last_payload = Some(row.payload_bytes);
-        let is_uds = row.transport == Transport::Uds.name();
+        let is_baseline = row.transport == base;
         let ratio = |v: Option<f64>| {
-            if is_uds {
+            if is_baseline {
                 "(baseline)".to_string()
             } else {
                 opt(v, |x| format!("{x:.1}×"))
@@ -303,7 +329,9 @@ pub fn print_table(rows: &[Row]) {
         }
     }
     println!();
-    println!("p50 vs uds = uds p50 / row p50 (higher is better); msg/s vs uds = row msg/s / uds msg/s;");
+    println!(
+        "p50 vs {base} = {base} p50 / row p50 (higher is better); msg/s vs {base} = row msg/s / {base} msg/s;"
+    );
     println!("MB = 1e6 bytes of payload; throughput is one-way, timed from the first send to the final ack.");
 }
 
@@ -313,9 +341,16 @@ pub fn print_large_table(rows: &[Row]) {
         "large messages, one-way throughput (framed lapce-ipc fragments them through a {} ring):",
         payload_label(super::lapce::LARGE_RING)
     );
+    let base = Transport::Baseline.name();
     let header = format!(
         "{:<22} {:<9} {:>7} {:>9} {:>10} {:>9} {:>13}",
-        "transport", "mode", "message", "messages", "msg/s", "GiB/s", "msg/s vs uds"
+        "transport",
+        "mode",
+        "message",
+        "messages",
+        "msg/s",
+        "GiB/s",
+        format!("msg/s vs {base}")
     );
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
@@ -325,7 +360,7 @@ pub fn print_large_table(rows: &[Row]) {
             println!();
         }
         last_payload = Some(row.payload_bytes);
-        let ratio = if row.transport == Transport::Uds.name() {
+        let ratio = if row.transport == base {
             "(baseline)".to_string()
         } else {
             opt(row.msgs_per_sec_vs_uds, |x| format!("{x:.2}×"))
@@ -345,13 +380,15 @@ pub fn print_large_table(rows: &[Row]) {
         }
     }
     println!();
-    println!("GiB = 2^30 bytes of payload; msg/s vs uds = row msg/s / uds msg/s (same as the GiB/s ratio).");
+    println!(
+        "GiB = 2^30 bytes of payload; msg/s vs {base} = row msg/s / {base} msg/s (same as the GiB/s ratio)."
+    );
 }
 
 /// Prints the idle-CPU measurement.
-pub fn print_idle(idle: &Result<IdleResult, String>) {
+pub fn print_idle(idle: &Idle) {
     match idle {
-        Ok(i) => {
+        Idle::Measured(i) => {
             let sched = match i.sched_ns {
                 Some(ns) => format!("schedstat {:.0} µs on CPU; ", ns as f64 / 1e3),
                 None => String::new(),
@@ -366,7 +403,8 @@ pub fn print_idle(idle: &Result<IdleResult, String>) {
                 i.ticks_percent()
             );
         }
-        Err(e) => println!("idle: FAILED: {e}"),
+        Idle::Unavailable(why) => println!("idle: lapce-ipc adaptive pair: {why}"),
+        Idle::Failed(e) => println!("idle: FAILED: {e}"),
     }
 }
 
@@ -389,17 +427,22 @@ fn verdict(ok: bool, detail: String) -> Verdict {
     }
 }
 
-/// Prints the issue's targets and whether this run met them. Missing a target is reported,
-/// never an error.
-pub fn print_targets(rows: &[Row], idle: &Result<IdleResult, String>) {
-    const KIB: u64 = 1024;
-    let find = |t: Transport, m: Mode| rows.iter().find(|r| r.is(t, m, KIB));
-    let p50 = |t, m| find(t, m).and_then(|r| r.rtt_p50_us);
-    let msgs = |t, m| find(t, m).and_then(|r| r.msgs_per_sec);
+/// The 1 KiB standard row of (transport, mode), if measured.
+fn kib_row(rows: &[Row], transport: Transport, mode: Mode) -> Option<&Row> {
+    rows.iter().find(|r| r.is(transport, mode, 1024))
+}
+
+/// Verdict when a 1 KiB figure is missing.
+fn missing() -> Verdict {
+    Verdict::Unknown("1 KiB not measured or failed".into())
+}
+
+/// The issue's targets (measured on Linux), judged on this run.
+fn targets(rows: &[Row], idle: &Idle) -> Vec<(&'static str, Verdict)> {
+    let p50 = |t, m| kib_row(rows, t, m).and_then(|r| r.rtt_p50_us);
     let spin = p50(Transport::Lapce, Mode::Spin);
     let adaptive = p50(Transport::Lapce, Mode::Adaptive);
-    let uds = p50(Transport::Uds, Mode::Blocking);
-    let missing = || Verdict::Unknown("1 KiB not measured or failed".into());
+    let uds = p50(Transport::Baseline, Mode::Blocking);
 
     let mut targets: Vec<(&str, Verdict)> = Vec::new();
     targets.push((
@@ -421,14 +464,55 @@ pub fn print_targets(rows: &[Row], idle: &Result<IdleResult, String>) {
             )
         }),
     ));
-    let best = [Mode::Spin, Mode::Adaptive]
-        .into_iter()
-        .filter_map(|m| msgs(Transport::Lapce, m).map(|v| (m, v)))
-        .max_by(|a, b| a.1.total_cmp(&b.1));
     targets.push((
         "1 KiB one-way throughput ≥ 5 M msg/s (best lapce-ipc mode)",
-        best.map_or_else(missing, |(m, v)| verdict(v >= 5e6, format!("{} msg/s ({})", rate(v), m.name()))),
+        best_throughput(rows)
+            .map_or_else(missing, |(m, v)| verdict(v >= 5e6, format!("{} msg/s ({})", rate(v), m.name()))),
     ));
+    targets.extend(framing_targets(rows));
+    targets.push(idle_target(idle));
+    targets
+}
+
+/// The seed targets for Windows (issue 3), judged on this run: 1 KiB average latency < 15 µs,
+/// p99 < 50 µs, > 300 K msg/s. Latency is the round trip of the default (adaptive) mode, with
+/// spin mode alongside; throughput is one-way, best lapce-ipc mode.
+fn windows_targets(rows: &[Row], idle: &Idle) -> Vec<(&'static str, Verdict)> {
+    let adaptive = kib_row(rows, Transport::Lapce, Mode::Adaptive);
+    let spin = kib_row(rows, Transport::Lapce, Mode::Spin);
+    let latency = |f: fn(&Row) -> Option<f64>, limit: f64| {
+        adaptive.and_then(f).map_or_else(missing, |a| {
+            let spin = spin.and_then(f).map_or_else(|| "-".into(), fmt_us);
+            verdict(a < limit, format!("adaptive {} µs (spin {spin} µs)", fmt_us(a)))
+        })
+    };
+    let mut targets: Vec<(&str, Verdict)> = vec![
+        ("1 KiB RTT mean < 15 µs (adaptive)", latency(|r| r.rtt_mean_us, 15.0)),
+        ("1 KiB RTT p99 < 50 µs (adaptive)", latency(|r| r.rtt_p99_us, 50.0)),
+        (
+            "1 KiB one-way throughput > 300 K msg/s (best lapce-ipc mode)",
+            best_throughput(rows)
+                .map_or_else(missing, |(m, v)| verdict(v > 3e5, format!("{} msg/s ({})", rate(v), m.name()))),
+        ),
+    ];
+    targets.extend(framing_targets(rows));
+    targets.push(idle_target(idle));
+    targets
+}
+
+/// The best 1 KiB one-way throughput of the raw lapce-ipc modes, with its mode.
+fn best_throughput(rows: &[Row]) -> Option<(Mode, f64)> {
+    [Mode::Spin, Mode::Adaptive]
+        .into_iter()
+        .filter_map(|m| kib_row(rows, Transport::Lapce, m).and_then(|r| r.msgs_per_sec).map(|v| (m, v)))
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// Framing overhead on a 1 KiB spin round trip, CRC on and off (issue 4).
+fn framing_targets(rows: &[Row]) -> Vec<(&'static str, Verdict)> {
+    let p50 = |t, m| kib_row(rows, t, m).and_then(|r| r.rtt_p50_us);
+    let spin = p50(Transport::Lapce, Mode::Spin);
+    let mut targets = Vec::new();
     for (t, label, note) in [
         (
             Transport::LapceFramed,
@@ -449,15 +533,30 @@ pub fn print_targets(rows: &[Row], idle: &Result<IdleResult, String>) {
             }),
         ));
     }
-    targets.push((
+    targets
+}
+
+/// The idle-CPU target.
+fn idle_target(idle: &Idle) -> (&'static str, Verdict) {
+    (
         "idle connected pair < 1% CPU",
         match idle {
-            Ok(i) => verdict(i.percent() < 1.0, format!("{:.3}% of one core", i.percent())),
-            Err(_) => Verdict::Unknown("measurement failed".into()),
+            Idle::Measured(i) => verdict(i.percent() < 1.0, format!("{:.3}% of one core", i.percent())),
+            Idle::Unavailable(why) => Verdict::Unknown((*why).into()),
+            Idle::Failed(_) => Verdict::Unknown("measurement failed".into()),
         },
-    ));
+    )
+}
 
-    println!("targets (a report, not a gate):");
+/// Prints the targets and whether this run met them: the issue's (measured on Linux), on
+/// Windows the seed targets for Windows instead. Missing a target is reported, never an error.
+pub fn print_targets(rows: &[Row], idle: &Idle) {
+    let targets = if cfg!(windows) { windows_targets(rows, idle) } else { targets(rows, idle) };
+    if cfg!(windows) {
+        println!("targets (the seed targets for Windows; a report, not a gate):");
+    } else {
+        println!("targets (a report, not a gate):");
+    }
     for (name, v) in &targets {
         let (tag, detail) = match v {
             Verdict::Met(d) => ("met   ", d),
@@ -512,7 +611,7 @@ mod tests {
                 tput: tput(4_000_000),
             },
             CaseResult {
-                transport: Transport::Uds,
+                transport: Transport::Baseline,
                 mode: Mode::Blocking,
                 payload: 64,
                 large: false,
@@ -533,7 +632,7 @@ mod tests {
                 tput: tput(3_000_000),
             },
             CaseResult {
-                transport: Transport::Uds,
+                transport: Transport::Baseline,
                 mode: Mode::Blocking,
                 payload: 64,
                 large: true,
@@ -543,8 +642,12 @@ mod tests {
                 tput: tput(2_000_000),
             },
         ];
-        let idle =
-            Ok(IdleResult { wall: Duration::from_secs(1), ticks: 0, ticks_per_second: 100, sched_ns: None });
+        let idle = Idle::Measured(IdleResult {
+            wall: Duration::from_secs(1),
+            ticks: 0,
+            ticks_per_second: 100,
+            sched_ns: None,
+        });
         let rows = rows(&cases, &idle);
         assert_eq!(rows.len(), 5);
         let speedup = rows[0].rtt_p50_speedup_vs_uds.unwrap();
@@ -556,5 +659,52 @@ mod tests {
         assert!((gib - 3e6 * 64.0 / (1u64 << 30) as f64).abs() < 1e-9, "{gib}");
         assert_eq!(rows[4].mode, "adaptive-idle");
         assert_eq!(rows[4].idle_cpu_percent, Some(0.0));
+    }
+
+    #[test]
+    fn windows_seed_targets_use_mean_p99_and_throughput() {
+        let case = |mode, rtts_ns: &[u64], msgs_per_sec: u64| {
+            let mut h = crate::bench::measure::new_histogram().unwrap();
+            for &ns in rtts_ns {
+                h.record(ns).unwrap();
+            }
+            CaseResult {
+                transport: Transport::Lapce,
+                mode,
+                payload: 1024,
+                large: false,
+                rounds: rtts_ns.len() as u64,
+                messages: 1,
+                rtt: Some(Ok(h)),
+                tput: Ok(Throughput {
+                    messages: msgs_per_sec,
+                    payload: 1024,
+                    elapsed: Duration::from_secs(1),
+                }),
+            }
+        };
+        // Adaptive: mean 14 µs, but one slow round trip in 100 puts p99 over 50 µs.
+        let mut adaptive = vec![10_000u64; 98];
+        adaptive.extend([100_000, 300_000]);
+        let cases = [case(Mode::Spin, &[5_000; 100], 250_000), case(Mode::Adaptive, &adaptive, 400_000)];
+        let idle = Idle::Unavailable("not available on this platform");
+        let rows = rows(&cases, &idle);
+        assert_eq!(rows.len(), 2, "no idle row when it is not measured");
+        let mean = rows[1].rtt_mean_us.unwrap();
+        assert!((mean - 13.8).abs() < 0.1, "{mean}");
+
+        let targets = windows_targets(&rows, &idle);
+        let verdicts: Vec<&str> = targets
+            .iter()
+            .map(|(_, v)| match v {
+                Verdict::Met(_) => "met",
+                Verdict::Missed(_) => "missed",
+                Verdict::Unknown(_) => "n/a",
+            })
+            .collect();
+        // mean, p99, throughput (best mode: adaptive), framing x2 (not measured), idle.
+        assert_eq!(verdicts, ["met", "missed", "met", "n/a", "n/a", "n/a"]);
+        let Verdict::Met(detail) = &targets[0].1 else { unreachable!() };
+        assert!(detail.contains("spin 5.00 µs"), "{detail}");
     }
 }
