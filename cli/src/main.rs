@@ -1,11 +1,14 @@
 //! `lapce-ipc`: the command line of the lapce-ipc shared-memory IPC library.
 //!
-//! For now it has one user-facing command, `bench`, which measures round-trip latency,
-//! one-way throughput and idle CPU of lapce-ipc against a Unix-domain-socket baseline, with the
-//! server in a separate process. `bench-server` is the hidden subcommand that process runs.
+//! - `bench` measures round-trip latency, one-way throughput and idle CPU of lapce-ipc against a
+//!   Unix-domain-socket baseline (a named pipe on Windows), with the server in a separate process (`bench-server` is the
+//!   hidden subcommand that process runs).
+//! - `serve` runs an `IpcServer` with an echo handler and a mock AI engine until Ctrl-C; `call`
+//!   sends it one request and prints the answer or the streamed chunks.
 #![forbid(unsafe_code)]
 
 mod bench;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -22,12 +25,22 @@ struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Benchmark lapce-ipc (spin and adaptive waits) against a Unix-domain-socket baseline:
+    /// Benchmark lapce-ipc (spin and adaptive waits) against a Unix-domain-socket baseline (a
+    /// named pipe on Windows):
     /// round-trip latency, one-way throughput and idle CPU, with the server in a child process.
     Bench(bench::BenchArgs),
     /// The server side of `bench`, run as a child process by `bench` itself.
     #[command(hide = true)]
     BenchServer(bench::ServerArgs),
+    /// Run a server with an echo handler (data) and a mock AI engine (complete; chat streams its
+    /// answer token by token) until Ctrl-C, which shuts it down gracefully.
+    Serve(serve::ServeArgs),
+    /// Remove the control-socket files crashed servers left in the runtime directory (never a
+    /// live server's).
+    Clean,
+    /// Send one request to a server and print its answer (or, for chat, the streamed tokens as
+    /// they arrive).
+    Call(serve::CallArgs),
 }
 
 /// Parses the command line and runs the subcommand; the exit code is the subcommand's.
@@ -36,5 +49,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::BenchServer(args) => bench::serve(&args),
+        Command::Serve(args) => serve::serve(&args),
+        Command::Call(args) => serve::call(&args),
+        Command::Clean => serve::clean(),
     }
 }

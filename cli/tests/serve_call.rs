@@ -1,0 +1,84 @@
+//! `lapce-ipc serve` and `lapce-ipc call` as a user runs them: two processes of the real binary.
+
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_lapce-ipc");
+
+/// The server process, killed if the test fails before it stops it.
+struct Server(Option<Child>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn call(name: &str, args: &[&str]) -> Output {
+    Command::new(BIN).arg("call").arg(name).args(args).output().unwrap()
+}
+
+/// `call` until the server answers (it needs a moment to bind).
+fn call_when_up(name: &str, args: &[&str]) -> Output {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = call(name, args);
+        if out.status.success() || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_answers_call_then_stops_gracefully_on_ctrl_c() {
+    let name = format!("t-cli-{}", std::process::id());
+    let child = Command::new(BIN)
+        .args(["serve", &name, "--token-delay-ms", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    #[cfg_attr(not(unix), allow(unused_mut))]
+    let mut server = Server(Some(child));
+
+    let echo = call_when_up(&name, &["--type", "data", "--text", "hello there"]);
+    assert!(echo.status.success(), "{}", String::from_utf8_lossy(&echo.stderr));
+    assert_eq!(String::from_utf8_lossy(&echo.stdout), "hello there\n");
+
+    let request = r#"{"model":"mock","messages":[{"role":"user","content":"what is a ring?"}],"maxTokens":64,"newField":true}"#;
+    let chat = call(&name, &["--type", "chat", "--json", request]);
+    assert!(chat.status.success(), "{}", String::from_utf8_lossy(&chat.stderr));
+    let text = String::from_utf8_lossy(&chat.stdout);
+    assert!(text.contains("You asked: \"what is a ring?\""), "{text}");
+    assert!(String::from_utf8_lossy(&chat.stderr).contains("finish reason: stop"));
+
+    let complete = call(&name, &["--type", "complete", "--json", request]);
+    let json: serde_json::Value = serde_json::from_slice(&complete.stdout).unwrap();
+    assert_eq!(json["finishReason"], "stop");
+    assert_eq!(json["model"], "mock");
+
+    // A malformed request is refused before it is sent, with the decoder's reason.
+    let bad = call(
+        &name,
+        &["--type", "chat", "--json", r#"{"model":"m","messages":[{"role":"robot","content":""}]}"#],
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown variant `robot`"));
+
+    #[cfg(unix)]
+    {
+        let child = server.0.take().unwrap();
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "serve exited with {}: {log}", out.status);
+        assert!(log.contains("stopped after"), "{log}");
+        let gone = call(&name, &["--type", "data", "--text", "late"]);
+        assert!(!gone.status.success(), "the server still answers after Ctrl-C");
+    }
+}
