@@ -42,7 +42,12 @@ fn quick_bench_writes_json_for_every_transport() {
     let rows: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let rows = rows.as_array().expect("a JSON array");
 
-    for (transport, mode) in [("lapce-ipc", "spin"), ("lapce-ipc", "adaptive"), (BASELINE, "blocking")] {
+    for (transport, mode) in [
+        ("lapce-ipc", "spin"),
+        ("lapce-ipc", "adaptive"),
+        ("lapce-ipc-rpc", "adaptive"),
+        (BASELINE, "blocking"),
+    ] {
         let row = rows
             .iter()
             .find(|r| r["transport"] == transport && r["mode"] == mode && r["payload_bytes"] == 64)
@@ -84,6 +89,8 @@ fn quick_bench_writes_json_for_every_transport() {
         }
     }
     assert!(stdout.contains("large messages"), "no large-message table:\n{stdout}");
+    // The request/response row is compared with the raw stream.
+    assert!(stdout.contains("the raw round trip"), "no request/response comparison:\n{stdout}");
     // The idle-CPU measurement reads /proc: Unix only (on Windows it is reported as not available).
     let idle = rows.iter().find(|r| r["mode"] == "adaptive-idle");
     if cfg!(windows) {

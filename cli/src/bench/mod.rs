@@ -18,6 +18,7 @@ mod measure;
 mod pipe;
 mod prefixed;
 mod report;
+mod rpc;
 #[cfg(unix)]
 mod uds;
 
@@ -118,6 +119,9 @@ pub enum Transport {
     /// lapce-ipc with the frame header, CRC off.
     #[value(name = "lapce-ipc-framed-nocrc")]
     LapceFramedNoCrc,
+    /// Request/response through `IpcServer` / `IpcClient` (framed, CRC on, an echo handler).
+    #[value(name = "lapce-ipc-rpc")]
+    Rpc,
     /// The baseline, length-prefixed frames with blocking I/O: a Unix-domain stream socket
     /// (`uds`), on Windows a named pipe (`pipe`).
     #[cfg_attr(unix, value(name = "uds"))]
@@ -132,6 +136,7 @@ impl Transport {
             Transport::Lapce => "lapce-ipc",
             Transport::LapceFramed => "lapce-ipc-framed",
             Transport::LapceFramedNoCrc => "lapce-ipc-framed-nocrc",
+            Transport::Rpc => "lapce-ipc-rpc",
             Transport::Baseline => baseline::NAME,
         }
     }
@@ -141,7 +146,7 @@ impl Transport {
         match self {
             Transport::LapceFramed => Some(Framing { crc: true }),
             Transport::LapceFramedNoCrc => Some(Framing { crc: false }),
-            Transport::Lapce | Transport::Baseline => None,
+            Transport::Lapce | Transport::Rpc | Transport::Baseline => None,
         }
     }
 }
@@ -199,11 +204,12 @@ impl Test {
 }
 
 /// The transports and modes measured, in table order; the last one is the baseline.
-const CASES: [(Transport, Mode); 5] = [
+const CASES: [(Transport, Mode); 6] = [
     (Transport::Lapce, Mode::Spin),
     (Transport::Lapce, Mode::Adaptive),
     (Transport::LapceFramed, Mode::Spin),
     (Transport::LapceFramedNoCrc, Mode::Spin),
+    (Transport::Rpc, Mode::Adaptive),
     (Transport::Baseline, Mode::Blocking),
 ];
 
@@ -338,6 +344,8 @@ impl Pinning {
 enum Client {
     /// lapce-ipc (boxed: the stream is much larger than a socket).
     Lapce(Box<LapceClient>),
+    /// Request/response through the server layer.
+    Rpc(Box<rpc::RpcClient>),
     /// The baseline (socket or pipe).
     Baseline(baseline::Conn),
 }
@@ -357,7 +365,7 @@ impl Bench<'_> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let base = format!("lapce-ipc-bench-{}-{n}", std::process::id());
         match transport {
-            Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => {
+            Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc | Transport::Rpc => {
                 // On Windows the listener is a named pipe: no file.
                 let file = if cfg!(unix) {
                     lapce_ipc::socket_path(&base).unwrap_or_default()
@@ -422,6 +430,7 @@ impl Bench<'_> {
                     }
                     Client::Lapce(Box::new(c))
                 }
+                Transport::Rpc => Client::Rpc(Box::new(rpc::RpcClient::connect(&name, mode, payload)?)),
                 Transport::Baseline => Client::Baseline(baseline::connect(&name)?),
             };
             body(&mut client, server.pid())
@@ -445,6 +454,7 @@ impl Bench<'_> {
     ) -> Result<Histogram<u64>> {
         self.session(transport, mode, Test::Echo, payload, counts, |client, _| match client {
             Client::Lapce(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
+            Client::Rpc(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
             Client::Baseline(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
         })
     }
@@ -462,6 +472,8 @@ impl Bench<'_> {
             Client::Lapce(c) => {
                 measure::measure_throughput(&mut **c, payload, counts.warmup, counts.messages)
             }
+            // Request/response has no one-way mode: requests per second, many in flight.
+            Client::Rpc(c) => c.pipelined(payload, counts.warmup, counts.messages / 10),
             Client::Baseline(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
         })
     }
@@ -667,6 +679,7 @@ pub fn serve(args: &ServerArgs) -> ExitCode {
         }
         match args.transport {
             Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => lapce::serve(args),
+            Transport::Rpc => rpc::serve(args),
             Transport::Baseline => baseline::serve(args),
         }
     })();

@@ -333,6 +333,36 @@ pub fn print_table(rows: &[Row]) {
         "p50 vs {base} = {base} p50 / row p50 (higher is better); msg/s vs {base} = row msg/s / {base} msg/s;"
     );
     println!("MB = 1e6 bytes of payload; throughput is one-way, timed from the first send to the final ack.");
+    print_rpc_note(rows);
+}
+
+/// Explains the request/response rows and compares them with the raw stream (issue 5).
+fn print_rpc_note(rows: &[Row]) {
+    let rpc = Transport::Rpc.name();
+    if !rows.iter().any(|r| r.transport == rpc) {
+        return;
+    }
+    println!(
+        "{rpc}: request/response through IpcServer and IpcClient (framed, CRC on, an echo handler): \
+         round trips are sequential requests; msg/s is answered requests per second with {} in \
+         flight on one connection (pipelined), not one-way messages.",
+        super::rpc::IN_FLIGHT
+    );
+    for r in rows.iter().filter(|r| r.transport == rpc) {
+        let raw = rows.iter().find(|b| {
+            b.transport == Transport::Lapce.name() && b.mode == r.mode && b.payload_bytes == r.payload_bytes
+        });
+        if let (Some(p50), Some(raw_p50)) = (r.rtt_p50_us, raw.and_then(|b| b.rtt_p50_us)) {
+            println!(
+                "  {}: p50 {} µs vs the raw stream's {} µs ({} mode): {:.1}× the raw round trip",
+                payload_label(r.payload_bytes as usize),
+                fmt_us(p50),
+                fmt_us(raw_p50),
+                r.mode,
+                p50 / raw_p50
+            );
+        }
+    }
 }
 
 /// Prints the large-message rows: one-way throughput only.

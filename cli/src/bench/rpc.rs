@@ -1,0 +1,128 @@
+//! The request/response row: an `IpcServer` with an echo handler in the server child, an
+//! `IpcClient` in the bench process. Round trips are sequential requests; throughput is requests
+//! per second with many in flight on the one connection (pipelining).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lapce_ipc::config::WaitMode;
+use lapce_ipc::frame::MessageType;
+use lapce_ipc::{IpcClient, IpcConfig, IpcServer};
+
+use super::child::announce_ready;
+use super::measure::{ClientConn, Result, Throughput};
+use super::{lapce, Mode, ServerArgs, Test};
+
+/// Requests in flight at once in the throughput test.
+pub const IN_FLIGHT: usize = 64;
+
+fn config(mode: Mode, payload: usize) -> IpcConfig {
+    let mut config = IpcConfig::default();
+    config.ipc.wait_mode = match mode {
+        Mode::Spin => WaitMode::Spin,
+        Mode::Adaptive => WaitMode::Adaptive,
+        Mode::Blocking => WaitMode::Blocking,
+    };
+    config.ipc.ring_size = lapce::ring_capacity(Test::Echo, payload);
+    config.ipc.max_concurrent_requests = 4 * IN_FLIGHT;
+    config.ipc.request_timeout_ms = 60_000;
+    config.metrics.enable = false;
+    config
+}
+
+/// The server child: echoes `Data` requests until its one client has come and gone.
+pub fn serve(args: &ServerArgs) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let server = IpcServer::bind(&args.name, config(args.mode, args.payload))?;
+        server.register_handler(MessageType::Data, |request: Bytes| async move { Ok(request) });
+        let watcher = server.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let s = watcher.stats();
+                if s.connections_accepted > 0 && s.connections_active == 0 {
+                    watcher.shutdown(Duration::ZERO);
+                    return;
+                }
+            }
+        });
+        announce_ready()?;
+        server.serve().await?;
+        Ok(())
+    })
+}
+
+/// The bench process's side: a client on a runtime of its own (one worker thread, as
+/// `BlockingIpcClient` has), driven from the bench thread with `block_on`.
+pub struct RpcClient {
+    runtime: tokio::runtime::Runtime,
+    client: IpcClient,
+    /// The last answer, for `recv_probe` (a request is sent and answered in `send`).
+    last: Bytes,
+}
+
+impl RpcClient {
+    /// Connects to the server child `name`.
+    pub fn connect(name: &str, mode: Mode, payload: usize) -> Result<RpcClient> {
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        let client = runtime.block_on(IpcClient::connect(name, config(mode, payload)))?;
+        Ok(RpcClient { runtime, client, last: Bytes::new() })
+    }
+
+    /// Requests per second with [`IN_FLIGHT`] requests in flight: `warmup` unmeasured requests,
+    /// then `count` measured; every answer is checked.
+    pub fn pipelined(&self, payload: usize, warmup: u64, count: u64) -> Result<Throughput> {
+        let client = self.client.clone();
+        let run = |n: u64| {
+            let client = client.clone();
+            async move {
+                let per_task = n.div_ceil(IN_FLIGHT as u64);
+                let mut tasks = tokio::task::JoinSet::new();
+                for t in 0..IN_FLIGHT as u64 {
+                    let client = client.clone();
+                    let requests = per_task.min(n.saturating_sub(t * per_task));
+                    tasks.spawn(async move {
+                        let mut msg = vec![0x3Cu8; payload];
+                        for i in 0..requests {
+                            msg[0] = (t + i) as u8;
+                            let answer =
+                                client.request(MessageType::Data, Bytes::copy_from_slice(&msg)).await?;
+                            if answer.len() != payload || answer.first() != msg.first() {
+                                return Err(lapce_ipc::IpcError::Corrupted("bad echo".into()));
+                            }
+                        }
+                        Ok(requests)
+                    });
+                }
+                let mut done = 0;
+                while let Some(r) = tasks.join_next().await {
+                    done += r.map_err(|e| lapce_ipc::IpcError::Io(std::io::Error::other(e)))??;
+                }
+                Ok::<u64, lapce_ipc::IpcError>(done)
+            }
+        };
+        self.runtime.block_on(run(warmup))?;
+        let start = Instant::now();
+        let done = self.runtime.block_on(run(count))?;
+        Ok(Throughput { messages: done, payload, elapsed: start.elapsed() })
+    }
+}
+
+impl ClientConn for RpcClient {
+    fn send(&mut self, msg: &[u8]) -> Result<()> {
+        self.last =
+            self.runtime.block_on(self.client.request(MessageType::Data, Bytes::copy_from_slice(msg)))?;
+        Ok(())
+    }
+
+    fn recv_probe(&mut self) -> Result<(usize, u8)> {
+        Ok((self.last.len(), self.last.first().copied().unwrap_or(0)))
+    }
+
+    fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
+        let n = self.last.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.last[..n]);
+        Ok(self.last.len())
+    }
+}
