@@ -24,6 +24,8 @@ const PANICS: MessageType = MessageType::Unknown(0x200);
 const FAILS: MessageType = MessageType::Unknown(0x201);
 /// Answers how many requests run on the server, itself included (decimal).
 const IN_FLIGHT: MessageType = MessageType::Unknown(0x202);
+/// Answers with one byte more than the message limit.
+const TOO_BIG: MessageType = MessageType::Unknown(0x203);
 /// Begins a graceful shutdown (grace 10 s) and answers at once.
 const SHUT_DOWN: MessageType = MessageType::Unknown(0x2FF);
 /// No handler for this one.
@@ -76,6 +78,7 @@ fn child_main() {
         server.register_handler(FAILS, |_| async move {
             Err(ErrorBody::new(ErrorCode::Number(429), "rate limited, try later"))
         });
+        server.register_handler(TOO_BIG, |_| async move { Ok(Bytes::from(vec![7u8; (10 << 20) + 1])) });
         let handle = server.clone();
         server.register_handler(IN_FLIGHT, move |_| {
             let n = handle.stats().requests_in_flight;
@@ -195,6 +198,11 @@ fn panics_errors_and_unknown_types_are_answered_and_the_connection_goes_on() {
                 assert_eq!(body.message, "rate limited, try later");
             }
             other => panic!("expected Remote, got {other:?}"),
+        }
+        // An answer over the limit is refused by the server, which goes on answering.
+        match client.request(TOO_BIG, "x").await {
+            Err(IpcError::Remote(body)) => assert_eq!(body.code, ErrorCode::TOO_LARGE, "{}", body.message),
+            other => panic!("expected a 413 error, got {other:?}"),
         }
         // Too large for the configured maximum: refused before anything is sent.
         let big = Bytes::from(vec![0u8; (10 << 20) + 1]);

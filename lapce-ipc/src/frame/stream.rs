@@ -479,6 +479,28 @@ impl AsyncFramedSender {
         }
         Ok(())
     }
+
+    /// Sends a message that fits one ring record without waiting: `Ok(true)` once it is in the
+    /// ring, `Ok(false)` with nothing written when it would need fragments or the ring has no
+    /// room for it right now. There is no await point, so the message is written whole or not
+    /// at all, and the sender stays usable either way. Errors as
+    /// [`send_with_id`](Self::send_with_id) (e.g. a message over the maximum), nothing written.
+    pub fn try_send_with_id(&mut self, kind: MessageType, id: u64, payload: &[u8]) -> Result<bool> {
+        let chunk = self.sink.max_message_size() - HEADER_LEN;
+        let mut parts = fragments(kind, id, payload, self.state.max_message, chunk, self.state.with_crc)?;
+        if payload.len() > chunk {
+            return Ok(false);
+        }
+        let fragment = parts.next().expect("a message has at least one fragment");
+        // The stream's non-waiting send takes the record whole: assemble it first.
+        let mut record = vec![0u8; fragment.record_len()];
+        fragment.write(&mut record);
+        match self.sink.try_send(&record) {
+            Ok(()) => Ok(true),
+            Err(IpcError::WouldBlock) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 /// The receiving half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).

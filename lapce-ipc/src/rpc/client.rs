@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::{answer_error, decode_error, spawn_writer, Outgoing, READY};
+use super::{answer_error, decode_error, spawn_writer, FrameSink, READY};
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::{AsyncFramedReceiver, AsyncFramedShmStream, MessageType};
@@ -52,10 +52,10 @@ struct ClientInner {
     reconnects: AtomicU64,
 }
 
-/// One live connection: the writer's queue, the table of requests waiting for answers, the
+/// One live connection: where its frames are sent, the table of requests waiting for answers, the
 /// reader task.
 struct Conn {
-    out: mpsc::Sender<Outgoing>,
+    out: FrameSink,
     shared: Arc<Shared>,
     reader: AbortHandle,
 }
@@ -131,7 +131,7 @@ impl IpcClient {
         let (answer, answered) = oneshot::channel();
         conn.shared.pending().insert(id, Waiter::Unary { kind, answer });
         let mut guard = CancelOnDrop { conn: &conn, id, armed: true };
-        if conn.out.send(Outgoing { kind, id, payload }).await.is_err() {
+        if conn.out.send(kind, id, payload).await.is_err() {
             return Err(IpcError::PeerGone);
         }
         let outcome = match deadline {
@@ -174,7 +174,7 @@ impl IpcClient {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (chunks, received) = mpsc::unbounded_channel();
         conn.shared.pending().insert(id, Waiter::Stream { kind, chunks });
-        if conn.out.send(Outgoing { kind, id, payload }).await.is_err() {
+        if conn.out.send(kind, id, payload).await.is_err() {
             conn.shared.pending().remove(&id);
             return Err(IpcError::PeerGone);
         }
@@ -290,6 +290,14 @@ async fn read_answers(mut rx: AsyncFramedReceiver, shared: Arc<Shared>, client: 
             continue;
         }
         route(&shared, kind, id, &buf);
+        // After a unary answer, let the requester just woken run before this task waits for the
+        // next answer: it is usually queued right behind us on this worker (where it cannot be
+        // stolen), and the wait begins with a spin that would hold it up, and with it its next
+        // request. Not after stream chunks: more usually follow at once, and a yield per chunk
+        // (each a poll of the reactor when nothing else is queued) would cost their throughput.
+        if matches!(kind, MessageType::Response | MessageType::Error | MessageType::Heartbeat) {
+            tokio::task::yield_now().await;
+        }
     };
     shared.alive.store(false, Ordering::Release);
     tracing::debug!(error = %end, "connection to the server ended");
@@ -374,8 +382,12 @@ impl Drop for CancelOnDrop<'_> {
 fn cancel(conn: &Conn, id: u64) {
     if conn.shared.pending().remove(&id).is_some() {
         // Best effort: a full queue means the connection is saturated or dying, and the server
-        // will answer into the void either way.
-        let _ = conn.out.try_send(Outgoing { kind: MessageType::Cancel, id, payload: Bytes::new() });
+        // will answer into the void either way. It cannot overtake the request it cancels: the
+        // request's send began before this (it happens before the guard or stream that calls
+        // this can drop), and `FrameSink` keeps such frames in order, whether each one is
+        // written directly or queued (see there). A request whose send was itself cancelled
+        // never left: the server ignores a `Cancel` for an id it does not run.
+        let _ = conn.out.try_send(MessageType::Cancel, id, Bytes::new());
     }
 }
 

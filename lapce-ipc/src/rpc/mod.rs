@@ -23,6 +23,9 @@ mod unwind;
 pub use client::{BlockingIpcClient, IpcClient, ResponseStream};
 pub use server::{ChunkSender, HandlerResult, IpcServer, ServerStats};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -43,20 +46,142 @@ struct Outgoing {
     payload: Bytes,
 }
 
-/// Starts the task that owns a connection's sending half: every frame goes through it, so a
-/// cancelled request or handler can never leave half a message in the ring. It ends when every
-/// sender of the queue is dropped (or the ring breaks).
-fn spawn_writer(mut tx: AsyncFramedSender) -> (mpsc::Sender<Outgoing>, tokio::task::JoinHandle<()>) {
+/// The sending half of a connection, owned by its writer task (see [`spawn_writer`]).
+struct Writer {
+    tx: tokio::sync::Mutex<AsyncFramedSender>,
+    /// Frames counted in before they enter the queue and counted out by the writer once they are
+    /// written whole: while it is not 0, a frame sent earlier may still be on its way, and
+    /// [`FrameSink`] does not write directly (see there).
+    queued: AtomicUsize,
+}
+
+/// Where everything sent on a connection goes: written straight into the ring when that is safe
+/// (no task hop), else queued for the connection's writer task.
+///
+/// Guarantees, the same as with the queue alone:
+/// - Nothing leaves half a message in the ring when a sender is cancelled: the direct write is
+///   synchronous (one record, no await point), and a queued frame is written by the writer task,
+///   which nobody cancels while the connection is in use.
+/// - If sending frame A happens before sending frame B (same task, or B's sender learnt that A
+///   was sent, e.g. a request and then its `Cancel`, chunks and then `StreamEnd`), A reaches the
+///   ring first. If both are queued, the queue keeps their order. If A was written directly, it
+///   was in the ring before its send returned. If A was queued and B would go directly: A was
+///   counted in `queued` before it entered the queue, hence before B's send began, and it is
+///   counted out only after the writer wrote it whole, holding the sender's lock; B writes only
+///   while holding that lock and seeing `queued == 0`, so A is already in the ring (every count
+///   out is of a frame counted in earlier, so A's own count keeps `queued` above 0 until A is
+///   out). Otherwise B is queued, after A. Frames of unrelated requests may be reordered, which
+///   the protocol allows (answers are matched by id).
+/// - A writer that stopped midway (ring failure, task aborted) never counts its frame out, so
+///   nothing is written directly after it; and the sending half lives with the writer task
+///   (only weak references here), so it is closed when that task ends, as before.
+#[derive(Clone)]
+struct FrameSink {
+    queue: mpsc::Sender<Outgoing>,
+    writer: Weak<Writer>,
+}
+
+impl FrameSink {
+    /// Sends a frame: directly when possible, else through the queue, waiting for room in it.
+    /// `Err` when the connection's writer is gone (the connection is closing).
+    async fn send(&self, kind: MessageType, id: u64, payload: Bytes) -> Result<(), ()> {
+        if self.write_now(kind, id, &payload) {
+            return Ok(());
+        }
+        let count = self.count_in();
+        self.queue.send(Outgoing { kind, id, payload }).await.map_err(|_| ())?;
+        count.hand_over();
+        Ok(())
+    }
+
+    /// Queues a frame for the writer task, never writing it directly (for stream chunks: a
+    /// producer of many chunks is faster with the writer task writing them in parallel, and a
+    /// hop matters little to a stream). Same order guarantees as [`send`](Self::send).
+    async fn send_queued(&self, kind: MessageType, id: u64, payload: Bytes) -> Result<(), ()> {
+        let count = self.count_in();
+        self.queue.send(Outgoing { kind, id, payload }).await.map_err(|_| ())?;
+        count.hand_over();
+        Ok(())
+    }
+
+    /// Like [`send`](Self::send) without ever waiting: `Err` when the queue is full or closed.
+    fn try_send(&self, kind: MessageType, id: u64, payload: Bytes) -> Result<(), ()> {
+        if self.write_now(kind, id, &payload) {
+            return Ok(());
+        }
+        let count = self.count_in();
+        self.queue.try_send(Outgoing { kind, id, payload }).map_err(|_| ())?;
+        count.hand_over();
+        Ok(())
+    }
+
+    /// Writes a one-record frame into the ring right away if nobody else is writing, nothing
+    /// sent earlier is still queued, and the ring has room; `false` (nothing written) otherwise,
+    /// including on errors, which the writer task then meets and reports as before.
+    fn write_now(&self, kind: MessageType, id: u64, payload: &[u8]) -> bool {
+        let Some(writer) = self.writer.upgrade() else { return false };
+        let Ok(mut tx) = writer.tx.try_lock() else { return false };
+        if writer.queued.load(Ordering::Acquire) != 0 {
+            return false;
+        }
+        matches!(tx.try_send_with_id(kind, id, payload), Ok(true))
+    }
+
+    /// Counts a frame in before it is queued (see [`Writer::queued`]).
+    fn count_in(&self) -> QueuedCount {
+        let writer = self.writer.upgrade();
+        if let Some(w) = &writer {
+            w.queued.fetch_add(1, Ordering::AcqRel);
+        }
+        QueuedCount(writer)
+    }
+}
+
+/// A frame counted in [`Writer::queued`]: counted out again if it never entered the queue
+/// (send failed or cancelled); once it is in, the writer counts it out.
+struct QueuedCount(Option<Arc<Writer>>);
+
+impl QueuedCount {
+    fn hand_over(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for QueuedCount {
+    fn drop(&mut self) {
+        if let Some(w) = &self.0 {
+            w.queued.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Starts the task that owns a connection's sending half. Frames that cannot be written
+/// directly (see [`FrameSink`]) go through it, so a cancelled request or handler can never leave
+/// half a message in the ring. It ends when every sender of the queue is dropped (or the ring
+/// breaks), and the sending half with it.
+fn spawn_writer(tx: AsyncFramedSender) -> (FrameSink, tokio::task::JoinHandle<()>) {
     let (queue, mut frames) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
-    let writer = tokio::spawn(async move {
-        while let Some(f) = frames.recv().await {
-            if let Err(e) = tx.send_with_id(f.kind, f.id, &f.payload).await {
-                tracing::debug!(error = %e, "connection writer stops");
-                break;
+    let writer = Arc::new(Writer { tx: tokio::sync::Mutex::new(tx), queued: AtomicUsize::new(0) });
+    let sink = FrameSink { queue, writer: Arc::downgrade(&writer) };
+    let task = tokio::spawn(async move {
+        while let Some(mut f) = frames.recv().await {
+            let mut tx = writer.tx.lock().await;
+            // Whatever else is queued goes out under the same lock.
+            loop {
+                if let Err(e) = tx.send_with_id(f.kind, f.id, &f.payload).await {
+                    // Not counted out: nothing is written directly after a failed frame.
+                    tracing::debug!(error = %e, "connection writer stops");
+                    return;
+                }
+                writer.queued.fetch_sub(1, Ordering::AcqRel);
+                match frames.try_recv() {
+                    Ok(next) => f = next,
+                    Err(_) => break,
+                }
             }
         }
     });
-    (queue, writer)
+    (sink, task)
 }
 
 /// An error answer as it travels: the body as JSON.

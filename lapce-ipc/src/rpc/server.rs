@@ -1,20 +1,21 @@
 //! [`IpcServer`]: accepts connections, dispatches requests to handlers, answers.
 
 use std::collections::HashMap;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use super::unwind::CatchUnwind;
-use super::{error_payload, spawn_writer, Outgoing, READY};
+use super::{error_payload, spawn_writer, FrameSink, READY};
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::{AsyncFramedShmStream, FrameError, MessageType};
@@ -75,9 +76,12 @@ struct Counters {
 /// A request/response server on a shared-memory listener (tokio).
 ///
 /// Register handlers per [`MessageType`], then [`serve`](Self::serve). Every connection reads
-/// requests in order and runs up to `max_concurrent_requests` of them at once (pipelining),
-/// each in its own task, so slow handlers do not hold up fast ones and answers may go out of
-/// order (the client matches them by id). A handler's error or panic, an unknown message type or
+/// requests in order and runs up to `max_concurrent_requests` of them at once (pipelining): a
+/// unary handler first runs on the connection's own task until it first waits (one that answers
+/// at once is answered from there, without a task hop), then in a task of its own, as streaming
+/// handlers always do, so slow handlers do not hold up fast ones and answers may go out of
+/// order (the client matches them by id). A handler should therefore not compute for long
+/// before its first `.await` (use `spawn_blocking` for that): it would hold up its connection. A handler's error or panic, an unknown message type or
 /// a cancelled request is answered with an `Error` frame; only a frame the server cannot read
 /// closes that one connection. The handle is cheap to clone: clones share the server.
 ///
@@ -299,21 +303,28 @@ async fn refuse(stream: AsyncSharedMemoryStream, reason: String) {
 /// Sends the chunks of one streamed response (see [`IpcServer::register_stream_handler`]).
 #[derive(Clone)]
 pub struct ChunkSender {
-    out: mpsc::Sender<Outgoing>,
+    out: FrameSink,
     id: u64,
     metrics: Option<Arc<Metrics>>,
+    /// The largest message the connection carries.
+    max: usize,
 }
 
 impl ChunkSender {
     /// Sends one chunk; waits while the connection's outgoing queue is full (backpressure).
     /// [`IpcError::PeerGone`] when the connection is closed: stop producing.
+    /// A chunk over the connection's message limit is refused with
+    /// [`IpcError::MessageTooLarge`] (nothing is sent; the stream goes on).
     pub async fn send(&self, chunk: impl Into<Bytes>) -> Result<()> {
-        let frame = Outgoing { kind: MessageType::StreamChunk, id: self.id, payload: chunk.into() };
+        let payload = chunk.into();
+        if payload.len() > self.max {
+            return Err(IpcError::MessageTooLarge { len: payload.len(), max: self.max });
+        }
         if let Some(m) = &self.metrics {
             m.stream_chunks.inc();
-            m.response_bytes.inc_by(frame.payload.len() as u64);
+            m.response_bytes.inc_by(payload.len() as u64);
         }
-        self.out.send(frame).await.map_err(|_| IpcError::PeerGone)
+        self.out.send_queued(MessageType::StreamChunk, self.id, payload).await.map_err(|_| IpcError::PeerGone)
     }
 
     /// The id of the request this stream answers.
@@ -324,7 +335,7 @@ impl ChunkSender {
 
 /// What one connection shares with its request tasks.
 struct Connection {
-    out: mpsc::Sender<Outgoing>,
+    out: FrameSink,
     /// Requests running now, by id, for cancellation.
     in_flight: Mutex<HashMap<u64, AbortHandle>>,
     metrics: Option<Arc<Metrics>>,
@@ -340,7 +351,7 @@ impl Connection {
             m.response_bytes.inc_by(payload.len() as u64);
         }
         // An error means the connection is closing: nobody is left to answer.
-        let _ = self.out.send(Outgoing { kind, id, payload }).await;
+        let _ = self.out.send(kind, id, payload).await;
     }
 
     async fn send_error(&self, server: &Inner, id: u64, kind: ErrorKind, body: ErrorBody) {
@@ -475,12 +486,25 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, a
                     (m, Instant::now())
                 });
                 let span = tracing::debug_span!("ipc_request", id, kind = ?kind);
+                let unary = matches!(handler, Handler::Unary(_));
                 let request = Request { kind, id, payload, metrics };
-                let task = run_request(server.clone(), conn.clone(), handler, request, permit);
+                let mut task = Box::pin(
+                    run_request(server.clone(), conn.clone(), handler, request, permit).instrument(span),
+                );
+                // A unary request is first run right here, up to its first wait (with panics
+                // caught inside, as in its own task): one that completes at once (most do) is
+                // answered without a task hop, and was never cancellable. One that waits goes
+                // on in its own task, as a stream always does, so that it holds up nothing. (This
+                // poll registered the connection task's waker where the request waits: a
+                // spurious wake-up of this task is harmless, and the request's task registers
+                // its own waker at its first poll.)
+                if unary && poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await {
+                    continue;
+                }
                 // Registered under the lock the task takes to unregister, so it cannot finish
                 // before it is registered.
                 let mut in_flight = conn.in_flight();
-                let handle = tokio::spawn(task.instrument(span));
+                let handle = tokio::spawn(task);
                 in_flight.insert(id, handle.abort_handle());
             }
         }
@@ -544,6 +568,18 @@ async fn run_request(
     let _running = InFlight(server.clone());
     let failure = match handler {
         Handler::Unary(f) => match call(|| f(payload)).await {
+            // An answer over the limit would break the connection's sending side: refuse it.
+            Ok(Ok(response)) if response.len() > server.config.ipc.max_message_size => Some((
+                ErrorKind::TooLarge,
+                ErrorBody::new(
+                    ErrorCode::TOO_LARGE,
+                    format!(
+                        "the handler's answer of {} bytes is over the limit of {} bytes",
+                        response.len(),
+                        server.config.ipc.max_message_size
+                    ),
+                ),
+            )),
             Ok(Ok(response)) => {
                 conn.send(MessageType::Response, id, response).await;
                 None
@@ -552,7 +588,12 @@ async fn run_request(
             Err(panic) => Some((ErrorKind::Panic, panicked(&server, kind, &panic))),
         },
         Handler::Stream(f) => {
-            let sink = ChunkSender { out: conn.out.clone(), id, metrics: server.metrics.clone() };
+            let sink = ChunkSender {
+                out: conn.out.clone(),
+                id,
+                metrics: server.metrics.clone(),
+                max: server.config.ipc.max_message_size,
+            };
             match call(|| f(payload, sink)).await {
                 Ok(Ok(())) => {
                     conn.send(MessageType::StreamEnd, id, Bytes::new()).await;
