@@ -454,7 +454,7 @@ impl Bench<'_> {
     ) -> Result<Histogram<u64>> {
         self.session(transport, mode, Test::Echo, payload, counts, |client, _| match client {
             Client::Lapce(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
-            Client::Rpc(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
+            Client::Rpc(c) => c.rtt(payload, counts.warmup, counts.rounds),
             Client::Baseline(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
         })
     }

@@ -10,7 +10,9 @@ use lapce_ipc::frame::MessageType;
 use lapce_ipc::{IpcClient, IpcConfig, IpcServer};
 
 use super::child::announce_ready;
-use super::measure::{ClientConn, Result, Throughput};
+use hdrhistogram::Histogram;
+
+use super::measure::{new_histogram, Result, Throughput};
 use super::{lapce, Mode, ServerArgs, Test};
 
 /// Requests in flight at once in the throughput test.
@@ -54,12 +56,10 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
 }
 
 /// The bench process's side: a client on a runtime of its own (one worker thread, as
-/// `BlockingIpcClient` has), driven from the bench thread with `block_on`.
+/// `BlockingIpcClient` has); the measurements run as tasks on it.
 pub struct RpcClient {
     runtime: tokio::runtime::Runtime,
     client: IpcClient,
-    /// The last answer, for `recv_probe` (a request is sent and answered in `send`).
-    last: Bytes,
 }
 
 impl RpcClient {
@@ -67,7 +67,33 @@ impl RpcClient {
     pub fn connect(name: &str, mode: Mode, payload: usize) -> Result<RpcClient> {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let client = runtime.block_on(IpcClient::connect(name, config(mode, payload)))?;
-        Ok(RpcClient { runtime, client, last: Bytes::new() })
+        Ok(RpcClient { runtime, client })
+    }
+
+    /// Round trips of sequential requests made from a task on the client's runtime, as an async
+    /// application makes them (a thread blocked in `block_on` adds a thread wake-up to each
+    /// answer): `warmup` unrecorded, then `rounds` recorded in nanoseconds, every echo checked.
+    pub fn rtt(&self, payload: usize, warmup: u64, rounds: u64) -> Result<Histogram<u64>> {
+        let client = self.client.clone();
+        let mut hist = new_histogram()?;
+        let task = self.runtime.spawn(async move {
+            let mut msg = vec![0xA5u8; payload];
+            for i in 0..warmup + rounds {
+                msg[0] = i as u8;
+                let request = Bytes::copy_from_slice(&msg);
+                let start = Instant::now();
+                let answer = client.request(MessageType::Data, request).await?;
+                let rtt = start.elapsed();
+                if answer.len() != payload || answer.first() != msg.first() {
+                    return Err(lapce_ipc::IpcError::Corrupted(format!("bad echo for request {i}")));
+                }
+                if i >= warmup {
+                    hist.saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
+                }
+            }
+            Ok(hist)
+        });
+        Ok(self.runtime.block_on(task)??)
     }
 
     /// Requests per second with [`IN_FLIGHT`] requests in flight: `warmup` unmeasured requests,
@@ -106,23 +132,5 @@ impl RpcClient {
         let start = Instant::now();
         let done = self.runtime.block_on(run(count))?;
         Ok(Throughput { messages: done, payload, elapsed: start.elapsed() })
-    }
-}
-
-impl ClientConn for RpcClient {
-    fn send(&mut self, msg: &[u8]) -> Result<()> {
-        self.last =
-            self.runtime.block_on(self.client.request(MessageType::Data, Bytes::copy_from_slice(msg)))?;
-        Ok(())
-    }
-
-    fn recv_probe(&mut self) -> Result<(usize, u8)> {
-        Ok((self.last.len(), self.last.first().copied().unwrap_or(0)))
-    }
-
-    fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
-        let n = self.last.len().min(buf.len());
-        buf[..n].copy_from_slice(&self.last[..n]);
-        Ok(self.last.len())
     }
 }
