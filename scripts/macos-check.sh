@@ -5,8 +5,8 @@
 #
 # Toolchain: Debian's rustc-web / cargo-web / rust-web-clippy (a second, Debian-built Rust) plus
 # rust-web-src, whose sources `-Zbuild-std` compiles (RUSTC_BOOTSTRAP=1 unlocks that flag on a
-# stable compiler). Installed with apt when missing. Output goes to target/macos so it never mixes
-# with the host build.
+# stable compiler). Installed with apt when missing. Output goes to target/cross (shared with
+# scripts/windows-test.sh) so it never mixes with the host build.
 #
 # Usage: scripts/macos-check.sh            (clippy, both targets)
 #        MACOS_TARGETS=aarch64-apple-darwin MACOS_SUBCOMMAND=check scripts/macos-check.sh
@@ -30,7 +30,8 @@ fi
 
 # /usr/bin first, so that `cargo clippy` finds the Debian clippy, not the rustup one.
 export PATH=/usr/bin:$PATH RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_BOOTSTRAP=1
-export CARGO_TARGET_DIR="$PWD/target/macos"
+# Shared with windows-test.sh: the host proc-macro crates (same Debian rustc) are built once.
+export CARGO_TARGET_DIR="$PWD/target/cross"
 cargo=/usr/bin/cargo
 
 status=0

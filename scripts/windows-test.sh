@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # windows-test.sh — builds lapce-ipc for x86_64-pc-windows-gnu and runs its tests (unit,
-# integration incl. the cross-process suite, doc) under Wine. `.ci/run` runs it twice: clippy
-# -D warnings for the Windows target, then the library's test suite.
+# integration incl. the cross-process suite, doc) under Wine. `.ci/run` builds the library's and
+# the CLI's tests with it (failing on any compiler warning), then runs the library's suite.
 #
 # Usage:  scripts/windows-test.sh [cargo test args...]   e.g.  -p lapce-ipc --test cross_process -- --nocapture
 #         WINDOWS_TEST_SUBCOMMAND=clippy scripts/windows-test.sh -p lapce-ipc --all-targets -- -D warnings
@@ -15,7 +15,8 @@
 # which Wine 8 lacks, so a tiny shim DLL is built and put in the private prefix.
 # Idempotent: installs missing apt packages, creates the Wine prefix once.
 #
-# Env knobs: CARGO_TARGET_DIR (default <workspace>/target/xwin),
+# Env knobs: CARGO_TARGET_DIR (default <workspace>/target/cross, shared with macos-check.sh so
+#   the host's proc-macro crates, built by the same Debian rustc, are built once),
 #   WINDOWS_TEST_WINEPREFIX (default ~/.cache/windows-test-wineprefix),
 #   WINEDEBUG (default -all), WINDOWS_TEST_SUBCOMMAND (default test).
 set -euo pipefail
@@ -52,7 +53,7 @@ CARGO=/usr/bin/cargo
 if [ -z "${CARGO_TARGET_DIR:-}" ]; then
   # separate dir so the rustup-1.95 host build and this 1.96 build never mix
   manifest=$("$CARGO" locate-project --workspace --message-format plain)
-  export CARGO_TARGET_DIR="$(dirname "$manifest")/target/xwin"
+  export CARGO_TARGET_DIR="$(dirname "$manifest")/target/cross"
 fi
 
 # --- 3. Wine prefix (private, created once, ~10 s) -------------------------
