@@ -35,3 +35,12 @@ pub(crate) use windows::*;
 
 #[cfg(not(any(unix, windows)))]
 compile_error!("lapce-ipc supports Unix (Linux, macOS) and Windows");
+
+/// Time left before a handshake `deadline`, for both backends' control channels;
+/// [`IpcError::Timeout`](crate::IpcError::Timeout) when none.
+fn time_left(deadline: std::time::Instant) -> crate::Result<std::time::Duration> {
+    deadline
+        .checked_duration_since(std::time::Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or(crate::IpcError::Timeout)
+}

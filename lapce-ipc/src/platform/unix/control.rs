@@ -17,6 +17,7 @@ use super::socket::{
     register_readable, runtime_dir, send_with_fds, Doorbell, Listening,
 };
 use crate::error::{handshake_io, IpcError, Result};
+use crate::platform::time_left;
 
 /// What carries a segment or a doorbell to the peer: a file descriptor.
 pub(crate) type OsHandle = OwnedFd;
@@ -168,11 +169,6 @@ fn check_peer(sock: impl AsFd) -> Result<u32> {
         });
     }
     Ok(pid)
-}
-
-/// Time left before `deadline`; [`IpcError::Timeout`] when none.
-fn time_left(deadline: Instant) -> Result<Duration> {
-    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(IpcError::Timeout)
 }
 
 /// A connected control socket during the handshake (blocking flavour).

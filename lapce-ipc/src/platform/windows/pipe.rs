@@ -44,6 +44,7 @@ use super::event::{wait_ms, EventWait};
 use super::security::{check_same_user, user_tag};
 use super::{new_event, owned, BorrowedOsHandle, OsHandle};
 use crate::error::{handshake_io, IpcError, Result};
+use crate::platform::time_left;
 
 /// Most handles one control message may carry.
 const MAX_HANDLES: usize = 8;
@@ -312,11 +313,6 @@ impl AsyncControlListener {
 enum Side {
     Server,
     Client,
-}
-
-/// Time left before `deadline`; [`IpcError::Timeout`] when none.
-fn time_left(deadline: Instant) -> Result<Duration> {
-    deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()).ok_or(IpcError::Timeout)
 }
 
 /// A connected pipe during the handshake (blocking flavour).
