@@ -68,6 +68,8 @@ pub(crate) struct Link {
     peer: PeerLink,
     peer_pid: u32,
     gone: Arc<AtomicBool>,
+    /// Whatever must live exactly as long as the connection (the server's pool slot).
+    _held: Option<Box<dyn Send + Sync>>,
 }
 
 impl Link {
@@ -84,7 +86,13 @@ impl Link {
             }
         });
         let peer = PeerLink::new(control, on_hangup)?;
-        Ok(Link { peer, peer_pid, gone })
+        Ok(Link { peer, peer_pid, gone, _held: None })
+    }
+
+    /// Keeps `held` until the connection is closed (both halves dropped).
+    pub(crate) fn holding(mut self, held: Box<dyn Send + Sync>) -> Link {
+        self._held = Some(held);
+        self
     }
 
     /// True once the peer has hung up (or sent anything, which no live peer does).
@@ -321,6 +329,11 @@ impl SendHalf {
 
     pub(crate) fn link(&self) -> &Link {
         &self.sleeper.link
+    }
+
+    /// See [`Producer::discard_if_empty`].
+    pub(crate) fn discard_if_empty(&mut self) -> Result<bool> {
+        self.producer.discard_if_empty()
     }
 
     /// Reserves `len` bytes, lets `fill` write them and return how many to publish.

@@ -26,6 +26,7 @@
 //! socket_path = "lapce-ai"          # a listener name, not a path
 //! max_connections = 1000
 //! idle_timeout_secs = 300           # 0 = never
+//! idle_trim_ms = 1000               # 0 = never
 //! max_message_size = 10485760       # 10 MiB
 //! buffer_pool_size = 100
 //! ring_size = 262144                # 256 KiB per direction, a power of two
@@ -98,6 +99,11 @@ pub struct IpcSection {
     /// Seconds without traffic after which a connection is closed (default 300); 0 = never.
     /// At most one year (31536000).
     pub idle_timeout_secs: u64,
+    /// Milliseconds a connection's outgoing ring must stay empty and unwritten before its pages
+    /// are given back to the OS (default 1000); 0 = never. The ring keeps working: the next
+    /// message is written to fresh pages. Applies to servers and clients alike (each trims the
+    /// ring it writes). At most one day (86400000).
+    pub idle_trim_ms: u64,
     /// Largest message in bytes, either way (default 10 MiB = 10485760; 1 KiB to 1 GiB).
     pub max_message_size: usize,
     /// Receive buffers the server keeps for reuse (default 100; 0 to 65536).
@@ -132,6 +138,7 @@ impl Default for IpcSection {
             socket_path: "lapce-ai".to_owned(),
             max_connections: 1000,
             idle_timeout_secs: 300,
+            idle_trim_ms: 1000,
             max_message_size: crate::frame::DEFAULT_MAX_MESSAGE,
             buffer_pool_size: 100,
             ring_size: 256 * 1024,
@@ -274,6 +281,7 @@ impl IpcConfig {
         check_socket_name(&ipc.socket_path)?;
         in_range("ipc.max_connections", ipc.max_connections, 1, 65536)?;
         in_range("ipc.idle_timeout_secs", ipc.idle_timeout_secs, 0, 365 * 86400)?;
+        in_range("ipc.idle_trim_ms", ipc.idle_trim_ms, 0, 86_400_000)?;
         in_range("ipc.max_message_size", ipc.max_message_size, 1024, 1 << 30)?;
         in_range("ipc.buffer_pool_size", ipc.buffer_pool_size, 0, 65536)?;
         if !ipc.ring_size.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&ipc.ring_size) {
@@ -325,7 +333,14 @@ impl IpcConfig {
             ring_capacity: self.ipc.ring_size,
             wait: self.wait_strategy(),
             handshake_timeout: Duration::from_millis(self.ipc.handshake_timeout_ms),
+            warm_pool: self.ipc.warm_pool_size,
+            max_slots: self.ipc.max_slots,
         }
+    }
+
+    /// `idle_trim_ms` as a duration; `None` for 0 (never).
+    pub fn idle_trim(&self) -> Option<Duration> {
+        (self.ipc.idle_trim_ms > 0).then(|| Duration::from_millis(self.ipc.idle_trim_ms))
     }
 
     /// `idle_timeout_secs` as a duration; `None` for 0 (never).
@@ -349,6 +364,7 @@ impl IpcConfig {
         entry(o, "socket_path", &toml_string(&ipc.socket_path), "listener name, not a path");
         entry(o, "max_connections", &ipc.max_connections, "1 to 65536");
         entry(o, "idle_timeout_secs", &ipc.idle_timeout_secs, "0 = never");
+        entry(o, "idle_trim_ms", &ipc.idle_trim_ms, "give idle rings' pages back; 0 = never");
         entry(o, "max_message_size", &ipc.max_message_size, "bytes, 1 KiB to 1 GiB");
         entry(o, "buffer_pool_size", &ipc.buffer_pool_size, "receive buffers kept for reuse");
         entry(o, "ring_size", &ipc.ring_size, "bytes per direction, power of two, 4 KiB to 1 GiB");
@@ -569,6 +585,7 @@ mod tests {
         assert_eq!(c.metrics.addr, None);
         assert_eq!(c.idle_timeout(), Some(Duration::from_secs(300)));
         assert_eq!(c.request_timeout(), Some(Duration::from_secs(30)));
+        assert_eq!(c.idle_trim(), Some(Duration::from_secs(1)));
     }
 
     #[test]
@@ -578,6 +595,7 @@ mod tests {
         assert_eq!(ours.ring_capacity, theirs.ring_capacity);
         assert_eq!(ours.wait, theirs.wait);
         assert_eq!(ours.handshake_timeout, theirs.handshake_timeout);
+        assert_eq!((ours.warm_pool, ours.max_slots), (theirs.warm_pool, theirs.max_slots));
     }
 
     #[test]
@@ -587,7 +605,10 @@ mod tests {
         c.ipc.handshake_timeout_ms = 250;
         c.ipc.wait_mode = WaitMode::Adaptive;
         c.ipc.spin_micros = 7;
+        c.ipc.warm_pool_size = 3;
+        c.ipc.max_slots = 9;
         let s = c.stream_config();
+        assert_eq!((s.warm_pool, s.max_slots), (3, 9));
         assert_eq!(s.ring_capacity, 1 << 20);
         assert_eq!(s.handshake_timeout, Duration::from_millis(250));
         assert_eq!(s.wait, WaitStrategy::Adaptive(Duration::from_micros(7)));
@@ -603,7 +624,9 @@ mod tests {
         let mut c = IpcConfig::default();
         c.ipc.idle_timeout_secs = 0;
         c.ipc.request_timeout_ms = 0;
+        c.ipc.idle_trim_ms = 0;
         c.validate().unwrap();
+        assert_eq!(c.idle_trim(), None);
         assert_eq!(c.idle_timeout(), None);
         assert_eq!(c.request_timeout(), None);
     }
@@ -616,6 +639,7 @@ mod tests {
         let cases: &[(&str, Set, &[u64], &[u64])] = &[
             ("ipc.max_connections", |c, v| c.ipc.max_connections = v as usize, &[1, 65536], &[0, 65537]),
             ("ipc.idle_timeout_secs", |c, v| c.ipc.idle_timeout_secs = v, &[0, 31_536_000], &[31_536_001]),
+            ("ipc.idle_trim_ms", |c, v| c.ipc.idle_trim_ms = v, &[0, 86_400_000], &[86_400_001]),
             (
                 "ipc.max_message_size",
                 |c, v| c.ipc.max_message_size = v as usize,
@@ -761,6 +785,7 @@ mod tests {
             "socket_path = \"lapce-ai\"",
             "max_connections = 1000",
             "idle_timeout_secs = 300",
+            "idle_trim_ms = 1000",
             "max_message_size = 10485760",
             "buffer_pool_size = 100",
             "ring_size = 262144",

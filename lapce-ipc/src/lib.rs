@@ -73,8 +73,8 @@ pub use channel::WaitStrategy;
 pub use config::IpcConfig;
 pub use connection::{
     clean_stale_sockets, socket_path, AsyncSharedMemoryListener, AsyncSharedMemoryStream,
-    AsyncStreamReceiver, AsyncStreamSender, SharedMemoryListener, SharedMemoryStream, StreamConfig,
-    StreamReceiver, StreamSender, PROTOCOL_VERSION,
+    AsyncStreamReceiver, AsyncStreamSender, PoolStats, SharedMemoryListener, SharedMemoryStream,
+    StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
 };
 pub use error::{IpcError, Result};
 pub use metrics::MetricsEndpoint;

@@ -25,6 +25,17 @@
 //! | `lapce_ipc_request_bytes_total` | counter | | payload bytes of every frame received from clients (requests, cancels, heartbeats; without the 24-byte headers) |
 //! | `lapce_ipc_response_bytes_total` | counter | | payload bytes of every answer frame queued for clients (responses, chunks, errors, heartbeats) |
 //! | `lapce_ipc_dead_connections_reclaimed_total` | counter | | connections that ended because the client hung up (closed, exited or was killed: the protocol has no goodbye, so the server cannot tell these apart) and whose segment and tasks the server then released |
+//! | `lapce_ipc_slots` | gauge | | segments the listener holds now, in use and warm (see [`StreamConfig::warm_pool`](crate::StreamConfig::warm_pool)) |
+//! | `lapce_ipc_slots_available` | gauge | | warm segments ready for the next clients |
+//! | `lapce_ipc_slots_in_use` | gauge | | segments held by connections now |
+//! | `lapce_ipc_slots_max` | gauge | | `max_slots` |
+//! | `lapce_ipc_slot_claims_total` | counter | | slots claimed by accepted clients |
+//! | `lapce_ipc_slot_claims_cold_total` | counter | | claims that found the warm pool empty and made their segment on the spot |
+//! | `lapce_ipc_slots_reclaimed_total` | counter | | slots given back when a connection closed (by the server, or because the client closed, exited or died), ready for the next client |
+//! | `lapce_ipc_handshakes_refused_total` | counter | | clients the listener refused during the handshake: another user, a bad hello, no free slot |
+//!
+//! The slot and handshake families are read from the listener when the text is made (no
+//! recording on any path).
 //!
 //! `errors_total` kinds: `handler` (the handler returned an error), `panic` (it panicked),
 //! `unknown_type` (no handler for the request's type), `cancelled` (a `Cancel` stopped a running
@@ -48,11 +59,10 @@
 //! # Not exported yet
 //!
 //! The seed documents list families this server has no implementation for yet, so they are not
-//! exported (no zero-valued stand-ins): the slot pool (`slots_total`, `slots_available`,
-//! `slots_in_use`, `slot_claims_total`, claim duration) and stale-resource cleanup, which come
-//! with the warm pool; ring occupancy and per-direction ring writes, reads and bytes, and
-//! backpressure events and wait durations, which need counters inside the ring and channel
-//! layers; write and read latency histograms per ring operation.
+//! exported (no zero-valued stand-ins): slot claim duration and stale-resource cleanup counts;
+//! ring occupancy and per-direction ring writes, reads and bytes, and backpressure events and
+//! wait durations, which need counters inside the ring and channel layers (on the per-message
+//! path); write and read latency histograms per ring operation.
 //!
 //! # The HTTP endpoint
 //!
@@ -326,6 +336,89 @@ impl Metrics {
     }
 }
 
+/// What the server's listener reports at scrape time (read, not recorded: see [`LiveValue`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ListenerReport {
+    pub(crate) pool: crate::PoolStats,
+    /// Clients whose handshake the listener refused (another user, a bad hello, no free slot).
+    pub(crate) handshakes_refused: u64,
+}
+
+type ListenerReader = Arc<dyn Fn() -> ListenerReport + Send + Sync>;
+
+/// A gauge or counter whose value is read when the registry is encoded, from state that
+/// another layer keeps anyway (the listener's pool): nothing is recorded on any hot path.
+struct LiveValue {
+    read: ListenerReader,
+    pick: fn(&ListenerReport) -> u64,
+    counter: bool,
+}
+
+impl std::fmt::Debug for LiveValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LiveValue({})", (self.pick)(&(self.read)()))
+    }
+}
+
+impl TypedMetric for LiveValue {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for LiveValue {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let v = (self.pick)(&(self.read)());
+        if self.counter {
+            encoder.encode_counter::<NoLabelSet, _, u64>(&v, None)
+        } else {
+            encoder.encode_gauge(&(v as i64))
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        if self.counter {
+            MetricType::Counter
+        } else {
+            MetricType::Gauge
+        }
+    }
+}
+
+impl Metrics {
+    /// Registers the families read from the listener at scrape time: the warm pool's slots and
+    /// the refused handshakes.
+    pub(crate) fn register_listener(&mut self, read: ListenerReader) {
+        type Pick = fn(&ListenerReport) -> u64;
+        let families: [(&str, &str, bool, Pick); 8] = [
+            ("slots", "Segments held now, in use and warm", false, |r| (r.pool.in_use + r.pool.warm) as u64),
+            ("slots_available", "Warm segments ready for the next clients", false, |r| r.pool.warm as u64),
+            ("slots_in_use", "Segments held by connections now", false, |r| r.pool.in_use as u64),
+            ("slots_max", "Most segments at once (max_slots)", false, |r| r.pool.max_slots as u64),
+            ("slot_claims", "Slots claimed by accepted clients", true, |r| r.pool.claims),
+            (
+                "slot_claims_cold",
+                "Claims that found the warm pool empty and made their segment on the spot",
+                true,
+                |r| r.pool.misses,
+            ),
+            (
+                "slots_reclaimed",
+                "Slots given back by closed connections (closed, hung up or dead peers), for reuse",
+                true,
+                |r| r.pool.released,
+            ),
+            (
+                "handshakes_refused",
+                "Clients the listener refused: another user, a bad hello, no free slot",
+                true,
+                |r| r.handshakes_refused,
+            ),
+        ];
+        for (name, help, counter, pick) in families {
+            self.registry.register(name, help, LiveValue { read: read.clone(), pick, counter });
+        }
+    }
+}
+
 /// Upper bounds of the duration buckets, in nanoseconds (then `+Inf`).
 const BOUNDS_NANOS: [u64; 24] = [
     1_000,
@@ -582,6 +675,41 @@ mod tests {
         assert_eq!(cells[BOUNDS_NANOS.len()].load(Ordering::Relaxed), 1);
         assert_eq!(h.count(), 4);
         assert!(BOUNDS_NANOS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn listener_families_are_read_when_encoding() {
+        let mut m = Metrics::new();
+        let claims = Arc::new(AtomicU64::new(0));
+        let read = claims.clone();
+        m.register_listener(Arc::new(move || ListenerReport {
+            pool: crate::PoolStats {
+                warm: 60,
+                in_use: 3,
+                max_slots: 1024,
+                claims: read.load(Ordering::Relaxed),
+                ..Default::default()
+            },
+            handshakes_refused: 2,
+        }));
+        claims.store(7, Ordering::Relaxed);
+        let t = m.encode();
+        for line in [
+            "# TYPE lapce_ipc_slots gauge",
+            "lapce_ipc_slots 63",
+            "lapce_ipc_slots_available 60",
+            "lapce_ipc_slots_in_use 3",
+            "lapce_ipc_slots_max 1024",
+            "# TYPE lapce_ipc_slot_claims counter",
+            "lapce_ipc_slot_claims_total 7",
+            "lapce_ipc_slot_claims_cold_total 0",
+            "lapce_ipc_slots_reclaimed_total 0",
+            "lapce_ipc_handshakes_refused_total 2",
+        ] {
+            assert!(t.lines().any(|l| l == line), "{line:?} missing from:\n{t}");
+        }
+        claims.store(8, Ordering::Relaxed);
+        assert!(m.encode().contains("lapce_ipc_slot_claims_total 8\n"));
     }
 
     #[test]

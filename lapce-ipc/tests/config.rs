@@ -305,6 +305,6 @@ fn docs_example_file_is_the_defaults_with_every_key() {
     let mut want = keys_of(&all_changed().to_toml_string());
     assert!(want.remove("metrics.addr"));
     assert_eq!(keys_of(DOCS_EXAMPLE), want);
-    assert_eq!(want.len(), 15);
+    assert_eq!(want.len(), 16);
     assert!(DOCS_EXAMPLE.lines().any(|l| l.starts_with("# addr = \"127.0.0.1:9464\"")));
 }

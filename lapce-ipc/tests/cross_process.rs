@@ -326,6 +326,49 @@ where
     (err, at.saturating_duration_since(killed))
 }
 
+/// The warm pool's slots across processes: a listener with one slot serves one client process,
+/// refuses a second client with a clear error (counted), and once the first client is killed
+/// and its connection dropped, the freed slot serves the next client.
+#[test]
+fn slots_are_bounded_and_a_killed_clients_slot_is_reused() {
+    let name = unique_name("slots");
+    let config = StreamConfig { warm_pool: 1, max_slots: 1, ..small_ring() };
+    let listener = SharedMemoryListener::bind_with(&name, config).unwrap();
+    let mut child = ChildGuard::spawn("idle-peer", &name);
+    let mut first = listener.accept().unwrap();
+    let st = listener.pool_stats();
+    assert_eq!((st.in_use, st.claims, st.max_slots), (1, 1, 1), "{st:?}");
+    assert_eq!(st.warm, 0, "no warm segment beyond the last slot: {st:?}");
+    std::thread::scope(|scope| {
+        // Refuses the parent's first attempt (counted), then serves its second.
+        let accepting = scope.spawn(|| listener.accept().unwrap());
+        match SharedMemoryStream::connect(&name) {
+            Err(IpcError::ServerRefused(reason)) => {
+                assert!(reason.contains("no free connection slot"), "{reason}")
+            }
+            other => panic!("expected a refusal with every slot taken, got {:?}", other.map(|_| ())),
+        }
+        let deadline = Instant::now() + HANG;
+        while listener.rejected().0 < 1 {
+            assert!(Instant::now() < deadline, "the refusal was not counted");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(listener.rejected().1.unwrap().contains("limit of 1 connection slots"));
+        child.kill();
+        assert!(matches!(first.recv(&mut [0u8; 64]), Err(IpcError::PeerGone)));
+        drop(first);
+        let st = listener.pool_stats();
+        assert_eq!((st.in_use, st.released, st.exhausted), (0, 1, 1), "{st:?}");
+        let mut client = SharedMemoryStream::connect(&name).unwrap();
+        let mut server = accepting.join().unwrap();
+        client.send(b"reused slot").unwrap();
+        let mut buf = [0u8; 32];
+        let n = server.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"reused slot");
+        assert_eq!(listener.pool_stats().claims, 2);
+    });
+}
+
 #[test]
 fn kill_9_wakes_a_blocked_recv() {
     let name = unique_name("kill-recv");

@@ -329,6 +329,14 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
         ("lapce_ipc_request_bytes", "counter"),
         ("lapce_ipc_response_bytes", "counter"),
         ("lapce_ipc_dead_connections_reclaimed", "counter"),
+        ("lapce_ipc_slots", "gauge"),
+        ("lapce_ipc_slots_available", "gauge"),
+        ("lapce_ipc_slots_in_use", "gauge"),
+        ("lapce_ipc_slots_max", "gauge"),
+        ("lapce_ipc_slot_claims", "counter"),
+        ("lapce_ipc_slot_claims_cold", "counter"),
+        ("lapce_ipc_slots_reclaimed", "counter"),
+        ("lapce_ipc_handshakes_refused", "counter"),
     ] {
         assert_eq!(before.families.get(family).map(String::as_str), Some(kind), "{family}: {before:#?}");
     }
@@ -441,6 +449,8 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
         s.get("lapce_ipc_connections_active") == 1.0
             && delta(s, r#"lapce_ipc_connections_total{status="accepted"}"#) >= 2.0
             && delta(s, "lapce_ipc_dead_connections_reclaimed_total") >= 2.0
+            && s.get("lapce_ipc_slots_in_use") == 1.0
+            && s.get("lapce_ipc_slots_available") == 64.0
     });
     for (series, expected) in [
         (r#"lapce_ipc_connections_total{status="accepted"}"#, 2.0),
@@ -449,9 +459,18 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
         // The killed client and the one that closed: the server cannot tell them apart.
         ("lapce_ipc_dead_connections_reclaimed_total", 2.0),
         (r#"lapce_ipc_requests_total{type="Data"}"#, N as f64 + 1.0),
+        // Slots: the idle client, the refused one (the listener took it, the server turned it
+        // away) and the closing one each claimed a slot, and each gave it back.
+        ("lapce_ipc_slot_claims_total", 3.0),
+        ("lapce_ipc_slots_reclaimed_total", 3.0),
+        ("lapce_ipc_slot_claims_cold_total", 0.0),
+        ("lapce_ipc_handshakes_refused_total", 0.0),
     ] {
         assert_eq!(delta(&last, series), expected, "{series}");
     }
+    // The warm pool was refilled after every claim; one slot is held by the first client.
+    assert_eq!(last.get("lapce_ipc_slots"), 65.0);
+    assert_eq!(last.get("lapce_ipc_slots_max"), 1024.0);
     // The first client is still served.
     assert_eq!(rt.block_on(client.request(ECHO, "still here")).unwrap(), "still here");
 }

@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
+use super::pool::{PoolStats, SegmentPool};
 use super::{socket_path, StreamConfig};
 use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
 use crate::error::{IpcError, Result};
@@ -32,6 +33,7 @@ pub struct SharedMemoryListener {
     control: ControlListener,
     config: StreamConfig,
     rejections: Rejections,
+    pool: SegmentPool,
 }
 
 impl SharedMemoryListener {
@@ -44,7 +46,8 @@ impl SharedMemoryListener {
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<SharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
         let control = ControlListener::bind(socket_path(name)?)?;
-        Ok(SharedMemoryListener { control, config, rejections: Rejections::default() })
+        let pool = SegmentPool::for_config(&config)?;
+        Ok(SharedMemoryListener { control, config, rejections: Rejections::default(), pool })
     }
 
     /// The control channel's path (see [`socket_path`](crate::socket_path)).
@@ -63,7 +66,7 @@ impl SharedMemoryListener {
     pub fn accept(&self) -> Result<SharedMemoryStream> {
         loop {
             let control = self.control.accept()?;
-            match server_handshake(control, &self.config) {
+            match server_handshake(control, &self.config, &self.pool) {
                 Ok(stream) => return Ok(stream),
                 Err(Refused::Client(e)) => self.rejections.record(e),
                 Err(Refused::Ours(e)) => return Err(e),
@@ -75,11 +78,18 @@ impl SharedMemoryListener {
     pub fn rejected(&self) -> (u64, Option<String>) {
         self.rejections.get()
     }
+
+    /// The warm pool's state: segments ready, slots in use, claims (see
+    /// [`StreamConfig::warm_pool`]).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
 }
 
 fn server_handshake(
     mut control: ControlStream,
     config: &StreamConfig,
+    pool: &SegmentPool,
 ) -> Result<SharedMemoryStream, Refused> {
     let deadline = Instant::now() + config.handshake_timeout;
     let checked = control.check_peer().and_then(|pid| {
@@ -94,7 +104,15 @@ fn server_handshake(
             return Err(Refused::Client(e));
         }
     };
-    let offer = Offer::new(config.ring_capacity).map_err(Refused::Ours)?;
+    let (prepared, slot) = match pool.claim() {
+        Ok(claimed) => claimed,
+        Err(e @ IpcError::ServerRefused(_)) => {
+            let _ = control.write_all_by(&handshake::refusal(&e), &[], deadline);
+            return Err(Refused::Client(e));
+        }
+        Err(e) => return Err(Refused::Ours(e)),
+    };
+    let offer = Offer::new(prepared, slot, config.ring_capacity).map_err(Refused::Ours)?;
     control.write_all_by(&offer.hello, &offer.handles(), deadline).map_err(Refused::Client)?;
     let (tx, rx) = offer.into_halves(control, client_pid, config.wait).map_err(Refused::Ours)?;
     Ok(SharedMemoryStream::from_halves(tx, rx))

@@ -14,6 +14,7 @@
 
 use std::sync::Arc;
 
+use super::pool::{Prepared, Slot};
 use crate::channel::{Link, RecvHalf, SendHalf, Sleeper, WaitStrategy};
 use crate::error::{IpcError, Result};
 use crate::platform::{current_pid, BorrowedOsHandle, ControlStream, Doorbell, OsHandle, Segment};
@@ -30,6 +31,7 @@ pub(crate) const SERVER_HELLO_LEN: usize = 48;
 const STATUS_OK: u32 = 0;
 const STATUS_VERSION_MISMATCH: u32 = 1;
 const STATUS_REFUSED: u32 = 2;
+const STATUS_NO_SLOT: u32 = 3;
 
 /// Descriptors a successful `ServerHello` carries: segment + 4 doorbells.
 const OFFER_FDS: usize = 5;
@@ -78,9 +80,15 @@ fn server_hello(status: u32, capacity: u64, segment_len: u64) -> [u8; SERVER_HEL
 pub(crate) fn refusal(err: &IpcError) -> [u8; SERVER_HELLO_LEN] {
     let status = match err {
         IpcError::VersionMismatch { .. } => STATUS_VERSION_MISMATCH,
+        IpcError::ServerRefused(_) => STATUS_NO_SLOT,
         _ => STATUS_REFUSED,
     };
     server_hello(status, 0, 0)
+}
+
+/// Bytes of the segment of a connection whose rings hold `capacity` bytes each.
+pub(crate) fn segment_len(capacity: usize) -> usize {
+    layout(capacity).2
 }
 
 /// Offsets of the two rings in a connection segment: client→server first.
@@ -95,6 +103,9 @@ fn layout(capacity: usize) -> (usize, usize, usize) {
 pub(crate) struct Offer {
     pub(crate) hello: [u8; SERVER_HELLO_LEN],
     segment: Arc<Segment>,
+    /// The connection's claim on the listener's pool: goes with the connection, given back
+    /// when both halves are dropped.
+    slot: Slot,
     /// The server's ends: c2s-data (sleeps), c2s-space (rings), s2c-data (rings), s2c-space
     /// (sleeps).
     ours: [Doorbell; 4],
@@ -105,22 +116,30 @@ pub(crate) struct Offer {
 }
 
 impl Offer {
-    pub(crate) fn new(capacity: usize) -> Result<Offer> {
+    /// The offer of a segment claimed from the pool (made for rings of `capacity` bytes): its
+    /// rings are initialised here, just before it is sent.
+    pub(crate) fn new(prepared: Prepared, slot: Slot, capacity: usize) -> Result<Offer> {
         check_capacity(capacity)?;
         let (c2s, s2c, len) = layout(capacity);
-        let segment = Arc::new(Segment::create("lapce-ipc", len)?);
+        let Prepared { segment, bells } = prepared;
+        if segment.len() != len {
+            return Err(IpcError::InvalidArgument(format!(
+                "a pooled segment of {} bytes cannot hold two rings of {capacity} bytes",
+                segment.len()
+            )));
+        }
+        let segment = Arc::new(segment);
         let region: Arc<dyn SharedRegion> = segment.clone();
         init_ring(&region, c2s, capacity)?;
         init_ring(&region, s2c, capacity)?;
         // Each pair is (sleeper end, ringer end).
-        let (c2s_data_sleep, c2s_data_ring) = Doorbell::pair()?;
-        let (c2s_space_sleep, c2s_space_ring) = Doorbell::pair()?;
-        let (s2c_data_sleep, s2c_data_ring) = Doorbell::pair()?;
-        let (s2c_space_sleep, s2c_space_ring) = Doorbell::pair()?;
+        let [(c2s_data_sleep, c2s_data_ring), (c2s_space_sleep, c2s_space_ring), (s2c_data_sleep, s2c_data_ring), (s2c_space_sleep, s2c_space_ring)] =
+            bells;
         let hello = server_hello(STATUS_OK, capacity as u64, len as u64);
         Ok(Offer {
             hello,
             segment,
+            slot,
             ours: [c2s_data_sleep, c2s_space_ring, s2c_data_ring, s2c_space_sleep],
             theirs: [c2s_data_ring, c2s_space_sleep, s2c_data_sleep, s2c_space_ring],
             capacity,
@@ -145,8 +164,10 @@ impl Offer {
         let [c2s_data_sleep, c2s_space_ring, s2c_data_ring, s2c_space_sleep] = self.ours;
         let tx = Producer::attach(region.clone(), s2c, self.capacity)?;
         let rx = Consumer::attach(region, c2s, self.capacity)?;
-        let link =
-            Arc::new(Link::new(control, client_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
+        let link = Arc::new(
+            Link::new(control, client_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?
+                .holding(Box::new(self.slot)),
+        );
         Ok((
             SendHalf::new(tx, Sleeper::new(s2c_data_ring, s2c_space_sleep, link.clone(), wait)),
             RecvHalf::new(rx, Sleeper::new(c2s_space_ring, c2s_data_sleep, link, wait)),
@@ -170,6 +191,9 @@ pub(crate) fn client_halves(
     let status = u32_at(hello, 12);
     if version != PROTOCOL_VERSION || status == STATUS_VERSION_MISMATCH {
         return Err(IpcError::VersionMismatch { ours: PROTOCOL_VERSION, theirs: version });
+    }
+    if status == STATUS_NO_SLOT {
+        return Err(IpcError::ServerRefused("the listener has no free connection slot (max_slots)".into()));
     }
     if status != STATUS_OK {
         return Err(IpcError::Handshake(format!("server refused the connection (status {status})")));

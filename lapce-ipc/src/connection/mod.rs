@@ -8,6 +8,7 @@
 
 mod blocking;
 pub(crate) mod handshake;
+mod pool;
 mod tokio;
 
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ pub use self::tokio::{
     AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
 };
 pub use handshake::PROTOCOL_VERSION;
+pub use pool::PoolStats;
 
 use crate::channel::WaitStrategy;
 use crate::error::{IpcError, Result};
@@ -33,6 +35,13 @@ pub struct StreamConfig {
     pub wait: WaitStrategy,
     /// How long either side waits for the other's hello.
     pub handshake_timeout: Duration,
+    /// Listener only: segments (with their doorbells) made ahead of time by a background
+    /// thread, so that accepting a client creates nothing (default 64). When bursts of clients
+    /// empty the pool it grows, up to `max_slots`; after a quiet while it shrinks back to this.
+    pub warm_pool: usize,
+    /// Listener only: most segments at once, in use and warm (default 1024). A client beyond
+    /// that is refused until a connection closes and frees its slot.
+    pub max_slots: usize,
 }
 
 impl Default for StreamConfig {
@@ -41,6 +50,8 @@ impl Default for StreamConfig {
             ring_capacity: 256 * 1024,
             wait: WaitStrategy::default(),
             handshake_timeout: Duration::from_secs(5),
+            warm_pool: 64,
+            max_slots: 1024,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::blocking::{Refused, Rejections};
 use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
+use super::pool::{PoolStats, SegmentPool};
 use super::{socket_path, StreamConfig};
 use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
 use crate::error::{IpcError, Result};
@@ -39,6 +40,7 @@ pub struct AsyncSharedMemoryListener {
     path: PathBuf,
     config: StreamConfig,
     rejections: Rejections,
+    pool: SegmentPool,
 }
 
 impl AsyncSharedMemoryListener {
@@ -54,7 +56,8 @@ impl AsyncSharedMemoryListener {
         let control = ControlListener::bind(socket_path(name)?)?;
         let path = control.path().to_path_buf();
         let control = control.into_async()?;
-        Ok(AsyncSharedMemoryListener { control, path, config, rejections: Rejections::default() })
+        let pool = SegmentPool::for_config(&config)?;
+        Ok(AsyncSharedMemoryListener { control, path, config, rejections: Rejections::default(), pool })
     }
 
     /// The control channel's path (see [`socket_path`](crate::socket_path)).
@@ -68,7 +71,7 @@ impl AsyncSharedMemoryListener {
     pub async fn accept(&self) -> Result<AsyncSharedMemoryStream> {
         loop {
             let control = self.control.accept().await?;
-            let handshake = server_handshake(control, &self.config);
+            let handshake = server_handshake(control, &self.config, &self.pool);
             let outcome = match tokio::time::timeout(self.config.handshake_timeout, handshake).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Refused::Client(IpcError::Timeout)),
@@ -85,11 +88,18 @@ impl AsyncSharedMemoryListener {
     pub fn rejected(&self) -> (u64, Option<String>) {
         self.rejections.get()
     }
+
+    /// The warm pool's state: segments ready, slots in use, claims (see
+    /// [`StreamConfig::warm_pool`]).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
 }
 
 async fn server_handshake(
     mut control: AsyncControlStream,
     config: &StreamConfig,
+    pool: &SegmentPool,
 ) -> Result<AsyncSharedMemoryStream, Refused> {
     let mut hello = [0u8; CLIENT_HELLO_LEN];
     let checked = match control.check_peer() {
@@ -107,7 +117,15 @@ async fn server_handshake(
             return Err(Refused::Client(e));
         }
     };
-    let offer = Offer::new(config.ring_capacity).map_err(Refused::Ours)?;
+    let (prepared, slot) = match pool.claim() {
+        Ok(claimed) => claimed,
+        Err(e @ IpcError::ServerRefused(_)) => {
+            let _ = control.write_all(&handshake::refusal(&e), &[]).await;
+            return Err(Refused::Client(e));
+        }
+        Err(e) => return Err(Refused::Ours(e)),
+    };
+    let offer = Offer::new(prepared, slot, config.ring_capacity).map_err(Refused::Ours)?;
     control.write_all(&offer.hello, &offer.handles()).await.map_err(Refused::Client)?;
     let control = control.into_blocking().map_err(Refused::Ours)?;
     let (tx, rx) = offer.into_halves(control, client_pid, config.wait).map_err(Refused::Ours)?;
@@ -256,6 +274,12 @@ impl AsyncStreamSender {
     /// Zero-copy send: `fill` writes the message in place and returns its length (≤ `len`).
     pub async fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
         self.half.send_with_async(len, fill).await
+    }
+
+    /// Idle trim: when the peer has read everything and nothing was sent since the last trim,
+    /// gives the outgoing ring's pages back to the OS; returns whether it did.
+    pub(crate) fn discard_if_empty(&mut self) -> Result<bool> {
+        self.half.discard_if_empty()
     }
 }
 

@@ -461,6 +461,11 @@ impl AsyncFramedSender {
         self.state.max_message
     }
 
+    /// Idle trim: see [`AsyncStreamSender::discard_if_empty`](crate::AsyncStreamSender).
+    pub(crate) fn discard_if_empty(&mut self) -> Result<bool> {
+        self.sink.discard_if_empty()
+    }
+
     /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
     pub async fn send(&mut self, kind: MessageType, payload: &[u8]) -> Result<u64> {
         let id = self.state.fresh_id();

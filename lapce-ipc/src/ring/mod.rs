@@ -60,6 +60,11 @@ pub(crate) fn max_message(capacity: usize) -> usize {
 pub(crate) unsafe trait SharedRegion: Send + Sync + 'static {
     fn base(&self) -> *mut u8;
     fn len(&self) -> usize;
+    /// Gives the pages wholly inside `offset..offset + len` back to the operating system where
+    /// it can: their contents are lost (they read as zeros afterwards, in every process that
+    /// maps them) and they stop counting towards anyone's memory until written again. Only
+    /// called on bytes this side owns and no longer needs. The default does nothing.
+    fn discard(&self, _offset: usize, _len: usize) {}
 }
 
 impl From<Corruption> for IpcError {
@@ -192,6 +197,9 @@ pub(crate) struct Producer {
     mem: RingMemory,
     core: ProducerCore,
     broken: bool,
+    /// The write position at which the data area was last given back to the OS (nothing was
+    /// written since when it still equals the current one).
+    discarded_at: Option<u64>,
 }
 
 impl Producer {
@@ -200,7 +208,7 @@ impl Producer {
         let mem = RingMemory::locate(region, offset, capacity)?;
         let (read, write) = protocol::validate_header(mem.header(), capacity as u64)?;
         let core = ProducerCore::new(capacity as u64, read, write)?;
-        Ok(Producer { mem, core, broken: false })
+        Ok(Producer { mem, core, broken: false, discarded_at: None })
     }
 
     /// Largest payload of one record.
@@ -251,6 +259,38 @@ impl Producer {
     /// The consumer's waiter word (to wake it after a publish).
     pub(crate) fn peer_waiter(&self) -> &AtomicU32 {
         &self.mem.header().data_waiter.0
+    }
+
+    /// Gives the data area's pages back to the OS when the ring is empty (idle trim). Returns
+    /// whether the data area is given back now, by this call or by an earlier one with nothing
+    /// written since (then nothing is done again). The ring works as before afterwards: the
+    /// next record is written to fresh zero pages.
+    ///
+    /// Sound because, with the ring empty, the whole data area belongs to the producer: the
+    /// consumer released every record (its `read_pos` store, which this side loaded with
+    /// Acquire, comes after its last read of them) and reads nothing until the next publish,
+    /// which happens after the discard on this thread.
+    pub(crate) fn discard_if_empty(&mut self) -> Result<bool> {
+        if self.broken || self.core.has_reservation() {
+            return Ok(false);
+        }
+        let (read, write) = match self.core.positions(self.mem.header()) {
+            Ok(p) => p,
+            Err(c) => {
+                self.broken = true;
+                return Err(c.into());
+            }
+        };
+        if read != write {
+            return Ok(false);
+        }
+        if self.discarded_at == Some(write) {
+            return Ok(true);
+        }
+        let offset = self.mem.data.as_ptr() as usize - self.mem.region.base() as usize;
+        self.mem.region.discard(offset, self.mem.capacity);
+        self.discarded_at = Some(write);
+        Ok(true)
     }
 
     /// The word the producer sleeps on while the ring is full.

@@ -234,6 +234,17 @@ impl ProducerCore {
     pub fn abort(&mut self) {
         self.pending = None;
     }
+
+    /// True between a [`reserve`](Self::reserve) and its commit or abort.
+    pub fn has_reservation(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The consumer's released position (loaded with Acquire and validated) and ours.
+    pub fn positions(&mut self, header: &RingHeader) -> Result<(u64, u64), Corruption> {
+        self.refresh(header)?;
+        Ok((self.cached_read, self.write_pos))
+    }
 }
 
 /// The consumer's private state: its own position, a cached copy of the producer's.

@@ -23,11 +23,12 @@ mod unwind;
 pub use client::{BlockingIpcClient, IpcClient, ResponseStream};
 pub use server::{ChunkSender, HandlerResult, IpcServer, ServerStats};
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::error::IpcError;
 use crate::frame::{AsyncFramedSender, MessageType};
@@ -49,6 +50,10 @@ struct Outgoing {
 /// The sending half of a connection, owned by its writer task (see [`spawn_writer`]).
 struct Writer {
     tx: tokio::sync::Mutex<AsyncFramedSender>,
+    /// Set by the writer task when it gave the ring's pages back and stopped looking at the
+    /// clock; the next direct write clears it and wakes the task through `resumed`.
+    trimmed: AtomicBool,
+    resumed: Notify,
     /// Frames counted in before they enter the queue and counted out by the writer once they are
     /// written whole: while it is not 0, a frame sent earlier may still be on its way, and
     /// [`FrameSink`] does not write directly (see there).
@@ -124,7 +129,11 @@ impl FrameSink {
         if writer.queued.load(Ordering::Acquire) != 0 {
             return false;
         }
-        matches!(tx.try_send_with_id(kind, id, payload), Ok(true))
+        let written = matches!(tx.try_send_with_id(kind, id, payload), Ok(true));
+        if written && writer.trimmed.load(Ordering::Relaxed) && writer.trimmed.swap(false, Ordering::AcqRel) {
+            writer.resumed.notify_one();
+        }
+        written
     }
 
     /// Counts a frame in before it is queued (see [`Writer::queued`]).
@@ -159,12 +168,47 @@ impl Drop for QueuedCount {
 /// directly (see [`FrameSink`]) go through it, so a cancelled request or handler can never leave
 /// half a message in the ring. It ends when every sender of the queue is dropped (or the ring
 /// breaks), and the sending half with it.
-fn spawn_writer(tx: AsyncFramedSender) -> (FrameSink, tokio::task::JoinHandle<()>) {
+///
+/// Idle trim (`trim_after`, see [`IpcConfig::idle_trim`](crate::IpcConfig::idle_trim)): when no
+/// frame was queued for that long, the task gives the outgoing ring's pages back to the OS if
+/// the peer has read everything and nothing was written since its last look; once it has, it
+/// stops waking up until something is sent again, so an idle connection costs no CPU.
+fn spawn_writer(
+    tx: AsyncFramedSender,
+    trim_after: Option<Duration>,
+) -> (FrameSink, tokio::task::JoinHandle<()>) {
     let (queue, mut frames) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
-    let writer = Arc::new(Writer { tx: tokio::sync::Mutex::new(tx), queued: AtomicUsize::new(0) });
+    let writer = Arc::new(Writer {
+        tx: tokio::sync::Mutex::new(tx),
+        queued: AtomicUsize::new(0),
+        trimmed: AtomicBool::new(false),
+        resumed: Notify::new(),
+    });
     let sink = FrameSink { queue, writer: Arc::downgrade(&writer) };
     let task = tokio::spawn(async move {
-        while let Some(mut f) = frames.recv().await {
+        loop {
+            let next = match trim_after {
+                None => frames.recv().await,
+                Some(after) => match tokio::time::timeout(after, frames.recv()).await {
+                    Ok(next) => next,
+                    Err(_quiet) => {
+                        if trim_idle_ring(&writer) {
+                            // Given back: sleep without a timer until the next frame, queued or
+                            // written directly.
+                            tokio::select! {
+                                next = frames.recv() => {
+                                    writer.trimmed.store(false, Ordering::Relaxed);
+                                    next
+                                }
+                                _ = writer.resumed.notified() => continue,
+                            }
+                        } else {
+                            continue;
+                        }
+                    }
+                },
+            };
+            let Some(mut f) = next else { break };
             let mut tx = writer.tx.lock().await;
             // Whatever else is queued goes out under the same lock.
             loop {
@@ -182,6 +226,23 @@ fn spawn_writer(tx: AsyncFramedSender) -> (FrameSink, tokio::task::JoinHandle<()
         }
     });
     (sink, task)
+}
+
+/// One idle-trim attempt of a writer task: true when the outgoing ring's pages are given back
+/// (now or earlier, with nothing written since); then `trimmed` is set for the next direct
+/// write to clear.
+fn trim_idle_ring(writer: &Writer) -> bool {
+    let Ok(mut tx) = writer.tx.try_lock() else { return false };
+    // Set before looking, under the sender's lock: a direct write after this point (it takes
+    // the same lock) sees the flag and wakes the task.
+    writer.trimmed.store(true, Ordering::Release);
+    match tx.discard_if_empty() {
+        Ok(true) => true,
+        _ => {
+            writer.trimmed.store(false, Ordering::Relaxed);
+            false
+        }
+    }
 }
 
 /// An error answer as it travels: the body as JSON.

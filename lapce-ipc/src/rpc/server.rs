@@ -19,7 +19,7 @@ use super::{error_payload, spawn_writer, FrameSink, READY};
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::{AsyncFramedShmStream, FrameError, MessageType};
-use crate::metrics::{ErrorKind, Metrics, MetricsEndpoint, TypeMetrics};
+use crate::metrics::{ErrorKind, ListenerReport, Metrics, MetricsEndpoint, TypeMetrics};
 use crate::protocol::{ErrorBody, ErrorCode};
 use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream};
 
@@ -137,21 +137,38 @@ impl IpcServer {
     pub fn bind(name: &str, config: IpcConfig) -> Result<IpcServer> {
         config.validate()?;
         let listener = AsyncSharedMemoryListener::bind_with(name, config.stream_config())?;
-        let metrics = config.metrics.enable.then(|| Arc::new(Metrics::new()));
         Ok(IpcServer {
-            inner: Arc::new(Inner {
-                listener,
-                config,
-                handlers: RwLock::default(),
-                stopping: watch::channel(false).0,
-                force: watch::channel(false).0,
-                grace: Mutex::new(Duration::ZERO),
-                active: AtomicUsize::new(0),
-                counters: Counters::default(),
-                metrics,
-                next_connection: AtomicU64::new(1),
+            inner: Arc::new_cyclic(|me: &std::sync::Weak<Inner>| {
+                let metrics = config.metrics.enable.then(|| {
+                    let mut metrics = Metrics::new();
+                    let me = me.clone();
+                    metrics.register_listener(Arc::new(move || {
+                        me.upgrade().map_or_else(Default::default, |inner| ListenerReport {
+                            pool: inner.listener.pool_stats(),
+                            handshakes_refused: inner.listener.rejected().0,
+                        })
+                    }));
+                    Arc::new(metrics)
+                });
+                Inner {
+                    listener,
+                    config,
+                    handlers: RwLock::default(),
+                    stopping: watch::channel(false).0,
+                    force: watch::channel(false).0,
+                    grace: Mutex::new(Duration::ZERO),
+                    active: AtomicUsize::new(0),
+                    counters: Counters::default(),
+                    metrics,
+                    next_connection: AtomicU64::new(1),
+                }
             }),
         })
+    }
+
+    /// The listener's warm pool: segments ready, slots in use, claims.
+    pub fn pool_stats(&self) -> crate::PoolStats {
+        self.inner.listener.pool_stats()
     }
 
     /// The control channel's path.
@@ -395,7 +412,7 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, a
     if let Some(m) = &server.metrics {
         m.connect_duration.observe_since(accepted_at);
     }
-    let (out, mut writer) = spawn_writer(tx);
+    let (out, mut writer) = spawn_writer(tx, server.config.idle_trim());
     let conn = Arc::new(Connection { out, in_flight: Mutex::default(), metrics: server.metrics.clone() });
     let max_requests = server.config.ipc.max_concurrent_requests.max(1);
     let permits = Arc::new(Semaphore::new(max_requests));

@@ -1,0 +1,355 @@
+//! The warm pool of a listener: connection segments (with their four doorbells) made ahead of
+//! time by a background thread, so that accepting a client creates nothing, and the slot count
+//! that bounds how many segments exist at once.
+//!
+//! - A *slot* is one connection's claim on a segment. [`SegmentPool::claim`] takes a warm
+//!   segment (or, when the pool ran dry, makes one on the spot: a *miss*) and a [`Slot`]; the
+//!   slot goes with the connection and is given back when both halves of the stream are dropped
+//!   (closed by us, or the peer hung up or died), which wakes the refiller.
+//! - Segments are never handed to a second client: a former peer may still have the old one
+//!   mapped (it closed the connection but kept the memory, or passed it on), so reusing it would
+//!   let that process write into a stranger's rings. What is reused is the slot; its segment is
+//!   freed by the kernel when the last process lets go, and a fresh one is made in the
+//!   background.
+//! - The pool holds `target` warm segments, at most `max_slots - in_use`. `target` starts at the
+//!   configured warm size; a claim that finds the pool empty doubles it (up to `max_slots`), so a
+//!   burst of clients is soon served warm; once no claim has found the pool empty for
+//!   [`SHRINK_AFTER`], it drops back to the configured size and the extra segments are freed.
+//! - Warm segments cost file descriptors (the segment and eight doorbell ends) but almost no
+//!   memory: the rings are only written (their headers initialised) when a client claims them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::error::{IpcError, Result};
+use crate::platform::{Doorbell, Segment};
+
+/// How long without the pool running dry before a grown pool shrinks back to its warm size.
+pub(crate) const SHRINK_AFTER: Duration = Duration::from_secs(30);
+
+/// A segment and the doorbells of one connection, not yet handed to anyone.
+pub(crate) struct Prepared {
+    pub(crate) segment: Segment,
+    /// `(sleeper end, ringer end)` of c2s-data, c2s-space, s2c-data, s2c-space.
+    pub(crate) bells: [(Doorbell, Doorbell); 4],
+}
+
+impl Prepared {
+    fn new(segment_len: usize) -> Result<Prepared> {
+        Ok(Prepared {
+            segment: Segment::create("lapce-ipc", segment_len)?,
+            bells: [Doorbell::pair()?, Doorbell::pair()?, Doorbell::pair()?, Doorbell::pair()?],
+        })
+    }
+}
+
+/// What the pool holds and has done, for metrics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Segments made ready and not yet claimed.
+    pub warm: usize,
+    /// Slots held by connections now.
+    pub in_use: usize,
+    /// Most slots at once (`max_slots`).
+    pub max_slots: usize,
+    /// How many warm segments the pool aims at now (grows under bursts, shrinks when quiet).
+    pub target: usize,
+    /// Slots claimed so far.
+    pub claims: u64,
+    /// Claims that found the pool empty and made their segment on the spot.
+    pub misses: u64,
+    /// Claims refused because every slot was in use.
+    pub exhausted: u64,
+    /// Slots given back so far (connections closed, or whose peer hung up or died).
+    pub released: u64,
+}
+
+struct State {
+    warm: Vec<Prepared>,
+    in_use: usize,
+    target: usize,
+    /// When a claim last found the pool empty.
+    last_dry: Instant,
+    /// The listener is gone: the refiller stops, warm segments are freed.
+    closed: bool,
+}
+
+struct Shared {
+    segment_len: usize,
+    base: usize,
+    max_slots: usize,
+    shrink_after: Duration,
+    state: Mutex<State>,
+    /// Wakes the refiller (a claim, a release, the listener closing).
+    refill: Condvar,
+    claims: AtomicU64,
+    misses: AtomicU64,
+    exhausted: AtomicU64,
+    released: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many warm segments the refiller should keep now.
+    fn wanted(&self, s: &State) -> usize {
+        s.target.min(self.max_slots.saturating_sub(s.in_use))
+    }
+}
+
+/// A listener's warm pool (see the module docs). Dropping it stops the refiller and frees the
+/// warm segments; slots still held keep working.
+pub(crate) struct SegmentPool {
+    shared: Arc<Shared>,
+}
+
+/// One connection's claim on the pool; given back on drop.
+pub(crate) struct Slot {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.shared.lock().in_use -= 1;
+        self.shared.released.fetch_add(1, Ordering::Relaxed);
+        self.shared.refill.notify_one();
+    }
+}
+
+impl SegmentPool {
+    /// A pool of segments of `segment_len` bytes keeping `warm` of them ready (refilled by a
+    /// background thread), with at most `max_slots` claimed at once.
+    pub(crate) fn new(segment_len: usize, warm: usize, max_slots: usize) -> Result<SegmentPool> {
+        Self::with_shrink_delay(segment_len, warm, max_slots, SHRINK_AFTER)
+    }
+
+    /// The pool of a listener with `config`: its warm size, slots and ring capacity.
+    pub(crate) fn for_config(config: &super::StreamConfig) -> Result<SegmentPool> {
+        Self::new(super::handshake::segment_len(config.ring_capacity), config.warm_pool, config.max_slots)
+    }
+
+    pub(crate) fn with_shrink_delay(
+        segment_len: usize,
+        warm: usize,
+        max_slots: usize,
+        shrink_after: Duration,
+    ) -> Result<SegmentPool> {
+        if max_slots == 0 || warm > max_slots {
+            return Err(IpcError::InvalidArgument(format!(
+                "warm pool of {warm} segments with {max_slots} slots: need 1 <= max_slots and warm <= max_slots"
+            )));
+        }
+        let shared = Arc::new(Shared {
+            segment_len,
+            base: warm,
+            max_slots,
+            shrink_after,
+            state: Mutex::new(State {
+                warm: Vec::with_capacity(warm),
+                in_use: 0,
+                target: warm,
+                last_dry: Instant::now(),
+                closed: false,
+            }),
+            refill: Condvar::new(),
+            claims: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            exhausted: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+        });
+        let refiller = shared.clone();
+        std::thread::Builder::new().name("lapce-ipc-pool".into()).spawn(move || refill(&refiller))?;
+        Ok(SegmentPool { shared })
+    }
+
+    /// A segment for a new connection and its slot. Refused (a client error: the caller refuses
+    /// that client and goes on) when all `max_slots` slots are in use.
+    pub(crate) fn claim(&self) -> Result<(Prepared, Slot)> {
+        let sh = &self.shared;
+        let mut s = sh.lock();
+        if s.in_use >= sh.max_slots {
+            drop(s);
+            sh.exhausted.fetch_add(1, Ordering::Relaxed);
+            return Err(IpcError::ServerRefused(format!(
+                "the listener is at its limit of {} connection slots",
+                sh.max_slots
+            )));
+        }
+        s.in_use += 1;
+        let slot = Slot { shared: sh.clone() };
+        let warm = s.warm.pop();
+        if s.warm.is_empty() && sh.base > 0 {
+            // A burst: keep more ready next time (the refiller resets this when it is quiet).
+            s.target = (s.target.max(1) * 2).min(sh.max_slots);
+            s.last_dry = Instant::now();
+        }
+        drop(s);
+        sh.claims.fetch_add(1, Ordering::Relaxed);
+        sh.refill.notify_one();
+        let prepared = match warm {
+            Some(p) => p,
+            None => {
+                sh.misses.fetch_add(1, Ordering::Relaxed);
+                Prepared::new(sh.segment_len)?
+            }
+        };
+        Ok((prepared, slot))
+    }
+
+    pub(crate) fn stats(&self) -> PoolStats {
+        let sh = &self.shared;
+        let s = sh.lock();
+        PoolStats {
+            warm: s.warm.len(),
+            in_use: s.in_use,
+            max_slots: sh.max_slots,
+            target: s.target,
+            claims: sh.claims.load(Ordering::Relaxed),
+            misses: sh.misses.load(Ordering::Relaxed),
+            exhausted: sh.exhausted.load(Ordering::Relaxed),
+            released: sh.released.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for SegmentPool {
+    fn drop(&mut self) {
+        let warm = {
+            let mut s = self.shared.lock();
+            s.closed = true;
+            std::mem::take(&mut s.warm)
+        };
+        self.shared.refill.notify_one();
+        drop(warm);
+    }
+}
+
+/// The refiller thread: keeps [`Shared::wanted`] segments warm, shrinks a grown pool back when
+/// it has been quiet, and sleeps (no CPU) in between.
+fn refill(sh: &Shared) {
+    let mut s = sh.lock();
+    loop {
+        if s.closed {
+            return;
+        }
+        if s.target > sh.base && s.last_dry.elapsed() >= sh.shrink_after {
+            s.target = sh.base;
+        }
+        let wanted = sh.wanted(&s);
+        if s.warm.len() < wanted {
+            // Made without the lock, so claims never wait for the refiller.
+            drop(s);
+            let made = Prepared::new(sh.segment_len);
+            s = sh.lock();
+            match made {
+                Ok(p) => s.warm.push(p),
+                Err(e) => {
+                    // Out of descriptors or memory: claims make their own (and fail if they
+                    // must); try again later rather than spin.
+                    tracing::warn!(error = %e, "warm pool: could not prepare a segment");
+                    s = sh
+                        .refill
+                        .wait_timeout(s, Duration::from_secs(1))
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+            continue;
+        }
+        if s.warm.len() > wanted {
+            let extra = s.warm.split_off(wanted);
+            drop(s);
+            drop(extra);
+            s = sh.lock();
+            continue;
+        }
+        // Full: sleep until a claim or release, or until a grown pool may shrink.
+        let timeout = if s.target > sh.base {
+            sh.shrink_after.saturating_sub(s.last_dry.elapsed()).max(Duration::from_millis(1))
+        } else {
+            Duration::from_secs(3600)
+        };
+        s = sh.refill.wait_timeout(s, timeout).unwrap_or_else(|p| p.into_inner()).0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_for(pool: &SegmentPool, what: &str, ok: impl Fn(&PoolStats) -> bool) -> PoolStats {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = pool.stats();
+            if ok(&st) {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "{what}: pool stuck at {st:?}");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    const LEN: usize = 2 * (4096 + 4096);
+
+    #[test]
+    fn fills_to_its_warm_size_and_refills_after_claims() {
+        let pool = SegmentPool::new(LEN, 4, 16).unwrap();
+        wait_for(&pool, "initial fill", |s| s.warm == 4);
+        let (p, slot) = pool.claim().unwrap();
+        assert_eq!(p.segment.len(), LEN);
+        let st = wait_for(&pool, "refill", |s| s.warm == 4);
+        assert_eq!((st.in_use, st.claims, st.misses), (1, 1, 0));
+        drop(slot);
+        let st = wait_for(&pool, "release", |s| s.in_use == 0);
+        assert_eq!(st.released, 1);
+    }
+
+    #[test]
+    fn grows_under_a_burst_and_shrinks_back_when_quiet() {
+        let pool = SegmentPool::with_shrink_delay(LEN, 2, 12, Duration::from_millis(300)).unwrap();
+        wait_for(&pool, "initial fill", |s| s.warm == 2);
+        // Claim faster than the refiller can follow: the pool runs dry and grows.
+        let slots: Vec<_> = (0..6).map(|_| pool.claim().unwrap()).collect();
+        let st = pool.stats();
+        assert!(st.target > 2, "a dry pool should aim higher: {st:?}");
+        let st = wait_for(&pool, "grown fill", |s| s.warm == s.target.min(12 - 6));
+        assert!(st.warm > 2, "{st:?}");
+        // Quiet: back to its warm size, extra segments freed.
+        let st = wait_for(&pool, "shrink", |s| s.target == 2 && s.warm == 2);
+        assert_eq!(st.in_use, 6);
+        drop(slots);
+        wait_for(&pool, "release", |s| s.in_use == 0 && s.released == 6);
+    }
+
+    #[test]
+    fn refuses_claims_beyond_max_slots_and_reuses_released_slots() {
+        let pool = SegmentPool::new(LEN, 1, 3).unwrap();
+        let mut held: Vec<_> = (0..3).map(|_| pool.claim().unwrap()).collect();
+        let err = pool.claim().err().expect("a fourth claim must be refused");
+        assert!(err.to_string().contains("limit of 3 connection slots"), "{err}");
+        // Never more warm segments than free slots.
+        assert_eq!(pool.stats().warm, 0);
+        drop(held.pop());
+        wait_for(&pool, "slot freed", |s| s.in_use == 2);
+        let _again = pool.claim().expect("a freed slot is claimed again");
+        let st = pool.stats();
+        assert_eq!((st.claims, st.exhausted, st.in_use), (4, 1, 3));
+    }
+
+    #[test]
+    fn a_zero_warm_pool_makes_segments_on_demand() {
+        let pool = SegmentPool::new(LEN, 0, 2).unwrap();
+        let (_p, _slot) = pool.claim().unwrap();
+        let st = pool.stats();
+        assert_eq!((st.misses, st.target, st.warm), (1, 0, 0));
+    }
+
+    #[test]
+    fn nonsense_sizes_are_refused() {
+        assert!(SegmentPool::new(LEN, 2, 0).is_err());
+        assert!(SegmentPool::new(LEN, 5, 4).is_err());
+    }
+}
