@@ -46,7 +46,12 @@ fn framed_max(payload: usize) -> usize {
 
 /// Connection config for a mode.
 fn config(mode: Mode, ring_capacity: usize) -> StreamConfig {
-    StreamConfig { ring_capacity, wait: wait_strategy(mode), handshake_timeout: Duration::from_secs(10) }
+    StreamConfig {
+        ring_capacity,
+        wait: wait_strategy(mode),
+        handshake_timeout: Duration::from_secs(10),
+        ..StreamConfig::default()
+    }
 }
 
 /// The client side of a lapce-ipc connection: the raw stream, or a framed one.
