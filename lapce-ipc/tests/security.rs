@@ -466,3 +466,44 @@ fn default_socket_path_is_unchanged() {
     assert_eq!(meta.uid(), own_uid());
     assert_eq!(meta.permissions().mode() & 0o777, 0o700);
 }
+
+/// An [`IpcServer`](lapce_ipc::IpcServer) surfaces its listener's refusals: a client with a
+/// broken hello is answered with a refusal and counted in `handshakes_refused`, and a good
+/// client afterwards is not.
+#[test]
+fn server_stats_count_refused_handshakes() {
+    use std::io::{Read, Write};
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let name = unique_name("stats");
+    let server =
+        rt.block_on(async { lapce_ipc::IpcServer::bind(&name, lapce_ipc::IpcConfig::default()) }).unwrap();
+    let serving = rt.spawn({
+        let server = server.clone();
+        async move { server.serve().await }
+    });
+    assert_eq!(server.stats().handshakes_refused, 0);
+
+    let mut raw = std::os::unix::net::UnixStream::connect(server.path()).unwrap();
+    raw.set_read_timeout(Some(HANG)).unwrap();
+    raw.write_all(&[0u8; 24]).unwrap(); // bad magic
+    let mut answer = [0u8; 48];
+    raw.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer[0..8], b"LAPCSRVR");
+    assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 2, "status: refused");
+    drop(raw);
+    let deadline = Instant::now() + HANG;
+    while server.stats().handshakes_refused < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(server.stats().handshakes_refused, 1);
+
+    let good = rt.block_on(async { lapce_ipc::AsyncSharedMemoryStream::connect(&name).await.map(drop) });
+    good.unwrap();
+    assert_eq!(server.stats().handshakes_refused, 1, "a good client is not a refusal");
+    server.shutdown(Duration::ZERO);
+    rt.block_on(serving).unwrap().unwrap();
+    let path = server.path().to_path_buf();
+    drop(server);
+    assert!(!path.exists(), "the socket file is removed with the server");
+}
