@@ -10,7 +10,8 @@
 //! (and its dependency, the `toml` crate) is left out.
 //!
 //! `socket_path` is a listener *name*, not a path: lapce-ipc places the socket in its private
-//! runtime directory (see [`socket_path`](crate::socket_path)). A path such as
+//! runtime directory (see [`socket_path`](crate::socket_path)), or on Unix in `socket_dir` when
+//! that is set (for sharing with the users of `allowed_uids`). A path such as
 //! `"/tmp/lapce-ai.sock"` is refused with an error that suggests the name (`"lapce-ai"`).
 //!
 //! # Example: every key, with its default
