@@ -507,3 +507,35 @@ fn server_stats_count_refused_handshakes() {
     drop(server);
     assert!(!path.exists(), "the socket file is removed with the server");
 }
+
+/// The same allow-list through the configuration file's keys and the tokio listener of an
+/// [`IpcServer`](lapce_ipc::IpcServer): `nobody` is refused and shows up in
+/// `handshakes_refused`.
+#[test]
+fn ipc_server_with_allowed_uids_counts_a_refused_user() {
+    if !cross_user_possible() {
+        return;
+    }
+    let dir = TempDir::new("server", 0o711);
+    let name = unique_name("server");
+    let mut config = lapce_ipc::IpcConfig::default();
+    config.ipc.socket_dir = dir.path().to_str().unwrap().to_owned();
+    config.ipc.allowed_uids = vec![OTHER];
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let server = rt.block_on(async { lapce_ipc::IpcServer::bind(&name, config) }).unwrap();
+    assert_eq!(server.path(), dir.path().join(format!("{name}.sock")));
+    assert_eq!(mode_of(server.path()), 0o666);
+    let serving = rt.spawn({
+        let server = server.clone();
+        async move { server.serve().await }
+    });
+    UserChild::spawn(NOBODY, "expect-refused", &name, dir.path()).wait_success();
+    let deadline = Instant::now() + HANG;
+    while server.stats().handshakes_refused < 1 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let stats = server.stats();
+    assert_eq!((stats.handshakes_refused, stats.connections_accepted), (1, 0));
+    server.shutdown(Duration::ZERO);
+    rt.block_on(serving).unwrap().unwrap();
+}
