@@ -10,7 +10,8 @@
 //! (and its dependency, the `toml` crate) is left out.
 //!
 //! `socket_path` is a listener *name*, not a path: lapce-ipc places the socket in its private
-//! runtime directory (see [`socket_path`](crate::socket_path)). A path such as
+//! runtime directory (see [`socket_path`](crate::socket_path)), or on Unix in `socket_dir` when
+//! that is set (for sharing with the users of `allowed_uids`). A path such as
 //! `"/tmp/lapce-ai.sock"` is refused with an error that suggests the name (`"lapce-ai"`).
 //!
 //! # Example: every key, with its default
@@ -37,6 +38,8 @@
 //! max_concurrent_requests = 256
 //! handshake_timeout_ms = 5000
 //! request_timeout_ms = 30000        # 0 = none
+//! socket_dir = ""                   # Unix; "" = the private runtime directory
+//! allowed_uids = []                 # Unix; other uids allowed to connect (and to serve)
 //!
 //! [metrics]
 //! enable = true
@@ -60,6 +63,7 @@
 
 use std::fmt::{self, Display};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -130,6 +134,16 @@ pub struct IpcSection {
     /// The client's default timeout per request, in milliseconds (default 30000); 0 = none.
     /// At most one day (86400000).
     pub request_timeout_ms: u64,
+    /// Unix: the directory of the control socket (default `""`: the private runtime
+    /// directory). An absolute path to an existing directory owned by the user, not writable by
+    /// group or others, and mode 0700 unless `allowed_uids` is set: see
+    /// [`StreamConfig::socket_dir`]. Refused on Windows.
+    pub socket_dir: String,
+    /// Unix: uids besides our own whose processes may connect (for a server) or serve (for a
+    /// client), checked from the kernel's credentials (default `[]`: our own user only). The
+    /// socket is then mode 0666 and the credential check is what keeps other users out: see
+    /// [`StreamConfig::allowed_peer_uids`]. No duplicates, not 4294967295. Refused on Windows.
+    pub allowed_uids: Vec<u32>,
 }
 
 impl Default for IpcSection {
@@ -149,6 +163,8 @@ impl Default for IpcSection {
             max_concurrent_requests: 256,
             handshake_timeout_ms: 5000,
             request_timeout_ms: 30_000,
+            socket_dir: String::new(),
+            allowed_uids: Vec::new(),
         }
     }
 }
@@ -304,6 +320,26 @@ impl IpcConfig {
         in_range("ipc.max_concurrent_requests", ipc.max_concurrent_requests, 1, 65536)?;
         in_range("ipc.handshake_timeout_ms", ipc.handshake_timeout_ms, 1, 600_000)?;
         in_range("ipc.request_timeout_ms", ipc.request_timeout_ms, 0, 86_400_000)?;
+        if !ipc.socket_dir.is_empty() && !Path::new(&ipc.socket_dir).is_absolute() {
+            return Err(invalid(
+                "ipc.socket_dir",
+                format!(
+                    "must be an absolute path, or \"\" for the runtime directory (got {:?})",
+                    ipc.socket_dir
+                ),
+            ));
+        }
+        for (i, &uid) in ipc.allowed_uids.iter().enumerate() {
+            if uid == u32::MAX {
+                return Err(invalid(
+                    "ipc.allowed_uids",
+                    format!("{uid} is not a user id (it is (uid_t)-1) (got {uid})"),
+                ));
+            }
+            if ipc.allowed_uids[..i].contains(&uid) {
+                return Err(invalid("ipc.allowed_uids", format!("uid {uid} is listed twice (got {uid})")));
+            }
+        }
         let metrics = &self.metrics;
         in_range("metrics.export_interval_secs", metrics.export_interval_secs, 1, 86400)?;
         if let Some(addr) = &metrics.addr {
@@ -326,8 +362,9 @@ impl IpcConfig {
         }
     }
 
-    /// The stream options: `ring_size`, the wait strategy and `handshake_timeout_ms`. The default
-    /// configuration gives the values of [`StreamConfig::default()`].
+    /// The stream options: `ring_size`, the wait strategy, `handshake_timeout_ms`, `socket_dir`
+    /// (`""` gives `None`) and `allowed_uids`. The default configuration gives the values of
+    /// [`StreamConfig::default()`].
     pub fn stream_config(&self) -> StreamConfig {
         StreamConfig {
             ring_capacity: self.ipc.ring_size,
@@ -335,6 +372,8 @@ impl IpcConfig {
             handshake_timeout: Duration::from_millis(self.ipc.handshake_timeout_ms),
             warm_pool: self.ipc.warm_pool_size,
             max_slots: self.ipc.max_slots,
+            socket_dir: (!self.ipc.socket_dir.is_empty()).then(|| PathBuf::from(&self.ipc.socket_dir)),
+            allowed_peer_uids: self.ipc.allowed_uids.clone(),
         }
     }
 
@@ -375,6 +414,9 @@ impl IpcConfig {
         entry(o, "max_concurrent_requests", &ipc.max_concurrent_requests, "in flight per connection");
         entry(o, "handshake_timeout_ms", &ipc.handshake_timeout_ms, "1 to 600000");
         entry(o, "request_timeout_ms", &ipc.request_timeout_ms, "client default, 0 = none");
+        entry(o, "socket_dir", &toml_string(&ipc.socket_dir), "Unix; \"\" = private runtime directory");
+        let uids: Vec<String> = ipc.allowed_uids.iter().map(u32::to_string).collect();
+        entry(o, "allowed_uids", &format!("[{}]", uids.join(", ")), "Unix; other uids trusted");
         o.push_str("\n[metrics]\n");
         entry(o, "enable", &metrics.enable, "collect metrics");
         entry(o, "export_interval_secs", &metrics.export_interval_secs, "1 to 86400");
@@ -580,6 +622,8 @@ mod tests {
         assert_eq!(c.ipc.max_concurrent_requests, 256);
         assert_eq!(c.ipc.handshake_timeout_ms, 5000);
         assert_eq!(c.ipc.request_timeout_ms, 30_000);
+        assert_eq!(c.ipc.socket_dir, "");
+        assert!(c.ipc.allowed_uids.is_empty());
         assert!(c.metrics.enable);
         assert_eq!(c.metrics.export_interval_secs, 60);
         assert_eq!(c.metrics.addr, None);
@@ -596,6 +640,10 @@ mod tests {
         assert_eq!(ours.wait, theirs.wait);
         assert_eq!(ours.handshake_timeout, theirs.handshake_timeout);
         assert_eq!((ours.warm_pool, ours.max_slots), (theirs.warm_pool, theirs.max_slots));
+        assert_eq!(ours.socket_dir, theirs.socket_dir);
+        assert_eq!(ours.allowed_peer_uids, theirs.allowed_peer_uids);
+        assert_eq!(theirs.socket_dir, None);
+        assert!(theirs.allowed_peer_uids.is_empty());
     }
 
     #[test]
@@ -617,6 +665,35 @@ mod tests {
         assert_eq!(c.wait_strategy(), WaitStrategy::Spin);
         c.ipc.wait_mode = WaitMode::Blocking;
         assert_eq!(c.stream_config().wait, WaitStrategy::Blocking);
+        assert_eq!(c.stream_config().socket_dir, None);
+        c.ipc.socket_dir = "/run/lapce-shared".to_owned();
+        c.ipc.allowed_uids = vec![1000, 4242];
+        let s = c.stream_config();
+        assert_eq!(s.socket_dir.as_deref(), Some(std::path::Path::new("/run/lapce-shared")));
+        assert_eq!(s.allowed_peer_uids, vec![1000, 4242]);
+    }
+
+    #[test]
+    fn socket_dir_and_allowed_uids_are_checked() {
+        let mut c = IpcConfig::default();
+        c.ipc.socket_dir = "/run/lapce-shared".to_owned();
+        c.ipc.allowed_uids = vec![0, 1000, 4294967294];
+        c.validate().unwrap();
+        for bad in ["relative/dir", "run"] {
+            c.ipc.socket_dir = bad.to_owned();
+            let (key, reason) = err_of(&c);
+            assert_eq!(key, "ipc.socket_dir");
+            assert!(reason.contains("absolute path") && reason.contains(&format!("{bad:?}")), "{reason}");
+        }
+        c.ipc.socket_dir = String::new();
+        c.ipc.allowed_uids = vec![1000, 4242, 1000];
+        let (key, reason) = err_of(&c);
+        assert_eq!(key, "ipc.allowed_uids");
+        assert!(reason.contains("uid 1000 is listed twice"), "{reason}");
+        c.ipc.allowed_uids = vec![u32::MAX];
+        let (key, reason) = err_of(&c);
+        assert_eq!(key, "ipc.allowed_uids");
+        assert!(reason.contains("not a user id"), "{reason}");
     }
 
     #[test]
@@ -796,6 +873,8 @@ mod tests {
             "max_concurrent_requests = 256",
             "handshake_timeout_ms = 5000",
             "request_timeout_ms = 30000",
+            "socket_dir = \"\"",
+            "allowed_uids = []",
             "enable = true",
             "export_interval_secs = 60",
             "# addr = \"127.0.0.1:9464\"",

@@ -241,6 +241,30 @@ fn stream_config_from_a_file() {
     assert_eq!(s.ring_capacity, 1 << 20);
     assert_eq!(s.wait, WaitStrategy::Adaptive(Duration::from_micros(20)));
     assert_eq!(s.handshake_timeout, Duration::from_millis(750));
+    assert_eq!(s.socket_dir, None);
+    assert!(s.allowed_peer_uids.is_empty());
+
+    let text = "[ipc]\nsocket_dir = \"/run/lapce-shared\"\nallowed_uids = [1000, 4242]\n";
+    let s = IpcConfig::from_toml_str(text, "s.toml").unwrap().stream_config();
+    assert_eq!(s.socket_dir.as_deref(), Some(std::path::Path::new("/run/lapce-shared")));
+    assert_eq!(s.allowed_peer_uids, vec![1000, 4242]);
+}
+
+#[test]
+fn socket_dir_and_allowed_uids_errors_name_key_and_line() {
+    let (_, key, reason) =
+        config_err(IpcConfig::from_toml_str("[ipc]\nsocket_dir = \"run/here\"\n", "d.toml"));
+    assert_eq!(key.as_deref(), Some("ipc.socket_dir"));
+    assert!(reason.contains("absolute path") && reason.ends_with("(line 2, column 14)"), "{reason}");
+    let (_, key, reason) = config_err(IpcConfig::from_toml_str("[ipc]\nallowed_uids = [7, 7]\n", "u.toml"));
+    assert_eq!(key.as_deref(), Some("ipc.allowed_uids"));
+    assert!(reason.contains("uid 7 is listed twice") && reason.contains("line 2"), "{reason}");
+    // Not a uid at all: a negative number or a string is a type error naming the key.
+    for bad in ["[-1]", "[\"root\"]", "0"] {
+        let text = format!("[ipc]\nallowed_uids = {bad}\n");
+        let (_, key, reason) = config_err(IpcConfig::from_toml_str(&text, "u.toml"));
+        assert_eq!(key.as_deref().map(|k| k.starts_with("ipc.allowed_uids")), Some(true), "{bad}: {reason}");
+    }
 }
 
 /// A configuration with every value changed from its default.
@@ -260,6 +284,8 @@ fn all_changed() -> IpcConfig {
     ipc.max_concurrent_requests = 65536;
     ipc.handshake_timeout_ms = 1;
     ipc.request_timeout_ms = 0;
+    ipc.socket_dir = "/run/lapce \"shared\"".to_owned();
+    ipc.allowed_uids = vec![0, 4242, 4294967294];
     c.metrics.enable = false;
     c.metrics.export_interval_secs = 86400;
     c.metrics.addr = Some("[::1]:9464".to_owned());
@@ -305,6 +331,6 @@ fn docs_example_file_is_the_defaults_with_every_key() {
     let mut want = keys_of(&all_changed().to_toml_string());
     assert!(want.remove("metrics.addr"));
     assert_eq!(keys_of(DOCS_EXAMPLE), want);
-    assert_eq!(want.len(), 16);
+    assert_eq!(want.len(), 18);
     assert!(DOCS_EXAMPLE.lines().any(|l| l.starts_with("# addr = \"127.0.0.1:9464\"")));
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
 use super::pool::{PoolStats, SegmentPool};
-use super::{socket_path, StreamConfig};
+use super::{config_socket_path, StreamConfig};
 use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
 use crate::error::{IpcError, Result};
 use crate::platform::{ControlListener, ControlStream};
@@ -42,10 +42,12 @@ impl SharedMemoryListener {
         Self::bind_with(name, StreamConfig::default())
     }
 
-    /// Binds `name` with `config`.
+    /// Binds `name` with `config` (its [`socket_dir`](StreamConfig::socket_dir) and
+    /// [`allowed_peer_uids`](StreamConfig::allowed_peer_uids) decide where and who may connect).
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<SharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
-        let control = ControlListener::bind(socket_path(name)?)?;
+        let control =
+            ControlListener::bind(config_socket_path(name, &config, false)?, &config.allowed_peer_uids)?;
         let pool = SegmentPool::for_config(&config)?;
         Ok(SharedMemoryListener { control, config, rejections: Rejections::default(), pool })
     }
@@ -92,7 +94,7 @@ fn server_handshake(
     pool: &SegmentPool,
 ) -> Result<SharedMemoryStream, Refused> {
     let deadline = Instant::now() + config.handshake_timeout;
-    let checked = control.check_peer().and_then(|pid| {
+    let checked = control.check_peer(&config.allowed_peer_uids).and_then(|pid| {
         let mut hello = [0u8; CLIENT_HELLO_LEN];
         control.read_exact_by(&mut hello, deadline)?;
         handshake::check_client_hello(&hello).map(|_claimed| pid)
@@ -181,12 +183,18 @@ impl SharedMemoryStream {
     }
 
     /// Connects to the listener bound to `name`; `config.ring_capacity` is ignored (the
-    /// listener decides).
+    /// listener decides). `config.socket_dir` must be the listener's, and the listener must run
+    /// as our uid or one of `config.allowed_peer_uids`.
     pub fn connect_with(name: &str, config: &StreamConfig) -> Result<SharedMemoryStream> {
         let deadline = Instant::now() + config.handshake_timeout;
-        let mut control = ControlStream::connect(&socket_path(name)?, deadline)?;
-        let server_pid = control.check_peer()?;
-        control.write_all_by(&handshake::client_hello(handshake::PROTOCOL_VERSION), &[], deadline)?;
+        let mut control = ControlStream::connect(&config_socket_path(name, config, true)?, deadline)?;
+        let server_pid = control.check_peer(&config.allowed_peer_uids)?;
+        match control.write_all_by(&handshake::client_hello(handshake::PROTOCOL_VERSION), &[], deadline) {
+            // A server that refuses us (our uid) answers at once and closes, possibly before our
+            // hello went out: its answer, read next, says why.
+            Ok(()) | Err(IpcError::PeerGone) => {}
+            Err(e) => return Err(e),
+        }
         let mut hello = [0u8; SERVER_HELLO_LEN];
         let fds = control.read_exact_by(&mut hello, deadline)?;
         let (tx, rx) = handshake::client_halves(&hello, fds, control, server_pid, config.wait)?;

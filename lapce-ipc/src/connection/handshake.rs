@@ -1,7 +1,8 @@
 //! The connection handshake over the control channel (normative description: docs/PROTOCOL.md).
 //!
 //! 1. The client sends a 24-byte `ClientHello` (magic, protocol version, pid).
-//! 2. The server checks the peer's user (as the OS reports it) and the hello, then answers with
+//! 2. The server checks the peer's user (as the OS reports it: ours, or on Unix one of
+//!    `StreamConfig::allowed_peer_uids`) and the hello, then answers with
 //!    a 48-byte `ServerHello` (magic, version, status, pid, ring capacity, segment length)
 //!    carrying five handles: the segment and the client's ends of four doorbells (descriptors
 //!    over `SCM_RIGHTS` on Unix, handles duplicated into the client on Windows). On a refusal

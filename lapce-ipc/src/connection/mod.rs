@@ -42,6 +42,31 @@ pub struct StreamConfig {
     /// Listener only: most segments at once, in use and warm (default 1024). A client beyond
     /// that is refused until a connection closes and frees its slot.
     pub max_slots: usize,
+    /// Unix: the directory the control socket lives in, instead of the private runtime
+    /// directory (`None`, the default; see [`socket_path`]). Both sides must name the same one.
+    ///
+    /// It is what lets another user reach a listener at all (nobody else can traverse the 0700
+    /// runtime directory). It is never created, and binding or connecting refuses it
+    /// ([`IpcError::InsecurePath`], naming the path and the problem) unless it is an absolute
+    /// path to an existing directory, not a symlink, owned by this process's uid (a client also
+    /// accepts a directory owned by one of [`allowed_peer_uids`](Self::allowed_peer_uids)), and
+    /// not writable by group or others (`mode & 0o022 == 0`). With an empty allow-list it must
+    /// also be 0700 like the runtime directory; with a non-empty one a mode such as 0711 lets the
+    /// allowed users traverse it. Windows refuses a `Some` with [`IpcError::InvalidArgument`].
+    pub socket_dir: Option<PathBuf>,
+    /// Unix: the uids besides our own whose peers are accepted (empty by default: our own user
+    /// only). Applied by both sides from the credentials the kernel records at connect time
+    /// (SO_PEERCRED / getpeereid), not from anything the peer claims: a listener refuses a
+    /// client running as any other uid (counted in `rejected()`, with an
+    /// [`IpcError::PeerRefused`] reason naming both uids), and a client refuses a listener
+    /// running as any other uid.
+    ///
+    /// When the list is not empty, a listener makes its socket file mode 0666 so that the
+    /// allowed users can connect at all; the file mode then keeps nobody out, the credential
+    /// check does. Use it together with [`socket_dir`](Self::socket_dir). Windows, where the
+    /// trust boundary is the user account, refuses a non-empty list with
+    /// [`IpcError::InvalidArgument`] at bind and connect.
+    pub allowed_peer_uids: Vec<u32>,
 }
 
 impl Default for StreamConfig {
@@ -52,6 +77,8 @@ impl Default for StreamConfig {
             handshake_timeout: Duration::from_secs(5),
             warm_pool: 64,
             max_slots: 1024,
+            socket_dir: None,
+            allowed_peer_uids: Vec::new(),
         }
     }
 }
@@ -64,6 +91,9 @@ impl Default for StreamConfig {
 /// - Unix: `<runtime dir>/<name>.sock`. The runtime directory is `$XDG_RUNTIME_DIR/lapce-ipc/`
 ///   or `/tmp/lapce-ipc-<uid>/`, created with mode 0700 and refused if another user owns it or
 ///   it is open to others. The whole path must fit the 107 bytes a Unix socket address holds.
+///   This is where a listener or client with the default [`StreamConfig`] goes; one with a
+///   [`StreamConfig::socket_dir`] uses `<socket_dir>/<name>.sock` instead (checked when binding
+///   or connecting, not here).
 /// - Windows: the named pipe `\\.\pipe\lapce-ipc-<session id>-<name>`.
 ///
 /// ```
@@ -72,6 +102,22 @@ impl Default for StreamConfig {
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 pub fn socket_path(name: &str) -> Result<PathBuf> {
+    crate::platform::control_path(checked_name(name)?)
+}
+
+/// Where the control channel of `name` lives under `config` (its `socket_dir`, checked for the
+/// side that asks: the listener, or a `client`).
+pub(crate) fn config_socket_path(name: &str, config: &StreamConfig, client: bool) -> Result<PathBuf> {
+    crate::platform::control_path_in(
+        checked_name(name)?,
+        config.socket_dir.as_deref(),
+        &config.allowed_peer_uids,
+        client,
+    )
+}
+
+/// `name` without its leading `/`, if it follows the rules of [`socket_path`].
+fn checked_name(name: &str) -> Result<&str> {
     let bare = name.strip_prefix('/').unwrap_or(name);
     let ok = !bare.is_empty()
         && bare.len() <= 100
@@ -82,7 +128,7 @@ pub fn socket_path(name: &str) -> Result<PathBuf> {
             "listener name {name:?} must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
         )));
     }
-    crate::platform::control_path(bare)
+    Ok(bare)
 }
 
 /// Removes the control-socket files that crashed listeners left in the runtime directory (a

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::blocking::{Refused, Rejections};
 use super::handshake::{self, Offer, CLIENT_HELLO_LEN, SERVER_HELLO_LEN};
 use super::pool::{PoolStats, SegmentPool};
-use super::{socket_path, StreamConfig};
+use super::{config_socket_path, StreamConfig};
 use crate::channel::{copy_into, RecvHalf, SendHalf, WaitStrategy};
 use crate::error::{IpcError, Result};
 use crate::platform::{AsyncControlListener, AsyncControlStream, ControlListener};
@@ -50,10 +50,11 @@ impl AsyncSharedMemoryListener {
         Self::bind_with(name, StreamConfig::default())
     }
 
-    /// Binds `name` with `config`.
+    /// Binds `name` with `config` (see [`SharedMemoryListener::bind_with`](crate::SharedMemoryListener::bind_with)).
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<AsyncSharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
-        let control = ControlListener::bind(socket_path(name)?)?;
+        let control =
+            ControlListener::bind(config_socket_path(name, &config, false)?, &config.allowed_peer_uids)?;
         let path = control.path().to_path_buf();
         let control = control.into_async()?;
         let pool = SegmentPool::for_config(&config)?;
@@ -102,7 +103,7 @@ async fn server_handshake(
     pool: &SegmentPool,
 ) -> Result<AsyncSharedMemoryStream, Refused> {
     let mut hello = [0u8; CLIENT_HELLO_LEN];
-    let checked = match control.check_peer() {
+    let checked = match control.check_peer(&config.allowed_peer_uids) {
         Ok(pid) => control
             .read_exact(&mut hello)
             .await
@@ -171,11 +172,16 @@ impl AsyncSharedMemoryStream {
 
     /// Connects to the listener bound to `name`; `config.ring_capacity` is ignored.
     pub async fn connect_with(name: &str, config: &StreamConfig) -> Result<AsyncSharedMemoryStream> {
-        let path = socket_path(name)?;
+        let path = config_socket_path(name, config, true)?;
         let connect = async {
             let mut control = AsyncControlStream::connect(&path).await?;
-            let server_pid = control.check_peer()?;
-            control.write_all(&handshake::client_hello(handshake::PROTOCOL_VERSION), &[]).await?;
+            let server_pid = control.check_peer(&config.allowed_peer_uids)?;
+            match control.write_all(&handshake::client_hello(handshake::PROTOCOL_VERSION), &[]).await {
+                // A refusing server may have closed before our hello went out (see the blocking
+                // flavour): its answer, read next, says why.
+                Ok(()) | Err(IpcError::PeerGone) => {}
+                Err(e) => return Err(e),
+            }
             let mut hello = [0u8; SERVER_HELLO_LEN];
             let fds = control.read_exact(&mut hello).await?;
             let control = control.into_blocking()?;

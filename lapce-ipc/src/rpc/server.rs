@@ -61,6 +61,9 @@ pub struct ServerStats {
     pub errors: u64,
     /// Handler panics (each answered with an error; the server went on).
     pub panics: u64,
+    /// Clients refused during the handshake (a uid neither ours nor allowed, a bad or late
+    /// hello): the listener's [`rejected`](crate::AsyncSharedMemoryListener::rejected) count.
+    pub handshakes_refused: u64,
 }
 
 #[derive(Default)]
@@ -282,6 +285,7 @@ impl IpcServer {
             requests_in_flight: c.in_flight.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             panics: c.panics.load(Ordering::Relaxed),
+            handshakes_refused: self.inner.listener.rejected().0,
         }
     }
 

@@ -13,8 +13,8 @@ use tokio::io::Interest;
 
 use super::backend::{watch_hangup, HangupWatch};
 use super::socket::{
-    current_uid, drain_doorbell, peer_credentials, peer_hung_up, poll_sleep, probe_listener, recv_with_fds,
-    register_readable, runtime_dir, send_with_fds, Doorbell, Listening,
+    check_socket_dir, current_uid, drain_doorbell, peer_credentials, peer_hung_up, poll_sleep,
+    probe_listener, recv_with_fds, register_readable, runtime_dir, send_with_fds, Doorbell, Listening,
 };
 use crate::error::{handshake_io, IpcError, Result};
 use crate::platform::time_left;
@@ -26,7 +26,26 @@ pub(crate) type BorrowedOsHandle<'a> = BorrowedFd<'a>;
 
 /// The control-socket path of a (validated) listener name: `<runtime dir>/<name>.sock`.
 pub(crate) fn control_path(name: &str) -> Result<PathBuf> {
-    let path = runtime_dir()?.join(format!("{name}.sock"));
+    control_path_in(name, None, &[], false)
+}
+
+/// The control-socket path of a (validated) listener name in `dir` (an explicit socket
+/// directory, checked by [`check_socket_dir`] with `allowed_uids`; `client` is the side that
+/// asks), or in the runtime directory when `dir` is `None`.
+pub(crate) fn control_path_in(
+    name: &str,
+    dir: Option<&Path>,
+    allowed_uids: &[u32],
+    client: bool,
+) -> Result<PathBuf> {
+    let dir = match dir {
+        Some(dir) => {
+            check_socket_dir(dir, allowed_uids, client)?;
+            dir.to_path_buf()
+        }
+        None => runtime_dir()?,
+    };
+    let path = dir.join(format!("{name}.sock"));
     // A Unix socket address holds at most 107 bytes of path (108 with the terminating NUL).
     if path.as_os_str().len() > 107 {
         return Err(IpcError::InvalidArgument(format!(
@@ -92,9 +111,12 @@ pub(crate) struct ControlListener {
 }
 
 impl ControlListener {
-    /// Binds the control socket at `path` (mode 0600), replacing a stale socket file that no
-    /// live listener answers on.
-    pub(crate) fn bind(path: PathBuf) -> Result<ControlListener> {
+    /// Binds the control socket at `path`, replacing a stale socket file that no live listener
+    /// answers on. The socket is mode 0600, or 0666 when `allowed_uids` is not empty so that
+    /// the allowed users can connect at all; then the kernel-reported credentials checked on
+    /// every accept ([`ControlStream::check_peer`]) are what keep other users out. The directory
+    /// was checked before (nobody else can write it), so the file chmod-ed is the one bound here.
+    pub(crate) fn bind(path: PathBuf, allowed_uids: &[u32]) -> Result<ControlListener> {
         let bind_err = |source| IpcError::Bind { path: path.clone(), source };
         let sock = match UnixListener::bind(&path) {
             Ok(l) => l,
@@ -120,7 +142,8 @@ impl ControlListener {
             }
             Err(e) => return Err(bind_err(e)),
         };
-        rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(0o600)).map_err(|e| bind_err(e.into()))?;
+        let mode = if allowed_uids.is_empty() { 0o600 } else { 0o666 };
+        rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| bind_err(e.into()))?;
         let id = file_id(&path);
         Ok(ControlListener { sock, bound: BoundPath { path, id } })
     }
@@ -158,11 +181,12 @@ impl AsyncControlListener {
     }
 }
 
-/// Refuses peers running as another user; returns the peer's pid as the kernel knows it.
-fn check_peer(sock: impl AsFd) -> Result<u32> {
+/// Refuses peers running as a user other than ours and those in `allowed_uids`; returns the
+/// peer's pid as the kernel knows it.
+fn check_peer(sock: impl AsFd, allowed_uids: &[u32]) -> Result<u32> {
     let (peer, pid) = peer_credentials(sock)?;
     let own = current_uid();
-    if peer != own {
+    if peer != own && !allowed_uids.contains(&peer) {
         return Err(IpcError::PeerRefused {
             peer_user: format!("uid {peer}"),
             own_user: format!("uid {own}"),
@@ -185,9 +209,10 @@ impl ControlStream {
         Ok(ControlStream { sock })
     }
 
-    /// Refuses a peer running as another user; returns its pid (from the kernel, not claimed).
-    pub(crate) fn check_peer(&self) -> Result<u32> {
-        check_peer(&self.sock)
+    /// Refuses a peer running as a user other than ours and those in `allowed_uids` (the uid
+    /// from the kernel, not claimed); returns its pid.
+    pub(crate) fn check_peer(&self, allowed_uids: &[u32]) -> Result<u32> {
+        check_peer(&self.sock, allowed_uids)
     }
 
     /// Reads exactly `buf.len()` bytes, all of them before `deadline` (a slow trickle cannot
@@ -238,8 +263,8 @@ impl AsyncControlStream {
     }
 
     /// See [`ControlStream::check_peer`].
-    pub(crate) fn check_peer(&self) -> Result<u32> {
-        check_peer(&self.sock)
+    pub(crate) fn check_peer(&self, allowed_uids: &[u32]) -> Result<u32> {
+        check_peer(&self.sock, allowed_uids)
     }
 
     /// Reads exactly `buf.len()` bytes, with the descriptors that came along.

@@ -5,7 +5,7 @@
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::fs::{FileType, Mode};
@@ -267,6 +267,57 @@ pub(crate) fn runtime_dir() -> Result<PathBuf> {
         ));
     }
     Ok(dir)
+}
+
+/// Checks an explicit socket directory (`StreamConfig::socket_dir`) before a socket is bound or
+/// connected in it; never creates it. It must be an absolute path to an existing directory, not
+/// a symlink, owned by us (a client also trusts a directory owned by one of `allowed_uids`),
+/// never writable by group or others, and 0700-tight like the runtime directory when
+/// `allowed_uids` is empty. Every refusal is an [`IpcError::InsecurePath`] naming the directory
+/// and what is wrong.
+///
+/// Why these rules: nobody else may create, replace or rename entries in the directory (so the
+/// socket a listener binds, and later chmods, is its own, and the one a client connects to is
+/// the listener's), and other users may only traverse it when an allow-list says some of them
+/// are welcome.
+pub(crate) fn check_socket_dir(dir: &Path, allowed_uids: &[u32], client: bool) -> Result<()> {
+    let insecure = |reason: String| Err(IpcError::InsecurePath { path: dir.to_path_buf(), reason });
+    if !dir.is_absolute() {
+        return insecure("socket_dir must be an absolute path".into());
+    }
+    let st = match rustix::fs::lstat(dir) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => {
+            return insecure("does not exist (an explicit socket_dir is never created)".into())
+        }
+        Err(e) => return insecure(format!("cannot be inspected: {}", io::Error::from(e))),
+    };
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::Directory => {}
+        FileType::Symlink => return insecure("is a symlink (refused: use the real directory)".into()),
+        _ => return insecure("is not a directory".into()),
+    }
+    let own = current_uid();
+    let owner = st.st_uid;
+    if owner != own && !(client && allowed_uids.contains(&owner)) {
+        let whom = if client {
+            format!("by us (uid {own}) or an allowed uid")
+        } else {
+            format!("by us (uid {own})")
+        };
+        return insecure(format!("owned by uid {owner}, not {whom}"));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 {
+        return insecure(format!("mode {mode:o} is writable by group or others (refused)"));
+    }
+    if allowed_uids.is_empty() && mode & 0o077 != 0 {
+        return insecure(format!(
+            "mode {mode:o} gives access to group or others; want 0700 while allowed_uids is empty \
+             (a mode such as 0711 lets other users reach the socket only with a non-empty allow-list)"
+        ));
+    }
+    Ok(())
 }
 
 /// Registers an owned descriptor with the current tokio reactor for readability.

@@ -36,7 +36,8 @@ use crate::error::{IpcError, Result};
 
 pub(crate) use event::{sleep_blocking, AsyncSleeper};
 pub(crate) use pipe::{
-    control_path, AsyncControlListener, AsyncControlStream, ControlListener, ControlStream, PeerLink,
+    control_path, control_path_in, AsyncControlListener, AsyncControlStream, ControlListener, ControlStream,
+    PeerLink,
 };
 
 /// What carries a segment or a doorbell to the peer: a handle (duplicated into the peer).

@@ -57,6 +57,33 @@ pub(crate) fn control_path(name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(format!(r"\\.\pipe\lapce-ipc-{}-{name}", user_tag()?)))
 }
 
+/// [`control_path`]; `socket_dir` and `allowed_uids` are Unix options, refused here.
+pub(crate) fn control_path_in(
+    name: &str,
+    dir: Option<&Path>,
+    allowed_uids: &[u32],
+    _client: bool,
+) -> Result<PathBuf> {
+    unix_only(allowed_uids)?;
+    if let Some(dir) = dir {
+        return Err(IpcError::InvalidArgument(format!(
+            "socket_dir ({}) is a Unix option; on Windows the control channel is a named pipe",
+            dir.display()
+        )));
+    }
+    control_path(name)
+}
+
+/// Refuses a non-empty allow-list of Unix uids.
+fn unix_only(allowed_uids: &[u32]) -> Result<()> {
+    if allowed_uids.is_empty() {
+        return Ok(());
+    }
+    Err(IpcError::InvalidArgument(
+        "allowed_uids is a Unix option; on Windows the trust boundary is the user account".into(),
+    ))
+}
+
 fn wide(path: &Path) -> Vec<u16> {
     path.as_os_str().encode_wide().chain(Some(0)).collect()
 }
@@ -246,7 +273,8 @@ pub(crate) struct ControlListener {
 impl ControlListener {
     /// Creates the first instance of the pipe; fails if the name is taken (by a live listener:
     /// pipes vanish with their processes).
-    pub(crate) fn bind(path: PathBuf) -> Result<ControlListener> {
+    pub(crate) fn bind(path: PathBuf, allowed_uids: &[u32]) -> Result<ControlListener> {
+        unix_only(allowed_uids)?;
         let name = wide(&path);
         // FILE_FLAG_FIRST_PIPE_INSTANCE refuses a taken name on Windows; Wine ignores the flag,
         // so ask first whether the name exists (this does not connect to its listener).
@@ -354,8 +382,9 @@ impl ControlStream {
         }
     }
 
-    /// Refuses a peer running as another user; returns its pid.
-    pub(crate) fn check_peer(&self) -> Result<u32> {
+    /// Refuses a peer running as another user; returns its pid. (`allowed_uids` must be empty.)
+    pub(crate) fn check_peer(&self, allowed_uids: &[u32]) -> Result<u32> {
+        unix_only(allowed_uids)?;
         check_same_user(self.peer_pid)?;
         Ok(self.peer_pid)
     }
@@ -527,8 +556,8 @@ impl AsyncControlStream {
         }
     }
 
-    pub(crate) fn check_peer(&self) -> Result<u32> {
-        self.inner.check_peer()
+    pub(crate) fn check_peer(&self, allowed_uids: &[u32]) -> Result<u32> {
+        self.inner.check_peer(allowed_uids)
     }
 
     async fn read_raw(&mut self, buf: &mut [u8]) -> Result<()> {
