@@ -501,7 +501,9 @@ pub fn client(args: &ScaleClientArgs) -> std::process::ExitCode {
 }
 
 fn client_inner(args: &ScaleClientArgs) -> Result<()> {
-    child::die_with_parent(None)?;
+    // Outside Linux the parent check would read stdin, which carries this child's commands; the
+    // child ends there when its stdin closes instead.
+    child::die_with_parent(if cfg!(target_os = "linux") { args.parent_pid } else { None })?;
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let clients = runtime.block_on(async {
