@@ -32,6 +32,9 @@ enum Command {
     /// The server side of `bench`, run as a child process by `bench` itself.
     #[command(hide = true)]
     BenchServer(bench::ServerArgs),
+    /// A client process of `bench --scale`, run as a child process by `bench` itself.
+    #[command(hide = true)]
+    BenchScaleClient(bench::ScaleClientArgs),
     /// Run a server with an echo handler (data) and a mock AI engine (complete; chat streams its
     /// answer token by token) until Ctrl-C, which shuts it down gracefully.
     Serve(serve::ServeArgs),
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::BenchServer(args) => bench::serve(&args),
+        Command::BenchScaleClient(args) => bench::scale_client(&args),
         Command::Serve(args) => serve::serve(&args),
         Command::Call(args) => serve::call(&args),
         Command::Clean => serve::clean(),

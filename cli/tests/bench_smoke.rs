@@ -3,7 +3,7 @@
 //! 10 MiB) and checks the JSON it writes.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The baseline transport: a Unix-domain socket, on Windows a named pipe.
@@ -89,6 +89,20 @@ fn quick_bench_writes_json_for_every_transport() {
         }
     }
     assert!(stdout.contains("large messages"), "no large-message table:\n{stdout}");
+    // Request/response round trips with metrics on and off, and the target on their difference.
+    for size in [64u64, 1024] {
+        for test in ["metrics-off", "metrics-on"] {
+            let row = rows
+                .iter()
+                .find(|r| {
+                    r["transport"] == "lapce-ipc-rpc" && r["test"] == test && r["payload_bytes"] == size
+                })
+                .unwrap_or_else(|| panic!("no {test} row for {size} B in {text}"));
+            assert!(row["error"].is_null(), "{row}");
+            assert!(row["rtt_p50_us"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+        }
+    }
+    assert!(stdout.contains("metrics cost < 5% of the round trip"), "no metrics target:\n{stdout}");
     // The request/response row is compared with the raw stream.
     assert!(stdout.contains("the raw round trip"), "no request/response comparison:\n{stdout}");
     // The idle-CPU measurement reads /proc: Unix only (on Windows it is reported as not available).
@@ -99,5 +113,57 @@ fn quick_bench_writes_json_for_every_transport() {
     } else {
         let idle = idle.expect("an idle-CPU row");
         assert!(idle["idle_cpu_percent"].as_f64().is_some_and(|v| v >= 0.0), "bad idle row {idle}");
+    }
+}
+
+#[test]
+fn scale_smoke_has_rows_without_errors_and_leaves_no_children() {
+    let json = unique_json_path();
+    let bench = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
+        .args(["bench", "--scale", "8", "--quick", "--scale-secs", "1", "--trim-wait", "0", "--json"])
+        .arg(&json.0)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run lapce-ipc bench --scale");
+    let bench_pid = bench.id();
+    let out = bench.wait_with_output().expect("wait for lapce-ipc bench --scale");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench --scale failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("scale (lapce-ipc-rpc"), "no scale table:\n{stdout}");
+    assert!(stdout.contains("targets"), "no targets summary:\n{stdout}");
+    // Only the scale rows run.
+    assert!(!stdout.contains("large messages"), "other rows ran:\n{stdout}");
+
+    let text = std::fs::read_to_string(&json.0).expect("read the JSON file");
+    let rows: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let rows = rows.as_array().expect("a JSON array");
+    assert_eq!(rows.len(), 1, "one scale row: {text}");
+    let row = &rows[0];
+    assert_eq!(row["test"], "scale", "{row}");
+    assert_eq!(row["clients"], 8, "{row}");
+    assert!(row["error"].is_null(), "{row}");
+    assert_eq!(row["request_errors"], 0, "{row}");
+    assert!(row["requests"].as_u64().is_some_and(|n| n > 0), "{row}");
+    assert!(row["requests_per_sec"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+    assert!(row["rtt_p50_us"].as_f64().is_some_and(|v| v > 0.0), "{row}");
+    if cfg!(target_os = "linux") {
+        assert!(row["idle"]["rss_kib"].as_u64().is_some_and(|v| v > 0), "{row}");
+        assert!(row["connected"]["fds"].as_u64() > row["idle"]["fds"].as_u64(), "{row}");
+        // Every server and client child of that bench is gone (they all got `--parent-pid`).
+        let marker = format!("\0--parent-pid\0{bench_pid}\0");
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .expect("read /proc")
+            .filter_map(|e| {
+                let path = e.ok()?.path();
+                let cmdline = std::fs::read(path.join("cmdline")).ok()?;
+                let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+                cmdline
+                    .contains(&marker)
+                    .then(|| format!("{}: {}", path.display(), cmdline.replace('\0', " ")))
+            })
+            .collect();
+        assert!(left.is_empty(), "child processes left: {left:?}");
     }
 }

@@ -19,6 +19,7 @@ mod pipe;
 mod prefixed;
 mod report;
 mod rpc;
+mod scale;
 #[cfg(unix)]
 mod uds;
 
@@ -38,7 +39,8 @@ use hdrhistogram::Histogram;
 use self::child::ServerProcess;
 use self::lapce::LapceClient;
 use self::measure::{Result, Throughput};
-use self::report::{CaseResult, Idle};
+use self::report::{CaseResult, Idle, MetricsCost};
+pub use self::scale::{client as scale_client, ScaleClientArgs};
 
 /// Arguments of `lapce-ipc bench`.
 #[derive(Debug, clap::Args)]
@@ -70,6 +72,21 @@ pub struct BenchArgs {
     /// Skip the large-message rows.
     #[arg(long)]
     pub no_large: bool,
+    /// Scale mode: only the scale rows, one per client count N (comma-separated): a fresh
+    /// `IpcServer` child, its RSS and descriptors idle and with N idle clients (spread over 4
+    /// client processes), then request/response load on every connection.
+    #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=65535))]
+    pub scale: Vec<u64>,
+    /// Scale mode: seconds the N clients sit idle before the server is measured (lets an idle
+    /// trim return ring pages).
+    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
+    pub trim_wait: f64,
+    /// Scale mode: requests in flight per connection during the load.
+    #[arg(long, value_name = "P", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub scale_inflight: u64,
+    /// Scale mode: seconds of load (default 3, 1 with --quick).
+    #[arg(long, value_name = "SECS")]
+    pub scale_secs: Option<f64>,
 }
 
 /// Arguments of the hidden `bench-server` subcommand (the server child).
@@ -105,6 +122,13 @@ pub struct ServerArgs {
     /// Pid of the bench process; the server dies with it.
     #[arg(long)]
     pub parent_pid: Option<u32>,
+    /// Request/response server: collect metrics (`metrics.enable`).
+    #[arg(long)]
+    pub metrics: bool,
+    /// Request/response server for the scale rows: the default configuration with room for N
+    /// clients; it exits once N + 1 clients have come and gone.
+    #[arg(long, value_name = "N")]
+    pub scale_clients: Option<u64>,
 }
 
 /// A transport under test.
@@ -390,6 +414,22 @@ impl Bench<'_> {
         counts: Counts,
         body: impl FnOnce(&mut Client, u32) -> Result<T>,
     ) -> Result<T> {
+        self.session_with(transport, mode, test, payload, counts, false, body)
+    }
+
+    /// [`session`](Self::session), with the request/response server's and client's metrics
+    /// collected or not (`metrics`; the other transports have none).
+    #[allow(clippy::too_many_arguments, reason = "one private helper; a struct would only rename them")]
+    fn session_with<T>(
+        &self,
+        transport: Transport,
+        mode: Mode,
+        test: Test,
+        payload: usize,
+        counts: Counts,
+        metrics: bool,
+        body: impl FnOnce(&mut Client, u32) -> Result<T>,
+    ) -> Result<T> {
         let (name, file) = self.endpoint(transport);
         let mut args: Vec<OsString> = vec![
             "bench-server".into(),
@@ -413,6 +453,9 @@ impl Bench<'_> {
         if let Some(cpu) = self.pinning.server_cpu() {
             args.extend(["--cpu".into(), cpu.to_string().into()]);
         }
+        if metrics {
+            args.push("--metrics".into());
+        }
         let cleanup = if file.as_os_str().is_empty() { Vec::new() } else { vec![file] };
         let mut server = ServerProcess::spawn(&args, Duration::from_secs(self.args.timeout), cleanup)?;
         server.wait_ready()?;
@@ -430,7 +473,9 @@ impl Bench<'_> {
                     }
                     Client::Lapce(Box::new(c))
                 }
-                Transport::Rpc => Client::Rpc(Box::new(rpc::RpcClient::connect(&name, mode, payload)?)),
+                Transport::Rpc => {
+                    Client::Rpc(Box::new(rpc::RpcClient::connect(&name, mode, payload, metrics)?))
+                }
                 Transport::Baseline => Client::Baseline(baseline::connect(&name)?),
             };
             body(&mut client, server.pid())
@@ -457,6 +502,38 @@ impl Bench<'_> {
             Client::Rpc(c) => c.rtt(payload, counts.warmup, counts.rounds),
             Client::Baseline(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
         })
+    }
+
+    /// Request/response round trips (adaptive) with metrics on and off, back to back, for one
+    /// payload: p50 and mean of each, in µs.
+    fn metrics_cost(&self, payload: usize) -> MetricsCost {
+        let counts = Counts::new(self.args, payload);
+        let measure = |metrics: bool| -> std::result::Result<Histogram<u64>, String> {
+            eprint!(
+                "measuring lapce-ipc-rpc adaptive {} rtt, metrics {} ({} round trips)... ",
+                report::payload_label(payload),
+                if metrics { "on" } else { "off" },
+                counts.rounds
+            );
+            let r = self
+                .session_with(Transport::Rpc, Mode::Adaptive, Test::Echo, payload, counts, metrics, |c, _| {
+                    let Client::Rpc(c) = c else { unreachable!("a request/response session") };
+                    c.rtt(payload, counts.warmup, counts.rounds)
+                })
+                .map_err(|e| e.to_string());
+            match &r {
+                Ok(h) => eprintln!(
+                    "mean {} µs, p50 {} µs",
+                    report::fmt_us(h.mean() / 1000.0),
+                    report::us(h.value_at_quantile(0.5))
+                ),
+                Err(e) => eprintln!("FAILED: {e}"),
+            }
+            r
+        };
+        let off = measure(false);
+        let on = measure(true);
+        MetricsCost { payload, rounds: counts.rounds, off, on }
     }
 
     /// Measures one-way throughput with the sink `test`.
@@ -612,6 +689,9 @@ impl Bench<'_> {
 
 /// Runs `lapce-ipc bench`. Missed targets do not fail it; failed measurements do (exit 1).
 pub fn run(args: &BenchArgs) -> ExitCode {
+    if !args.scale.is_empty() {
+        return run_scale(args);
+    }
     let started = Instant::now();
     let bench = Bench { args, pinning: Pinning::setup(), counter: AtomicU64::new(0) };
     let large: &[usize] = if args.no_large { &[] } else { &args.large };
@@ -637,8 +717,10 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
     }
     let idle = bench.idle(Duration::from_millis(if args.quick { 300 } else { 1000 }));
+    let metrics: Vec<MetricsCost> = [64, 1024].into_iter().map(|p| bench.metrics_cost(p)).collect();
 
-    let rows = report::rows(&cases, &idle);
+    let mut rows = report::rows(&cases, &idle);
+    rows.extend(report::metrics_rows(&metrics));
     println!();
     report::print_table(&rows);
     if !large.is_empty() {
@@ -648,7 +730,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     println!();
     report::print_idle(&idle);
     println!();
-    report::print_targets(&rows, &idle);
+    report::print_metrics(&metrics);
+    println!();
+    report::print_targets(&rows, &idle, &metrics);
     println!();
     println!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
 
@@ -666,6 +750,64 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         eprintln!("error: some measurements failed (see above)");
+        ExitCode::FAILURE
+    }
+}
+
+/// Runs `lapce-ipc bench --scale`: only the scale rows. Missed targets do not fail it; failed
+/// rows and request errors do (exit 1).
+fn run_scale(args: &BenchArgs) -> ExitCode {
+    let started = Instant::now();
+    // The clients share the CPUs with the server: nothing is pinned.
+    let bench = Bench { args, pinning: Pinning::NotPinned("scale mode".into()), counter: AtomicU64::new(0) };
+    let list = args.scale.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    println!(
+        "lapce-ipc bench --scale{}: {list} clients, {} in flight per connection, trim wait {} s",
+        if args.quick { " (quick)" } else { "" },
+        args.scale_inflight,
+        args.trim_wait
+    );
+    if !(args.trim_wait.is_finite() && (0.0..=3600.0).contains(&args.trim_wait)) {
+        eprintln!("error: --trim-wait must be between 0 and 3600 seconds");
+        return ExitCode::FAILURE;
+    }
+    if args.scale_secs.is_some_and(|s| !(s.is_finite() && s > 0.0 && s <= 3600.0)) {
+        eprintln!("error: --scale-secs must be above 0 and at most 3600 seconds");
+        return ExitCode::FAILURE;
+    }
+    let rows = scale::run(&bench, args);
+    println!();
+    scale::print_table(&rows);
+    println!();
+    println!("targets (a report, not a gate):");
+    let targets = scale::targets(&rows);
+    for (name, met, detail) in &targets {
+        let tag = match met {
+            Some(true) => "met   ",
+            Some(false) => "MISSED",
+            None => "n/a   ",
+        };
+        println!("  [{tag}] {name}: {detail}");
+    }
+    let met = targets.iter().filter(|t| t.1 == Some(true)).count();
+    println!("  {met} of {} targets met on this run", targets.len());
+    println!();
+    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    let mut ok = rows.iter().all(|r| r.error.is_none() && r.request_errors == Some(0));
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&rows).map(|t| t + "\n").map_err(std::io::Error::other);
+        match text.and_then(|t| std::fs::write(path, t)) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: some scale measurements failed or had request errors (see above)");
         ExitCode::FAILURE
     }
 }
@@ -718,6 +860,10 @@ mod tests {
             timeout: 60,
             large: vec![],
             no_large: false,
+            scale: vec![],
+            trim_wait: 2.0,
+            scale_inflight: 4,
+            scale_secs: None,
         };
         let small = Counts::new(&args, 1024);
         let big = Counts::new(&args, 64 << 10);

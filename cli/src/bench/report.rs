@@ -72,6 +72,94 @@ impl IdleResult {
     }
 }
 
+/// Request/response round trips of one payload with metrics off and on (the same run).
+pub struct MetricsCost {
+    /// Payload size in bytes.
+    pub payload: usize,
+    /// Recorded round trips of each.
+    pub rounds: u64,
+    /// Round trips with `metrics.enable = false`, nanoseconds.
+    pub off: Result<Histogram<u64>, String>,
+    /// Round trips with `metrics.enable = true`, nanoseconds.
+    pub on: Result<Histogram<u64>, String>,
+}
+
+impl MetricsCost {
+    /// `(p50 off, p50 on, mean off, mean on)` in µs, when both were measured.
+    fn figures(&self) -> Option<(f64, f64, f64, f64)> {
+        let (off, on) = (self.off.as_ref().ok()?, self.on.as_ref().ok()?);
+        Some((
+            ns_to_us(off.value_at_quantile(0.5)),
+            ns_to_us(on.value_at_quantile(0.5)),
+            off.mean() / 1000.0,
+            on.mean() / 1000.0,
+        ))
+    }
+
+    /// The cost of metrics in percent of the round trip, on the p50 (`on / off - 1`).
+    fn cost_percent(&self) -> Option<f64> {
+        self.figures().map(|(off, on, _, _)| (on / off - 1.0) * 100.0)
+    }
+}
+
+/// The metrics-on and metrics-off rows (`test` = `metrics-off` / `metrics-on`).
+pub fn metrics_rows(costs: &[MetricsCost]) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for c in costs {
+        for (test, h) in [("metrics-off", &c.off), ("metrics-on", &c.on)] {
+            let mut row = Row::empty(Transport::Rpc.name(), Mode::Adaptive.name(), test, c.payload as u64);
+            match h {
+                Ok(h) => {
+                    row.rtt_mean_us = Some(h.mean() / 1000.0);
+                    row.rtt_p50_us = Some(ns_to_us(h.value_at_quantile(0.5)));
+                    row.rtt_p99_us = Some(ns_to_us(h.value_at_quantile(0.99)));
+                    row.rtt_p999_us = Some(ns_to_us(h.value_at_quantile(0.999)));
+                    row.rtt_max_us = Some(ns_to_us(h.max()));
+                    row.rtt_round_trips = Some(h.len());
+                }
+                Err(e) => row.error = Some(format!("rtt ({} round trips): {e}", c.rounds)),
+            }
+            rows.push(row);
+        }
+    }
+    rows
+}
+
+/// Prints the metrics on/off comparison.
+pub fn print_metrics(costs: &[MetricsCost]) {
+    println!("metrics cost (lapce-ipc-rpc adaptive round trip, metrics.enable off vs on, back to back):");
+    for c in costs {
+        match c.figures() {
+            Some((off, on, moff, mon)) => println!(
+                "  {:>6}: p50 {} µs off, {} µs on ({:+.1}%); mean {} µs off, {} µs on ({:+.1}%)",
+                payload_label(c.payload),
+                fmt_us(off),
+                fmt_us(on),
+                (on / off - 1.0) * 100.0,
+                fmt_us(moff),
+                fmt_us(mon),
+                (mon / moff - 1.0) * 100.0
+            ),
+            None => println!("  {:>6}: failed (see above)", payload_label(c.payload)),
+        }
+    }
+}
+
+/// The metrics target: the worst p50 cost over the payloads measured.
+fn metrics_target(costs: &[MetricsCost]) -> (&'static str, Verdict) {
+    let name = "metrics cost < 5% of the round trip (p50, 64 B and 1 KiB)";
+    let all: Option<Vec<(usize, f64)>> =
+        costs.iter().map(|c| c.cost_percent().map(|p| (c.payload, p))).collect();
+    match all {
+        Some(v) if !v.is_empty() => {
+            let worst = v.iter().map(|x| x.1).fold(f64::MIN, f64::max);
+            let detail = v.iter().map(|(p, c)| format!("{} {c:+.1}%", payload_label(*p))).collect::<Vec<_>>();
+            (name, verdict(worst < 5.0, detail.join(", ")))
+        }
+        _ => (name, Verdict::Unknown("not measured or failed".into())),
+    }
+}
+
 /// One row of the table and of the JSON array.
 ///
 /// The `_vs_uds` ratios compare with the baseline of the platform: the Unix-domain socket
@@ -84,7 +172,8 @@ pub struct Row {
     /// `spin`, `adaptive`, `blocking`, or `adaptive-idle` for the idle-CPU row.
     pub mode: String,
     /// `standard` (latency and throughput of one payload size), `large` (one-way throughput of
-    /// large messages, fragmented by the framed stream) or `idle`.
+    /// large messages, fragmented by the framed stream), `idle`, or `metrics-off` / `metrics-on`
+    /// (request/response round trips with `metrics.enable` false / true).
     pub test: String,
     /// Payload size in bytes (0 for the idle row).
     pub payload_bytes: u64,
@@ -580,8 +669,9 @@ fn idle_target(idle: &Idle) -> (&'static str, Verdict) {
 
 /// Prints the targets and whether this run met them: the (measured on Linux), on
 /// Windows the seed targets for Windows instead. Missing a target is reported, never an error.
-pub fn print_targets(rows: &[Row], idle: &Idle) {
-    let targets = if cfg!(windows) { windows_targets(rows, idle) } else { targets(rows, idle) };
+pub fn print_targets(rows: &[Row], idle: &Idle, metrics: &[MetricsCost]) {
+    let mut targets = if cfg!(windows) { windows_targets(rows, idle) } else { targets(rows, idle) };
+    targets.push(metrics_target(metrics));
     if cfg!(windows) {
         println!("targets (the seed targets for Windows; a report, not a gate):");
     } else {

@@ -18,7 +18,7 @@ use super::{lapce, Mode, ServerArgs, Test};
 /// Requests in flight at once in the throughput test.
 pub const IN_FLIGHT: usize = 64;
 
-fn config(mode: Mode, payload: usize) -> IpcConfig {
+fn config(mode: Mode, payload: usize, metrics: bool) -> IpcConfig {
     let mut config = IpcConfig::default();
     config.ipc.wait_mode = match mode {
         Mode::Spin => WaitMode::Spin,
@@ -28,22 +28,38 @@ fn config(mode: Mode, payload: usize) -> IpcConfig {
     config.ipc.ring_size = lapce::ring_capacity(Test::Echo, payload);
     config.ipc.max_concurrent_requests = 4 * IN_FLIGHT;
     config.ipc.request_timeout_ms = 60_000;
-    config.metrics.enable = false;
+    config.metrics.enable = metrics;
     config
 }
 
-/// The server child: echoes `Data` requests until its one client has come and gone.
+/// The scale server's configuration: the defaults, with room for `clients` connections (and a
+/// slot for each).
+pub fn scale_config(clients: usize) -> IpcConfig {
+    let mut config = IpcConfig::default();
+    config.ipc.max_connections = config.ipc.max_connections.max(clients + 1);
+    config.ipc.max_slots = config.ipc.max_slots.max(clients + 1 + config.ipc.warm_pool_size);
+    config
+}
+
+/// The server child: echoes `Data` requests until its one client has come and gone. With
+/// `--scale-clients N` (the scale rows), the default configuration with room for N clients, and
+/// it exits when N + 1 clients (the last one a sentinel the bench connects once it has measured
+/// the server after the N left) have come and gone.
 pub fn serve(args: &ServerArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (config, expected) = match args.scale_clients {
+        Some(n) => (scale_config(n as usize), n + 1),
+        None => (config(args.mode, args.payload, args.metrics), 1),
+    };
     runtime.block_on(async {
-        let server = IpcServer::bind(&args.name, config(args.mode, args.payload))?;
+        let server = IpcServer::bind(&args.name, config)?;
         server.register_handler(MessageType::Data, |request: Bytes| async move { Ok(request) });
         let watcher = server.clone();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(2)).await;
                 let s = watcher.stats();
-                if s.connections_accepted > 0 && s.connections_active == 0 {
+                if s.connections_accepted >= expected && s.connections_active == 0 {
                     watcher.shutdown(Duration::ZERO);
                     return;
                 }
@@ -63,10 +79,10 @@ pub struct RpcClient {
 }
 
 impl RpcClient {
-    /// Connects to the server child `name`.
-    pub fn connect(name: &str, mode: Mode, payload: usize) -> Result<RpcClient> {
+    /// Connects to the server child `name`, with metrics collected or not.
+    pub fn connect(name: &str, mode: Mode, payload: usize, metrics: bool) -> Result<RpcClient> {
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-        let client = runtime.block_on(IpcClient::connect(name, config(mode, payload)))?;
+        let client = runtime.block_on(IpcClient::connect(name, config(mode, payload, metrics)))?;
         Ok(RpcClient { runtime, client })
     }
 

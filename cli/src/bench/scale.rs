@@ -1,0 +1,728 @@
+//! `lapce-ipc bench --scale N,...`: what N connected clients cost an `IpcServer`.
+//!
+//! For each N: a fresh server child (`bench-server --transport lapce-ipc-rpc --scale-clients N`,
+//! the default configuration with room for N connections, an echo handler); its RSS and open
+//! file descriptors while idle with no clients; then N `IpcClient` connections spread over
+//! [`CLIENT_PROCESSES`] client children (the hidden `bench-scale-client` subcommand, one tokio
+//! runtime each); RSS and descriptors again after `--trim-wait` seconds with all N connected and
+//! idle; then request/response load on every connection (64 B, `--scale-inflight` requests in
+//! flight per connection, `--scale-secs` seconds); then the clients exit and the server's
+//! descriptors are counted once more.
+//!
+//! The parent drives the client children over lines on their stdin and stdout:
+//! child → `connected K` (or `error MSG`), parent → `go`, child → `result REQUESTS ERRORS
+//! ELAPSED_NS V:C,V:C,...` (its latency histogram as value:count pairs, merged by the parent),
+//! parent → `close`, child exits. Every line is awaited under a timeout; children are killed and
+//! reaped when their guard drops (also on error), and die with the parent (Linux) or when their
+//! stdin closes.
+
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use lapce_ipc::frame::MessageType;
+use lapce_ipc::{IpcClient, IpcConfig};
+use serde::Serialize;
+
+use super::child::{self, ServerProcess};
+use super::measure::{new_histogram, Result};
+use super::report::{fmt_us, rate};
+use super::{Bench, BenchArgs, Transport};
+
+/// Client processes the N connections are spread over (fewer when N is smaller).
+pub const CLIENT_PROCESSES: usize = 4;
+
+/// Payload of the load's requests.
+pub const PAYLOAD: usize = 64;
+
+/// File descriptors one connection is assumed to need at most on either side, for the check of
+/// the descriptor limit before a run.
+const FDS_PER_CONNECTION_BOUND: u64 = 8;
+
+/// How long the server gets to settle before the idle measurement.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// Arguments of the hidden `bench-scale-client` subcommand (a client child of `--scale`).
+#[derive(Debug, clap::Args)]
+pub struct ScaleClientArgs {
+    /// Listener name of the server.
+    #[arg(long)]
+    pub name: String,
+    /// Connections this process opens.
+    #[arg(long)]
+    pub connections: usize,
+    /// Requests in flight per connection during the load.
+    #[arg(long)]
+    pub inflight: usize,
+    /// Seconds of load.
+    #[arg(long)]
+    pub secs: f64,
+    /// Pid of the bench process; the client dies with it.
+    #[arg(long)]
+    pub parent_pid: Option<u32>,
+}
+
+/// Memory and descriptors of a process at one moment (`None`: not available here).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Footprint {
+    /// `VmRSS`, KiB.
+    pub rss_kib: Option<u64>,
+    /// `RssAnon`, KiB.
+    pub rss_anon_kib: Option<u64>,
+    /// `RssShmem`, KiB.
+    pub rss_shmem_kib: Option<u64>,
+    /// Entries of `/proc/<pid>/fd`.
+    pub fds: Option<u64>,
+}
+
+/// Reads the footprint of `pid` from `/proc` (Linux).
+#[cfg(target_os = "linux")]
+pub fn footprint(pid: u32) -> Footprint {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix(':')?;
+            rest.split_whitespace().next()?.parse::<u64>().ok()
+        })
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count() as u64);
+    Footprint {
+        rss_kib: field("VmRSS"),
+        rss_anon_kib: field("RssAnon"),
+        rss_shmem_kib: field("RssShmem"),
+        fds,
+    }
+}
+
+/// Not available outside Linux: everything `n/a`.
+#[cfg(not(target_os = "linux"))]
+pub fn footprint(_pid: u32) -> Footprint {
+    Footprint::default()
+}
+
+/// Raises the soft limit of open files to the hard limit and returns the soft limit now in
+/// force (`None` when unknown or unlimited).
+#[cfg(unix)]
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let _ = setrlimit(Resource::Nofile, Rlimit { current: limit.maximum, maximum: limit.maximum });
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+/// No descriptor limit to raise here (Windows handles are not limited that way).
+#[cfg(not(unix))]
+pub fn raise_fd_limit() -> Option<u64> {
+    None
+}
+
+/// One scale row: the figures for N clients.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScaleRow {
+    /// Always `lapce-ipc-rpc`.
+    pub transport: String,
+    /// Always `scale`.
+    pub test: String,
+    /// Clients connected at once.
+    pub clients: usize,
+    /// Client processes they were spread over.
+    pub client_processes: usize,
+    /// Request payload in bytes.
+    pub payload_bytes: u64,
+    /// Requests in flight per connection during the load.
+    pub inflight_per_connection: usize,
+    /// Server idle, no clients.
+    pub idle: Footprint,
+    /// Server with all clients connected and idle, after the trim wait.
+    pub connected: Footprint,
+    /// Seconds waited with all clients idle before `connected` was measured.
+    pub trim_wait_secs: f64,
+    /// `(connected RSS - idle RSS) / clients`, KiB.
+    pub rss_per_connection_kib: Option<f64>,
+    /// `(connected fds - idle fds) / clients`.
+    pub fds_per_connection: Option<f64>,
+    /// Server descriptors after all clients left.
+    pub fds_after_disconnect: Option<u64>,
+    /// Whether they are back to the idle count.
+    pub fds_returned_to_idle: Option<bool>,
+    /// Requests answered during the load, all processes.
+    pub requests: Option<u64>,
+    /// Requests per second, all processes (total requests / longest process's load time).
+    pub requests_per_sec: Option<f64>,
+    /// Latency of one request (merged histograms of all processes), median, µs.
+    pub rtt_p50_us: Option<f64>,
+    /// Latency, 99th percentile, µs.
+    pub rtt_p99_us: Option<f64>,
+    /// Latency, maximum, µs.
+    pub rtt_max_us: Option<f64>,
+    /// Failed requests (must be 0).
+    pub request_errors: Option<u64>,
+    /// What went wrong, if the row failed.
+    pub error: Option<String>,
+}
+
+impl ScaleRow {
+    fn new(clients: usize, processes: usize, inflight: usize, trim_wait: f64) -> ScaleRow {
+        ScaleRow {
+            transport: Transport::Rpc.name().into(),
+            test: "scale".into(),
+            clients,
+            client_processes: processes,
+            payload_bytes: PAYLOAD as u64,
+            inflight_per_connection: inflight,
+            idle: Footprint::default(),
+            connected: Footprint::default(),
+            trim_wait_secs: trim_wait,
+            rss_per_connection_kib: None,
+            fds_per_connection: None,
+            fds_after_disconnect: None,
+            fds_returned_to_idle: None,
+            requests: None,
+            requests_per_sec: None,
+            rtt_p50_us: None,
+            rtt_p99_us: None,
+            rtt_max_us: None,
+            request_errors: None,
+            error: None,
+        }
+    }
+}
+
+/// A client child, killed and reaped when dropped.
+struct ClientProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl ClientProcess {
+    fn spawn(args: &[OsString]) -> Result<ClientProcess> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the current executable: {e}"))?;
+        let mut child = Command::new(&exe)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let stdin = child.stdin.take();
+        let (tx, lines) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(ClientProcess { child, stdin, lines, reader: Some(reader) })
+    }
+
+    /// Sends one line to the child.
+    fn send(&mut self, line: &str) -> Result<()> {
+        let stdin = self.stdin.as_mut().ok_or("client stdin closed")?;
+        writeln!(stdin, "{line}")?;
+        stdin.flush()?;
+        Ok(())
+    }
+
+    /// The child's next line, within `timeout`; its `error ...` lines become errors.
+    fn line(&mut self, timeout: Duration, what: &str) -> Result<String> {
+        match self.lines.recv_timeout(timeout) {
+            Ok(line) => match line.strip_prefix("error ") {
+                Some(e) => Err(format!("client process {}: {e}", self.child.id()).into()),
+                None => Ok(line),
+            },
+            Err(RecvTimeoutError::Timeout) => Err(format!(
+                "client process {} did not {what} within {} s",
+                self.child.id(),
+                timeout.as_secs()
+            )
+            .into()),
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                Err(format!("client process {} exited before it could {what} ({status})", self.child.id())
+                    .into())
+            }
+        }
+    }
+
+    /// Tells the child to close and waits (at most `grace`) for it to exit.
+    fn close(mut self, grace: Duration) -> Result<()> {
+        let _ = self.send("close");
+        drop(self.stdin.take());
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return if status.success() {
+                    Ok(())
+                } else {
+                    Err(format!("client process failed ({status})").into())
+                };
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "client process {} did not exit within {} s",
+                    self.child.id(),
+                    grace.as_secs()
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for ClientProcess {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        if !matches!(self.child.try_wait(), Ok(Some(_))) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// Checks that the descriptor limit leaves room for `clients` connections.
+fn check_fd_limit(clients: usize, limit: Option<u64>) -> Result<()> {
+    let Some(limit) = limit else { return Ok(()) };
+    let needed = clients as u64 * FDS_PER_CONNECTION_BOUND + 256;
+    if limit < needed {
+        return Err(format!(
+            "the open-file limit ({limit}, raised to the hard limit) is too low for {clients} clients: the server \
+             may need about {needed} descriptors; raise the hard limit (ulimit -Hn) or use a smaller --scale"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Runs the scale rows (one per N of `--scale`), printing progress lines.
+pub fn run(bench: &Bench<'_>, args: &BenchArgs) -> Vec<ScaleRow> {
+    let limit = raise_fd_limit();
+    let secs = args.scale_secs.unwrap_or(if args.quick { 1.0 } else { 3.0 });
+    args.scale
+        .iter()
+        .map(|&n| {
+            let n = n as usize;
+            let processes = CLIENT_PROCESSES.min(n);
+            let mut row = ScaleRow::new(n, processes, args.scale_inflight as usize, args.trim_wait);
+            if let Err(e) = check_fd_limit(n, limit).and_then(|()| one(bench, args, n, secs, &mut row)) {
+                eprintln!("  FAILED: {e}");
+                row.error = Some(e.to_string());
+            }
+            row
+        })
+        .collect()
+}
+
+/// Measures N clients into `row`.
+fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut ScaleRow) -> Result<()> {
+    let (name, file) = bench.endpoint(Transport::Rpc);
+    let timeout = Duration::from_secs(args.timeout);
+    let server_args: Vec<OsString> = vec![
+        "bench-server".into(),
+        "--transport".into(),
+        Transport::Rpc.name().into(),
+        "--mode".into(),
+        "adaptive".into(),
+        "--name".into(),
+        name.clone().into(),
+        "--test".into(),
+        "echo".into(),
+        "--payload".into(),
+        PAYLOAD.to_string().into(),
+        "--scale-clients".into(),
+        n.to_string().into(),
+        "--parent-pid".into(),
+        std::process::id().to_string().into(),
+    ];
+    let cleanup = if file.as_os_str().is_empty() { Vec::new() } else { vec![file] };
+    // The whole row runs under the server's watchdog.
+    let budget = timeout + Duration::from_secs_f64(args.trim_wait + secs);
+    let mut server = ServerProcess::spawn(&server_args, budget, cleanup)?;
+    server.wait_ready()?;
+    let pid = server.pid();
+    let result = (|| -> Result<()> {
+        eprintln!("scale {n}: server pid {pid}, settling {} ms...", SETTLE.as_millis());
+        std::thread::sleep(SETTLE);
+        row.idle = footprint(pid);
+
+        let processes = row.client_processes;
+        eprintln!("scale {n}: connecting {n} clients from {processes} processes...");
+        let started = Instant::now();
+        let mut clients = Vec::new();
+        for p in 0..processes {
+            let k = n / processes + usize::from(p < n % processes);
+            let client_args: Vec<OsString> = vec![
+                "bench-scale-client".into(),
+                "--name".into(),
+                name.clone().into(),
+                "--connections".into(),
+                k.to_string().into(),
+                "--inflight".into(),
+                args.scale_inflight.to_string().into(),
+                "--secs".into(),
+                secs.to_string().into(),
+                "--parent-pid".into(),
+                std::process::id().to_string().into(),
+            ];
+            clients.push(ClientProcess::spawn(&client_args)?);
+        }
+        for c in &mut clients {
+            let line = c.line(timeout, "connect")?;
+            if !line.starts_with("connected ") {
+                return Err(format!("unexpected line from a client process: {line:?}").into());
+            }
+        }
+        eprintln!(
+            "scale {n}: {n} connected in {:.2} s; idle for {} s (trim wait)...",
+            started.elapsed().as_secs_f64(),
+            args.trim_wait
+        );
+        std::thread::sleep(Duration::from_secs_f64(args.trim_wait));
+        row.connected = footprint(pid);
+        let per = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| (a as f64 - b as f64) / n as f64);
+        row.rss_per_connection_kib = per(row.connected.rss_kib, row.idle.rss_kib);
+        row.fds_per_connection = per(row.connected.fds, row.idle.fds);
+
+        eprintln!("scale {n}: load, {} in flight per connection, {secs} s...", args.scale_inflight);
+        for c in &mut clients {
+            c.send("go")?;
+        }
+        let mut hist = new_histogram()?;
+        let (mut requests, mut errors, mut longest) = (0u64, 0u64, 0u64);
+        let result_timeout = timeout + Duration::from_secs_f64(secs);
+        for c in &mut clients {
+            let line = c.line(result_timeout, "report its load")?;
+            let (r, e, ns, h) = parse_result(&line)?;
+            requests += r;
+            errors += e;
+            longest = longest.max(ns);
+            hist.add(&h).map_err(|e| format!("cannot merge histograms: {e}"))?;
+        }
+        row.requests = Some(requests);
+        row.request_errors = Some(errors);
+        if longest > 0 {
+            row.requests_per_sec = Some(requests as f64 / (longest as f64 / 1e9));
+        }
+        if !hist.is_empty() {
+            row.rtt_p50_us = Some(hist.value_at_quantile(0.5) as f64 / 1000.0);
+            row.rtt_p99_us = Some(hist.value_at_quantile(0.99) as f64 / 1000.0);
+            row.rtt_max_us = Some(hist.max() as f64 / 1000.0);
+        }
+        eprintln!(
+            "scale {n}: {} req/s, p50 {} µs, p99 {} µs, {errors} errors; disconnecting...",
+            row.requests_per_sec.map_or("-".into(), rate),
+            row.rtt_p50_us.map_or("-".into(), fmt_us),
+            row.rtt_p99_us.map_or("-".into(), fmt_us),
+        );
+        for c in clients {
+            c.close(Duration::from_secs(10))?;
+        }
+        // Let the server notice every hang-up (bounded wait for the idle count, then one more).
+        let deadline = Instant::now() + Duration::from_secs(3);
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let fds = footprint(pid).fds;
+            if fds.is_none() || fds <= row.idle.fds || Instant::now() >= deadline {
+                row.fds_after_disconnect = fds;
+                break;
+            }
+        }
+        row.fds_returned_to_idle = row.fds_after_disconnect.zip(row.idle.fds).map(|(a, i)| a <= i);
+        // The sentinel client: the server exits once it has come and gone.
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async {
+            let client = IpcClient::connect(&name, IpcConfig::default()).await?;
+            drop(client);
+            Ok::<(), lapce_ipc::IpcError>(())
+        })?;
+        drop(runtime);
+        Ok(())
+    })();
+    match result {
+        Ok(()) => server.finish(Duration::from_secs(10)),
+        Err(e) => Err(server.explain(e)),
+    }
+}
+
+/// Parses a `result REQUESTS ERRORS ELAPSED_NS V:C,...` line.
+fn parse_result(line: &str) -> Result<(u64, u64, u64, Histogram<u64>)> {
+    let bad = || format!("bad result line from a client process: {line:?}");
+    let mut parts = line.split(' ');
+    if parts.next() != Some("result") {
+        return Err(bad().into());
+    }
+    let mut num = || parts.next().and_then(|s| s.parse::<u64>().ok()).ok_or_else(bad);
+    let (requests, errors, ns) = (num()?, num()?, num()?);
+    let mut hist = new_histogram()?;
+    if let Some(pairs) = parts.next() {
+        for pair in pairs.split(',').filter(|p| !p.is_empty()) {
+            let (v, c) = pair.split_once(':').ok_or_else(bad)?;
+            let (v, c) = (v.parse::<u64>().map_err(|_| bad())?, c.parse::<u64>().map_err(|_| bad())?);
+            hist.record_n(v, c).map_err(|_| bad())?;
+        }
+    }
+    Ok((requests, errors, ns, hist))
+}
+
+/// Formats a `result` line (see [`parse_result`]).
+fn format_result(requests: u64, errors: u64, elapsed: Duration, hist: &Histogram<u64>) -> String {
+    let pairs: Vec<String> =
+        hist.iter_recorded().map(|v| format!("{}:{}", v.value_iterated_to(), v.count_at_value())).collect();
+    format!("result {requests} {errors} {} {}", elapsed.as_nanos(), pairs.join(","))
+}
+
+/// The client child (`bench-scale-client`).
+pub fn client(args: &ScaleClientArgs) -> std::process::ExitCode {
+    let mut out = std::io::stdout();
+    match client_inner(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let _ = writeln!(out, "error {e}");
+            let _ = out.flush();
+            eprintln!("bench-scale-client: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn client_inner(args: &ScaleClientArgs) -> Result<()> {
+    // Outside Linux the parent check would read stdin, which carries this child's commands; the
+    // child ends there when its stdin closes instead.
+    child::die_with_parent(if cfg!(target_os = "linux") { args.parent_pid } else { None })?;
+    raise_fd_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let clients = runtime.block_on(async {
+        let mut clients = Vec::with_capacity(args.connections);
+        // A few connects at a time: the server accepts one after another anyway.
+        for chunk in (0..args.connections).collect::<Vec<_>>().chunks(16) {
+            let mut set = tokio::task::JoinSet::new();
+            for _ in chunk {
+                let name = args.name.clone();
+                set.spawn(async move { IpcClient::connect(&name, IpcConfig::default()).await });
+            }
+            while let Some(c) = set.join_next().await {
+                clients.push(c.map_err(|e| format!("connect task: {e}"))??);
+            }
+        }
+        Ok::<_, super::measure::Error>(clients)
+    })?;
+    let mut out = std::io::stdout();
+    writeln!(out, "connected {}", clients.len())?;
+    out.flush()?;
+
+    let mut stdin = std::io::stdin().lock();
+    let mut line = String::new();
+    stdin.read_line(&mut line)?;
+    if line.trim() != "go" {
+        return Err(format!("expected go, got {:?}", line.trim()).into());
+    }
+    let secs = Duration::from_secs_f64(args.secs);
+    let inflight = args.inflight;
+    let (requests, errors, elapsed, hist) = runtime.block_on(async {
+        let start = Instant::now();
+        let deadline = tokio::time::Instant::now() + secs;
+        let mut set = tokio::task::JoinSet::new();
+        for (c, client) in clients.iter().enumerate() {
+            for t in 0..inflight {
+                let client = client.clone();
+                set.spawn(async move {
+                    let mut hist = new_histogram().expect("valid histogram bounds");
+                    let (mut ok, mut errors) = (0u64, 0u64);
+                    let mut msg = vec![0x5Au8; PAYLOAD];
+                    let mut i = (c * 31 + t) as u8;
+                    while tokio::time::Instant::now() < deadline {
+                        i = i.wrapping_add(1);
+                        msg[0] = i;
+                        let sent = Instant::now();
+                        match client.request(MessageType::Data, Bytes::copy_from_slice(&msg)).await {
+                            Ok(answer) if answer.len() == PAYLOAD && answer[0] == i => {
+                                hist.saturating_record(
+                                    u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX),
+                                );
+                                ok += 1;
+                            }
+                            // A wrong echo or a failed request: counted, and this task stops (a
+                            // dead connection would otherwise fail as fast as it can).
+                            _ => {
+                                errors += 1;
+                                break;
+                            }
+                        }
+                    }
+                    (ok, errors, hist)
+                });
+            }
+        }
+        let mut hist = new_histogram().expect("valid histogram bounds");
+        let (mut ok, mut errors) = (0u64, 0u64);
+        while let Some(r) = set.join_next().await {
+            match r {
+                Ok((o, e, h)) => {
+                    ok += o;
+                    errors += e;
+                    let _ = hist.add(&h);
+                }
+                Err(_) => errors += 1,
+            }
+        }
+        (ok, errors, start.elapsed(), hist)
+    });
+    writeln!(out, "{}", format_result(requests, errors, elapsed, &hist))?;
+    out.flush()?;
+
+    line.clear();
+    // `close` or end of file: either way, done.
+    let _ = stdin.read_line(&mut line);
+    drop(clients);
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    Ok(())
+}
+
+/// Prints the scale table.
+pub fn print_table(rows: &[ScaleRow]) {
+    let kib = |v: Option<u64>| v.map_or_else(|| "n/a".to_string(), |k| format!("{:.2}", k as f64 / 1024.0));
+    let num = |v: Option<u64>| v.map_or_else(|| "n/a".to_string(), |k| k.to_string());
+    let header = format!(
+        "{:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7}",
+        "N",
+        "idle MB",
+        "N idle MB",
+        "anon MB",
+        "shmem MB",
+        "KiB/conn",
+        "idle fds",
+        "N fds",
+        "fd/conn",
+        "fds ok",
+        "in flight",
+        "req/s",
+        "p50 µs",
+        "p99 µs",
+        "errors"
+    );
+    println!("scale (lapce-ipc-rpc, {} B requests; MB = MiB of server RSS):", PAYLOAD);
+    println!("{header}");
+    println!("{}", "-".repeat(header.chars().count()));
+    for r in rows {
+        println!(
+            "{:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7}",
+            r.clients,
+            kib(r.idle.rss_kib),
+            kib(r.connected.rss_kib),
+            kib(r.connected.rss_anon_kib),
+            kib(r.connected.rss_shmem_kib),
+            r.rss_per_connection_kib.map_or_else(|| "n/a".into(), |v| format!("{v:.1}")),
+            num(r.idle.fds),
+            num(r.connected.fds),
+            r.fds_per_connection.map_or_else(|| "n/a".into(), |v| format!("{v:.2}")),
+            match (r.fds_after_disconnect, r.idle.fds) {
+                (Some(a), Some(i)) if a <= i => "yes".to_string(),
+                (Some(a), Some(i)) => format!("NO +{}", a - i),
+                _ => "n/a".to_string(),
+            },
+            r.clients * r.inflight_per_connection,
+            r.requests_per_sec.map_or_else(|| "-".into(), rate),
+            r.rtt_p50_us.map_or_else(|| "-".into(), fmt_us),
+            r.rtt_p99_us.map_or_else(|| "-".into(), fmt_us),
+            num(r.request_errors),
+        );
+        if let Some(e) = &r.error {
+            println!("    error: {e}");
+        }
+    }
+    println!(
+        "idle = server alone after {} ms; N idle = all N connected and idle after the trim wait; KiB/conn = \
+         (N idle - idle) / N;",
+        SETTLE.as_millis()
+    );
+    println!(
+        "fds ok = the server's descriptors back to the idle count after the clients left; req/s over all client \
+         processes, p50/p99 from their merged histograms."
+    );
+}
+
+/// The scale targets, judged on this run: `(name, Some(met), detail)`, `None` when not judged.
+pub fn targets(rows: &[ScaleRow]) -> Vec<(String, Option<bool>, String)> {
+    let mut out = Vec::new();
+    let mb = |k: u64| k as f64 / 1024.0;
+    let idle = rows.iter().filter_map(|r| r.idle.rss_kib).max();
+    out.push((
+        "server RSS idle ≤ 3 MB".to_string(),
+        idle.map(|k| mb(k) <= 3.0),
+        idle.map_or_else(
+            || "n/a (not measured)".into(),
+            |k| format!("{:.2} MiB (largest of the runs)", mb(k)),
+        ),
+    ));
+    let big = rows.iter().find(|r| r.clients == 1000);
+    let rss = big.and_then(|r| r.connected.rss_kib);
+    out.push((
+        "server RSS with 1000 idle clients ≤ 3 MB + 16 KiB × N".to_string(),
+        rss.map(|k| k as f64 <= 3.0 * 1024.0 + 16.0 * 1000.0),
+        rss.map_or_else(
+            || "n/a (N=1000 not measured)".into(),
+            |k| format!("{:.2} MiB vs limit {:.2} MiB", mb(k), (3.0 * 1024.0 + 16.0 * 1000.0) / 1024.0),
+        ),
+    ));
+    let load = big.and_then(|r| r.requests_per_sec.zip(r.request_errors).map(|(v, e)| (r, v, e)));
+    out.push((
+        "N=1000, zero errors and ≥ 1 M msg/s aggregate".to_string(),
+        load.map(|(_, v, e)| e == 0 && v >= 1e6),
+        load.map_or_else(
+            || "n/a (N=1000 not measured)".into(),
+            |(r, v, e)| {
+                format!(
+                    "{} req/s, {e} errors, {} in flight ({} per connection)",
+                    rate(v),
+                    r.clients * r.inflight_per_connection,
+                    r.inflight_per_connection
+                )
+            },
+        ),
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_lines_round_trip() {
+        let mut h = new_histogram().unwrap();
+        h.record_n(1500, 3).unwrap();
+        h.record(90_000).unwrap();
+        let line = format_result(4, 0, Duration::from_millis(1), &h);
+        let (r, e, ns, back) = parse_result(&line).unwrap();
+        assert_eq!((r, e, ns), (4, 0, 1_000_000));
+        assert_eq!(back.len(), 4);
+        assert_eq!(back.value_at_quantile(0.5), h.value_at_quantile(0.5));
+        assert!(parse_result("result 1 x 3 ").is_err());
+        assert!(parse_result("result 0 0 5 ").unwrap().3.is_empty());
+    }
+
+    #[test]
+    fn fd_limit_check() {
+        assert!(check_fd_limit(1000, Some(20_000)).is_ok());
+        assert!(check_fd_limit(1000, Some(1024))
+            .unwrap_err()
+            .to_string()
+            .contains("too low for 1000 clients"));
+        assert!(check_fd_limit(1000, None).is_ok());
+    }
+}
