@@ -736,22 +736,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     println!();
     println!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
 
-    let mut ok = rows.iter().all(|r| r.error.is_none());
-    if let Some(path) = &args.json {
-        match report::write_json(path, &rows) {
-            Ok(()) => println!("wrote {}", path.display()),
-            Err(e) => {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                ok = false;
-            }
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("error: some measurements failed (see above)");
-        ExitCode::FAILURE
-    }
+    let ok = rows.iter().all(|r| r.error.is_none());
+    report::finish(args.json.as_deref(), &rows, ok, "some measurements failed (see above)")
 }
 
 /// Runs `lapce-ipc bench --scale`: only the scale rows. Missed targets do not fail it; failed
@@ -793,23 +779,13 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
     println!("  {met} of {} targets met on this run", targets.len());
     println!();
     println!("total time {:.1} s", started.elapsed().as_secs_f64());
-    let mut ok = rows.iter().all(|r| r.error.is_none() && r.request_errors == Some(0));
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&rows).map(|t| t + "\n").map_err(std::io::Error::other);
-        match text.and_then(|t| std::fs::write(path, t)) {
-            Ok(()) => println!("wrote {}", path.display()),
-            Err(e) => {
-                eprintln!("error: cannot write {}: {e}", path.display());
-                ok = false;
-            }
-        }
-    }
-    if ok {
-        ExitCode::SUCCESS
-    } else {
-        eprintln!("error: some scale measurements failed or had request errors (see above)");
-        ExitCode::FAILURE
-    }
+    let ok = rows.iter().all(|r| r.error.is_none() && r.request_errors == Some(0));
+    report::finish(
+        args.json.as_deref(),
+        &rows,
+        ok,
+        "some scale measurements failed or had request errors (see above)",
+    )
 }
 
 /// Runs the hidden `bench-server` subcommand (the server child).

@@ -109,14 +109,7 @@ pub fn metrics_rows(costs: &[MetricsCost]) -> Vec<Row> {
         for (test, h) in [("metrics-off", &c.off), ("metrics-on", &c.on)] {
             let mut row = Row::empty(Transport::Rpc.name(), Mode::Adaptive.name(), test, c.payload as u64);
             match h {
-                Ok(h) => {
-                    row.rtt_mean_us = Some(h.mean() / 1000.0);
-                    row.rtt_p50_us = Some(ns_to_us(h.value_at_quantile(0.5)));
-                    row.rtt_p99_us = Some(ns_to_us(h.value_at_quantile(0.99)));
-                    row.rtt_p999_us = Some(ns_to_us(h.value_at_quantile(0.999)));
-                    row.rtt_max_us = Some(ns_to_us(h.max()));
-                    row.rtt_round_trips = Some(h.len());
-                }
+                Ok(h) => row.set_rtt(h),
                 Err(e) => row.error = Some(format!("rtt ({} round trips): {e}", c.rounds)),
             }
             rows.push(row);
@@ -209,6 +202,16 @@ pub struct Row {
 }
 
 impl Row {
+    /// Sets the round-trip columns from a histogram of round trips in nanoseconds.
+    fn set_rtt(&mut self, h: &Histogram<u64>) {
+        self.rtt_mean_us = Some(h.mean() / 1000.0);
+        self.rtt_p50_us = Some(ns_to_us(h.value_at_quantile(0.5)));
+        self.rtt_p99_us = Some(ns_to_us(h.value_at_quantile(0.99)));
+        self.rtt_p999_us = Some(ns_to_us(h.value_at_quantile(0.999)));
+        self.rtt_max_us = Some(ns_to_us(h.max()));
+        self.rtt_round_trips = Some(h.len());
+    }
+
     /// A row with only its identity set.
     fn empty(transport: &str, mode: &str, test: &str, payload: u64) -> Row {
         Row {
@@ -271,14 +274,7 @@ pub fn rows(cases: &[CaseResult], idle: &Idle) -> Vec<Row> {
             let mut errors = Vec::new();
             match &c.rtt {
                 None => {}
-                Some(Ok(h)) => {
-                    row.rtt_mean_us = Some(h.mean() / 1000.0);
-                    row.rtt_p50_us = Some(ns_to_us(h.value_at_quantile(0.5)));
-                    row.rtt_p99_us = Some(ns_to_us(h.value_at_quantile(0.99)));
-                    row.rtt_p999_us = Some(ns_to_us(h.value_at_quantile(0.999)));
-                    row.rtt_max_us = Some(ns_to_us(h.max()));
-                    row.rtt_round_trips = Some(h.len());
-                }
+                Some(Ok(h)) => row.set_rtt(h),
                 Some(Err(e)) => errors.push(format!("rtt ({} round trips): {e}", c.rounds)),
             }
             match &c.tput {
@@ -690,10 +686,35 @@ pub fn print_targets(rows: &[Row], idle: &Idle, metrics: &[MetricsCost]) {
 }
 
 /// Writes the rows as a pretty JSON array.
-pub fn write_json(path: &Path, rows: &[Row]) -> std::io::Result<()> {
+pub fn write_json(path: &Path, rows: &[impl serde::Serialize]) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(rows).map_err(std::io::Error::other)?;
     text.push('\n');
     std::fs::write(path, text)
+}
+
+/// The end of a bench run: writes `--json` if asked (a failure to write fails the run), then the
+/// exit status, with `failed` printed when something went wrong.
+pub fn finish(
+    json: Option<&Path>,
+    rows: &[impl serde::Serialize],
+    mut ok: bool,
+    failed: &str,
+) -> std::process::ExitCode {
+    if let Some(path) = json {
+        match write_json(path, rows) {
+            Ok(()) => println!("wrote {}", path.display()),
+            Err(e) => {
+                eprintln!("error: cannot write {}: {e}", path.display());
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        eprintln!("error: {failed}");
+        std::process::ExitCode::FAILURE
+    }
 }
 
 #[cfg(test)]
