@@ -4,7 +4,9 @@
 //!
 //! The server runs in a child process; the test reads its own resident shared memory
 //! (`RssShmem` in `/proc/self/status`), which counts the ring pages mapped here. This file holds
-//! a single test so that no other test's mappings move that figure.
+//! a single test so that no other test's mappings move that figure. Linux only: elsewhere the
+//! trim is a no-op (no `MADV_REMOVE` for mapped shared memory) and there is no `RssShmem`.
+#![cfg(target_os = "linux")]
 
 mod common;
 
@@ -39,7 +41,6 @@ fn child_main() {
 }
 
 /// Resident shared memory of this process, in KiB.
-#[cfg(target_os = "linux")]
 fn rss_shmem_kib() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let line = status.lines().find(|l| l.starts_with("RssShmem:")).expect("RssShmem in /proc/self/status");
@@ -72,45 +73,38 @@ async fn burst(client: &IpcClient, round: u8, n: u8) {
 
 #[test]
 fn idle_rings_give_their_pages_back_and_keep_working() {
-    if !cfg!(target_os = "linux") {
-        eprintln!("skipped: idle trim frees pages on Linux only (MADV_REMOVE)");
-        return;
-    }
-    #[cfg(target_os = "linux")]
-    {
-        let name = unique_name("trim");
-        let _server = ChildGuard::spawn("echo-server", &name);
-        let rt = runtime();
-        rt.block_on(async {
-            let client = connect(&name).await;
-            let connected = rss_shmem_kib();
-            burst(&client, 0, 24).await;
-            let touched = rss_shmem_kib();
-            // Both rings (256 KiB each) are mapped here; at least most of their pages are
-            // resident after the burst.
-            assert!(touched >= connected + 400, "the burst touched too little: {connected} -> {touched} KiB");
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let trimmed = loop {
-                let now = rss_shmem_kib();
-                if now <= connected + 16 {
-                    break now;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "idle rings were not trimmed: {connected} KiB connected, {touched} after the burst, {now} now"
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            };
-            eprintln!("RssShmem: {connected} KiB connected, {touched} after the burst, {trimmed} after the trim");
-            // Trimmed rings carry every byte as before, and are trimmed again when idle.
-            burst(&client, 1, 24).await;
-            assert!(rss_shmem_kib() >= connected + 400);
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while rss_shmem_kib() > connected + 16 {
-                assert!(Instant::now() < deadline, "the second idle period did not trim");
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    let name = unique_name("trim");
+    let _server = ChildGuard::spawn("echo-server", &name);
+    let rt = runtime();
+    rt.block_on(async {
+        let client = connect(&name).await;
+        let connected = rss_shmem_kib();
+        burst(&client, 0, 24).await;
+        let touched = rss_shmem_kib();
+        // Both rings (256 KiB each) are mapped here; at least most of their pages are
+        // resident after the burst.
+        assert!(touched >= connected + 400, "the burst touched too little: {connected} -> {touched} KiB");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let trimmed = loop {
+            let now = rss_shmem_kib();
+            if now <= connected + 16 {
+                break now;
             }
-            burst(&client, 2, 4).await;
-        });
-    }
+            assert!(
+                Instant::now() < deadline,
+                "idle rings were not trimmed: {connected} KiB connected, {touched} after the burst, {now} now"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        eprintln!("RssShmem: {connected} KiB connected, {touched} after the burst, {trimmed} after the trim");
+        // Trimmed rings carry every byte as before, and are trimmed again when idle.
+        burst(&client, 1, 24).await;
+        assert!(rss_shmem_kib() >= connected + 400);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while rss_shmem_kib() > connected + 16 {
+            assert!(Instant::now() < deadline, "the second idle period did not trim");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        burst(&client, 2, 4).await;
+    });
 }
