@@ -134,7 +134,10 @@ fn checked_name(name: &str) -> Result<&str> {
 /// Removes the control-socket files that crashed listeners left in the runtime directory (a
 /// file no live process accepts on) and returns their paths. A live listener's socket is never
 /// removed. Binding a name already replaces its own stale file, so this is housekeeping (also
-/// `lapce-ipc clean`). On Windows there is nothing to clean: pipes vanish with their process.
+/// `lapce-ipc clean`). With the POSIX backend on Linux it also removes the shared-memory names
+/// (`/dev/shm/lapce-ipc-*`) of processes killed in the instant between creating a segment and
+/// unlinking its name (never one whose creator lives). On Windows there is nothing to clean:
+/// pipes vanish with their process.
 ///
 /// ```
 /// let removed = lapce_ipc::clean_stale_sockets()?;

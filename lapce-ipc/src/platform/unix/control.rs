@@ -78,6 +78,7 @@ pub(crate) fn clean_stale_control_files() -> Result<Vec<PathBuf>> {
             removed.push(path);
         }
     }
+    removed.extend(super::backend::clean_stale_segments());
     Ok(removed)
 }
 
