@@ -15,13 +15,12 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{child_role, unique_name, ARG_ENV, ROLE_ENV};
+use common::{child_role, unique_name, ChildGuard};
 use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig};
 
 /// The `nobody` user (and group) of most Linux distributions.
@@ -135,59 +134,11 @@ fn child_main() {
     }
 }
 
-/// A child running this test binary as `uid`/`gid` `uid`, killed and reaped when dropped.
-struct UserChild {
-    child: Option<Child>,
-    what: String,
-}
-
-impl UserChild {
-    fn spawn(uid: u32, role: &str, name: &str, dir: &Path) -> UserChild {
-        let exe = std::env::current_exe().unwrap();
-        let child = Command::new(exe)
-            .args(["--ignored", "--exact", "child_main", "--nocapture", "--test-threads=1"])
-            .env(ROLE_ENV, role)
-            .env(ARG_ENV, format!("{name}|{}|{uid}", dir.display()))
-            .uid(uid)
-            .gid(uid)
-            .current_dir("/")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        UserChild { child: Some(child), what: format!("{role} as uid {uid}") }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
-    }
-
-    /// Waits for a successful exit; kills the child and panics on failure or after `HANG`.
-    fn wait_success(&mut self) {
-        let mut c = self.child.take().expect("child already reaped");
-        let deadline = Instant::now() + HANG;
-        loop {
-            if let Some(status) = c.try_wait().unwrap() {
-                assert!(status.success(), "child {} failed: {status}", self.what);
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("child {} did not finish within {HANG:?}", self.what);
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-}
-
-impl Drop for UserChild {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+/// A child running this test binary as `uid` (and gid `uid`), killed and reaped when dropped.
+fn spawn_as(uid: u32, role: &str, name: &str, dir: &Path) -> ChildGuard {
+    ChildGuard::spawn_configured(role, &format!("{name}|{}|{uid}", dir.display()), |c| {
+        c.uid(uid).gid(uid).current_dir("/");
+    })
 }
 
 /// Why a child running as another user could not run this binary, if it could not: every
@@ -296,7 +247,7 @@ fn allow_list_refuses_and_counts_others_and_accepts_the_allowed_uid() {
     let mut server = OneAccept::start(listener.clone(), &name, &cfg);
 
     // Case A: nobody is not on the list.
-    UserChild::spawn(NOBODY, "expect-refused", &name, dir.path()).wait_success();
+    spawn_as(NOBODY, "expect-refused", &name, dir.path()).wait_success(HANG);
     let (count, reason) = rejected_reaches(&listener, 1);
     assert_eq!(count, 1, "exactly one refusal counted");
     let reason = reason.expect("a reason is kept");
@@ -304,9 +255,9 @@ fn allow_list_refuses_and_counts_others_and_accepts_the_allowed_uid() {
     assert!(reason.contains(&format!("uid {}", own_uid())), "names our uid: {reason}");
 
     // Case B: uid 4242 is, and trusts root (uid 0) as the server.
-    let mut child = UserChild::spawn(OTHER, "ping", &name, dir.path());
+    let mut child = spawn_as(OTHER, "ping", &name, dir.path());
     let child_pid = child.pid();
-    child.wait_success();
+    child.wait_success(HANG);
     let (peer_pid, got) = server.join().unwrap();
     assert_eq!(got, format!("ping from {OTHER}").as_bytes());
     assert_eq!(peer_pid, child_pid, "the kernel's pid of the accepted client");
@@ -324,7 +275,7 @@ fn without_allow_list_other_users_cannot_reach_the_socket() {
     let name = unique_name("private");
     let listener = SharedMemoryListener::bind_with(&name, config(dir.path(), &[])).unwrap();
     assert_eq!(mode_of(listener.path()), 0o600);
-    UserChild::spawn(NOBODY, "expect-denied", &name, dir.path()).wait_success();
+    spawn_as(NOBODY, "expect-denied", &name, dir.path()).wait_success(HANG);
     assert_eq!(listener.rejected(), (0, None), "nothing reached the listener");
 }
 
@@ -529,7 +480,7 @@ fn ipc_server_with_allowed_uids_counts_a_refused_user() {
         let server = server.clone();
         async move { server.serve().await }
     });
-    UserChild::spawn(NOBODY, "expect-refused", &name, dir.path()).wait_success();
+    spawn_as(NOBODY, "expect-refused", &name, dir.path()).wait_success(HANG);
     let deadline = Instant::now() + HANG;
     while server.stats().handshakes_refused < 1 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(2));

@@ -34,16 +34,24 @@ impl ChildGuard {
 
     /// Like [`spawn`](Self::spawn), with extra environment variables.
     pub fn spawn_with_env(role: &str, arg: &str, env: &[(&str, &std::ffi::OsStr)]) -> ChildGuard {
+        Self::spawn_configured(role, arg, |c| {
+            c.envs(env.iter().copied());
+        })
+    }
+
+    /// Like [`spawn`](Self::spawn), with `configure` setting more of the command (environment,
+    /// user, working directory) before it starts.
+    pub fn spawn_configured(role: &str, arg: &str, configure: impl FnOnce(&mut Command)) -> ChildGuard {
         let exe = std::env::current_exe().expect("test binary path");
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["--ignored", "--exact", "child_main", "--nocapture", "--test-threads=1"])
-            .envs(env.iter().copied())
             .env(ROLE_ENV, role)
             .env(ARG_ENV, arg)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("spawn child");
+            .stdout(Stdio::null());
+        configure(&mut command);
+        let child = command.spawn().expect("spawn child");
         ChildGuard { child: Some(child), role: role.to_string() }
     }
 
