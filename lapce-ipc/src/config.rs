@@ -116,7 +116,8 @@ pub struct IpcSection {
     /// two from 4 KiB to 1 GiB ([`MIN_CAPACITY`] to [`MAX_CAPACITY`]).
     pub ring_size: usize,
     /// Shared-memory segments created ahead of time so that accepting a client allocates
-    /// nothing (default 64; 0 to `max_slots`).
+    /// nothing (default 64; 0 to `max_slots`), within a quarter of the process's open-file
+    /// limit (see [`StreamConfig::warm_pool`](crate::StreamConfig::warm_pool)).
     pub warm_pool_size: usize,
     /// Most segments (slots) the server holds at once (default 1024; 1 to 65536).
     pub max_slots: usize,

@@ -58,6 +58,8 @@ fn child_main() {
         "reconnector" => child_reconnector(&a[0], a[1].parse().unwrap()),
         #[cfg(unix)]
         "cleaner" => child_cleaner(),
+        #[cfg(unix)]
+        "low-fd-server" => child_low_fd_server(&a[0]),
         other => panic!("unknown role {other}"),
     }
 }
@@ -367,6 +369,75 @@ fn slots_are_bounded_and_a_killed_clients_slot_is_reused() {
         assert_eq!(&buf[..n], b"reused slot");
         assert_eq!(listener.pool_stats().claims, 2);
     });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Warm pools under a low open-file limit.
+
+/// The child's soft limit on open files: half the usual default of 1024.
+#[cfg(unix)]
+const LOW_FD_LIMIT: u64 = 512;
+/// Clients of each of the child's two listeners.
+#[cfg(unix)]
+const LOW_FD_CLIENTS: usize = 20;
+
+/// Two listeners with the default warm pool of 64 segments (nine descriptors each) in a process
+/// allowed 512 open files: their pools hold 14 warm segments between them (a quarter of the
+/// limit), and 20 clients of each are accepted and answered. Before the pools kept to a budget,
+/// they took every descriptor and accepts failed with EMFILE (a CI run of the framed tests
+/// under a limit of 1024 found it).
+#[cfg(unix)]
+#[test]
+fn warm_pools_leave_descriptors_for_connections_under_a_low_open_file_limit() {
+    let name = unique_name("low-fd");
+    let mut child = ChildGuard::spawn("low-fd-server", &name);
+    let mut streams: Vec<_> = ["a", "b"]
+        .iter()
+        .flat_map(|which| (0..LOW_FD_CLIENTS).map(move |_| which))
+        .map(|which| connect_retry(&format!("{name}-{which}")))
+        .collect();
+    let mut buf = [0u8; 64];
+    for (i, s) in streams.iter_mut().enumerate() {
+        let msg = format!("client {i}");
+        s.send(msg.as_bytes()).unwrap();
+        let n = s.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], msg.as_bytes());
+    }
+    drop(streams);
+    child.wait_success(HANG);
+}
+
+#[cfg(unix)]
+fn child_low_fd_server(name: &str) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let hard = getrlimit(Resource::Nofile).maximum;
+    setrlimit(Resource::Nofile, Rlimit { current: Some(LOW_FD_LIMIT), maximum: hard }).unwrap();
+    let listeners = ["a", "b"].map(|which| SharedMemoryListener::bind(&format!("{name}-{which}")).unwrap());
+    let budget = LOW_FD_LIMIT as usize / 4 / 9;
+    let warm = || listeners.iter().map(|l| l.pool_stats().warm).sum::<usize>();
+    let deadline = Instant::now() + HANG;
+    while warm() < budget {
+        assert!(Instant::now() < deadline, "the pools stopped at {} warm segments", warm());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(warm(), budget, "two pools of 64 must share the budget of {budget} segments");
+    std::thread::scope(|scope| {
+        for listener in &listeners {
+            scope.spawn(move || {
+                let mut streams: Vec<_> = (0..LOW_FD_CLIENTS).map(|_| listener.accept().unwrap()).collect();
+                let mut buf = [0u8; 64];
+                for s in &mut streams {
+                    let n = s.recv(&mut buf).unwrap();
+                    s.send(&buf[..n]).unwrap();
+                }
+                for mut s in streams {
+                    assert!(matches!(s.recv(&mut buf), Err(IpcError::PeerGone)));
+                }
+            });
+        }
+    });
+    assert!(warm() <= budget, "still within the budget after serving: {}", warm());
 }
 
 #[test]

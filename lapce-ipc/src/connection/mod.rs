@@ -38,6 +38,9 @@ pub struct StreamConfig {
     /// Listener only: segments (with their doorbells) made ahead of time by a background
     /// thread, so that accepting a client creates nothing (default 64). When bursts of clients
     /// empty the pool it grows, up to `max_slots`; after a quiet while it shrinks back to this.
+    /// Each warm segment holds nine file descriptors, so all the pools of a process together
+    /// keep at most a quarter of its open-file limit warm (28 segments under a soft limit of
+    /// 1024); clients beyond the warm ones are still served, their segment made on accept.
     pub warm_pool: usize,
     /// Listener only: most segments at once, in use and warm (default 1024). A client beyond
     /// that is refused until a connection closes and frees its slot.

@@ -17,8 +17,12 @@
 //!   [`SHRINK_AFTER`], it drops back to the configured size and the extra segments are freed.
 //! - Warm segments cost file descriptors (the segment and eight doorbell ends) but almost no
 //!   memory: the rings are only written (their headers initialised) when a client claims them.
+//!   So all the pools of a process together keep at most a quarter of its open-file limit in
+//!   warm segments (see [`WarmBudget`]): under the common soft limit of 1024 that is 28
+//!   segments, not 64 per listener, and the rest of the descriptors stay free for connections
+//!   (claims beyond the warm ones make their segment on the spot).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -27,6 +31,44 @@ use crate::platform::{Doorbell, Segment};
 
 /// How long without the pool running dry before a grown pool shrinks back to its warm size.
 pub(crate) const SHRINK_AFTER: Duration = Duration::from_secs(30);
+
+/// Descriptors one warm segment holds: the segment and both ends of its four doorbells.
+const HANDLES_PER_SEGMENT: usize = 1 + 2 * 4;
+
+/// The share of the open-file limit all warm pools of a process may hold together.
+const WARM_SHARE_OF_LIMIT: usize = 4;
+
+/// A budget of warm segments shared by pools: the process's one (see [`PROCESS_BUDGET`]) or,
+/// in tests, one of their own.
+pub(crate) struct WarmBudget {
+    /// Warm segments held now by the pools sharing this budget.
+    used: AtomicUsize,
+    /// How many they may hold (read at each reservation: the limit may change at run time).
+    limit: fn() -> usize,
+}
+
+/// The budget all pools of the process share: a quarter of the open-file limit. Without it, a
+/// process at the usual soft limit of 1024 descriptors with two listeners (or a test binary
+/// binding one per test) would spend every descriptor on segments nobody asked for yet, and
+/// its next `accept`, `connect` or file open would fail with EMFILE.
+static PROCESS_BUDGET: WarmBudget = WarmBudget { used: AtomicUsize::new(0), limit: process_limit };
+
+fn process_limit() -> usize {
+    crate::platform::handle_limit().map_or(usize::MAX, |n| n / WARM_SHARE_OF_LIMIT / HANDLES_PER_SEGMENT)
+}
+
+impl WarmBudget {
+    /// Reserves room for one more warm segment; false when the budget is spent.
+    fn reserve(&self) -> bool {
+        let limit = (self.limit)();
+        self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).is_ok()
+    }
+
+    /// Gives back `n` reservations (segments claimed, freed, or never made).
+    fn release(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+}
 
 /// A segment and the doorbells of one connection, not yet handed to anyone.
 pub(crate) struct Prepared {
@@ -78,6 +120,7 @@ struct State {
 struct Shared {
     segment_len: usize,
     base: usize,
+    budget: &'static WarmBudget,
     max_slots: usize,
     shrink_after: Duration,
     state: Mutex<State>,
@@ -123,7 +166,7 @@ impl SegmentPool {
     /// A pool of segments of `segment_len` bytes keeping `warm` of them ready (refilled by a
     /// background thread), with at most `max_slots` claimed at once.
     pub(crate) fn new(segment_len: usize, warm: usize, max_slots: usize) -> Result<SegmentPool> {
-        Self::with_shrink_delay(segment_len, warm, max_slots, SHRINK_AFTER)
+        Self::with_budget(segment_len, warm, max_slots, SHRINK_AFTER, &PROCESS_BUDGET)
     }
 
     /// The pool of a listener with `config`: its warm size, slots and ring capacity.
@@ -131,11 +174,13 @@ impl SegmentPool {
         Self::new(super::handshake::segment_len(config.ring_capacity), config.warm_pool, config.max_slots)
     }
 
-    pub(crate) fn with_shrink_delay(
+    /// A pool that shrinks after `shrink_after` and keeps its warm segments within `budget`.
+    fn with_budget(
         segment_len: usize,
         warm: usize,
         max_slots: usize,
         shrink_after: Duration,
+        budget: &'static WarmBudget,
     ) -> Result<SegmentPool> {
         if max_slots == 0 || warm > max_slots {
             return Err(IpcError::InvalidArgument(format!(
@@ -145,6 +190,7 @@ impl SegmentPool {
         let shared = Arc::new(Shared {
             segment_len,
             base: warm,
+            budget,
             max_slots,
             shrink_after,
             state: Mutex::new(State {
@@ -181,6 +227,9 @@ impl SegmentPool {
         s.in_use += 1;
         let slot = Slot { shared: sh.clone() };
         let warm = s.warm.pop();
+        if warm.is_some() {
+            sh.budget.release(1);
+        }
         if s.warm.is_empty() && sh.base > 0 {
             // A burst: keep more ready next time (the refiller resets this when it is quiet).
             s.target = (s.target.max(1) * 2).min(sh.max_slots);
@@ -223,6 +272,7 @@ impl Drop for SegmentPool {
             std::mem::take(&mut s.warm)
         };
         self.shared.refill.notify_one();
+        self.shared.budget.release(warm.len());
         drop(warm);
     }
 }
@@ -239,14 +289,18 @@ fn refill(sh: &Shared) {
             s.target = sh.base;
         }
         let wanted = sh.wanted(&s);
-        if s.warm.len() < wanted {
+        // Below target and within the process's budget (when the budget is spent, by this
+        // pool or others, the pool waits like a full one: its next claim or release looks again).
+        if s.warm.len() < wanted && sh.budget.reserve() {
             // Made without the lock, so claims never wait for the refiller.
             drop(s);
             let made = Prepared::new(sh.segment_len);
             s = sh.lock();
             match made {
-                Ok(p) => s.warm.push(p),
+                Ok(p) if !s.closed => s.warm.push(p),
+                Ok(_) => sh.budget.release(1),
                 Err(e) => {
+                    sh.budget.release(1);
                     // Out of descriptors or memory: claims make their own (and fail if they
                     // must); try again later rather than spin.
                     tracing::warn!(error = %e, "warm pool: could not prepare a segment");
@@ -261,12 +315,14 @@ fn refill(sh: &Shared) {
         }
         if s.warm.len() > wanted {
             let extra = s.warm.split_off(wanted);
+            sh.budget.release(extra.len());
             drop(s);
             drop(extra);
             s = sh.lock();
             continue;
         }
-        // Full: sleep until a claim or release, or until a grown pool may shrink.
+        // Full (or out of budget): sleep until a claim or release, or until a grown pool may
+        // shrink.
         let timeout = if s.target > sh.base {
             sh.shrink_after.saturating_sub(s.last_dry.elapsed()).max(Duration::from_millis(1))
         } else {
@@ -294,9 +350,22 @@ mod tests {
 
     const LEN: usize = 2 * (4096 + 4096);
 
+    /// A budget of its own for each test that counts warm segments, so that pools of other tests
+    /// running at the same time (and the process's open-file limit) cannot change the counts.
+    macro_rules! own_budget {
+        ($limit:expr) => {{
+            static BUDGET: WarmBudget = WarmBudget { used: AtomicUsize::new(0), limit: || $limit };
+            &BUDGET
+        }};
+    }
+
+    fn pool(warm: usize, max_slots: usize, budget: &'static WarmBudget) -> SegmentPool {
+        SegmentPool::with_budget(LEN, warm, max_slots, SHRINK_AFTER, budget).unwrap()
+    }
+
     #[test]
     fn fills_to_its_warm_size_and_refills_after_claims() {
-        let pool = SegmentPool::new(LEN, 4, 16).unwrap();
+        let pool = pool(4, 16, own_budget!(usize::MAX));
         wait_for(&pool, "initial fill", |s| s.warm == 4);
         let (p, slot) = pool.claim().unwrap();
         assert_eq!(p.segment.len(), LEN);
@@ -309,7 +378,8 @@ mod tests {
 
     #[test]
     fn grows_under_a_burst_and_shrinks_back_when_quiet() {
-        let pool = SegmentPool::with_shrink_delay(LEN, 2, 12, Duration::from_millis(300)).unwrap();
+        let budget = own_budget!(usize::MAX);
+        let pool = SegmentPool::with_budget(LEN, 2, 12, Duration::from_millis(300), budget).unwrap();
         wait_for(&pool, "initial fill", |s| s.warm == 2);
         // Claim faster than the refiller can follow: the pool runs dry and grows.
         let slots: Vec<_> = (0..6).map(|_| pool.claim().unwrap()).collect();
@@ -326,7 +396,7 @@ mod tests {
 
     #[test]
     fn refuses_claims_beyond_max_slots_and_reuses_released_slots() {
-        let pool = SegmentPool::new(LEN, 1, 3).unwrap();
+        let pool = pool(1, 3, own_budget!(usize::MAX));
         let mut held: Vec<_> = (0..3).map(|_| pool.claim().unwrap()).collect();
         let err = pool.claim().err().expect("a fourth claim must be refused");
         assert!(err.to_string().contains("limit of 3 connection slots"), "{err}");
@@ -341,10 +411,59 @@ mod tests {
 
     #[test]
     fn a_zero_warm_pool_makes_segments_on_demand() {
-        let pool = SegmentPool::new(LEN, 0, 2).unwrap();
+        let pool = pool(0, 2, own_budget!(usize::MAX));
         let (_p, _slot) = pool.claim().unwrap();
         let st = pool.stats();
         assert_eq!((st.misses, st.target, st.warm), (1, 0, 0));
+    }
+
+    /// Two pools sharing a budget of 5 hold 5 warm segments between them, whatever their own
+    /// targets; claims beyond that still succeed (made on the spot), and the budget a pool
+    /// gives back (by a claim, or by closing) lets the other one fill.
+    #[test]
+    fn pools_sharing_a_budget_keep_within_it() {
+        let budget = own_budget!(5);
+        let a = pool(4, 16, budget);
+        let b = pool(4, 16, budget);
+        let total = || a.stats().warm + b.stats().warm;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while total() < 5 {
+            assert!(Instant::now() < deadline, "stuck at {} warm", total());
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(total(), 5, "{:?} {:?}", a.stats(), b.stats());
+        assert_eq!(budget.used.load(Ordering::Relaxed), 5);
+        // Seven claims on a pool holding at most 4 warm all succeed (the rest are made on the
+        // spot, or by the refiller as claims give budget back).
+        let held: Vec<_> = (0..7).map(|_| a.claim().unwrap()).collect();
+        assert_eq!(a.stats().in_use, 7);
+        // `a` gave its reservations back and may take them again: still 5 warm in all.
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(total() <= 5, "{:?} {:?}", a.stats(), b.stats());
+        // Closing `a` hands its budget to `b`, which fills to its own size at its next claim.
+        drop(a);
+        drop(held);
+        // (Its target is 4, or 8 if that claim emptied it.)
+        drop(b.claim().unwrap());
+        let st = wait_for(&b, "b fills once a is gone", |s| s.warm == s.target.min(5));
+        assert_eq!(budget.used.load(Ordering::Relaxed), st.warm);
+        drop(b);
+        assert_eq!(budget.used.load(Ordering::Relaxed), 0, "closing gives every reservation back");
+    }
+
+    /// The process budget is a quarter of the open-file limit, in segments of nine descriptors.
+    #[cfg(unix)]
+    #[test]
+    fn the_process_budget_follows_the_open_file_limit() {
+        let limit = crate::platform::handle_limit();
+        assert_eq!(process_limit(), limit.map_or(usize::MAX, |n| n / 4 / 9));
+        assert_eq!(HANDLES_PER_SEGMENT, {
+            let p = Prepared::new(LEN).unwrap();
+            let before = crate::platform::open_handles().unwrap();
+            drop(p);
+            before - crate::platform::open_handles().unwrap()
+        });
     }
 
     #[test]

@@ -17,6 +17,12 @@ pub(crate) use control::{
 };
 pub(crate) use socket::{current_pid, recv_with_fds, send_with_fds, Doorbell, Segment};
 
+/// This process's soft limit on open file descriptors (`RLIMIT_NOFILE`); `None` when unlimited.
+/// The warm pool keeps within a share of it.
+pub(crate) fn handle_limit() -> Option<usize> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current.map(|n| n as usize)
+}
+
 /// Open file descriptors of this process (a leak check for tests and `bench --scale`).
 pub(crate) fn open_handles() -> Option<usize> {
     let dir = if cfg!(target_os = "linux") { "/proc/self/fd" } else { "/dev/fd" };

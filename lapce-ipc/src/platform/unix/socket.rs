@@ -54,7 +54,9 @@ pub(crate) fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<(usiz
         os::after_receive(fd)?;
     }
     if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-        return Err(io::Error::other("control message truncated (too many fds)"));
+        return Err(io::Error::other(
+            "control message truncated: descriptors were dropped (is this process at its open-file limit, RLIMIT_NOFILE?)",
+        ));
     }
     Ok((msg.bytes, fds))
 }

@@ -71,6 +71,12 @@ pub(crate) fn current_pid() -> u32 {
     std::process::id()
 }
 
+/// Windows has no small per-process handle limit (about 16 million): the warm pool needs no
+/// budget there.
+pub(crate) fn handle_limit() -> Option<usize> {
+    None
+}
+
 /// Open handles of this process (`GetProcessHandleCount`). Wine answers 0, which no live
 /// process has: that is reported as unknown.
 pub(crate) fn open_handles() -> Option<usize> {
