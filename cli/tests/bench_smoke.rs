@@ -61,6 +61,36 @@ fn quick_bench_writes_json_for_every_transport() {
         }
         assert!(row["error"].is_null(), "{transport} {mode}: {row}");
     }
+    // The Node.js IPC peer, both serializations, and every lapce-ipc row's ratio to it; without
+    // Node.js the rows are skipped with a message.
+    let has_node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    if has_node {
+        for transport in ["node-ipc-json", "node-ipc-advanced"] {
+            let row = rows
+                .iter()
+                .find(|r| {
+                    r["transport"] == transport && r["mode"] == "event-loop" && r["payload_bytes"] == 64
+                })
+                .unwrap_or_else(|| panic!("no row for {transport} 64 B in {text}"));
+            assert!(row["error"].is_null(), "{row}");
+            for key in ["msgs_per_sec", "rtt_p50_us", "rtt_p99_us"] {
+                assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{transport}: bad {key} in {row}");
+            }
+            let adaptive = rows
+                .iter()
+                .find(|r| {
+                    r["transport"] == "lapce-ipc" && r["mode"] == "adaptive" && r["payload_bytes"] == 64
+                })
+                .unwrap();
+            let ratio = &adaptive["vs_peers"][transport];
+            assert!(ratio["rtt_p50_speedup"].as_f64().is_some_and(|v| v > 0.0), "{adaptive}");
+            assert!(ratio["msgs_per_sec"].as_f64().is_some_and(|v| v > 0.0), "{adaptive}");
+        }
+        assert!(stdout.contains("against each peer"), "no table of ratios to each peer:\n{stdout}");
+    } else {
+        assert!(stdout.contains("Node.js IPC rows: skipped"), "no note on the missing Node.js:\n{stdout}");
+    }
+    assert!(stdout.contains("better than Node.js IPC"), "no Node.js target:\n{stdout}");
     // Framed rows (CRC on and off) in the standard table.
     for transport in ["lapce-ipc-framed", "lapce-ipc-framed-nocrc"] {
         let row = rows

@@ -253,6 +253,22 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// Pins the main thread of process `pid` (a Node.js peer's event loop) to `cpu`.
+#[cfg(target_os = "linux")]
+pub fn pin_process(pid: u32, cpu: usize) -> Result<()> {
+    let mut set = CpuSet::new();
+    set.set(cpu);
+    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("pid 0")?;
+    sched_setaffinity(Some(pid), &set).map_err(|e| format!("cannot pin pid {pid:?} to cpu{cpu}: {e}"))?;
+    Ok(())
+}
+
+/// See the Linux version; unreachable without allowed CPUs.
+#[cfg(not(target_os = "linux"))]
+pub fn pin_process(pid: u32, cpu: usize) -> Result<()> {
+    Err(format!("cannot pin pid {pid} to cpu{cpu}: no CPU affinity on this platform").into())
+}
+
 /// No CPU affinity here (macOS has no API for it; on Windows it would take `unsafe` FFI): the
 /// bench runs unpinned and says so.
 #[cfg(not(target_os = "linux"))]

@@ -17,7 +17,8 @@ use super::{Framing, Mode, ServerArgs, Test};
 pub fn wait_strategy(mode: Mode) -> WaitStrategy {
     match mode {
         Mode::Spin => WaitStrategy::Spin,
-        Mode::Adaptive => WaitStrategy::default(),
+        // The event-loop mode is the Node.js peers'; were it asked of lapce-ipc, the default.
+        Mode::Adaptive | Mode::EventLoop => WaitStrategy::default(),
         Mode::Blocking => WaitStrategy::Blocking,
     }
 }

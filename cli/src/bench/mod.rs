@@ -14,6 +14,7 @@
 mod child;
 mod lapce;
 mod measure;
+mod node;
 #[cfg(windows)]
 mod pipe;
 mod prefixed;
@@ -87,6 +88,17 @@ pub struct BenchArgs {
     /// Scale mode: seconds of load (default 3, 1 with --quick).
     #[arg(long, value_name = "SECS")]
     pub scale_secs: Option<f64>,
+    /// The Node.js to run the Node.js IPC peer with (`child_process.fork` + `process.send`,
+    /// json and advanced serialization); its rows are skipped with a message when it cannot run.
+    #[arg(long, value_name = "PATH", default_value = "node")]
+    pub node: PathBuf,
+    /// Skip the Node.js IPC rows.
+    #[arg(long)]
+    pub no_node: bool,
+    /// A performance gate for CI: exit with status 2 when a ratio target (a figure of this run
+    /// against another of the same run, never an absolute time) is missed or cannot be judged.
+    #[arg(long)]
+    pub gate: bool,
 }
 
 /// Arguments of the hidden `bench-server` subcommand (the server child).
@@ -151,6 +163,13 @@ pub enum Transport {
     #[cfg_attr(unix, value(name = "uds"))]
     #[cfg_attr(windows, value(name = "pipe"))]
     Baseline,
+    /// Node.js IPC (`child_process.fork` + `process.send`), json serialization: a peer run by
+    /// the `node` script itself, never by `bench-server`.
+    #[value(skip)]
+    NodeJson,
+    /// Node.js IPC, advanced (structured-clone) serialization.
+    #[value(skip)]
+    NodeAdvanced,
 }
 
 impl Transport {
@@ -162,6 +181,8 @@ impl Transport {
             Transport::LapceFramedNoCrc => "lapce-ipc-framed-nocrc",
             Transport::Rpc => "lapce-ipc-rpc",
             Transport::Baseline => baseline::NAME,
+            Transport::NodeJson => "node-ipc-json",
+            Transport::NodeAdvanced => "node-ipc-advanced",
         }
     }
 
@@ -170,7 +191,11 @@ impl Transport {
         match self {
             Transport::LapceFramed => Some(Framing { crc: true }),
             Transport::LapceFramedNoCrc => Some(Framing { crc: false }),
-            Transport::Lapce | Transport::Rpc | Transport::Baseline => None,
+            Transport::Lapce
+            | Transport::Rpc
+            | Transport::Baseline
+            | Transport::NodeJson
+            | Transport::NodeAdvanced => None,
         }
     }
 }
@@ -191,6 +216,9 @@ pub enum Mode {
     Adaptive,
     /// Blocking I/O (the baseline; `WaitStrategy::Blocking` for lapce-ipc).
     Blocking,
+    /// Node.js's event loop (the Node.js peers).
+    #[value(skip)]
+    EventLoop,
 }
 
 impl Mode {
@@ -200,6 +228,7 @@ impl Mode {
             Mode::Spin => "spin",
             Mode::Adaptive => "adaptive",
             Mode::Blocking => "blocking",
+            Mode::EventLoop => "event-loop",
         }
     }
 }
@@ -399,6 +428,9 @@ impl Bench<'_> {
                 (base, file)
             }
             Transport::Baseline => baseline::endpoint(&base),
+            Transport::NodeJson | Transport::NodeAdvanced => {
+                unreachable!("the node script runs its own peer")
+            }
         }
     }
 
@@ -477,6 +509,9 @@ impl Bench<'_> {
                     Client::Rpc(Box::new(rpc::RpcClient::connect(&name, mode, payload, metrics)?))
                 }
                 Transport::Baseline => Client::Baseline(baseline::connect(&name)?),
+                Transport::NodeJson | Transport::NodeAdvanced => {
+                    unreachable!("the node script runs its own peer")
+                }
             };
             body(&mut client, server.pid())
         })();
@@ -605,6 +640,59 @@ impl Bench<'_> {
         }
     }
 
+    /// Measures the Node.js IPC peer with `serialization` for one payload: the same counts, tests
+    /// and pinning as the other rows, run by the shipped script.
+    fn node_case(
+        &self,
+        peer: &node::NodePeer,
+        serialization: node::Serialization,
+        payload: usize,
+    ) -> CaseResult {
+        let transport = match serialization {
+            node::Serialization::Json => Transport::NodeJson,
+            node::Serialization::Advanced => Transport::NodeAdvanced,
+        };
+        let counts = Counts::new(self.args, payload);
+        let what = format!("{} {}", transport.name(), report::payload_label(payload));
+        eprint!(
+            "measuring {what} rtt ({} round trips) and throughput ({} messages)... ",
+            counts.rounds, counts.messages
+        );
+        let t = Instant::now();
+        let cpus = match self.pinning {
+            Pinning::Pinned { client, server } => Some((client, server)),
+            Pinning::SingleCpu | Pinning::NotPinned(_) => None,
+        };
+        let timeout = Duration::from_secs(self.args.timeout);
+        let measured = peer.measure(serialization, payload, counts, cpus, timeout).map_err(|e| e.to_string());
+        let (rtt, tput) = match measured {
+            Ok((h, tput)) => {
+                eprintln!(
+                    "p50 {} µs, p99 {} µs, {} msg/s ({:.2} s)",
+                    report::us(h.value_at_quantile(0.5)),
+                    report::us(h.value_at_quantile(0.99)),
+                    report::rate(tput.msgs_per_sec()),
+                    t.elapsed().as_secs_f64()
+                );
+                (Ok(h), Ok(tput))
+            }
+            Err(e) => {
+                eprintln!("FAILED: {e}");
+                (Err(e.clone()), Err(e))
+            }
+        };
+        CaseResult {
+            transport,
+            mode: Mode::EventLoop,
+            payload,
+            large: false,
+            rounds: counts.rounds,
+            messages: counts.messages,
+            rtt: Some(rtt),
+            tput,
+        }
+    }
+
     /// Measures the one-way throughput of large messages (framed lapce-ipc fragments them).
     fn large(&self, transport: Transport, mode: Mode, payload: usize) -> CaseResult {
         let counts = Counts::large(self.args, payload);
@@ -705,10 +793,31 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         bench.pinning.describe()
     );
 
+    let node = if args.no_node {
+        println!("Node.js IPC rows: skipped (--no-node)");
+        None
+    } else {
+        match node::NodePeer::find(&args.node) {
+            Ok(peer) => {
+                println!("Node.js IPC rows: node {} (child_process.fork + process.send)", peer.version);
+                Some(peer)
+            }
+            Err(why) => {
+                println!("Node.js IPC rows: skipped: {why} (install Node.js or pass --node PATH)");
+                None
+            }
+        }
+    };
+
     let mut cases = Vec::new();
     for &payload in &args.payloads {
         for (transport, mode) in CASES {
             cases.push(bench.case(transport, mode, payload));
+        }
+        if let Some(peer) = &node {
+            for serialization in node::Serialization::ALL {
+                cases.push(bench.node_case(peer, serialization, payload));
+            }
         }
     }
     for &payload in large {
@@ -732,12 +841,17 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     println!();
     report::print_metrics(&metrics);
     println!();
-    report::print_targets(&rows, &idle, &metrics);
+    let missed = report::print_targets(&rows, &idle, &metrics);
     println!();
     println!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
 
     let ok = rows.iter().all(|r| r.error.is_none());
-    report::finish(args.json.as_deref(), &rows, ok, "some measurements failed (see above)")
+    let status = report::finish(args.json.as_deref(), &rows, ok, "some measurements failed (see above)");
+    if ok && args.gate && missed > 0 {
+        eprintln!("gate: {missed} ratio target(s) missed or not judged (see the targets above)");
+        return ExitCode::from(2);
+    }
+    status
 }
 
 /// Runs `lapce-ipc bench --scale`: only the scale rows. Missed targets do not fail it; failed
@@ -799,6 +913,9 @@ pub fn serve(args: &ServerArgs) -> ExitCode {
             Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => lapce::serve(args),
             Transport::Rpc => rpc::serve(args),
             Transport::Baseline => baseline::serve(args),
+            Transport::NodeJson | Transport::NodeAdvanced => {
+                Err("the Node.js peer is run by its script, not by bench-server".into())
+            }
         }
     })();
     match result {
@@ -840,6 +957,9 @@ mod tests {
             trim_wait: 2.0,
             scale_inflight: 4,
             scale_secs: None,
+            node: "node".into(),
+            no_node: false,
+            gate: false,
         };
         let small = Counts::new(&args, 1024);
         let big = Counts::new(&args, 64 << 10);

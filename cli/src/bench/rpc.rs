@@ -22,7 +22,7 @@ fn config(mode: Mode, payload: usize, metrics: bool) -> IpcConfig {
     let mut config = IpcConfig::default();
     config.ipc.wait_mode = match mode {
         Mode::Spin => WaitMode::Spin,
-        Mode::Adaptive => WaitMode::Adaptive,
+        Mode::Adaptive | Mode::EventLoop => WaitMode::Adaptive,
         Mode::Blocking => WaitMode::Blocking,
     };
     config.ipc.ring_size = lapce::ring_capacity(Test::Echo, payload);
