@@ -282,6 +282,16 @@ impl AsyncStreamSender {
         self.half.send_with_async(len, fill).await
     }
 
+    /// Zero-copy send without waiting: `fill` writes up to `len` bytes in place and returns how
+    /// many to publish; `Ok(None)`, nothing written, when the ring has no room for them now.
+    pub(crate) fn try_send_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> usize,
+    ) -> Result<Option<usize>> {
+        self.half.try_send_with(len, fill)
+    }
+
     /// Idle trim: when the peer has read everything and nothing was sent since the last trim,
     /// gives the outgoing ring's pages back to the OS; returns whether it did.
     pub(crate) fn discard_if_empty(&mut self) -> Result<bool> {

@@ -497,14 +497,9 @@ impl AsyncFramedSender {
             return Ok(false);
         }
         let fragment = parts.next().expect("a message has at least one fragment");
-        // The stream's non-waiting send takes the record whole: assemble it first.
-        let mut record = vec![0u8; fragment.record_len()];
-        fragment.write(&mut record);
-        match self.sink.try_send(&record) {
-            Ok(()) => Ok(true),
-            Err(IpcError::WouldBlock) => Ok(false),
-            Err(e) => Err(e),
-        }
+        // Written straight into the ring (no record assembled on the heap), or not at all.
+        let len = fragment.record_len();
+        Ok(self.sink.try_send_with(len, |buf| fragment.write(&mut buf[..len]))?.is_some())
     }
 }
 
