@@ -42,12 +42,16 @@ fn quick_bench_writes_json_for_every_transport() {
     let rows: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let rows = rows.as_array().expect("a JSON array");
 
-    for (transport, mode) in [
+    let mut standard = vec![
         ("lapce-ipc", "spin"),
         ("lapce-ipc", "adaptive"),
         ("lapce-ipc-rpc", "adaptive"),
         (BASELINE, "blocking"),
-    ] {
+    ];
+    if cfg!(unix) {
+        standard.push(("uds-tokio", "event-loop"));
+    }
+    for (transport, mode) in standard {
         let row = rows
             .iter()
             .find(|r| r["transport"] == transport && r["mode"] == mode && r["payload_bytes"] == 64)

@@ -11,7 +11,7 @@
 //! On Windows the idle-CPU measurement is not available (it reads `/proc`), and the targets
 //! summary reports the seed targets for Windows instead of the Linux ones.
 
-mod child;
+pub(crate) mod child;
 mod lapce;
 mod measure;
 mod node;
@@ -20,9 +20,11 @@ mod pipe;
 mod prefixed;
 mod report;
 mod rpc;
-mod scale;
+pub(crate) mod scale;
 #[cfg(unix)]
 mod uds;
+#[cfg(unix)]
+mod uds_tokio;
 
 #[cfg(windows)]
 use self::pipe as baseline;
@@ -163,6 +165,9 @@ pub enum Transport {
     #[cfg_attr(unix, value(name = "uds"))]
     #[cfg_attr(windows, value(name = "pipe"))]
     Baseline,
+    /// The baseline's framing over a tokio `UnixStream` (Unix only).
+    #[value(name = "uds-tokio")]
+    BaselineTokio,
     /// Node.js IPC (`child_process.fork` + `process.send`), json serialization: a peer run by
     /// the `node` script itself, never by `bench-server`.
     #[value(skip)]
@@ -181,6 +186,7 @@ impl Transport {
             Transport::LapceFramedNoCrc => "lapce-ipc-framed-nocrc",
             Transport::Rpc => "lapce-ipc-rpc",
             Transport::Baseline => baseline::NAME,
+            Transport::BaselineTokio => "uds-tokio",
             Transport::NodeJson => "node-ipc-json",
             Transport::NodeAdvanced => "node-ipc-advanced",
         }
@@ -194,6 +200,7 @@ impl Transport {
             Transport::Lapce
             | Transport::Rpc
             | Transport::Baseline
+            | Transport::BaselineTokio
             | Transport::NodeJson
             | Transport::NodeAdvanced => None,
         }
@@ -216,8 +223,8 @@ pub enum Mode {
     Adaptive,
     /// Blocking I/O (the baseline; `WaitStrategy::Blocking` for lapce-ipc).
     Blocking,
-    /// Node.js's event loop (the Node.js peers).
-    #[value(skip)]
+    /// An event loop: tokio's (the tokio socket baseline) or Node.js's (the Node.js peers).
+    #[value(name = "event-loop")]
     EventLoop,
 }
 
@@ -256,14 +263,17 @@ impl Test {
     }
 }
 
-/// The transports and modes measured, in table order; the last one is the baseline.
-const CASES: [(Transport, Mode); 6] = [
+/// The transports and modes measured, in table order: lapce-ipc's, then the baseline and (Unix)
+/// its tokio flavour. The Node.js peers follow when `node` runs.
+const CASES: &[(Transport, Mode)] = &[
     (Transport::Lapce, Mode::Spin),
     (Transport::Lapce, Mode::Adaptive),
     (Transport::LapceFramed, Mode::Spin),
     (Transport::LapceFramedNoCrc, Mode::Spin),
     (Transport::Rpc, Mode::Adaptive),
     (Transport::Baseline, Mode::Blocking),
+    #[cfg(unix)]
+    (Transport::BaselineTokio, Mode::EventLoop),
 ];
 
 /// The transports and modes of the large-message rows; the last one is the baseline.
@@ -401,6 +411,9 @@ enum Client {
     Rpc(Box<rpc::RpcClient>),
     /// The baseline (socket or pipe).
     Baseline(baseline::Conn),
+    /// The baseline's tokio flavour.
+    #[cfg(unix)]
+    BaselineTokio(uds_tokio::Conn),
 }
 
 /// State of one bench run.
@@ -428,6 +441,10 @@ impl Bench<'_> {
                 (base, file)
             }
             Transport::Baseline => baseline::endpoint(&base),
+            #[cfg(unix)]
+            Transport::BaselineTokio => uds_tokio::endpoint(&base),
+            #[cfg(windows)]
+            Transport::BaselineTokio => unreachable!("no tokio socket baseline on Windows"),
             Transport::NodeJson | Transport::NodeAdvanced => {
                 unreachable!("the node script runs its own peer")
             }
@@ -509,6 +526,10 @@ impl Bench<'_> {
                     Client::Rpc(Box::new(rpc::RpcClient::connect(&name, mode, payload, metrics)?))
                 }
                 Transport::Baseline => Client::Baseline(baseline::connect(&name)?),
+                #[cfg(unix)]
+                Transport::BaselineTokio => Client::BaselineTokio(uds_tokio::connect(&name)?),
+                #[cfg(windows)]
+                Transport::BaselineTokio => unreachable!("no tokio socket baseline on Windows"),
                 Transport::NodeJson | Transport::NodeAdvanced => {
                     unreachable!("the node script runs its own peer")
                 }
@@ -536,6 +557,8 @@ impl Bench<'_> {
             Client::Lapce(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
             Client::Rpc(c) => c.rtt(payload, counts.warmup, counts.rounds),
             Client::Baseline(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+            #[cfg(unix)]
+            Client::BaselineTokio(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
         })
     }
 
@@ -587,6 +610,10 @@ impl Bench<'_> {
             // Request/response has no one-way mode: requests per second, many in flight.
             Client::Rpc(c) => c.pipelined(payload, counts.warmup, counts.messages / 10),
             Client::Baseline(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
+            #[cfg(unix)]
+            Client::BaselineTokio(c) => {
+                measure::measure_throughput(c, payload, counts.warmup, counts.messages)
+            }
         })
     }
 
@@ -811,7 +838,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 
     let mut cases = Vec::new();
     for &payload in &args.payloads {
-        for (transport, mode) in CASES {
+        for &(transport, mode) in CASES {
             cases.push(bench.case(transport, mode, payload));
         }
         if let Some(peer) = &node {
@@ -913,6 +940,10 @@ pub fn serve(args: &ServerArgs) -> ExitCode {
             Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => lapce::serve(args),
             Transport::Rpc => rpc::serve(args),
             Transport::Baseline => baseline::serve(args),
+            #[cfg(unix)]
+            Transport::BaselineTokio => uds_tokio::serve(args),
+            #[cfg(windows)]
+            Transport::BaselineTokio => Err("no tokio socket baseline on Windows".into()),
             Transport::NodeJson | Transport::NodeAdvanced => {
                 Err("the Node.js peer is run by its script, not by bench-server".into())
             }

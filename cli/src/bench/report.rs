@@ -261,7 +261,8 @@ pub struct PeerRatio {
 }
 
 /// The transports that are what users would otherwise pick: the ratios compare with them.
-const PEERS: [Transport; 3] = [Transport::Baseline, Transport::NodeJson, Transport::NodeAdvanced];
+const PEERS: [Transport; 4] =
+    [Transport::Baseline, Transport::BaselineTokio, Transport::NodeJson, Transport::NodeAdvanced];
 
 /// Whether `row` is one of the peers' rows.
 fn is_peer(row: &Row) -> bool {
