@@ -209,6 +209,8 @@ pub(crate) struct Metrics {
     pub(crate) request_bytes: Counter,
     pub(crate) response_bytes: Counter,
     pub(crate) dead_connections: Counter,
+    pub(crate) backpressure_events: Counter,
+    pub(crate) backpressure_wait: DurationHistogram,
 }
 
 /// The series of one request type, created when its handler is registered.
@@ -291,6 +293,19 @@ impl Metrics {
             "Connections that ended because the client hung up or died, their resources released",
             dead_connections.clone(),
         );
+        let backpressure_events = Counter::default();
+        registry.register(
+            "backpressure_events",
+            "Answers that found the connection's outgoing ring full and waited for the client to read",
+            backpressure_events.clone(),
+        );
+        let backpressure_wait = DurationHistogram::default();
+        registry.register_with_unit(
+            "backpressure_wait",
+            "How long those answers waited for room in the ring",
+            Unit::Seconds,
+            backpressure_wait.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -305,6 +320,8 @@ impl Metrics {
             request_bytes,
             response_bytes,
             dead_connections,
+            backpressure_events,
+            backpressure_wait,
         }
     }
 
@@ -342,6 +359,9 @@ pub(crate) struct ListenerReport {
     pub(crate) pool: crate::PoolStats,
     /// Clients whose handshake the listener refused (another user, a bad hello, no free slot).
     pub(crate) handshakes_refused: u64,
+    /// Stale runtime files this process removed (sockets of dead listeners replaced at bind,
+    /// what `clean_stale_sockets` removed).
+    pub(crate) stale_cleaned: u64,
 }
 
 type ListenerReader = Arc<dyn Fn() -> ListenerReport + Send + Sync>;
@@ -384,11 +404,11 @@ impl EncodeMetric for LiveValue {
 }
 
 impl Metrics {
-    /// Registers the families read from the listener at scrape time: the warm pool's slots and
-    /// the refused handshakes.
+    /// Registers the families read from the listener at scrape time: the warm pool's slots, the
+    /// refused handshakes and the stale runtime files removed.
     pub(crate) fn register_listener(&mut self, read: ListenerReader) {
         type Pick = fn(&ListenerReport) -> u64;
-        let families: [(&str, &str, bool, Pick); 8] = [
+        let families: [(&str, &str, bool, Pick); 9] = [
             ("slots", "Segments held now, in use and warm", false, |r| (r.pool.in_use + r.pool.warm) as u64),
             ("slots_available", "Warm segments ready for the next clients", false, |r| r.pool.warm as u64),
             ("slots_in_use", "Segments held by connections now", false, |r| r.pool.in_use as u64),
@@ -411,6 +431,13 @@ impl Metrics {
                 "Clients the listener refused: another user, a bad hello, no free slot",
                 true,
                 |r| r.handshakes_refused,
+            ),
+            (
+                "stale_resources_cleaned",
+                "Stale runtime files removed by this process: sockets of dead servers replaced at bind, \
+                 what clean_stale_sockets removed",
+                true,
+                |r| r.stale_cleaned,
             ),
         ];
         for (name, help, counter, pick) in families {
@@ -691,6 +718,7 @@ mod tests {
                 ..Default::default()
             },
             handshakes_refused: 2,
+            stale_cleaned: 5,
         }));
         claims.store(7, Ordering::Relaxed);
         let t = m.encode();
@@ -705,6 +733,7 @@ mod tests {
             "lapce_ipc_slot_claims_cold_total 0",
             "lapce_ipc_slots_reclaimed_total 0",
             "lapce_ipc_handshakes_refused_total 2",
+            "lapce_ipc_stale_resources_cleaned_total 5",
         ] {
             assert!(t.lines().any(|l| l == line), "{line:?} missing from:\n{t}");
         }

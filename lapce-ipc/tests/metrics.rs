@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{child_role, unique_name, ChildGuard};
-use lapce_ipc::frame::MessageType;
+use common::{child_role, connect_retry, unique_name, ChildGuard};
+use lapce_ipc::frame::{FramedShmStream, MessageType};
 use lapce_ipc::metrics::CONTENT_TYPE;
 use lapce_ipc::protocol::{ErrorBody, ErrorCode};
 use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer};
@@ -343,6 +343,9 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
         ("lapce_ipc_slot_claims_cold", "counter"),
         ("lapce_ipc_slots_reclaimed", "counter"),
         ("lapce_ipc_handshakes_refused", "counter"),
+        ("lapce_ipc_backpressure_events", "counter"),
+        ("lapce_ipc_stale_resources_cleaned", "counter"),
+        ("lapce_ipc_backpressure_wait_seconds", "histogram"),
     ] {
         assert_eq!(before.families.get(family).map(String::as_str), Some(kind), "{family}: {before:#?}");
     }
@@ -479,6 +482,72 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
     assert_eq!(last.get("lapce_ipc_slots_max"), 1024.0);
     // The first client is still served.
     assert_eq!(rt.block_on(client.request(ECHO, "still here")).unwrap(), "still here");
+}
+
+/// A client that sends requests and does not read the answers for a while: the server's answers
+/// fill the ring to the client, wait for room, and each wait is counted with its duration; once
+/// the client reads, every answer arrives intact and in order.
+#[test]
+fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
+    const REQUESTS: u64 = 48;
+    const SIZE: usize = 16 << 10; // 48 x 16 KiB of answers, three times the 256 KiB ring
+    let name = unique_name("metrics-bp");
+    let port_file = PortFile(std::env::temp_dir().join(format!("{name}.port")));
+    let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()));
+    let mut framed = FramedShmStream::new(connect_retry(&name));
+    let mut answer = Vec::new();
+    assert_eq!(framed.recv_into(&mut answer).unwrap(), (MessageType::Control, 0), "greeting");
+    let addr = wait_for_port(&port_file.0);
+    let before = scrape(addr);
+    assert_eq!(before.get("lapce_ipc_backpressure_events_total"), 0.0);
+    let payload = |id: u64| vec![id as u8; SIZE];
+    for id in 1..=REQUESTS {
+        framed.send_with_id(ECHO, id, &payload(id)).unwrap();
+    }
+    // Not reading: the server's writer is now waiting for room.
+    let stuck = scrape_until(addr, |s| s.get("lapce_ipc_requests_total{type=\"Data\"}") == REQUESTS as f64);
+    assert_eq!(stuck.get("lapce_ipc_backpressure_wait_seconds_count"), 0.0, "counted when the wait ends");
+    std::thread::sleep(Duration::from_millis(50));
+    for id in 1..=REQUESTS {
+        let (kind, got) = framed.recv_into(&mut answer).unwrap();
+        assert_eq!((kind, got), (MessageType::Response, id));
+        assert!(answer == payload(id), "answer {id} altered");
+    }
+    let after = scrape_until(addr, |s| s.get("lapce_ipc_backpressure_events_total") >= 1.0);
+    let events = after.get("lapce_ipc_backpressure_events_total");
+    assert!(events <= REQUESTS as f64, "{events} events for {REQUESTS} answers");
+    assert_eq!(after.get("lapce_ipc_backpressure_wait_seconds_count"), events);
+    // The first answer to wait waited at least the 50 ms the client slept.
+    assert!(after.get("lapce_ipc_backpressure_wait_seconds_sum") >= 0.05, "{after:#?}");
+    drop(framed);
+    server.kill();
+}
+
+/// A server killed with SIGKILL leaves its socket file; the next server of the same name
+/// replaces it, counts it in `stale_resources_cleaned`, and serves.
+#[cfg(unix)]
+#[test]
+fn a_restarted_server_replaces_the_killed_ones_socket_and_counts_it() {
+    let name = unique_name("metrics-stale");
+    let first_port = PortFile(std::env::temp_dir().join(format!("{name}.1.port")));
+    let mut first = ChildGuard::spawn("metrics-server", &format!("{name},{},2", first_port.0.display()));
+    let addr = wait_for_port(&first_port.0);
+    assert_eq!(scrape(addr).get("lapce_ipc_stale_resources_cleaned_total"), 0.0);
+    first.kill();
+    let path = lapce_ipc::socket_path(&name).unwrap();
+    assert!(path.exists(), "a killed server leaves {} behind", path.display());
+
+    let port = PortFile(std::env::temp_dir().join(format!("{name}.2.port")));
+    let mut second = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port.0.display()));
+    let addr = wait_for_port(&port.0);
+    assert_eq!(scrape(addr).get("lapce_ipc_stale_resources_cleaned_total"), 1.0);
+    let rt = runtime();
+    let client = rt.block_on(connect(&name));
+    assert_eq!(rt.block_on(client.request(ECHO, "after the crash")).unwrap(), "after the crash");
+    drop(client);
+    second.kill();
+    // The second one was killed too: its socket file is ours to remove.
+    let _ = std::fs::remove_file(&path);
 }
 
 #[test]

@@ -148,5 +148,21 @@ fn checked_name(name: &str) -> Result<&str> {
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 pub fn clean_stale_sockets() -> Result<Vec<PathBuf>> {
-    crate::platform::clean_stale_control_files()
+    let removed = crate::platform::clean_stale_control_files()?;
+    count_stale_cleaned(removed.len());
+    Ok(removed)
+}
+
+/// Stale runtime files this process removed: sockets replaced at bind and everything
+/// [`clean_stale_sockets`] removed (`lapce_ipc_stale_resources_cleaned_total`).
+static STALE_CLEANED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Counts `n` stale runtime files removed.
+pub(crate) fn count_stale_cleaned(n: usize) {
+    STALE_CLEANED.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Stale runtime files this process has removed so far.
+pub(crate) fn stale_cleaned() -> u64 {
+    STALE_CLEANED.load(std::sync::atomic::Ordering::Relaxed)
 }

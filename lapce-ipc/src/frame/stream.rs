@@ -485,6 +485,12 @@ impl AsyncFramedSender {
         Ok(())
     }
 
+    /// Whether a payload of `len` bytes fits one ring record (is never fragmented): only such a
+    /// message is refused by [`try_send_with_id`](Self::try_send_with_id) for want of room.
+    pub fn fits_one_record(&self, len: usize) -> bool {
+        len <= self.sink.max_message_size() - HEADER_LEN
+    }
+
     /// Sends a message that fits one ring record without waiting: `Ok(true)` once it is in the
     /// ring, `Ok(false)` with nothing written when it would need fragments or the ring has no
     /// room for it right now. There is no await point, so the message is written whole or not

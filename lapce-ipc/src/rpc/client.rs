@@ -268,7 +268,7 @@ async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
             return Err(IpcError::Handshake(format!("unexpected greeting from the server: {kind:?} id {id}")))
         }
     }
-    let (out, _writer) = spawn_writer(tx, inner.config.idle_trim());
+    let (out, _writer) = spawn_writer(tx, inner.config.idle_trim(), None);
     let shared = Arc::new(Shared { pending: Mutex::default(), alive: AtomicBool::new(true) });
     let reader = tokio::spawn(read_answers(rx, shared.clone(), Arc::downgrade(inner)));
     Ok(Arc::new(Conn { out, shared, reader: reader.abort_handle() }))

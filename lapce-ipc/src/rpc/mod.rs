@@ -32,6 +32,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::error::IpcError;
 use crate::frame::{AsyncFramedSender, MessageType};
+use crate::metrics::Metrics;
 use crate::protocol::{Codec, ErrorBody, ErrorCode};
 
 /// Payload of the server's greeting frame (`Control`, id 0).
@@ -176,6 +177,7 @@ impl Drop for QueuedCount {
 fn spawn_writer(
     tx: AsyncFramedSender,
     trim_after: Option<Duration>,
+    metrics: Option<Arc<Metrics>>,
 ) -> (FrameSink, tokio::task::JoinHandle<()>) {
     let (queue, mut frames) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE);
     let writer = Arc::new(Writer {
@@ -212,7 +214,7 @@ fn spawn_writer(
             let mut tx = writer.tx.lock().await;
             // Whatever else is queued goes out under the same lock.
             loop {
-                if let Err(e) = tx.send_with_id(f.kind, f.id, &f.payload).await {
+                if let Err(e) = write_frame(&mut tx, &f, metrics.as_deref()).await {
                     // Not counted out: nothing is written directly after a failed frame.
                     tracing::debug!(error = %e, "connection writer stops");
                     return;
@@ -226,6 +228,27 @@ fn spawn_writer(
         }
     });
     (sink, task)
+}
+
+/// Writes one frame, waiting for room. A frame of one record that finds the ring full is
+/// backpressure (the peer reads slower than we write): counted, with how long it waited. (The
+/// waits between the records of a fragmented message are not: they are how it is sent.)
+async fn write_frame(
+    tx: &mut AsyncFramedSender,
+    f: &Outgoing,
+    metrics: Option<&Metrics>,
+) -> crate::Result<()> {
+    if tx.try_send_with_id(f.kind, f.id, &f.payload)? {
+        return Ok(());
+    }
+    let full = tx.fits_one_record(f.payload.len());
+    let waited_from = std::time::Instant::now();
+    tx.send_with_id(f.kind, f.id, &f.payload).await?;
+    if let (true, Some(m)) = (full, metrics) {
+        m.backpressure_events.inc();
+        m.backpressure_wait.observe(waited_from.elapsed());
+    }
+    Ok(())
 }
 
 /// One idle-trim attempt of a writer task: true when the outgoing ring's pages are given back

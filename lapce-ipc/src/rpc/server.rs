@@ -149,6 +149,7 @@ impl IpcServer {
                         me.upgrade().map_or_else(Default::default, |inner| ListenerReport {
                             pool: inner.listener.pool_stats(),
                             handshakes_refused: inner.listener.rejected().0,
+                            stale_cleaned: crate::connection::stale_cleaned(),
                         })
                     }));
                     Arc::new(metrics)
@@ -416,7 +417,7 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, a
     if let Some(m) = &server.metrics {
         m.connect_duration.observe_since(accepted_at);
     }
-    let (out, mut writer) = spawn_writer(tx, server.config.idle_trim());
+    let (out, mut writer) = spawn_writer(tx, server.config.idle_trim(), server.metrics.clone());
     let conn = Arc::new(Connection { out, in_flight: Mutex::default(), metrics: server.metrics.clone() });
     let max_requests = server.config.ipc.max_concurrent_requests.max(1);
     let permits = Arc::new(Semaphore::new(max_requests));

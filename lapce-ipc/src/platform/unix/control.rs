@@ -139,6 +139,7 @@ impl ControlListener {
                 }
                 // Nobody listens: a leftover of a crashed process. Replace it.
                 std::fs::remove_file(&path).map_err(bind_err)?;
+                crate::connection::count_stale_cleaned(1);
                 UnixListener::bind(&path).map_err(bind_err)?
             }
             Err(e) => return Err(bind_err(e)),
