@@ -33,9 +33,13 @@
 //! | `lapce_ipc_slot_claims_cold_total` | counter | | claims that found the warm pool empty and made their segment on the spot |
 //! | `lapce_ipc_slots_reclaimed_total` | counter | | slots given back when a connection closed (by the server, or because the client closed, exited or died), ready for the next client |
 //! | `lapce_ipc_handshakes_refused_total` | counter | | clients the listener refused during the handshake: another user, a bad hello, no free slot |
+//! | `lapce_ipc_stale_resources_cleaned_total` | counter | | stale runtime files this process removed: the socket of a dead server replaced when binding its name, and whatever [`clean_stale_sockets`](crate::clean_stale_sockets) removed |
+//! | `lapce_ipc_backpressure_events_total` | counter | | answers of one ring record that found the ring to their client full and waited for the client to read (the waits between the records of a fragmented answer are how it is sent, not counted) |
+//! | `lapce_ipc_backpressure_wait_seconds` | histogram | | how long each of those answers waited |
 //!
-//! The slot and handshake families are read from the listener when the text is made (no
-//! recording on any path).
+//! The slot, handshake and stale-file families are read from the listener (and a process-wide
+//! counter) when the text is made: no recording on any path. Backpressure is recorded by the
+//! connection's writer task only when a write finds the ring full.
 //!
 //! `errors_total` kinds: `handler` (the handler returned an error), `panic` (it panicked),
 //! `unknown_type` (no handler for the request's type), `cancelled` (a `Cancel` stopped a running
@@ -50,7 +54,7 @@
 //! creates a series (a request of a type without a handler only counts as
 //! `errors_total{kind="unknown_type"}`).
 //!
-//! Histogram buckets (both histograms, in seconds): 1, 2.5, 5, 10, 25, 50, 100, 250 and 500 µs,
+//! Histogram buckets (every histogram, in seconds): 1, 2.5, 5, 10, 25, 50, 100, 250 and 500 µs,
 //! 1, 2.5, 5, 10, 25, 50, 100, 250 and 500 ms, 1, 2.5, 5, 10, 30 and 60 s. They are lock-free
 //! (one atomic add per bucket and one for the sum); a scrape that races an observation may see
 //! the sum of one observation before its bucket, never a `_count` that disagrees with the
@@ -59,10 +63,9 @@
 //! # Not exported yet
 //!
 //! The seed documents list families this server has no implementation for yet, so they are not
-//! exported (no zero-valued stand-ins): slot claim duration and stale-resource cleanup counts;
-//! ring occupancy and per-direction ring writes, reads and bytes, and backpressure events and
-//! wait durations, which need counters inside the ring and channel layers (on the per-message
-//! path); write and read latency histograms per ring operation.
+//! exported (no zero-valued stand-ins): slot claim duration; ring occupancy and per-direction
+//! ring writes, reads and bytes, which need counters inside the ring and channel layers (on the
+//! per-message path); write and read latency histograms per ring operation.
 //!
 //! # The HTTP endpoint
 //!
