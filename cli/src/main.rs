@@ -9,6 +9,7 @@
 
 mod bench;
 mod serve;
+mod stress;
 
 use std::process::ExitCode;
 
@@ -44,6 +45,15 @@ enum Command {
     /// Send one request to a server and print its answer (or, for chat, the streamed tokens as
     /// they arrive).
     Call(serve::CallArgs),
+    /// Stress levels (connection bomb, memory, latency torture, leak detection, chaos), with
+    /// the server and clients in child processes; fails on correctness, never on time.
+    Stress(stress::StressArgs),
+    /// The server side of `stress`, run as a child process by `stress` itself.
+    #[command(hide = true)]
+    StressServer(stress::ServerArgs),
+    /// A client process of `stress`, run as a child process by `stress` itself.
+    #[command(hide = true)]
+    StressClient(stress::ClientArgs),
 }
 
 /// Parses the command line and runs the subcommand; the exit code is the subcommand's.
@@ -56,5 +66,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(&args),
         Command::Call(args) => serve::call(&args),
         Command::Clean => serve::clean(),
+        Command::Stress(args) => stress::run(&args),
+        Command::StressServer(args) => stress::serve(&args),
+        Command::StressClient(args) => stress::client(&args),
     }
 }

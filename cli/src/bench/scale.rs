@@ -41,8 +41,15 @@ pub const CLIENT_PROCESSES: usize = 4;
 pub const PAYLOAD: usize = 64;
 
 /// File descriptors one connection is assumed to need at most on either side, for the check of
-/// the descriptor limit before a run.
-const FDS_PER_CONNECTION_BOUND: u64 = 8;
+/// the descriptor limit before a run (the server measured 9 per connection, plus its epoll and
+/// timer descriptors).
+const FDS_PER_CONNECTION_BOUND: u64 = 10;
+
+/// Descriptors the limit must leave for everything else: the process's own, and the warm pool,
+/// which may hold a quarter of the limit (`StreamConfig::warm_pool`).
+fn fds_for_connections(limit: u64) -> u64 {
+    (limit - limit / 4).saturating_sub(256)
+}
 
 /// How long the server gets to settle before the idle measurement.
 const SETTLE: Duration = Duration::from_millis(300);
@@ -196,15 +203,15 @@ impl ScaleRow {
 }
 
 /// A client child, killed and reaped when dropped.
-struct ClientProcess {
-    child: Child,
+pub(crate) struct ClientProcess {
+    pub(crate) child: Child,
     stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     reader: Option<JoinHandle<()>>,
 }
 
 impl ClientProcess {
-    fn spawn(args: &[OsString]) -> Result<ClientProcess> {
+    pub(crate) fn spawn(args: &[OsString]) -> Result<ClientProcess> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the current executable: {e}"))?;
         let mut child = Command::new(&exe)
             .args(args)
@@ -228,7 +235,7 @@ impl ClientProcess {
     }
 
     /// Sends one line to the child.
-    fn send(&mut self, line: &str) -> Result<()> {
+    pub(crate) fn send(&mut self, line: &str) -> Result<()> {
         let stdin = self.stdin.as_mut().ok_or("client stdin closed")?;
         writeln!(stdin, "{line}")?;
         stdin.flush()?;
@@ -236,7 +243,7 @@ impl ClientProcess {
     }
 
     /// The child's next line, within `timeout`; its `error ...` lines become errors.
-    fn line(&mut self, timeout: Duration, what: &str) -> Result<String> {
+    pub(crate) fn line(&mut self, timeout: Duration, what: &str) -> Result<String> {
         match self.lines.recv_timeout(timeout) {
             Ok(line) => match line.strip_prefix("error ") {
                 Some(e) => Err(format!("client process {}: {e}", self.child.id()).into()),
@@ -257,7 +264,7 @@ impl ClientProcess {
     }
 
     /// Tells the child to close and waits (at most `grace`) for it to exit.
-    fn close(mut self, grace: Duration) -> Result<()> {
+    pub(crate) fn close(mut self, grace: Duration) -> Result<()> {
         let _ = self.send("close");
         drop(self.stdin.take());
         let deadline = Instant::now() + grace;
@@ -295,14 +302,20 @@ impl Drop for ClientProcess {
     }
 }
 
+/// How many clients the descriptor limit leaves room for (see [`check_fd_limit`]).
+pub(crate) fn clients_within_fd_limit(limit: Option<u64>) -> Option<usize> {
+    limit.map(|l| (fds_for_connections(l) / FDS_PER_CONNECTION_BOUND) as usize)
+}
+
 /// Checks that the descriptor limit leaves room for `clients` connections.
-fn check_fd_limit(clients: usize, limit: Option<u64>) -> Result<()> {
+pub(crate) fn check_fd_limit(clients: usize, limit: Option<u64>) -> Result<()> {
     let Some(limit) = limit else { return Ok(()) };
-    let needed = clients as u64 * FDS_PER_CONNECTION_BOUND + 256;
-    if limit < needed {
+    let needed = clients as u64 * FDS_PER_CONNECTION_BOUND;
+    if fds_for_connections(limit) < needed {
         return Err(format!(
             "the open-file limit ({limit}, raised to the hard limit) is too low for {clients} clients: the server \
-             may need about {needed} descriptors; raise the hard limit (ulimit -Hn) or use a smaller --scale"
+             may need about {needed} descriptors for them, and a quarter of the limit goes to its warm pool; \
+             raise the hard limit (ulimit -Hn) or use a smaller --scale"
         )
         .into());
     }
@@ -310,7 +323,7 @@ fn check_fd_limit(clients: usize, limit: Option<u64>) -> Result<()> {
 }
 
 /// Runs the scale rows (one per N of `--scale`), printing progress lines.
-pub fn run(bench: &Bench<'_>, args: &BenchArgs) -> Vec<ScaleRow> {
+pub(super) fn run(bench: &Bench<'_>, args: &BenchArgs) -> Vec<ScaleRow> {
     let limit = raise_fd_limit();
     let secs = args.scale_secs.unwrap_or(if args.quick { 1.0 } else { 3.0 });
     args.scale
@@ -460,7 +473,7 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
 }
 
 /// Parses a `result REQUESTS ERRORS ELAPSED_NS V:C,...` line.
-fn parse_result(line: &str) -> Result<(u64, u64, u64, Histogram<u64>)> {
+pub(crate) fn parse_result(line: &str) -> Result<(u64, u64, u64, Histogram<u64>)> {
     let bad = || format!("bad result line from a client process: {line:?}");
     let mut parts = line.split(' ');
     if parts.next() != Some("result") {
@@ -480,7 +493,7 @@ fn parse_result(line: &str) -> Result<(u64, u64, u64, Histogram<u64>)> {
 }
 
 /// Formats a `result` line (see [`parse_result`]).
-fn format_result(requests: u64, errors: u64, elapsed: Duration, hist: &Histogram<u64>) -> String {
+pub(crate) fn format_result(requests: u64, errors: u64, elapsed: Duration, hist: &Histogram<u64>) -> String {
     let pairs: Vec<String> =
         hist.iter_recorded().map(|v| format!("{}:{}", v.value_iterated_to(), v.count_at_value())).collect();
     format!("result {requests} {errors} {} {}", elapsed.as_nanos(), pairs.join(","))
@@ -724,5 +737,8 @@ mod tests {
             .to_string()
             .contains("too low for 1000 clients"));
         assert!(check_fd_limit(1000, None).is_ok());
+        // 2048: 1536 after the warm pool's quarter, 256 kept, 10 per connection.
+        assert_eq!(clients_within_fd_limit(Some(2048)), Some(128));
+        assert!(check_fd_limit(128, Some(2048)).is_ok() && check_fd_limit(129, Some(2048)).is_err());
     }
 }

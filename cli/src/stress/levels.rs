@@ -1,0 +1,265 @@
+//! Levels 1 to 4: connection bomb, memory, latency torture, leak detection.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::payload::Rng;
+use super::{check_complete, opt, LevelReport, Result, Sample, Session, Work};
+use crate::bench::scale;
+
+/// Level 1: 1000 concurrent connections (bounded 20 requests each, full 5000),
+/// each a sequential request/response loop of 1 KiB; every request must complete. The bounded
+/// run takes fewer connections when the hard open-file limit has no room for 1000 (and says
+/// so); the full run refuses to start then.
+pub fn bomb(report: &mut LevelReport, full: bool, fd_limit: Option<u64>, timeout: Duration) -> Result<()> {
+    const CONNECTIONS: usize = 1000;
+    let requests = if full { 5000 } else { 20 };
+    let room = scale::clients_within_fd_limit(fd_limit).unwrap_or(CONNECTIONS);
+    let connections = if full { CONNECTIONS } else { CONNECTIONS.min(room).max(8) };
+    if connections < CONNECTIONS {
+        println!(
+            "stress level 1: the open-file limit ({}) has room for {connections} connections, not {CONNECTIONS}: \
+             running with {connections} (raise ulimit -Hn for the whole bomb)",
+            fd_limit.unwrap_or(0)
+        );
+    }
+    report.fig("connections_wanted", CONNECTIONS as u64);
+    scale::check_fd_limit(connections, fd_limit)?;
+    let session = Session::start(1, connections + 64, timeout)?;
+    let before = session.sample();
+    let work = Work { connections, processes: 4, lanes: 1, requests, payloads: vec![1024] };
+    let mut clients = session.spawn(&work)?;
+    // All connected at once (the control connection is one more).
+    let concurrent = session.stat("connections_active")?.saturating_sub(1);
+    let during = session.sample();
+    Session::tell(&mut clients, "go")?;
+    let out = session.collect(clients)?;
+    session.wait_idle()?;
+    let after = session.sample();
+    report.fig("connections", connections as u64);
+    report.fig("client_processes", work.processes as u64);
+    report.fig("concurrent_connections", concurrent);
+    report.check(
+        concurrent >= connections as u64,
+        format!("only {concurrent} of {connections} were connected at once"),
+    );
+    check_complete(report, "", &out, connections as u64 * requests);
+    report.fig("requests_per_sec", (out.ok as f64 / out.secs.max(1e-9)).round());
+    report.fig("rtt_p50_us", out.hist.value_at_quantile(0.5) as f64 / 1000.0);
+    report.fig("rtt_max_us", out.hist.max() as f64 / 1000.0);
+    footprints(report, &[("before", before), ("connected", during), ("after", after)]);
+    session.finish(report)
+}
+
+/// Records server RSS, fds and mappings of each sample.
+fn footprints(report: &mut LevelReport, samples: &[(&str, Sample)]) {
+    for (label, s) in samples {
+        report.fig(&format!("server_rss_kib_{label}"), opt(s.rss()));
+        report.fig(&format!("server_fds_{label}"), opt(s.footprint.fds));
+        report.fig(&format!("server_maps_{label}"), opt(s.maps));
+    }
+}
+
+/// Samples the server's RSS until stopped; the largest value seen.
+struct PeakSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Option<u64>>,
+}
+
+impl PeakSampler {
+    fn start(pid: u32) -> PeakSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            let mut peak = None;
+            while !flag.load(Ordering::Relaxed) {
+                peak = peak.max(scale::footprint(pid).rss_kib);
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            peak
+        });
+        PeakSampler { stop, thread }
+    }
+
+    fn peak(self) -> Option<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or(None)
+    }
+}
+
+/// Level 2: floods of 4 KiB messages (bounded 200 clients × 100, full 500 × 1000) and of 1 MiB
+/// messages (bounded 16 × 10, full 100 × 500) at once; every message echoed intact, and the
+/// server's peak RSS under the bound: idle RSS + 2 rings per connection (their pages count as
+/// shared RSS once touched) + 4 MiB per 1 MiB lane (the reassembled request, the answer, framing
+/// copies) + 16 MiB for the runtime and the allocator.
+pub fn memory(report: &mut LevelReport, full: bool, fd_limit: Option<u64>, timeout: Duration) -> Result<()> {
+    // The bounded run leaves room for the 16 large clients within the open-file limit.
+    let room = scale::clients_within_fd_limit(fd_limit).unwrap_or(usize::MAX).saturating_sub(16);
+    let small_clients = if full { 500 } else { 200.min(room).max(8) };
+    if small_clients < 200 {
+        println!("stress level 2: the open-file limit has room for {small_clients} 4 KiB clients, not 200");
+    }
+    let small = Work {
+        connections: small_clients,
+        processes: if full { 4 } else { 1 },
+        lanes: 1,
+        requests: if full { 1000 } else { 100 },
+        payloads: vec![4096],
+    };
+    let large = Work {
+        connections: if full { 100 } else { 16 },
+        processes: if full { 2 } else { 1 },
+        lanes: 1,
+        requests: if full { 500 } else { 10 },
+        payloads: vec![1 << 20],
+    };
+    let connections = small.connections + large.connections;
+    let session = Session::start(2, connections + 64, timeout)?;
+    let idle = session.sample();
+    let mut small_clients = session.spawn(&small)?;
+    let mut large_clients = session.spawn(&large)?;
+    let sampler = PeakSampler::start(session.pid());
+    Session::tell(&mut small_clients, "go")?;
+    Session::tell(&mut large_clients, "go")?;
+    let small_out = session.collect(small_clients)?;
+    let large_out = session.collect(large_clients)?;
+    let peak = sampler.peak();
+    session.wait_idle()?;
+    let after = session.sample();
+    check_complete(report, "small_4k_", &small_out, small.connections as u64 * small.requests);
+    check_complete(report, "large_1m_", &large_out, large.connections as u64 * large.requests);
+    let mib = (small_out.ok * 4096 + large_out.ok * (1 << 20)) as f64 / f64::from(1 << 20);
+    report.fig("mib_echoed", mib.round());
+    let ring = lapce_ipc::IpcConfig::default().ipc.ring_size as u64 / 1024;
+    let bound =
+        idle.rss().map(|i| i + connections as u64 * 2 * ring + large.connections as u64 * 4096 + 16 * 1024);
+    report.fig("server_rss_kib_idle", opt(idle.rss()));
+    report.fig("server_rss_kib_peak", opt(peak));
+    report.fig("server_rss_kib_bound", opt(bound));
+    report.fig("server_rss_kib_after", opt(after.rss()));
+    report.fig("server_rss_anon_kib_after", opt(after.footprint.rss_anon_kib));
+    report.fig(
+        "bound_formula",
+        "idle + connections x 2 rings + 1 MiB lanes x 4 MiB + 16 MiB (the seed's 3 MB cannot hold one 1 MiB message in \
+         flight per client)",
+    );
+    if let (Some(p), Some(b)) = (peak, bound) {
+        report.check(p <= b, format!("server peak RSS {p} KiB over the bound {b} KiB"));
+    }
+    session.finish(report)
+}
+
+/// Level 3: one client measures sequential 1 KiB round trips (10 000) while others (bounded 16
+/// connections of 2 lanes, full 999 of 1) flood the server with 4 KiB requests; the share over 10 µs and the
+/// maximum are reported, and every request must be answered intact.
+pub fn latency(report: &mut LevelReport, full: bool, timeout: Duration) -> Result<()> {
+    let background = Work {
+        connections: if full { 999 } else { 16 },
+        processes: if full { 4 } else { 1 },
+        lanes: if full { 1 } else { 2 },
+        requests: 0,
+        payloads: vec![4096],
+    };
+    let probe = Work { connections: 1, processes: 1, lanes: 1, requests: 10_000, payloads: vec![1024] };
+    let session = Session::start(3, background.connections + 64, timeout)?;
+    let mut load = session.spawn(&background)?;
+    let mut measurer = session.spawn(&probe)?;
+    Session::tell(&mut load, "go")?;
+    std::thread::sleep(Duration::from_millis(100));
+    Session::tell(&mut measurer, "go")?;
+    let measured = session.collect(measurer)?;
+    Session::tell(&mut load, "stop")?;
+    let loaded = session.collect(load)?;
+    check_complete(report, "probe_", &measured, probe.requests);
+    report.fig("background_connections", background.connections as u64);
+    report.fig("background_requests", loaded.ok);
+    report.fig("background_errors", loaded.errors);
+    report.fig("background_corrupt", loaded.corrupt);
+    report.check(
+        loaded.errors == 0 && loaded.corrupt == 0 && loaded.ok > 0,
+        format!("background: {} answered, {} errors, {} corrupt", loaded.ok, loaded.errors, loaded.corrupt),
+    );
+    let h = &measured.hist;
+    let over = h.len().saturating_sub(h.count_between(0, 10_000));
+    report.fig("rtt_over_10us", over);
+    report.fig(
+        "rtt_share_over_10us_pct",
+        if h.is_empty() { 0.0 } else { 100.0 * over as f64 / h.len() as f64 },
+    );
+    report.fig("rtt_p50_us", h.value_at_quantile(0.5) as f64 / 1000.0);
+    report.fig("rtt_p99_us", h.value_at_quantile(0.99) as f64 / 1000.0);
+    report.fig("rtt_max_us", h.max() as f64 / 1000.0);
+    session.finish(report)
+}
+
+/// Level 4: cycles (bounded 24, full 120) of a random number of clients (bounded 50–150, full
+/// 100–500) connecting, each doing requests of three sizes (bounded 30, full 300: autocomplete,
+/// chat, file analysis) and leaving. After two warm-up cycles with the most clients, the server's
+/// RSS must stay within 512 KiB of that baseline after every cycle, and its descriptors and
+/// mappings must return to it.
+pub fn leak(report: &mut LevelReport, full: bool, rng: &mut Rng, timeout: Duration) -> Result<()> {
+    let (cycles, lo, hi, requests) = if full { (120, 100, 500, 300) } else { (24, 50, 150, 30) };
+    let session = Session::start(4, hi as usize + 64, timeout)?;
+    let work = |n: u64| Work {
+        connections: n as usize,
+        processes: (n as usize).div_ceil(150),
+        lanes: 1,
+        requests,
+        payloads: vec![256, 4096, 16 * 1024],
+    };
+    let settle = || -> Result<Sample> {
+        session.wait_idle()?;
+        std::thread::sleep(Duration::from_millis(50));
+        Ok(session.sample())
+    };
+    let initial = session.sample();
+    // Two warm-up cycles with the most clients: the warm pool, the allocator's arenas and the
+    // server's tables reach their working size before the baseline is taken.
+    let mut total = session.run(&work(hi))?;
+    let again = session.run(&work(hi))?;
+    total.ok += again.ok;
+    total.errors += again.errors;
+    total.corrupt += again.corrupt;
+    let base = settle()?;
+    let mut requested = 2 * hi * requests;
+    let mut max_growth: Option<i64> = None;
+    let mut last = base;
+    for cycle in 0..cycles {
+        let n = rng.range(lo, hi);
+        let out = session.run(&work(n))?;
+        requested += n * requests;
+        total.ok += out.ok;
+        total.errors += out.errors;
+        total.corrupt += out.corrupt;
+        last = settle()?;
+        let growth = last.rss().zip(base.rss()).map(|(a, b)| a as i64 - b as i64);
+        max_growth = max_growth.max(growth);
+        if cycle % 10 == 0 || cycle + 1 == cycles {
+            eprintln!(
+                "stress leak: cycle {cycle}: {n} clients, RSS {} KiB, fds {}, maps {}",
+                opt(last.rss()),
+                opt(last.footprint.fds),
+                opt(last.maps)
+            );
+        }
+    }
+    report.fig("cycles", cycles + 2);
+    check_complete(report, "", &total, requested);
+    footprints(report, &[("initial", initial), ("baseline", base), ("final", last)]);
+    report.fig("rss_growth_kib_max", max_growth.map_or(Value::from("not available"), Value::from));
+    let final_growth = last.rss().zip(base.rss()).map(|(a, b)| a as i64 - b as i64);
+    report.fig("rss_growth_kib_final", final_growth.map_or(Value::from("not available"), Value::from));
+    if let Some(g) = max_growth {
+        report.check(g < 512, format!("server RSS grew by {g} KiB (limit 512 KiB)"));
+    }
+    if let (Some(a), Some(b)) = (last.footprint.fds, base.footprint.fds) {
+        report.check(a <= b, format!("server fds {a}, baseline {b}"));
+    }
+    if let (Some(a), Some(b)) = (last.maps, base.maps) {
+        report.check(a <= b, format!("server mappings {a}, baseline {b}"));
+    }
+    session.finish(report)
+}
