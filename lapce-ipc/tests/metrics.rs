@@ -316,7 +316,7 @@ fn millis(ms: u64) -> Bytes {
 fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
     let name = unique_name("metrics");
     let port_file = PortFile(std::env::temp_dir().join(format!("{name}.port")));
-    let _server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()));
+    let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()));
     let rt = runtime();
     let client = rt.block_on(connect(&name));
     let addr = wait_for_port(&port_file.0);
@@ -482,6 +482,9 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
     assert_eq!(last.get("lapce_ipc_slots_max"), 1024.0);
     // The first client is still served.
     assert_eq!(rt.block_on(client.request(ECHO, "still here")).unwrap(), "still here");
+    server.kill();
+    // Killed: its socket file is ours to remove.
+    let _ = std::fs::remove_file(lapce_ipc::socket_path(&name).unwrap());
 }
 
 /// A client that sends requests and does not read the answers for a while: the server's answers
@@ -521,6 +524,8 @@ fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     assert!(after.get("lapce_ipc_backpressure_wait_seconds_sum") >= 0.05, "{after:#?}");
     drop(framed);
     server.kill();
+    // Killed: its socket file is ours to remove.
+    let _ = std::fs::remove_file(lapce_ipc::socket_path(&name).unwrap());
 }
 
 /// A server killed with SIGKILL leaves its socket file; the next server of the same name

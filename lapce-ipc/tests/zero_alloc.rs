@@ -432,6 +432,9 @@ fn child_echo_server(name: &str) {
         });
         server.serve().await.unwrap();
     });
+    // The QUIT handler holds a clone of the server, so the listener is never dropped and its
+    // socket file stays: remove it (the process exits next).
+    let _ = std::fs::remove_file(lapce_ipc::socket_path(name).unwrap());
 }
 
 /// One request of type `kind` with id `id`, and its answer's payload (must be a `Response`).
