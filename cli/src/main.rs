@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod bench;
+mod progress;
 mod serve;
 mod stress;
 

@@ -44,6 +44,7 @@ use self::lapce::LapceClient;
 use self::measure::{Result, Throughput};
 use self::report::{CaseResult, Idle, MetricsCost};
 pub use self::scale::{client as scale_client, ScaleClientArgs};
+use crate::progress::Progress;
 
 /// Arguments of `lapce-ipc bench`.
 #[derive(Debug, clap::Args)]
@@ -422,6 +423,8 @@ struct Bench<'a> {
     pinning: Pinning,
     /// Numbers the servers of this run, for unique listener names.
     counter: AtomicU64,
+    /// One step per measurement.
+    progress: Progress,
 }
 
 impl Bench<'_> {
@@ -567,12 +570,12 @@ impl Bench<'_> {
     fn metrics_cost(&self, payload: usize) -> MetricsCost {
         let counts = Counts::new(self.args, payload);
         let measure = |metrics: bool| -> std::result::Result<Histogram<u64>, String> {
-            eprint!(
-                "measuring lapce-ipc-rpc adaptive {} rtt, metrics {} ({} round trips)... ",
+            self.progress.start(format!(
+                "measuring lapce-ipc-rpc adaptive {} rtt, metrics {} ({} round trips)",
                 report::payload_label(payload),
                 if metrics { "on" } else { "off" },
                 counts.rounds
-            );
+            ));
             let r = self
                 .session_with(Transport::Rpc, Mode::Adaptive, Test::Echo, payload, counts, metrics, |c, _| {
                     let Client::Rpc(c) = c else { unreachable!("a request/response session") };
@@ -580,12 +583,12 @@ impl Bench<'_> {
                 })
                 .map_err(|e| e.to_string());
             match &r {
-                Ok(h) => eprintln!(
+                Ok(h) => self.progress.done(format!(
                     "mean {} µs, p50 {} µs",
                     report::fmt_us(h.mean() / 1000.0),
                     report::us(h.value_at_quantile(0.5))
-                ),
-                Err(e) => eprintln!("FAILED: {e}"),
+                )),
+                Err(e) => self.progress.done(format!("FAILED: {e}")),
             }
             r
         };
@@ -622,38 +625,38 @@ impl Bench<'_> {
         let mut counts = Counts::new(self.args, payload);
         if mode == Mode::Spin && matches!(self.pinning, Pinning::SingleCpu) {
             counts = counts.for_shared_cpu_spin();
-            eprintln!(
+            self.progress.note(format!(
                 "note: one CPU: spin-mode round trips wait for scheduler time slices; measuring only {}",
                 counts.rounds
-            );
+            ));
         }
         let what = format!("{} {} {}", transport.name(), mode.name(), report::payload_label(payload));
 
-        eprint!("measuring {what} rtt ({} round trips)... ", counts.rounds);
+        self.progress.start(format!("measuring {what} rtt ({} round trips)", counts.rounds));
         let t = Instant::now();
         let rtt = self.rtt(transport, mode, payload, counts).map_err(|e| e.to_string());
         match &rtt {
-            Ok(h) => eprintln!(
+            Ok(h) => self.progress.done(format!(
                 "mean {} µs, p50 {} µs, p99 {} µs ({:.2} s)",
                 report::fmt_us(h.mean() / 1000.0),
                 report::us(h.value_at_quantile(0.5)),
                 report::us(h.value_at_quantile(0.99)),
                 t.elapsed().as_secs_f64()
-            ),
-            Err(e) => eprintln!("FAILED: {e}"),
+            )),
+            Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
 
-        eprint!("measuring {what} throughput ({} messages)... ", counts.messages);
+        self.progress.start(format!("measuring {what} throughput ({} messages)", counts.messages));
         let t = Instant::now();
         let tput = self.throughput(transport, mode, Test::Sink, payload, counts).map_err(|e| e.to_string());
         match &tput {
-            Ok(r) => eprintln!(
+            Ok(r) => self.progress.done(format!(
                 "{} msg/s, {:.1} MB/s ({:.2} s)",
                 report::rate(r.msgs_per_sec()),
                 r.mb_per_sec(),
                 t.elapsed().as_secs_f64()
-            ),
-            Err(e) => eprintln!("FAILED: {e}"),
+            )),
+            Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
         CaseResult {
             transport,
@@ -681,10 +684,10 @@ impl Bench<'_> {
         };
         let counts = Counts::new(self.args, payload);
         let what = format!("{} {}", transport.name(), report::payload_label(payload));
-        eprint!(
-            "measuring {what} rtt ({} round trips) and throughput ({} messages)... ",
+        self.progress.start(format!(
+            "measuring {what} rtt ({} round trips) and throughput ({} messages)",
             counts.rounds, counts.messages
-        );
+        ));
         let t = Instant::now();
         let cpus = match self.pinning {
             Pinning::Pinned { client, server } => Some((client, server)),
@@ -694,17 +697,17 @@ impl Bench<'_> {
         let measured = peer.measure(serialization, payload, counts, cpus, timeout).map_err(|e| e.to_string());
         let (rtt, tput) = match measured {
             Ok((h, tput)) => {
-                eprintln!(
+                self.progress.done(format!(
                     "p50 {} µs, p99 {} µs, {} msg/s ({:.2} s)",
                     report::us(h.value_at_quantile(0.5)),
                     report::us(h.value_at_quantile(0.99)),
                     report::rate(tput.msgs_per_sec()),
                     t.elapsed().as_secs_f64()
-                );
+                ));
                 (Ok(h), Ok(tput))
             }
             Err(e) => {
-                eprintln!("FAILED: {e}");
+                self.progress.done(format!("FAILED: {e}"));
                 (Err(e.clone()), Err(e))
             }
         };
@@ -723,24 +726,24 @@ impl Bench<'_> {
     /// Measures the one-way throughput of large messages (framed lapce-ipc fragments them).
     fn large(&self, transport: Transport, mode: Mode, payload: usize) -> CaseResult {
         let counts = Counts::large(self.args, payload);
-        eprint!(
-            "measuring {} {} {} large-message throughput ({} messages)... ",
+        self.progress.start(format!(
+            "measuring {} {} {} large-message throughput ({} messages)",
             transport.name(),
             mode.name(),
             report::payload_label(payload),
             counts.messages
-        );
+        ));
         let t = Instant::now();
         let tput =
             self.throughput(transport, mode, Test::LargeSink, payload, counts).map_err(|e| e.to_string());
         match &tput {
-            Ok(r) => eprintln!(
+            Ok(r) => self.progress.done(format!(
                 "{} msg/s, {:.2} GiB/s ({:.2} s)",
                 report::rate(r.msgs_per_sec()),
                 r.gib_per_sec(),
                 t.elapsed().as_secs_f64()
-            ),
-            Err(e) => eprintln!("FAILED: {e}"),
+            )),
+            Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
         CaseResult {
             transport,
@@ -758,7 +761,7 @@ impl Bench<'_> {
     /// the client does nothing for `period`.
     #[cfg(unix)]
     fn idle(&self, period: Duration) -> Idle {
-        eprint!("measuring lapce-ipc adaptive idle CPU ({:.1} s)... ", period.as_secs_f64());
+        self.progress.start(format!("measuring lapce-ipc adaptive idle CPU ({:.1} s)", period.as_secs_f64()));
         let counts = Counts { warmup: 0, rounds: 0, messages: 0 };
         let result = self
             .session(Transport::Lapce, Mode::Adaptive, Test::Echo, 1, counts, |client, pid| {
@@ -782,11 +785,11 @@ impl Bench<'_> {
             .map_err(|e| e.to_string());
         match result {
             Ok(idle) => {
-                eprintln!("{:.3}% of one core", idle.percent());
+                self.progress.done(format!("{:.3}% of one core", idle.percent()));
                 Idle::Measured(idle)
             }
             Err(e) => {
-                eprintln!("FAILED: {e}");
+                self.progress.done(format!("FAILED: {e}"));
                 Idle::Failed(e)
             }
         }
@@ -808,7 +811,8 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         return run_scale(args);
     }
     let started = Instant::now();
-    let bench = Bench { args, pinning: Pinning::setup(), counter: AtomicU64::new(0) };
+    let mut bench =
+        Bench { args, pinning: Pinning::setup(), counter: AtomicU64::new(0), progress: Progress::plain() };
     let large: &[usize] = if args.no_large { &[] } else { &args.large };
     let labels =
         |sizes: &[usize]| sizes.iter().map(|&p| report::payload_label(p)).collect::<Vec<_>>().join(", ");
@@ -836,6 +840,11 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
     };
 
+    // rtt and throughput of each case, one step per Node.js row, each large row, idle, and the
+    // metrics cost (off and on, two payloads).
+    let node_rows = if node.is_some() { node::Serialization::ALL.len() } else { 0 };
+    let steps = args.payloads.len() * (2 * CASES.len() + node_rows) + large.len() * LARGE_CASES.len() + 1 + 4;
+    bench.progress = Progress::new(steps as u64);
     let mut cases = Vec::new();
     for &payload in &args.payloads {
         for &(transport, mode) in CASES {
@@ -855,6 +864,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let idle = bench.idle(Duration::from_millis(if args.quick { 300 } else { 1000 }));
     let metrics: Vec<MetricsCost> = [64, 1024].into_iter().map(|p| bench.metrics_cost(p)).collect();
 
+    bench.progress.finish();
     let mut rows = report::rows(&cases, &idle);
     rows.extend(report::metrics_rows(&metrics));
     println!();
@@ -886,7 +896,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 fn run_scale(args: &BenchArgs) -> ExitCode {
     let started = Instant::now();
     // The clients share the CPUs with the server: nothing is pinned.
-    let bench = Bench { args, pinning: Pinning::NotPinned("scale mode".into()), counter: AtomicU64::new(0) };
+    let bench = Bench {
+        args,
+        pinning: Pinning::NotPinned("scale mode".into()),
+        counter: AtomicU64::new(0),
+        progress: Progress::plain(),
+    };
     let list = args.scale.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     println!(
         "lapce-ipc bench --scale{}: {list} clients, {} in flight per connection, trim wait {} s",
