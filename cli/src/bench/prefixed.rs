@@ -81,6 +81,20 @@ pub fn frame_len(header: [u8; HEADER]) -> Result<usize> {
     Ok(len)
 }
 
+/// A received frame's length and first payload byte (0 when empty): what `recv_probe` returns.
+pub fn probe(frame: &[u8], len: usize) -> (usize, u8) {
+    (len, frame.get(HEADER).copied().unwrap_or(0))
+}
+
+/// Copies a received frame's `len`-byte payload into `buf`: what `recv_into` returns.
+pub fn copy_payload(frame: &[u8], len: usize, buf: &mut [u8]) -> Result<usize> {
+    if len > buf.len() {
+        return Err(format!("buffer of {} bytes too small for a {len}-byte message", buf.len()).into());
+    }
+    buf[..len].copy_from_slice(&frame[HEADER..HEADER + len]);
+    Ok(len)
+}
+
 impl<S: Read + Write> ClientConn for PrefixedConn<S> {
     fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.write_frame(msg)
@@ -88,16 +102,12 @@ impl<S: Read + Write> ClientConn for PrefixedConn<S> {
 
     fn recv_probe(&mut self) -> Result<(usize, u8)> {
         let len = self.expect_frame()?;
-        Ok((len, self.frame.get(HEADER).copied().unwrap_or(0)))
+        Ok(probe(&self.frame, len))
     }
 
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         let len = self.expect_frame()?;
-        if len > buf.len() {
-            return Err(format!("buffer of {} bytes too small for a {len}-byte message", buf.len()).into());
-        }
-        buf[..len].copy_from_slice(&self.frame[HEADER..]);
-        Ok(len)
+        copy_payload(&self.frame, len, buf)
     }
 }
 

@@ -501,13 +501,19 @@ pub(crate) fn format_result(requests: u64, errors: u64, elapsed: Duration, hist:
 
 /// The client child (`bench-scale-client`).
 pub fn client(args: &ScaleClientArgs) -> std::process::ExitCode {
-    let mut out = std::io::stdout();
-    match client_inner(args) {
+    child_exit("bench-scale-client", client_inner(args))
+}
+
+/// The exit of a client child `name`: an error goes to the parent as an `error` line on stdout
+/// (what it reads) and to stderr for a person.
+pub(crate) fn child_exit(name: &str, outcome: Result<()>) -> std::process::ExitCode {
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            let mut out = std::io::stdout();
             let _ = writeln!(out, "error {e}");
             let _ = out.flush();
-            eprintln!("bench-scale-client: {e}");
+            eprintln!("{name}: {e}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -15,7 +15,7 @@ use tokio::runtime::Runtime;
 
 use super::child::announce_ready;
 use super::measure::{self, ClientConn, Result, ServerConn};
-use super::prefixed::{encode_frame, frame_len, HEADER, READ_BUF};
+use super::prefixed::{self, encode_frame, frame_len, HEADER, READ_BUF};
 use super::{Mode, ServerArgs, Test};
 
 /// One end of a framed tokio socket connection (the client and the server).
@@ -72,16 +72,12 @@ impl ClientConn for Conn {
 
     fn recv_probe(&mut self) -> Result<(usize, u8)> {
         let len = self.expect_frame()?;
-        Ok((len, self.frame.get(HEADER).copied().unwrap_or(0)))
+        Ok(prefixed::probe(&self.frame, len))
     }
 
     fn recv_into(&mut self, buf: &mut [u8]) -> Result<usize> {
         let len = self.expect_frame()?;
-        if len > buf.len() {
-            return Err(format!("buffer of {} bytes too small for a {len}-byte message", buf.len()).into());
-        }
-        buf[..len].copy_from_slice(&self.frame[HEADER..]);
-        Ok(len)
+        prefixed::copy_payload(&self.frame, len, buf)
     }
 }
 

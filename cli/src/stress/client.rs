@@ -59,16 +59,7 @@ struct Lane {
 
 /// Runs the client child.
 pub fn run(args: &ClientArgs) -> std::process::ExitCode {
-    match run_inner(args) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "error {e}");
-            let _ = out.flush();
-            eprintln!("stress-client: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    scale::child_exit("stress-client", run_inner(args))
 }
 
 fn run_inner(args: &ClientArgs) -> Result<()> {
