@@ -228,8 +228,9 @@ fn child_stream_client(name: &str) {
     send_report(&mut s, &[copying, in_place]);
 }
 
-/// Asserts that every window of `report` (named by `windows`) counted no allocation.
-fn assert_no_allocations(case: &str, windows: &[&str], report: &[u64]) {
+/// Asserts that every window of `report` (named by `windows`) counted at most `slack`
+/// allocations: 0 for the blocking streams; see [`ASYNC_ONE_OFF_SLACK`] for tokio.
+fn assert_no_allocations(case: &str, windows: &[&str], report: &[u64], slack: u64) {
     assert_eq!(report.len(), windows.len(), "{case}: report {report:?}");
     for (window, &count) in windows.iter().zip(report) {
         eprintln!(
@@ -238,11 +239,16 @@ fn assert_no_allocations(case: &str, windows: &[&str], report: &[u64]) {
         );
     }
     assert!(
-        report.iter().all(|&c| c == 0),
+        report.iter().all(|&c| c <= slack),
         "{case}: steady-state round trips allocated: {:?}",
         windows.iter().zip(report).collect::<Vec<_>>()
     );
 }
+
+/// Allocations a tokio window may see that are not the messages': the runtime's own one-offs
+/// (seen: 2 in a window of 10,000 round trips, in about 1 run of 20, on Linux and under Wine).
+/// An allocation per message would count 10,000.
+const ASYNC_ONE_OFF_SLACK: u64 = 4;
 
 #[test]
 fn blocking_stream_send_recv_allocates_nothing() {
@@ -256,6 +262,7 @@ fn blocking_stream_send_recv_allocates_nothing() {
         "SharedMemoryStream",
         &["send + recv into a buffer", "send_with + recv_with in place"],
         &report,
+        0,
     );
 }
 
@@ -315,7 +322,7 @@ fn framed_stream_send_recv_allocates_nothing() {
     }
     let report = parent_echo(framed.get_mut(), 0);
     child.wait_success(HANG);
-    assert_no_allocations("FramedShmStream", &["send + recv_into", "send + recv_with"], &report);
+    assert_no_allocations("FramedShmStream", &["send + recv_into", "send + recv_with"], &report, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -370,6 +377,7 @@ fn async_stream_send_recv_allocates_nothing() {
         "AsyncSharedMemoryStream",
         &["send + recv, then send + recv_with (a pair per round trip)"],
         &report,
+        ASYNC_ONE_OFF_SLACK,
     );
 }
 
@@ -395,6 +403,8 @@ fn async_stream_send_recv_allocates_nothing() {
 /// Allocations per echo request the server makes today (see above). The regression test
 /// holds the server to it; the ignored one states the goal, 0.
 const KNOWN_PER_REQUEST: u64 = 3;
+/// One-off allocations beyond one per worker a server window may see (see the test below).
+const SERVER_ONE_OFF_SLACK: u64 = 8;
 /// Tokio workers of the measured server.
 const WORKERS: u64 = 2;
 
@@ -499,13 +509,15 @@ fn measure_server(tag: &str) -> ServerWindows {
 }
 
 /// Holds the server to what it allocates today, so that nothing adds to it unnoticed. Besides
-/// the per-request allocations, a window may see one more per tokio worker: a worker's
-/// deferred-wake list (a `Vec<Waker>` in tokio's scheduler) is allocated the first time the
-/// connection task yields on it, which happens whenever the task first migrates there.
+/// the per-request allocations, a window may see a few one-offs: one per tokio worker (a
+/// worker's deferred-wake list, a `Vec<Waker>` in tokio's scheduler, is allocated the first
+/// time the connection task yields on it, which happens whenever the task first migrates
+/// there), and now and then one more (seen: 1 in 20 runs). One more allocation per request
+/// would add 10,000.
 #[test]
 fn server_dispatch_allocates_no_more_than_known() {
     let w = measure_server("za-server-known");
-    let bound = w.empty + KNOWN_PER_REQUEST * MESSAGES + WORKERS;
+    let bound = w.empty + KNOWN_PER_REQUEST * MESSAGES + WORKERS + SERVER_ONE_OFF_SLACK;
     assert!(
         w.full <= bound,
         "the server's dispatch allocates more than it did: {} in {MESSAGES} echo requests ({:.3} per \
