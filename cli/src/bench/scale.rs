@@ -499,6 +499,27 @@ pub(crate) fn format_result(requests: u64, errors: u64, elapsed: Duration, hist:
     format!("result {requests} {errors} {} {}", elapsed.as_nanos(), pairs.join(","))
 }
 
+/// A client child's start: tells the parent its `n` connections are up (`connected N` on
+/// stdout), then waits for the parent's `go` on stdin, so that every child starts its load at
+/// once.
+pub(crate) fn connected_then_wait_for_go(n: usize) -> Result<()> {
+    let mut out = std::io::stdout();
+    writeln!(out, "connected {n}")?;
+    out.flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    if line.trim() != "go" {
+        return Err(format!("expected go, got {:?}", line.trim()).into());
+    }
+    Ok(())
+}
+
+/// Waits for the parent's next line on stdin (`stop`, `close`) or its end: either way, the
+/// client child goes on to stop.
+pub(crate) fn wait_for_parent() {
+    let _ = std::io::stdin().lock().read_line(&mut String::new());
+}
+
 /// The client child (`bench-scale-client`).
 pub fn client(args: &ScaleClientArgs) -> std::process::ExitCode {
     child_exit("bench-scale-client", client_inner(args))
@@ -540,16 +561,7 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
         }
         Ok::<_, super::measure::Error>(clients)
     })?;
-    let mut out = std::io::stdout();
-    writeln!(out, "connected {}", clients.len())?;
-    out.flush()?;
-
-    let mut stdin = std::io::stdin().lock();
-    let mut line = String::new();
-    stdin.read_line(&mut line)?;
-    if line.trim() != "go" {
-        return Err(format!("expected go, got {:?}", line.trim()).into());
-    }
+    connected_then_wait_for_go(clients.len())?;
     let secs = Duration::from_secs_f64(args.secs);
     let inflight = args.inflight;
     let (requests, errors, elapsed, hist) = runtime.block_on(async {
@@ -601,12 +613,10 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
         }
         (ok, errors, start.elapsed(), hist)
     });
+    let mut out = std::io::stdout();
     writeln!(out, "{}", format_result(requests, errors, elapsed, &hist))?;
     out.flush()?;
-
-    line.clear();
-    // `close` or end of file: either way, done.
-    let _ = stdin.read_line(&mut line);
+    wait_for_parent(); // `close`
     drop(clients);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())

@@ -9,7 +9,7 @@
 //! V:C,...` (the latency histogram), parent → `close`, child exits. A lane stops at its first
 //! failed request (an error counts in ERRORS, a wrong answer in N).
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -89,16 +89,7 @@ fn run_inner(args: &ClientArgs) -> Result<()> {
         clients.sort_by_key(|(i, _)| *i);
         Ok::<_, super::Error>(clients.into_iter().map(|(_, c)| c).collect::<Vec<_>>())
     })?;
-    let mut out = std::io::stdout();
-    writeln!(out, "connected {}", clients.len())?;
-    out.flush()?;
-
-    let mut stdin = std::io::stdin().lock();
-    let mut line = String::new();
-    stdin.read_line(&mut line)?;
-    if line.trim() != "go" {
-        return Err(format!("expected go, got {:?}", line.trim()).into());
-    }
+    scale::connected_then_wait_for_go(clients.len())?;
     let stop = Arc::new(AtomicBool::new(false));
     let sizes: Arc<[usize]> = args.payloads.clone().into();
     let start = Instant::now();
@@ -112,9 +103,7 @@ fn run_inner(args: &ClientArgs) -> Result<()> {
         }
     }
     if args.requests == 0 {
-        line.clear();
-        // `stop`, or end of file: either way, stop.
-        let _ = stdin.read_line(&mut line);
+        scale::wait_for_parent(); // `stop`
         stop.store(true, Ordering::Relaxed);
     }
     let (mut ok, mut errors, mut corrupt) = (0u64, 0u64, 0u64);
@@ -133,13 +122,11 @@ fn run_inner(args: &ClientArgs) -> Result<()> {
         }
     });
     let elapsed = start.elapsed();
+    let mut out = std::io::stdout();
     writeln!(out, "corrupt {corrupt}")?;
     writeln!(out, "{}", scale::format_result(ok, errors, elapsed, &hist))?;
     out.flush()?;
-
-    line.clear();
-    // `close` or end of file: either way, done.
-    let _ = stdin.read_line(&mut line);
+    scale::wait_for_parent(); // `close`
     drop(clients);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
