@@ -341,34 +341,39 @@ fn slots_are_bounded_and_a_killed_clients_slot_is_reused() {
     let st = listener.pool_stats();
     assert_eq!((st.in_use, st.claims, st.max_slots), (1, 1, 1), "{st:?}");
     assert_eq!(st.warm, 0, "no warm segment beyond the last slot: {st:?}");
-    std::thread::scope(|scope| {
+    // The accepting thread is detached, not scoped: if an assertion below fails, a scope would
+    // wait forever for an accept no client makes (a CI run hung that way); a detached thread
+    // lets the test fail with its message, and the process's exit ends the thread.
+    let listener = Arc::new(listener);
+    let accepting = std::thread::spawn({
+        let listener = Arc::clone(&listener);
         // Refuses the parent's first attempt (counted), then serves its second.
-        let accepting = scope.spawn(|| listener.accept().unwrap());
-        match SharedMemoryStream::connect(&name) {
-            Err(IpcError::ServerRefused(reason)) => {
-                assert!(reason.contains("no free connection slot"), "{reason}")
-            }
-            other => panic!("expected a refusal with every slot taken, got {:?}", other.map(|_| ())),
-        }
-        let deadline = Instant::now() + HANG;
-        while listener.rejected().0 < 1 {
-            assert!(Instant::now() < deadline, "the refusal was not counted");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(listener.rejected().1.unwrap().contains("limit of 1 connection slots"));
-        child.kill();
-        assert!(matches!(first.recv(&mut [0u8; 64]), Err(IpcError::PeerGone)));
-        drop(first);
-        let st = listener.pool_stats();
-        assert_eq!((st.in_use, st.released, st.exhausted), (0, 1, 1), "{st:?}");
-        let mut client = SharedMemoryStream::connect(&name).unwrap();
-        let mut server = accepting.join().unwrap();
-        client.send(b"reused slot").unwrap();
-        let mut buf = [0u8; 32];
-        let n = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..n], b"reused slot");
-        assert_eq!(listener.pool_stats().claims, 2);
+        move || listener.accept()
     });
+    match SharedMemoryStream::connect(&name) {
+        Err(IpcError::ServerRefused(reason)) => {
+            assert!(reason.contains("no free connection slot"), "{reason}")
+        }
+        other => panic!("expected a refusal with every slot taken, got {:?}", other.map(|_| ())),
+    }
+    let deadline = Instant::now() + HANG;
+    while listener.rejected().0 < 1 {
+        assert!(Instant::now() < deadline, "the refusal was not counted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(listener.rejected().1.unwrap().contains("limit of 1 connection slots"));
+    child.kill();
+    assert!(matches!(first.recv(&mut [0u8; 64]), Err(IpcError::PeerGone)));
+    drop(first);
+    let st = listener.pool_stats();
+    assert_eq!((st.in_use, st.released, st.exhausted), (0, 1, 1), "{st:?}");
+    let mut client = SharedMemoryStream::connect(&name).unwrap();
+    let mut server = accepting.join().expect("accepting thread").expect("accept of the second attempt");
+    client.send(b"reused slot").unwrap();
+    let mut buf = [0u8; 32];
+    let n = server.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"reused slot");
+    assert_eq!(listener.pool_stats().claims, 2);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ mod common;
 use std::io::{Read, Write};
 #[cfg(unix)]
 use std::os::unix::net::UnixListener;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{raw_connect, raw_message, unique_name, HANDLE_TRAILER};
@@ -82,24 +83,27 @@ fn closing_one_side_ends_the_other_with_peer_gone() {
 #[test]
 fn version_mismatch_is_refused_and_the_listener_goes_on() {
     let name = unique_name("version");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
-    std::thread::scope(|scope| {
-        let accepted = scope.spawn(|| listener.accept().map(|s| s.peer_pid()));
-        let mut sock = raw_connect(listener.path());
-        let mut hello = [0u8; 24];
-        hello[..8].copy_from_slice(b"LAPCHELO");
-        hello[8..12].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
-        sock.write_all(&raw_message(&hello)).unwrap();
-        let mut answer = [0u8; 48 + HANDLE_TRAILER];
-        sock.read_exact(&mut answer).unwrap();
-        assert_eq!(&answer[..8], b"LAPCSRVR");
-        assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 1, "status: version mismatch");
-        assert_eq!(sock.read(&mut [0u8; 8]).unwrap(), 0, "the server closes a refused connection");
-
-        // The same accept call goes on to the next, well-behaved client.
-        let _client = SharedMemoryStream::connect(&name).unwrap();
-        assert_eq!(accepted.join().unwrap().unwrap(), std::process::id());
+    let listener = Arc::new(SharedMemoryListener::bind(&name).unwrap());
+    // Detached, not scoped: a failed assertion must fail the test, not leave a scope waiting
+    // for an accept no client makes.
+    let accepted = std::thread::spawn({
+        let listener = Arc::clone(&listener);
+        move || listener.accept().map(|s| s.peer_pid())
     });
+    let mut sock = raw_connect(listener.path());
+    let mut hello = [0u8; 24];
+    hello[..8].copy_from_slice(b"LAPCHELO");
+    hello[8..12].copy_from_slice(&(PROTOCOL_VERSION + 1).to_le_bytes());
+    sock.write_all(&raw_message(&hello)).unwrap();
+    let mut answer = [0u8; 48 + HANDLE_TRAILER];
+    sock.read_exact(&mut answer).unwrap();
+    assert_eq!(&answer[..8], b"LAPCSRVR");
+    assert_eq!(u32::from_le_bytes(answer[12..16].try_into().unwrap()), 1, "status: version mismatch");
+    assert_eq!(sock.read(&mut [0u8; 8]).unwrap(), 0, "the server closes a refused connection");
+
+    // The same accept call goes on to the next, well-behaved client.
+    let _client = SharedMemoryStream::connect(&name).unwrap();
+    assert_eq!(accepted.join().unwrap().unwrap(), std::process::id());
     let (count, last) = listener.rejected();
     assert_eq!(count, 1);
     assert!(last.unwrap().contains("version mismatch"));
