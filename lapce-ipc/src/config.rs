@@ -252,7 +252,7 @@ fn check_socket_name(name: &str) -> Result<(), Invalid> {
             KEY,
             format!(
                 "{name:?} is a path, but lapce-ipc takes a listener name and places the socket in its \
-                 own private runtime directory ($XDG_RUNTIME_DIR/lapce-ipc/ or /tmp/lapce-ipc-<uid>/; a \
+                 own private runtime directory ($XDG_RUNTIME_DIR/lapce-ipc/ or /tmp/lapce-ipc-<uid>-<boot>/; a \
                  named pipe on Windows); write socket_path = \"{suggestion}\""
             ),
         ));

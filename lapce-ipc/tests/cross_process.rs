@@ -59,6 +59,8 @@ fn child_main() {
         #[cfg(unix)]
         "cleaner" => child_cleaner(),
         #[cfg(unix)]
+        "boot-sweeper" => child_boot_sweeper(),
+        #[cfg(unix)]
         "low-fd-server" => child_low_fd_server(&a[0]),
         other => panic!("unknown role {other}"),
     }
@@ -725,6 +727,69 @@ fn clean_removes_stale_sockets_only() {
     let mut child = ChildGuard::spawn_with_env("cleaner", "", &[("XDG_RUNTIME_DIR", dir.as_os_str())]);
     child.wait_success(HANG);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// Without $XDG_RUNTIME_DIR the runtime directory is per user and per boot
+// (`<base>/lapce-ipc-<uid>-<boot tag>/`), and `clean_stale_sockets` sweeps the directories of
+// earlier boots. The child gets a base of its own (`LAPCE_IPC_TMPDIR`), so it sees no other
+// test's sockets.
+
+/// A stale socket file in `dir` (created with `mode`): std's listener does not unlink on drop.
+#[cfg(unix)]
+fn stale_socket_in(dir: &std::path::Path, mode: u32) -> std::path::PathBuf {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().mode(mode).create(dir).unwrap();
+    let sock = dir.join("old.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    sock
+}
+
+#[cfg(unix)]
+fn child_boot_sweeper() {
+    let base = std::path::PathBuf::from(std::env::var_os("LAPCE_IPC_TMPDIR").unwrap());
+    let uid = rustix::process::getuid().as_raw();
+    let live = SharedMemoryListener::bind("live").unwrap();
+    let own_dir = live.path().parent().unwrap().to_path_buf();
+    let own_name = own_dir.file_name().unwrap().to_string_lossy().into_owned();
+    let tag = own_name.strip_prefix(&format!("lapce-ipc-{uid}-")).expect("a boot-tagged runtime directory");
+    #[cfg(target_os = "linux")]
+    {
+        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        assert_eq!(tag, &boot_id[..8], "the tag is the start of this boot's id");
+    }
+    assert_eq!(own_dir.parent().unwrap(), base, "made under LAPCE_IPC_TMPDIR");
+    // Another boot's directory (any 8 hex digits but ours), one with a wider mode (not ours to
+    // sweep), and the untagged directory of earlier releases.
+    let other_tag = if tag == "0badb007" { "0badb008" } else { "0badb007" };
+    let earlier = stale_socket_in(&base.join(format!("lapce-ipc-{uid}-{other_tag}")), 0o700);
+    let open = stale_socket_in(&base.join(format!("lapce-ipc-{uid}-feedf00d")), 0o755);
+    let untagged = stale_socket_in(&base.join(format!("lapce-ipc-{uid}")), 0o700);
+    let crashed = own_dir.join("crashed.sock");
+    drop(std::os::unix::net::UnixListener::bind(&crashed).unwrap());
+
+    let mut removed = lapce_ipc::clean_stale_sockets().unwrap();
+    removed.sort();
+    let mut expected = vec![crashed, earlier.clone(), earlier.parent().unwrap().to_path_buf(), untagged.clone()];
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert!(open.exists(), "a directory others may enter is not swept");
+    assert!(untagged.parent().unwrap().exists(), "the untagged directory stays");
+    assert!(live.path().exists(), "a live listener's socket was removed");
+    let server = std::thread::spawn(move || live.accept().map(|_| ()));
+    SharedMemoryStream::connect("live").unwrap();
+    server.join().unwrap().unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn the_runtime_directory_is_per_boot_and_clean_sweeps_earlier_boots() {
+    let base = std::env::temp_dir().join(unique_name("boots"));
+    std::fs::create_dir(&base).unwrap();
+    let mut child = ChildGuard::spawn_configured("boot-sweeper", "", |c| {
+        c.env_remove("XDG_RUNTIME_DIR").env("LAPCE_IPC_TMPDIR", &base);
+    });
+    child.wait_success(HANG);
+    std::fs::remove_dir_all(&base).unwrap();
 }
 
 // ---------------------------------------------------------------------------------------------

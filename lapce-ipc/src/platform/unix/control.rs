@@ -13,8 +13,9 @@ use tokio::io::Interest;
 
 use super::backend::{watch_hangup, HangupWatch};
 use super::socket::{
-    check_socket_dir, current_uid, drain_doorbell, peer_credentials, peer_hung_up, poll_sleep,
-    probe_listener, recv_with_fds, register_readable, runtime_dir, send_with_fds, Doorbell, Listening,
+    check_private_dir, check_socket_dir, current_uid, drain_doorbell, fallback_base, fallback_runtime_dir,
+    other_boot_runtime_dirs, peer_credentials, peer_hung_up, poll_sleep, probe_listener, recv_with_fds,
+    register_readable, runtime_dir, send_with_fds, xdg_runtime_dir, Doorbell, Listening,
 };
 use crate::error::{handshake_io, IpcError, Result};
 use crate::platform::time_left;
@@ -60,10 +61,35 @@ pub(crate) fn control_path_in(
 /// crashed processes) and returns their paths. A file is removed only if it is still the one
 /// that was probed (same device and inode), so a listener that binds the name meanwhile keeps
 /// its socket.
+///
+/// Without `$XDG_RUNTIME_DIR`, also sweeps this user's runtime directories of earlier boots
+/// (`/tmp/lapce-ipc-<uid>-<other boot>/`, see [`other_boot_runtime_dirs`]) the same way, and
+/// removes those left empty.
 pub(crate) fn clean_stale_control_files() -> Result<Vec<PathBuf>> {
-    let dir = runtime_dir()?;
+    let mut removed = clean_stale_sockets_in(&runtime_dir()?)?;
+    if xdg_runtime_dir().is_none() {
+        let (base, uid) = (fallback_base(), current_uid());
+        for dir in other_boot_runtime_dirs(&base, uid) {
+            // Only a directory that is ours and private, as the runtime directory must be.
+            if check_private_dir(&dir, uid).is_err() {
+                continue;
+            }
+            let Ok(stale) = clean_stale_sockets_in(&dir) else { continue };
+            removed.extend(stale);
+            // The untagged directory stays: a listener that cannot read the boot tag uses it.
+            if dir != fallback_runtime_dir(&base, uid, None) && std::fs::remove_dir(&dir).is_ok() {
+                removed.push(dir);
+            }
+        }
+    }
+    removed.extend(super::backend::clean_stale_segments());
+    Ok(removed)
+}
+
+/// Removes the socket files in `dir` that no live listener answers on.
+fn clean_stale_sockets_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    for entry in std::fs::read_dir(&dir)? {
+    for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         if path.extension().is_none_or(|e| e != "sock") {
             continue;
@@ -78,7 +104,6 @@ pub(crate) fn clean_stale_control_files() -> Result<Vec<PathBuf>> {
             removed.push(path);
         }
     }
-    removed.extend(super::backend::clean_stale_segments());
     Ok(removed)
 }
 

@@ -239,23 +239,112 @@ pub(crate) fn peer_hung_up(sock: impl AsFd) -> bool {
     }
 }
 
-/// The private per-user runtime directory: `$XDG_RUNTIME_DIR/lapce-ipc/`, else
-/// `/tmp/lapce-ipc-<uid>/`. Created with mode 0700 if missing; refused when it is a symlink, not
-/// a directory, owned by someone else or accessible by group/others.
+/// The private per-user runtime directory: `$XDG_RUNTIME_DIR/lapce-ipc/` (a per-user tmpfs the
+/// login manager empties at logout and every boot), else `/tmp/lapce-ipc-<uid>-<boot>/`, where
+/// `<boot>` tells this boot from earlier ones ([`boot_tag`]; left out where it cannot be read)
+/// and `$LAPCE_IPC_TMPDIR` replaces `/tmp` when set (like tmux's `TMUX_TMPDIR`). Created with
+/// mode 0700 if missing; refused when it is a symlink, not a directory, owned by someone else
+/// or accessible by group/others.
 pub(crate) fn runtime_dir() -> Result<PathBuf> {
     let uid = current_uid();
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(base) if !base.is_empty() => PathBuf::from(base).join("lapce-ipc"),
-        _ => PathBuf::from(format!("/tmp/lapce-ipc-{uid}")),
+    let dir = match xdg_runtime_dir() {
+        Some(base) => base.join("lapce-ipc"),
+        None => fallback_runtime_dir(&fallback_base(), uid, boot_tag()),
     };
+    checked_private_dir(dir, uid)
+}
+
+/// `$XDG_RUNTIME_DIR`, when set.
+pub(crate) fn xdg_runtime_dir() -> Option<PathBuf> {
+    std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()).map(PathBuf::from)
+}
+
+/// Where the runtime directory is made without `$XDG_RUNTIME_DIR`: `$LAPCE_IPC_TMPDIR`, else
+/// `/tmp` (never `$TMPDIR`: a listener and its clients must agree on it, and `TMPDIR` differs
+/// between environments of one user more often than not).
+pub(crate) fn fallback_base() -> PathBuf {
+    std::env::var_os("LAPCE_IPC_TMPDIR")
+        .filter(|v| !v.is_empty())
+        .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from)
+}
+
+/// The runtime directory under `base` of user `uid` in the boot tagged `boot`.
+pub(crate) fn fallback_runtime_dir(base: &Path, uid: u32, boot: Option<&str>) -> PathBuf {
+    match boot {
+        Some(boot) => base.join(format!("lapce-ipc-{uid}-{boot}")),
+        None => base.join(format!("lapce-ipc-{uid}")),
+    }
+}
+
+/// The runtime directories under `base` of user `uid` from other boots (and the untagged one of
+/// releases before the boot tag): nothing in them can belong to a live listener of this boot,
+/// except a listener that put its sockets in the untagged one because it could not read the
+/// boot tag, which is why their sockets are probed before removal like any other.
+pub(crate) fn other_boot_runtime_dirs(base: &Path, uid: u32) -> Vec<PathBuf> {
+    let own = fallback_runtime_dir(base, uid, boot_tag());
+    let Ok(entries) = std::fs::read_dir(base) else { return Vec::new() };
+    let untagged = format!("lapce-ipc-{uid}");
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            name == untagged
+                || name
+                    .strip_prefix(&untagged)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(is_boot_tag)
+        })
+        .map(|e| e.path())
+        .filter(|p| *p != own)
+        .collect()
+}
+
+/// Whether `s` has the shape of a [`boot_tag`]: 8 lower-case hex digits.
+fn is_boot_tag(s: &str) -> bool {
+    s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// A short tag of the current boot (8 hex digits), read once: on Linux the start of the kernel's
+/// random `boot_id`, on macOS and the BSDs the boot time (`kern.boottime`) in seconds. `None`
+/// where it cannot be read.
+pub(crate) fn boot_tag() -> Option<&'static str> {
+    static TAG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TAG.get_or_init(read_boot_tag).as_deref()
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn read_boot_tag() -> Option<String> {
+    // A UUID such as "0f1e2d3c-...", new at every boot.
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let tag = id.trim().get(..8)?.to_ascii_lowercase();
+    is_boot_tag(&tag).then_some(tag)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn read_boot_tag() -> Option<String> {
+    let secs = os::boot_time_secs()?;
+    Some(format!("{:08x}", secs as u32))
+}
+
+/// Creates `dir` with mode 0700 if it is missing, then checks it is a real directory that `uid`
+/// owns and nobody else may enter.
+fn checked_private_dir(dir: PathBuf, uid: u32) -> Result<PathBuf> {
     match rustix::fs::mkdir(&dir, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
         Err(e) => {
             return Err(IpcError::Bind { path: dir, source: e.into() });
         }
     }
-    let st = rustix::fs::lstat(&dir).map_err(|e| IpcError::Bind { path: dir.clone(), source: e.into() })?;
-    let insecure = |reason: String| Err(IpcError::InsecurePath { path: dir.clone(), reason });
+    check_private_dir(&dir, uid)?;
+    Ok(dir)
+}
+
+/// Checks that `dir` is a real directory that `uid` owns and nobody else may enter.
+pub(crate) fn check_private_dir(dir: &Path, uid: u32) -> Result<()> {
+    let st =
+        rustix::fs::lstat(dir).map_err(|e| IpcError::Bind { path: dir.to_path_buf(), source: e.into() })?;
+    let insecure = |reason: String| Err(IpcError::InsecurePath { path: dir.to_path_buf(), reason });
     if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
         return insecure("not a directory (symlinks are refused)".into());
     }
@@ -268,7 +357,7 @@ pub(crate) fn runtime_dir() -> Result<PathBuf> {
             st.st_mode & 0o777
         ));
     }
-    Ok(dir)
+    Ok(())
 }
 
 /// Checks an explicit socket directory (`StreamConfig::socket_dir`) before a socket is bound or
@@ -503,6 +592,26 @@ mod os {
             return Err(io::Error::last_os_error());
         }
         Ok((uid, peer_pid(sock)))
+    }
+
+    /// The boot time in seconds since the epoch (`kern.boottime`), if the kernel answers.
+    pub(super) fn boot_time_secs() -> Option<u64> {
+        let mut boot = libc::timeval { tv_sec: 0, tv_usec: 0 };
+        let mut len = std::mem::size_of::<libc::timeval>();
+        // SAFETY: the name is a NUL-terminated C string; `boot` is a live, writable `timeval`
+        // and `len` its size, so the kernel writes at most `len` bytes into it; no new value is
+        // set (null pointer, length 0).
+        let rc = unsafe {
+            libc::sysctlbyname(
+                c"kern.boottime".as_ptr(),
+                (&mut boot as *mut libc::timeval).cast(),
+                &mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        (rc == 0 && len == std::mem::size_of::<libc::timeval>() && boot.tv_sec > 0)
+            .then_some(boot.tv_sec as u64)
     }
 
     #[cfg(target_vendor = "apple")]
