@@ -319,6 +319,11 @@ impl SendHalf {
         SendHalf { producer, sleeper }
     }
 
+    /// A gauge of the outgoing ring (for metrics).
+    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
+        self.producer.gauge()
+    }
+
     pub(crate) fn max_message(&self) -> usize {
         self.producer.max_payload()
     }
@@ -419,6 +424,11 @@ impl Waitable for RecvHalf {
 }
 
 impl RecvHalf {
+    /// A gauge of the incoming ring (for metrics).
+    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
+        self.consumer.gauge()
+    }
+
     pub(crate) fn new(consumer: Consumer, sleeper: Sleeper) -> RecvHalf {
         RecvHalf { consumer, sleeper }
     }

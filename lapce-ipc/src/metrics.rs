@@ -36,10 +36,25 @@
 //! | `lapce_ipc_stale_resources_cleaned_total` | counter | | stale runtime files this process removed: the socket of a dead server replaced when binding its name, and whatever [`clean_stale_sockets`](crate::clean_stale_sockets) removed |
 //! | `lapce_ipc_backpressure_events_total` | counter | | answers of one ring record that found the ring to their client full and waited for the client to read (the waits between the records of a fragmented answer are how it is sent, not counted) |
 //! | `lapce_ipc_backpressure_wait_seconds` | histogram | | how long each of those answers waited |
+//! | `lapce_ipc_ring_occupancy_ratio` | gauge | `direction`: `to_server`, `to_client` | share of the ring in use (written, not yet read) of the fullest live connection, 0 to 1 |
+//! | `lapce_ipc_ring_written_bytes_total` | counter | `direction` | bytes written into the rings, record headers and padding included, all connections so far |
+//! | `lapce_ipc_ring_read_bytes_total` | counter | `direction` | bytes read out of the rings and released, the same way |
+//! | `lapce_ipc_ring_writes_total` | counter | `direction`: `to_client` | ring records the server wrote (a fragmented frame is several) |
+//! | `lapce_ipc_ring_reads_total` | counter | `direction`: `to_server` | ring records the server read |
+//! | `lapce_ipc_ring_write_duration_seconds` | histogram | | time to write one answer frame into the client's ring, waits for room included; one frame in 16 ([`WRITE_SAMPLE`]) per connection is timed |
 //!
 //! The slot, handshake and stale-file families are read from the listener (and a process-wide
 //! counter) when the text is made: no recording on any path. Backpressure is recorded by the
 //! connection's writer task only when a write finds the ring full.
+//!
+//! The ring families are read from the rings' shared headers when the text is made (validated:
+//! a connection whose header holds impossible positions is left out), summed over the live
+//! connections and the totals of the ended ones; occupancy is the fullest live ring's. The
+//! only cost per message is each ring end's record count, a plain store by the one thread that
+//! writes it. Record counts are the server's own operations: the client's writes into
+//! `to_server` and reads out of `to_client` happen in its process (their bytes show in the
+//! positions). The write duration is sampled because two clock reads on every frame would cost
+//! the smallest round trips a few percent.
 //!
 //! `errors_total` kinds: `handler` (the handler returned an error), `panic` (it panicked),
 //! `unknown_type` (no handler for the request's type), `cancelled` (a `Cancel` stopped a running
@@ -63,9 +78,10 @@
 //! # Not exported yet
 //!
 //! The seed documents list families this server has no implementation for yet, so they are not
-//! exported (no zero-valued stand-ins): slot claim duration; ring occupancy and per-direction
-//! ring writes, reads and bytes, which need counters inside the ring and channel layers (on the
-//! per-message path); write and read latency histograms per ring operation.
+//! exported (no zero-valued stand-ins): slot claim duration (a claim is a counter update under
+//! the pool's lock; the segment work happens in the refiller) and a read latency histogram (a
+//! read out of the ring is a copy; what a reader waits for is the peer, which the request
+//! duration and the client's round trip already show).
 //!
 //! # The HTTP endpoint
 //!
@@ -116,6 +132,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
+
+use crate::ring::{RingGauge, RingLevels};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -214,6 +232,8 @@ pub(crate) struct Metrics {
     pub(crate) dead_connections: Counter,
     pub(crate) backpressure_events: Counter,
     pub(crate) backpressure_wait: DurationHistogram,
+    pub(crate) write_duration: DurationHistogram,
+    pub(crate) rings: Arc<RingRegistry>,
 }
 
 /// The series of one request type, created when its handler is registered.
@@ -309,6 +329,46 @@ impl Metrics {
             Unit::Seconds,
             backpressure_wait.clone(),
         );
+        let write_duration = DurationHistogram::default();
+        registry.register_with_unit(
+            "ring_write_duration",
+            "Time to write one answer frame into the client's ring, waits for room included \
+             (one frame in WRITE_SAMPLE is timed)",
+            Unit::Seconds,
+            write_duration.clone(),
+        );
+        let rings = Arc::new(RingRegistry::default());
+        type Pick = fn(&RingSnapshot, Direction) -> Option<RingValue>;
+        let ring_families: [(&str, &str, Pick); 5] = [
+            (
+                "ring_occupancy_ratio",
+                "Share of the ring in use (written, not yet read) of the fullest connection now, by direction",
+                |s, d| Some(RingValue::Gauge(s.occupancy[d as usize])),
+            ),
+            (
+                "ring_written_bytes",
+                "Bytes written into the rings, record headers and padding included, by direction",
+                |s, d| Some(RingValue::Counter(s.totals.written[d as usize])),
+            ),
+            (
+                "ring_read_bytes",
+                "Bytes read out of the rings and released, record headers and padding included, by direction",
+                |s, d| Some(RingValue::Counter(s.totals.read[d as usize])),
+            ),
+            (
+                "ring_writes",
+                "Ring records the server wrote (to_client; the client's writes happen in its own process)",
+                |s, d| (d == Direction::ToClient).then_some(RingValue::Counter(s.totals.records[d as usize])),
+            ),
+            (
+                "ring_reads",
+                "Ring records the server read (to_server; the client's reads happen in its own process)",
+                |s, d| (d == Direction::ToServer).then_some(RingValue::Counter(s.totals.records[d as usize])),
+            ),
+        ];
+        for (name, help, pick) in ring_families {
+            registry.register(name, help, RingFamily { rings: rings.clone(), pick });
+        }
         Metrics {
             registry,
             requests,
@@ -325,6 +385,8 @@ impl Metrics {
             dead_connections,
             backpressure_events,
             backpressure_wait,
+            write_duration,
+            rings,
         }
     }
 
@@ -445,6 +507,177 @@ impl Metrics {
         ];
         for (name, help, counter, pick) in families {
             self.registry.register(name, help, LiveValue { read: read.clone(), pick, counter });
+        }
+    }
+}
+
+/// One frame in this many that a connection's writer writes is timed into
+/// `lapce_ipc_ring_write_duration_seconds` (two clock reads per timed frame; timing every frame
+/// would cost the small round trip a few percent).
+pub(crate) const WRITE_SAMPLE: u64 = 16;
+
+/// Which way a ring carries data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Client to server: requests (the server reads this ring).
+    ToServer = 0,
+    /// Server to client: answers (the server writes this ring).
+    ToClient = 1,
+}
+
+impl Direction {
+    const ALL: [Direction; 2] = [Direction::ToServer, Direction::ToClient];
+
+    fn label(self) -> &'static str {
+        match self {
+            Direction::ToServer => "to_server",
+            Direction::ToClient => "to_client",
+        }
+    }
+}
+
+/// Byte and record counts of rings, per [`Direction`]: `records` are the server's own
+/// operations (reads of `to_server`, writes of `to_client`).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct RingTotals {
+    written: [u64; 2],
+    read: [u64; 2],
+    records: [u64; 2],
+}
+
+impl RingTotals {
+    fn add(&mut self, d: Direction, l: &RingLevels) {
+        let i = d as usize;
+        self.written[i] += l.written;
+        self.read[i] += l.read;
+        self.records[i] += l.records;
+    }
+}
+
+/// What the ring families show at one scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct RingSnapshot {
+    totals: RingTotals,
+    /// The fullest live ring's occupancy, per direction.
+    occupancy: [f64; 2],
+}
+
+/// The rings of the server's live connections, read when the metrics are encoded (nothing is
+/// recorded per message but a plain store of each ring end's record count, on its own cache
+/// line), and the totals of the connections that ended.
+#[derive(Default)]
+pub(crate) struct RingRegistry {
+    inner: std::sync::Mutex<RingRegistryInner>,
+}
+
+#[derive(Default)]
+struct RingRegistryInner {
+    next: u64,
+    live: std::collections::HashMap<u64, [RingGauge; 2]>,
+    ended: RingTotals,
+}
+
+impl std::fmt::Debug for RingRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RingRegistry({:?})", self.snapshot())
+    }
+}
+
+/// A connection's rings in a [`RingRegistry`]; their last levels go to the totals on drop.
+pub(crate) struct RingRegistration {
+    registry: Arc<RingRegistry>,
+    id: u64,
+}
+
+impl Drop for RingRegistration {
+    fn drop(&mut self) {
+        let mut inner = self.registry.lock();
+        if let Some(gauges) = inner.live.remove(&self.id) {
+            for (d, g) in Direction::ALL.into_iter().zip(&gauges) {
+                if let Some(l) = g.levels() {
+                    inner.ended.add(d, &l);
+                }
+            }
+        }
+    }
+}
+
+impl RingRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, RingRegistryInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection's rings: `to_server` (the server's incoming ring) and `to_client`.
+    pub(crate) fn register(self: &Arc<Self>, to_server: RingGauge, to_client: RingGauge) -> RingRegistration {
+        let mut inner = self.lock();
+        let id = inner.next;
+        inner.next += 1;
+        inner.live.insert(id, [to_server, to_client]);
+        RingRegistration { registry: self.clone(), id }
+    }
+
+    /// The totals (ended connections plus live ones) and the fullest live rings. A ring whose
+    /// header holds impossible positions (a peer scribbled on it) is left out; its connection
+    /// fails on its next use of that ring anyway.
+    pub(crate) fn snapshot(&self) -> RingSnapshot {
+        let inner = self.lock();
+        let mut snap = RingSnapshot { totals: inner.ended, occupancy: [0.0; 2] };
+        for gauges in inner.live.values() {
+            for (d, g) in Direction::ALL.into_iter().zip(gauges) {
+                if let Some(l) = g.levels() {
+                    snap.totals.add(d, &l);
+                    snap.occupancy[d as usize] = snap.occupancy[d as usize].max(l.occupancy());
+                }
+            }
+        }
+        snap
+    }
+}
+
+/// A value of a ring family.
+enum RingValue {
+    Gauge(f64),
+    Counter(u64),
+}
+
+/// A ring family with a `direction` label, read from the [`RingRegistry`] when encoded.
+struct RingFamily {
+    rings: Arc<RingRegistry>,
+    pick: fn(&RingSnapshot, Direction) -> Option<RingValue>,
+}
+
+impl std::fmt::Debug for RingFamily {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RingFamily")
+    }
+}
+
+impl TypedMetric for RingFamily {
+    const TYPE: MetricType = MetricType::Gauge;
+}
+
+impl EncodeMetric for RingFamily {
+    fn encode(&self, mut encoder: MetricEncoder) -> std::fmt::Result {
+        let snap = self.rings.snapshot();
+        for d in Direction::ALL {
+            let label = [("direction", d.label())];
+            match (self.pick)(&snap, d) {
+                Some(RingValue::Gauge(v)) => encoder.encode_family(&label)?.encode_gauge(&v)?,
+                Some(RingValue::Counter(v)) => {
+                    encoder.encode_family(&label)?.encode_counter::<NoLabelSet, _, u64>(&v, None)?
+                }
+                None => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        match (self.pick)(&RingSnapshot::default(), Direction::ToServer)
+            .or_else(|| (self.pick)(&RingSnapshot::default(), Direction::ToClient))
+        {
+            Some(RingValue::Counter(_)) => MetricType::Counter,
+            _ => MetricType::Gauge,
         }
     }
 }
@@ -742,6 +975,68 @@ mod tests {
         }
         claims.store(8, Ordering::Relaxed);
         assert!(m.encode().contains("lapce_ipc_slot_claims_total 8\n"));
+    }
+
+    #[test]
+    fn ring_families_sum_live_rings_and_keep_the_ended_ones() {
+        use crate::ring::{init_ring, ring_footprint, Consumer, Producer, SharedRegion};
+        const CAP: usize = 4096;
+        // One ring per direction, the server's ends: it reads `to_server`, writes `to_client`.
+        let ring = || {
+            let seg =
+                Arc::new(crate::platform::Segment::create("metrics-test", ring_footprint(CAP)).unwrap());
+            let region: Arc<dyn SharedRegion> = seg;
+            init_ring(&region, 0, CAP).unwrap();
+            (Producer::attach(region.clone(), 0, CAP).unwrap(), Consumer::attach(region, 0, CAP).unwrap())
+        };
+        let ((mut client_tx, mut server_rx), (mut server_tx, _client_rx)) = (ring(), ring());
+        let m = Metrics::new();
+        let write = |p: &mut Producer, n: usize| {
+            p.try_reserve(n).unwrap().unwrap().fill(1);
+            p.commit(n);
+        };
+        let registration = m.rings.register(server_rx.gauge(), server_tx.gauge());
+        for _ in 0..3 {
+            write(&mut client_tx, 100);
+        }
+        for _ in 0..2 {
+            assert!(server_rx.try_peek().unwrap().is_some());
+            server_rx.release();
+        }
+        write(&mut server_tx, 2040); // 2048 bytes with its record header: half the ring
+        let record = crate::ring::protocol::record_size(100);
+        let live = m.encode();
+        for line in [
+            "lapce_ipc_ring_occupancy_ratio{direction=\"to_client\"} 0.5".to_string(),
+            format!(
+                "lapce_ipc_ring_occupancy_ratio{{direction=\"to_server\"}} {}",
+                record as f64 / CAP as f64
+            ),
+            format!("lapce_ipc_ring_written_bytes_total{{direction=\"to_server\"}} {}", 3 * record),
+            format!("lapce_ipc_ring_read_bytes_total{{direction=\"to_server\"}} {}", 2 * record),
+            "lapce_ipc_ring_written_bytes_total{direction=\"to_client\"} 2048".to_string(),
+            "lapce_ipc_ring_read_bytes_total{direction=\"to_client\"} 0".to_string(),
+            "lapce_ipc_ring_reads_total{direction=\"to_server\"} 2".to_string(),
+            "lapce_ipc_ring_writes_total{direction=\"to_client\"} 1".to_string(),
+            "# TYPE lapce_ipc_ring_reads counter".to_string(),
+            "# TYPE lapce_ipc_ring_occupancy_ratio gauge".to_string(),
+        ] {
+            assert!(live.lines().any(|l| l == line), "missing {line:?} in:\n{live}");
+        }
+        // The server's own operations only: no reads of to_client, no writes of to_server.
+        assert!(!live.contains("lapce_ipc_ring_reads_total{direction=\"to_client\"}"), "{live}");
+        assert!(!live.contains("lapce_ipc_ring_writes_total{direction=\"to_server\"}"), "{live}");
+        // The connection ends: its counts stay, no ring is live, so nothing is occupied.
+        drop(registration);
+        let ended = m.encode();
+        for line in [
+            "lapce_ipc_ring_occupancy_ratio{direction=\"to_client\"} 0.0".to_string(),
+            format!("lapce_ipc_ring_written_bytes_total{{direction=\"to_server\"}} {}", 3 * record),
+            "lapce_ipc_ring_reads_total{direction=\"to_server\"} 2".to_string(),
+            "lapce_ipc_ring_writes_total{direction=\"to_client\"} 1".to_string(),
+        ] {
+            assert!(ended.lines().any(|l| l == line), "missing {line:?} in:\n{ended}");
+        }
     }
 
     #[test]

@@ -769,7 +769,8 @@ fn child_boot_sweeper() {
 
     let mut removed = lapce_ipc::clean_stale_sockets().unwrap();
     removed.sort();
-    let mut expected = vec![crashed, earlier.clone(), earlier.parent().unwrap().to_path_buf(), untagged.clone()];
+    let mut expected =
+        vec![crashed, earlier.clone(), earlier.parent().unwrap().to_path_buf(), untagged.clone()];
     expected.sort();
     assert_eq!(removed, expected);
     assert!(open.exists(), "a directory others may enter is not swept");

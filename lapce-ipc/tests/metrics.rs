@@ -346,6 +346,12 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
         ("lapce_ipc_backpressure_events", "counter"),
         ("lapce_ipc_stale_resources_cleaned", "counter"),
         ("lapce_ipc_backpressure_wait_seconds", "histogram"),
+        ("lapce_ipc_ring_occupancy_ratio", "gauge"),
+        ("lapce_ipc_ring_written_bytes", "counter"),
+        ("lapce_ipc_ring_read_bytes", "counter"),
+        ("lapce_ipc_ring_writes", "counter"),
+        ("lapce_ipc_ring_reads", "counter"),
+        ("lapce_ipc_ring_write_duration_seconds", "histogram"),
     ] {
         assert_eq!(before.families.get(family).map(String::as_str), Some(kind), "{family}: {before:#?}");
     }
@@ -510,6 +516,17 @@ fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     // Not reading: the server's writer is now waiting for room.
     let stuck = scrape_until(addr, |s| s.get("lapce_ipc_requests_total{type=\"Data\"}") == REQUESTS as f64);
     assert_eq!(stuck.get("lapce_ipc_backpressure_wait_seconds_count"), 0.0, "counted when the wait ends");
+    // The rings as the server sees them: every request read out of its ring (one record each),
+    // and the ring to the client as full as a 16 KiB record allows.
+    let ring =
+        |s: &Scrape, family: &str, direction: &str| s.get(&format!("{family}{{direction=\"{direction}\"}}"));
+    assert_eq!(ring(&stuck, "lapce_ipc_ring_reads_total", "to_server"), REQUESTS as f64);
+    let to_server = ring(&stuck, "lapce_ipc_ring_written_bytes_total", "to_server");
+    assert!(to_server > (REQUESTS as usize * SIZE) as f64, "{stuck:#?}");
+    assert_eq!(ring(&stuck, "lapce_ipc_ring_read_bytes_total", "to_server"), to_server);
+    assert_eq!(ring(&stuck, "lapce_ipc_ring_occupancy_ratio", "to_server"), 0.0);
+    let full = ring(&stuck, "lapce_ipc_ring_occupancy_ratio", "to_client");
+    assert!(full > 0.9 && full <= 1.0, "occupancy {full} of a ring the client does not read");
     std::thread::sleep(Duration::from_millis(50));
     for id in 1..=REQUESTS {
         let (kind, got) = framed.recv_into(&mut answer).unwrap();
@@ -522,6 +539,15 @@ fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     assert_eq!(after.get("lapce_ipc_backpressure_wait_seconds_count"), events);
     // The first answer to wait waited at least the 50 ms the client slept.
     assert!(after.get("lapce_ipc_backpressure_wait_seconds_sum") >= 0.05, "{after:#?}");
+    // Read to the end: the greeting and the 48 answers written, each byte of them read, the
+    // ring empty again; some of the 48 writes were timed (one in 16).
+    let done = scrape_until(addr, |s| ring(s, "lapce_ipc_ring_occupancy_ratio", "to_client") == 0.0);
+    assert_eq!(ring(&done, "lapce_ipc_ring_writes_total", "to_client"), REQUESTS as f64 + 1.0);
+    let to_client = ring(&done, "lapce_ipc_ring_written_bytes_total", "to_client");
+    assert!(to_client > (REQUESTS as usize * SIZE) as f64, "{done:#?}");
+    assert_eq!(ring(&done, "lapce_ipc_ring_read_bytes_total", "to_client"), to_client);
+    let timed = done.get("lapce_ipc_ring_write_duration_seconds_count");
+    assert!((1.0..=REQUESTS as f64).contains(&timed), "{timed} timed writes");
     drop(framed);
     server.kill();
     // Killed: its socket file is ours to remove.

@@ -297,12 +297,22 @@ impl AsyncStreamSender {
     pub(crate) fn discard_if_empty(&mut self) -> Result<bool> {
         self.half.discard_if_empty()
     }
+
+    /// A gauge of the outgoing ring (for metrics).
+    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
+        self.half.ring_gauge()
+    }
 }
 
 impl AsyncStreamReceiver {
     /// Largest message in bytes.
     pub fn max_message_size(&self) -> usize {
         self.half.max_message()
+    }
+
+    /// A gauge of the incoming ring (for metrics).
+    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
+        self.half.ring_gauge()
     }
 
     /// Receives the next message into `buf` and returns its length. If `buf` is too small the

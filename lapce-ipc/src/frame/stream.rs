@@ -456,6 +456,11 @@ pub struct AsyncFramedSender {
 }
 
 impl AsyncFramedSender {
+    /// A gauge of the outgoing ring (for metrics).
+    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
+        self.sink.ring_gauge()
+    }
+
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
@@ -516,6 +521,11 @@ pub struct AsyncFramedReceiver {
 }
 
 impl AsyncFramedReceiver {
+    /// A gauge of the incoming ring (for metrics).
+    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
+        self.source.ring_gauge()
+    }
+
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message

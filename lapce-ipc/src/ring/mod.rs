@@ -13,7 +13,7 @@ pub(crate) mod protocol;
 pub(crate) use std::sync::atomic;
 
 use std::ptr::NonNull;
-use std::sync::atomic::AtomicU32;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::sync::Arc;
 
 use crate::error::{IpcError, Result};
@@ -175,6 +175,69 @@ impl WaiterWord {
     }
 }
 
+/// A read-only view of one ring for metrics: its positions, loaded from the shared header and
+/// validated (a peer may have written anything there), and the records this side moved through
+/// it. Kept alive with its mapping, so a scraper on another thread may hold it.
+pub(crate) struct RingGauge {
+    _region: Arc<dyn SharedRegion>,
+    header: NonNull<RingHeader>,
+    capacity: u64,
+    records: Arc<AtomicU64>,
+}
+
+// SAFETY: the pointer targets a header of atomics in a mapping that `_region` keeps alive;
+// atomics may be loaded from any thread, and nothing is written through it.
+unsafe impl Send for RingGauge {}
+// SAFETY: see `Send`.
+unsafe impl Sync for RingGauge {}
+
+/// What a [`RingGauge`] read: both positions (bytes that went through the ring since it was
+/// made, record headers and padding included), the capacity, and this side's record count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RingLevels {
+    pub(crate) written: u64,
+    pub(crate) read: u64,
+    pub(crate) capacity: u64,
+    pub(crate) records: u64,
+}
+
+impl RingLevels {
+    /// The share of the data area in use (written, not yet released), 0.0 to 1.0.
+    pub(crate) fn occupancy(&self) -> f64 {
+        (self.written - self.read) as f64 / self.capacity as f64
+    }
+}
+
+impl RingGauge {
+    fn new(mem: &RingMemory, records: Arc<AtomicU64>) -> RingGauge {
+        RingGauge { _region: mem.region.clone(), header: mem.header, capacity: mem.capacity as u64, records }
+    }
+
+    /// The ring's levels now, or `None` when the header holds positions no honest pair of
+    /// peers could have written (the ring's own ends would fail on them too).
+    pub(crate) fn levels(&self) -> Option<RingLevels> {
+        // SAFETY: the header was validated by `RingMemory::locate` (in bounds, aligned) and
+        // lies in a mapping `_region` keeps alive; it consists of atomics only, loaded here.
+        let header = unsafe { self.header.as_ref() };
+        // The two positions move on their own: a consistent pair is one whose read position did
+        // not change while the write position was loaded.
+        for _ in 0..4 {
+            let before = header.read_pos.0.load(atomic::Ordering::Acquire);
+            let written = header.write_pos.0.load(atomic::Ordering::Acquire);
+            let read = header.read_pos.0.load(atomic::Ordering::Acquire);
+            if read < before {
+                return None;
+            }
+            if read == before {
+                protocol::check_positions(read, written, self.capacity).ok()?;
+                let records = self.records.load(atomic::Ordering::Relaxed);
+                return Some(RingLevels { written, read, capacity: self.capacity, records });
+            }
+        }
+        None
+    }
+}
+
 /// Writes a fresh ring header at `offset` (the creator's side, before the region is shared).
 pub(crate) fn init_ring(region: &Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<()> {
     let mem = RingMemory::locate(region.clone(), offset, capacity)?;
@@ -200,6 +263,9 @@ pub(crate) struct Producer {
     /// The write position at which the data area was last given back to the OS (nothing was
     /// written since when it still equals the current one).
     discarded_at: Option<u64>,
+    /// Records published, mirrored into `records_seen` for [`RingGauge`]s.
+    records: u64,
+    records_seen: Arc<AtomicU64>,
 }
 
 impl Producer {
@@ -208,7 +274,14 @@ impl Producer {
         let mem = RingMemory::locate(region, offset, capacity)?;
         let (read, write) = protocol::validate_header(mem.header(), capacity as u64)?;
         let core = ProducerCore::new(capacity as u64, read, write)?;
-        Ok(Producer { mem, core, broken: false, discarded_at: None })
+        Ok(Producer {
+            mem,
+            core,
+            broken: false,
+            discarded_at: None,
+            records: 0,
+            records_seen: Arc::default(),
+        })
     }
 
     /// Largest payload of one record.
@@ -248,7 +321,15 @@ impl Producer {
 
     /// Publishes the reserved record with its first `len` bytes. Returns whom to wake.
     pub(crate) fn commit(&mut self, len: usize) -> Wake {
+        self.records += 1;
+        // Only this side writes it: a plain store, no read-modify-write.
+        self.records_seen.store(self.records, atomic::Ordering::Relaxed);
         self.core.commit(self.mem.header(), &self.mem, len)
+    }
+
+    /// A gauge of this ring (its record count is the records this producer published).
+    pub(crate) fn gauge(&self) -> RingGauge {
+        RingGauge::new(&self.mem, self.records_seen.clone())
     }
 
     /// Forgets a reservation without publishing it.
@@ -309,6 +390,9 @@ pub(crate) struct Consumer {
     mem: RingMemory,
     core: ConsumerCore,
     broken: bool,
+    /// Records released, mirrored into `records_seen` for [`RingGauge`]s.
+    records: u64,
+    records_seen: Arc<AtomicU64>,
 }
 
 impl Consumer {
@@ -317,7 +401,7 @@ impl Consumer {
         let mem = RingMemory::locate(region, offset, capacity)?;
         let (read, write) = protocol::validate_header(mem.header(), capacity as u64)?;
         let core = ConsumerCore::new(capacity as u64, read, write)?;
-        Ok(Consumer { mem, core, broken: false })
+        Ok(Consumer { mem, core, broken: false, records: 0, records_seen: Arc::default() })
     }
 
     /// Largest payload of one record.
@@ -351,7 +435,15 @@ impl Consumer {
 
     /// Gives the peeked record's space back to the producer. Returns whom to wake.
     pub(crate) fn release(&mut self) -> Wake {
+        self.records += 1;
+        // Only this side writes it: a plain store, no read-modify-write.
+        self.records_seen.store(self.records, atomic::Ordering::Relaxed);
         self.core.release(self.mem.header())
+    }
+
+    /// A gauge of this ring (its record count is the records this consumer released).
+    pub(crate) fn gauge(&self) -> RingGauge {
+        RingGauge::new(&self.mem, self.records_seen.clone())
     }
 
     /// The producer's waiter word (to wake it after a release).

@@ -118,7 +118,8 @@ pub fn cancel_sleep(waiter: &AtomicU32) {
 /// the `ring_consumer` fuzz target).
 pub const MAX_POSITION: u64 = 1 << 63;
 
-fn check_positions(read: u64, write: u64, capacity: u64) -> Result<(), Corruption> {
+/// Checks a pair of positions: read before write, at most `capacity` apart, aligned, in range.
+pub fn check_positions(read: u64, write: u64, capacity: u64) -> Result<(), Corruption> {
     if read > write
         || write - read > capacity
         || write > MAX_POSITION

@@ -312,3 +312,29 @@ fn positions_near_the_top_of_u64_are_rejected() {
     header(&seg).read_pos.0.store(u64::MAX - 7, atomic::Ordering::Relaxed);
     assert!(matches!(p.try_reserve(56), Err(IpcError::Corrupted(_))));
 }
+
+/// A gauge reads both positions and this side's record count as they move, from either end, and
+/// refuses positions no honest peer writes.
+#[test]
+fn gauge_follows_the_positions_and_refuses_impossible_ones() {
+    let (seg, mut p, mut c) = ring(CAP);
+    let (written_by, read_by) = (p.gauge(), c.gauge());
+    let empty = RingLevels { written: 0, read: 0, capacity: CAP as u64, records: 0 };
+    assert_eq!(written_by.levels(), Some(empty));
+    assert!(write(&mut p, &[7; 100]) && write(&mut p, &[8; 200]));
+    let two = written_by.levels().unwrap();
+    let size = record_size(100) + record_size(200);
+    assert_eq!((two.written, two.read, two.records), (size, 0, 2));
+    assert!((two.occupancy() - size as f64 / CAP as f64).abs() < 1e-12);
+    assert_eq!(read(&mut c).unwrap(), vec![7; 100]);
+    let one_read = read_by.levels().unwrap();
+    assert_eq!((one_read.written, one_read.read, one_read.records), (size, record_size(100), 1));
+    // A peer's scribbles: the read position past the write position, then positions further
+    // apart than the ring holds.
+    let h = header(&seg);
+    h.read_pos.0.store(size + 8, atomic::Ordering::Relaxed);
+    assert_eq!(written_by.levels(), None);
+    h.read_pos.0.store(0, atomic::Ordering::Relaxed);
+    h.write_pos.0.store(2 * CAP as u64, atomic::Ordering::Relaxed);
+    assert_eq!(read_by.levels(), None);
+}

@@ -23,7 +23,7 @@ mod unwind;
 pub use client::{BlockingIpcClient, IpcClient, ResponseStream};
 pub use server::{ChunkSender, HandlerResult, IpcServer, ServerStats};
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, Notify};
 
 use crate::error::IpcError;
 use crate::frame::{AsyncFramedSender, MessageType};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WRITE_SAMPLE};
 use crate::protocol::{Codec, ErrorBody, ErrorCode};
 
 /// Payload of the server's greeting frame (`Control`, id 0).
@@ -59,6 +59,30 @@ struct Writer {
     /// written whole: while it is not 0, a frame sent earlier may still be on its way, and
     /// [`FrameSink`] does not write directly (see there).
     queued: AtomicUsize,
+    /// Where sampled write durations go (the server's metrics; `None` for clients and with
+    /// metrics off).
+    metrics: Option<Arc<Metrics>>,
+    /// Frames this connection began to write (only counted with metrics on), for sampling.
+    frames: AtomicU64,
+}
+
+impl Writer {
+    /// Counts a frame about to be written (the caller holds `tx`) and starts timing it if it is
+    /// one of the sampled ones ([`WRITE_SAMPLE`]).
+    fn start_frame(&self) -> Option<std::time::Instant> {
+        self.metrics.as_ref()?;
+        // Only the holder of `tx` writes it: a plain store, no read-modify-write.
+        let n = self.frames.load(Ordering::Relaxed) + 1;
+        self.frames.store(n, Ordering::Relaxed);
+        n.is_multiple_of(WRITE_SAMPLE).then(std::time::Instant::now)
+    }
+
+    /// Records a sampled frame's write duration.
+    fn frame_written(&self, started: Option<std::time::Instant>) {
+        if let (Some(started), Some(m)) = (started, &self.metrics) {
+            m.write_duration.observe_since(started);
+        }
+    }
 }
 
 /// Where everything sent on a connection goes: written straight into the ring when that is safe
@@ -130,7 +154,11 @@ impl FrameSink {
         if writer.queued.load(Ordering::Acquire) != 0 {
             return false;
         }
+        let started = writer.start_frame();
         let written = matches!(tx.try_send_with_id(kind, id, payload), Ok(true));
+        if written {
+            writer.frame_written(started);
+        }
         if written && writer.trimmed.load(Ordering::Relaxed) && writer.trimmed.swap(false, Ordering::AcqRel) {
             writer.resumed.notify_one();
         }
@@ -185,6 +213,8 @@ fn spawn_writer(
         queued: AtomicUsize::new(0),
         trimmed: AtomicBool::new(false),
         resumed: Notify::new(),
+        metrics: metrics.clone(),
+        frames: AtomicU64::new(0),
     });
     let sink = FrameSink { queue, writer: Arc::downgrade(&writer) };
     let task = tokio::spawn(async move {
@@ -214,11 +244,13 @@ fn spawn_writer(
             let mut tx = writer.tx.lock().await;
             // Whatever else is queued goes out under the same lock.
             loop {
+                let started = writer.start_frame();
                 if let Err(e) = write_frame(&mut tx, &f, metrics.as_deref()).await {
                     // Not counted out: nothing is written directly after a failed frame.
                     tracing::debug!(error = %e, "connection writer stops");
                     return;
                 }
+                writer.frame_written(started);
                 writer.queued.fetch_sub(1, Ordering::AcqRel);
                 match frames.try_recv() {
                     Ok(next) => f = next,

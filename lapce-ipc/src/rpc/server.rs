@@ -408,6 +408,8 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, a
     let _active = ActiveGuard(server.clone());
     let max_message = server.config.ipc.max_message_size;
     let (mut tx, mut rx) = AsyncFramedShmStream::new(stream).with_max_message(max_message).into_split();
+    // Read at scrape time; the last levels go to the totals when the connection ends.
+    let _rings = server.metrics.as_ref().map(|m| m.rings.register(rx.ring_gauge(), tx.ring_gauge()));
     if let Err(e) = tx.send_with_id(MessageType::Control, 0, READY).await {
         if matches!(e, IpcError::PeerGone) {
             peer_gone(&server);
