@@ -927,7 +927,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 fn run_scale(args: &BenchArgs) -> ExitCode {
     let started = Instant::now();
     // The clients share the CPUs with the server: nothing is pinned.
-    let bench = Bench {
+    let mut bench = Bench {
         args,
         pinning: Pinning::NotPinned("scale mode".into()),
         counter: AtomicU64::new(0),
@@ -948,7 +948,10 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
         eprintln!("error: --scale-secs must be above 0 and at most 3600 seconds");
         return ExitCode::FAILURE;
     }
+    // A step per client count, its phases on the bar.
+    bench.progress = Progress::new(args.scale.len() as u64);
     let rows = scale::run(&bench, args);
+    bench.progress.finish();
     println!();
     scale::print_table(&rows);
     println!();
