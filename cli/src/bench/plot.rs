@@ -56,7 +56,9 @@ struct Series<'a> {
 
 /// A panel: one payload size and its curves.
 struct Panel<'a> {
+    /// Payload size in bytes.
     payload: usize,
+    /// Its curves, in table order.
     series: Vec<Series<'a>>,
 }
 
