@@ -65,6 +65,55 @@ impl Progress {
         }
     }
 
+    /// A phase of the running step: shown on the bar; without a bar printed as a line of its own.
+    pub fn phase(&self, line: impl Into<String>) {
+        let line = line.into();
+        match &self.bar {
+            Some(bar) => bar.set_message(line.clone()),
+            None => eprintln!("{line}"),
+        }
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = line;
+    }
+
+    /// A line that reports a result of the running step and names what it does next: printed
+    /// above the bar and shown on it; without a bar a plain line.
+    pub fn line(&self, line: impl Into<String>) {
+        let line = line.into();
+        match &self.bar {
+            Some(bar) => {
+                bar.println(&line);
+                bar.set_message(line.clone());
+            }
+            None => eprintln!("{line}"),
+        }
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = line;
+    }
+
+    /// What the running step does now, on the bar only: nothing is printed without a bar (for
+    /// commands whose plain output is their results alone).
+    pub fn status(&self, what: impl Into<String>) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(what.into());
+        }
+    }
+
+    /// The running step ends without a result line of its own (its lines were printed).
+    pub fn advance(&self) {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
+    }
+
+    /// Runs `f` with the bar hidden, for output of its own (lines on stdout) that would
+    /// otherwise mix with the bar's redraws; without a bar just runs it.
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        match &self.bar {
+            Some(bar) => bar.suspend(f),
+            None => f(),
+        }
+    }
+
     /// Removes the bar (before the final report is printed).
     pub fn finish(&self) {
         if let Some(bar) = &self.bar {

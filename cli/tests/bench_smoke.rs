@@ -20,16 +20,24 @@ impl Drop for TempFile {
 
 /// A path in the temp directory that no other run uses.
 fn unique_json_path() -> TempFile {
+    unique_path("json")
+}
+
+/// A path in the temp directory that no other run uses, ending in `.EXT`.
+fn unique_path(ext: &str) -> TempFile {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    TempFile(std::env::temp_dir().join(format!("lapce-ipc-bench-smoke-{}-{nanos}.json", std::process::id())))
+    TempFile(std::env::temp_dir().join(format!("lapce-ipc-bench-smoke-{}-{nanos}.{ext}", std::process::id())))
 }
 
 #[test]
 fn quick_bench_writes_json_for_every_transport() {
     let json = unique_json_path();
+    let plot = unique_path("svg");
     let out = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
         .args(["bench", "--quick", "--payloads", "64", "--json"])
         .arg(&json.0)
+        .arg("--plot")
+        .arg(&plot.0)
         .output()
         .expect("run lapce-ipc bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -41,6 +49,34 @@ fn quick_bench_writes_json_for_every_transport() {
     let text = std::fs::read_to_string(&json.0).expect("read the JSON file");
     let rows: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
     let rows = rows.as_array().expect("a JSON array");
+
+    // The plot: an SVG picture with one panel (64 B) naming every transport measured, and
+    // none for the large-message sizes (no round trips there).
+    let svg = std::fs::read_to_string(&plot.0).expect("read the plot");
+    assert!(stdout.contains(&format!("wrote {}", plot.0.display())), "no note of the plot:\n{stdout}");
+    assert!(
+        svg.trim_start().starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+        "not SVG: {svg:.200}"
+    );
+    assert!(svg.contains("64 B payload") && !svg.contains("MiB payload"), "panels:\n{svg}");
+    for name in [
+        "lapce-ipc spin",
+        "lapce-ipc adaptive",
+        "lapce-ipc-framed spin",
+        "lapce-ipc-framed-nocrc spin",
+        "lapce-ipc-rpc adaptive",
+        &format!("{BASELINE} blocking"),
+    ] {
+        assert!(svg.contains(&format!("\n{name}\n")), "{name} not in the plot's legend");
+    }
+    // A curve per standard row with round trips; the legend lines and axes are short paths.
+    let standard_rows =
+        rows.iter().filter(|r| r["test"] == "standard" && r["rtt_p50_us"].is_number()).count();
+    let curves = svg
+        .split("<polyline")
+        .filter(|p| p.split("points=").nth(1).is_some_and(|s| s.matches(',').count() > 100))
+        .count();
+    assert_eq!(curves, standard_rows, "one curve per standard row");
 
     let mut standard = vec![
         ("lapce-ipc", "spin"),
@@ -200,4 +236,20 @@ fn scale_smoke_has_rows_without_errors_and_leaves_no_children() {
             .collect();
         assert!(left.is_empty(), "child processes left: {left:?}");
     }
+}
+
+/// A plot path in a directory that does not exist fails the run at once, naming the path.
+#[test]
+fn plot_into_a_missing_directory_fails_before_measuring() {
+    let path = std::env::temp_dir().join("lapce-ipc-bench-smoke-no-such-dir").join("plot.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
+        .args(["bench", "--quick", "--payloads", "64", "--plot"])
+        .arg(&path)
+        .output()
+        .expect("run lapce-ipc bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "the error names the path:\n{stderr}");
+    assert!(!stdout.contains("targets"), "nothing was measured:\n{stdout}");
 }

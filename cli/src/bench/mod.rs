@@ -17,6 +17,7 @@ mod measure;
 mod node;
 #[cfg(windows)]
 mod pipe;
+mod plot;
 mod prefixed;
 mod report;
 mod rpc;
@@ -57,6 +58,11 @@ pub struct BenchArgs {
     /// Also write the results to FILE as a JSON array, one object per row.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also draw the round-trip latency distributions of the run to FILE as an SVG picture: a
+    /// panel per payload size, a percentile curve (p0 to p99.99, latency on a log scale) per
+    /// transport and mode. Rows without round trips (large messages, failures) are left out.
+    #[arg(long, value_name = "FILE.svg", conflicts_with = "scale")]
+    pub plot: Option<PathBuf>,
     /// Payload sizes to measure, comma-separated; K/KiB and M/MiB suffixes are accepted.
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "64,1KiB,64KiB")]
     pub payloads: Vec<usize>,
@@ -811,6 +817,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         return run_scale(args);
     }
     let started = Instant::now();
+    if let Some(path) = &args.plot {
+        if let Err(e) = plot::check_path(path) {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let mut bench =
         Bench { args, pinning: Pinning::setup(), counter: AtomicU64::new(0), progress: Progress::plain() };
     let large: &[usize] = if args.no_large { &[] } else { &args.large };
@@ -882,8 +894,27 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     println!();
     println!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
 
+    let plot_written = args.plot.as_deref().is_none_or(|path| {
+        let title = format!(
+            "lapce-ipc bench{}: round-trip latency by transport",
+            if args.quick { " --quick" } else { "" }
+        );
+        match plot::write(path, &cases, &title) {
+            Ok(()) => {
+                println!("wrote {}", path.display());
+                true
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                false
+            }
+        }
+    });
     let ok = rows.iter().all(|r| r.error.is_none());
     let status = report::finish(args.json.as_deref(), &rows, ok, "some measurements failed (see above)");
+    if !plot_written {
+        return ExitCode::FAILURE;
+    }
     if ok && args.gate && missed > 0 {
         eprintln!("gate: {missed} ratio target(s) missed or not judged (see the targets above)");
         return ExitCode::from(2);
@@ -896,7 +927,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 fn run_scale(args: &BenchArgs) -> ExitCode {
     let started = Instant::now();
     // The clients share the CPUs with the server: nothing is pinned.
-    let bench = Bench {
+    let mut bench = Bench {
         args,
         pinning: Pinning::NotPinned("scale mode".into()),
         counter: AtomicU64::new(0),
@@ -917,7 +948,10 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
         eprintln!("error: --scale-secs must be above 0 and at most 3600 seconds");
         return ExitCode::FAILURE;
     }
+    // A step per client count, its phases on the bar.
+    bench.progress = Progress::new(args.scale.len() as u64);
     let rows = scale::run(&bench, args);
+    bench.progress.finish();
     println!();
     scale::print_table(&rows);
     println!();
@@ -994,6 +1028,7 @@ mod tests {
         let mut args = BenchArgs {
             quick: false,
             json: None,
+            plot: None,
             payloads: vec![],
             rounds: None,
             timeout: 60,

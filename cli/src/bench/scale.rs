@@ -322,7 +322,8 @@ pub(crate) fn check_fd_limit(clients: usize, limit: Option<u64>) -> Result<()> {
     Ok(())
 }
 
-/// Runs the scale rows (one per N of `--scale`), printing progress lines.
+/// Runs the scale rows (one per N of `--scale`), a step of `bench.progress` each: its phases on
+/// the bar (the same lines, plain, without one).
 pub(super) fn run(bench: &Bench<'_>, args: &BenchArgs) -> Vec<ScaleRow> {
     let limit = raise_fd_limit();
     let secs = args.scale_secs.unwrap_or(if args.quick { 1.0 } else { 3.0 });
@@ -333,9 +334,10 @@ pub(super) fn run(bench: &Bench<'_>, args: &BenchArgs) -> Vec<ScaleRow> {
             let processes = CLIENT_PROCESSES.min(n);
             let mut row = ScaleRow::new(n, processes, args.scale_inflight as usize, args.trim_wait);
             if let Err(e) = check_fd_limit(n, limit).and_then(|()| one(bench, args, n, secs, &mut row)) {
-                eprintln!("  FAILED: {e}");
+                bench.progress.note(format!("  FAILED: {e}"));
                 row.error = Some(e.to_string());
             }
+            bench.progress.advance();
             row
         })
         .collect()
@@ -368,13 +370,14 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
     let mut server = ServerProcess::spawn(&server_args, budget, cleanup)?;
     server.wait_ready()?;
     let pid = server.pid();
+    let progress = &bench.progress;
     let result = (|| -> Result<()> {
-        eprintln!("scale {n}: server pid {pid}, settling {} ms...", SETTLE.as_millis());
+        progress.phase(format!("scale {n}: server pid {pid}, settling {} ms...", SETTLE.as_millis()));
         std::thread::sleep(SETTLE);
         row.idle = footprint(pid);
 
         let processes = row.client_processes;
-        eprintln!("scale {n}: connecting {n} clients from {processes} processes...");
+        progress.phase(format!("scale {n}: connecting {n} clients from {processes} processes..."));
         let started = Instant::now();
         let mut clients = Vec::new();
         for p in 0..processes {
@@ -400,18 +403,19 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
                 return Err(format!("unexpected line from a client process: {line:?}").into());
             }
         }
-        eprintln!(
+        progress.line(format!(
             "scale {n}: {n} connected in {:.2} s; idle for {} s (trim wait)...",
             started.elapsed().as_secs_f64(),
             args.trim_wait
-        );
+        ));
         std::thread::sleep(Duration::from_secs_f64(args.trim_wait));
         row.connected = footprint(pid);
         let per = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| (a as f64 - b as f64) / n as f64);
         row.rss_per_connection_kib = per(row.connected.rss_kib, row.idle.rss_kib);
         row.fds_per_connection = per(row.connected.fds, row.idle.fds);
 
-        eprintln!("scale {n}: load, {} in flight per connection, {secs} s...", args.scale_inflight);
+        progress
+            .phase(format!("scale {n}: load, {} in flight per connection, {secs} s...", args.scale_inflight));
         for c in &mut clients {
             c.send("go")?;
         }
@@ -436,12 +440,12 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
             row.rtt_p99_us = Some(hist.value_at_quantile(0.99) as f64 / 1000.0);
             row.rtt_max_us = Some(hist.max() as f64 / 1000.0);
         }
-        eprintln!(
+        progress.line(format!(
             "scale {n}: {} req/s, p50 {} µs, p99 {} µs, {errors} errors; disconnecting...",
             row.requests_per_sec.map_or("-".into(), rate),
             row.rtt_p50_us.map_or("-".into(), fmt_us),
             row.rtt_p99_us.map_or("-".into(), fmt_us),
-        );
+        ));
         for c in clients {
             c.close(Duration::from_secs(10))?;
         }

@@ -26,12 +26,19 @@ use serde_json::Value;
 
 use super::payload::{self, Rng, FIN};
 use super::{server, LevelReport, Result, Session, Work};
+use crate::progress::Progress;
 
 /// How long one raw chaos connection may take before it counts as unhandled.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs level 5.
-pub fn run(report: &mut LevelReport, full: bool, rng: &mut Rng, timeout: Duration) -> Result<()> {
+pub fn run(
+    report: &mut LevelReport,
+    full: bool,
+    rng: &mut Rng,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<()> {
     let events = if full { 1800 } else { 100 };
     let healthy = Work {
         connections: if full { 32 } else { 8 },
@@ -54,6 +61,7 @@ pub fn run(report: &mut LevelReport, full: bool, rng: &mut Rng, timeout: Duratio
         // The first five events are one of each, then at random.
         let kind = if e < 5 { e } else { rng.range(0, 4) as usize };
         counts[kind] += 1;
+        progress.status(format!("level 5 (chaos): event {} of {events} ({})", e + 1, NAMES[kind]));
         let outcome: Result<()> = match kind {
             0 => match kill_and_replace(&session, rng) {
                 Ok(ms) => {
@@ -80,7 +88,7 @@ pub fn run(report: &mut LevelReport, full: bool, rng: &mut Rng, timeout: Duratio
             }
         };
         if let Err(err) = outcome {
-            eprintln!("stress chaos: event {e} ({}): {err}", NAMES[kind]);
+            progress.note(format!("stress chaos: event {e} ({}): {err}", NAMES[kind]));
             unhandled.push(format!("event {e} ({}): {err}", NAMES[kind]));
         }
         if full {

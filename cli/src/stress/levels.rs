@@ -9,32 +9,43 @@ use serde_json::Value;
 use super::payload::Rng;
 use super::{check_complete, opt, LevelReport, Result, Sample, Session, Work};
 use crate::bench::scale;
+use crate::progress::Progress;
 
 /// Level 1: 1000 concurrent connections (bounded 20 requests each, full 5000),
 /// each a sequential request/response loop of 1 KiB; every request must complete. The bounded
 /// run takes fewer connections when the hard open-file limit has no room for 1000 (and says
 /// so); the full run refuses to start then.
-pub fn bomb(report: &mut LevelReport, full: bool, fd_limit: Option<u64>, timeout: Duration) -> Result<()> {
+pub fn bomb(
+    report: &mut LevelReport,
+    full: bool,
+    fd_limit: Option<u64>,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<()> {
     const CONNECTIONS: usize = 1000;
     let requests = if full { 5000 } else { 20 };
     let room = scale::clients_within_fd_limit(fd_limit).unwrap_or(CONNECTIONS);
     let connections = if full { CONNECTIONS } else { CONNECTIONS.min(room).max(8) };
     if connections < CONNECTIONS {
-        println!(
-            "stress level 1: the open-file limit ({}) has room for {connections} connections, not {CONNECTIONS}: \
-             running with {connections} (raise ulimit -Hn for the whole bomb)",
-            fd_limit.unwrap_or(0)
-        );
+        progress.suspend(|| {
+            println!(
+                "stress level 1: the open-file limit ({}) has room for {connections} connections, not \
+                 {CONNECTIONS}: running with {connections} (raise ulimit -Hn for the whole bomb)",
+                fd_limit.unwrap_or(0)
+            )
+        });
     }
     report.fig("connections_wanted", CONNECTIONS as u64);
     scale::check_fd_limit(connections, fd_limit)?;
     let session = Session::start(1, connections + 64, timeout)?;
     let before = session.sample();
     let work = Work { connections, processes: 4, lanes: 1, requests, payloads: vec![1024] };
+    progress.status(format!("level 1 (connection bomb): connecting {connections} clients"));
     let mut clients = session.spawn(&work)?;
     // All connected at once (the control connection is one more).
     let concurrent = session.stat("connections_active")?.saturating_sub(1);
     let during = session.sample();
+    progress.status(format!("level 1 (connection bomb): {connections} clients, {requests} requests each"));
     Session::tell(&mut clients, "go")?;
     let out = session.collect(clients)?;
     session.wait_idle()?;
@@ -95,12 +106,22 @@ impl PeakSampler {
 /// server's peak RSS under the bound: idle RSS + 2 rings per connection (their pages count as
 /// shared RSS once touched) + 4 MiB per 1 MiB lane (the reassembled request, the answer, framing
 /// copies) + 16 MiB for the runtime and the allocator.
-pub fn memory(report: &mut LevelReport, full: bool, fd_limit: Option<u64>, timeout: Duration) -> Result<()> {
+pub fn memory(
+    report: &mut LevelReport,
+    full: bool,
+    fd_limit: Option<u64>,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<()> {
     // The bounded run leaves room for the 16 large clients within the open-file limit.
     let room = scale::clients_within_fd_limit(fd_limit).unwrap_or(usize::MAX).saturating_sub(16);
     let small_clients = if full { 500 } else { 200.min(room).max(8) };
     if small_clients < 200 {
-        println!("stress level 2: the open-file limit has room for {small_clients} 4 KiB clients, not 200");
+        progress.suspend(|| {
+            println!(
+                "stress level 2: the open-file limit has room for {small_clients} 4 KiB clients, not 200"
+            )
+        });
     }
     let small = Work {
         connections: small_clients,
@@ -119,8 +140,13 @@ pub fn memory(report: &mut LevelReport, full: bool, fd_limit: Option<u64>, timeo
     let connections = small.connections + large.connections;
     let session = Session::start(2, connections + 64, timeout)?;
     let idle = session.sample();
+    progress.status(format!("level 2 (memory): connecting {connections} clients"));
     let mut small_clients = session.spawn(&small)?;
     let mut large_clients = session.spawn(&large)?;
+    progress.status(format!(
+        "level 2 (memory): floods of 4 KiB ({} clients) and 1 MiB ({} clients)",
+        small.connections, large.connections
+    ));
     let sampler = PeakSampler::start(session.pid());
     Session::tell(&mut small_clients, "go")?;
     Session::tell(&mut large_clients, "go")?;
@@ -155,7 +181,7 @@ pub fn memory(report: &mut LevelReport, full: bool, fd_limit: Option<u64>, timeo
 /// Level 3: one client measures sequential 1 KiB round trips (10 000) while others (bounded 16
 /// connections of 2 lanes, full 999 of 1) flood the server with 4 KiB requests; the share over 10 µs and the
 /// maximum are reported, and every request must be answered intact.
-pub fn latency(report: &mut LevelReport, full: bool, timeout: Duration) -> Result<()> {
+pub fn latency(report: &mut LevelReport, full: bool, timeout: Duration, progress: &Progress) -> Result<()> {
     let background = Work {
         connections: if full { 999 } else { 16 },
         processes: if full { 4 } else { 1 },
@@ -169,6 +195,10 @@ pub fn latency(report: &mut LevelReport, full: bool, timeout: Duration) -> Resul
     let mut measurer = session.spawn(&probe)?;
     Session::tell(&mut load, "go")?;
     std::thread::sleep(Duration::from_millis(100));
+    progress.status(format!(
+        "level 3 (latency torture): {} round trips under the load of {} connections",
+        probe.requests, background.connections
+    ));
     Session::tell(&mut measurer, "go")?;
     let measured = session.collect(measurer)?;
     Session::tell(&mut load, "stop")?;
@@ -200,7 +230,13 @@ pub fn latency(report: &mut LevelReport, full: bool, timeout: Duration) -> Resul
 /// chat, file analysis) and leaving. After two warm-up cycles with the most clients, the server's
 /// RSS must stay within 512 KiB of that baseline after every cycle, and its descriptors and
 /// mappings must return to it.
-pub fn leak(report: &mut LevelReport, full: bool, rng: &mut Rng, timeout: Duration) -> Result<()> {
+pub fn leak(
+    report: &mut LevelReport,
+    full: bool,
+    rng: &mut Rng,
+    timeout: Duration,
+    progress: &Progress,
+) -> Result<()> {
     let (cycles, lo, hi, requests) = if full { (120, 100, 500, 300) } else { (24, 50, 150, 30) };
     let session = Session::start(4, hi as usize + 64, timeout)?;
     let work = |n: u64| Work {
@@ -218,6 +254,7 @@ pub fn leak(report: &mut LevelReport, full: bool, rng: &mut Rng, timeout: Durati
     let initial = session.sample();
     // Two warm-up cycles with the most clients: the warm pool, the allocator's arenas and the
     // server's tables reach their working size before the baseline is taken.
+    progress.status(format!("level 4 (leak detection): 2 warm-up cycles of {hi} clients"));
     let mut total = session.run(&work(hi))?;
     let again = session.run(&work(hi))?;
     total.ok += again.ok;
@@ -229,6 +266,7 @@ pub fn leak(report: &mut LevelReport, full: bool, rng: &mut Rng, timeout: Durati
     let mut last = base;
     for cycle in 0..cycles {
         let n = rng.range(lo, hi);
+        progress.status(format!("level 4 (leak detection): cycle {} of {cycles}, {n} clients", cycle + 1));
         let out = session.run(&work(n))?;
         requested += n * requests;
         total.ok += out.ok;
@@ -238,12 +276,12 @@ pub fn leak(report: &mut LevelReport, full: bool, rng: &mut Rng, timeout: Durati
         let growth = last.rss().zip(base.rss()).map(|(a, b)| a as i64 - b as i64);
         max_growth = max_growth.max(growth);
         if cycle % 10 == 0 || cycle + 1 == cycles {
-            eprintln!(
+            progress.note(format!(
                 "stress leak: cycle {cycle}: {n} clients, RSS {} KiB, fds {}, maps {}",
                 opt(last.rss()),
                 opt(last.footprint.fds),
                 opt(last.maps)
-            );
+            ));
         }
     }
     report.fig("cycles", cycles + 2);

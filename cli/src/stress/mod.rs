@@ -38,6 +38,7 @@ pub use self::client::{run as client, ClientArgs};
 pub use self::server::{serve, ServerArgs};
 use crate::bench::child::ServerProcess;
 use crate::bench::scale::{self, ClientProcess};
+use crate::progress::Progress;
 
 /// Errors: anything printable (the same type as the bench's).
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -383,25 +384,31 @@ pub fn run(args: &StressArgs) -> ExitCode {
     let fd_limit = scale::raise_fd_limit();
     println!("stress: levels {levels:?}, {} counts, seed {seed}", if args.full { "full" } else { "bounded" });
     let started = Instant::now();
+    // A step per level, its phases on the bar; the levels' reports go to stdout as before.
+    let progress = Progress::new(levels.len() as u64);
     let mut reports = Vec::new();
     for &level in &levels {
         let mut report = LevelReport::new(level, args.full);
+        progress.status(format!("level {level} ({})", report.name));
         let t = Instant::now();
         let mut rng = payload::Rng::new(seed ^ u64::from(level));
+        let p = &progress;
         let result = match level {
-            1 => levels::bomb(&mut report, args.full, fd_limit, timeout),
-            2 => levels::memory(&mut report, args.full, fd_limit, timeout),
-            3 => levels::latency(&mut report, args.full, timeout),
-            4 => levels::leak(&mut report, args.full, &mut rng, timeout),
-            _ => chaos::run(&mut report, args.full, &mut rng, timeout),
+            1 => levels::bomb(&mut report, args.full, fd_limit, timeout, p),
+            2 => levels::memory(&mut report, args.full, fd_limit, timeout, p),
+            3 => levels::latency(&mut report, args.full, timeout, p),
+            4 => levels::leak(&mut report, args.full, &mut rng, timeout, p),
+            _ => chaos::run(&mut report, args.full, &mut rng, timeout, p),
         };
         if let Err(e) = result {
             report.check(false, format!("error: {e}"));
         }
         report.secs = t.elapsed().as_secs_f64();
-        print(&report);
+        progress.suspend(|| print(&report));
+        progress.advance();
         reports.push(report);
     }
+    progress.finish();
     let passed = reports.iter().all(|r| r.passed);
     println!(
         "stress: {} of {} levels passed in {:.1} s",
