@@ -19,8 +19,10 @@
 //!   client drops their `PendingResponse`), except the last one of each phase: the server answers
 //!   that one with the ack, 16 bytes: requests received (`u64` LE), requests that failed the check
 //!   (`u64` LE). The server checks every request (length, first byte = its number as `u8`). The
-//!   service keeps `in_flight` requests at most (its request buffer: no safe overflow, the client
-//!   retries until the server has room), the same bytes in flight as lapce-ipc's 1 MiB sink ring.
+//!   sink's service keeps `in_flight` requests at most (its request buffer: no safe overflow, the
+//!   client retries until the server has room): the bytes of lapce-ipc's 1 MiB sink ring, 16 to
+//!   256 requests. The echo test has a service of its own with 2 (iceoryx2's cost per request
+//!   grows with that setting, see [`ECHO_IN_FLIGHT`]).
 //!
 //! Usage: `lapce-ipc-iceoryx2-peer --mode spin|waitset --payload N --warmup N --rounds N
 //! --messages N [--pin-handshake 1]`, the same line protocol as `cli/node/ipc-bench.js`: with
@@ -57,11 +59,20 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 type Svc = ipc::Service;
 /// The request-response service: `[u8]` requests and responses, no user headers.
 type RrFactory = PortFactory<Svc, [u8], (), [u8], ()>;
+/// The server port.
+type Server = iceoryx2::port::server::Server<Svc, [u8], (), [u8], ()>;
 /// A request as the server holds it.
 type Request = ActiveRequest<Svc, [u8], (), [u8], ()>;
 
 /// Size of a sink ack: requests received, requests that failed the check (`u64` LE each).
 const ACK_LEN: usize = 16;
+/// Active requests per client of the echo service: one in flight, one more so the client never
+/// waits for the server to release the previous request. iceoryx2's cost per request grows with
+/// this setting (a 64 B spin round trip measured 0.85 µs with 2, 2.9 µs with 16, 12 µs with 1024
+/// here), so the echo test has a service of its own.
+const ECHO_IN_FLIGHT: usize = 2;
+/// Most requests in flight in the sink test (see [`ECHO_IN_FLIGHT`] for why not more).
+const SINK_MAX_IN_FLIGHT: usize = 256;
 /// Polls between two checks that the other process is still alive, in spin mode.
 const SPINS_PER_CHECK: u64 = 1 << 14;
 /// Longest block in the `WaitSet` before checking that the other process is still alive.
@@ -147,10 +158,10 @@ impl Args {
         })
     }
 
-    /// Requests the service holds at most: the bytes of lapce-ipc's 1 MiB sink ring, at least 16
-    /// and at most 1024 requests.
+    /// Requests the sink service holds at most: the bytes of lapce-ipc's 1 MiB sink ring, at
+    /// least 16 and at most [`SINK_MAX_IN_FLIGHT`] requests.
     fn in_flight(&self) -> usize {
-        ((1 << 20) / self.payload).clamp(16, 1024)
+        ((1 << 20) / self.payload).clamp(16, SINK_MAX_IN_FLIGHT)
     }
 }
 
@@ -194,16 +205,23 @@ impl Domain {
     }
 }
 
-/// Creates (client) or opens (server) the request-response service named `base`.
-fn request_response(node: &Node<Svc>, base: &str, args: &Args, create: bool) -> Result<RrFactory> {
-    let name: ServiceName = base.try_into()?;
+/// Creates (client) or opens (server) the request-response service `base/test` with room for
+/// `in_flight` requests.
+fn request_response(
+    node: &Node<Svc>,
+    base: &str,
+    test: &str,
+    in_flight: usize,
+    create: bool,
+) -> Result<RrFactory> {
+    let name: ServiceName = format!("{base}/{test}").as_str().try_into()?;
     let builder = node
         .service_builder(&name)
         .request_response::<[u8], [u8]>()
         .enable_safe_overflow_for_requests(false)
         .enable_safe_overflow_for_responses(false)
         .enable_fire_and_forget_requests(true)
-        .max_active_requests_per_client(args.in_flight())
+        .max_active_requests_per_client(in_flight)
         .max_clients(1)
         .max_servers(1)
         .max_nodes(2);
@@ -300,8 +318,10 @@ fn client(args: &Args) -> Result<()> {
 fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
     let node = domain.node()?;
     let base = format!("lapce-ipc-bench/iceoryx2/{id}");
-    let service = request_response(&node, &base, args, true)?;
-    let client = service.client_builder().initial_max_slice_len(args.payload).create()?;
+    let echo = request_response(&node, &base, "echo", ECHO_IN_FLIGHT, true)?;
+    let sink = request_response(&node, &base, "sink", args.in_flight(), true)?;
+    let echo_client = echo.client_builder().initial_max_slice_len(args.payload).create()?;
+    let sink_client = sink.client_builder().initial_max_slice_len(args.payload).create()?;
     let events = match args.mode {
         Mode::Spin => None,
         Mode::WaitSet => {
@@ -364,7 +384,7 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
             let tag = i as u8;
             msg[0] = tag;
             let start = Instant::now();
-            let pending = client.loan_slice_uninit(args.payload)?.write_from_slice(&msg).send()?;
+            let pending = echo_client.loan_slice_uninit(args.payload)?.write_from_slice(&msg).send()?;
             notify(notifier)?;
             let response = loop {
                 if let Some(r) = pending.receive()? {
@@ -395,7 +415,7 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
             for seq in from..to {
                 msg[0] = seq as u8;
                 let request = loop {
-                    match client.loan_slice_uninit(args.payload) {
+                    match sink_client.loan_slice_uninit(args.payload) {
                         Ok(r) => break r,
                         // Every request of the segment is still at the server: wait for one.
                         Err(iceoryx2::port::LoanError::OutOfMemory) => waiter.idle()?,
@@ -451,8 +471,8 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
     }
     // Drop every port and the node before printing: the run's resources are gone by then.
     drop(events);
-    drop(client);
-    drop(service);
+    drop((echo_client, sink_client));
+    drop((echo, sink));
     drop(node);
     let list = rtt.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     Ok(format!(
@@ -467,8 +487,10 @@ fn server(args: &Args, id: &str) -> Result<()> {
     let domain = Domain::new(id)?;
     let node = domain.node()?;
     let base = &format!("lapce-ipc-bench/iceoryx2/{id}");
-    let service = request_response(&node, base, args, false)?;
-    let server = service.server_builder().initial_max_slice_len(args.payload.max(ACK_LEN)).create()?;
+    let echo = request_response(&node, base, "echo", ECHO_IN_FLIGHT, false)?;
+    let sink = request_response(&node, base, "sink", args.in_flight(), false)?;
+    let echo_server = echo.server_builder().initial_max_slice_len(args.payload).create()?;
+    let sink_server = sink.server_builder().initial_max_slice_len(args.payload.max(ACK_LEN)).create()?;
     let events = match args.mode {
         Mode::Spin => None,
         Mode::WaitSet => {
@@ -501,7 +523,7 @@ fn server(args: &Args, id: &str) -> Result<()> {
         alive: &mut alive,
     };
     let notifier = events.as_ref().map(|(_, _, n, _)| n);
-    let next = |waiter: &mut Waiter| -> Result<Request> {
+    let next = |server: &Server, waiter: &mut Waiter| -> Result<Request> {
         loop {
             if let Some(r) = server.receive()? {
                 return Ok(r);
@@ -512,7 +534,7 @@ fn server(args: &Args, id: &str) -> Result<()> {
 
     // Echo.
     for _ in 0..args.warmup + args.rounds {
-        let request = next(&mut waiter)?;
+        let request = next(&echo_server, &mut waiter)?;
         let payload = request.payload();
         request.loan_slice_uninit(payload.len())?.write_from_slice(payload).send()?;
         notify(notifier)?;
@@ -522,7 +544,7 @@ fn server(args: &Args, id: &str) -> Result<()> {
     let mut wrong = 0u64;
     let total = args.warmup + args.messages;
     for seq in 0..total {
-        let request = next(&mut waiter)?;
+        let request = next(&sink_server, &mut waiter)?;
         let payload = request.payload();
         if payload.len() != args.payload || payload[0] != seq as u8 {
             wrong += 1;
