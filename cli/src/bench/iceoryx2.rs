@@ -81,6 +81,8 @@ impl Iceoryx2Peer {
                 program.display()
             ));
         }
+        // Shown in the output: without the `cli/..` of the default.
+        let program = program.canonicalize().unwrap_or(program);
         Ok(Iceoryx2Peer { program })
     }
 
