@@ -37,7 +37,8 @@
 //! dropped before the processes exit, then the client removes the domain's global management
 //! segment (shared memory that iceoryx2 keeps past its nodes by design) and its directory, so a
 //! run leaves nothing in `/tmp` or `/dev/shm`. A client killed by a signal leaves its domain
-//! behind (the server child notices that its parent is gone and exits).
+//! behind (the server child notices that its parent is gone and exits); the next run's client
+//! removes it.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -75,6 +76,8 @@ const ECHO_IN_FLIGHT: usize = 2;
 const SINK_MAX_IN_FLIGHT: usize = 256;
 /// Polls between two checks that the other process is still alive, in spin mode.
 const SPINS_PER_CHECK: u64 = 1 << 14;
+/// Wake-ups from the `WaitSet` between two checks that the other process is still alive.
+const WAKEUPS_PER_CHECK: u64 = 64;
 /// Longest block in the `WaitSet` before checking that the other process is still alive.
 const WAIT_SLICE: Duration = Duration::from_millis(200);
 
@@ -193,12 +196,46 @@ impl Domain {
             .create::<Svc>()?)
     }
 
+    /// Whether no node of the domain exists (its `nodes` directory is empty or gone).
+    fn has_no_nodes(&self) -> bool {
+        std::fs::read_dir(self.root.join("nodes")).map_or(true, |mut d| d.next().is_none())
+    }
+
+    /// Removes the domains of earlier runs whose client was killed (a signal, the bench's
+    /// timeout): the client's pid is gone and, once the stale resources of dead nodes are
+    /// cleaned up, no node is left. Domains still in use (a server child that has not yet seen
+    /// its client die, a reused pid) are left for a later run.
+    fn remove_stale() {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_prefix("lxi2-")) else { continue };
+            let Some(pid) = id.split('x').next().and_then(|p| u32::from_str_radix(p, 16).ok()) else {
+                continue;
+            };
+            if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let Ok(domain) = Domain::new(id) else { continue };
+            if !domain.has_no_nodes() {
+                if let Ok(node) = domain.node() {
+                    let _ = node.try_cleanup_dead_nodes();
+                }
+                // The node just created is dropped again.
+            }
+            if domain.has_no_nodes() {
+                let _ = domain.remove();
+            }
+        }
+    }
+
     /// Removes what is left of the domain once its nodes are dropped and the server child has
     /// exited: the global management segment and the (then empty) directories.
     fn remove(self) -> Result<()> {
         // SAFETY: the precondition is that no process uses the domain any more. The domain is
-        // this run's alone (its root and prefix carry the client's pid and a timestamp), the
-        // server child has exited and the client's nodes and ports are dropped.
+        // one run's alone (its root and prefix carry the client's pid and a timestamp), and this
+        // is called once its server child has exited and the client's nodes and ports are
+        // dropped, or, for a killed run's domain, once its client is gone and no node is left.
         unsafe { iceoryx2::testing::remove_global_mgmt_segment::<Svc>(&self.config) }?;
         std::fs::remove_dir_all(&self.root)?;
         Ok(())
@@ -244,7 +281,7 @@ type PortFactoryEvent = iceoryx2::service::port_factory::event::PortFactory<Svc>
 struct Waiter<'a, 'ws, 'att> {
     /// The `WaitSet`, the listener attached to it and its guard, in waitset mode.
     waitset: Option<(&'ws WaitSet<Svc>, &'att Listener<Svc>, &'a WaitSetGuard<'ws, 'att, Svc>)>,
-    /// Polls since the last liveness check.
+    /// Polls (spin) or wake-ups (waitset) since the last liveness check.
     spins: u64,
     /// `Err` once the other process is gone.
     alive: &'a mut dyn FnMut() -> Result<()>,
@@ -281,7 +318,11 @@ impl Waiter<'_, '_, '_> {
                 if let Some(e) = drain_error {
                     return Err(e.into());
                 }
-                if !notified {
+                // Also every so many wake-ups: once a notifier's process is gone, the `WaitSet`
+                // can report its listener ready on every call.
+                self.spins += 1;
+                if !notified || self.spins == WAKEUPS_PER_CHECK {
+                    self.spins = 0;
                     (self.alive)()?;
                 }
             }
@@ -303,6 +344,7 @@ fn client(args: &Args) -> Result<()> {
     // Short: the paths of iceoryx2's event sockets must fit in `sun_path` (108 bytes).
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
     let id = format!("{:x}x{nanos:x}", std::process::id());
+    Domain::remove_stale();
     let domain = Domain::new(&id)?;
     let result = run_client(args, &domain, &id);
     let removed = domain.remove();
