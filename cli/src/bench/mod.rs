@@ -12,6 +12,7 @@
 //! summary reports the seed targets for Windows instead of the Linux ones.
 
 pub(crate) mod child;
+mod iceoryx2;
 mod lapce;
 mod measure;
 mod node;
@@ -104,6 +105,14 @@ pub struct BenchArgs {
     /// Skip the Node.js IPC rows.
     #[arg(long)]
     pub no_node: bool,
+    /// The iceoryx2 peer program (request-response, spin and WaitSet); default: where
+    /// `cargo build --release --manifest-path peers/iceoryx2/Cargo.toml` puts it. Its rows are
+    /// skipped with a message when it is not there.
+    #[arg(long, value_name = "PATH")]
+    pub iceoryx2: Option<PathBuf>,
+    /// Skip the iceoryx2 rows.
+    #[arg(long)]
+    pub no_iceoryx2: bool,
     /// A performance gate for CI: exit with status 2 when a ratio target (a figure of this run
     /// against another of the same run, never an absolute time) is missed or cannot be judged.
     #[arg(long)]
@@ -182,6 +191,13 @@ pub enum Transport {
     /// Node.js IPC, advanced (structured-clone) serialization.
     #[value(skip)]
     NodeAdvanced,
+    /// iceoryx2 request-response, busy-polling: a peer run by its own program
+    /// (`peers/iceoryx2`), never by `bench-server`.
+    #[value(skip)]
+    Iceoryx2Spin,
+    /// iceoryx2 request-response, blocking in its `WaitSet`.
+    #[value(skip)]
+    Iceoryx2WaitSet,
 }
 
 impl Transport {
@@ -196,6 +212,8 @@ impl Transport {
             Transport::BaselineTokio => "uds-tokio",
             Transport::NodeJson => "node-ipc-json",
             Transport::NodeAdvanced => "node-ipc-advanced",
+            Transport::Iceoryx2Spin => "iceoryx2-spin",
+            Transport::Iceoryx2WaitSet => "iceoryx2-waitset",
         }
     }
 
@@ -209,7 +227,9 @@ impl Transport {
             | Transport::Baseline
             | Transport::BaselineTokio
             | Transport::NodeJson
-            | Transport::NodeAdvanced => None,
+            | Transport::NodeAdvanced
+            | Transport::Iceoryx2Spin
+            | Transport::Iceoryx2WaitSet => None,
         }
     }
 }
@@ -457,6 +477,9 @@ impl Bench<'_> {
             Transport::NodeJson | Transport::NodeAdvanced => {
                 unreachable!("the node script runs its own peer")
             }
+            Transport::Iceoryx2Spin | Transport::Iceoryx2WaitSet => {
+                unreachable!("the iceoryx2 peer program runs its own server")
+            }
         }
     }
 
@@ -541,6 +564,9 @@ impl Bench<'_> {
                 Transport::BaselineTokio => unreachable!("no tokio socket baseline on Windows"),
                 Transport::NodeJson | Transport::NodeAdvanced => {
                     unreachable!("the node script runs its own peer")
+                }
+                Transport::Iceoryx2Spin | Transport::Iceoryx2WaitSet => {
+                    unreachable!("the iceoryx2 peer program runs its own server")
                 }
             };
             body(&mut client, server.pid())
@@ -852,10 +878,30 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         }
     };
 
-    // rtt and throughput of each case, one step per Node.js row, each large row, idle, and the
-    // metrics cost (off and on, two payloads).
+    let ice = if args.no_iceoryx2 {
+        println!("iceoryx2 rows: skipped (--no-iceoryx2)");
+        None
+    } else {
+        match iceoryx2::Iceoryx2Peer::find(args.iceoryx2.as_deref()) {
+            Ok(peer) => {
+                println!("iceoryx2 rows: {} (request-response, spin and WaitSet)", peer.program.display());
+                Some(peer)
+            }
+            Err(why) => {
+                println!("iceoryx2 rows: skipped: {why}");
+                None
+            }
+        }
+    };
+
+    // rtt and throughput of each case, one step per Node.js and iceoryx2 row, each large row,
+    // idle, and the metrics cost (off and on, two payloads).
     let node_rows = if node.is_some() { node::Serialization::ALL.len() } else { 0 };
-    let steps = args.payloads.len() * (2 * CASES.len() + node_rows) + large.len() * LARGE_CASES.len() + 1 + 4;
+    let ice_rows = if ice.is_some() { iceoryx2::WaitMode::ALL.len() } else { 0 };
+    let steps = args.payloads.len() * (2 * CASES.len() + node_rows + ice_rows)
+        + large.len() * LARGE_CASES.len()
+        + 1
+        + 4;
     bench.progress = Progress::new(steps as u64);
     let mut cases = Vec::new();
     for &payload in &args.payloads {
@@ -865,6 +911,11 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         if let Some(peer) = &node {
             for serialization in node::Serialization::ALL {
                 cases.push(bench.node_case(peer, serialization, payload));
+            }
+        }
+        if let Some(peer) = &ice {
+            for mode in iceoryx2::WaitMode::ALL {
+                cases.push(bench.iceoryx2_case(peer, mode, payload));
             }
         }
     }
@@ -997,6 +1048,9 @@ pub fn serve(args: &ServerArgs) -> ExitCode {
             Transport::NodeJson | Transport::NodeAdvanced => {
                 Err("the Node.js peer is run by its script, not by bench-server".into())
             }
+            Transport::Iceoryx2Spin | Transport::Iceoryx2WaitSet => {
+                Err("the iceoryx2 peer is run by its own program, not by bench-server".into())
+            }
         }
     })();
     match result {
@@ -1041,6 +1095,8 @@ mod tests {
             scale_secs: None,
             node: "node".into(),
             no_node: false,
+            iceoryx2: None,
+            no_iceoryx2: false,
             gate: false,
         };
         let small = Counts::new(&args, 1024);

@@ -108,80 +108,116 @@ impl NodePeer {
         timeout: Duration,
     ) -> Result<(Histogram<u64>, Throughput)> {
         let Counts { warmup, rounds, messages } = counts;
-        let mut child = Command::new(&self.node)
-            .arg(&self.script)
+        let mut cmd = Command::new(&self.node);
+        cmd.arg(&self.script)
             .args(["--serialization", serialization.arg()])
             .args(["--payload", &payload.to_string()])
             .args(["--warmup", &warmup.to_string()])
             .args(["--rounds", &rounds.to_string()])
-            .args(["--messages", &messages.to_string()])
-            .args(["--pin-handshake", "1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.node.display()))?;
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, lines) = mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + timeout;
-        let outcome = (|| -> Result<(Histogram<u64>, Throughput)> {
-            let next_line = || -> Result<String> {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match lines.recv_timeout(left) {
-                    Ok(line) => Ok(line?),
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        Err(format!("no answer from node within {} s", timeout.as_secs()).into())
-                    }
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        Err("node exited early (see its message above)".into())
-                    }
-                }
-            };
-            let pids: Pids = serde_json::from_str(&next_line()?)?;
-            if let Some((client, server)) = cpus {
-                super::child::pin_process(pids.parent_pid, client)?;
-                super::child::pin_process(pids.child_pid, server)?;
-            }
-            let mut stdin = child.stdin.take().expect("stdin is piped");
-            stdin.write_all(b"go\n")?;
-            drop(stdin);
-            let out: Output = serde_json::from_str(&next_line()?)?;
-            if out.wrong != 0 {
-                return Err(format!("{} of {} messages failed the check", out.wrong, out.messages).into());
-            }
-            if out.rtt_ns.len() as u64 != rounds || out.messages != messages {
-                return Err(format!(
-                    "node reported {} round trips and {} messages, asked for {rounds} and {messages}",
-                    out.rtt_ns.len(),
-                    out.messages
-                )
-                .into());
-            }
-            let mut hist = measure::new_histogram()?;
-            for ns in out.rtt_ns {
-                hist.saturating_record(ns.max(1));
-            }
-            let tput = Throughput { messages, payload, elapsed: Duration::from_nanos(out.elapsed_ns.max(1)) };
-            Ok((hist, tput))
-        })();
-        if outcome.is_err() {
-            let _ = child.kill();
-        }
-        let status = child.wait()?;
-        let _ = reader.join();
-        let result = outcome?;
-        if !status.success() {
-            return Err(format!("node exited with {status}").into());
-        }
-        Ok(result)
+            .args(["--messages", &messages.to_string()]);
+        run_peer(cmd, "node", payload, counts, cpus, timeout)
     }
+}
+
+/// Parses one line a peer printed as JSON; `Err` names the peer and quotes the line.
+pub(super) fn parse_line<T: serde::de::DeserializeOwned>(peer: &str, line: &str) -> Result<T> {
+    serde_json::from_str(line).map_err(|e| {
+        let shown: String = line.chars().take(120).collect();
+        format!("{peer} printed a malformed line ({e}): {shown:?}").into()
+    })
+}
+
+/// Turns a peer's result line into the round-trip histogram and the throughput, checking that it
+/// measured what was asked (`counts`) and that no message failed the check.
+pub(super) fn parse_output(
+    peer: &str,
+    line: &str,
+    payload: usize,
+    counts: Counts,
+) -> Result<(Histogram<u64>, Throughput)> {
+    let Counts { rounds, messages, .. } = counts;
+    let out: Output = parse_line(peer, line)?;
+    if out.wrong != 0 {
+        return Err(format!("{} of {} messages failed the check", out.wrong, out.messages).into());
+    }
+    if out.rtt_ns.len() as u64 != rounds || out.messages != messages {
+        return Err(format!(
+            "{peer} reported {} round trips and {} messages, asked for {rounds} and {messages}",
+            out.rtt_ns.len(),
+            out.messages
+        )
+        .into());
+    }
+    let mut hist = measure::new_histogram()?;
+    for ns in out.rtt_ns {
+        hist.saturating_record(ns.max(1));
+    }
+    let tput = Throughput { messages, payload, elapsed: Duration::from_nanos(out.elapsed_ns.max(1)) };
+    Ok((hist, tput))
+}
+
+/// Runs an external peer that speaks the script's line protocol (`cmd` with the test's arguments;
+/// `--pin-handshake 1` is added): reads its two pids and pins them (its parent, the measured side,
+/// to `cpus.0`, its child to `cpus.1`) when `cpus` is given, lets it start, and parses its result
+/// line. `peer` names it in errors; it is killed after `timeout`.
+pub(super) fn run_peer(
+    mut cmd: Command,
+    peer: &str,
+    payload: usize,
+    counts: Counts,
+    cpus: Option<(usize, usize)>,
+    timeout: Duration,
+) -> Result<(Histogram<u64>, Throughput)> {
+    let mut child = cmd
+        .args(["--pin-handshake", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", Path::new(cmd.get_program()).display()))?;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, lines) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    let outcome = (|| -> Result<(Histogram<u64>, Throughput)> {
+        let next_line = || -> Result<String> {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => Ok(line?),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    Err(format!("no answer from {peer} within {} s", timeout.as_secs()).into())
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    Err(format!("{peer} exited early (see its message above)").into())
+                }
+            }
+        };
+        let pids: Pids = parse_line(peer, &next_line()?)?;
+        if let Some((client, server)) = cpus {
+            super::child::pin_process(pids.parent_pid, client)?;
+            super::child::pin_process(pids.child_pid, server)?;
+        }
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        stdin.write_all(b"go\n")?;
+        drop(stdin);
+        parse_output(peer, &next_line()?, payload, counts)
+    })();
+    if outcome.is_err() {
+        let _ = child.kill();
+    }
+    let status = child.wait()?;
+    let _ = reader.join();
+    let result = outcome?;
+    if !status.success() {
+        return Err(format!("{peer} exited with {status}").into());
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

@@ -197,7 +197,7 @@ pub struct Row {
     /// `this msg/s / baseline msg/s`.
     pub msgs_per_sec_vs_uds: Option<f64>,
     /// The same two ratios against every peer measured in this run with the same test and
-    /// payload (the baseline, the Node.js IPC rows), keyed by the peer's transport; empty for
+    /// payload (the baseline, the Node.js IPC and iceoryx2 rows), keyed by the peer's transport; empty for
     /// the peers' own rows.
     pub vs_peers: BTreeMap<String, PeerRatio>,
     /// Idle row only: CPU of the idle server in percent of one core.
@@ -261,8 +261,14 @@ pub struct PeerRatio {
 }
 
 /// The transports that are what users would otherwise pick: the ratios compare with them.
-const PEERS: [Transport; 4] =
-    [Transport::Baseline, Transport::BaselineTokio, Transport::NodeJson, Transport::NodeAdvanced];
+const PEERS: [Transport; 6] = [
+    Transport::Baseline,
+    Transport::BaselineTokio,
+    Transport::NodeJson,
+    Transport::NodeAdvanced,
+    Transport::Iceoryx2Spin,
+    Transport::Iceoryx2WaitSet,
+];
 
 /// Whether `row` is one of the peers' rows.
 fn is_peer(row: &Row) -> bool {

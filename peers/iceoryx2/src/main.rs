@@ -1,0 +1,629 @@
+//! The iceoryx2 peer of `lapce-ipc bench`: iceoryx2's request-response (`[u8]` slices in shared
+//! memory) between two processes, measured with the same echo and sink tests as every other row of
+//! the bench (see `cli/src/bench/measure.rs`), in two modes:
+//!
+//! - `spin`: both sides busy-poll (`Server::receive`, `PendingResponse::receive`);
+//! - `waitset`: both sides block in an iceoryx2 `WaitSet` between messages. iceoryx2's
+//!   request-response ports cannot be attached to a `WaitSet` themselves; the documented pattern
+//!   pairs them with an event service, so every request and every response is followed by a
+//!   `Notifier::notify` on an event service (one per direction) whose `Listener` the other side's
+//!   `WaitSet` waits on.
+//!
+//! The tests:
+//!
+//! - echo (round-trip latency): the client sends a request of `payload` bytes whose first byte is
+//!   the round trip's number as `u8`; the server answers with a copy of it; the client checks the
+//!   length and the first byte.
+//! - sink (one-way throughput): the client sends `warmup` requests, waits for an ack, then
+//!   `messages` timed requests and waits for the final ack. The requests are fire-and-forget (the
+//!   client drops their `PendingResponse`), except the last one of each phase: the server answers
+//!   that one with the ack, 16 bytes: requests received (`u64` LE), requests that failed the check
+//!   (`u64` LE). The server checks every request (length, first byte = its number as `u8`). The
+//!   sink's service keeps `in_flight` requests at most (its request buffer: no safe overflow, the
+//!   client retries until the server has room): the bytes of lapce-ipc's 1 MiB sink ring, 16 to
+//!   256 requests. The echo test has a service of its own with 2 (iceoryx2's cost per request
+//!   grows with that setting, see [`ECHO_IN_FLIGHT`]).
+//!
+//! Usage: `lapce-ipc-iceoryx2-peer --mode spin|waitset --payload N --warmup N --rounds N
+//! --messages N [--pin-handshake 1]`, the same line protocol as `cli/node/ipc-bench.js`: with
+//! `--pin-handshake 1` it first prints `{"parent_pid": N, "child_pid": N}` and waits for a line on
+//! stdin (the bench pins the two processes to their CPUs in between); then it prints one JSON
+//! line, `{"rtt_ns": [...], "messages": N, "elapsed_ns": N, "wrong": N}`. Exits 2 on bad
+//! arguments and 1 with a message on stderr when something fails.
+//!
+//! The process started by the bench is the client; it starts this binary again as the server
+//! (`--child ID`). Each run has an iceoryx2 domain of its own (root directory
+//! `$TMPDIR/lxi2-ID/` instead of `/tmp/iceoryx2/`, file prefix `lID_`): every port and node is
+//! dropped before the processes exit, then the client removes the domain's global management
+//! segment (shared memory that iceoryx2 keeps past its nodes by design) and its directory, so a
+//! run leaves nothing in `/tmp` or `/dev/shm`. A client killed by a signal leaves its domain
+//! behind (the server child notices that its parent is gone and exits); the next run's client
+//! removes it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use iceoryx2::active_request::ActiveRequest;
+use iceoryx2::port::listener::Listener;
+use iceoryx2::port::notifier::Notifier;
+use iceoryx2::prelude::*;
+use iceoryx2::service::port_factory::request_response::PortFactory;
+
+/// Errors: anything printable.
+type Error = Box<dyn std::error::Error>;
+/// `Result` with [`Error`].
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The iceoryx2 service flavour: inter-process.
+type Svc = ipc::Service;
+/// The request-response service: `[u8]` requests and responses, no user headers.
+type RrFactory = PortFactory<Svc, [u8], (), [u8], ()>;
+/// The server port.
+type Server = iceoryx2::port::server::Server<Svc, [u8], (), [u8], ()>;
+/// A request as the server holds it.
+type Request = ActiveRequest<Svc, [u8], (), [u8], ()>;
+
+/// Size of a sink ack: requests received, requests that failed the check (`u64` LE each).
+const ACK_LEN: usize = 16;
+/// Active requests per client of the echo service: one in flight, one more so the client never
+/// waits for the server to release the previous request. iceoryx2's cost per request grows with
+/// this setting (a 64 B spin round trip measured 0.85 µs with 2, 2.9 µs with 16, 12 µs with 1024
+/// here), so the echo test has a service of its own.
+const ECHO_IN_FLIGHT: usize = 2;
+/// Most requests in flight in the sink test (see [`ECHO_IN_FLIGHT`] for why not more).
+const SINK_MAX_IN_FLIGHT: usize = 256;
+/// Polls between two checks that the other process is still alive, in spin mode.
+const SPINS_PER_CHECK: u64 = 1 << 14;
+/// Wake-ups from the `WaitSet` between two checks that the other process is still alive.
+const WAKEUPS_PER_CHECK: u64 = 64;
+/// Longest block in the `WaitSet` before checking that the other process is still alive.
+const WAIT_SLICE: Duration = Duration::from_millis(200);
+
+/// How both sides wait for the next message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Busy-poll.
+    Spin,
+    /// Block in a `WaitSet` on the event service's `Listener`.
+    WaitSet,
+}
+
+impl Mode {
+    /// Value of `--mode`.
+    fn arg(self) -> &'static str {
+        match self {
+            Mode::Spin => "spin",
+            Mode::WaitSet => "waitset",
+        }
+    }
+}
+
+/// The command line.
+#[derive(Debug, Clone)]
+struct Args {
+    mode: Mode,
+    payload: usize,
+    warmup: u64,
+    rounds: u64,
+    messages: u64,
+    pin_handshake: bool,
+    /// Set in the server child: the run's id (its domain and service names).
+    child: Option<String>,
+}
+
+impl Args {
+    /// Parses `--key value` pairs.
+    fn parse(argv: &[String]) -> Result<Args, String> {
+        let mut mode = None;
+        let (mut payload, mut warmup, mut rounds, mut messages) = (None, None, None, None);
+        let mut pin_handshake = false;
+        let mut child = None;
+        let mut it = argv.iter();
+        while let Some(key) = it.next() {
+            let value = it.next().ok_or_else(|| format!("{key} needs a value"))?;
+            let number = || value.parse::<u64>().map_err(|_| format!("{key} must be a non-negative integer"));
+            match key.as_str() {
+                "--mode" => {
+                    mode = Some(match value.as_str() {
+                        "spin" => Mode::Spin,
+                        "waitset" => Mode::WaitSet,
+                        _ => return Err("--mode must be spin or waitset".into()),
+                    })
+                }
+                "--payload" => payload = Some(number()?),
+                "--warmup" => warmup = Some(number()?),
+                "--rounds" => rounds = Some(number()?),
+                "--messages" => messages = Some(number()?),
+                "--pin-handshake" => pin_handshake = number()? != 0,
+                "--child" => child = Some(value.clone()),
+                _ => return Err(format!("unknown argument {key}")),
+            }
+        }
+        let need = |v: Option<u64>, k: &str| v.ok_or_else(|| format!("{k} is required"));
+        let payload = need(payload, "--payload")?;
+        if payload == 0 || payload > 16 << 20 {
+            return Err("--payload must be between 1 and 16 MiB".into());
+        }
+        let messages = need(messages, "--messages")?;
+        if messages == 0 {
+            return Err("--messages must be at least 1".into());
+        }
+        Ok(Args {
+            mode: mode.ok_or("--mode is required")?,
+            payload: payload as usize,
+            warmup: need(warmup, "--warmup")?,
+            rounds: need(rounds, "--rounds")?,
+            messages,
+            pin_handshake,
+            child,
+        })
+    }
+
+    /// Requests the sink service holds at most: the bytes of lapce-ipc's 1 MiB sink ring, at
+    /// least 16 and at most [`SINK_MAX_IN_FLIGHT`] requests.
+    fn in_flight(&self) -> usize {
+        ((1 << 20) / self.payload).clamp(16, SINK_MAX_IN_FLIGHT)
+    }
+}
+
+/// The run's own iceoryx2 domain: a root directory (instead of `/tmp/iceoryx2`) and a file
+/// prefix of its own, so the run's files and shared memory, down to iceoryx2's global management
+/// segment (which outlives every node by design), can be removed once both processes are done.
+struct Domain {
+    config: Config,
+    /// The root directory, removed with the domain.
+    root: PathBuf,
+}
+
+impl Domain {
+    /// The domain of run `id` (the client's pid and a timestamp, in hex).
+    fn new(id: &str) -> Result<Domain> {
+        let root = std::env::temp_dir().join(format!("lxi2-{id}"));
+        let mut config = Config::default();
+        let root_str = format!("{}/", root.display());
+        config.global.set_root_path(&Path::new(root_str.as_bytes())?);
+        config.global.prefix = FileName::new(format!("l{id}_").as_bytes())?;
+        Ok(Domain { config, root })
+    }
+
+    /// A node of the domain, with iceoryx2's signal handling off (a killed peer dies as usual).
+    fn node(&self) -> Result<Node<Svc>> {
+        Ok(NodeBuilder::new()
+            .config(&self.config)
+            .signal_handling_mode(SignalHandlingMode::Disabled)
+            .create::<Svc>()?)
+    }
+
+    /// Whether no node of the domain exists (its `nodes` directory is empty or gone).
+    fn has_no_nodes(&self) -> bool {
+        std::fs::read_dir(self.root.join("nodes")).map_or(true, |mut d| d.next().is_none())
+    }
+
+    /// Removes the domains of earlier runs whose client was killed (a signal, the bench's
+    /// timeout): the client's pid is gone and, once the stale resources of dead nodes are
+    /// cleaned up, no node is left. Domains still in use (a server child that has not yet seen
+    /// its client die, a reused pid) are left for a later run.
+    fn remove_stale() {
+        let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(|n| n.strip_prefix("lxi2-")) else { continue };
+            let Some(pid) = id.split('x').next().and_then(|p| u32::from_str_radix(p, 16).ok()) else {
+                continue;
+            };
+            if pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                continue;
+            }
+            let Ok(domain) = Domain::new(id) else { continue };
+            if !domain.has_no_nodes() {
+                if let Ok(node) = domain.node() {
+                    let _ = node.try_cleanup_dead_nodes();
+                }
+                // The node just created is dropped again.
+            }
+            if domain.has_no_nodes() {
+                let _ = domain.remove();
+            }
+        }
+    }
+
+    /// Removes what is left of the domain once its nodes are dropped and the server child has
+    /// exited: the global management segment and the (then empty) directories.
+    fn remove(self) -> Result<()> {
+        // SAFETY: the precondition is that no process uses the domain any more. The domain is
+        // one run's alone (its root and prefix carry the client's pid and a timestamp), and this
+        // is called once its server child has exited and the client's nodes and ports are
+        // dropped, or, for a killed run's domain, once its client is gone and no node is left.
+        unsafe { iceoryx2::testing::remove_global_mgmt_segment::<Svc>(&self.config) }?;
+        std::fs::remove_dir_all(&self.root)?;
+        Ok(())
+    }
+}
+
+/// Creates (client) or opens (server) the request-response service `base/test` with room for
+/// `in_flight` requests.
+fn request_response(
+    node: &Node<Svc>,
+    base: &str,
+    test: &str,
+    in_flight: usize,
+    create: bool,
+) -> Result<RrFactory> {
+    let name: ServiceName = format!("{base}/{test}").as_str().try_into()?;
+    let builder = node
+        .service_builder(&name)
+        .request_response::<[u8], [u8]>()
+        .enable_safe_overflow_for_requests(false)
+        .enable_safe_overflow_for_responses(false)
+        .enable_fire_and_forget_requests(true)
+        .max_active_requests_per_client(in_flight)
+        .max_clients(1)
+        .max_servers(1)
+        .max_nodes(2);
+    Ok(if create { builder.create()? } else { builder.open()? })
+}
+
+/// The event service of one direction (`to-server` or `to-client`) in waitset mode.
+fn event(node: &Node<Svc>, base: &str, direction: &str, create: bool) -> Result<PortFactoryEvent> {
+    let name: ServiceName = format!("{base}/{direction}").as_str().try_into()?;
+    let builder = node.service_builder(&name).event().max_nodes(2).max_listeners(1).max_notifiers(1);
+    Ok(if create { builder.create()? } else { builder.open()? })
+}
+
+/// The event service's port factory.
+type PortFactoryEvent = iceoryx2::service::port_factory::event::PortFactory<Svc>;
+
+/// Waits between polls: spins (checking every [`SPINS_PER_CHECK`] polls that the other process
+/// lives) or blocks in the `WaitSet` until the other side notifies (checking at least every
+/// [`WAIT_SLICE`]).
+struct Waiter<'a, 'ws, 'att> {
+    /// The `WaitSet`, the listener attached to it and its guard, in waitset mode.
+    waitset: Option<(&'ws WaitSet<Svc>, &'att Listener<Svc>, &'a WaitSetGuard<'ws, 'att, Svc>)>,
+    /// Polls (spin) or wake-ups (waitset) since the last liveness check.
+    spins: u64,
+    /// `Err` once the other process is gone.
+    alive: &'a mut dyn FnMut() -> Result<()>,
+}
+
+impl Waiter<'_, '_, '_> {
+    /// Called when a poll found nothing.
+    fn idle(&mut self) -> Result<()> {
+        match self.waitset {
+            None => {
+                self.spins += 1;
+                if self.spins == SPINS_PER_CHECK {
+                    self.spins = 0;
+                    (self.alive)()?;
+                }
+                std::hint::spin_loop();
+            }
+            Some((waitset, listener, guard)) => {
+                let mut notified = false;
+                let mut drain_error = None;
+                waitset.wait_and_process_once_with_timeout(
+                    |id| {
+                        if id.has_event_from(guard) {
+                            notified = true;
+                            // Consume the notifications, so the next wait blocks again.
+                            if let Err(e) = listener.try_wait(|_| {}) {
+                                drain_error = Some(e);
+                            }
+                        }
+                        CallbackProgression::Continue
+                    },
+                    WAIT_SLICE,
+                )?;
+                if let Some(e) = drain_error {
+                    return Err(e.into());
+                }
+                // Also every so many wake-ups: once a notifier's process is gone, the `WaitSet`
+                // can report its listener ready on every call.
+                self.spins += 1;
+                if !notified || self.spins == WAKEUPS_PER_CHECK {
+                    self.spins = 0;
+                    (self.alive)()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Notifies the other side after a request or response, in waitset mode.
+fn notify(notifier: Option<&Notifier<Svc>>) -> Result<()> {
+    if let Some(n) = notifier {
+        n.notify()?;
+    }
+    Ok(())
+}
+
+/// The client: starts the server child, runs the echo and sink tests and prints the results.
+fn client(args: &Args) -> Result<()> {
+    // Short: the paths of iceoryx2's event sockets must fit in `sun_path` (108 bytes).
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let id = format!("{:x}x{nanos:x}", std::process::id());
+    Domain::remove_stale();
+    let domain = Domain::new(&id)?;
+    let result = run_client(args, &domain, &id);
+    let removed = domain.remove();
+    let out = result?;
+    removed?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{out}")?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// The client in `domain`: the result line, printed once the domain is removed.
+fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
+    let node = domain.node()?;
+    let base = format!("lapce-ipc-bench/iceoryx2/{id}");
+    let echo = request_response(&node, &base, "echo", ECHO_IN_FLIGHT, true)?;
+    let sink = request_response(&node, &base, "sink", args.in_flight(), true)?;
+    let echo_client = echo.client_builder().initial_max_slice_len(args.payload).create()?;
+    let sink_client = sink.client_builder().initial_max_slice_len(args.payload).create()?;
+    let events = match args.mode {
+        Mode::Spin => None,
+        Mode::WaitSet => {
+            let to_server = event(&node, &base, "to-server", true)?;
+            let to_client = event(&node, &base, "to-client", true)?;
+            let notifier = to_server.notifier_builder().create()?;
+            let listener = to_client.listener_builder().create()?;
+            Some((to_server, to_client, notifier, listener))
+        }
+    };
+
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["--child", id, "--mode", args.mode.arg()])
+        .args(["--payload", &args.payload.to_string()])
+        .args(["--warmup", &args.warmup.to_string()])
+        .args(["--rounds", &args.rounds.to_string()])
+        .args(["--messages", &args.messages.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let outcome = (|| -> Result<(Vec<u64>, u64, u64)> {
+        let mut ready = String::new();
+        BufReader::new(child.stdout.take().expect("stdout is piped")).read_line(&mut ready)?;
+        if ready.trim() != "ready" {
+            return Err("the server child exited before it was ready".into());
+        }
+        if args.pin_handshake {
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{{\"parent_pid\": {}, \"child_pid\": {}}}", std::process::id(), child.id())?;
+            out.flush()?;
+            let mut go = String::new();
+            std::io::stdin().read_line(&mut go)?;
+        }
+        let mut alive = || -> Result<()> {
+            match child.try_wait()? {
+                Some(status) => {
+                    Err(format!("the server child exited ({status}) in the middle of the test").into())
+                }
+                None => Ok(()),
+            }
+        };
+        let waitset =
+            WaitSetBuilder::new().signal_handling_mode(SignalHandlingMode::Disabled).create::<Svc>()?;
+        let guard = match &events {
+            Some((_, _, _, listener)) => Some(waitset.attach_notification(listener)?),
+            None => None,
+        };
+        let mut waiter = Waiter {
+            waitset: events.as_ref().zip(guard.as_ref()).map(|((_, _, _, l), g)| (&waitset, l, g)),
+            spins: 0,
+            alive: &mut alive,
+        };
+        let notifier = events.as_ref().map(|(_, _, n, _)| n);
+
+        // Echo.
+        let mut rtt = Vec::with_capacity(args.rounds as usize);
+        let mut msg = vec![0xA5u8; args.payload];
+        for i in 0..args.warmup + args.rounds {
+            let tag = i as u8;
+            msg[0] = tag;
+            let start = Instant::now();
+            let pending = echo_client.loan_slice_uninit(args.payload)?.write_from_slice(&msg).send()?;
+            notify(notifier)?;
+            let response = loop {
+                if let Some(r) = pending.receive()? {
+                    break r;
+                }
+                waiter.idle()?;
+            };
+            let ns = start.elapsed().as_nanos() as u64;
+            let echoed = response.payload();
+            if echoed.len() != args.payload || echoed[0] != tag {
+                return Err(format!(
+                    "bad echo for round trip {i}: {} bytes starting with {:?}, expected {} starting with {tag}",
+                    echoed.len(),
+                    echoed.first(),
+                    args.payload
+                )
+                .into());
+            }
+            if i >= args.warmup {
+                rtt.push(ns);
+            }
+        }
+
+        // Sink.
+        let mut msg = vec![0x5Au8; args.payload];
+        let mut send_phase = |from: u64, to: u64, waiter: &mut Waiter| -> Result<(u64, u64)> {
+            let mut last = None;
+            for seq in from..to {
+                msg[0] = seq as u8;
+                let request = loop {
+                    match sink_client.loan_slice_uninit(args.payload) {
+                        Ok(r) => break r,
+                        // Every request of the segment is still at the server: wait for one.
+                        Err(iceoryx2::port::LoanError::OutOfMemory) => waiter.idle()?,
+                        Err(e) => return Err(e.into()),
+                    }
+                };
+                let pending = request.write_from_slice(&msg).send()?;
+                notify(notifier)?;
+                if seq + 1 == to {
+                    last = Some(pending);
+                }
+                // Otherwise dropped: fire and forget.
+            }
+            let pending = last.ok_or("empty phase")?;
+            let ack = loop {
+                if let Some(r) = pending.receive()? {
+                    break r;
+                }
+                waiter.idle()?;
+            };
+            let ack = ack.payload();
+            if ack.len() != ACK_LEN {
+                return Err(format!("ack of {} bytes, expected {ACK_LEN}", ack.len()).into());
+            }
+            let word = |i: usize| u64::from_le_bytes(ack[i..i + 8].try_into().expect("8 bytes"));
+            Ok((word(0), word(8)))
+        };
+        if args.warmup > 0 {
+            let (received, _) = send_phase(0, args.warmup, &mut waiter)?;
+            if received != args.warmup {
+                return Err(format!("warm-up ack {received}, expected {}", args.warmup).into());
+            }
+        }
+        let start = Instant::now();
+        let (received, wrong) = send_phase(args.warmup, args.warmup + args.messages, &mut waiter)?;
+        let elapsed = start.elapsed().as_nanos() as u64;
+        if received != args.warmup + args.messages {
+            return Err(format!("final ack {received}, expected {}", args.warmup + args.messages).into());
+        }
+        Ok((rtt, elapsed, wrong))
+    })();
+    let (rtt, elapsed, wrong) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("the server child exited with {status}").into());
+    }
+    // Drop every port and the node before printing: the run's resources are gone by then.
+    drop(events);
+    drop((echo_client, sink_client));
+    drop((echo, sink));
+    drop(node);
+    let list = rtt.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+    Ok(format!(
+        "{{\"rtt_ns\": [{list}], \"messages\": {}, \"elapsed_ns\": {elapsed}, \"wrong\": {wrong}}}",
+        args.messages
+    ))
+}
+
+/// The server child: opens the run's services, says `ready`, serves the echo and sink tests.
+fn server(args: &Args, id: &str) -> Result<()> {
+    let parent = std::os::unix::process::parent_id();
+    let domain = Domain::new(id)?;
+    let node = domain.node()?;
+    let base = &format!("lapce-ipc-bench/iceoryx2/{id}");
+    let echo = request_response(&node, base, "echo", ECHO_IN_FLIGHT, false)?;
+    let sink = request_response(&node, base, "sink", args.in_flight(), false)?;
+    let echo_server = echo.server_builder().initial_max_slice_len(args.payload).create()?;
+    let sink_server = sink.server_builder().initial_max_slice_len(args.payload.max(ACK_LEN)).create()?;
+    let events = match args.mode {
+        Mode::Spin => None,
+        Mode::WaitSet => {
+            let to_server = event(&node, base, "to-server", false)?;
+            let to_client = event(&node, base, "to-client", false)?;
+            let listener = to_server.listener_builder().create()?;
+            let notifier = to_client.notifier_builder().create()?;
+            Some((to_server, to_client, notifier, listener))
+        }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "ready")?;
+        out.flush()?;
+    }
+    let mut alive = || -> Result<()> {
+        if std::os::unix::process::parent_id() != parent {
+            return Err("the client exited in the middle of the test".into());
+        }
+        Ok(())
+    };
+    let waitset = WaitSetBuilder::new().signal_handling_mode(SignalHandlingMode::Disabled).create::<Svc>()?;
+    let guard = match &events {
+        Some((_, _, _, listener)) => Some(waitset.attach_notification(listener)?),
+        None => None,
+    };
+    let mut waiter = Waiter {
+        waitset: events.as_ref().zip(guard.as_ref()).map(|((_, _, _, l), g)| (&waitset, l, g)),
+        spins: 0,
+        alive: &mut alive,
+    };
+    let notifier = events.as_ref().map(|(_, _, n, _)| n);
+    let next = |server: &Server, waiter: &mut Waiter| -> Result<Request> {
+        loop {
+            if let Some(r) = server.receive()? {
+                return Ok(r);
+            }
+            waiter.idle()?;
+        }
+    };
+
+    // Echo.
+    for _ in 0..args.warmup + args.rounds {
+        let request = next(&echo_server, &mut waiter)?;
+        let payload = request.payload();
+        request.loan_slice_uninit(payload.len())?.write_from_slice(payload).send()?;
+        notify(notifier)?;
+    }
+
+    // Sink.
+    let mut wrong = 0u64;
+    let total = args.warmup + args.messages;
+    for seq in 0..total {
+        let request = next(&sink_server, &mut waiter)?;
+        let payload = request.payload();
+        if payload.len() != args.payload || payload[0] != seq as u8 {
+            wrong += 1;
+        }
+        if seq + 1 == args.warmup || seq + 1 == total {
+            let mut ack = [0u8; ACK_LEN];
+            ack[..8].copy_from_slice(&(seq + 1).to_le_bytes());
+            ack[8..].copy_from_slice(&wrong.to_le_bytes());
+            request.loan_slice_uninit(ACK_LEN)?.write_from_slice(&ack).send()?;
+            notify(notifier)?;
+        }
+    }
+    // Dropped in reverse order of creation: the ports, the services, the node last.
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    // Not iceoryx2's warning that no config file was loaded (the config is built here).
+    set_log_level(LogLevel::Error);
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match Args::parse(&argv) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("lapce-ipc-iceoryx2-peer: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match &args.child {
+        Some(id) => server(&args, id),
+        None => client(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let side = if args.child.is_some() { "server" } else { "client" };
+            eprintln!("lapce-ipc-iceoryx2-peer ({side}, {}): {e}", args.mode.arg());
+            ExitCode::FAILURE
+        }
+    }
+}
