@@ -341,6 +341,16 @@ impl IpcConfig {
                 return Err(invalid("ipc.allowed_uids", format!("uid {uid} is listed twice (got {uid})")));
             }
         }
+        if !ipc.allowed_uids.is_empty() && ipc.socket_dir.is_empty() {
+            return Err(invalid(
+                "ipc.allowed_uids",
+                format!(
+                    "needs ipc.socket_dir: other users cannot enter the private runtime directory, so \
+                     uids {:?} could never connect; set socket_dir to a directory they can traverse",
+                    ipc.allowed_uids
+                ),
+            ));
+        }
         let metrics = &self.metrics;
         in_range("metrics.export_interval_secs", metrics.export_interval_secs, 1, 86400)?;
         if let Some(addr) = &metrics.addr {
@@ -697,6 +707,11 @@ mod tests {
         let (key, reason) = err_of(&c);
         assert_eq!(key, "ipc.allowed_uids");
         assert!(reason.contains("not a user id"), "{reason}");
+        // An allow-list is only reachable through a socket_dir.
+        c.ipc.allowed_uids = vec![1000];
+        let (key, reason) = err_of(&c);
+        assert_eq!(key, "ipc.allowed_uids");
+        assert!(reason.contains("needs ipc.socket_dir") && reason.contains("[1000]"), "{reason}");
     }
 
     #[test]

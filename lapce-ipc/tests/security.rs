@@ -403,6 +403,27 @@ fn socket_dir_must_be_an_absolute_directory() {
     assert!(reason.contains("absolute"), "{reason}");
 }
 
+/// An allow-list without a `socket_dir` could never let anyone in (nobody else can enter the
+/// 0700 runtime directory): both sides refuse it, saying so, instead of binding a socket the
+/// allowed users cannot reach.
+#[test]
+fn an_allow_list_without_a_socket_dir_is_refused() {
+    let name = unique_name("allow-no-dir");
+    let config = StreamConfig { allowed_peer_uids: vec![own_uid() + 1], ..StreamConfig::default() };
+    for result in [
+        SharedMemoryListener::bind_with(&name, config.clone()).map(|_| ()),
+        SharedMemoryStream::connect_with(&name, &config).map(|_| ()),
+    ] {
+        match result {
+            Err(IpcError::InvalidArgument(reason)) => {
+                assert!(reason.contains("needs a socket_dir"), "{reason}")
+            }
+            other => panic!("expected a refusal of the allow-list, got {other:?}"),
+        }
+    }
+    assert!(!lapce_ipc::socket_path(&name).unwrap().exists(), "nothing was bound");
+}
+
 /// The default placement is what it was: `socket_path(name)` in the 0700 runtime directory owned
 /// by us, socket 0600.
 #[test]

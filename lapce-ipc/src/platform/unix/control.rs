@@ -44,6 +44,12 @@ pub(crate) fn control_path_in(
             check_socket_dir(dir, allowed_uids, client)?;
             dir.to_path_buf()
         }
+        None if !allowed_uids.is_empty() => {
+            return Err(IpcError::InvalidArgument(format!(
+                "allowed_peer_uids {allowed_uids:?} needs a socket_dir: other users cannot enter the private \
+                 runtime directory, so they could never connect"
+            )))
+        }
         None => runtime_dir()?,
     };
     let path = dir.join(format!("{name}.sock"));
