@@ -11,13 +11,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
 use super::measure::{Result, Throughput};
-use super::report::{self, CaseResult};
-use super::{node, Bench, Counts, Mode, Pinning, Transport};
+use super::report::CaseResult;
+use super::{node, Bench, Counts, Mode, Transport};
 
 /// Where `cargo build --release --manifest-path peers/iceoryx2/Cargo.toml` puts the program.
 const DEFAULT_PATH: &str =
@@ -111,46 +111,9 @@ impl Bench<'_> {
     /// Measures the iceoryx2 peer in `mode` for one payload: the same counts, tests and pinning
     /// as the other rows, run by the peer program.
     pub(super) fn iceoryx2_case(&self, peer: &Iceoryx2Peer, mode: WaitMode, payload: usize) -> CaseResult {
-        let transport = mode.transport();
-        let counts = Counts::new(self.args, payload);
-        let what = format!("{} {}", transport.name(), report::payload_label(payload));
-        self.progress.start(format!(
-            "measuring {what} rtt ({} round trips) and throughput ({} messages)",
-            counts.rounds, counts.messages
-        ));
-        let t = Instant::now();
-        let cpus = match self.pinning {
-            Pinning::Pinned { client, server } => Some((client, server)),
-            Pinning::SingleCpu | Pinning::NotPinned(_) => None,
-        };
-        let timeout = Duration::from_secs(self.args.timeout);
-        let measured = peer.measure(mode, payload, counts, cpus, timeout).map_err(|e| e.to_string());
-        let (rtt, tput) = match measured {
-            Ok((h, tput)) => {
-                self.progress.done(format!(
-                    "p50 {} µs, p99 {} µs, {} msg/s ({:.2} s)",
-                    report::us(h.value_at_quantile(0.5)),
-                    report::us(h.value_at_quantile(0.99)),
-                    report::rate(tput.msgs_per_sec()),
-                    t.elapsed().as_secs_f64()
-                ));
-                (Ok(h), Ok(tput))
-            }
-            Err(e) => {
-                self.progress.done(format!("FAILED: {e}"));
-                (Err(e.clone()), Err(e))
-            }
-        };
-        CaseResult {
-            transport,
-            mode: mode.mode(),
-            payload,
-            large: false,
-            rounds: counts.rounds,
-            messages: counts.messages,
-            rtt: Some(rtt),
-            tput,
-        }
+        self.peer_case(mode.transport(), mode.mode(), payload, |counts, cpus, timeout| {
+            peer.measure(mode, payload, counts, cpus, timeout)
+        })
     }
 }
 

@@ -714,6 +714,20 @@ impl Bench<'_> {
             node::Serialization::Json => Transport::NodeJson,
             node::Serialization::Advanced => Transport::NodeAdvanced,
         };
+        self.peer_case(transport, Mode::EventLoop, payload, |counts, cpus, timeout| {
+            peer.measure(serialization, payload, counts, cpus, timeout)
+        })
+    }
+
+    /// One row of a peer that runs its own processes (Node.js, iceoryx2): `measure` gets this
+    /// run's counts, the (client, server) CPUs to pin to, and the timeout.
+    fn peer_case(
+        &self,
+        transport: Transport,
+        mode: Mode,
+        payload: usize,
+        measure: impl FnOnce(Counts, Option<(usize, usize)>, Duration) -> Result<(Histogram<u64>, Throughput)>,
+    ) -> CaseResult {
         let counts = Counts::new(self.args, payload);
         let what = format!("{} {}", transport.name(), report::payload_label(payload));
         self.progress.start(format!(
@@ -726,7 +740,7 @@ impl Bench<'_> {
             Pinning::SingleCpu | Pinning::NotPinned(_) => None,
         };
         let timeout = Duration::from_secs(self.args.timeout);
-        let measured = peer.measure(serialization, payload, counts, cpus, timeout).map_err(|e| e.to_string());
+        let measured = measure(counts, cpus, timeout).map_err(|e| e.to_string());
         let (rtt, tput) = match measured {
             Ok((h, tput)) => {
                 self.progress.done(format!(
@@ -745,7 +759,7 @@ impl Bench<'_> {
         };
         CaseResult {
             transport,
-            mode: Mode::EventLoop,
+            mode,
             payload,
             large: false,
             rounds: counts.rounds,
