@@ -19,9 +19,12 @@ use super::measure::{Result, Throughput};
 use super::report::CaseResult;
 use super::{node, Bench, Counts, Mode, Transport};
 
-/// Where `cargo build --release --manifest-path peers/iceoryx2/Cargo.toml` puts the program.
-const DEFAULT_PATH: &str =
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../peers/iceoryx2/target/release/lapce-ipc-iceoryx2-peer");
+/// Where `cargo build --release --manifest-path peers/iceoryx2/Cargo.toml` puts the program in
+/// the checkout this binary was built from.
+fn default_path() -> PathBuf {
+    let cli = Path::new(env!("CARGO_MANIFEST_DIR"));
+    cli.parent().unwrap_or(cli).join("peers/iceoryx2/target/release/lapce-ipc-iceoryx2-peer")
+}
 
 /// The command that builds the program, for the skip message.
 pub const BUILD_HINT: &str = "cargo build --release --manifest-path peers/iceoryx2/Cargo.toml";
@@ -74,7 +77,7 @@ impl Iceoryx2Peer {
     /// The program at `path` (`--iceoryx2`), else where its build puts it in this checkout;
     /// `Err` says why the iceoryx2 rows cannot run and how to build it.
     pub fn find(path: Option<&Path>) -> std::result::Result<Iceoryx2Peer, String> {
-        let program = path.map_or_else(|| PathBuf::from(DEFAULT_PATH), Path::to_path_buf);
+        let program = path.map_or_else(default_path, Path::to_path_buf);
         if !program.is_file() {
             return Err(format!(
                 "{} not found (build it with `{BUILD_HINT}` in the repository, or pass --iceoryx2 PATH)",
