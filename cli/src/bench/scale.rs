@@ -627,15 +627,19 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
     connected_then_wait_for_go(clients.len())?;
     let secs = Duration::from_secs_f64(args.secs);
     let inflight = args.inflight;
-    let (requests, errors, elapsed, hist) = runtime.block_on(async {
+    // One histogram for the whole process, shared by every request loop: a histogram per loop
+    // (hundreds of KiB each at this resolution) made thousands of loops cost gigabytes, and
+    // the load measured the allocator. The runtime has one worker, so the lock is uncontended.
+    let hist = std::sync::Arc::new(std::sync::Mutex::new(new_histogram()?));
+    let (requests, errors, elapsed) = runtime.block_on(async {
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + secs;
         let mut set = tokio::task::JoinSet::new();
         for (c, client) in clients.iter().enumerate() {
             for t in 0..inflight {
                 let client = client.clone();
+                let hist = hist.clone();
                 set.spawn(async move {
-                    let mut hist = new_histogram().expect("valid histogram bounds");
                     let (mut ok, mut errors) = (0u64, 0u64);
                     let mut msg = vec![0x5Au8; PAYLOAD];
                     let mut i = (c * 31 + t) as u8;
@@ -645,9 +649,8 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
                         let sent = Instant::now();
                         match client.request(MessageType::Data, Bytes::copy_from_slice(&msg)).await {
                             Ok(answer) if answer.len() == PAYLOAD && answer[0] == i => {
-                                hist.saturating_record(
-                                    u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX),
-                                );
+                                let rtt = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                                hist.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(rtt);
                                 ok += 1;
                             }
                             // A wrong echo or a failed request: counted, and this task stops (a
@@ -658,24 +661,23 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
                             }
                         }
                     }
-                    (ok, errors, hist)
+                    (ok, errors)
                 });
             }
         }
-        let mut hist = new_histogram().expect("valid histogram bounds");
         let (mut ok, mut errors) = (0u64, 0u64);
         while let Some(r) = set.join_next().await {
             match r {
-                Ok((o, e, h)) => {
+                Ok((o, e)) => {
                     ok += o;
                     errors += e;
-                    let _ = hist.add(&h);
                 }
                 Err(_) => errors += 1,
             }
         }
-        (ok, errors, start.elapsed(), hist)
+        (ok, errors, start.elapsed())
     });
+    let hist = hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut out = std::io::stdout();
     writeln!(out, "{}", format_result(requests, errors, elapsed, &hist))?;
     out.flush()?;
