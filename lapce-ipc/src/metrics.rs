@@ -132,14 +132,13 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
-
-use crate::ring::{RingGauge, RingLevels};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::error::{IpcError, Result};
 use crate::frame::MessageType;
+use crate::ring::{RingGauge, RingLevels};
 
 /// The `Content-Type` of the `/metrics` answer: OpenMetrics text 1.0.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -339,35 +338,40 @@ impl Metrics {
         );
         let rings = Arc::new(RingRegistry::default());
         type Pick = fn(&RingSnapshot, Direction) -> Option<RingValue>;
-        let ring_families: [(&str, &str, Pick); 5] = [
+        let ring_families: [(&str, &str, MetricType, Pick); 5] = [
             (
                 "ring_occupancy_ratio",
                 "Share of the ring in use (written, not yet read) of the fullest connection now, by direction",
+                MetricType::Gauge,
                 |s, d| Some(RingValue::Gauge(s.occupancy[d as usize])),
             ),
             (
                 "ring_written_bytes",
                 "Bytes written into the rings, record headers and padding included, by direction",
+                MetricType::Counter,
                 |s, d| Some(RingValue::Counter(s.totals.written[d as usize])),
             ),
             (
                 "ring_read_bytes",
                 "Bytes read out of the rings and released, record headers and padding included, by direction",
+                MetricType::Counter,
                 |s, d| Some(RingValue::Counter(s.totals.read[d as usize])),
             ),
             (
                 "ring_writes",
                 "Ring records the server wrote (to_client; the client's writes happen in its own process)",
+                MetricType::Counter,
                 |s, d| (d == Direction::ToClient).then_some(RingValue::Counter(s.totals.records[d as usize])),
             ),
             (
                 "ring_reads",
                 "Ring records the server read (to_server; the client's reads happen in its own process)",
+                MetricType::Counter,
                 |s, d| (d == Direction::ToServer).then_some(RingValue::Counter(s.totals.records[d as usize])),
             ),
         ];
-        for (name, help, pick) in ring_families {
-            registry.register(name, help, RingFamily { rings: rings.clone(), pick });
+        for (name, help, kind, pick) in ring_families {
+            registry.register(name, help, RingFamily { rings: rings.clone(), kind, pick });
         }
         Metrics {
             registry,
@@ -643,6 +647,8 @@ enum RingValue {
 /// A ring family with a `direction` label, read from the [`RingRegistry`] when encoded.
 struct RingFamily {
     rings: Arc<RingRegistry>,
+    /// Counter or gauge, as `pick`'s values are.
+    kind: MetricType,
     pick: fn(&RingSnapshot, Direction) -> Option<RingValue>,
 }
 
@@ -673,12 +679,7 @@ impl EncodeMetric for RingFamily {
     }
 
     fn metric_type(&self) -> MetricType {
-        match (self.pick)(&RingSnapshot::default(), Direction::ToServer)
-            .or_else(|| (self.pick)(&RingSnapshot::default(), Direction::ToClient))
-        {
-            Some(RingValue::Counter(_)) => MetricType::Counter,
-            _ => MetricType::Gauge,
-        }
+        self.kind
     }
 }
 

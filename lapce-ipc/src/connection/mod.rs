@@ -94,7 +94,8 @@ impl Default for StreamConfig {
 /// - Unix: `<runtime dir>/<name>.sock`. The runtime directory is `$XDG_RUNTIME_DIR/lapce-ipc/`
 ///   or `/tmp/lapce-ipc-<uid>-<boot>/` (`<boot>`: 8 hex digits that change at every boot, so a
 ///   persistent `/tmp` never mixes boots; `$LAPCE_IPC_TMPDIR` replaces `/tmp` when set), created
-///   with mode 0700 and refused if another user owns it or it is open to others. The whole path must fit the 107 bytes a Unix socket address holds.
+///   with mode 0700 and refused if another user owns it or it is open to others. The whole path
+///   must fit the 107 bytes a Unix socket address holds.
 ///   This is where a listener or client with the default [`StreamConfig`] goes; one with a
 ///   [`StreamConfig::socket_dir`] uses `<socket_dir>/<name>.sock` instead (checked when binding
 ///   or connecting, not here).
