@@ -120,7 +120,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
     let grace = Duration::from_secs(args.grace_secs);
     runtime()?.block_on(async move {
         let server = IpcServer::bind(&name, config)?;
-        server.register_handler(MessageType::Data, |request: Bytes| async move { Ok(request) });
+        server.register_sync_handler(MessageType::Data, Ok);
         server.register_handler(MessageType::Complete, |request: Bytes| async move {
             let request = decode_request(&request)?;
             let response = CompletionResponse {

@@ -188,9 +188,31 @@ fn quick_bench_writes_json_for_every_transport() {
 
 #[test]
 fn scale_smoke_has_rows_without_errors_and_leaves_no_children() {
+    scale_smoke("rpc");
+}
+
+#[test]
+fn scale_smoke_with_framed_stream_clients() {
+    scale_smoke("framed");
+}
+
+/// One scale row of 8 clients driven through `api` (`--scale-client`).
+fn scale_smoke(api: &str) {
     let json = unique_json_path();
     let bench = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
-        .args(["bench", "--scale", "8", "--quick", "--scale-secs", "1", "--trim-wait", "0", "--json"])
+        .args([
+            "bench",
+            "--scale",
+            "8",
+            "--quick",
+            "--scale-secs",
+            "1",
+            "--trim-wait",
+            "0",
+            "--scale-inflight",
+            "8",
+        ])
+        .args(["--scale-client", api, "--json"])
         .arg(&json.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -213,6 +235,7 @@ fn scale_smoke_has_rows_without_errors_and_leaves_no_children() {
     let row = &rows[0];
     assert_eq!(row["test"], "scale", "{row}");
     assert_eq!(row["clients"], 8, "{row}");
+    assert_eq!(row["client_api"], api, "{row}");
     assert!(row["error"].is_null(), "{row}");
     assert_eq!(row["request_errors"], 0, "{row}");
     assert!(row["requests"].as_u64().is_some_and(|n| n > 0), "{row}");

@@ -6,7 +6,6 @@
 //! cargo run --release -p lapce-ipc --example echo_server -- my-server
 //! ```
 
-use bytes::Bytes;
 use lapce_ipc::frame::MessageType;
 use lapce_ipc::{IpcConfig, IpcServer};
 
@@ -15,7 +14,7 @@ fn main() -> lapce_ipc::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let server = IpcServer::bind(&name, IpcConfig::default())?;
-        server.register_handler(MessageType::Data, |request: Bytes| async move { Ok(request) });
+        server.register_sync_handler(MessageType::Data, Ok);
         println!("listening on {}", server.path().display());
         server.serve().await
     })

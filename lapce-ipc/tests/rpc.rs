@@ -26,6 +26,13 @@ const FAILS: MessageType = MessageType::Unknown(0x201);
 const IN_FLIGHT: MessageType = MessageType::Unknown(0x202);
 /// Answers with one byte more than the message limit.
 const TOO_BIG: MessageType = MessageType::Unknown(0x203);
+/// `register_sync_handler` versions: echo, panic, error, answer over the limit, and the
+/// in-flight count (which includes the sync request itself).
+const SYNC_ECHO: MessageType = MessageType::Unknown(0x210);
+const SYNC_PANICS: MessageType = MessageType::Unknown(0x211);
+const SYNC_FAILS: MessageType = MessageType::Unknown(0x212);
+const SYNC_TOO_BIG: MessageType = MessageType::Unknown(0x213);
+const SYNC_IN_FLIGHT: MessageType = MessageType::Unknown(0x214);
 /// Begins a graceful shutdown (grace 10 s) and answers at once.
 const SHUT_DOWN: MessageType = MessageType::Unknown(0x2FF);
 /// No handler for this one.
@@ -79,6 +86,14 @@ fn child_main() {
             Err(ErrorBody::new(ErrorCode::Number(429), "rate limited, try later"))
         });
         server.register_handler(TOO_BIG, |_| async move { Ok(Bytes::from(vec![7u8; (10 << 20) + 1])) });
+        server.register_sync_handler(SYNC_ECHO, |p| Ok(Bytes::from(p.to_ascii_uppercase())));
+        server.register_sync_handler(SYNC_PANICS, |_| panic!("sync handler boom"));
+        server.register_sync_handler(SYNC_FAILS, |_| Err(ErrorBody::new(ErrorCode::Number(503), "busy")));
+        server.register_sync_handler(SYNC_TOO_BIG, |_| Ok(Bytes::from(vec![7u8; (10 << 20) + 1])));
+        let handle = server.clone();
+        server.register_sync_handler(SYNC_IN_FLIGHT, move |_| {
+            Ok(Bytes::from(handle.stats().requests_in_flight.to_string()))
+        });
         let handle = server.clone();
         server.register_handler(IN_FLIGHT, move |_| {
             let n = handle.stats().requests_in_flight;
@@ -211,6 +226,63 @@ fn panics_errors_and_unknown_types_are_answered_and_the_connection_goes_on() {
         for i in 0..20 {
             assert!(matches!(client.request(PANICS, "x").await, Err(IpcError::HandlerPanic(_))));
             assert_eq!(client.request(ECHO, format!("{i}")).await.unwrap(), format!("{i}"));
+        }
+        assert_eq!(client.reconnects(), 0);
+    });
+}
+
+/// Sync handlers run on the connection's task: answers, errors, panics and answers over the
+/// limit go back as for async ones, the connection goes on, and payloads copied into the
+/// connection's reused block stay intact while many are in flight at once.
+#[test]
+fn sync_handlers_answer_fail_and_panic_like_async_ones() {
+    let name = unique_name("rpc-sync");
+    let _child = server(&name, 1000);
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        assert_eq!(client.request(SYNC_ECHO, "abc").await.unwrap(), "ABC");
+        assert_eq!(client.request(SYNC_ECHO, "").await.unwrap(), "");
+        assert_eq!(client.request(SYNC_IN_FLIGHT, "").await.unwrap(), "1");
+        match client.request(SYNC_PANICS, "x").await {
+            Err(IpcError::HandlerPanic(msg)) => assert!(msg.contains("sync handler boom"), "{msg}"),
+            other => panic!("expected HandlerPanic, got {other:?}"),
+        }
+        match client.request(SYNC_FAILS, "x").await {
+            Err(IpcError::Remote(body)) => {
+                assert_eq!((body.code, &body.message[..]), (ErrorCode::Number(503), "busy"))
+            }
+            other => panic!("expected Remote, got {other:?}"),
+        }
+        match client.request(SYNC_TOO_BIG, "x").await {
+            Err(IpcError::Remote(body)) => assert_eq!(body.code, ErrorCode::TOO_LARGE, "{}", body.message),
+            other => panic!("expected a 413 error, got {other:?}"),
+        }
+        // Payloads of every size around the block's (1 KiB), many in flight: the slow echoes
+        // hold theirs (slices of a block) while they sleep, so later copies fill new blocks, and
+        // the sync ones reuse blocks no request holds any more.
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..400usize {
+            let len = [0, 1, 63, 64, 1000, 1016, 1017, 1024, 1025, 4096][i % 10];
+            let data: Vec<u8> = (0..len).map(|j| (i * 7 + j) as u8).collect();
+            let client = client.clone();
+            tasks.spawn(async move {
+                let (kind, payload, want) = if i % 2 == 0 {
+                    (SYNC_ECHO, data.clone(), data.to_ascii_uppercase())
+                } else {
+                    let mut p = millis(1 + (i % 3) as u64).to_vec();
+                    p.extend_from_slice(&data);
+                    (SLOW_ECHO, p.clone(), p)
+                };
+                let got = client.request(kind, Bytes::from(payload)).await.unwrap();
+                assert!(got[..] == want[..], "request {i} ({} bytes) came back altered", want.len());
+            });
+        }
+        while let Some(done) = tasks.join_next().await {
+            done.unwrap();
+        }
+        for i in 0..20 {
+            assert!(matches!(client.request(SYNC_PANICS, "x").await, Err(IpcError::HandlerPanic(_))));
+            assert_eq!(client.request(SYNC_ECHO, format!("x{i}")).await.unwrap(), format!("X{i}"));
         }
         assert_eq!(client.reconnects(), 0);
     });

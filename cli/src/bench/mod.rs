@@ -98,6 +98,11 @@ pub struct BenchArgs {
     /// Scale mode: seconds of load (default 3, 1 with --quick).
     #[arg(long, value_name = "SECS")]
     pub scale_secs: Option<f64>,
+    /// Scale mode: the clients' API. `rpc`: `IpcClient`, a task per request in flight (what an
+    /// application does). `framed`: one task per connection keeping its requests in flight
+    /// over the raw framed stream, matched by id (a load generator: what the server can do).
+    #[arg(long, value_name = "API", value_enum, default_value_t = scale::ScaleClient::Rpc)]
+    pub scale_client: scale::ScaleClient,
     /// The Node.js to run the Node.js IPC peer with (`child_process.fork` + `process.send`,
     /// json and advanced serialization); its rows are skipped with a message when it cannot run.
     #[arg(long, value_name = "PATH", default_value = "node")]
@@ -1107,6 +1112,7 @@ mod tests {
             trim_wait: 2.0,
             scale_inflight: 4,
             scale_secs: None,
+            scale_client: scale::ScaleClient::Rpc,
             node: "node".into(),
             no_node: false,
             iceoryx2: None,

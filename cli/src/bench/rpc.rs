@@ -1,4 +1,5 @@
-//! The request/response row: an `IpcServer` with an echo handler in the server child, an
+//! The request/response row: an `IpcServer` with a sync echo handler (`register_sync_handler`, the
+//! dispatch that allocates nothing) in the server child, an
 //! `IpcClient` in the bench process. Round trips are sequential requests; throughput is requests
 //! per second with many in flight on the one connection (pipelining).
 
@@ -53,7 +54,7 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
     };
     runtime.block_on(async {
         let server = IpcServer::bind(&args.name, config)?;
-        server.register_handler(MessageType::Data, |request: Bytes| async move { Ok(request) });
+        server.register_sync_handler(MessageType::Data, Ok);
         let watcher = server.clone();
         tokio::spawn(async move {
             loop {

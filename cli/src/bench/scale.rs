@@ -20,13 +20,14 @@ use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use lapce_ipc::frame::MessageType;
-use lapce_ipc::{IpcClient, IpcConfig};
+use lapce_ipc::frame::{AsyncFramedShmStream, MessageType};
+use lapce_ipc::{AsyncSharedMemoryStream, IpcClient, IpcConfig};
 use serde::Serialize;
 
 use super::child::{self, ServerProcess};
@@ -72,6 +73,19 @@ pub struct ScaleClientArgs {
     /// Pid of the bench process; the client dies with it.
     #[arg(long)]
     pub parent_pid: Option<u32>,
+    /// The API the connections are driven through.
+    #[arg(long, value_enum, default_value_t = ScaleClient::Rpc)]
+    pub api: ScaleClient,
+}
+
+/// How a scale client drives its connections (`bench --scale-client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScaleClient {
+    /// `IpcClient::request`, one task per request in flight.
+    Rpc,
+    /// Frames with ids over `AsyncFramedShmStream`, one task per connection.
+    Framed,
 }
 
 /// Memory and descriptors of a process at one moment (`None`: not available here).
@@ -204,6 +218,8 @@ pub struct ScaleRow {
     pub payload_bytes: u64,
     /// Requests in flight per connection during the load.
     pub inflight_per_connection: usize,
+    /// The clients' API.
+    pub client_api: ScaleClient,
     /// Server idle, no clients.
     pub idle: Footprint,
     /// Server with all clients connected and idle, after the trim wait.
@@ -235,7 +251,7 @@ pub struct ScaleRow {
 }
 
 impl ScaleRow {
-    fn new(clients: usize, processes: usize, inflight: usize, trim_wait: f64) -> ScaleRow {
+    fn new(clients: usize, processes: usize, inflight: usize, api: ScaleClient, trim_wait: f64) -> ScaleRow {
         ScaleRow {
             transport: Transport::Rpc.name().into(),
             test: "scale".into(),
@@ -243,6 +259,7 @@ impl ScaleRow {
             client_processes: processes,
             payload_bytes: PAYLOAD as u64,
             inflight_per_connection: inflight,
+            client_api: api,
             idle: Footprint::default(),
             connected: Footprint::default(),
             trim_wait_secs: trim_wait,
@@ -391,7 +408,8 @@ pub(super) fn run(bench: &Bench<'_>, args: &BenchArgs) -> Vec<ScaleRow> {
         .map(|&n| {
             let n = n as usize;
             let processes = CLIENT_PROCESSES.min(n);
-            let mut row = ScaleRow::new(n, processes, args.scale_inflight as usize, args.trim_wait);
+            let mut row =
+                ScaleRow::new(n, processes, args.scale_inflight as usize, args.scale_client, args.trim_wait);
             if let Err(e) = check_fd_limit(n, limit).and_then(|()| one(bench, args, n, secs, &mut row)) {
                 bench.progress.note(format!("  FAILED: {e}"));
                 row.error = Some(e.to_string());
@@ -453,6 +471,11 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
                 secs.to_string().into(),
                 "--parent-pid".into(),
                 std::process::id().to_string().into(),
+                "--api".into(),
+                clap::ValueEnum::to_possible_value(&args.scale_client)
+                    .expect("no skipped variants")
+                    .get_name()
+                    .into(),
             ];
             clients.push(ClientProcess::spawn(&client_args)?);
         }
@@ -609,60 +632,30 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
     child::die_with_parent(if cfg!(target_os = "linux") { args.parent_pid } else { None })?;
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let clients = runtime.block_on(async {
-        let mut clients = Vec::with_capacity(args.connections);
-        // A few connects at a time: the server accepts one after another anyway.
-        for chunk in (0..args.connections).collect::<Vec<_>>().chunks(16) {
-            let mut set = tokio::task::JoinSet::new();
-            for _ in chunk {
-                let name = args.name.clone();
-                set.spawn(async move { IpcClient::connect(&name, IpcConfig::default()).await });
-            }
-            while let Some(c) = set.join_next().await {
-                clients.push(c.map_err(|e| format!("connect task: {e}"))??);
-            }
-        }
-        Ok::<_, super::measure::Error>(clients)
-    })?;
+    let clients = runtime.block_on(connect_all(&args.name, args.connections, args.api))?;
     connected_then_wait_for_go(clients.len())?;
     let secs = Duration::from_secs_f64(args.secs);
     let inflight = args.inflight;
     // One histogram for the whole process, shared by every request loop: a histogram per loop
     // (hundreds of KiB each at this resolution) made thousands of loops cost gigabytes, and
     // the load measured the allocator. The runtime has one worker, so the lock is uncontended.
-    let hist = std::sync::Arc::new(std::sync::Mutex::new(new_histogram()?));
-    let (requests, errors, elapsed) = runtime.block_on(async {
+    let hist = Arc::new(Mutex::new(new_histogram()?));
+    let (requests, errors, elapsed, clients) = runtime.block_on(async {
         let start = Instant::now();
         let deadline = tokio::time::Instant::now() + secs;
         let mut set = tokio::task::JoinSet::new();
-        for (c, client) in clients.iter().enumerate() {
-            for t in 0..inflight {
-                let client = client.clone();
-                let hist = hist.clone();
-                set.spawn(async move {
-                    let (mut ok, mut errors) = (0u64, 0u64);
-                    let mut msg = vec![0x5Au8; PAYLOAD];
-                    let mut i = (c * 31 + t) as u8;
-                    while tokio::time::Instant::now() < deadline {
-                        i = i.wrapping_add(1);
-                        msg[0] = i;
-                        let sent = Instant::now();
-                        match client.request(MessageType::Data, Bytes::copy_from_slice(&msg)).await {
-                            Ok(answer) if answer.len() == PAYLOAD && answer[0] == i => {
-                                let rtt = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
-                                hist.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(rtt);
-                                ok += 1;
-                            }
-                            // A wrong echo or a failed request: counted, and this task stops (a
-                            // dead connection would otherwise fail as fast as it can).
-                            _ => {
-                                errors += 1;
-                                break;
-                            }
-                        }
+        let mut kept = Vec::new();
+        for (c, client) in clients.into_iter().enumerate() {
+            match client {
+                Connection::Rpc(client) => {
+                    for t in 0..inflight {
+                        set.spawn(rpc_loop(client.clone(), (c * 31 + t) as u8, deadline, hist.clone()));
                     }
-                    (ok, errors)
-                });
+                    kept.push(client);
+                }
+                Connection::Framed(stream) => {
+                    set.spawn(framed_loop(*stream, inflight, deadline, hist.clone()));
+                }
             }
         }
         let (mut ok, mut errors) = (0u64, 0u64);
@@ -675,7 +668,7 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
                 Err(_) => errors += 1,
             }
         }
-        (ok, errors, start.elapsed())
+        (ok, errors, start.elapsed(), kept)
     });
     let hist = hist.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut out = std::io::stdout();
@@ -685,6 +678,119 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
     drop(clients);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// One scale client connection.
+enum Connection {
+    Rpc(IpcClient),
+    /// Greeted already (the server's `ready` frame read).
+    Framed(Box<AsyncFramedShmStream>),
+}
+
+/// Opens `count` connections to `name`, a few at a time (the server accepts one after another
+/// anyway).
+async fn connect_all(name: &str, count: usize, api: ScaleClient) -> Result<Vec<Connection>> {
+    let mut clients = Vec::with_capacity(count);
+    for chunk in (0..count).collect::<Vec<_>>().chunks(16) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in chunk {
+            let name = name.to_owned();
+            set.spawn(async move {
+                match api {
+                    ScaleClient::Rpc => {
+                        Ok(Connection::Rpc(IpcClient::connect(&name, IpcConfig::default()).await?))
+                    }
+                    ScaleClient::Framed => {
+                        let mut framed =
+                            AsyncFramedShmStream::new(AsyncSharedMemoryStream::connect(&name).await?);
+                        let (kind, id) = framed.recv_with(|kind, _, id| (kind, id)).await?;
+                        if (kind, id) != (MessageType::Control, 0) {
+                            return Err(format!("expected the server's greeting, got {kind:?} #{id}").into());
+                        }
+                        Ok::<_, super::measure::Error>(Connection::Framed(Box::new(framed)))
+                    }
+                }
+            });
+        }
+        while let Some(c) = set.join_next().await {
+            clients.push(c.map_err(|e| format!("connect task: {e}"))??);
+        }
+    }
+    Ok(clients)
+}
+
+/// Records one round trip.
+fn record(hist: &Mutex<Histogram<u64>>, sent: Instant) {
+    let rtt = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    hist.lock().unwrap_or_else(|p| p.into_inner()).saturating_record(rtt);
+}
+
+/// One request in flight on an `IpcClient`, again and again until `deadline`: requests answered
+/// and errors (a wrong echo or a failed request ends the loop: a dead connection would
+/// otherwise fail as fast as it can).
+async fn rpc_loop(
+    client: IpcClient,
+    seed: u8,
+    deadline: tokio::time::Instant,
+    hist: Arc<Mutex<Histogram<u64>>>,
+) -> (u64, u64) {
+    let mut ok = 0u64;
+    let mut msg = vec![0x5Au8; PAYLOAD];
+    let mut i = seed;
+    while tokio::time::Instant::now() < deadline {
+        i = i.wrapping_add(1);
+        msg[0] = i;
+        let sent = Instant::now();
+        match client.request(MessageType::Data, Bytes::copy_from_slice(&msg)).await {
+            Ok(answer) if answer.len() == PAYLOAD && answer[0] == i => {
+                record(&hist, sent);
+                ok += 1;
+            }
+            _ => return (ok, 1),
+        }
+    }
+    (ok, 0)
+}
+
+/// `inflight` requests kept in flight on one framed stream until `deadline`, then the last
+/// answers collected: requests answered and errors. Each request has the next id and its id's
+/// low byte as first payload byte; an answer must be a `Response` to the oldest request in
+/// flight (one connection's requests are answered in order by an echo that completes at
+/// once) with that payload, or it counts as an error and ends the loop.
+async fn framed_loop(
+    mut stream: AsyncFramedShmStream,
+    inflight: usize,
+    deadline: tokio::time::Instant,
+    hist: Arc<Mutex<Histogram<u64>>>,
+) -> (u64, u64) {
+    let mut sent_at = std::collections::VecDeque::with_capacity(inflight);
+    let mut msg = [0x5Au8; PAYLOAD];
+    let (mut next, mut ok) = (1u64, 0u64);
+    loop {
+        while sent_at.len() < inflight && tokio::time::Instant::now() < deadline {
+            msg[0] = next as u8;
+            sent_at.push_back((next, Instant::now()));
+            if stream.send_with_id(MessageType::Data, next, &msg).await.is_err() {
+                return (ok, 1);
+            }
+            next += 1;
+        }
+        let Some(&(want, sent)) = sent_at.front() else { return (ok, 0) };
+        let answer = stream.recv_with(|kind, payload, id| {
+            kind == MessageType::Response
+                && id == want
+                && payload.len() == PAYLOAD
+                && payload[0] == want as u8
+        });
+        match answer.await {
+            Ok(true) => {
+                record(&hist, sent);
+                sent_at.pop_front();
+                ok += 1;
+            }
+            _ => return (ok, 1),
+        }
+    }
 }
 
 /// Prints the scale table.
@@ -709,7 +815,12 @@ pub fn print_table(rows: &[ScaleRow]) {
         "p99 µs",
         "errors"
     );
-    println!("scale (lapce-ipc-rpc, {} B requests; MB = MiB of server RSS):", PAYLOAD);
+    let api = rows.first().map_or(ScaleClient::Rpc, |r| r.client_api);
+    let api = match api {
+        ScaleClient::Rpc => "IpcClient clients",
+        ScaleClient::Framed => "framed-stream clients",
+    };
+    println!("scale (lapce-ipc-rpc, {PAYLOAD} B requests, {api}; MB = MiB of server RSS):");
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
     for r in rows {
@@ -796,8 +907,12 @@ pub fn targets(
         load.map_or_else(
             || "n/a (N=1000 not measured)".into(),
             |(r, v, e)| {
+                let api = match r.client_api {
+                    ScaleClient::Rpc => "IpcClient",
+                    ScaleClient::Framed => "framed-stream clients",
+                };
                 format!(
-                    "{} req/s, {e} errors, {} in flight ({} per connection)",
+                    "{} req/s, {e} errors, {} in flight ({} per connection, {api})",
                     rate(v),
                     r.clients * r.inflight_per_connection,
                     r.inflight_per_connection

@@ -29,11 +29,13 @@ pub type HandlerResult = std::result::Result<Bytes, ErrorBody>;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 type UnaryFn = dyn Fn(Bytes) -> BoxFuture<HandlerResult> + Send + Sync;
+type SyncFn = dyn Fn(Bytes) -> HandlerResult + Send + Sync;
 type StreamFn = dyn Fn(Bytes, ChunkSender) -> BoxFuture<std::result::Result<(), ErrorBody>> + Send + Sync;
 
 #[derive(Clone)]
 enum Handler {
     Unary(Arc<UnaryFn>),
+    Sync(Arc<SyncFn>),
     Stream(Arc<StreamFn>),
 }
 
@@ -84,7 +86,9 @@ struct Counters {
 /// at once is answered from there, without a task hop), then in a task of its own, as streaming
 /// handlers always do, so slow handlers do not hold up fast ones and answers may go out of
 /// order (the client matches them by id). A handler should therefore not compute for long
-/// before its first `.await` (use `spawn_blocking` for that): it would hold up its connection. A handler's error or panic, an unknown message type or
+/// before its first `.await` (use `spawn_blocking` for that): it would hold up its connection.
+/// A [sync handler](Self::register_sync_handler) runs there entirely, with no future to box:
+/// the dispatch of a small echo then allocates nothing. A handler's error or panic, an unknown message type or
 /// a cancelled request is answered with an `Error` frame; only a frame the server cannot read
 /// closes that one connection. The handle is cheap to clone: clones share the server.
 ///
@@ -190,6 +194,44 @@ impl IpcServer {
     {
         let f: Arc<UnaryFn> = Arc::new(move |payload| Box::pin(handler(payload)));
         self.register(kind, Handler::Unary(f));
+    }
+
+    /// Answers requests of type `kind` with `handler`'s result, computed right on the
+    /// connection's task: no future, no task, no allocation per request (the dispatch of such
+    /// an echo allocates nothing: tests/zero_alloc.rs). For quick answers (a lookup, an echo, a
+    /// small transformation): while it runs, its connection reads no other request, so
+    /// anything that waits (I/O, locks held elsewhere, long computation) belongs in
+    /// [`register_handler`](Self::register_handler). Answers and errors are sent as there; a
+    /// panic is caught and answered with an error.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use lapce_ipc::frame::MessageType;
+    /// use lapce_ipc::{IpcClient, IpcConfig, IpcServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> lapce_ipc::Result<()> {
+    /// let name = format!("rpc-sync-doc-{}", std::process::id());
+    /// let server = IpcServer::bind(&name, IpcConfig::default())?;
+    /// server.register_sync_handler(MessageType::Data, |request: Bytes| Ok(request));
+    /// let serving = tokio::spawn({
+    ///     let server = server.clone();
+    ///     async move { server.serve().await }
+    /// });
+    ///
+    /// let client = IpcClient::connect(&name, IpcConfig::default()).await?;
+    /// let answer = client.request(MessageType::Data, Bytes::from_static(b"echo")).await?;
+    /// assert_eq!(&answer[..], b"echo");
+    ///
+    /// server.shutdown(std::time::Duration::from_secs(1));
+    /// serving.await.unwrap()?;
+    /// # Ok(()) }
+    /// ```
+    pub fn register_sync_handler<F>(&self, kind: MessageType, handler: F)
+    where
+        F: Fn(Bytes) -> HandlerResult + Send + Sync + 'static,
+    {
+        self.register(kind, Handler::Sync(Arc::new(handler)));
     }
 
     /// Answers requests of type `kind` with a stream: `handler` sends any number of chunks
@@ -368,6 +410,14 @@ impl Connection {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Runs a request in a task of its own, registered (for cancellation) under the lock the
+    /// task takes to unregister, so that it cannot finish before it is registered.
+    fn spawn_request(&self, id: u64, task: impl Future<Output = ()> + Send + 'static) {
+        let mut in_flight = self.in_flight();
+        let handle = tokio::spawn(task);
+        in_flight.insert(id, handle.abort_handle());
+    }
+
     async fn send(&self, kind: MessageType, id: u64, payload: Bytes) {
         if let Some(m) = &self.metrics {
             m.response_bytes.inc_by(payload.len() as u64);
@@ -429,6 +479,7 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, a
     };
     let mut stopping = server.stopping.subscribe();
     let mut buf = Vec::new();
+    let mut payloads = PayloadBlock::default();
     loop {
         if *stopping.borrow_and_update() {
             break;
@@ -470,7 +521,7 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, a
         if let Some(m) = &server.metrics {
             m.request_bytes.inc_by(buf.len() as u64);
         }
-        let payload = Bytes::copy_from_slice(&buf);
+        let payload = payloads.copy(&buf);
         match kind {
             MessageType::Cancel => {
                 let running = conn.in_flight().remove(&id);
@@ -510,26 +561,46 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, a
                     (m, Instant::now())
                 });
                 let span = tracing::debug_span!("ipc_request", id, kind = ?kind);
-                let unary = matches!(handler, Handler::Unary(_));
-                let request = Request { kind, id, payload, metrics };
-                let mut task = Box::pin(
-                    run_request(server.clone(), conn.clone(), handler, request, permit).instrument(span),
-                );
-                // A unary request is first run right here, up to its first wait (with panics
-                // caught inside, as in its own task): one that completes at once (most do) is
-                // answered without a task hop, and was never cancellable. One that waits goes
-                // on in its own task, as a stream always does, so that it holds up nothing. (This
-                // poll registered the connection task's waker where the request waits: a
-                // spurious wake-up of this task is harmless, and the request's task registers
-                // its own waker at its first poll.)
-                if unary && poll_fn(|cx| Poll::Ready(task.as_mut().poll(cx).is_ready())).await {
-                    continue;
+                let request =
+                    Running { kind, id, metrics, _permit: permit, _counted: InFlight::start(&server) };
+                match handler {
+                    Handler::Sync(f) => {
+                        let outcome = span.in_scope(|| catch_panic(|| f(payload)));
+                        request.answer(&server, &conn, outcome).await;
+                    }
+                    Handler::Unary(f) => {
+                        let mut future = match span.in_scope(|| catch_panic(|| f(payload))) {
+                            Ok(future) => CatchUnwind::new(future),
+                            Err(panic) => {
+                                request.answer(&server, &conn, Err(panic)).await;
+                                continue;
+                            }
+                        };
+                        // First run right here, up to its first wait (panics caught as in its
+                        // own task): one that completes at once (most do) is answered without a
+                        // task hop or an allocation beyond its future's box, and was never
+                        // cancellable. One that waits goes on in its own task, so that it holds
+                        // up nothing. (This poll registered the connection task's waker where
+                        // the request waits: a spurious wake-up of this task is harmless, and
+                        // the request's task registers its own waker at its first poll.)
+                        let first =
+                            poll_fn(|cx| Poll::Ready(span.in_scope(|| Pin::new(&mut future).poll(cx)))).await;
+                        if let Poll::Ready(outcome) = first {
+                            request.answer(&server, &conn, outcome).await;
+                            continue;
+                        }
+                        let (server, conn_) = (server.clone(), conn.clone());
+                        let task = async move {
+                            let outcome = future.await;
+                            request.answer(&server, &conn_, outcome).await;
+                        };
+                        conn.spawn_request(id, task.instrument(span));
+                    }
+                    Handler::Stream(f) => {
+                        let task = run_stream(server.clone(), conn.clone(), f, payload, request);
+                        conn.spawn_request(id, task.instrument(span));
+                    }
                 }
-                // Registered under the lock the task takes to unregister, so it cannot finish
-                // before it is registered.
-                let mut in_flight = conn.in_flight();
-                let handle = tokio::spawn(task);
-                in_flight.insert(id, handle.abort_handle());
             }
         }
     }
@@ -566,78 +637,104 @@ async fn recv_or_idle(
     }
 }
 
-/// One request as dispatched to its handler.
-struct Request {
+/// A request being answered: what its answer needs, its permit (one of the connection's
+/// `max_concurrent_requests`) and its place in the in-flight count, both given back when it is
+/// dropped (answered, or aborted by a cancel).
+struct Running {
     kind: MessageType,
     id: u64,
-    payload: Bytes,
     /// The series of its type and when it was dispatched, when metrics are on.
     metrics: Option<(Arc<TypeMetrics>, Instant)>,
+    _permit: OwnedSemaphorePermit,
+    _counted: InFlight,
 }
 
-/// Runs one request's handler and sends its answer.
-async fn run_request(
-    server: Arc<Inner>,
-    conn: Arc<Connection>,
-    handler: Handler,
-    request: Request,
-    _permit: OwnedSemaphorePermit,
-) {
-    let Request { kind, id, payload, metrics } = request;
-    // Counted until this future ends or is dropped (a cancelled request is aborted).
-    server.counters.in_flight.fetch_add(1, Ordering::Relaxed);
-    if let Some(m) = &server.metrics {
-        m.requests_in_flight.inc();
-    }
-    let _running = InFlight(server.clone());
-    let failure = match handler {
-        Handler::Unary(f) => match call(|| f(payload)).await {
+impl Running {
+    /// Sends a unary handler's outcome (the answer, its error, or its panic's message), then
+    /// ends the request.
+    async fn answer(
+        self,
+        server: &Inner,
+        conn: &Connection,
+        outcome: std::result::Result<HandlerResult, String>,
+    ) {
+        let max = server.config.ipc.max_message_size;
+        let failure = match outcome {
             // An answer over the limit would break the connection's sending side: refuse it.
-            Ok(Ok(response)) if response.len() > server.config.ipc.max_message_size => Some((
+            Ok(Ok(response)) if response.len() > max => Some((
                 ErrorKind::TooLarge,
                 ErrorBody::new(
                     ErrorCode::TOO_LARGE,
                     format!(
-                        "the handler's answer of {} bytes is over the limit of {} bytes",
-                        response.len(),
-                        server.config.ipc.max_message_size
+                        "the handler's answer of {} bytes is over the limit of {max} bytes",
+                        response.len()
                     ),
                 ),
             )),
             Ok(Ok(response)) => {
-                conn.send(MessageType::Response, id, response).await;
+                conn.send(MessageType::Response, self.id, response).await;
                 None
             }
             Ok(Err(body)) => Some((ErrorKind::Handler, body)),
-            Err(panic) => Some((ErrorKind::Panic, panicked(&server, kind, &panic))),
-        },
-        Handler::Stream(f) => {
-            let sink = ChunkSender {
-                out: conn.out.clone(),
-                id,
-                metrics: server.metrics.clone(),
-                max: server.config.ipc.max_message_size,
-            };
-            match call(|| f(payload, sink)).await {
-                Ok(Ok(())) => {
-                    conn.send(MessageType::StreamEnd, id, Bytes::new()).await;
-                    None
-                }
-                Ok(Err(body)) => Some((ErrorKind::Handler, body)),
-                Err(panic) => Some((ErrorKind::Panic, panicked(&server, kind, &panic))),
-            }
+            Err(panic) => Some((ErrorKind::Panic, panicked(server, self.kind, &panic))),
+        };
+        self.end(server, conn, failure).await;
+    }
+
+    /// Sends the error of a failed request, records its time, and takes it out of the
+    /// connection's in-flight table (when it ran in a task of its own).
+    async fn end(self, server: &Inner, conn: &Connection, failure: Option<(ErrorKind, ErrorBody)>) {
+        if let Some((metric, body)) = failure {
+            conn.send_error(server, self.id, metric, body).await;
         }
-    };
-    if let Some((metric, body)) = failure {
-        conn.send_error(&server, id, metric, body).await;
+        if let Some((m, dispatched)) = &self.metrics {
+            m.answered(dispatched.elapsed());
+        }
+        conn.in_flight().remove(&self.id);
     }
-    if let Some((m, dispatched)) = &metrics {
-        m.answered(dispatched.elapsed());
-    }
-    conn.in_flight().remove(&id);
 }
 
+/// Runs a streaming handler and ends its stream.
+async fn run_stream(
+    server: Arc<Inner>,
+    conn: Arc<Connection>,
+    f: Arc<StreamFn>,
+    payload: Bytes,
+    request: Running,
+) {
+    let sink = ChunkSender {
+        out: conn.out.clone(),
+        id: request.id,
+        metrics: server.metrics.clone(),
+        max: server.config.ipc.max_message_size,
+    };
+    let outcome = match catch_panic(|| f(payload, sink)) {
+        Ok(future) => CatchUnwind::new(future).await,
+        Err(panic) => Err(panic),
+    };
+    let failure = match outcome {
+        Ok(Ok(())) => {
+            conn.send(MessageType::StreamEnd, request.id, Bytes::new()).await;
+            None
+        }
+        Ok(Err(body)) => Some((ErrorKind::Handler, body)),
+        Err(panic) => Some((ErrorKind::Panic, panicked(&server, request.kind, &panic))),
+    };
+    request.end(&server, &conn, failure).await;
+}
+
+/// Counts a request in [`ServerStats::requests_in_flight`] (and its gauge) until dropped.
 struct InFlight(Arc<Inner>);
+
+impl InFlight {
+    fn start(server: &Arc<Inner>) -> InFlight {
+        server.counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &server.metrics {
+            m.requests_in_flight.inc();
+        }
+        InFlight(server.clone())
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -648,15 +745,38 @@ impl Drop for InFlight {
     }
 }
 
-/// Calls a handler (which may panic before returning its future) and runs its future, both
-/// with panics caught.
-async fn call<T, F>(make: F) -> std::result::Result<T, String>
-where
-    F: FnOnce() -> BoxFuture<T>,
-{
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(make)) {
-        Ok(future) => CatchUnwind::new(future).await,
-        Err(panic) => Err(super::unwind::panic_message(panic.as_ref())),
+/// Calls a handler, turning a panic into its message.
+fn catch_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .map_err(|p| super::unwind::panic_message(p.as_ref()))
+}
+
+/// Where a connection's request payloads are copied out of the ring: blocks of
+/// [`PAYLOAD_BLOCK`] bytes, each payload a shared slice of one (a `Bytes` that the handler owns).
+/// When every slice of the block has been dropped (the usual case: one request at a time,
+/// answered before the next), the block is reused, so a small request costs no allocation; with
+/// requests in flight, a new block serves the next `PAYLOAD_BLOCK / len` of them. A larger
+/// payload gets an allocation of its own, so that an idle connection never keeps more than one
+/// small block.
+#[derive(Default)]
+struct PayloadBlock(bytes::BytesMut);
+
+/// Size of a [`PayloadBlock`] block, and the largest payload copied into one.
+const PAYLOAD_BLOCK: usize = 1024;
+
+impl PayloadBlock {
+    fn copy(&mut self, payload: &[u8]) -> Bytes {
+        if payload.is_empty() {
+            return Bytes::new();
+        }
+        if payload.len() > PAYLOAD_BLOCK {
+            return Bytes::copy_from_slice(payload);
+        }
+        if !self.0.try_reclaim(payload.len()) {
+            self.0 = bytes::BytesMut::with_capacity(PAYLOAD_BLOCK);
+        }
+        self.0.extend_from_slice(payload);
+        self.0.split().freeze()
     }
 }
 
