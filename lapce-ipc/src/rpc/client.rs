@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::{answer_error, decode_error, spawn_writer, FrameSink, READY};
+use super::{answer_error, decode_error, release_large_buffer, spawn_writer, FrameSink, READY};
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::{AsyncFramedReceiver, AsyncFramedShmStream, MessageType};
@@ -290,6 +290,7 @@ async fn read_answers(mut rx: AsyncFramedReceiver, shared: Arc<Shared>, client: 
             continue;
         }
         route(&shared, kind, id, &buf);
+        release_large_buffer(&mut buf);
         // After a unary answer, let the requester just woken run before this task waits for the
         // next answer: it is usually queued right behind us on this worker (where it cannot be
         // stolen), and the wait begins with a spin that would hold it up, and with it its next

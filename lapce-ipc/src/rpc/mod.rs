@@ -301,6 +301,19 @@ fn trim_idle_ring(writer: &Writer) -> bool {
 }
 
 /// An error answer as it travels: the body as JSON.
+/// The most capacity a connection's receive buffer keeps between messages. It grows to the
+/// largest message received; one 10 MiB file would otherwise stay allocated, per connection,
+/// for as long as the connection lives.
+const RETAINED_RECEIVE_BUFFER: usize = 64 * 1024;
+
+/// Lets go of a receive buffer that a large message grew past [`RETAINED_RECEIVE_BUFFER`] (its
+/// contents have been used): the next large message allocates again, small ones reuse it.
+fn release_large_buffer(buf: &mut Vec<u8>) {
+    if buf.capacity() > RETAINED_RECEIVE_BUFFER {
+        *buf = Vec::new();
+    }
+}
+
 fn error_payload(body: &ErrorBody) -> Bytes {
     match body.to_json() {
         Ok(json) => Bytes::from(json),
