@@ -14,6 +14,7 @@
 //! | [`PeerLink`], [`HAS_HANGUP_WATCHER`] | after the handshake: tells at once when the peer closed the connection or died |
 //! | [`sleep_blocking`], [`AsyncSleeper`] | wait for a doorbell or the peer's hang-up, blocking or in tokio |
 //! | [`control_path`] | where a listener name lives (socket file or pipe name) |
+//! | [`release_free_heap`] | give the allocator's free pages back to the OS (glibc keeps them) |
 //!
 //! Backends, one folder per OS family:
 //! - `unix/`: Unix-domain control sockets with `SCM_RIGHTS`, socket-pair doorbells and peer

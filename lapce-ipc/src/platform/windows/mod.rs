@@ -77,6 +77,10 @@ pub(crate) fn handle_limit() -> Option<usize> {
     None
 }
 
+/// Nothing to do: the Windows heap decommits large free ranges by itself (unlike glibc's
+/// `malloc`, which the Unix version trims).
+pub(crate) fn release_free_heap() {}
+
 /// Open handles of this process (`GetProcessHandleCount`). Wine answers 0, which no live
 /// process has: that is reported as unknown.
 pub(crate) fn open_handles() -> Option<usize> {
