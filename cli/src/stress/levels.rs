@@ -69,6 +69,8 @@ pub fn bomb(
 fn footprints(report: &mut LevelReport, samples: &[(&str, Sample)]) {
     for (label, s) in samples {
         report.fig(&format!("server_rss_kib_{label}"), opt(s.rss()));
+        report.fig(&format!("server_rss_anon_kib_{label}"), opt(s.footprint.rss_anon_kib));
+        report.fig(&format!("server_rss_shmem_kib_{label}"), opt(s.footprint.rss_shmem_kib));
         report.fig(&format!("server_fds_{label}"), opt(s.footprint.fds));
         report.fig(&format!("server_maps_{label}"), opt(s.maps));
     }
@@ -246,9 +248,14 @@ pub fn leak(
         requests,
         payloads: vec![256, 4096, 16 * 1024],
     };
-    let settle = || -> Result<Sample> {
+    // The server gives its heap's free pages back once connections stop ending (glibc keeps
+    // them otherwise, and RSS would show the busiest cycle's high-water mark, not a leak).
+    let mut untrimmed = 0u64;
+    let mut settle = || -> Result<Sample> {
         session.wait_idle()?;
-        std::thread::sleep(Duration::from_millis(50));
+        if !session.wait_heap_trim()? {
+            untrimmed += 1;
+        }
         Ok(session.sample())
     };
     let initial = session.sample();
@@ -277,14 +284,21 @@ pub fn leak(
         max_growth = max_growth.max(growth);
         if cycle % 10 == 0 || cycle + 1 == cycles {
             progress.note(format!(
-                "stress leak: cycle {cycle}: {n} clients, RSS {} KiB, fds {}, maps {}",
+                "stress leak: cycle {cycle}: {n} clients, RSS {} KiB (anon {}, shmem {}), fds {}, maps {}",
                 opt(last.rss()),
+                opt(last.footprint.rss_anon_kib),
+                opt(last.footprint.rss_shmem_kib),
                 opt(last.footprint.fds),
                 opt(last.maps)
             ));
         }
     }
     report.fig("cycles", cycles + 2);
+    report.fig("samples_before_a_heap_trim", untrimmed);
+    report.check(
+        untrimmed == 0,
+        format!("the server trimmed its heap before every sample ({untrimmed} without)"),
+    );
     check_complete(report, "", &total, requested);
     footprints(report, &[("initial", initial), ("baseline", base), ("final", last)]);
     report.fig("rss_growth_kib_max", max_growth.map_or(Value::from("not available"), Value::from));

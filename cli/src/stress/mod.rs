@@ -237,6 +237,21 @@ impl Session {
         }
     }
 
+    /// Waits (after [`wait_idle`](Self::wait_idle)) for the server's heap trim that follows the
+    /// last connection's end by [`server::IDLE_TRIM_MS`], so that a sample sees the heap as an
+    /// idle server keeps it. `false` when none came within 5 s.
+    fn wait_heap_trim(&self) -> Result<bool> {
+        let before = self.stat("heap_trims")?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            if self.stat("heap_trims")? > before {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Starts the processes of `work` and waits until all their connections are up.
     fn spawn(&self, work: &Work) -> Result<Vec<ClientProcess>> {
         let processes = work.processes.clamp(1, work.connections.max(1));

@@ -20,6 +20,10 @@ use super::payload::{self, Checked};
 use super::Result;
 use crate::bench::child;
 
+/// Quiet time before idle rings and the server's heap are trimmed: 200 ms instead of the
+/// default second, so that level 4's samples, taken after the heap trim, wait less.
+pub const IDLE_TRIM_MS: u64 = 200;
+
 /// Request type: the server's counters as JSON.
 pub const STATS: MessageType = MessageType::Unknown(0x7A01);
 /// Request type: shut down gracefully.
@@ -42,10 +46,11 @@ pub struct ServerArgs {
 }
 
 /// The stress server's configuration (the clients use it too): the defaults, with room for
-/// `max_connections` and [`MAX_MESSAGE`].
+/// `max_connections` and [`MAX_MESSAGE`], and [`IDLE_TRIM_MS`].
 pub fn config(max_connections: usize) -> IpcConfig {
     let mut config = IpcConfig::default();
     config.ipc.max_connections = max_connections;
+    config.ipc.idle_trim_ms = IDLE_TRIM_MS;
     config.ipc.max_slots = config.ipc.max_slots.max(max_connections + config.ipc.warm_pool_size + 1);
     config.ipc.max_message_size = MAX_MESSAGE;
     config
@@ -144,6 +149,7 @@ fn serve_inner(args: &ServerArgs) -> Result<()> {
                         "requests": s.requests,
                         "errors": s.errors,
                         "panics": s.panics,
+                        "heap_trims": s.heap_trims,
                         "checked": t.checked.load(Ordering::Relaxed),
                         "tiny": t.tiny.load(Ordering::Relaxed),
                         "duplicates": t.duplicates.load(Ordering::Relaxed),
