@@ -2,9 +2,10 @@
 //!
 //! For each N: a fresh server child (`bench-server --transport lapce-ipc-rpc --scale-clients N`,
 //! the default configuration with room for N connections, an echo handler); its RSS and open
-//! file descriptors while idle with no clients; then N `IpcClient` connections spread over
+//! file descriptors while idle with no clients; then N client connections spread over
 //! [`CLIENT_PROCESSES`] client children (the hidden `bench-scale-client` subcommand, one tokio
-//! runtime each); RSS and descriptors again after `--trim-wait` seconds with all N connected and
+//! runtime each), made with the API `--scale-client` names (`IpcClient`, one task per request
+//! in flight, or framed streams, one task per connection: see [`ScaleClient`]); RSS and descriptors again after `--trim-wait` seconds with all N connected and
 //! idle; then request/response load on every connection (64 B, `--scale-inflight` requests in
 //! flight per connection, `--scale-secs` seconds); then the clients exit and the server's
 //! descriptors are counted once more.
