@@ -106,7 +106,8 @@ pub struct IpcSection {
     /// Milliseconds a connection's outgoing ring must stay empty and unwritten before its pages
     /// are given back to the OS (default 1000); 0 = never. The ring keeps working: the next
     /// message is written to fresh pages. Applies to servers and clients alike (each trims the
-    /// ring it writes). At most one day (86400000).
+    /// ring it writes). An `IpcServer` also trims its heap once no connection has ended for this
+    /// long (`ServerStats::heap_trims`). At most one day (86400000).
     pub idle_trim_ms: u64,
     /// Largest message in bytes, either way (default 10 MiB = 10485760; 1 KiB to 1 GiB).
     pub max_message_size: usize,

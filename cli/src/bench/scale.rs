@@ -5,8 +5,8 @@
 //! file descriptors while idle with no clients; then N client connections spread over
 //! [`CLIENT_PROCESSES`] client children (the hidden `bench-scale-client` subcommand, one tokio
 //! runtime each), made with the API `--scale-client` names (`IpcClient`, one task per request
-//! in flight, or framed streams, one task per connection: see [`ScaleClient`]); RSS and descriptors again after `--trim-wait` seconds with all N connected and
-//! idle; then request/response load on every connection (64 B, `--scale-inflight` requests in
+//! in flight, or framed streams, one task per connection: see [`ScaleClient`]); RSS and
+//! descriptors again after `--trim-wait` seconds with all N connected and idle; then request/response load on every connection (64 B, `--scale-inflight` requests in
 //! flight per connection, `--scale-secs` seconds); then the clients exit and the server's
 //! descriptors are counted once more.
 //!

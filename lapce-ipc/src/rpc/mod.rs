@@ -300,7 +300,6 @@ fn trim_idle_ring(writer: &Writer) -> bool {
     }
 }
 
-/// An error answer as it travels: the body as JSON.
 /// The most capacity a connection's receive buffer keeps between messages. It grows to the
 /// largest message received; one 10 MiB file would otherwise stay allocated, per connection,
 /// for as long as the connection lives.
@@ -314,6 +313,7 @@ fn release_large_buffer(buf: &mut Vec<u8>) {
     }
 }
 
+/// An error answer as it travels: the body as JSON.
 fn error_payload(body: &ErrorBody) -> Bytes {
     match body.to_json() {
         Ok(json) => Bytes::from(json),

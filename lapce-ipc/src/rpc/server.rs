@@ -479,6 +479,7 @@ impl Drop for AbortOnDrop {
 /// the burst, the server's RSS would stay there. One trim per quiet spell, on this worker
 /// (measured with glibc 2.x on a fragmented heap: 0.3 ms for 4 MiB touched, 6 ms for 64 MiB; a
 /// thread of its own would cost an arena).
+///
 /// The task holds the server weakly: an abort takes effect later, and until then a strong
 /// reference would keep the listener (and its socket file) alive after the server is dropped.
 async fn trim_heap_when_quiet(ended: Arc<Notify>, server: Weak<Inner>, quiet: Duration) {
