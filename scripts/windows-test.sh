@@ -97,4 +97,8 @@ fi
 # --- 5. build + run --------------------------------------------------------
 SUB=${WINDOWS_TEST_SUBCOMMAND:-test}
 log "$("$CARGO" -V); target $TARGET; target dir $CARGO_TARGET_DIR"
-exec "$CARGO" "$SUB" -Zbuild-std=std,panic_abort --target "$TARGET" "$@"
+# Features are unified over the whole workspace whatever `-p` selects (unstable, unlocked by
+# RUSTC_BOOTSTRAP like -Zbuild-std): `.ci/run` builds `-p lapce-ipc -p lapce-ipc-cli`, then runs
+# `-p lapce-ipc`, which would otherwise rebuild tokio and lapce-ipc with fewer features (~3 min).
+exec "$CARGO" "$SUB" -Zbuild-std=std,panic_abort -Zfeature-unification \
+  --config 'resolver.feature-unification="workspace"' --target "$TARGET" "$@"
