@@ -234,6 +234,10 @@ fn wait_mode_parsing() {
     }
 }
 
+/// An absolute directory on this OS (`socket_dir` must be absolute; "/run/..." is not on
+/// Windows).
+const SHARED_DIR: &str = if cfg!(windows) { r"C:\lapce-shared" } else { "/run/lapce-shared" };
+
 #[test]
 fn stream_config_from_a_file() {
     let text = "[ipc]\nring_size = 1048576\nwait_mode = \"adaptive\"\nspin_micros = 20\nhandshake_timeout_ms = 750\n";
@@ -244,9 +248,10 @@ fn stream_config_from_a_file() {
     assert_eq!(s.socket_dir, None);
     assert!(s.allowed_peer_uids.is_empty());
 
-    let text = "[ipc]\nsocket_dir = \"/run/lapce-shared\"\nallowed_uids = [1000, 4242]\n";
-    let s = IpcConfig::from_toml_str(text, "s.toml").unwrap().stream_config();
-    assert_eq!(s.socket_dir.as_deref(), Some(std::path::Path::new("/run/lapce-shared")));
+    // (Debug formatting writes the path as a TOML basic string: backslashes escaped.)
+    let text = format!("[ipc]\nsocket_dir = {SHARED_DIR:?}\nallowed_uids = [1000, 4242]\n");
+    let s = IpcConfig::from_toml_str(&text, "s.toml").unwrap().stream_config();
+    assert_eq!(s.socket_dir.as_deref(), Some(std::path::Path::new(SHARED_DIR)));
     assert_eq!(s.allowed_peer_uids, vec![1000, 4242]);
 }
 
@@ -284,7 +289,7 @@ fn all_changed() -> IpcConfig {
     ipc.max_concurrent_requests = 65536;
     ipc.handshake_timeout_ms = 1;
     ipc.request_timeout_ms = 0;
-    ipc.socket_dir = "/run/lapce \"shared\"".to_owned();
+    ipc.socket_dir = format!("{SHARED_DIR} \"quoted\"");
     ipc.allowed_uids = vec![0, 4242, 4294967294];
     c.metrics.enable = false;
     c.metrics.export_interval_secs = 86400;
