@@ -318,8 +318,12 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
     let port_file = PortFile(std::env::temp_dir().join(format!("{name}.port")));
     let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()));
     let rt = runtime();
-    let client = rt.block_on(connect(&name));
     let addr = wait_for_port(&port_file.0);
+    // The first client connects once the warm pool is full: a claim that finds it still filling
+    // doubles its target for 30 s (`SHRINK_AFTER`), and the slot counts checked at the end would
+    // only come back after that (the test then took 30 s longer, now and then).
+    scrape_until(addr, |s| s.get("lapce_ipc_slots_available") == WARM as f64);
+    let client = rt.block_on(connect(&name));
 
     // The connect duration is observed just after the greeting, which the client may see first.
     let before = scrape_until(addr, |s| s.get("lapce_ipc_connect_duration_seconds_count") == 1.0);
