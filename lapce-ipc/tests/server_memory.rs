@@ -128,6 +128,32 @@ fn number(answer: &[u8]) -> i64 {
     i64::from_le_bytes(answer.try_into().expect("an 8-byte answer"))
 }
 
+/// The child server and a control connection that asks it for its counters.
+struct ServerChild {
+    child: ChildGuard,
+    control: FramedShmStream,
+    last_id: u64,
+}
+
+impl ServerChild {
+    fn spawn(name: &str) -> ServerChild {
+        let child = ChildGuard::spawn("server", name);
+        ServerChild { child, control: connect(name), last_id: 0 }
+    }
+
+    /// One of the counters: `LIVE_BYTES`, `HEAP_TRIMS` or `ACTIVE`.
+    fn ask(&mut self, kind: MessageType) -> i64 {
+        self.last_id += 1;
+        number(&call(&mut self.control, kind, self.last_id, b""))
+    }
+
+    /// Shuts the server down and reaps it (it must exit with success).
+    fn quit(mut self) {
+        call(&mut self.control, QUIT, u64::MAX, b"");
+        self.child.wait_success(HANG);
+    }
+}
+
 /// After one 4 MiB request (echoed and checked), the server's live heap is back within 1 MiB
 /// of where it was: the connection's receive buffer, grown to 4 MiB, was let go (it would stay
 /// for the connection's life otherwise). Small requests after it still work.
@@ -160,35 +186,29 @@ fn a_large_request_leaves_no_large_buffer_behind() {
 #[test]
 fn the_heap_is_trimmed_once_connections_stop_ending() {
     let name = unique_name("mem-trim");
-    let mut child = ChildGuard::spawn("server", &name);
-    let mut control = connect(&name);
-    let mut id = 0;
-    let mut trims = |control: &mut FramedShmStream| {
-        id += 1;
-        number(&call(control, HEAP_TRIMS, id, b""))
-    };
+    let mut server = ServerChild::spawn(&name);
+    let mut trims = || server.ask(HEAP_TRIMS);
     // No connection has ended yet: nothing to trim, however long we wait.
     std::thread::sleep(Duration::from_millis(3 * QUIET_MS));
-    assert_eq!(trims(&mut control), 0, "a trim with no connection ended");
+    assert_eq!(trims(), 0, "a trim with no connection ended");
     let mut last = 0;
     for round in 1..=2 {
         let clients: Vec<FramedShmStream> = (0..20).map(|_| connect(&name)).collect();
         drop(clients);
         let deadline = Instant::now() + Duration::from_secs(10);
-        let mut now = trims(&mut control);
+        let mut now = trims();
         while now == last && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
-            now = trims(&mut control);
+            now = trims();
         }
         assert!(now > last, "no heap trim within 10 s of round {round}'s 20 connections ending");
         // (The 20 ends reach the server within a few ms, so usually one trim; a slow machine
         // may spread them over more than the quiet time.) Quiet from here on: no further trim.
         std::thread::sleep(Duration::from_millis(5 * QUIET_MS));
-        assert_eq!(trims(&mut control), now, "a trim with no connection ended since the last");
+        assert_eq!(trims(), now, "a trim with no connection ended since the last");
         last = now;
     }
-    call(&mut control, QUIT, u64::MAX, b"");
-    child.wait_success(HANG);
+    server.quit();
 }
 
 /// Connections that come and go leak nothing: cycles of 50 connections, each sending requests
@@ -199,13 +219,7 @@ fn the_heap_is_trimmed_once_connections_stop_ending() {
 #[test]
 fn connections_that_come_and_go_leak_no_heap() {
     let name = unique_name("mem-cycles");
-    let mut child = ChildGuard::spawn("server", &name);
-    let mut control = connect(&name);
-    let mut id = 0;
-    let mut ask = |control: &mut FramedShmStream, kind: MessageType| {
-        id += 1;
-        number(&call(control, kind, id, b""))
-    };
+    let mut server = ServerChild::spawn(&name);
     let payloads: Vec<Vec<u8>> = [256, 4096, 16 * 1024].iter().map(|&n| vec![0x5a; n]).collect();
     let mut live = Vec::new();
     for _cycle in 0..16 {
@@ -217,11 +231,11 @@ fn connections_that_come_and_go_leak_no_heap() {
         }
         drop(clients);
         let deadline = Instant::now() + HANG;
-        while ask(&mut control, ACTIVE) > 1 {
+        while server.ask(ACTIVE) > 1 {
             assert!(Instant::now() < deadline, "connections still open after {HANG:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
-        live.push(ask(&mut control, LIVE_BYTES));
+        live.push(server.ask(LIVE_BYTES));
     }
     eprintln!("server live heap after each cycle of 50 connections: {live:?}");
     let warm = live[4]; // (the first cycles still warm up: the slot pool, tokio's buffers)
@@ -230,6 +244,5 @@ fn connections_that_come_and_go_leak_no_heap() {
         worst < 8 << 10,
         "the live heap grew by {worst} bytes over 11 cycles of 50 connections: {live:?}"
     );
-    call(&mut control, QUIT, u64::MAX, b"");
-    child.wait_success(HANG);
+    server.quit();
 }
