@@ -128,7 +128,7 @@ fn number(answer: &[u8]) -> i64 {
     i64::from_le_bytes(answer.try_into().expect("an 8-byte answer"))
 }
 
-/// The child server and a control connection that asks it for its counters.
+/// The child server and a connection to it (the tests' control connection: requests, counters).
 struct ServerChild {
     child: ChildGuard,
     control: FramedShmStream,
@@ -160,25 +160,23 @@ impl ServerChild {
 #[test]
 fn a_large_request_leaves_no_large_buffer_behind() {
     let name = unique_name("mem-large");
-    let mut child = ChildGuard::spawn("server", &name);
-    let mut framed = connect(&name);
+    let mut server = ServerChild::spawn(&name);
     for id in 1..=10 {
-        call(&mut framed, MessageType::Data, id, &[id as u8; 512]);
+        call(&mut server.control, MessageType::Data, 100 + id, &[id as u8; 512]);
     }
-    let before = number(&call(&mut framed, LIVE_BYTES, 100, b""));
+    let before = server.ask(LIVE_BYTES);
     let large: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
-    assert!(call(&mut framed, MessageType::Data, 101, &large) == large, "the 4 MiB echo was altered");
-    let small = call(&mut framed, MessageType::Data, 102, b"small");
+    assert!(call(&mut server.control, MessageType::Data, 111, &large) == large, "the 4 MiB echo was altered");
+    let small = call(&mut server.control, MessageType::Data, 112, b"small");
     assert_eq!(small, b"small");
-    let after = number(&call(&mut framed, LIVE_BYTES, 103, b""));
+    let after = server.ask(LIVE_BYTES);
     eprintln!("server live heap: {before} bytes before the 4 MiB request, {after} after");
     assert!(
         after - before < 1 << 20,
         "the server holds {} KiB more after one 4 MiB request ({before} -> {after} bytes)",
         (after - before) / 1024
     );
-    call(&mut framed, QUIT, 104, b"");
-    child.wait_success(HANG);
+    server.quit();
 }
 
 /// Connections that end make the server trim its heap once they have stopped ending for
