@@ -6,9 +6,10 @@
 //! [`CLIENT_PROCESSES`] client children (the hidden `bench-scale-client` subcommand, one tokio
 //! runtime each), made with the API `--scale-client` names (`IpcClient`, one task per request
 //! in flight, or framed streams, one task per connection: see [`ScaleClient`]); RSS and
-//! descriptors again after `--trim-wait` seconds with all N connected and idle; then request/response load on every connection (64 B, `--scale-inflight` requests in
-//! flight per connection, `--scale-secs` seconds); then the clients exit and the server's
-//! descriptors are counted once more.
+//! descriptors again after `--trim-wait` seconds with all N connected and idle; then
+//! request/response load on every connection (64 B, `--scale-inflight` requests in flight per
+//! connection, `--scale-secs` seconds); then the clients exit and the server's descriptors are
+//! counted once more.
 //!
 //! The parent drives the client children over lines on their stdin and stdout:
 //! child → `connected K` (or `error MSG`), parent → `go`, child → `result REQUESTS ERRORS
