@@ -59,11 +59,12 @@ impl ChildGuard {
         self.child.as_ref().unwrap().id()
     }
 
-    /// Sends SIGKILL and reaps the child.
+    /// Sends SIGKILL and reaps the child, then removes any segment name it left.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            remove_segment_names_of(c.id());
         }
     }
 
@@ -79,9 +80,24 @@ impl ChildGuard {
             if Instant::now() > deadline {
                 let _ = c.kill();
                 let _ = c.wait();
+                remove_segment_names_of(c.id());
                 panic!("child {} did not finish within {timeout:?}", self.role);
             }
             std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Removes the shared-memory names a killed process left. The posix backend names a segment
+/// `/lapce-ipc-<creator pid in 8 hex digits><8 more>` and unlinks the name right after creating
+/// it: a kill between the two leaves the name in /dev/shm (a CI run found one). Nothing to do
+/// for the memfd backend, which names nothing, or where /dev/shm cannot be listed.
+fn remove_segment_names_of(pid: u32) {
+    let prefix = format!("lapce-ipc-{pid:08x}");
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else { return };
+    for entry in dir.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }
