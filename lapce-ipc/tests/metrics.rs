@@ -319,9 +319,9 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
     let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()));
     let rt = runtime();
     let addr = wait_for_port(&port_file.0);
-    // The first client connects once the warm pool is full: a claim that finds it still filling
-    // doubles its target for 30 s (`SHRINK_AFTER`), and the slot counts checked at the end would
-    // only come back after that (the test then took 30 s longer, now and then).
+    // The first client connects once the warm pool is full, so that the slot counts checked at
+    // the end come back to a known figure. (Before the pool stopped counting its first fill as a
+    // burst, a claim then doubled its target for 30 s and the test waited that out, now and then.)
     scrape_until(addr, |s| s.get("lapce_ipc_slots_available") == WARM as f64);
     let client = rt.block_on(connect(&name));
 

@@ -15,6 +15,9 @@
 //!   configured warm size; a claim that finds the pool empty doubles it (up to `max_slots`), so a
 //!   burst of clients is soon served warm; once no claim has found the pool empty for
 //!   [`SHRINK_AFTER`], it drops back to the configured size and the extra segments are freed.
+//!   The first fill after the listener binds does not count: a client connecting at once (an
+//!   editor starting its engine) finds the pool still filling, which is no burst, and doubling
+//!   then would hold twice the warm descriptors for [`SHRINK_AFTER`].
 //! - Warm segments cost file descriptors (the segment and eight doorbell ends) but almost no
 //!   memory: the rings are only written (their headers initialised) when a client claims them.
 //!   So all the pools of a process together keep at most a quarter of its open-file limit in
@@ -113,6 +116,9 @@ struct State {
     target: usize,
     /// When a claim last found the pool empty.
     last_dry: Instant,
+    /// The refiller has caught up once (filled to its target, or to what the budget allows);
+    /// before that an empty pool is the first fill, not a burst.
+    settled: bool,
     /// The listener is gone: the refiller stops, warm segments are freed.
     closed: bool,
 }
@@ -198,6 +204,7 @@ impl SegmentPool {
                 in_use: 0,
                 target: warm,
                 last_dry: Instant::now(),
+                settled: false,
                 closed: false,
             }),
             refill: Condvar::new(),
@@ -230,7 +237,7 @@ impl SegmentPool {
         if warm.is_some() {
             sh.budget.release(1);
         }
-        if s.warm.is_empty() && sh.base > 0 {
+        if s.warm.is_empty() && sh.base > 0 && s.settled {
             // A burst: keep more ready next time (the refiller resets this when it is quiet).
             s.target = (s.target.max(1) * 2).min(sh.max_slots);
             s.last_dry = Instant::now();
@@ -323,6 +330,7 @@ fn refill(sh: &Shared) {
         }
         // Full (or out of budget): sleep until a claim or release, or until a grown pool may
         // shrink.
+        s.settled = true;
         let timeout = if s.target > sh.base {
             sh.shrink_after.saturating_sub(s.last_dry.elapsed()).max(Duration::from_millis(1))
         } else {
@@ -374,6 +382,18 @@ mod tests {
         drop(slot);
         let st = wait_for(&pool, "release", |s| s.in_use == 0);
         assert_eq!(st.released, 1);
+    }
+
+    /// A claim while the pool is still making its first segments finds it empty without a burst:
+    /// the target stays (an immediate claim finds at most one segment made, so before this rule
+    /// it nearly always doubled).
+    #[test]
+    fn a_claim_during_the_first_fill_does_not_grow_the_pool() {
+        let pool = pool(4, 16, own_budget!(usize::MAX));
+        let (_p, _slot) = pool.claim().unwrap();
+        assert_eq!(pool.stats().target, 4);
+        let st = wait_for(&pool, "first fill", |s| s.warm == 4);
+        assert_eq!((st.target, st.in_use), (4, 1));
     }
 
     #[test]
