@@ -33,11 +33,14 @@ export PATH=/usr/bin:$PATH RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc RUSTC_B
 # Shared with windows-test.sh: the host proc-macro crates (same Debian rustc) are built once.
 export CARGO_TARGET_DIR="$PWD/target/cross"
 cargo=/usr/bin/cargo
+# No debug info in target/cross (the same settings as windows-test.sh, so that the host's proc
+# macros and build scripts built here are reused there).
+nodebug=(--config profile.dev.debug=0 --config 'profile.dev.package."*".debug=0')
 
 status=0
 for target in $targets; do
   echo "macos-check: $($cargo --version), $subcommand --target $target" >&2
   $cargo "$subcommand" -Zbuild-std=std,panic_abort --target "$target" --workspace --all-targets \
-    -- -D warnings || status=$?
+    "${nodebug[@]}" -- -D warnings || status=$?
 done
 exit $status
