@@ -87,6 +87,14 @@ fn bounded_stress_levels_all_pass() {
 
     all_completed(leak, "");
     assert!(num(leak, "cycles") >= 2.0);
+    // The leak level's server runs without glibc's per-thread caches, unless this test's
+    // environment already sets GLIBC_TUNABLES (which the server then inherits).
+    let tunables = &leak["figures"]["server_glibc_tunables"];
+    if cfg!(all(target_os = "linux", target_env = "gnu")) && std::env::var_os("GLIBC_TUNABLES").is_none() {
+        assert_eq!(tunables, "glibc.malloc.tcache_count=0", "{leak}");
+    } else if std::env::var_os("GLIBC_TUNABLES").is_none() {
+        assert!(tunables.is_null(), "{leak}");
+    }
     if cfg!(target_os = "linux") {
         assert!(num(leak, "rss_growth_kib_max") < 512.0);
         assert!(num(leak, "server_fds_final") <= num(leak, "server_fds_baseline"));

@@ -45,11 +45,22 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Re-executes the current binary with `args`, under a watchdog of `timeout`.
     pub fn spawn(args: &[OsString], timeout: Duration, cleanup: Vec<PathBuf>) -> Result<ServerProcess> {
+        Self::spawn_with_env(args, &[], timeout, cleanup)
+    }
+
+    /// [`spawn`](Self::spawn) with `env` added to the child's environment.
+    pub fn spawn_with_env(
+        args: &[OsString],
+        env: &[(&str, &str)],
+        timeout: Duration,
+        cleanup: Vec<PathBuf>,
+    ) -> Result<ServerProcess> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find the current executable: {e}"))?;
         // Linux ends the child with a parent-death signal; elsewhere it watches its stdin.
         let stdin = if cfg!(target_os = "linux") { Stdio::null() } else { Stdio::piped() };
         let mut child = Command::new(&exe)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

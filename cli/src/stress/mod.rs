@@ -182,6 +182,16 @@ struct Work {
 
 impl Session {
     fn start(level: u8, max_connections: usize, timeout: Duration) -> Result<Session> {
+        Self::start_with_env(level, max_connections, &[], timeout)
+    }
+
+    /// [`start`](Self::start) with `env` added to the server's environment.
+    fn start_with_env(
+        level: u8,
+        max_connections: usize,
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Session> {
         let name = format!("lapce-ipc-stress-{}-{level}", std::process::id());
         let socket =
             if cfg!(unix) { lapce_ipc::socket_path(&name).unwrap_or_default() } else { PathBuf::new() };
@@ -195,7 +205,7 @@ impl Session {
             std::process::id().to_string().into(),
         ];
         let cleanup = if socket.as_os_str().is_empty() { Vec::new() } else { vec![socket.clone()] };
-        let mut server = ServerProcess::spawn(&args, timeout, cleanup)?;
+        let mut server = ServerProcess::spawn_with_env(&args, env, timeout, cleanup)?;
         server.wait_ready()?;
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
         let control = runtime.block_on(IpcClient::connect(&name, server::config(max_connections)))?;

@@ -156,6 +156,8 @@ fn serve_inner(args: &ServerArgs) -> Result<()> {
                         "gaps": t.gaps.load(Ordering::Relaxed),
                         "corrupt": t.corrupt.load(Ordering::Relaxed),
                         "lanes_open": t.next.lock().unwrap_or_else(|p| p.into_inner()).len(),
+                        // The allocator setting it runs with (level 4 sets one), or null.
+                        "glibc_tunables": std::env::var("GLIBC_TUNABLES").ok(),
                     });
                     Ok(Bytes::from(body.to_string()))
                 }
