@@ -29,7 +29,7 @@
 //! idle_timeout_secs = 300           # 0 = never
 //! idle_trim_ms = 1000               # 0 = never
 //! max_message_size = 10485760       # 10 MiB
-//! buffer_pool_size = 100
+//! buffer_pool_size = 100            # accepted, not used
 //! ring_size = 262144                # 256 KiB per direction, a power of two
 //! warm_pool_size = 64
 //! max_slots = 1024
@@ -111,7 +111,11 @@ pub struct IpcSection {
     pub idle_trim_ms: u64,
     /// Largest message in bytes, either way (default 10 MiB = 10485760; 1 KiB to 1 GiB).
     pub max_message_size: usize,
-    /// Receive buffers the server keeps for reuse (default 100; 0 to 65536).
+    /// Receive buffers for a shared pool (default 100; 0 to 65536). **Accepted and
+    /// range-checked, but not used**: there is no shared pool; each connection reuses its own
+    /// receive buffer (no allocation per message, see `tests/zero_alloc.rs`) and gives an
+    /// outsized one back after its request. The key stays so that configuration files written
+    /// for the seed's schema load.
     pub buffer_pool_size: usize,
     /// Capacity in bytes of each ring, one per direction (default 262144 = 256 KiB): a power of
     /// two from 4 KiB to 1 GiB ([`MIN_CAPACITY`] to [`MAX_CAPACITY`]).
@@ -417,7 +421,7 @@ impl IpcConfig {
         entry(o, "idle_timeout_secs", &ipc.idle_timeout_secs, "0 = never");
         entry(o, "idle_trim_ms", &ipc.idle_trim_ms, "give idle rings' pages back; 0 = never");
         entry(o, "max_message_size", &ipc.max_message_size, "bytes, 1 KiB to 1 GiB");
-        entry(o, "buffer_pool_size", &ipc.buffer_pool_size, "receive buffers kept for reuse");
+        entry(o, "buffer_pool_size", &ipc.buffer_pool_size, "accepted, not used (no shared pool)");
         entry(o, "ring_size", &ipc.ring_size, "bytes per direction, power of two, 4 KiB to 1 GiB");
         entry(o, "warm_pool_size", &ipc.warm_pool_size, "segments created ahead, at most max_slots");
         entry(o, "max_slots", &ipc.max_slots, "most segments at once");
