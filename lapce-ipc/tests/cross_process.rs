@@ -62,6 +62,12 @@ fn child_main() {
         "boot-sweeper" => child_boot_sweeper(),
         #[cfg(unix)]
         "low-fd-server" => child_low_fd_server(&a[0]),
+        // Binds a listener, drops it after a[1] µs, then exits at once (its pool still filling).
+        "bind-and-exit" => {
+            let listener = SharedMemoryListener::bind(&a[0]).unwrap();
+            std::thread::sleep(Duration::from_micros(a[1].parse().unwrap()));
+            drop(listener);
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -947,6 +953,43 @@ fn sleep_wake_stress_blocking_and_async_servers() {
 
 // ---------------------------------------------------------------------------------------------
 // Nothing is left behind, and nothing ever appears in /dev/shm.
+
+/// Names in /dev/shm made by the process `pid` (a segment name starts with its creator's pid).
+#[cfg(all(unix, any(not(target_os = "linux"), feature = "posix")))]
+fn shm_names_of(pid: u32) -> Vec<String> {
+    let prefix = format!("lapce-ipc-{pid:08x}");
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A process that drops its listener and exits at once, while the warm pool's refiller is
+/// making segments, leaves no segment name behind: dropping the pool waits for the refiller.
+/// (On the POSIX backend a refiller killed by the exit between `shm_open` and `shm_unlink` left
+/// the name; a doctest exiting that way failed CI's leftovers check.) The window is two system
+/// calls, so this catches a regression only now and then: without the fix it failed 1 of 4
+/// runs (1 of 390 children). Only for the POSIX backend: the memfd one names nothing.
+#[cfg(all(unix, any(not(target_os = "linux"), feature = "posix")))]
+#[test]
+fn a_process_exiting_right_after_dropping_its_listener_leaves_no_segment_name() {
+    for i in 0..100 {
+        let name = unique_name(&format!("exit{i}"));
+        // Dropped 0 to 3 ms after bind: at some point of the first fill.
+        let mut child = ChildGuard::spawn("bind-and-exit", &format!("{name},{}", 30 * i));
+        let pid = child.pid();
+        child.wait_success(HANG);
+        let left = shm_names_of(pid);
+        for n in &left {
+            let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
+        }
+        assert!(left.is_empty(), "child {i} (pid {pid}) left {left:?} in /dev/shm");
+    }
+}
 
 #[cfg(unix)]
 #[test]

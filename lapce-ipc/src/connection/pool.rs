@@ -149,10 +149,14 @@ impl Shared {
     }
 }
 
-/// A listener's warm pool (see the module docs). Dropping it stops the refiller and frees the
-/// warm segments; slots still held keep working.
+/// A listener's warm pool (see the module docs). Dropping it stops the refiller (and waits for
+/// it) and frees the warm segments; slots still held keep working.
 pub(crate) struct SegmentPool {
     shared: Arc<Shared>,
+    /// Joined on drop: a process that exits right after dropping its listener must not kill the
+    /// refiller mid-segment (the POSIX backend names a segment between `shm_open` and
+    /// `shm_unlink`, so that would leave the name in /dev/shm; a doctest did, in CI).
+    refiller: Option<std::thread::JoinHandle<()>>,
 }
 
 /// One connection's claim on the pool; given back on drop.
@@ -214,8 +218,9 @@ impl SegmentPool {
             released: AtomicU64::new(0),
         });
         let refiller = shared.clone();
-        std::thread::Builder::new().name("lapce-ipc-pool".into()).spawn(move || refill(&refiller))?;
-        Ok(SegmentPool { shared })
+        let refiller =
+            std::thread::Builder::new().name("lapce-ipc-pool".into()).spawn(move || refill(&refiller))?;
+        Ok(SegmentPool { shared, refiller: Some(refiller) })
     }
 
     /// A segment for a new connection and its slot. Refused (a client error: the caller refuses
@@ -281,6 +286,10 @@ impl Drop for SegmentPool {
         self.shared.refill.notify_one();
         self.shared.budget.release(warm.len());
         drop(warm);
+        // At most one segment in the making: the refiller sees `closed` once it has the lock.
+        if let Some(refiller) = self.refiller.take() {
+            let _ = refiller.join();
+        }
     }
 }
 
