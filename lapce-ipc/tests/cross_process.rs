@@ -972,7 +972,7 @@ fn shm_names_of(pid: u32) -> Vec<String> {
 /// making segments, leaves no segment name behind: dropping the pool waits for the refiller.
 /// (On the POSIX backend a refiller killed by the exit between `shm_open` and `shm_unlink` left
 /// the name; a doctest exiting that way failed CI's leftovers check.) The window is two system
-/// calls, so this catches a regression only now and then: without the fix it failed 1 of 4
+/// calls, so this catches a regression only now and then: without the fix it failed 1 of 6
 /// runs (1 of 390 children). Only for the POSIX backend: the memfd one names nothing.
 #[cfg(all(unix, any(not(target_os = "linux"), feature = "posix")))]
 #[test]
