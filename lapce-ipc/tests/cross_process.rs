@@ -954,20 +954,6 @@ fn sleep_wake_stress_blocking_and_async_servers() {
 // ---------------------------------------------------------------------------------------------
 // Nothing is left behind, and nothing ever appears in /dev/shm.
 
-/// Names in /dev/shm made by the process `pid` (a segment name starts with its creator's pid).
-#[cfg(all(unix, any(not(target_os = "linux"), feature = "posix")))]
-fn shm_names_of(pid: u32) -> Vec<String> {
-    let prefix = format!("lapce-ipc-{pid:08x}");
-    std::fs::read_dir("/dev/shm")
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(&prefix))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A process that drops its listener and exits at once, while the warm pool's refiller is
 /// making segments, leaves no segment name behind: dropping the pool waits for the refiller.
 /// (On the POSIX backend a refiller killed by the exit between `shm_open` and `shm_unlink` left
@@ -983,10 +969,7 @@ fn a_process_exiting_right_after_dropping_its_listener_leaves_no_segment_name() 
         let mut child = ChildGuard::spawn("bind-and-exit", &format!("{name},{}", 30 * i));
         let pid = child.pid();
         child.wait_success(HANG);
-        let left = shm_names_of(pid);
-        for n in &left {
-            let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
-        }
+        let left = common::remove_segment_names_of(pid);
         assert!(left.is_empty(), "child {i} (pid {pid}) left {left:?} in /dev/shm");
     }
 }
@@ -1014,18 +997,8 @@ fn listener_removes_its_socket_and_nothing_reaches_dev_shm() {
         // must be gone a moment later. A segment name starts with its creator's pid in hex:
         // only names of this process and its child count, not those another process on this
         // machine (another test run, one killed between creating and unlinking) has left.
-        let creators = [std::process::id(), child_pid].map(|pid| format!("lapce-ipc-{pid:08x}"));
         let ours = || -> Vec<String> {
-            std::fs::read_dir("/dev/shm")
-                .map(|d| {
-                    d.filter_map(|e| e.ok())
-                        .map(|e| e.file_name().to_string_lossy().into_owned())
-                        .collect::<Vec<_>>()
-                })
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|n: &String| creators.iter().any(|c| n.starts_with(c.as_str())))
-                .collect()
+            [std::process::id(), child_pid].into_iter().flat_map(common::segment_names_of).collect()
         };
         let first = ours();
         std::thread::sleep(Duration::from_millis(100));

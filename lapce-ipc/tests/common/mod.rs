@@ -88,18 +88,27 @@ impl ChildGuard {
     }
 }
 
-/// Removes the shared-memory names a killed process left. The posix backend names a segment
+/// The names in /dev/shm that the process `pid` made. The posix backend names a segment
 /// `/lapce-ipc-<creator pid in 8 hex digits><8 more>` and unlinks the name right after creating
-/// it: a kill between the two leaves the name in /dev/shm (a CI run found one). Nothing to do
-/// for the memfd backend, which names nothing, or where /dev/shm cannot be listed.
-fn remove_segment_names_of(pid: u32) {
+/// it, so a name lasts only if its creator died between the two. None for the memfd backend,
+/// which names nothing, or where /dev/shm cannot be listed.
+pub fn segment_names_of(pid: u32) -> Vec<String> {
     let prefix = format!("lapce-ipc-{pid:08x}");
-    let Ok(dir) = std::fs::read_dir("/dev/shm") else { return };
-    for entry in dir.flatten() {
-        if entry.file_name().to_string_lossy().starts_with(&prefix) {
-            let _ = std::fs::remove_file(entry.path());
-        }
+    let Ok(dir) = std::fs::read_dir("/dev/shm") else { return Vec::new() };
+    dir.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect()
+}
+
+/// Removes the shared-memory names of [`segment_names_of`] (a killed child's: a CI run found
+/// one) and returns them.
+pub fn remove_segment_names_of(pid: u32) -> Vec<String> {
+    let names = segment_names_of(pid);
+    for n in &names {
+        let _ = std::fs::remove_file(format!("/dev/shm/{n}"));
     }
+    names
 }
 
 impl Drop for ChildGuard {
