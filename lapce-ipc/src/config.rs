@@ -101,7 +101,8 @@ pub struct IpcSection {
     /// refused.
     pub max_connections: usize,
     /// Seconds without traffic after which a connection is closed (default 300); 0 = never.
-    /// At most one year (31536000).
+    /// At most one year (31536000). A connection checks four times per timeout, so it is closed
+    /// between one and 1.25 timeouts after its last message; not while a request is in flight.
     pub idle_timeout_secs: u64,
     /// Milliseconds a connection's outgoing ring must stay empty and unwritten before its pages
     /// are given back to the OS (default 1000); 0 = never. The ring keeps working: the next

@@ -55,12 +55,19 @@ fn millis(ms: u64) -> Bytes {
 fn child_main() {
     let Some((role, arg)) = child_role() else { return };
     assert_eq!(role, "rpc-server");
-    let (name, max) = arg.split_once(',').unwrap();
+    // `name,max_connections[,idle_timeout_secs]`
+    let mut args = arg.split(',');
+    let (name, max) = (args.next().unwrap(), args.next().unwrap());
+    let idle_secs: Option<u64> = args.next().map(|s| s.parse().unwrap());
     // One line per handler panic instead of a backtrace each (the test provokes a hundred).
     std::panic::set_hook(Box::new(|info| eprintln!("rpc-server: {info}")));
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let server = IpcServer::bind(name, config(max.parse().unwrap())).unwrap();
+        let mut config = config(max.parse().unwrap());
+        if let Some(secs) = idle_secs {
+            config.ipc.idle_timeout_secs = secs;
+        }
+        let server = IpcServer::bind(name, config).unwrap();
         server.register_handler(ECHO, |p: Bytes| async move { Ok(p) });
         server.register_handler(SLOW_ECHO, |p: Bytes| async move {
             let ms = u64::from_le_bytes(p[..8].try_into().unwrap());
@@ -351,6 +358,47 @@ fn connections_over_the_limit_are_refused_with_a_clear_error() {
             }
         };
         assert_eq!(c.request(ECHO, "c").await.unwrap(), "c");
+    });
+}
+
+#[test]
+fn idle_connections_are_closed_after_the_idle_timeout_and_busy_ones_are_kept() {
+    let name = unique_name("rpc-idle");
+    let _child = ChildGuard::spawn("rpc-server", &format!("{name},1000,1"));
+    runtime().block_on(async {
+        let busy = connect(&name).await;
+        let waiting = connect(&name).await;
+        // A raw connection, to see exactly when the server closes it.
+        let mut idle = lapce_ipc::frame::AsyncFramedShmStream::new(
+            lapce_ipc::AsyncSharedMemoryStream::connect(&name).await.unwrap(),
+        );
+        let mut buf = Vec::new();
+        assert_eq!(idle.recv_into(&mut buf).await.unwrap(), (MessageType::Control, 0), "greeting");
+        let connected = Instant::now();
+        let closed = tokio::spawn(async move {
+            let end = idle.recv_into(&mut buf).await;
+            (end, connected.elapsed())
+        });
+        // Over three timeouts: one client sends every 100 ms, one waits for a 3 s answer.
+        let slow =
+            tokio::spawn(async move { waiting.request(SLOW_ECHO, millis(3000)).await.map(|_| waiting) });
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            assert_eq!(busy.request(ECHO, "x").await.unwrap(), "x");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let waiting = slow.await.unwrap().expect("the request in flight was answered");
+        let (end, after) = tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the idle connection was not closed within 10 s")
+            .unwrap();
+        assert!(matches!(end, Err(IpcError::PeerGone)), "the idle connection ended with {end:?}");
+        // Closed after one timeout and at most a quarter more (four checks per timeout), with
+        // room above for a loaded machine; never before.
+        assert!(after >= Duration::from_millis(950), "closed after {after:?}, before the 1 s timeout");
+        assert!(after < Duration::from_secs(3), "closed only after {after:?}");
+        assert_eq!(busy.reconnects(), 0, "the busy connection was closed");
+        assert_eq!(waiting.reconnects(), 0, "the connection waiting for an answer was closed");
     });
 }
 
