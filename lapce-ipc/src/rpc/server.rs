@@ -531,9 +531,13 @@ async fn serve_connection(server: Arc<Inner>, stream: AsyncSharedMemoryStream, a
         }
         // (The last request's bytes were copied out: a large one's buffer can go.)
         release_large_buffer(&mut buf);
+        // Biased, the receive first: while requests keep coming, the other branches are never
+        // polled, so nothing registers with the shutdown signal (a lock) or the timer per request.
+        // A shutdown is still seen at the top of the loop.
         let received = tokio::select! {
-            _ = stopping.changed() => continue,
+            biased;
             r = rx.recv_into(&mut buf) => r,
+            _ = stopping.changed() => continue,
             () = tick(&mut idle) => {
                 // Nothing in flight counts as idle (a long stream is not).
                 let busy = permits.available_permits() < max_requests;
