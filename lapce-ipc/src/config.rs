@@ -139,7 +139,8 @@ pub struct IpcSection {
     /// 1 to 600000).
     pub handshake_timeout_ms: u64,
     /// The client's default timeout per request, in milliseconds (default 30000); 0 = none.
-    /// At most one day (86400000).
+    /// At most one day (86400000). Checked eight times per timeout: a request fails between one
+    /// and 1.125 timeouts after it was sent (`IpcClient::request_timeout` times one precisely).
     pub request_timeout_ms: u64,
     /// Unix: the directory of the control socket (default `""`: the private runtime
     /// directory). An absolute path to an existing directory owned by the user, not writable by

@@ -329,6 +329,29 @@ fn timeouts_and_cancellation_stop_the_request_on_the_server() {
         assert!(abandoned.await.is_err());
         settled().await;
         assert_eq!(client.request(ECHO, "still here").await.unwrap(), "still here");
+        // The default timeout (checked eight times per timeout, not timed per request): each
+        // request fails a whole timeout after its own send at the earliest, and is cancelled on
+        // the server too. The second is sent between two checks.
+        let mut short = config(1000);
+        short.ipc.request_timeout_ms = 400;
+        let quick = IpcClient::connect(&name, short).await.unwrap();
+        let timed = |delay: u64| {
+            let quick = quick.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+                let sent = Instant::now();
+                let r = quick.request(SLOW_ECHO, millis(600_000)).await;
+                (r, sent.elapsed())
+            }
+        };
+        let ((r1, after1), (r2, after2)) = tokio::join!(timed(0), timed(130));
+        for (r, after) in [(r1, after1), (r2, after2)] {
+            assert!(matches!(r, Err(IpcError::Timeout)), "{r:?}");
+            assert!(after >= Duration::from_millis(400), "timed out after {after:?}, before the timeout");
+            assert!(after < Duration::from_secs(30), "timed out only after {after:?}");
+        }
+        settled().await;
+        assert_eq!(quick.request(ECHO, "on time").await.unwrap(), "on time");
     });
 }
 
