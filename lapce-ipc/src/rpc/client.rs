@@ -174,7 +174,7 @@ impl IpcClient {
     /// timeouts after it was sent. [`request_timeout`](Self::request_timeout) for a precise
     /// timeout; the errors are the same.
     pub async fn request(&self, kind: MessageType, payload: impl Into<Bytes>) -> Result<Bytes> {
-        let timeout = self.default_timeout();
+        let timeout = self.inner.config.request_timeout();
         let payload = payload.into();
         match self.current() {
             Some(conn) if conn.sweeper.is_some() => {
@@ -259,7 +259,7 @@ impl IpcClient {
     ) -> Result<ResponseStream> {
         let payload = payload.into();
         self.check_size(&payload)?;
-        let deadline = self.default_timeout().map(|t| Instant::now() + t);
+        let deadline = self.inner.config.request_timeout().map(|t| Instant::now() + t);
         let conn = self.connection(deadline).await?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (chunks, received) = mpsc::unbounded_channel();
@@ -279,13 +279,6 @@ impl IpcClient {
     /// Whether the client has a live connection right now.
     pub fn is_connected(&self) -> bool {
         self.current().is_some()
-    }
-
-    fn default_timeout(&self) -> Option<Duration> {
-        match self.inner.config.ipc.request_timeout_ms {
-            0 => None,
-            ms => Some(Duration::from_millis(ms)),
-        }
     }
 
     fn check_size(&self, payload: &Bytes) -> Result<()> {
@@ -366,11 +359,7 @@ async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
         first_waiting: Notify::new(),
     });
     let reader = tokio::spawn(read_answers(rx, shared.clone(), Arc::downgrade(inner)));
-    let timeout = match inner.config.ipc.request_timeout_ms {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    };
-    let sweeper = timeout.map(|t| {
+    let sweeper = inner.config.request_timeout().map(|t| {
         tokio::spawn(fail_timed_out_requests(shared.clone(), out.clone(), t / SWEEPS_PER_TIMEOUT))
             .abort_handle()
     });
