@@ -1,7 +1,7 @@
 //! Cross-process tests of the transport: every test here talks to a real peer process (this
 //! test binary re-run in a child role, see `common`).
 
-mod common;
+use crate::common;
 
 #[cfg(unix)]
 use std::io::Write;

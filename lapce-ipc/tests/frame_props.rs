@@ -4,7 +4,7 @@
 //! The decoder and reassembler themselves are property-tested in process in
 //! `src/frame/proptests.rs`.
 
-mod common;
+use crate::common;
 
 use std::thread::JoinHandle;
 use std::time::Duration;

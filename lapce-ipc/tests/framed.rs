@@ -1,7 +1,7 @@
 //! The framed stream across processes: large messages fragmented and reassembled, limits,
 //! unknown types, and a corrupted frame.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

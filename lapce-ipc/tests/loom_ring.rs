@@ -191,7 +191,7 @@ fn no_lost_wakeup_no_torn_record() {
 #[test]
 fn model_finds_the_lost_wakeup_of_a_broken_waiter() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "broken_waiter_model", "--nocapture", "--test-threads=1"])
+        .args(["--ignored", "--exact", "loom_ring::broken_waiter_model", "--nocapture", "--test-threads=1"])
         .env("LAPCE_IPC_LOOM_BROKEN", "1")
         .output()
         .unwrap();

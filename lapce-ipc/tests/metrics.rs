@@ -4,7 +4,7 @@
 //! TCP (HTTP/1.0), checks the text is well-formed OpenMetrics and that the counters move by exactly
 //! the requests, errors and connections it caused.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

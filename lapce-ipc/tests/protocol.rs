@@ -2,7 +2,7 @@
 //! round trips through JSON and rkyv for every type (proptest), hostile rkyv bytes, alignment,
 //! and a request/stream/response exchange with a child process over a framed stream.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The request/response layer across processes: the server runs in a child process (this test
 //! binary re-run in the `rpc-server` role), the client in the test.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 //! handshake's refusals. Peers are threads or raw sockets here; the cross-process behaviour is
 //! covered in `cross_process.rs`.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 #[cfg(unix)]

@@ -1,7 +1,8 @@
 //! Shared helpers for the cross-process tests: unique names, child processes that are always
 //! reaped, deterministic message contents.
 //!
-//! A test spawns its peer by re-running the test binary with `--ignored --exact child_main`;
+//! A test spawns its peer by re-running the test binary with `--ignored --exact child_main`
+//! (`rpc::child_main` in the `suite` binary, whose tests are modules named after their files);
 //! the `child_main` entry point of each test file reads the role from the environment.
 
 #![allow(dead_code)]
@@ -20,6 +21,19 @@ pub fn unique_name(tag: &str) -> String {
     format!("t-{tag}-{}-{}-{nanos:x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
+/// The test name of the `child_main` in the file of the (tracked) caller: in the `suite` binary
+/// each file is a module, so the name is `rpc::child_main` for `tests/rpc.rs`; a file that is a
+/// binary of its own has it at its root.
+#[track_caller]
+fn child_main_of_caller() -> String {
+    if !module_path!().starts_with("suite::") {
+        return "child_main".to_string();
+    }
+    let file = std::path::Path::new(std::panic::Location::caller().file());
+    let module = file.file_stem().and_then(|s| s.to_str()).expect("a test file name");
+    format!("{module}::child_main")
+}
+
 /// A spawned peer process, killed and reaped when dropped (also when the test panics).
 pub struct ChildGuard {
     child: Option<Child>,
@@ -27,12 +41,15 @@ pub struct ChildGuard {
 }
 
 impl ChildGuard {
-    /// Re-runs this test binary as `role` with argument `arg`.
+    /// Re-runs this test binary as `role` with argument `arg`: the `child_main` of the file that
+    /// calls.
+    #[track_caller]
     pub fn spawn(role: &str, arg: &str) -> ChildGuard {
         Self::spawn_with_env(role, arg, &[])
     }
 
     /// Like [`spawn`](Self::spawn), with extra environment variables.
+    #[track_caller]
     pub fn spawn_with_env(role: &str, arg: &str, env: &[(&str, &std::ffi::OsStr)]) -> ChildGuard {
         Self::spawn_configured(role, arg, |c| {
             c.envs(env.iter().copied());
@@ -41,11 +58,12 @@ impl ChildGuard {
 
     /// Like [`spawn`](Self::spawn), with `configure` setting more of the command (environment,
     /// user, working directory) before it starts.
+    #[track_caller]
     pub fn spawn_configured(role: &str, arg: &str, configure: impl FnOnce(&mut Command)) -> ChildGuard {
         let exe = std::env::current_exe().expect("test binary path");
         let mut command = Command::new(exe);
         command
-            .args(["--ignored", "--exact", "child_main", "--nocapture", "--test-threads=1"])
+            .args(["--ignored", "--exact", &child_main_of_caller(), "--nocapture", "--test-threads=1"])
             .env(ROLE_ENV, role)
             .env(ARG_ENV, arg)
             .stdin(Stdio::null())

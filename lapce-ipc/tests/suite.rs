@@ -1,0 +1,20 @@
+//! The integration tests that can share a process, as modules of one test binary (named after
+//! their files: `cargo test -p lapce-ipc --test suite -- rpc::` runs those of `tests/rpc.rs`).
+//! One binary is compiled and linked once per platform, where ten took minutes of every CI run.
+//!
+//! Tests that watch their whole process have binaries of their own (see `Cargo.toml`):
+//! `zero_alloc.rs` and `server_memory.rs` install counting global allocators, `idle_trim.rs`
+//! reads the process's resident shared memory.
+
+mod common;
+
+mod config;
+mod cross_process;
+mod frame_props;
+mod framed;
+mod loom_ring;
+mod metrics;
+mod protocol;
+mod rpc;
+mod security;
+mod stream_api;
