@@ -34,6 +34,25 @@ fn child_main_of_caller() -> String {
     format!("{module}::child_main")
 }
 
+/// Starts `command`. Under Wine, `CreateProcess` now and then fails with ERROR_INTERNAL_ERROR
+/// (1359) when the machine is busy (seen once in the Windows suite, 2026-12-04); that is tried
+/// again a few times, any other error fails the test at once.
+fn spawn_retrying(command: &mut Command) -> Child {
+    const INTERNAL_ERROR: i32 = 1359;
+    let mut attempt = 1;
+    loop {
+        match command.spawn() {
+            Ok(child) => return child,
+            Err(e) if cfg!(windows) && e.raw_os_error() == Some(INTERNAL_ERROR) && attempt < 5 => {
+                eprintln!("spawn child: {e} (attempt {attempt}), trying again");
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(50 * attempt));
+            }
+            Err(e) => panic!("spawn child: {e}"),
+        }
+    }
+}
+
 /// A spawned peer process, killed and reaped when dropped (also when the test panics).
 pub struct ChildGuard {
     child: Option<Child>,
@@ -69,7 +88,7 @@ impl ChildGuard {
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         configure(&mut command);
-        let child = command.spawn().expect("spawn child");
+        let child = spawn_retrying(&mut command);
         ChildGuard { child: Some(child), role: role.to_string() }
     }
 
