@@ -3,8 +3,10 @@
 # integration incl. the cross-process suite, doc) under Wine. `.ci/run` builds the library's and
 # the CLI's tests with it (failing on any compiler warning), then runs the library's suite.
 #
-# Usage:  scripts/windows-test.sh [cargo test args...]   e.g.  -p lapce-ipc --test cross_process -- --nocapture
+# Usage:  scripts/windows-test.sh [cargo test args...]   e.g.  -p lapce-ipc --test suite -- cross_process:: --nocapture
 #         WINDOWS_TEST_SUBCOMMAND=clippy scripts/windows-test.sh -p lapce-ipc --all-targets -- -D warnings
+#         scripts/windows-test.sh --prepare   (packages, Wine prefix and shim only; `.ci/run` does
+#                                              this in the background while the host stages build)
 #
 # (Adapted from the team's shared recipe, ../shared/tools/windows-test.sh.)
 #
@@ -92,6 +94,11 @@ EOF
   mkdir -p "$SYS32"
   cp "$tmp/bcryptprimitives.dll" "$SYS32/bcryptprimitives.dll"
   rm -rf "$tmp"
+fi
+
+if [ "${1:-}" = --prepare ]; then
+  log "prepared: packages, Wine prefix $WINEPREFIX"
+  exit 0
 fi
 
 # --- 5. build + run --------------------------------------------------------
