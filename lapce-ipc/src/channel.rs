@@ -129,6 +129,9 @@ pub(crate) struct Sleeper {
     link: Arc<Link>,
     strategy: WaitStrategy,
     regs: Option<AsyncSleeper>,
+    /// Async waits so far, and whether the last look at the runtime allowed a spin.
+    async_waits: u32,
+    async_spin: bool,
 }
 
 impl Sleeper {
@@ -138,7 +141,19 @@ impl Sleeper {
         link: Arc<Link>,
         strategy: WaitStrategy,
     ) -> Sleeper {
-        Sleeper { wake_peer, sleep_on, link, strategy, regs: None }
+        Sleeper { wake_peer, sleep_on, link, strategy, regs: None, async_waits: 0, async_spin: true }
+    }
+
+    /// Whether this async wait may spin: only while the runtime has at most
+    /// [`ASYNC_SPIN_MAX_TASKS`] tasks, looked up every [`ASYNC_SPIN_RECHECK`] waits. A spin holds
+    /// its executor thread: with a handful of tasks there is rarely another one ready to run
+    /// (and the spin saves the wake-up), with a thousand connections there nearly always is.
+    fn async_spin_allowed(&mut self) -> bool {
+        if self.async_waits.is_multiple_of(ASYNC_SPIN_RECHECK) {
+            self.async_spin = runtime_is_quiet();
+        }
+        self.async_waits = self.async_waits.wrapping_add(1);
+        self.async_spin
     }
 
     /// Registers the doorbell and the link with the current tokio reactor (once).
@@ -255,14 +270,17 @@ async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
     if w.ready(len)? {
         return Ok(());
     }
-    // A short spin only, whatever the strategy asks: a long one would stall the executor.
-    let budget = match w.sleeper().strategy {
+    // A short spin only, whatever the strategy asks: a long one would stall the executor; and
+    // none on a busy runtime, where other tasks are ready to run on this thread.
+    let strategy = w.sleeper().strategy;
+    let budget = match strategy {
         WaitStrategy::Blocking => Duration::ZERO,
+        _ if !w.sleeper().async_spin_allowed() => Duration::ZERO,
         WaitStrategy::Adaptive(d) => d.min(ASYNC_SPIN_CAP),
         WaitStrategy::Spin => ASYNC_SPIN_CAP,
     };
-    let start = Instant::now();
-    while start.elapsed() < budget {
+    let start = (!budget.is_zero()).then(Instant::now);
+    while start.is_some_and(|start| start.elapsed() < budget) {
         for _ in 0..64 {
             std::hint::spin_loop();
             if w.ready(len)? {
@@ -293,6 +311,21 @@ async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
 
 /// Longest spin of an async wait.
 const ASYNC_SPIN_CAP: Duration = Duration::from_micros(20);
+
+/// Most tasks a runtime may have for its async waits to spin. A server with a few connections
+/// has two tasks per connection and a few of its own; `bench --scale 1000` (1000 connections,
+/// 2 vCPUs shared by server and clients) spent a quarter of its CPU time in spins that held up
+/// ready tasks (perf, 2026-12-04).
+const ASYNC_SPIN_MAX_TASKS: usize = 32;
+
+/// Whether the current tokio runtime (if any) has at most [`ASYNC_SPIN_MAX_TASKS`] tasks.
+fn runtime_is_quiet() -> bool {
+    tokio::runtime::Handle::try_current()
+        .map_or(true, |h| h.metrics().num_alive_tasks() <= ASYNC_SPIN_MAX_TASKS)
+}
+
+/// How many async waits of a half reuse its last look at the runtime's task count.
+const ASYNC_SPIN_RECHECK: u32 = 64;
 
 /// The sending half of a connection: the producer of the outgoing ring.
 pub(crate) struct SendHalf {
@@ -491,5 +524,26 @@ pub(crate) fn copy_into(buf: &mut [u8]) -> impl FnOnce(&[u8]) -> Result<usize> +
         }
         buf[..bytes.len()].copy_from_slice(bytes);
         Ok(bytes.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{runtime_is_quiet, ASYNC_SPIN_MAX_TASKS};
+
+    #[test]
+    fn async_waits_spin_only_while_the_runtime_has_few_tasks() {
+        assert!(runtime_is_quiet(), "outside a runtime nothing else waits for the thread");
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(async {
+            let mut tasks: Vec<_> =
+                (0..ASYNC_SPIN_MAX_TASKS).map(|_| tokio::spawn(std::future::pending::<()>())).collect();
+            assert!(runtime_is_quiet(), "{ASYNC_SPIN_MAX_TASKS} tasks still allow a spin");
+            tasks.push(tokio::spawn(std::future::pending::<()>()));
+            assert!(!runtime_is_quiet(), "one task more does not");
+            for t in &tasks {
+                t.abort();
+            }
+        });
     }
 }
