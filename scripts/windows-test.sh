@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # windows-test.sh — builds lapce-ipc for x86_64-pc-windows-gnu and runs its tests (unit,
-# integration incl. the cross-process suite, doc) under Wine. `.ci/run` builds the library's and
-# the CLI's tests with it (failing on any compiler warning), then runs the library's suite.
+# integration incl. the cross-process suite, doc) under Wine. `.ci/run` builds the library's
+# tests with it (failing on any compiler warning), lints the CLI with it (clippy), then runs the
+# library's suite.
 #
 # Usage:  scripts/windows-test.sh [cargo test args...]   e.g.  -p lapce-ipc --test suite -- cross_process:: --nocapture
 #         WINDOWS_TEST_SUBCOMMAND=clippy scripts/windows-test.sh -p lapce-ipc --all-targets -- -D warnings

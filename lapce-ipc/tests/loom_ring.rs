@@ -22,6 +22,7 @@
 #[allow(dead_code)]
 mod protocol;
 
+use crate::common::test_in_caller_file;
 use loom::cell::UnsafeCell;
 use loom::sync::atomic;
 use loom::sync::atomic::{AtomicU32, AtomicU64};
@@ -191,7 +192,13 @@ fn no_lost_wakeup_no_torn_record() {
 #[test]
 fn model_finds_the_lost_wakeup_of_a_broken_waiter() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "loom_ring::broken_waiter_model", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            &test_in_caller_file("broken_waiter_model"),
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("LAPCE_IPC_LOOM_BROKEN", "1")
         .output()
         .unwrap();

@@ -21,17 +21,17 @@ pub fn unique_name(tag: &str) -> String {
     format!("t-{tag}-{}-{}-{nanos:x}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// The test name of the `child_main` in the file of the (tracked) caller: in the `suite` binary
-/// each file is a module, so the name is `rpc::child_main` for `tests/rpc.rs`; a file that is a
-/// binary of its own has it at its root.
+/// The full name of the test `test` in the file of the (tracked) caller: in the `suite` binary
+/// each file is a module, so `child_main` of `tests/rpc.rs` is `rpc::child_main`; a file that is
+/// a binary of its own has its tests at its root.
 #[track_caller]
-fn child_main_of_caller() -> String {
+pub fn test_in_caller_file(test: &str) -> String {
     if !module_path!().starts_with("suite::") {
-        return "child_main".to_string();
+        return test.to_string();
     }
     let file = std::path::Path::new(std::panic::Location::caller().file());
     let module = file.file_stem().and_then(|s| s.to_str()).expect("a test file name");
-    format!("{module}::child_main")
+    format!("{module}::{test}")
 }
 
 /// Starts `command`. Under Wine, `CreateProcess` now and then fails with ERROR_INTERNAL_ERROR
@@ -82,7 +82,13 @@ impl ChildGuard {
         let exe = std::env::current_exe().expect("test binary path");
         let mut command = Command::new(exe);
         command
-            .args(["--ignored", "--exact", &child_main_of_caller(), "--nocapture", "--test-threads=1"])
+            .args([
+                "--ignored",
+                "--exact",
+                &test_in_caller_file("child_main"),
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(ROLE_ENV, role)
             .env(ARG_ENV, arg)
             .stdin(Stdio::null())
