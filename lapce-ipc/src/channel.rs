@@ -294,7 +294,10 @@ async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
             cancel_sleep(w.word());
             return Ok(());
         }
-        if w.sleeper().link.peer_gone() {
+        // No probe of the socket here (a system call per sleep): where there is no watcher the
+        // check probes, and where there is one a hang-up its flag does not show yet wakes the
+        // sleep below, which watches the link too and reports the hang-up itself.
+        if w.sleeper().link.gone_before_sleep() {
             cancel_sleep(w.word());
             // The peer may have published just before it went: deliver that first.
             return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };

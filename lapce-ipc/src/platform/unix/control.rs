@@ -393,9 +393,9 @@ impl AsyncSleeper {
         })
     }
 
-    /// Resolves when the doorbell was rung (and empties it) or the link became readable (the
-    /// peer hung up, or a spurious wake-up). [`IpcError::PeerGone`]: the peer closed or broke
-    /// its end of the doorbell.
+    /// Resolves when the doorbell was rung (and empties it) or the link became readable (a
+    /// spurious wake-up, or the peer hung up). [`IpcError::PeerGone`]: the peer hung up, or
+    /// closed or broke its end of the doorbell.
     pub(crate) async fn sleep(&self) -> Result<()> {
         tokio::select! {
             r = doorbell_rung(&self.bell) => r,
@@ -403,9 +403,10 @@ impl AsyncSleeper {
                 let mut guard = r?;
                 // Readiness is cleared only for a spurious wake-up: a hung-up socket stays
                 // ready, so every later wait sees it at once (tokio's epoll is edge-triggered).
-                if !peer_hung_up(self.link.get_ref()) {
-                    guard.clear_ready();
+                if peer_hung_up(self.link.get_ref()) {
+                    return Err(IpcError::PeerGone);
                 }
+                guard.clear_ready();
                 Ok(())
             }
         }
@@ -422,7 +423,14 @@ async fn doorbell_rung(bell: &AsyncFd<OwnedFd>) -> Result<()> {
             Err(e) => Err(e),
         });
         match drained {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(())) => {
+                // The drain read until the queue was empty, so the readiness it answered is
+                // spent: clearing it now saves the next sleep a `recv` that would only find
+                // nothing. (A ring after that `recv` is a newer readiness event, which this does
+                // not clear: tokio clears only the event this guard saw.)
+                guard.clear_ready();
+                return Ok(());
+            }
             // The peer closed or broke its end of the doorbell: it is going away.
             Ok(Err(_)) => return Err(IpcError::PeerGone),
             // Nothing queued: readiness cleared, wait again.
