@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::error::{IpcError, Result};
 use crate::platform::Segment;
-use crate::ring::{check_capacity, init_ring, ring_footprint, Consumer, Producer, SharedRegion};
+use crate::ring::{check_capacity, init_ring, ring_footprint, Consumer, Producer, RingPlace, SharedRegion};
 
 #[cfg(unix)]
 const SHARE_MAGIC: u64 = u64::from_le_bytes(*b"LAPCBUF1");
@@ -55,7 +55,7 @@ impl SharedMemoryBuffer {
         check_capacity(capacity)?;
         let segment = Arc::new(Segment::create(name, ring_footprint(capacity))?);
         let region: Arc<dyn SharedRegion> = segment.clone();
-        init_ring(&region, 0, capacity)?;
+        init_ring(&region, RingPlace::alone(0), capacity)?;
         Self::attach(segment, capacity)
     }
 
@@ -72,8 +72,8 @@ impl SharedMemoryBuffer {
 
     fn attach(segment: Arc<Segment>, capacity: usize) -> Result<SharedMemoryBuffer> {
         let region: Arc<dyn SharedRegion> = segment.clone();
-        let producer = Producer::attach(region.clone(), 0, capacity)?;
-        let consumer = Consumer::attach(region, 0, capacity)?;
+        let producer = Producer::attach(region.clone(), RingPlace::alone(0), capacity)?;
+        let consumer = Consumer::attach(region, RingPlace::alone(0), capacity)?;
         Ok(SharedMemoryBuffer { segment, producer, consumer, capacity })
     }
 

@@ -980,15 +980,16 @@ mod tests {
 
     #[test]
     fn ring_families_sum_live_rings_and_keep_the_ended_ones() {
-        use crate::ring::{init_ring, ring_footprint, Consumer, Producer, SharedRegion};
+        use crate::ring::{init_ring, ring_footprint, Consumer, Producer, RingPlace, SharedRegion};
         const CAP: usize = 4096;
         // One ring per direction, the server's ends: it reads `to_server`, writes `to_client`.
         let ring = || {
             let seg =
                 Arc::new(crate::platform::Segment::create("metrics-test", ring_footprint(CAP)).unwrap());
             let region: Arc<dyn SharedRegion> = seg;
-            init_ring(&region, 0, CAP).unwrap();
-            (Producer::attach(region.clone(), 0, CAP).unwrap(), Consumer::attach(region, 0, CAP).unwrap())
+            let at = RingPlace::alone(0);
+            init_ring(&region, at, CAP).unwrap();
+            (Producer::attach(region.clone(), at, CAP).unwrap(), Consumer::attach(region, at, CAP).unwrap())
         };
         let ((mut client_tx, mut server_rx), (mut server_tx, _client_rx)) = (ring(), ring());
         let m = Metrics::new();

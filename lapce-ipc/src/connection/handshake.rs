@@ -19,10 +19,10 @@ use super::pool::{Prepared, Slot};
 use crate::channel::{Link, RecvHalf, SendHalf, Sleeper, WaitStrategy};
 use crate::error::{IpcError, Result};
 use crate::platform::{current_pid, BorrowedOsHandle, ControlStream, Doorbell, OsHandle, Segment};
-use crate::ring::{check_capacity, init_ring, ring_footprint, Consumer, Producer, SharedRegion};
+use crate::ring::{check_capacity, init_ring, Consumer, Producer, RingPlace, SharedRegion, DATA_ALIGN};
 
 /// The connection protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 const CLIENT_MAGIC: u64 = u64::from_le_bytes(*b"LAPCHELO");
 const SERVER_MAGIC: u64 = u64::from_le_bytes(*b"LAPCSRVR");
@@ -92,12 +92,19 @@ pub(crate) fn segment_len(capacity: usize) -> usize {
     layout(capacity).2
 }
 
-/// Offsets of the two rings in a connection segment: client→server first.
-fn layout(capacity: usize) -> (usize, usize, usize) {
-    let c2s = 0;
-    let s2c = ring_footprint(capacity);
-    (c2s, s2c, 2 * ring_footprint(capacity))
+/// Where the two rings of a connection segment lie (client→server first), and the segment's
+/// length: both ring headers in the first page (at 0 and at [`S2C_HEADER`]), then the two data
+/// areas. One shared header page instead of one per ring: an idle connection whose data pages
+/// were trimmed keeps 4 KiB of shared memory instead of 8 (docs/PROTOCOL.md §3).
+fn layout(capacity: usize) -> (RingPlace, RingPlace, usize) {
+    let c2s = RingPlace { header: 0, data: DATA_ALIGN };
+    let s2c = RingPlace { header: S2C_HEADER, data: DATA_ALIGN + capacity };
+    (c2s, s2c, DATA_ALIGN + 2 * capacity)
 }
+
+/// Offset of the server→client ring's header in a connection segment: half a page after the
+/// client→server ring's, so that no cache line (nor its prefetch pair) holds fields of both.
+const S2C_HEADER: usize = DATA_ALIGN / 2;
 
 /// What the server hands to one client: a fresh segment with both rings and the client's ends
 /// of the four doorbells.
@@ -233,15 +240,34 @@ mod tests {
     fn hellos_match_protocol_md() {
         let c = client_hello(PROTOCOL_VERSION);
         assert_eq!(&c[0..8], b"LAPCHELO");
-        assert_eq!(u32_at(&c, 8), 1);
+        assert_eq!(u32_at(&c, 8), 2);
         assert_eq!(u32_at(&c, 12), current_pid());
         assert_eq!(check_client_hello(&c).unwrap(), current_pid());
 
-        let s = server_hello(STATUS_OK, 1 << 16, 2 * (4096 + (1 << 16)));
+        let s = server_hello(STATUS_OK, 1 << 16, 4096 + 2 * (1 << 16));
         assert_eq!(&s[0..8], b"LAPCSRVR");
-        assert_eq!((u32_at(&s, 8), u32_at(&s, 12), u32_at(&s, 16)), (1, 0, current_pid()));
-        assert_eq!((u64_at(&s, 24), u64_at(&s, 32)), (1 << 16, 2 * (4096 + (1 << 16))));
-        assert_eq!(layout(1 << 16), (0, 4096 + (1 << 16), 2 * (4096 + (1 << 16))));
+        assert_eq!((u32_at(&s, 8), u32_at(&s, 12), u32_at(&s, 16)), (2, 0, current_pid()));
+        assert_eq!((u64_at(&s, 24), u64_at(&s, 32)), (1 << 16, 4096 + 2 * (1 << 16)));
+    }
+
+    /// The segment layout of docs/PROTOCOL.md §3: both headers in the first page, apart by half
+    /// a page; the data areas after it, page aligned, back to back; nothing overlaps.
+    #[test]
+    fn segment_layout_matches_protocol_md() {
+        for capacity in [4096, 1 << 16, 1 << 30] {
+            let (c2s, s2c, len) = layout(capacity);
+            assert_eq!(c2s, RingPlace { header: 0, data: 4096 });
+            assert_eq!(s2c, RingPlace { header: 2048, data: 4096 + capacity });
+            assert_eq!(len, 4096 + 2 * capacity);
+            assert_eq!(segment_len(capacity), len);
+            let header = std::mem::size_of::<crate::ring::protocol::RingHeader>();
+            let spans = [(0, header), (2048, 2048 + header), (4096, 4096 + capacity), (4096 + capacity, len)];
+            for (i, a) in spans.iter().enumerate() {
+                for b in &spans[i + 1..] {
+                    assert!(a.1 <= b.0, "{a:?} and {b:?} overlap");
+                }
+            }
+        }
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub(crate) use protocol::{announce_sleep, cancel_sleep, AWAKE, SLEEPS_DOORBELL, 
 
 /// Bytes reserved for a ring header in a segment: one page, so the data area is page aligned.
 pub(crate) const RING_HEADER_SPAN: usize = 4096;
+/// Data areas start on a boundary of this many bytes (a page: the idle trim gives whole pages
+/// back).
+pub(crate) const DATA_ALIGN: usize = 4096;
 /// Smallest ring capacity accepted.
 pub const MIN_CAPACITY: usize = 4096;
 /// Largest ring capacity accepted.
@@ -31,9 +34,27 @@ pub const MAX_CAPACITY: usize = 1 << 30;
 const _: () = assert!(std::mem::size_of::<RingHeader>() <= RING_HEADER_SPAN);
 const _: () = assert!(std::mem::align_of::<RingHeader>() <= RING_HEADER_SPAN);
 
-/// Bytes a ring of `capacity` occupies in a segment (header page + data area).
+/// Bytes a ring of `capacity` occupies alone in a segment (header page + data area).
 pub(crate) fn ring_footprint(capacity: usize) -> usize {
     RING_HEADER_SPAN + capacity
+}
+
+/// Where a ring lies in a region: the offsets of its header and of its data area. A ring alone
+/// ([`RingPlace::alone`]) has its header page right before its data; a connection's two rings
+/// share one header page (see the connection layer's segment layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RingPlace {
+    /// Offset of the [`RingHeader`]: a multiple of its alignment (128).
+    pub(crate) header: usize,
+    /// Offset of the data area: a multiple of [`DATA_ALIGN`].
+    pub(crate) data: usize,
+}
+
+impl RingPlace {
+    /// A ring alone at `offset`: its header page, then its data area.
+    pub(crate) fn alone(offset: usize) -> RingPlace {
+        RingPlace { header: offset, data: offset + RING_HEADER_SPAN }
+    }
 }
 
 /// Checks a requested ring capacity: a power of two in `MIN_CAPACITY..=MAX_CAPACITY`.
@@ -91,33 +112,49 @@ unsafe impl Send for RingMemory {}
 unsafe impl Sync for RingMemory {}
 
 impl RingMemory {
-    /// Locates the ring at `offset` and checks it lies within the region.
-    fn locate(region: Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<RingMemory> {
+    /// Locates the ring at `place` and checks that its header and its data area lie within the
+    /// region, aligned, and apart from each other.
+    fn locate(region: Arc<dyn SharedRegion>, place: RingPlace, capacity: usize) -> Result<RingMemory> {
         check_capacity(capacity)?;
-        let end = offset.checked_add(ring_footprint(capacity));
-        if !offset.is_multiple_of(RING_HEADER_SPAN) || end.is_none_or(|end| end > region.len()) {
+        let header_size = std::mem::size_of::<RingHeader>();
+        let header_end = place.header.checked_add(header_size);
+        let data_end = place.data.checked_add(capacity);
+        let fits = |end: Option<usize>| end.is_some_and(|end| end <= region.len());
+        let apart =
+            header_end.is_some_and(|h| h <= place.data) || data_end.is_some_and(|d| d <= place.header);
+        if !place.header.is_multiple_of(std::mem::align_of::<RingHeader>())
+            || !place.data.is_multiple_of(DATA_ALIGN)
+            || !fits(header_end)
+            || !fits(data_end)
+            || !apart
+        {
             return Err(IpcError::InvalidArgument(format!(
-                "ring of {capacity} bytes at offset {offset} does not fit a {}-byte region",
+                "ring of {capacity} bytes with its header at offset {} and its data at offset {} does \
+                 not fit a {}-byte region",
+                place.header,
+                place.data,
                 region.len()
             )));
         }
         let base = region.base();
-        if base.is_null() || !(base as usize).is_multiple_of(RING_HEADER_SPAN) {
+        if base.is_null() || !(base as usize).is_multiple_of(DATA_ALIGN) {
             return Err(IpcError::InvalidArgument("region base is not page aligned".into()));
         }
-        // SAFETY: `offset + RING_HEADER_SPAN + capacity <= region.len()` was checked above, so
-        // both pointers stay inside the mapping; they are non-null because `base` is.
+        // SAFETY: `header + size_of::<RingHeader>()` and `data + capacity` are at most
+        // `region.len()` (checked above), so both pointers and the ranges behind them stay
+        // inside the mapping; they are non-null because `base` is.
         let (header, data) = unsafe {
             (
-                NonNull::new_unchecked(base.add(offset).cast::<RingHeader>()),
-                NonNull::new_unchecked(base.add(offset + RING_HEADER_SPAN)),
+                NonNull::new_unchecked(base.add(place.header).cast::<RingHeader>()),
+                NonNull::new_unchecked(base.add(place.data)),
             )
         };
         Ok(RingMemory { region, header, data, capacity })
     }
 
     fn header(&self) -> &RingHeader {
-        // SAFETY: `header` is in bounds and 4096-aligned (checked in `locate`), the mapping
+        // SAFETY: `header` is in bounds, aligned for `RingHeader` and apart from the data area
+        // (checked in `locate`), the mapping
         // outlives `&self` (held by `region`), and `RingHeader` consists only of atomics, for
         // which every bit pattern is valid and concurrent access from another process is
         // defined (atomics on shared mappings are coherent).
@@ -238,9 +275,9 @@ impl RingGauge {
     }
 }
 
-/// Writes a fresh ring header at `offset` (the creator's side, before the region is shared).
-pub(crate) fn init_ring(region: &Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<()> {
-    let mem = RingMemory::locate(region.clone(), offset, capacity)?;
+/// Writes a fresh ring header at `place` (the creator's side, before the region is shared).
+pub(crate) fn init_ring(region: &Arc<dyn SharedRegion>, place: RingPlace, capacity: usize) -> Result<()> {
+    let mem = RingMemory::locate(region.clone(), place, capacity)?;
     let h = mem.header();
     for field in [&h.write_pos.0, &h.read_pos.0] {
         field.store(0, atomic::Ordering::Relaxed);
@@ -269,9 +306,13 @@ pub(crate) struct Producer {
 }
 
 impl Producer {
-    /// Attaches to an initialised ring at `offset`, validating its header.
-    pub(crate) fn attach(region: Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<Producer> {
-        let mem = RingMemory::locate(region, offset, capacity)?;
+    /// Attaches to an initialised ring at `place`, validating its header.
+    pub(crate) fn attach(
+        region: Arc<dyn SharedRegion>,
+        place: RingPlace,
+        capacity: usize,
+    ) -> Result<Producer> {
+        let mem = RingMemory::locate(region, place, capacity)?;
         let (read, write) = protocol::validate_header(mem.header(), capacity as u64)?;
         let core = ProducerCore::new(capacity as u64, read, write)?;
         Ok(Producer {
@@ -396,9 +437,13 @@ pub(crate) struct Consumer {
 }
 
 impl Consumer {
-    /// Attaches to an initialised ring at `offset`, validating its header.
-    pub(crate) fn attach(region: Arc<dyn SharedRegion>, offset: usize, capacity: usize) -> Result<Consumer> {
-        let mem = RingMemory::locate(region, offset, capacity)?;
+    /// Attaches to an initialised ring at `place`, validating its header.
+    pub(crate) fn attach(
+        region: Arc<dyn SharedRegion>,
+        place: RingPlace,
+        capacity: usize,
+    ) -> Result<Consumer> {
+        let mem = RingMemory::locate(region, place, capacity)?;
         let (read, write) = protocol::validate_header(mem.header(), capacity as u64)?;
         let core = ConsumerCore::new(capacity as u64, read, write)?;
         Ok(Consumer { mem, core, broken: false, records: 0, records_seen: Arc::default() })

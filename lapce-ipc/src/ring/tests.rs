@@ -9,12 +9,15 @@ use crate::platform::Segment;
 
 const CAP: usize = 4096;
 
+/// A ring alone at the start of its segment.
+const AT0: RingPlace = RingPlace { header: 0, data: RING_HEADER_SPAN };
+
 fn ring(capacity: usize) -> (Arc<Segment>, Producer, Consumer) {
     let seg = Arc::new(Segment::create("ring-test", ring_footprint(capacity)).unwrap());
     let region: Arc<dyn SharedRegion> = seg.clone();
-    init_ring(&region, 0, capacity).unwrap();
-    let p = Producer::attach(region.clone(), 0, capacity).unwrap();
-    let c = Consumer::attach(region, 0, capacity).unwrap();
+    init_ring(&region, AT0, capacity).unwrap();
+    let p = Producer::attach(region.clone(), AT0, capacity).unwrap();
+    let c = Consumer::attach(region, AT0, capacity).unwrap();
     (seg, p, c)
 }
 
@@ -132,16 +135,56 @@ fn attach_validates_the_header() {
     let seg = Arc::new(Segment::create("ring-test", ring_footprint(2 * CAP)).unwrap());
     let region: Arc<dyn SharedRegion> = seg.clone();
     // Never initialised: no magic.
-    assert!(matches!(Consumer::attach(region.clone(), 0, CAP), Err(IpcError::Corrupted(_))));
-    init_ring(&region, 0, CAP).unwrap();
+    assert!(matches!(Consumer::attach(region.clone(), AT0, CAP), Err(IpcError::Corrupted(_))));
+    init_ring(&region, AT0, CAP).unwrap();
     // Wrong capacity expectation.
-    assert!(matches!(Producer::attach(region.clone(), 0, CAP * 2), Err(IpcError::Corrupted(_))));
+    assert!(matches!(Producer::attach(region.clone(), AT0, CAP * 2), Err(IpcError::Corrupted(_))));
     // Does not fit the region.
-    assert!(matches!(Producer::attach(region.clone(), 0, CAP * 4), Err(IpcError::InvalidArgument(_))));
-    assert!(matches!(Producer::attach(region.clone(), 100, CAP), Err(IpcError::InvalidArgument(_))));
+    assert!(matches!(Producer::attach(region.clone(), AT0, CAP * 4), Err(IpcError::InvalidArgument(_))));
+    assert!(matches!(
+        Producer::attach(region.clone(), RingPlace::alone(100), CAP),
+        Err(IpcError::InvalidArgument(_))
+    ));
     // Positions out of range.
     header(&seg).write_pos.0.store(CAP as u64 + 8, atomic::Ordering::Relaxed);
-    assert!(matches!(Consumer::attach(region, 0, CAP), Err(IpcError::Corrupted(_))));
+    assert!(matches!(Consumer::attach(region, AT0, CAP), Err(IpcError::Corrupted(_))));
+}
+
+/// A ring's header and data area must be aligned, inside the region and apart from each other;
+/// two rings may share a header page.
+#[test]
+fn placements_are_checked_and_headers_may_share_a_page() {
+    let seg = Arc::new(Segment::create("ring-test", RING_HEADER_SPAN + 2 * CAP).unwrap());
+    let region: Arc<dyn SharedRegion> = seg.clone();
+    let bad = |header, data| {
+        let place = RingPlace { header, data };
+        matches!(init_ring(&region, place, CAP), Err(IpcError::InvalidArgument(_)))
+    };
+    assert!(bad(64, RING_HEADER_SPAN), "header not aligned for RingHeader");
+    assert!(bad(0, RING_HEADER_SPAN + 8), "data area not page aligned");
+    assert!(bad(0, 0), "header inside the data area");
+    assert!(bad(RING_HEADER_SPAN + CAP - 128, RING_HEADER_SPAN), "header overlapping the data's end");
+    assert!(bad(0, RING_HEADER_SPAN + 2 * CAP), "data area past the region");
+    assert!(bad(RING_HEADER_SPAN + 2 * CAP - 128, RING_HEADER_SPAN), "header past the region");
+    // Header after the data area is fine, and so are two headers in one page.
+    let a = RingPlace { header: 0, data: RING_HEADER_SPAN };
+    let b = RingPlace { header: 2048, data: RING_HEADER_SPAN + CAP };
+    init_ring(&region, a, CAP).unwrap();
+    init_ring(&region, b, CAP).unwrap();
+    let (mut pa, mut ca) = (
+        Producer::attach(region.clone(), a, CAP).unwrap(),
+        Consumer::attach(region.clone(), a, CAP).unwrap(),
+    );
+    let (mut pb, mut cb) =
+        (Producer::attach(region.clone(), b, CAP).unwrap(), Consumer::attach(region, b, CAP).unwrap());
+    for i in 0..3 * CAP / 64 {
+        write(&mut pa, &[i as u8; 40]);
+        write(&mut pb, &[!(i as u8); 40]);
+        assert_eq!(ca.try_peek().unwrap().unwrap(), [i as u8; 40]);
+        ca.release();
+        assert_eq!(cb.try_peek().unwrap().unwrap(), [!(i as u8); 40]);
+        cb.release();
+    }
 }
 
 #[test]
@@ -303,8 +346,11 @@ fn positions_near_the_top_of_u64_are_rejected() {
         let region: Arc<dyn SharedRegion> = seg.clone();
         header(&seg).read_pos.0.store(top, atomic::Ordering::Relaxed);
         header(&seg).write_pos.0.store(top, atomic::Ordering::Relaxed);
-        assert!(matches!(Producer::attach(region.clone(), 0, CAP), Err(IpcError::Corrupted(_))), "{top:#x}");
-        assert!(matches!(Consumer::attach(region, 0, CAP), Err(IpcError::Corrupted(_))), "{top:#x}");
+        assert!(
+            matches!(Producer::attach(region.clone(), AT0, CAP), Err(IpcError::Corrupted(_))),
+            "{top:#x}"
+        );
+        assert!(matches!(Consumer::attach(region, AT0, CAP), Err(IpcError::Corrupted(_))), "{top:#x}");
     }
     // A live producer whose consumer claims such a position.
     let (seg, mut p, _c) = ring(CAP);
