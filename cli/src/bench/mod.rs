@@ -103,6 +103,11 @@ pub struct BenchArgs {
     /// over the raw framed stream, matched by id (a load generator: what the server can do).
     #[arg(long, value_name = "API", value_enum, default_value_t = scale::ScaleClient::Rpc)]
     pub scale_client: scale::ScaleClient,
+    /// Scale mode: the server's runtime threads. 1: tokio's current-thread runtime (one thread
+    /// serves every connection; the clients have the other CPUs); N > 1: a multi-thread runtime
+    /// with N workers.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub scale_server_threads: u64,
     /// The Node.js to run the Node.js IPC peer with (`child_process.fork` + `process.send`,
     /// json and advanced serialization); its rows are skipped with a message when it cannot run.
     #[arg(long, value_name = "PATH", default_value = "node")]
@@ -164,6 +169,10 @@ pub struct ServerArgs {
     /// clients; it exits once N + 1 clients have come and gone.
     #[arg(long, value_name = "N")]
     pub scale_clients: Option<u64>,
+    /// Request/response server: its runtime threads (1: current-thread runtime; N > 1: a
+    /// multi-thread runtime with N workers).
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub threads: u64,
 }
 
 /// A transport under test.
@@ -1113,6 +1122,7 @@ mod tests {
             scale_inflight: 4,
             scale_secs: None,
             scale_client: scale::ScaleClient::Rpc,
+            scale_server_threads: 1,
             node: "node".into(),
             no_node: false,
             iceoryx2: None,

@@ -47,7 +47,10 @@ pub fn scale_config(clients: usize) -> IpcConfig {
 /// it exits when N + 1 clients (the last one a sentinel the bench connects once it has measured
 /// the server after the N left) have come and gone.
 pub fn serve(args: &ServerArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = match args.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread().enable_all().build()?,
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n as usize).enable_all().build()?,
+    };
     let (config, expected) = match args.scale_clients {
         Some(n) => (scale_config(n as usize), n + 1),
         None => (config(args.mode, args.payload, args.metrics), 1),

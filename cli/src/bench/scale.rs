@@ -101,6 +101,29 @@ pub struct Footprint {
     pub rss_shmem_kib: Option<u64>,
     /// Entries of `/proc/<pid>/fd`.
     pub fds: Option<u64>,
+    /// Of those, lapce-ipc segments (memfds, or POSIX shared memory objects): the warm pool's
+    /// and the connections'.
+    pub segments: Option<u64>,
+    /// Of those, epoll instances (the runtime's, and the hang-up watcher's once a client came).
+    pub epolls: Option<u64>,
+}
+
+/// Descriptors a warm segment holds in the server: the segment and both ends of its four
+/// doorbells (the client's ends go to the client when it is handed out).
+const FDS_PER_WARM_SEGMENT: u64 = 9;
+
+impl Footprint {
+    /// Descriptors held now beyond those of `idle` that neither more warm segments (a burst of
+    /// connections grows the pool for a while) nor more epoll instances (the hang-up watcher's,
+    /// made with the first connection) explain: with no client connected, anything else is a
+    /// leak. `None` when not measured.
+    pub fn unexplained_fds(&self, idle: &Footprint) -> Option<i64> {
+        let delta = |now: Option<u64>, then: Option<u64>| Some(now? as i64 - then? as i64);
+        let fds = delta(self.fds, idle.fds)?;
+        let segments = delta(self.segments, idle.segments)?;
+        let epolls = delta(self.epolls, idle.epolls)?;
+        Some(fds - FDS_PER_WARM_SEGMENT as i64 * segments - epolls)
+    }
 }
 
 /// Reads the footprint of `pid` from `/proc` (Linux).
@@ -113,12 +136,29 @@ pub fn footprint(pid: u32) -> Footprint {
             rest.split_whitespace().next()?.parse::<u64>().ok()
         })
     };
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).ok().map(|d| d.count() as u64);
+    let (mut fds, mut segments, mut epolls) = (None, 0, 0);
+    if let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+        let mut count = 0;
+        for entry in dir.flatten() {
+            count += 1;
+            let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+            let target = target.to_string_lossy();
+            // memfd backend: "/memfd:lapce-ipc (deleted)"; posix backend: "/dev/shm/lapce-ipc-…".
+            if target.starts_with("/memfd:lapce-ipc") || target.starts_with("/dev/shm/lapce-ipc-") {
+                segments += 1;
+            } else if target == "anon_inode:[eventpoll]" {
+                epolls += 1;
+            }
+        }
+        fds = Some(count);
+    }
     Footprint {
         rss_kib: field("VmRSS"),
         rss_anon_kib: field("RssAnon"),
         rss_shmem_kib: field("RssShmem"),
         fds,
+        segments: fds.map(|_| segments),
+        epolls: fds.map(|_| epolls),
     }
 }
 
@@ -162,12 +202,36 @@ impl Drop for LeanServer {
     }
 }
 
+/// Starts of the lean server measured idle: its RSS varies by a few percent from one start to
+/// the next (mostly which pages of the C library the kernel maps along with the ones touched),
+/// so the target is judged on the median.
+const LEAN_STARTS: usize = 3;
+
+/// The lean server idle: the start with the median RSS of [`LEAN_STARTS`], and the RSS range.
+#[derive(Debug, Clone, Copy)]
+pub struct LeanIdle {
+    /// The start with the median RSS.
+    pub median: Footprint,
+    /// The smallest RSS of the starts, KiB.
+    pub rss_min_kib: Option<u64>,
+    /// The largest, KiB.
+    pub rss_max_kib: Option<u64>,
+}
+
 /// The idle footprint of the lean server ([`lean_server_path`]), as the one an application
 /// embedding the library would have: the CLI's own server carries the benchmark suite, the
 /// plots and the CLI's dependencies in its binary, whose pages count in its RSS.
-pub fn lean_server_idle() -> std::result::Result<Footprint, String> {
+pub fn lean_server_idle() -> std::result::Result<LeanIdle, String> {
+    let mut starts = (0..LEAN_STARTS).map(lean_server_start).collect::<std::result::Result<Vec<_>, _>>()?;
+    starts.sort_by_key(|f| f.rss_kib);
+    let rss = starts.iter().filter_map(|f| f.rss_kib);
+    Ok(LeanIdle { median: starts[LEAN_STARTS / 2], rss_min_kib: rss.clone().min(), rss_max_kib: rss.max() })
+}
+
+/// One start of the lean server: its footprint once it listens and has settled.
+fn lean_server_start(start: usize) -> std::result::Result<Footprint, String> {
     let path = lean_server_path()?;
-    let name = format!("lean-idle-{}", std::process::id());
+    let name = format!("lean-idle-{}-{start}", std::process::id());
     let child = Command::new(&path)
         .arg(&name)
         .stdin(Stdio::null())
@@ -222,6 +286,8 @@ pub struct ScaleRow {
     pub inflight_per_connection: usize,
     /// The clients' API.
     pub client_api: ScaleClient,
+    /// The server's runtime threads (1: tokio's current-thread runtime).
+    pub server_threads: usize,
     /// Server idle, no clients.
     pub idle: Footprint,
     /// Server with all clients connected and idle, after the trim wait.
@@ -232,10 +298,11 @@ pub struct ScaleRow {
     pub rss_per_connection_kib: Option<f64>,
     /// `(connected fds - idle fds) / clients`.
     pub fds_per_connection: Option<f64>,
-    /// Server descriptors after all clients left.
-    pub fds_after_disconnect: Option<u64>,
-    /// Whether they are back to the idle count.
-    pub fds_returned_to_idle: Option<bool>,
+    /// The server after all clients left.
+    pub disconnected: Footprint,
+    /// Of its descriptors then, those beyond the idle count that its warm segments and epoll
+    /// instances do not explain ([`Footprint::unexplained_fds`]): 0 when nothing leaked.
+    pub fds_left_after_disconnect: Option<i64>,
     /// Requests answered during the load, all processes.
     pub requests: Option<u64>,
     /// Requests per second, all processes (total requests / longest process's load time).
@@ -253,22 +320,23 @@ pub struct ScaleRow {
 }
 
 impl ScaleRow {
-    fn new(clients: usize, processes: usize, inflight: usize, api: ScaleClient, trim_wait: f64) -> ScaleRow {
+    fn new(clients: usize, processes: usize, args: &BenchArgs) -> ScaleRow {
         ScaleRow {
             transport: Transport::Rpc.name().into(),
             test: "scale".into(),
             clients,
             client_processes: processes,
             payload_bytes: PAYLOAD as u64,
-            inflight_per_connection: inflight,
-            client_api: api,
+            inflight_per_connection: args.scale_inflight as usize,
+            client_api: args.scale_client,
+            server_threads: args.scale_server_threads as usize,
             idle: Footprint::default(),
             connected: Footprint::default(),
-            trim_wait_secs: trim_wait,
+            trim_wait_secs: args.trim_wait,
             rss_per_connection_kib: None,
             fds_per_connection: None,
-            fds_after_disconnect: None,
-            fds_returned_to_idle: None,
+            disconnected: Footprint::default(),
+            fds_left_after_disconnect: None,
             requests: None,
             requests_per_sec: None,
             rtt_p50_us: None,
@@ -410,8 +478,7 @@ pub(super) fn run(bench: &Bench<'_>, args: &BenchArgs) -> Vec<ScaleRow> {
         .map(|&n| {
             let n = n as usize;
             let processes = CLIENT_PROCESSES.min(n);
-            let mut row =
-                ScaleRow::new(n, processes, args.scale_inflight as usize, args.scale_client, args.trim_wait);
+            let mut row = ScaleRow::new(n, processes, args);
             if let Err(e) = check_fd_limit(n, limit).and_then(|()| one(bench, args, n, secs, &mut row)) {
                 bench.progress.note(format!("  FAILED: {e}"));
                 row.error = Some(e.to_string());
@@ -440,6 +507,8 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
         PAYLOAD.to_string().into(),
         "--scale-clients".into(),
         n.to_string().into(),
+        "--threads".into(),
+        args.scale_server_threads.to_string().into(),
         "--parent-pid".into(),
         std::process::id().to_string().into(),
     ];
@@ -533,17 +602,18 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
         for c in clients {
             c.close(Duration::from_secs(10))?;
         }
-        // Let the server notice every hang-up (bounded wait for the idle count, then one more).
+        // Let the server notice every hang-up: wait (bounded) until its descriptors are all
+        // explained. (Below 0 it is still closing connections: a segment counted whose
+        // doorbells are closed already.)
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             std::thread::sleep(Duration::from_millis(100));
-            let fds = footprint(pid).fds;
-            if fds.is_none() || fds <= row.idle.fds || Instant::now() >= deadline {
-                row.fds_after_disconnect = fds;
+            row.disconnected = footprint(pid);
+            row.fds_left_after_disconnect = row.disconnected.unexplained_fds(&row.idle);
+            if row.fds_left_after_disconnect.is_none_or(|left| left == 0) || Instant::now() >= deadline {
                 break;
             }
         }
-        row.fds_returned_to_idle = row.fds_after_disconnect.zip(row.idle.fds).map(|(a, i)| a <= i);
         // The sentinel client: the server exits once it has come and gone.
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         runtime.block_on(async {
@@ -795,6 +865,14 @@ async fn framed_loop(
     }
 }
 
+/// How the server's runtime is described: `threads` as given to `--scale-server-threads`.
+fn server_runtime(threads: usize) -> String {
+    match threads {
+        1 => "a current-thread runtime".to_string(),
+        n => format!("a multi-thread runtime of {n} workers"),
+    }
+}
+
 /// Prints the scale table.
 pub fn print_table(rows: &[ScaleRow]) {
     let kib = |v: Option<u64>| v.map_or_else(|| "n/a".to_string(), |k| format!("{:.2}", k as f64 / 1024.0));
@@ -810,7 +888,7 @@ pub fn print_table(rows: &[ScaleRow]) {
         "idle fds",
         "N fds",
         "fd/conn",
-        "fds ok",
+        "fds left",
         "in flight",
         "req/s",
         "p50 µs",
@@ -822,7 +900,10 @@ pub fn print_table(rows: &[ScaleRow]) {
         ScaleClient::Rpc => "IpcClient clients",
         ScaleClient::Framed => "framed-stream clients",
     };
-    println!("scale (lapce-ipc-rpc, {PAYLOAD} B requests, {api}; MB = MiB of server RSS):");
+    let server = rows.first().map_or_else(String::new, |r| server_runtime(r.server_threads));
+    println!(
+        "scale (lapce-ipc-rpc, {PAYLOAD} B requests, {api}, server on {server}; MB = MiB of server RSS):"
+    );
     println!("{header}");
     println!("{}", "-".repeat(header.chars().count()));
     for r in rows {
@@ -837,11 +918,7 @@ pub fn print_table(rows: &[ScaleRow]) {
             num(r.idle.fds),
             num(r.connected.fds),
             r.fds_per_connection.map_or_else(|| "n/a".into(), |v| format!("{v:.2}")),
-            match (r.fds_after_disconnect, r.idle.fds) {
-                (Some(a), Some(i)) if a <= i => "yes".to_string(),
-                (Some(a), Some(i)) => format!("NO +{}", a - i),
-                _ => "n/a".to_string(),
-            },
+            r.fds_left_after_disconnect.map_or_else(|| "n/a".into(), |left| left.to_string()),
             r.clients * r.inflight_per_connection,
             r.requests_per_sec.map_or_else(|| "-".into(), rate),
             r.rtt_p50_us.map_or_else(|| "-".into(), fmt_us),
@@ -858,8 +935,12 @@ pub fn print_table(rows: &[ScaleRow]) {
         SETTLE.as_millis()
     );
     println!(
-        "fds ok = the server's descriptors back to the idle count after the clients left; req/s over all client \
-         processes, p50/p99 from their merged histograms."
+        "fds left = the server's descriptors after the clients left, beyond its idle count, less {FDS_PER_WARM_SEGMENT} \
+         per warm segment it kept (a burst of"
+    );
+    println!(
+        "connections grows the warm pool for 30 s) and the hang-up watcher's epoll: 0 = nothing leaked; req/s over \
+         all client processes, p50/p99 from their merged histograms."
     );
 }
 
@@ -869,21 +950,25 @@ pub fn print_table(rows: &[ScaleRow]) {
 /// was measured, else on the CLI's server; both figures are shown.
 pub fn targets(
     rows: &[ScaleRow],
-    lean: &std::result::Result<Footprint, String>,
+    lean: &std::result::Result<LeanIdle, String>,
 ) -> Vec<(String, Option<bool>, String)> {
     let mut out = Vec::new();
     let mb = |k: u64| k as f64 / 1024.0;
     let idle = rows.iter().filter_map(|r| r.idle.rss_kib).max();
-    let lean_rss = lean.as_ref().ok().and_then(|f| f.rss_kib);
+    let lean_rss = lean.as_ref().ok().and_then(|l| l.median.rss_kib);
     let cli = idle.map_or_else(
         || "CLI server n/a".to_string(),
         |k| format!("CLI server {:.2} MiB (its binary's pages; largest of the runs)", mb(k)),
     );
+    let mib = |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.2}", mb(k)));
     let lean_detail = match lean {
-        Ok(f) => format!(
-            "lean server (examples/echo_server) {} MiB, of which anonymous {} MiB",
-            f.rss_kib.map_or("n/a".into(), |k| format!("{:.2}", mb(k))),
-            f.rss_anon_kib.map_or("n/a".into(), |k| format!("{:.2}", mb(k)))
+        Ok(l) => format!(
+            "lean server (examples/echo_server) {} MiB (median of {LEAN_STARTS} starts, {}-{}), of which \
+             anonymous {} MiB",
+            mib(l.median.rss_kib),
+            mib(l.rss_min_kib),
+            mib(l.rss_max_kib),
+            mib(l.median.rss_anon_kib)
         ),
         Err(why) => format!("lean server {why}"),
     };
@@ -914,10 +999,11 @@ pub fn targets(
                     ScaleClient::Framed => "framed-stream clients",
                 };
                 format!(
-                    "{} req/s, {e} errors, {} in flight ({} per connection, {api})",
+                    "{} req/s, {e} errors, {} in flight ({} per connection, {api}; server on {})",
                     rate(v),
                     r.clients * r.inflight_per_connection,
-                    r.inflight_per_connection
+                    r.inflight_per_connection,
+                    server_runtime(r.server_threads)
                 )
             },
         ),
@@ -941,6 +1027,25 @@ mod tests {
         assert_eq!(back.value_at_quantile(0.5), h.value_at_quantile(0.5));
         assert!(parse_result("result 1 x 3 ").is_err());
         assert!(parse_result("result 0 0 5 ").unwrap().3.is_empty());
+    }
+
+    /// Descriptors after the clients left are explained by warm segments and epoll instances,
+    /// nine per segment; any other is left over.
+    #[test]
+    fn unexplained_fds_discount_warm_segments_and_epolls() {
+        let at = |fds, segments, epolls| Footprint {
+            fds: Some(fds),
+            segments: Some(segments),
+            epolls: Some(epolls),
+            ..Footprint::default()
+        };
+        let idle = at(588, 64, 1);
+        assert_eq!(at(588, 64, 1).unexplained_fds(&idle), Some(0));
+        assert_eq!(at(589, 64, 2).unexplained_fds(&idle), Some(0), "the watcher's epoll");
+        assert_eq!(at(1165, 128, 2).unexplained_fds(&idle), Some(0), "a doubled warm pool");
+        assert_eq!(at(1166, 128, 2).unexplained_fds(&idle), Some(1), "one descriptor more");
+        assert_eq!(at(597, 64, 1).unexplained_fds(&idle), Some(9), "a connection's worth, no segment");
+        assert_eq!(Footprint::default().unexplained_fds(&idle), None);
     }
 
     #[test]
