@@ -188,17 +188,19 @@ fn quick_bench_writes_json_for_every_transport() {
 
 #[test]
 fn scale_smoke_has_rows_without_errors_and_leaves_no_children() {
-    scale_smoke("rpc");
+    scale_smoke("rpc", None);
 }
 
 #[test]
 fn scale_smoke_with_framed_stream_clients() {
-    scale_smoke("framed");
+    scale_smoke("framed", Some(2));
 }
 
-/// One scale row of 8 clients driven through `api` (`--scale-client`).
-fn scale_smoke(api: &str) {
+/// One scale row of 8 clients driven through `api` (`--scale-client`), the server on `threads`
+/// runtime threads (`--scale-server-threads`; `None`: the default, one).
+fn scale_smoke(api: &str, threads: Option<u32>) {
     let json = unique_json_path();
+    let threads_args = threads.map(|t| vec!["--scale-server-threads".to_string(), t.to_string()]);
     let bench = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
         .args([
             "bench",
@@ -212,7 +214,9 @@ fn scale_smoke(api: &str) {
             "--scale-inflight",
             "8",
         ])
-        .args(["--scale-client", api, "--json"])
+        .args(["--scale-client", api])
+        .args(threads_args.unwrap_or_default())
+        .arg("--json")
         .arg(&json.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -236,6 +240,7 @@ fn scale_smoke(api: &str) {
     assert_eq!(row["test"], "scale", "{row}");
     assert_eq!(row["clients"], 8, "{row}");
     assert_eq!(row["client_api"], api, "{row}");
+    assert_eq!(row["server_threads"], threads.unwrap_or(1), "{row}");
     assert!(row["error"].is_null(), "{row}");
     assert_eq!(row["request_errors"], 0, "{row}");
     assert!(row["requests"].as_u64().is_some_and(|n| n > 0), "{row}");
@@ -244,6 +249,11 @@ fn scale_smoke(api: &str) {
     if cfg!(target_os = "linux") {
         assert!(row["idle"]["rss_kib"].as_u64().is_some_and(|v| v > 0), "{row}");
         assert!(row["connected"]["fds"].as_u64() > row["idle"]["fds"].as_u64(), "{row}");
+        // Each connection holds a segment and a few descriptors; once the clients left, every
+        // descriptor beyond the idle count is a warm segment's or the hang-up watcher's epoll.
+        assert!(row["connected"]["segments"].as_u64().is_some_and(|s| s >= 8), "{row}");
+        assert!(row["fds_per_connection"].as_f64().is_some_and(|v| (2.0..=16.0).contains(&v)), "{row}");
+        assert_eq!(row["fds_left_after_disconnect"], 0, "{row}");
         // Every server and client child of that bench is gone (they all got `--parent-pid`).
         let marker = format!("\0--parent-pid\0{bench_pid}\0");
         let left: Vec<String> = std::fs::read_dir("/proc")

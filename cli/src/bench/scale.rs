@@ -1,7 +1,8 @@
 //! `lapce-ipc bench --scale N,...`: what N connected clients cost an `IpcServer`.
 //!
 //! For each N: a fresh server child (`bench-server --transport lapce-ipc-rpc --scale-clients N`,
-//! the default configuration with room for N connections, an echo handler); its RSS and open
+//! the default configuration with room for N connections, an echo handler, on the runtime
+//! `--scale-server-threads` asks for); its RSS and open
 //! file descriptors while idle with no clients; then N client connections spread over
 //! [`CLIENT_PROCESSES`] client children (the hidden `bench-scale-client` subcommand, one tokio
 //! runtime each), made with the API `--scale-client` names (`IpcClient`, one task per request
@@ -9,7 +10,7 @@
 //! descriptors again after `--trim-wait` seconds with all N connected and idle; then
 //! request/response load on every connection (64 B, `--scale-inflight` requests in flight per
 //! connection, `--scale-secs` seconds); then the clients exit and the server's descriptors are
-//! counted once more.
+//! counted once more (net of the warm segments it kept: [`Footprint::unexplained_fds`]).
 //!
 //! The parent drives the client children over lines on their stdin and stdout:
 //! child → `connected K` (or `error MSG`), parent → `go`, child → `result REQUESTS ERRORS
@@ -123,6 +124,22 @@ impl Footprint {
         let segments = delta(self.segments, idle.segments)?;
         let epolls = delta(self.epolls, idle.epolls)?;
         Some(fds - FDS_PER_WARM_SEGMENT as i64 * segments - epolls)
+    }
+
+    /// Descriptors per connection with `clients` connected now: the growth since `idle`, less
+    /// [`FDS_PER_WARM_SEGMENT`] for every segment beyond one per client (the warm pool grows
+    /// while clients connect in a burst, and shrinks back 30 s later), divided by `clients`.
+    /// Without the segment counts, the plain growth per client.
+    pub fn fds_per_connection(&self, idle: &Footprint, clients: u64) -> Option<f64> {
+        if clients == 0 {
+            return None;
+        }
+        let fds = self.fds? as f64 - idle.fds? as f64;
+        let warm_growth = match (self.segments, idle.segments) {
+            (Some(now), Some(then)) => now as f64 - then as f64 - clients as f64,
+            _ => 0.0,
+        };
+        Some((fds - FDS_PER_WARM_SEGMENT as f64 * warm_growth) / clients as f64)
     }
 }
 
@@ -296,7 +313,8 @@ pub struct ScaleRow {
     pub trim_wait_secs: f64,
     /// `(connected RSS - idle RSS) / clients`, KiB.
     pub rss_per_connection_kib: Option<f64>,
-    /// `(connected fds - idle fds) / clients`.
+    /// Descriptors per connection: `(connected fds - idle fds) / clients`, less those of the
+    /// warm segments the connecting burst added to the pool ([`Footprint::fds_per_connection`]).
     pub fds_per_connection: Option<f64>,
     /// The server after all clients left.
     pub disconnected: Footprint,
@@ -563,9 +581,9 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
         ));
         std::thread::sleep(Duration::from_secs_f64(args.trim_wait));
         row.connected = footprint(pid);
-        let per = |a: Option<u64>, b: Option<u64>| a.zip(b).map(|(a, b)| (a as f64 - b as f64) / n as f64);
-        row.rss_per_connection_kib = per(row.connected.rss_kib, row.idle.rss_kib);
-        row.fds_per_connection = per(row.connected.fds, row.idle.fds);
+        row.rss_per_connection_kib =
+            row.connected.rss_kib.zip(row.idle.rss_kib).map(|(a, b)| (a as f64 - b as f64) / n as f64);
+        row.fds_per_connection = row.connected.fds_per_connection(&row.idle, n as u64);
 
         progress
             .phase(format!("scale {n}: load, {} in flight per connection, {secs} s...", args.scale_inflight));
@@ -931,7 +949,7 @@ pub fn print_table(rows: &[ScaleRow]) {
     }
     println!(
         "idle = server alone after {} ms; N idle = all N connected and idle after the trim wait; KiB/conn = \
-         (N idle - idle) / N;",
+         (N idle - idle) / N; fd/conn likewise, less {FDS_PER_WARM_SEGMENT} per warm segment the burst added;",
         SETTLE.as_millis()
     );
     println!(
@@ -1046,6 +1064,25 @@ mod tests {
         assert_eq!(at(1166, 128, 2).unexplained_fds(&idle), Some(1), "one descriptor more");
         assert_eq!(at(597, 64, 1).unexplained_fds(&idle), Some(9), "a connection's worth, no segment");
         assert_eq!(Footprint::default().unexplained_fds(&idle), None);
+    }
+
+    /// Per connection, the warm segments a burst added do not count; the connections' own do.
+    #[test]
+    fn fds_per_connection_leave_out_warm_pool_growth() {
+        let at =
+            |fds, segments| Footprint { fds: Some(fds), segments: Some(segments), ..Footprint::default() };
+        let idle = at(588, 64);
+        // 512 connections of 9 descriptors each, the pool refilled to 64: no growth.
+        assert_eq!(at(588 + 512 * 9, 64 + 512).fds_per_connection(&idle, 512), Some(9.0));
+        // The same with the pool grown by 448 warm segments.
+        assert_eq!(at(588 + 512 * 9 + 448 * 9, 64 + 512 + 448).fds_per_connection(&idle, 512), Some(9.0));
+        // Without segment counts: the plain growth.
+        let plain = Footprint { fds: Some(588 + 1024), ..Footprint::default() };
+        assert_eq!(
+            plain.fds_per_connection(&Footprint { fds: Some(588), ..Footprint::default() }, 128),
+            Some(8.0)
+        );
+        assert_eq!(idle.fds_per_connection(&idle, 0), None);
     }
 
     #[test]
