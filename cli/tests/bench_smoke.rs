@@ -253,6 +253,8 @@ fn scale_smoke(api: &str, threads: Option<u32>) {
         // descriptor beyond the idle count is a warm segment's or the hang-up watcher's epoll.
         assert!(row["connected"]["segments"].as_u64().is_some_and(|s| s >= 8), "{row}");
         assert!(row["fds_per_connection"].as_f64().is_some_and(|v| (2.0..=16.0).contains(&v)), "{row}");
+        assert_eq!(row["connected"]["segments_used"], 8, "one segment handed out per client: {row}");
+        assert_eq!(row["disconnected"]["segments_used"], 0, "a connection outlived its client: {row}");
         assert_eq!(row["fds_left_after_disconnect"], 0, "{row}");
         // Every server and client child of that bench is gone (they all got `--parent-pid`).
         let marker = format!("\0--parent-pid\0{bench_pid}\0");

@@ -105,7 +105,13 @@ pub struct Footprint {
     /// Of those, lapce-ipc segments (memfds, or POSIX shared memory objects): the warm pool's
     /// and the connections'.
     pub segments: Option<u64>,
-    /// Of those, epoll instances (the runtime's, and the hang-up watcher's once a client came).
+    /// Of the segments, those handed out to a client: their mapping has resident pages (the
+    /// server writes the ring headers when it hands a segment out; a warm one is untouched,
+    /// and a used one is never made warm again). After the clients left, any is a connection
+    /// the server did not close.
+    pub segments_used: Option<u64>,
+    /// Of the descriptors, epoll instances (the runtime's, and the hang-up watcher's once a
+    /// client came).
     pub epolls: Option<u64>,
 }
 
@@ -114,33 +120,63 @@ pub struct Footprint {
 const FDS_PER_WARM_SEGMENT: u64 = 9;
 
 impl Footprint {
+    /// Warm segments: those not handed out.
+    fn warm_segments(&self) -> Option<i64> {
+        Some(self.segments? as i64 - self.segments_used? as i64)
+    }
+
     /// Descriptors held now beyond those of `idle` that neither more warm segments (a burst of
-    /// connections grows the pool for a while) nor more epoll instances (the hang-up watcher's,
-    /// made with the first connection) explain: with no client connected, anything else is a
-    /// leak. `None` when not measured.
+    /// connections grows the pool for a while) nor the hang-up watcher's epoll (made with the
+    /// first connection) explain: with no client connected, anything else is a leak, and a
+    /// connection the server kept counts whole (its segment is a used one). `None` when not
+    /// measured.
     pub fn unexplained_fds(&self, idle: &Footprint) -> Option<i64> {
-        let delta = |now: Option<u64>, then: Option<u64>| Some(now? as i64 - then? as i64);
-        let fds = delta(self.fds, idle.fds)?;
-        let segments = delta(self.segments, idle.segments)?;
-        let epolls = delta(self.epolls, idle.epolls)?;
-        Some(fds - FDS_PER_WARM_SEGMENT as i64 * segments - epolls)
+        let fds = self.fds? as i64 - idle.fds? as i64;
+        let warm = self.warm_segments()? - idle.warm_segments()?;
+        let epolls = self.epolls? as i64 - idle.epolls? as i64;
+        Some(fds - FDS_PER_WARM_SEGMENT as i64 * warm - epolls.min(1))
     }
 
     /// Descriptors per connection with `clients` connected now: the growth since `idle`, less
-    /// [`FDS_PER_WARM_SEGMENT`] for every segment beyond one per client (the warm pool grows
-    /// while clients connect in a burst, and shrinks back 30 s later), divided by `clients`.
-    /// Without the segment counts, the plain growth per client.
+    /// [`FDS_PER_WARM_SEGMENT`] for every warm segment more than then (the warm pool grows while
+    /// clients connect in a burst, and shrinks back 30 s later), divided by `clients`. Without
+    /// the segment counts, the plain growth per client.
     pub fn fds_per_connection(&self, idle: &Footprint, clients: u64) -> Option<f64> {
         if clients == 0 {
             return None;
         }
         let fds = self.fds? as f64 - idle.fds? as f64;
-        let warm_growth = match (self.segments, idle.segments) {
-            (Some(now), Some(then)) => now as f64 - then as f64 - clients as f64,
+        let warm_growth = match (self.warm_segments(), idle.warm_segments()) {
+            (Some(now), Some(then)) => (now - then) as f64,
             _ => 0.0,
         };
         Some((fds - FDS_PER_WARM_SEGMENT as f64 * warm_growth) / clients as f64)
     }
+}
+
+/// Whether a descriptor's or a mapping's target is a lapce-ipc segment: memfd backend
+/// `/memfd:lapce-ipc (deleted)`, posix backend `/dev/shm/lapce-ipc-…`.
+fn is_segment(target: &str) -> bool {
+    target.starts_with("/memfd:lapce-ipc") || target.starts_with("/dev/shm/lapce-ipc-")
+}
+
+/// Mappings of segments in `smaps` (the text of `/proc/PID/smaps`) with resident pages.
+fn used_segment_mappings(smaps: &str) -> u64 {
+    let (mut used, mut in_segment) = (0, false);
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or_default();
+        if first.ends_with(':') {
+            // A field of the current mapping: `Rss:   4 kB`.
+            if in_segment && first == "Rss:" {
+                used += u64::from(line.split_whitespace().nth(1).is_some_and(|kib| kib != "0"));
+            }
+        } else {
+            // A mapping's first line: `start-end perms offset dev inode [path]`.
+            let path = line.split_whitespace().skip(5).collect::<Vec<_>>().join(" ");
+            in_segment = is_segment(&path);
+        }
+    }
+    used
 }
 
 /// Reads the footprint of `pid` from `/proc` (Linux).
@@ -160,8 +196,7 @@ pub fn footprint(pid: u32) -> Footprint {
             count += 1;
             let Ok(target) = std::fs::read_link(entry.path()) else { continue };
             let target = target.to_string_lossy();
-            // memfd backend: "/memfd:lapce-ipc (deleted)"; posix backend: "/dev/shm/lapce-ipc-…".
-            if target.starts_with("/memfd:lapce-ipc") || target.starts_with("/dev/shm/lapce-ipc-") {
+            if is_segment(&target) {
                 segments += 1;
             } else if target == "anon_inode:[eventpoll]" {
                 epolls += 1;
@@ -175,6 +210,9 @@ pub fn footprint(pid: u32) -> Footprint {
         rss_shmem_kib: field("RssShmem"),
         fds,
         segments: fds.map(|_| segments),
+        segments_used: std::fs::read_to_string(format!("/proc/{pid}/smaps"))
+            .ok()
+            .map(|m| used_segment_mappings(&m)),
         epolls: fds.map(|_| epolls),
     }
 }
@@ -957,9 +995,10 @@ pub fn print_table(rows: &[ScaleRow]) {
          per warm segment it kept (a burst of"
     );
     println!(
-        "connections grows the warm pool for 30 s) and the hang-up watcher's epoll: 0 = nothing leaked; req/s over \
-         all client processes, p50/p99 from their merged histograms."
+        "connections grows the warm pool for 30 s) and the hang-up watcher's epoll: 0 = nothing leaked (a connection \
+         kept counts {FDS_PER_WARM_SEGMENT});"
     );
+    println!("req/s over all client processes, p50/p99 from their merged histograms.");
 }
 
 /// The scale targets, judged on this run: `(name, Some(met), detail)`, `None` when not judged.
@@ -1047,35 +1086,44 @@ mod tests {
         assert!(parse_result("result 0 0 5 ").unwrap().3.is_empty());
     }
 
-    /// Descriptors after the clients left are explained by warm segments and epoll instances,
-    /// nine per segment; any other is left over.
-    #[test]
-    fn unexplained_fds_discount_warm_segments_and_epolls() {
-        let at = |fds, segments, epolls| Footprint {
+    /// A footprint with `fds` descriptors, `segments` segments of which `used` handed out, and
+    /// `epolls` epoll instances.
+    fn at(fds: u64, segments: u64, used: u64, epolls: u64) -> Footprint {
+        Footprint {
             fds: Some(fds),
             segments: Some(segments),
+            segments_used: Some(used),
             epolls: Some(epolls),
             ..Footprint::default()
-        };
-        let idle = at(588, 64, 1);
-        assert_eq!(at(588, 64, 1).unexplained_fds(&idle), Some(0));
-        assert_eq!(at(589, 64, 2).unexplained_fds(&idle), Some(0), "the watcher's epoll");
-        assert_eq!(at(1165, 128, 2).unexplained_fds(&idle), Some(0), "a doubled warm pool");
-        assert_eq!(at(1166, 128, 2).unexplained_fds(&idle), Some(1), "one descriptor more");
-        assert_eq!(at(597, 64, 1).unexplained_fds(&idle), Some(9), "a connection's worth, no segment");
+        }
+    }
+
+    /// Descriptors after the clients left are explained by warm segments (nine each) and the
+    /// watcher's one epoll; a connection the server kept is not, though it holds nine too.
+    #[test]
+    fn unexplained_fds_discount_warm_segments_and_the_watchers_epoll() {
+        let idle = at(588, 64, 0, 1);
+        assert_eq!(at(588, 64, 0, 1).unexplained_fds(&idle), Some(0));
+        assert_eq!(at(589, 64, 0, 2).unexplained_fds(&idle), Some(0), "the watcher's epoll");
+        assert_eq!(at(1165, 128, 0, 2).unexplained_fds(&idle), Some(0), "a doubled warm pool");
+        assert_eq!(at(1166, 128, 0, 2).unexplained_fds(&idle), Some(1), "one descriptor more");
+        assert_eq!(at(597, 65, 1, 1).unexplained_fds(&idle), Some(9), "a connection kept, the pool refilled");
+        assert_eq!(at(588, 64, 1, 1).unexplained_fds(&idle), Some(9), "the same, the pool not refilled");
+        assert_eq!(at(590, 64, 0, 3).unexplained_fds(&idle), Some(1), "a second new epoll");
         assert_eq!(Footprint::default().unexplained_fds(&idle), None);
     }
 
     /// Per connection, the warm segments a burst added do not count; the connections' own do.
     #[test]
     fn fds_per_connection_leave_out_warm_pool_growth() {
-        let at =
-            |fds, segments| Footprint { fds: Some(fds), segments: Some(segments), ..Footprint::default() };
-        let idle = at(588, 64);
+        let idle = at(588, 64, 0, 1);
         // 512 connections of 9 descriptors each, the pool refilled to 64: no growth.
-        assert_eq!(at(588 + 512 * 9, 64 + 512).fds_per_connection(&idle, 512), Some(9.0));
+        assert_eq!(at(588 + 512 * 9, 64 + 512, 512, 1).fds_per_connection(&idle, 512), Some(9.0));
         // The same with the pool grown by 448 warm segments.
-        assert_eq!(at(588 + 512 * 9 + 448 * 9, 64 + 512 + 448).fds_per_connection(&idle, 512), Some(9.0));
+        let grown = at(588 + 512 * 9 + 448 * 9, 64 + 512 + 448, 512, 1);
+        assert_eq!(grown.fds_per_connection(&idle, 512), Some(9.0));
+        // The pool not refilled yet: 8 segments taken from it.
+        assert_eq!(at(588 - 8 * 9 + 8 * 9, 64, 8, 1).fds_per_connection(&idle, 8), Some(9.0));
         // Without segment counts: the plain growth.
         let plain = Footprint { fds: Some(588 + 1024), ..Footprint::default() };
         assert_eq!(
@@ -1083,6 +1131,27 @@ mod tests {
             Some(8.0)
         );
         assert_eq!(idle.fds_per_connection(&idle, 0), None);
+    }
+
+    /// Segment mappings with resident pages are counted, others and other files are not.
+    #[test]
+    fn used_segments_are_the_resident_segment_mappings() {
+        let smaps = "\
+5600-5700 r--p 00000000 08:01 123  /usr/bin/server
+Rss:                  64 kB
+7f00-7f40 rw-s 00000000 00:01 2001  /memfd:lapce-ipc (deleted)
+Size:                256 kB
+Rss:                   4 kB
+VmFlags: rd wr sh mr mw me ms sd
+7f40-7f80 rw-s 00000000 00:01 2002  /memfd:lapce-ipc (deleted)
+Rss:                   0 kB
+7f80-7fc0 rw-s 00000000 00:1a 3003  /dev/shm/lapce-ipc-0000abcd00112233 (deleted)
+Rss:                  12 kB
+7fc0-7fd0 rw-p 00000000 00:00 0
+Rss:                   8 kB
+";
+        assert_eq!(used_segment_mappings(smaps), 2);
+        assert_eq!(used_segment_mappings(""), 0);
     }
 
     #[test]

@@ -365,7 +365,8 @@ mod tests {
         }
     }
 
-    const LEN: usize = 2 * (4096 + 4096);
+    /// A connection segment with the smallest rings.
+    const LEN: usize = 4096 + 2 * 4096;
 
     /// A budget of its own for each test that counts warm segments, so that pools of other tests
     /// running at the same time (and the process's open-file limit) cannot change the counts.

@@ -42,6 +42,12 @@ pub(crate) fn ring_footprint(capacity: usize) -> usize {
 /// Where a ring lies in a region: the offsets of its header and of its data area. A ring alone
 /// ([`RingPlace::alone`]) has its header page right before its data; a connection's two rings
 /// share one header page (see the connection layer's segment layout).
+///
+/// Rings placed in one region must not overlap one another (neither header nor data area):
+/// [`init_ring`] and `attach` check a ring's own header and data area against the region and
+/// each other, but see one ring at a time. The callers guarantee it: a buffer holds one ring,
+/// and a connection segment's fixed layout (`connection::handshake`, tested against
+/// docs/PROTOCOL.md) places two apart for every accepted capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct RingPlace {
     /// Offset of the [`RingHeader`]: a multiple of its alignment (128).
