@@ -156,11 +156,13 @@ impl Footprint {
 
 /// Whether a descriptor's or a mapping's target is a lapce-ipc segment: memfd backend
 /// `/memfd:lapce-ipc (deleted)`, posix backend `/dev/shm/lapce-ipc-…`.
+#[cfg(target_os = "linux")]
 fn is_segment(target: &str) -> bool {
     target.starts_with("/memfd:lapce-ipc") || target.starts_with("/dev/shm/lapce-ipc-")
 }
 
 /// Mappings of segments in `smaps` (the text of `/proc/PID/smaps`) with resident pages.
+#[cfg(target_os = "linux")]
 fn used_segment_mappings(smaps: &str) -> u64 {
     let (mut used, mut in_segment) = (0, false);
     for line in smaps.lines() {
@@ -1134,6 +1136,7 @@ mod tests {
     }
 
     /// Segment mappings with resident pages are counted, others and other files are not.
+    #[cfg(target_os = "linux")]
     #[test]
     fn used_segments_are_the_resident_segment_mappings() {
         let smaps = "\
