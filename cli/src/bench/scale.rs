@@ -661,8 +661,8 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
             c.close(Duration::from_secs(10))?;
         }
         // Let the server notice every hang-up: wait (bounded) until its descriptors are all
-        // explained. (Below 0 it is still closing connections: a segment counted whose
-        // doorbells are closed already.)
+        // explained. (Above 0 connections are still closing; below 0 the pool is making a warm
+        // segment whose memfd exists and whose doorbells do not yet.)
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
             std::thread::sleep(Duration::from_millis(100));

@@ -33,6 +33,8 @@ pub const MAX_CAPACITY: usize = 1 << 30;
 
 const _: () = assert!(std::mem::size_of::<RingHeader>() <= RING_HEADER_SPAN);
 const _: () = assert!(std::mem::align_of::<RingHeader>() <= RING_HEADER_SPAN);
+// `RingPlace::alone` puts the data area one header span after a page-aligned offset.
+const _: () = assert!(RING_HEADER_SPAN.is_multiple_of(DATA_ALIGN));
 
 /// Bytes a ring of `capacity` occupies alone in a segment (header page + data area).
 pub(crate) fn ring_footprint(capacity: usize) -> usize {
@@ -135,8 +137,8 @@ impl RingMemory {
             || !apart
         {
             return Err(IpcError::InvalidArgument(format!(
-                "ring of {capacity} bytes with its header at offset {} and its data at offset {} does \
-                 not fit a {}-byte region",
+                "ring of {capacity} bytes with its header at offset {} and its data at offset {} is \
+                 misaligned, overlapping itself or outside a {}-byte region",
                 place.header,
                 place.data,
                 region.len()
