@@ -211,16 +211,21 @@ fn the_heap_is_trimmed_once_connections_stop_ending() {
 
 /// Connections that come and go leak nothing: cycles of 50 connections, each sending requests
 /// of three sizes and leaving, end with the server's live heap where the warm-up left it
-/// (within 8 KiB; a leak of 16 bytes per connection would add 8.8 KiB over the 11 cycles
+/// (within 12 KiB; a leak of 16 bytes per connection would add 15.2 KiB over the 19 cycles
 /// after it). 50, not more: CI runs under a soft limit of 1024 open files, and this process
 /// and the server each hold several descriptors per connection.
+///
+/// What may still grow after the warm-up is a table sized by the connections open at once
+/// that doubles once, at a moment set by scheduling: the hang-up watcher's map (1.6 KiB, seen
+/// as late as the sixth cycle). The metrics' ring registry was such a map too (5.6 KiB more),
+/// and with it this test failed once in CI (2026-12-05); it is a slab now.
 #[test]
 fn connections_that_come_and_go_leak_no_heap() {
     let name = unique_name("mem-cycles");
     let mut server = ServerChild::spawn(&name);
     let payloads: Vec<Vec<u8>> = [256, 4096, 16 * 1024].iter().map(|&n| vec![0x5a; n]).collect();
     let mut live = Vec::new();
-    for _cycle in 0..16 {
+    for _cycle in 0..24 {
         let mut clients: Vec<FramedShmStream> = (0..50).map(|_| connect(&name)).collect();
         for (c, framed) in clients.iter_mut().enumerate() {
             for (i, p) in payloads.iter().enumerate() {
@@ -239,8 +244,8 @@ fn connections_that_come_and_go_leak_no_heap() {
     let warm = live[4]; // (the first cycles still warm up: the slot pool, tokio's buffers)
     let worst = live[4..].iter().max().unwrap() - warm;
     assert!(
-        worst < 8 << 10,
-        "the live heap grew by {worst} bytes over 11 cycles of 50 connections: {live:?}"
+        worst < 12 << 10,
+        "the live heap grew by {worst} bytes over 19 cycles of 50 connections: {live:?}"
     );
     server.quit();
 }
