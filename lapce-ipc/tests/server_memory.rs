@@ -218,7 +218,9 @@ fn the_heap_is_trimmed_once_connections_stop_ending() {
 /// What may still grow after the warm-up is a table sized by the connections open at once
 /// that doubles once, at a moment set by scheduling: the hang-up watcher's map (1.6 KiB, seen
 /// as late as the sixth cycle). The metrics' ring registry was such a map too (5.6 KiB more),
-/// and with it this test failed once in CI (2026-12-05); it is a slab now.
+/// and with it this test failed once in CI (2026-12-05); it is a slab now. A reading can also
+/// catch what an ended connection's task still holds (+4.1 KiB once, under load), hence the
+/// least of three readings per cycle.
 #[test]
 fn connections_that_come_and_go_leak_no_heap() {
     let name = unique_name("mem-cycles");
@@ -238,7 +240,15 @@ fn connections_that_come_and_go_leak_no_heap() {
             assert!(Instant::now() < deadline, "connections still open after {HANG:?}");
             std::thread::sleep(Duration::from_millis(5));
         }
-        live.push(server.ask(LIVE_BYTES));
+        // The least of three readings 10 ms apart: a leak stays, while a task of an ended
+        // connection that was preempted holding an answer (up to 16 KiB here) lets it go.
+        let settled = (0..3)
+            .map(|i| {
+                std::thread::sleep(Duration::from_millis(if i == 0 { 0 } else { 10 }));
+                server.ask(LIVE_BYTES)
+            })
+            .min();
+        live.push(settled.unwrap());
     }
     eprintln!("server live heap after each cycle of 50 connections: {live:?}");
     let warm = live[4]; // (the first cycles still warm up: the slot pool, tokio's buffers)
