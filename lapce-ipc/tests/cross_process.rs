@@ -590,7 +590,7 @@ fn child_echo_server(name: &str) {
 #[test]
 fn async_client_talks_to_blocking_server_process() {
     let name = unique_name("async-client");
-    let mut child = ChildGuard::spawn("echo-server", &name);
+    let mut child = ChildGuard::spawn("echo-server", &name).listening_on(&name);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let deadline = Instant::now() + HANG;

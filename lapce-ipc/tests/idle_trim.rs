@@ -74,7 +74,7 @@ async fn burst(client: &IpcClient, round: u8, n: u8) {
 #[test]
 fn idle_rings_give_their_pages_back_and_keep_working() {
     let name = unique_name("trim");
-    let _server = ChildGuard::spawn("echo-server", &name);
+    let _server = ChildGuard::spawn("echo-server", &name).listening_on(&name);
     let rt = runtime();
     rt.block_on(async {
         let client = connect(&name).await;

@@ -316,7 +316,8 @@ fn millis(ms: u64) -> Bytes {
 fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
     let name = unique_name("metrics");
     let port_file = PortFile(std::env::temp_dir().join(format!("{name}.port")));
-    let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()));
+    let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()))
+        .listening_on(&name);
     let rt = runtime();
     let addr = wait_for_port(&port_file.0);
     // The first client connects once the warm pool is full, so that the slot counts checked at
@@ -506,7 +507,8 @@ fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     const SIZE: usize = 16 << 10; // 48 x 16 KiB of answers, three times the 256 KiB ring
     let name = unique_name("metrics-bp");
     let port_file = PortFile(std::env::temp_dir().join(format!("{name}.port")));
-    let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()));
+    let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()))
+        .listening_on(&name);
     let mut framed = FramedShmStream::new(connect_retry(&name));
     let mut answer = Vec::new();
     assert_eq!(framed.recv_into(&mut answer).unwrap(), (MessageType::Control, 0), "greeting");
@@ -573,7 +575,8 @@ fn a_restarted_server_replaces_the_killed_ones_socket_and_counts_it() {
     assert!(path.exists(), "a killed server leaves {} behind", path.display());
 
     let port = PortFile(std::env::temp_dir().join(format!("{name}.2.port")));
-    let mut second = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port.0.display()));
+    let mut second =
+        ChildGuard::spawn("metrics-server", &format!("{name},{},2", port.0.display())).listening_on(&name);
     let addr = wait_for_port(&port.0);
     assert_eq!(scrape(addr).get("lapce_ipc_stale_resources_cleaned_total"), 1.0);
     let rt = runtime();
@@ -581,8 +584,7 @@ fn a_restarted_server_replaces_the_killed_ones_socket_and_counts_it() {
     assert_eq!(rt.block_on(client.request(ECHO, "after the crash")).unwrap(), "after the crash");
     drop(client);
     second.kill();
-    // The second one was killed too: its socket file is ours to remove.
-    let _ = std::fs::remove_file(&path);
+    assert!(!path.exists(), "the guard of the second server removes the socket it leaves");
 }
 
 #[test]

@@ -134,7 +134,7 @@ async fn connect(name: &str) -> IpcClient {
 }
 
 fn server(name: &str, max_connections: usize) -> ChildGuard {
-    ChildGuard::spawn("rpc-server", &format!("{name},{max_connections}"))
+    ChildGuard::spawn("rpc-server", &format!("{name},{max_connections}")).listening_on(name)
 }
 
 #[test]
@@ -387,7 +387,7 @@ fn connections_over_the_limit_are_refused_with_a_clear_error() {
 #[test]
 fn idle_connections_are_closed_after_the_idle_timeout_and_busy_ones_are_kept() {
     let name = unique_name("rpc-idle");
-    let _child = ChildGuard::spawn("rpc-server", &format!("{name},1000,1"));
+    let _child = ChildGuard::spawn("rpc-server", &format!("{name},1000,1")).listening_on(&name);
     runtime().block_on(async {
         let busy = connect(&name).await;
         let waiting = connect(&name).await;
@@ -494,6 +494,10 @@ fn graceful_shutdown_finishes_the_requests_in_flight() {
         assert!(late.is_err(), "a request after shutdown was answered: {late:?}");
     });
     child.wait_success(HANG);
+    // Its shutdown handler holds a handle of the server: once `serve` returns, that no longer
+    // keeps the listener alive, so the socket file went when the child dropped its last one.
+    let path = lapce_ipc::socket_path(&name).unwrap();
+    assert!(cfg!(windows) || !path.exists(), "the server that shut down left {}", path.display());
 }
 
 #[test]

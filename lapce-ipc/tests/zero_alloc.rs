@@ -471,7 +471,7 @@ impl ServerWindows {
 /// Measures the server's windows of echo requests of type `echo`.
 fn measure_server(tag: &str, echo_kind: MessageType) -> ServerWindows {
     let name = unique_name(tag);
-    let mut child = ChildGuard::spawn("echo-server", &name);
+    let mut child = ChildGuard::spawn("echo-server", &name).listening_on(&name);
     let mut framed = FramedShmStream::new(connect_retry(&name));
     let mut answer = Vec::new();
     assert_eq!(framed.recv_into(&mut answer).unwrap(), (MessageType::Control, 0), "greeting");

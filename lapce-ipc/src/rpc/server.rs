@@ -265,7 +265,9 @@ impl IpcServer {
     }
 
     /// Accepts and serves connections until [`shutdown`](Self::shutdown), then waits for the
-    /// requests in flight (up to the grace period), closes every connection and returns.
+    /// requests in flight (up to the grace period), closes every connection, drops the handlers
+    /// and returns. The listener (and its socket file) goes with the last handle of the server;
+    /// a handler that holds one (to shut the server down, say) no longer counts once this returns.
     pub async fn serve(&self) -> Result<()> {
         let inner = &self.inner;
         let mut stopping = inner.stopping.subscribe();
@@ -321,6 +323,9 @@ impl IpcServer {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        // A handler holding a handle of this server would keep it (and so its listener and
+        // socket file) alive for ever: found by CI's leftovers check once nothing else swept it.
+        inner.handlers.write().unwrap_or_else(|p| p.into_inner()).clear();
         Ok(())
     }
 

@@ -57,6 +57,9 @@ fn spawn_retrying(command: &mut Command) -> Child {
 pub struct ChildGuard {
     child: Option<Child>,
     role: String,
+    /// The socket file of the listener the child runs, if the test said so
+    /// ([`listening_on`](Self::listening_on)): a killed listener cannot remove it itself.
+    socket: Option<std::path::PathBuf>,
 }
 
 impl ChildGuard {
@@ -95,19 +98,35 @@ impl ChildGuard {
             .stdout(Stdio::null());
         configure(&mut command);
         let child = spawn_retrying(&mut command);
-        ChildGuard { child: Some(child), role: role.to_string() }
+        ChildGuard { child: Some(child), role: role.to_string(), socket: None }
+    }
+
+    /// Says that the child binds a listener named `name` with the default configuration, so
+    /// that killing it also removes the socket file it leaves (SIGKILL gives it no chance to).
+    /// Not for a test that kills a server to see what its successor does with the stale file.
+    pub fn listening_on(mut self, name: &str) -> ChildGuard {
+        self.socket = Some(lapce_ipc::socket_path(name).expect("a valid listener name"));
+        self
     }
 
     pub fn pid(&self) -> u32 {
         self.child.as_ref().unwrap().id()
     }
 
-    /// Sends SIGKILL and reaps the child, then removes any segment name it left.
+    /// Sends SIGKILL and reaps the child, then removes any segment name and socket file it left.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            remove_segment_names_of(c.id());
+        if let Some(c) = self.child.take() {
+            self.kill_and_clean(c);
+        }
+    }
+
+    fn kill_and_clean(&mut self, mut c: Child) {
+        let _ = c.kill();
+        let _ = c.wait();
+        remove_segment_names_of(c.id());
+        // A named pipe on Windows goes with its last handle; a Unix socket file stays.
+        if let Some(path) = self.socket.take().filter(|_| cfg!(unix)) {
+            let _ = std::fs::remove_file(path);
         }
     }
 
@@ -121,9 +140,7 @@ impl ChildGuard {
                 return;
             }
             if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                remove_segment_names_of(c.id());
+                self.kill_and_clean(c);
                 panic!("child {} did not finish within {timeout:?}", self.role);
             }
             std::thread::sleep(Duration::from_millis(5));
