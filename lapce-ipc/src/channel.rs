@@ -294,9 +294,9 @@ async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
             cancel_sleep(w.word());
             return Ok(());
         }
-        // No probe of the socket here (a system call per sleep): where there is no watcher the
-        // check probes, and where there is one a hang-up its flag does not show yet wakes the
-        // sleep below, which watches the link too and reports the hang-up itself.
+        // Where a hang-up watcher runs this reads its flag and makes no system call (a hang-up
+        // it has not flagged yet wakes the sleep below, which watches the link too); only
+        // without a watcher does it probe the socket.
         if w.sleeper().link.gone_before_sleep() {
             cancel_sleep(w.word());
             // The peer may have published just before it went: deliver that first.
@@ -307,7 +307,8 @@ async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
         if w.ready(len)? {
             return Ok(());
         }
-        // An error here is the peer breaking its doorbell (it is going away): PeerGone.
+        // An error here is the peer going away: its doorbell broken, or its control socket
+        // hung up (PeerGone either way).
         slept?;
     }
 }

@@ -979,16 +979,22 @@ mod tests {
         assert!(m.encode().contains("lapce_ipc_slot_claims_total 8\n"));
     }
 
-    #[test]
-    fn ring_registry_reuses_the_slots_of_ended_connections_and_counts_each_once() {
+    /// The capacity of the test rings.
+    const CAP: usize = 4096;
+
+    /// Both ends of a fresh ring of `CAP` bytes, alone in a segment of its own.
+    fn ring_ends() -> (crate::ring::Producer, crate::ring::Consumer) {
         use crate::ring::{init_ring, ring_footprint, Consumer, Producer, RingPlace, SharedRegion};
-        const CAP: usize = 4096;
-        let seg = Arc::new(crate::platform::Segment::create("metrics-slots", ring_footprint(CAP)).unwrap());
+        let seg = Arc::new(crate::platform::Segment::create("metrics-test", ring_footprint(CAP)).unwrap());
         let region: Arc<dyn SharedRegion> = seg;
         let at = RingPlace::alone(0);
         init_ring(&region, at, CAP).unwrap();
-        let mut producer = Producer::attach(region.clone(), at, CAP).unwrap();
-        let consumer = Consumer::attach(region, at, CAP).unwrap();
+        (Producer::attach(region.clone(), at, CAP).unwrap(), Consumer::attach(region, at, CAP).unwrap())
+    }
+
+    #[test]
+    fn ring_registry_reuses_the_slots_of_ended_connections_and_counts_each_once() {
+        let (mut producer, consumer) = ring_ends();
         producer.try_reserve(100).unwrap().unwrap().fill(7);
         producer.commit(100);
         let one = crate::ring::protocol::record_size(100);
@@ -1016,20 +1022,10 @@ mod tests {
 
     #[test]
     fn ring_families_sum_live_rings_and_keep_the_ended_ones() {
-        use crate::ring::{init_ring, ring_footprint, Consumer, Producer, RingPlace, SharedRegion};
-        const CAP: usize = 4096;
         // One ring per direction, the server's ends: it reads `to_server`, writes `to_client`.
-        let ring = || {
-            let seg =
-                Arc::new(crate::platform::Segment::create("metrics-test", ring_footprint(CAP)).unwrap());
-            let region: Arc<dyn SharedRegion> = seg;
-            let at = RingPlace::alone(0);
-            init_ring(&region, at, CAP).unwrap();
-            (Producer::attach(region.clone(), at, CAP).unwrap(), Consumer::attach(region, at, CAP).unwrap())
-        };
-        let ((mut client_tx, mut server_rx), (mut server_tx, _client_rx)) = (ring(), ring());
+        let ((mut client_tx, mut server_rx), (mut server_tx, _client_rx)) = (ring_ends(), ring_ends());
         let m = Metrics::new();
-        let write = |p: &mut Producer, n: usize| {
+        let write = |p: &mut crate::ring::Producer, n: usize| {
             p.try_reserve(n).unwrap().unwrap().fill(1);
             p.commit(n);
         };

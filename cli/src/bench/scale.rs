@@ -931,9 +931,13 @@ fn server_runtime(threads: usize) -> String {
     }
 }
 
+/// A figure in KiB shown in MiB, or "n/a" when it was not measured.
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "n/a".to_string(), |k| format!("{:.2}", k as f64 / 1024.0))
+}
+
 /// Prints the scale table.
 pub fn print_table(rows: &[ScaleRow]) {
-    let kib = |v: Option<u64>| v.map_or_else(|| "n/a".to_string(), |k| format!("{:.2}", k as f64 / 1024.0));
     let num = |v: Option<u64>| v.map_or_else(|| "n/a".to_string(), |k| k.to_string());
     let header = format!(
         "{:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7}",
@@ -968,10 +972,10 @@ pub fn print_table(rows: &[ScaleRow]) {
         println!(
             "{:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7}",
             r.clients,
-            kib(r.idle.rss_kib),
-            kib(r.connected.rss_kib),
-            kib(r.connected.rss_anon_kib),
-            kib(r.connected.rss_shmem_kib),
+            mib(r.idle.rss_kib),
+            mib(r.connected.rss_kib),
+            mib(r.connected.rss_anon_kib),
+            mib(r.connected.rss_shmem_kib),
             r.rss_per_connection_kib.map_or_else(|| "n/a".into(), |v| format!("{v:.1}")),
             num(r.idle.fds),
             num(r.connected.fds),
@@ -1019,7 +1023,6 @@ pub fn targets(
         || "CLI server n/a".to_string(),
         |k| format!("CLI server {:.2} MiB (its binary's pages; largest of the runs)", mb(k)),
     );
-    let mib = |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.2}", mb(k)));
     let lean_detail = match lean {
         Ok(l) => format!(
             "lean server (examples/echo_server) {} MiB (median of {LEAN_STARTS} starts, {}-{}), of which \

@@ -105,6 +105,8 @@ fn layout(capacity: usize) -> (RingPlace, RingPlace, usize) {
 /// Offset of the server→client ring's header in a connection segment: half a page after the
 /// client→server ring's, so that no cache line (nor its prefetch pair) holds fields of both.
 const S2C_HEADER: usize = DATA_ALIGN / 2;
+// The client→server ring's header (at 0) ends before the other one begins.
+const _: () = assert!(std::mem::size_of::<crate::ring::protocol::RingHeader>() <= S2C_HEADER);
 
 /// What the server hands to one client: a fresh segment with both rings and the client's ends
 /// of the four doorbells.

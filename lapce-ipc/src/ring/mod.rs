@@ -21,7 +21,8 @@ use protocol::{ConsumerCore, Corruption, DataArea, ProducerCore, RingHeader};
 
 pub(crate) use protocol::{announce_sleep, cancel_sleep, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX};
 
-/// Bytes reserved for a ring header in a segment: one page, so the data area is page aligned.
+/// Bytes reserved for the header of a ring alone in its segment ([`RingPlace::alone`]): one
+/// page, so the data area is page aligned. (A connection segment puts both headers in one page.)
 pub(crate) const RING_HEADER_SPAN: usize = 4096;
 /// Data areas start on a boundary of this many bytes (a page: the idle trim gives whole pages
 /// back).
