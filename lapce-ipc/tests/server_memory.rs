@@ -150,6 +150,12 @@ impl ServerChild {
         number(&call(&mut self.control, kind, self.last_id, b""))
     }
 
+    /// The server's counters and warm-pool state, as text.
+    fn state(&mut self) -> String {
+        self.last_id += 1;
+        String::from_utf8_lossy(&call(&mut self.control, STATE, self.last_id, b"")).into_owned()
+    }
+
     /// The live heap once it has settled: the least of readings 10 ms apart, taken until the
     /// last five agree (for at most a second), so that what an ended connection's task still
     /// holds has time to go. (Three readings, 20 ms, may not have been enough in CI once; that
@@ -276,14 +282,13 @@ fn connections_that_come_and_go_leak_no_heap() {
     let (first, second) = (mid - early, late - mid);
     let leaked = (first > STRETCH && second > STRETCH) || late - early > ONCE;
     if leaked {
-        server.last_id += 1;
-        let state = call(&mut server.control, STATE, server.last_id, b"");
+        let state = server.state();
         panic!(
             "the live heap grew by {first} bytes from cycles {WARM_UP}.. to {middle}.. and by {second} \
              from there to {}.. (least of {WINDOW} cycles each; a leak is over {STRETCH} in both, or \
              over {ONCE} in all): {live:?}; server: {}",
             CYCLES - WINDOW,
-            String::from_utf8_lossy(&state)
+            state
         );
     }
     server.quit();

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Threading::{
-    RegisterWaitForSingleObject, UnregisterWaitEx, WaitForMultipleObjects, INFINITE, WT_EXECUTEINWAITTHREAD,
+    RegisterWaitForSingleObject, UnregisterWaitEx, WaitForMultipleObjects, INFINITE, WT_EXECUTEDEFAULT,
     WT_EXECUTEONLYONCE,
 };
 
@@ -36,8 +36,8 @@ pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<D
     unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, wait_ms(timeout)) };
 }
 
-/// An event registered with the system thread pool: each time it is signalled, the pool's wait
-/// thread notifies `notify` (a waiting task, or a stored permit for the next one).
+/// An event registered with the system thread pool: each time it is signalled, a pool worker
+/// notifies `notify` (a waiting task, or a stored permit for the next one).
 pub(super) struct EventWait {
     notify: Arc<Notify>,
     /// The registration (a wait handle, not a kernel object handle), unregistered on drop.
@@ -46,7 +46,7 @@ pub(super) struct EventWait {
     _event: OwnedHandle,
 }
 
-/// Runs on the thread pool's wait thread each time the event is signalled.
+/// Runs on a thread pool worker each time the event is signalled.
 unsafe extern "system" fn on_signal(context: *mut core::ffi::c_void, _timed_out: bool) {
     // SAFETY: `context` is the `Arc<Notify>` pointer `EventWait::register` leaked for this
     // registration; it is released only after `UnregisterWaitEx` has waited for every callback.
@@ -61,7 +61,10 @@ impl EventWait {
         let event = event.try_clone_to_owned()?;
         let notify = Arc::new(Notify::new());
         let context = Arc::into_raw(notify.clone());
-        let flags = WT_EXECUTEINWAITTHREAD | if once { WT_EXECUTEONLYONCE } else { 0 };
+        // Not WT_EXECUTEINWAITTHREAD, which would save the hop to a pool worker: Wine (8.0)
+        // raises such a wait's pending-callback count outside the pool's lock, and an
+        // unregistration in that window crashes the process (see the test below).
+        let flags = if once { WT_EXECUTEONLYONCE } else { WT_EXECUTEDEFAULT };
         let mut wait: HANDLE = std::ptr::null_mut();
         // SAFETY: `event` is a live handle we own; `on_signal` matches WAITORTIMERCALLBACK and
         // only reads `context`, which stays valid until the registration is gone (see Drop).
@@ -125,5 +128,46 @@ impl AsyncSleeper {
             _ = self.link.signalled() => {}
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring reaches the task waiting on the registration, once per ring.
+    #[test]
+    fn each_ring_wakes_the_waiting_task() {
+        let (sleeper, ringer) = Doorbell::pair().unwrap();
+        let wait = EventWait::register(sleeper.handle(), false).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        for round in 0..100 {
+            ringer.ring();
+            let woken = runtime
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), wait.signalled()).await });
+            assert!(woken.is_ok(), "ring {round} did not wake the task within 10 s");
+        }
+    }
+
+    /// A registration dropped while its event fires: the pool's wait thread may be dispatching
+    /// the callback as we unregister. Wine (8.0) raised a wait's pending-callback count outside
+    /// the pool's lock for `WT_EXECUTEINWAITTHREAD` waits, so an unregistration in that window
+    /// unlinked a list entry that was never linked: a write to address 0x8 in ntdll's
+    /// `tp_object_cancel` that killed a server child in CI (`server_memory`, 2026-12-05).
+    #[test]
+    fn a_registration_dropped_while_its_event_fires_is_safe() {
+        let (sleeper, ringer) = Doorbell::pair().unwrap();
+        for i in 0..20_000u32 {
+            let wait = EventWait::register(sleeper.handle(), i % 2 == 0).unwrap();
+            ringer.ring();
+            // Unregister between 0 and ~100 us after the ring, so that some unregistrations
+            // meet the wait thread dispatching it (with the flag, Wine crashed within 20,000
+            // rounds in each of three runs).
+            let ring = std::time::Instant::now();
+            while ring.elapsed() < Duration::from_nanos(u64::from(i % 100) * 1_000) {
+                std::hint::spin_loop();
+            }
+            drop(wait);
+        }
     }
 }
