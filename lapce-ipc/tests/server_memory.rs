@@ -158,8 +158,7 @@ impl ServerChild {
 
     /// The live heap once it has settled: the least of readings 10 ms apart, taken until the
     /// last five agree (for at most a second), so that what an ended connection's task still
-    /// holds has time to go. (Three readings, 20 ms, may not have been enough in CI once; that
-    /// failure's message was not kept.)
+    /// holds has time to go.
     fn settled_heap(&mut self) -> i64 {
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut readings = vec![self.ask(LIVE_BYTES)];
