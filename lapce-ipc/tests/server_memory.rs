@@ -144,16 +144,20 @@ impl ServerChild {
         ServerChild { child, control: connect(name), last_id: 0 }
     }
 
+    /// One request of `kind` on the control connection, and its answer.
+    fn request(&mut self, kind: MessageType) -> Vec<u8> {
+        self.last_id += 1;
+        call(&mut self.control, kind, self.last_id, b"")
+    }
+
     /// One of the counters: `LIVE_BYTES`, `HEAP_TRIMS` or `ACTIVE`.
     fn ask(&mut self, kind: MessageType) -> i64 {
-        self.last_id += 1;
-        number(&call(&mut self.control, kind, self.last_id, b""))
+        number(&self.request(kind))
     }
 
     /// The server's counters and warm-pool state, as text.
     fn state(&mut self) -> String {
-        self.last_id += 1;
-        String::from_utf8_lossy(&call(&mut self.control, STATE, self.last_id, b"")).into_owned()
+        String::from_utf8_lossy(&self.request(STATE)).into_owned()
     }
 
     /// The live heap once it has settled: the least of readings 10 ms apart, taken until the
@@ -162,10 +166,8 @@ impl ServerChild {
     fn settled_heap(&mut self) -> i64 {
         let deadline = Instant::now() + Duration::from_secs(1);
         let mut readings = vec![self.ask(LIVE_BYTES)];
-        while Instant::now() < deadline
-            && !(readings.len() >= 5
-                && readings.iter().rev().take(5).all(|&r| r == readings[readings.len() - 1]))
-        {
+        let settled = |r: &[i64]| r.len() >= 5 && r[r.len() - 5..].windows(2).all(|w| w[0] == w[1]);
+        while Instant::now() < deadline && !settled(&readings) {
             std::thread::sleep(Duration::from_millis(10));
             readings.push(self.ask(LIVE_BYTES));
         }
@@ -281,13 +283,12 @@ fn connections_that_come_and_go_leak_no_heap() {
     let (first, second) = (mid - early, late - mid);
     let leaked = (first > STRETCH && second > STRETCH) || late - early > ONCE;
     if leaked {
-        let state = server.state();
         panic!(
             "the live heap grew by {first} bytes from cycles {WARM_UP}.. to {middle}.. and by {second} \
              from there to {}.. (least of {WINDOW} cycles each; a leak is over {STRETCH} in both, or \
              over {ONCE} in all): {live:?}; server: {}",
             CYCLES - WINDOW,
-            state
+            server.state()
         );
     }
     server.quit();
