@@ -14,18 +14,26 @@
 //! Elsewhere, and in the async flavour, sleepers wait on the link together with their doorbell.
 //! Nothing polls: an idle connection costs no CPU at all.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::error::{IpcError, Result};
 use crate::platform::{
-    futex_wait, futex_wake, sleep_blocking, AsyncSleeper, ControlStream, Doorbell, PeerLink, HAS_FUTEX,
-    HAS_HANGUP_WATCHER,
+    futex_wait, futex_wake, sleep_blocking, AsyncHangupWatch, AsyncSleeper, ControlStream, Doorbell,
+    PeerLink, HAS_FUTEX, HAS_HANGUP_WATCHER,
 };
 use crate::ring::{
     announce_sleep, cancel_sleep, Consumer, Producer, WaiterWord, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
 };
+
+/// How often [`Link::gone_lately`] may ask the OS whether the peer hung up, where no watcher
+/// tells.
+const PROBE_EVERY: Duration = Duration::from_millis(1);
 
 /// How long a wait spins before it starts yielding the core between checks.
 const PURE_SPIN: Duration = Duration::from_micros(5);
@@ -68,6 +76,12 @@ pub(crate) struct Link {
     peer: PeerLink,
     peer_pid: u32,
     gone: Arc<AtomicBool>,
+    /// Told by the hang-up watcher, where there is one (see [`Link::hung_up`]).
+    hangup: Arc<Notify>,
+    /// When the link was made, and when [`Link::gone_lately`] last probed it (nanoseconds
+    /// after that).
+    epoch: Instant,
+    last_probe_ns: AtomicU64,
     /// Whatever must live exactly as long as the connection (the server's pool slot).
     _held: Option<Box<dyn Send + Sync>>,
 }
@@ -77,16 +91,26 @@ impl Link {
     /// consumer's data word), to be woken when the peer goes.
     pub(crate) fn new(control: ControlStream, peer_pid: u32, own_words: [WaiterWord; 2]) -> Result<Link> {
         let gone = Arc::new(AtomicBool::new(false));
-        let flag = gone.clone();
+        let hangup = Arc::new(Notify::new());
+        let (flag, told) = (gone.clone(), hangup.clone());
         let on_hangup = Box::new(move || {
             flag.store(true, Ordering::SeqCst);
             for w in &own_words {
                 cancel_sleep(w.get());
                 futex_wake(w.get());
             }
+            told.notify_one();
         });
         let peer = PeerLink::new(control, on_hangup)?;
-        Ok(Link { peer, peer_pid, gone, _held: None })
+        Ok(Link {
+            peer,
+            peer_pid,
+            gone,
+            hangup,
+            epoch: Instant::now(),
+            last_probe_ns: AtomicU64::new(0),
+            _held: None,
+        })
     }
 
     /// Keeps `held` until the connection is closed (both halves dropped).
@@ -103,6 +127,39 @@ impl Link {
     /// The watcher's verdict alone: a single load, cheap enough for spin loops.
     fn gone_flag(&self) -> bool {
         self.gone.load(Ordering::SeqCst)
+    }
+
+    /// Whether the peer is gone, cheaply enough to ask before every request: the watcher's flag
+    /// where there is a watcher; elsewhere a probe of the link (a system call), made only when
+    /// the last one is [`PROBE_EVERY`] old, so a busy connection makes no system call for it.
+    pub(crate) fn gone_lately(&self) -> bool {
+        if HAS_HANGUP_WATCHER {
+            return self.gone_flag();
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let last = self.last_probe_ns.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < PROBE_EVERY.as_nanos() as u64 {
+            return self.gone_flag();
+        }
+        self.last_probe_ns.store(now, Ordering::Relaxed);
+        if self.peer.hung_up() {
+            self.gone.store(true, Ordering::SeqCst);
+        }
+        self.gone_flag()
+    }
+
+    /// Resolves once the peer has hung up: told by the watcher where there is one, else by a
+    /// registration of the link with the current tokio reactor (made for this wait).
+    pub(crate) async fn hung_up(&self) -> Result<()> {
+        if !HAS_HANGUP_WATCHER {
+            return AsyncHangupWatch::new(&self.peer)?.hung_up().await;
+        }
+        // The watcher sets the flag before it notifies, and a notification with nobody waiting
+        // is kept for the next wait: none is lost between the check and the wait.
+        while !self.gone_flag() {
+            self.hangup.notified().await;
+        }
+        Ok(())
     }
 
     /// The cheapest sound check before a sleep: the watcher's flag where there is a watcher
@@ -132,6 +189,9 @@ pub(crate) struct Sleeper {
     /// Async waits so far, and whether the last look at the runtime allowed a spin.
     async_waits: u32,
     async_spin: bool,
+    /// How long this half's recent waits took: a moving average in nanoseconds (see
+    /// [`Sleeper::spin_budget`]).
+    recent_wait_ns: u64,
 }
 
 impl Sleeper {
@@ -141,7 +201,38 @@ impl Sleeper {
         link: Arc<Link>,
         strategy: WaitStrategy,
     ) -> Sleeper {
-        Sleeper { wake_peer, sleep_on, link, strategy, regs: None, async_waits: 0, async_spin: true }
+        Sleeper {
+            wake_peer,
+            sleep_on,
+            link,
+            strategy,
+            regs: None,
+            async_waits: 0,
+            async_spin: true,
+            recent_wait_ns: 0,
+        }
+    }
+
+    /// How long an adaptive wait spins before it sleeps: the configured `base`, or twice this
+    /// half's recent waits when that is longer and at most [`ADAPTIVE_SPIN_MAX`]. Waits that
+    /// usually end that soon (a 64 KiB or 1 MiB exchange, the next fragment of a message) are
+    /// caught awake instead of paying a wake-up; waits that usually take longer would only burn
+    /// the spin, so they keep the base.
+    fn spin_budget(&self, base: Duration) -> Duration {
+        let hint = Duration::from_nanos(self.recent_wait_ns.saturating_mul(2));
+        if hint > base && hint <= ADAPTIVE_SPIN_MAX {
+            hint
+        } else {
+            base
+        }
+    }
+
+    /// Adds a wait that ended after `waited` to the moving average (weight 1/8; a sample counts
+    /// at most twice [`ADAPTIVE_SPIN_MAX`], so one long idle wait does not hide the short waits
+    /// around it for long).
+    fn note_wait(&mut self, waited: Duration) {
+        let sample = waited.min(2 * ADAPTIVE_SPIN_MAX).as_nanos() as u64;
+        self.recent_wait_ns = self.recent_wait_ns - self.recent_wait_ns / 8 + sample / 8;
     }
 
     /// Whether this async wait may spin: only while the runtime has at most
@@ -193,12 +284,32 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
     if w.ready(len)? {
         return Ok(());
     }
-    let start = Instant::now();
     let spin_for = match w.sleeper().strategy {
         WaitStrategy::Spin => None,
-        WaitStrategy::Adaptive(d) => Some(d),
+        WaitStrategy::Adaptive(d) => Some(w.sleeper().spin_budget(d)),
         WaitStrategy::Blocking => Some(Duration::ZERO),
     };
+    if spin_for != Some(Duration::ZERO) && spin_briefly(w, len)? {
+        w.sleeper().note_wait(Duration::ZERO);
+        return Ok(());
+    }
+    let start = Instant::now();
+    let outcome = wait_blocking_from(w, len, deadline, start, spin_for);
+    if outcome.is_ok() && !matches!(w.sleeper().strategy, WaitStrategy::Blocking) {
+        w.sleeper().note_wait(start.elapsed());
+    }
+    outcome
+}
+
+/// The spin and sleep phases of [`wait_blocking`], from `start`; `spin_for`: `None` spins until
+/// the condition holds.
+fn wait_blocking_from<W: Waitable>(
+    w: &mut W,
+    len: usize,
+    deadline: Option<Instant>,
+    start: Instant,
+    spin_for: Option<Duration>,
+) -> Result<()> {
     // Spin phase. The clock and the watcher's flag are looked at every 128 checks; without a
     // watcher the socket itself is probed every millisecond.
     let mut next_probe = start + Duration::from_millis(1);
@@ -265,56 +376,174 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
     }
 }
 
+/// Checks `ready` [`BRIEF_SPIN`] times without looking at the clock: on a busy connection most
+/// waits end within that, and a clock read costs as much as a few dozen checks.
+fn spin_briefly<W: Waitable>(w: &mut W, len: usize) -> Result<bool> {
+    for _ in 0..BRIEF_SPIN {
+        std::hint::spin_loop();
+        if w.ready(len)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Checks of a wait's first, clock-free spin (well under a microsecond).
+const BRIEF_SPIN: u32 = 128;
+
 /// Waits asynchronously until `ready` holds or the peer is gone.
 async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
-    if w.ready(len)? {
-        return Ok(());
+    wait_async_or(w, len, |_| Poll::Pending).await.map(|_| ())
+}
+
+/// Waits asynchronously until `ready` holds (`Ok(false)`), the peer is gone, or `other` is ready
+/// (`Ok(true)`; it is polled only once the wait sleeps, and is woken through the waker it is
+/// given). First a spin ([`spin_async`]), then a sleep on the doorbell, polled in place: the
+/// whole wait holds no future but a yield's.
+async fn wait_async_or<W: Waitable>(
+    w: &mut W,
+    len: usize,
+    mut other: impl FnMut(&mut Context<'_>) -> Poll<()>,
+) -> Result<bool> {
+    let started = match spin_async(w, len)? {
+        Spun::Ready => return Ok(false),
+        Spun::Busy => {
+            // A busy runtime: let the other tasks run once before sleeping. What they do (send
+            // requests, read) often brings what this waits for, which then costs no doorbell
+            // (the peer's system call) and no wake-up through the reactor.
+            tokio::task::yield_now().await;
+            if w.ready(len)? {
+                return Ok(false);
+            }
+            None
+        }
+        Spun::Sleep(started) => started,
+    };
+    let mut sleeping = false;
+    let outcome = poll_fn(|cx| {
+        if let Poll::Ready(slept) = poll_sleep(w, len, &mut sleeping, cx) {
+            return Poll::Ready(slept.map(|()| false));
+        }
+        // Asleep, and `cx`'s waker registered with the doorbell: now with `other` too.
+        if other(cx).is_ready() {
+            cancel_sleep(w.word());
+            return Poll::Ready(Ok(true));
+        }
+        Poll::Pending
+    })
+    .await;
+    if let (Ok(false), Some(started)) = (&outcome, started) {
+        w.sleeper().note_wait(started.elapsed());
     }
-    // A short spin only, whatever the strategy asks: a long one would stall the executor; and
-    // none on a busy runtime, where other tasks are ready to run on this thread.
+    outcome
+}
+
+/// How the spin of an async wait ended.
+enum Spun {
+    /// The condition holds.
+    Ready,
+    /// No spin on a busy runtime: yield once, then sleep.
+    Busy,
+    /// Spun in vain (since the instant given, if the clock was read): sleep.
+    Sleep(Option<Instant>),
+}
+
+/// The spin of an async wait, with no await: a short one whatever the strategy asks (a long one
+/// would stall the executor), unless this half's recent waits were short enough to be caught by
+/// a longer one; and none on a busy runtime, where other tasks are ready to run on this thread.
+fn spin_async<W: Waitable>(w: &mut W, len: usize) -> Result<Spun> {
+    if w.ready(len)? {
+        return Ok(Spun::Ready);
+    }
     let strategy = w.sleeper().strategy;
     let budget = match strategy {
-        WaitStrategy::Blocking => Duration::ZERO,
-        _ if !w.sleeper().async_spin_allowed() => Duration::ZERO,
-        WaitStrategy::Adaptive(d) => d.min(ASYNC_SPIN_CAP),
-        WaitStrategy::Spin => ASYNC_SPIN_CAP,
+        WaitStrategy::Blocking => return Ok(Spun::Sleep(None)),
+        _ if !w.sleeper().async_spin_allowed() => return Ok(Spun::Busy),
+        WaitStrategy::Adaptive(d) => w.sleeper().spin_budget(d.min(ASYNC_SPIN_CAP)),
+        WaitStrategy::Spin => w.sleeper().spin_budget(ASYNC_SPIN_CAP),
     };
-    let start = (!budget.is_zero()).then(Instant::now);
-    while start.is_some_and(|start| start.elapsed() < budget) {
+    if budget.is_zero() {
+        return Ok(Spun::Sleep(None));
+    }
+    if spin_briefly(w, len)? {
+        w.sleeper().note_wait(Duration::ZERO);
+        return Ok(Spun::Ready);
+    }
+    let start = Instant::now();
+    while start.elapsed() < budget {
         for _ in 0..64 {
             std::hint::spin_loop();
             if w.ready(len)? {
-                return Ok(());
+                w.sleeper().note_wait(start.elapsed());
+                return Ok(Spun::Ready);
             }
         }
     }
+    Ok(Spun::Sleep(Some(start)))
+}
+
+/// The sleep of an async wait, polled: announces the sleep, re-checks the ring and the peer's
+/// liveness, and sleeps on the doorbell and the link until the peer rings (or goes). `sleeping`
+/// carries whether the sleep is announced between polls.
+fn poll_sleep<W: Waitable>(
+    w: &mut W,
+    len: usize,
+    sleeping: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Result<()>> {
     loop {
-        announce_sleep(w.word(), SLEEPS_DOORBELL);
-        if w.ready(len)? {
+        if *sleeping {
+            let slept = match w.sleeper().regs() {
+                Ok(regs) => regs.poll_sleep(cx),
+                Err(e) => Poll::Ready(Err(e)),
+            };
+            let Poll::Ready(slept) = slept else { return Poll::Pending };
             cancel_sleep(w.word());
-            return Ok(());
+            *sleeping = false;
+            match w.ready(len) {
+                Ok(true) => return Poll::Ready(Ok(())),
+                // An error here is the peer going away: its doorbell broken, or its control
+                // socket hung up (PeerGone either way).
+                Ok(false) => slept?,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        announce_sleep(w.word(), SLEEPS_DOORBELL);
+        let ready = match w.ready(len) {
+            Ok(ready) => ready,
+            Err(e) => {
+                cancel_sleep(w.word());
+                return Poll::Ready(Err(e));
+            }
+        };
+        if ready {
+            cancel_sleep(w.word());
+            return Poll::Ready(Ok(()));
         }
         // Where a hang-up watcher runs this reads its flag and makes no system call (a hang-up
-        // it has not flagged yet wakes the sleep below, which watches the link too); only
-        // without a watcher does it probe the socket.
+        // it has not flagged yet wakes the sleep, which watches the link too); only without a
+        // watcher does it probe the socket.
         if w.sleeper().link.gone_before_sleep() {
             cancel_sleep(w.word());
             // The peer may have published just before it went: deliver that first.
-            return if w.ready(len)? { Ok(()) } else { Err(IpcError::PeerGone) };
+            return Poll::Ready(match w.ready(len) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(IpcError::PeerGone),
+                Err(e) => Err(e),
+            });
         }
-        let slept = w.sleeper().regs()?.sleep().await;
-        cancel_sleep(w.word());
-        if w.ready(len)? {
-            return Ok(());
-        }
-        // An error here is the peer going away: its doorbell broken, or its control socket
-        // hung up (PeerGone either way).
-        slept?;
+        *sleeping = true;
     }
 }
 
-/// Longest spin of an async wait.
+/// Longest spin of an async wait, unless the half's recent waits ask for more (see
+/// [`Sleeper::spin_budget`]).
 const ASYNC_SPIN_CAP: Duration = Duration::from_micros(20);
+
+/// Longest spin an adaptive wait takes on the strength of its half's recent waits (blocking and
+/// async alike). Long enough for a 1 MiB exchange's waits on this machine kind; a half whose
+/// waits take longer spins only its base.
+const ADAPTIVE_SPIN_MAX: Duration = Duration::from_micros(500);
 
 /// Most tasks a runtime may have for its async waits to spin. A server with a few connections
 /// has two tasks per connection and a few of its own; `bench --scale 1000` (1000 connections,
@@ -430,6 +659,18 @@ impl SendHalf {
         self.send_with_async(msg.len(), copy_from(msg)).await.map(|_| ())
     }
 
+    /// Waits asynchronously until a record of `len` bytes fits (cancel-safe).
+    pub(crate) async fn room_async(&mut self, len: usize) -> Result<()> {
+        self.check_len(len)?;
+        wait_async(self, len).await
+    }
+
+    /// Waits (blocking) until a record of `len` bytes fits or `deadline` passes.
+    pub(crate) fn room_blocking(&mut self, len: usize, deadline: Option<Instant>) -> Result<()> {
+        self.check_len(len)?;
+        wait_blocking(self, len, deadline)
+    }
+
     /// Async flavour of `send_with`.
     pub(crate) async fn send_with_async(
         &mut self,
@@ -509,6 +750,32 @@ impl RecvHalf {
     pub(crate) async fn recv_with_async<R>(&mut self, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         wait_async(self, 0).await?;
         self.try_recv_with(f).map(|r| r.expect("a record was just observed"))
+    }
+
+    /// Waits asynchronously until a record is there (cancel-safe: dropping the wait loses
+    /// nothing, at most the peer rings once for nobody).
+    pub(crate) async fn readable_async(&mut self) -> Result<()> {
+        wait_async(self, 0).await
+    }
+
+    /// Like [`readable_async`](Self::readable_async), also ending when `other` is ready
+    /// (`Ok(true)`; polled only once the wait sleeps): one small future for a wait on the ring
+    /// or on something else.
+    pub(crate) async fn readable_or(
+        &mut self,
+        other: impl FnMut(&mut Context<'_>) -> Poll<()>,
+    ) -> Result<bool> {
+        wait_async_or(self, 0, other).await
+    }
+
+    /// Waits (blocking) until a record is there or `deadline` passes.
+    pub(crate) fn readable_blocking(&mut self, deadline: Option<Instant>) -> Result<()> {
+        wait_blocking(self, 0, deadline)
+    }
+
+    /// A handle on the connection's link to the peer (liveness, pid) that outlives this half.
+    pub(crate) fn link_handle(&self) -> Arc<Link> {
+        self.sleeper.link.clone()
     }
 }
 

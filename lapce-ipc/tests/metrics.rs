@@ -498,9 +498,10 @@ fn scraped_counters_move_by_exactly_the_requests_errors_and_connections_made() {
     let _ = std::fs::remove_file(lapce_ipc::socket_path(&name).unwrap());
 }
 
-/// A client that sends requests and does not read the answers for a while: the server's answers
-/// fill the ring to the client, wait for room, and each wait is counted with its duration; once
-/// the client reads, every answer arrives intact and in order.
+/// A client that sends requests and does not read the answers for a while: the server writes
+/// answers until the ring to the client is full, then waits for room (and reads no more
+/// requests meanwhile: nothing piles up in its memory), and each wait is counted with its
+/// duration; once the client reads, every answer arrives intact and in order.
 #[test]
 fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     const REQUESTS: u64 = 48;
@@ -509,52 +510,59 @@ fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     let port_file = PortFile(std::env::temp_dir().join(format!("{name}.port")));
     let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()))
         .listening_on(&name);
-    let mut framed = FramedShmStream::new(connect_retry(&name));
+    let (mut tx, mut rx) = FramedShmStream::new(connect_retry(&name)).into_split();
     let mut answer = Vec::new();
-    assert_eq!(framed.recv_into(&mut answer).unwrap(), (MessageType::Control, 0), "greeting");
+    assert_eq!(rx.recv_into(&mut answer).unwrap(), (MessageType::Control, 0), "greeting");
     let addr = wait_for_port(&port_file.0);
     let before = scrape(addr);
     assert_eq!(before.get("lapce_ipc_backpressure_events_total"), 0.0);
     let payload = |id: u64| vec![id as u8; SIZE];
-    for id in 1..=REQUESTS {
-        framed.send_with_id(ECHO, id, &payload(id)).unwrap();
-    }
-    // Not reading: the server's writer is now waiting for room.
-    let stuck = scrape_until(addr, |s| s.get("lapce_ipc_requests_total{type=\"Data\"}") == REQUESTS as f64);
-    assert_eq!(stuck.get("lapce_ipc_backpressure_wait_seconds_count"), 0.0, "counted when the wait ends");
-    // The rings as the server sees them: every request read out of its ring (one record each),
-    // and the ring to the client as full as a 16 KiB record allows.
+    // The requests go from a thread of their own: once the server waits for room for answers it
+    // reads no requests, and the sends wait in turn until the answers are read.
+    let sender = std::thread::spawn(move || {
+        for id in 1..=REQUESTS {
+            tx.send_with_id(ECHO, id, &payload(id)).unwrap();
+        }
+        tx
+    });
     let ring =
         |s: &Scrape, family: &str, direction: &str| s.get(&format!("{family}{{direction=\"{direction}\"}}"));
-    assert_eq!(ring(&stuck, "lapce_ipc_ring_reads_total", "to_server"), REQUESTS as f64);
-    let to_server = ring(&stuck, "lapce_ipc_ring_written_bytes_total", "to_server");
-    assert!(to_server > (REQUESTS as usize * SIZE) as f64, "{stuck:#?}");
-    assert_eq!(ring(&stuck, "lapce_ipc_ring_read_bytes_total", "to_server"), to_server);
-    assert_eq!(ring(&stuck, "lapce_ipc_ring_occupancy_ratio", "to_server"), 0.0);
+    // Not reading: the ring to the client fills up and the server's answer waits for room.
+    let stuck = scrape_until(addr, |s| ring(s, "lapce_ipc_ring_occupancy_ratio", "to_client") > 0.9);
     let full = ring(&stuck, "lapce_ipc_ring_occupancy_ratio", "to_client");
-    assert!(full > 0.9 && full <= 1.0, "occupancy {full} of a ring the client does not read");
+    assert!(full <= 1.0, "occupancy {full}");
+    assert!(stuck.get("lapce_ipc_requests_total{type=\"Data\"}") < REQUESTS as f64, "{stuck:#?}");
+    assert_eq!(stuck.get("lapce_ipc_backpressure_wait_seconds_count"), 0.0, "counted when the wait ends");
     std::thread::sleep(Duration::from_millis(50));
     for id in 1..=REQUESTS {
-        let (kind, got) = framed.recv_into(&mut answer).unwrap();
+        let (kind, got) = rx.recv_into(&mut answer).unwrap();
         assert_eq!((kind, got), (MessageType::Response, id));
         assert!(answer == payload(id), "answer {id} altered");
     }
+    let _tx = sender.join().unwrap();
     let after = scrape_until(addr, |s| s.get("lapce_ipc_backpressure_events_total") >= 1.0);
     let events = after.get("lapce_ipc_backpressure_events_total");
     assert!(events <= REQUESTS as f64, "{events} events for {REQUESTS} answers");
     assert_eq!(after.get("lapce_ipc_backpressure_wait_seconds_count"), events);
     // The first answer to wait waited at least the 50 ms the client slept.
     assert!(after.get("lapce_ipc_backpressure_wait_seconds_sum") >= 0.05, "{after:#?}");
-    // Read to the end: the greeting and the 48 answers written, each byte of them read, the
-    // ring empty again; some of the 48 writes were timed (one in 16).
+    // Read to the end: every request read out of its ring (one record each), the greeting and
+    // the 48 answers written, each byte of them read, both rings empty again; some of the 48
+    // writes were timed (one in 16).
     let done = scrape_until(addr, |s| ring(s, "lapce_ipc_ring_occupancy_ratio", "to_client") == 0.0);
+    assert_eq!(done.get("lapce_ipc_requests_total{type=\"Data\"}"), REQUESTS as f64);
+    assert_eq!(ring(&done, "lapce_ipc_ring_reads_total", "to_server"), REQUESTS as f64);
+    let to_server = ring(&done, "lapce_ipc_ring_written_bytes_total", "to_server");
+    assert!(to_server > (REQUESTS as usize * SIZE) as f64, "{done:#?}");
+    assert_eq!(ring(&done, "lapce_ipc_ring_read_bytes_total", "to_server"), to_server);
+    assert_eq!(ring(&done, "lapce_ipc_ring_occupancy_ratio", "to_server"), 0.0);
     assert_eq!(ring(&done, "lapce_ipc_ring_writes_total", "to_client"), REQUESTS as f64 + 1.0);
     let to_client = ring(&done, "lapce_ipc_ring_written_bytes_total", "to_client");
     assert!(to_client > (REQUESTS as usize * SIZE) as f64, "{done:#?}");
     assert_eq!(ring(&done, "lapce_ipc_ring_read_bytes_total", "to_client"), to_client);
     let timed = done.get("lapce_ipc_ring_write_duration_seconds_count");
     assert!((1.0..=REQUESTS as f64).contains(&timed), "{timed} timed writes");
-    drop(framed);
+    drop((_tx, rx));
     server.kill();
     // Killed: its socket file is ours to remove.
     let _ = std::fs::remove_file(lapce_ipc::socket_path(&name).unwrap());

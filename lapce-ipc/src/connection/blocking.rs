@@ -206,6 +206,11 @@ impl SharedMemoryStream {
         (self.tx, self.rx)
     }
 
+    /// The channel halves inside, for the layers that wait on them in their own way.
+    pub(crate) fn into_halves(self) -> (SendHalf, RecvHalf) {
+        (self.tx.half, self.rx.half)
+    }
+
     /// Largest message this stream sends or receives, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.tx.max_message_size()

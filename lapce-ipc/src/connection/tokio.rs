@@ -196,6 +196,11 @@ impl AsyncSharedMemoryStream {
         (self.tx, self.rx)
     }
 
+    /// The channel halves inside, for the layers that wait on them in their own way.
+    pub(crate) fn into_halves(self) -> (SendHalf, RecvHalf) {
+        (self.tx.half, self.rx.half)
+    }
+
     /// Largest message this stream sends or receives, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.tx.max_message_size()
@@ -291,28 +296,12 @@ impl AsyncStreamSender {
     ) -> Result<Option<usize>> {
         self.half.try_send_with(len, fill)
     }
-
-    /// Idle trim: when the peer has read everything and nothing was sent since the last trim,
-    /// gives the outgoing ring's pages back to the OS; returns whether it did.
-    pub(crate) fn discard_if_empty(&mut self) -> Result<bool> {
-        self.half.discard_if_empty()
-    }
-
-    /// A gauge of the outgoing ring (for metrics).
-    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
-        self.half.ring_gauge()
-    }
 }
 
 impl AsyncStreamReceiver {
     /// Largest message in bytes.
     pub fn max_message_size(&self) -> usize {
         self.half.max_message()
-    }
-
-    /// A gauge of the incoming ring (for metrics).
-    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
-        self.half.ring_gauge()
     }
 
     /// Receives the next message into `buf` and returns its length. If `buf` is too small the

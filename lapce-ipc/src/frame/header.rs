@@ -36,36 +36,39 @@ pub enum MessageType {
     Unknown(u16),
 }
 
-/// Wire values of the known types (docs/PROTOCOL.md §6). 0 is reserved.
-const TYPES: [(MessageType, u16); 10] = [
-    (MessageType::Heartbeat, 1),
-    (MessageType::Data, 2),
-    (MessageType::Control, 3),
-    (MessageType::Response, 4),
-    (MessageType::Error, 5),
-    (MessageType::StreamChunk, 6),
-    (MessageType::StreamEnd, 7),
-    (MessageType::Complete, 0x100),
-    (MessageType::Chat, 0x101),
-    (MessageType::Cancel, 0x102),
-];
-
 impl MessageType {
-    /// The wire value.
+    /// The wire value (docs/PROTOCOL.md §6; 0 is reserved).
     pub fn to_u16(self) -> u16 {
         match self {
+            MessageType::Heartbeat => 1,
+            MessageType::Data => 2,
+            MessageType::Control => 3,
+            MessageType::Response => 4,
+            MessageType::Error => 5,
+            MessageType::StreamChunk => 6,
+            MessageType::StreamEnd => 7,
+            MessageType::Complete => 0x100,
+            MessageType::Chat => 0x101,
+            MessageType::Cancel => 0x102,
             MessageType::Unknown(v) => v,
-            known => TYPES
-                .iter()
-                .find(|(t, _)| *t == known)
-                .map(|(_, v)| *v)
-                .expect("every known type has a value"),
         }
     }
 
     /// The type of a wire value; unknown values are preserved.
     pub fn from_u16(v: u16) -> MessageType {
-        TYPES.iter().find(|(_, w)| *w == v).map(|(t, _)| *t).unwrap_or(MessageType::Unknown(v))
+        match v {
+            1 => MessageType::Heartbeat,
+            2 => MessageType::Data,
+            3 => MessageType::Control,
+            4 => MessageType::Response,
+            5 => MessageType::Error,
+            6 => MessageType::StreamChunk,
+            7 => MessageType::StreamEnd,
+            0x100 => MessageType::Complete,
+            0x101 => MessageType::Chat,
+            0x102 => MessageType::Cancel,
+            other => MessageType::Unknown(other),
+        }
     }
 }
 

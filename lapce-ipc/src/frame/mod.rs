@@ -7,6 +7,7 @@
 mod header;
 mod stream;
 
+pub(crate) use stream::fragments;
 pub use stream::{
     AsyncFramedReceiver, AsyncFramedSender, AsyncFramedShmStream, FramedReceiver, FramedSender,
     FramedShmStream, DEFAULT_MAX_MESSAGE,

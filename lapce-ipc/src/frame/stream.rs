@@ -456,19 +456,9 @@ pub struct AsyncFramedSender {
 }
 
 impl AsyncFramedSender {
-    /// A gauge of the outgoing ring (for metrics).
-    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
-        self.sink.ring_gauge()
-    }
-
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
-    }
-
-    /// Idle trim: see [`AsyncStreamSender::discard_if_empty`](crate::AsyncStreamSender).
-    pub(crate) fn discard_if_empty(&mut self) -> Result<bool> {
-        self.sink.discard_if_empty()
     }
 
     /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
@@ -521,11 +511,6 @@ pub struct AsyncFramedReceiver {
 }
 
 impl AsyncFramedReceiver {
-    /// A gauge of the incoming ring (for metrics).
-    pub(crate) fn ring_gauge(&self) -> crate::ring::RingGauge {
-        self.source.ring_gauge()
-    }
-
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
@@ -588,19 +573,19 @@ fn deliver<R, F: FnOnce(MessageType, &[u8], u64) -> R>(
 const KEEP_REASSEMBLY_BUF: usize = 1 << 20;
 
 /// One record of a message being sent: header plus a slice of the payload.
-pub(super) struct Fragment<'a> {
+pub(crate) struct Fragment<'a> {
     header: [u8; HEADER_LEN],
     part: &'a [u8],
 }
 
 impl Fragment<'_> {
     /// Length of the ring record: header and part.
-    pub(super) fn record_len(&self) -> usize {
+    pub(crate) fn record_len(&self) -> usize {
         HEADER_LEN + self.part.len()
     }
 
     /// Writes the record into a reservation of exactly `record_len()` bytes.
-    pub(super) fn write(&self, buf: &mut [u8]) -> usize {
+    pub(crate) fn write(&self, buf: &mut [u8]) -> usize {
         buf[..HEADER_LEN].copy_from_slice(&self.header);
         buf[HEADER_LEN..].copy_from_slice(self.part);
         self.record_len()
@@ -609,7 +594,7 @@ impl Fragment<'_> {
 
 /// Splits a message into fragments of at most `chunk` payload bytes (one empty fragment for an
 /// empty message); refuses it whole if it exceeds `max`.
-pub(super) fn fragments<'a>(
+pub(crate) fn fragments<'a>(
     kind: MessageType,
     id: u64,
     payload: &'a [u8],

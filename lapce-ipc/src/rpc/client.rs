@@ -1,23 +1,26 @@
 //! [`IpcClient`]: concurrent requests over one connection, streams, timeouts, cancellation and
-//! automatic reconnection; [`BlockingIpcClient`] for callers without an async runtime.
+//! automatic reconnection, with no task between the caller and the rings (see [`super::calls`]).
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::{answer_error, decode_error, release_large_buffer, spawn_writer, FrameSink, READY};
+use super::calls::{
+    own_answer, own_chunk, Calls, Collect, InPlace, Ticket, ToBytes, Turn, SWEEPS_PER_TIMEOUT,
+};
+use super::inbound::Inbound;
+use super::outbound::{trim_when_idle, Outbound, Outbox};
+use super::{decode_error, READY};
+use crate::channel::Link;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
-use crate::frame::{AsyncFramedReceiver, AsyncFramedShmStream, MessageType};
+use crate::frame::MessageType;
 use crate::AsyncSharedMemoryStream;
 
 /// First pause between reconnection attempts; doubled up to [`RECONNECT_MAX_PAUSE`], so a
@@ -25,17 +28,14 @@ use crate::AsyncSharedMemoryStream;
 const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(2);
 const RECONNECT_MAX_PAUSE: Duration = Duration::from_millis(50);
 
-/// How many times per default request timeout a connection looks for requests that are over it.
-/// (A precise timer per request, armed and cleared around each one, was the largest single cost
-/// of a request under load.) So a request under the default timeout fails between one and
-/// `1 + 1/SWEEPS_PER_TIMEOUT` timeouts after it was sent.
-const SWEEPS_PER_TIMEOUT: u32 = 8;
-
 /// A client of an [`IpcServer`](crate::IpcServer) (tokio).
 ///
 /// Cheap to clone; clones share one connection, and any number of tasks may have requests in
 /// flight on it at once: each request gets an id and its answer is routed back by id, in
-/// whatever order the server answers.
+/// whatever order the server answers. There is no reader task: a task waiting for an answer
+/// reads the connection itself when no other task does, and passes the answers it finds for
+/// other tasks on to them. So a request answered promptly costs no task or thread hop, also when
+/// it is made from the future given to `block_on` (what `#[tokio::main]` does).
 ///
 /// When the connection is lost (the server died or closed it), the requests in flight on it fail
 /// with [`IpcError::PeerGone`] — never silently retried, since the server may have acted on them
@@ -51,108 +51,191 @@ pub struct IpcClient {
 struct ClientInner {
     name: String,
     config: IpcConfig,
-    /// The current connection, if any (it may have died since: see `Conn::alive`).
+    /// The current connection, if any (it may have died since: see `Conn::is_alive`).
     conn: Mutex<Option<Arc<Conn>>>,
     /// Held while (re)connecting, so that one task connects and the others wait for it.
     connecting: tokio::sync::Mutex<()>,
-    next_id: AtomicU64,
     reconnects: AtomicU64,
 }
 
-/// One live connection: where its frames are sent, the table of requests waiting for answers, the
-/// reader task.
+/// One live connection: its calls, where its frames are sent, and the task that watches it.
 struct Conn {
-    out: FrameSink,
-    shared: Arc<Shared>,
-    reader: AbortHandle,
-    /// The task that fails requests over the default timeout (none without a default timeout).
-    sweeper: Option<AbortHandle>,
+    calls: Calls,
+    outbox: Outbox,
+    link: Arc<Link>,
+    /// Cleared when the peer hangs up or a read fails.
+    alive: AtomicBool,
+    /// The connection's housekeeping task (hang-up, timeouts, idle trim).
+    housekeeper: Mutex<Option<AbortHandle>>,
 }
 
 impl Drop for Conn {
     fn drop(&mut self) {
-        // The last user is gone: stop reading (the writer stops when its queue closes).
-        self.reader.abort();
-        if let Some(sweeper) = &self.sweeper {
-            sweeper.abort();
+        if let Some(task) = self.housekeeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
         }
     }
 }
 
-/// Requests waiting for their answers, by id.
-type Pending = HashMap<u64, Waiter, BuildHasherDefault<IdHasher>>;
-
-/// What the reader task, the sweeper and the requesters share.
-struct Shared {
-    pending: Mutex<Pending>,
-    alive: AtomicBool,
-    /// Sweeps for timed-out requests so far; changed only with `pending` locked, so a request
-    /// stamped with sweep `n` was added after sweep `n` looked and before sweep `n + 1` did.
-    sweeps: AtomicU64,
-    /// Rung when a request is added to an empty table: the sweeper sleeps on it, without a
-    /// timer, while nothing waits.
-    first_waiting: Notify,
-}
-
-impl Shared {
-    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+impl Conn {
+    fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Acquire) && !self.link.gone_lately()
     }
 
-    /// Adds a request's waiter; `swept`: the sweeper fails it after the default timeout.
-    fn wait_for(&self, id: u64, kind: MessageType, answer: oneshot::Sender<Result<Bytes>>, swept: bool) {
-        let mut pending = self.pending();
-        if pending.is_empty() {
-            self.first_waiting.notify_one();
+    /// Cancels request `id` on the server: at once if the outbox is free, else from a task (a
+    /// rare case: the outbox is busy or the ring full). Best effort: the server answers into the
+    /// void if it finished first. It cannot overtake the request it cancels: the request's send
+    /// began before, and a request whose send stopped midway is finished before anything else.
+    fn cancel(self: &Arc<Conn>, id: u64) {
+        if self.outbox.try_send(MessageType::Cancel, id, &[]) {
+            return;
         }
-        // Sweeps are at least a period apart: the `SWEEPS_PER_TIMEOUT + 1`th after this one
-        // comes a whole timeout after this request at the earliest.
-        let expires = swept.then(|| self.sweeps.load(Ordering::Relaxed) + u64::from(SWEEPS_PER_TIMEOUT) + 1);
-        pending.insert(id, Waiter::Unary { kind, answer, expires });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let conn = self.clone();
+            runtime.spawn(async move {
+                let _ = conn.outbox.send(MessageType::Cancel, id, &[]).await;
+            });
+        }
     }
-}
 
-/// Where the answer to one request goes.
-enum Waiter {
-    Unary {
+    /// The reader met `error`: the connection is over.
+    fn ended(&self, error: &IpcError) {
+        self.alive.store(false, Ordering::Release);
+        tracing::debug!(%error, "connection to the server ended");
+    }
+
+    /// Sends a request and waits for its answer, collected as `collect` says. `swept`: the
+    /// sweeper fails it after the default timeout. Dropping the future cancels the request.
+    async fn call<C: Collect>(
+        self: &Arc<Conn>,
         kind: MessageType,
-        answer: oneshot::Sender<Result<Bytes>>,
-        /// The sweep that fails it with a timeout (`None`: no timeout, or a timer of its own).
-        expires: Option<u64>,
-    },
-    Stream {
-        kind: MessageType,
-        chunks: mpsc::UnboundedSender<Result<Bytes>>,
-    },
+        payload: &[u8],
+        swept: bool,
+        collect: C,
+    ) -> Result<C::Out> {
+        let (ticket, role) = self.calls.begin(kind, false, swept)?;
+        let mut call = CallGuard { conn: self, ticket, role, sent: true, done: false, ended: false };
+        if !self.outbox.try_send(kind, ticket.id, payload) {
+            // A caller that waits to send must not hold the role meanwhile: the server may be
+            // waiting for room for answers, which only a reader makes.
+            call.give_back_role();
+            if let Err(e) = self.outbox.send(kind, ticket.id, payload).await {
+                call.sent = false;
+                return Err(e);
+            }
+        }
+        let out = call.answer(kind, collect).await;
+        call.done = true;
+        out
+    }
 }
 
-/// Hashes request ids, which this client numbers one after another: a multiplication spreads
-/// them over the table. (With SipHash, the default, the table's insert and remove were 6% of all
-/// samples of `bench --scale 1000`, clients and server together. The ids are not chosen by the
-/// peer: the server's answers can only look up ids that are there.)
-#[derive(Default)]
-struct IdHasher(u64);
+/// A call in progress: its slot, and the reader role while it holds it. Dropped before its
+/// answer came, it cancels the request on the server; however it ends, it gives the role back.
+struct CallGuard<'a> {
+    conn: &'a Arc<Conn>,
+    ticket: Ticket,
+    role: Option<Box<Inbound>>,
+    /// The request may have reached the server.
+    sent: bool,
+    /// The answer was taken.
+    done: bool,
+    /// The call was ended already (its slot is gone).
+    ended: bool,
+}
 
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+impl CallGuard<'_> {
+    fn give_back_role(&mut self) {
+        if let Some(inbound) = self.role.take() {
+            self.conn.calls.give_back(inbound);
         }
     }
 
-    fn write_u64(&mut self, id: u64) {
-        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    /// Waits for the answer: reads it when it holds the role, else waits for it or the role.
+    async fn answer<C: Collect>(&mut self, kind: MessageType, collect: C) -> Result<C::Out> {
+        let mut collect = Some(collect);
+        loop {
+            if self.role.is_some() {
+                let conn = self.conn;
+                let got = read_until_own(conn, self.ticket, &mut self.role, |msg, block| {
+                    own_answer(msg, block, kind, &mut collect)
+                })
+                .await?;
+                if let Some(out) = got {
+                    return out;
+                }
+                // Settled by somebody else (a timeout, the connection's end): take it as owners do.
+                self.give_back_role();
+            }
+            let turn = poll_fn(|cx| self.conn.calls.poll_unary(self.ticket, cx.waker())).await;
+            match turn {
+                Turn::Done(outcome) => {
+                    self.ended = true;
+                    let c = collect.take().expect("an answer is collected once");
+                    return outcome.map(|bytes| c.collect_bytes(bytes));
+                }
+                Turn::Read(inbound) => self.role = Some(inbound),
+            }
+        }
     }
+}
 
-    fn finish(&self) -> u64 {
-        self.0
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.ended {
+            return;
+        }
+        let running = match self.role.take() {
+            Some(inbound) => self.conn.calls.end_giving_back(self.ticket, inbound),
+            None => self.conn.calls.end(self.ticket),
+        };
+        if running && self.sent && !self.done {
+            self.conn.cancel(self.ticket.id);
+        }
+    }
+}
+
+/// As the reader (`role` holds the role): reads until `mine` returns `Some` for a message of
+/// `call` (returned), or until the call is settled by somebody else (`Ok(None)`). Errors end the
+/// connection.
+async fn read_until_own<T>(
+    conn: &Conn,
+    call: Ticket,
+    role: &mut Option<Box<Inbound>>,
+    mut mine: impl FnMut(
+        &super::inbound::Message<'_>,
+        &mut super::inbound::PayloadBlock,
+    ) -> std::result::Result<Option<T>, crate::frame::FrameError>,
+) -> Result<Option<T>> {
+    let inbound = role.as_mut().expect("the reader holds the role");
+    loop {
+        match conn.calls.read_ready(inbound, call, |msg, block| mine(&msg, block)) {
+            Ok(Some(out)) => return Ok(Some(out)),
+            Ok(None) => {}
+            Err(e) => {
+                conn.ended(&e);
+                return Err(e);
+            }
+        }
+        let settled = inbound.rx().readable_or(|cx| conn.calls.poll_settled(call, cx.waker())).await;
+        match settled {
+            Ok(true) => return Ok(None),
+            Ok(false) => {}
+            Err(e) => {
+                // The peer went away: what it wrote before is read first (the wait said so only
+                // once the ring was empty), so nothing answered is lost.
+                conn.calls.fail_all(&e);
+                conn.ended(&e);
+                return Err(e);
+            }
+        }
     }
 }
 
 impl IpcClient {
     /// Connects to the server bound to `name`. Fails if the server is not there or refuses the
     /// connection (e.g. [`IpcError::ServerRefused`] at its connection limit). Must be called
-    /// inside a tokio runtime; the connection's tasks run on it.
+    /// inside a tokio runtime; the connection's housekeeping task runs on it.
     pub async fn connect(name: &str, config: IpcConfig) -> Result<IpcClient> {
         config.validate()?;
         let inner = Arc::new(ClientInner {
@@ -160,7 +243,6 @@ impl IpcClient {
             config,
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
-            next_id: AtomicU64::new(1),
             reconnects: AtomicU64::new(0),
         });
         let conn = establish(&inner).await?;
@@ -173,16 +255,44 @@ impl IpcClient {
     /// times per timeout instead of arming a timer for each, so one fails between one and 1.125
     /// timeouts after it was sent. [`request_timeout`](Self::request_timeout) for a precise
     /// timeout; the errors are the same.
-    pub async fn request(&self, kind: MessageType, payload: impl Into<Bytes>) -> Result<Bytes> {
+    pub async fn request(&self, kind: MessageType, payload: impl AsRef<[u8]>) -> Result<Bytes> {
+        self.request_collect(kind, payload.as_ref(), ToBytes).await
+    }
+
+    /// Like [`request`](Self::request), handing the answer to `f` in place instead of copying it
+    /// out: a one-record answer is read where it lies in shared memory (checked against its CRC
+    /// first), so a large answer costs no copy at all. `f` runs while the answer holds ring
+    /// space: keep it short. With an untrusted server prefer [`request`](Self::request), which
+    /// checks a private copy (see the crate's guarantees about zero-copy calls).
+    ///
+    /// ```no_run
+    /// # async fn run(client: lapce_ipc::IpcClient) -> lapce_ipc::Result<()> {
+    /// use lapce_ipc::frame::MessageType;
+    /// let lines = client.request_with(MessageType::Data, "file.rs", |text| text.split(|&b| b == b'\n').count()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn request_with<R>(
+        &self,
+        kind: MessageType,
+        payload: impl AsRef<[u8]>,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R> {
+        self.request_collect(kind, payload.as_ref(), InPlace(f)).await
+    }
+
+    async fn request_collect<C: Collect>(
+        &self,
+        kind: MessageType,
+        payload: &[u8],
+        collect: C,
+    ) -> Result<C::Out> {
+        self.check_size(payload.len())?;
         let timeout = self.inner.config.request_timeout();
-        let payload = payload.into();
         match self.current() {
-            Some(conn) if conn.sweeper.is_some() => {
-                self.check_size(&payload)?;
-                self.exchange(&conn, kind, payload, None, true).await
-            }
-            // No connection (reconnecting, on a timer), or no timeout.
-            _ => self.request_timeout(kind, payload, timeout).await,
+            Some(conn) => conn.call(kind, payload, timeout.is_some(), collect).await,
+            // Reconnecting: waits for the server, the whole request on a timer. (Boxed: the
+            // connecting future is large, and would otherwise make every request's as large.)
+            None => Box::pin(self.request_within(kind, payload, timeout, collect)).await,
         }
     }
 
@@ -196,54 +306,37 @@ impl IpcClient {
     pub async fn request_timeout(
         &self,
         kind: MessageType,
-        payload: impl Into<Bytes>,
+        payload: impl AsRef<[u8]>,
         timeout: Option<Duration>,
     ) -> Result<Bytes> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let payload = payload.into();
-        self.check_size(&payload)?;
-        let conn = self.connection(deadline).await?;
-        self.exchange(&conn, kind, payload, deadline, false).await
+        self.check_size(payload.as_ref().len())?;
+        self.request_within(kind, payload.as_ref(), timeout, ToBytes).await
     }
 
-    /// Sends a request on `conn` and waits for its answer: until `deadline`, or until the
-    /// sweeper fails it when `swept`.
-    async fn exchange(
+    async fn request_within<C: Collect>(
         &self,
-        conn: &Arc<Conn>,
         kind: MessageType,
-        payload: Bytes,
-        deadline: Option<Instant>,
-        swept: bool,
-    ) -> Result<Bytes> {
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (answer, answered) = oneshot::channel();
-        conn.shared.wait_for(id, kind, answer, swept);
-        let mut guard = CancelOnDrop { conn, id, armed: true };
-        if conn.out.send(kind, id, payload).await.is_err() {
-            return Err(IpcError::PeerGone);
-        }
-        let outcome = match deadline {
-            None => Ok(answered.await),
-            Some(d) => tokio::time::timeout_at(d, answered).await.map_err(|_| IpcError::Timeout),
+        payload: &[u8],
+        timeout: Option<Duration>,
+        collect: C,
+    ) -> Result<C::Out> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let conn = match self.current() {
+            Some(conn) => conn,
+            None => Box::pin(self.connection(deadline)).await?,
         };
-        match outcome {
-            // (A timeout from the sweeper, which has cancelled the request already.)
-            Ok(Ok(result)) => {
-                guard.armed = false;
-                result
-            }
-            // The reader dropped our waiter: the connection is gone.
-            Ok(Err(_)) => Err(IpcError::PeerGone),
-            Err(timeout) => Err(timeout),
+        match deadline {
+            None => conn.call(kind, payload, false, collect).await,
+            Some(d) => tokio::time::timeout_at(d, conn.call(kind, payload, false, collect))
+                .await
+                .map_err(|_| IpcError::Timeout)?,
         }
     }
 
     /// Like [`request`](Self::request), for requests that are safe to repeat: if the connection
     /// is lost with the request in flight, it is sent once more after reconnecting.
-    pub async fn request_idempotent(&self, kind: MessageType, payload: impl Into<Bytes>) -> Result<Bytes> {
-        let payload = payload.into();
-        match self.request(kind, payload.clone()).await {
+    pub async fn request_idempotent(&self, kind: MessageType, payload: impl AsRef<[u8]>) -> Result<Bytes> {
+        match self.request(kind, payload.as_ref()).await {
             Err(IpcError::PeerGone) => self.request(kind, payload).await,
             other => other,
         }
@@ -255,20 +348,23 @@ impl IpcClient {
     pub async fn request_stream(
         &self,
         kind: MessageType,
-        payload: impl Into<Bytes>,
+        payload: impl AsRef<[u8]>,
     ) -> Result<ResponseStream> {
-        let payload = payload.into();
-        self.check_size(&payload)?;
+        let payload = payload.as_ref();
+        self.check_size(payload.len())?;
         let deadline = self.inner.config.request_timeout().map(|t| Instant::now() + t);
         let conn = self.connection(deadline).await?;
-        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let (chunks, received) = mpsc::unbounded_channel();
-        conn.shared.pending().insert(id, Waiter::Stream { kind, chunks });
-        if conn.out.send(kind, id, payload).await.is_err() {
-            conn.shared.pending().remove(&id);
-            return Err(IpcError::PeerGone);
+        let (ticket, role) = conn.calls.begin(kind, true, false)?;
+        let mut stream = ResponseStream { conn, ticket, kind, role, finished: false };
+        // The role is not kept between chunks (nor while the request waits for room).
+        if let Some(inbound) = stream.role.take() {
+            stream.conn.calls.give_back(inbound);
         }
-        Ok(ResponseStream { received, conn, id, finished: false })
+        if let Err(e) = stream.conn.outbox.send(kind, ticket.id, payload).await {
+            stream.finished = true;
+            return Err(e);
+        }
+        Ok(stream)
     }
 
     /// How many times the client has reconnected after losing its connection.
@@ -281,10 +377,10 @@ impl IpcClient {
         self.current().is_some()
     }
 
-    fn check_size(&self, payload: &Bytes) -> Result<()> {
+    fn check_size(&self, len: usize) -> Result<()> {
         let max = self.inner.config.ipc.max_message_size;
-        if payload.len() > max {
-            return Err(IpcError::MessageTooLarge { len: payload.len(), max });
+        if len > max {
+            return Err(IpcError::MessageTooLarge { len, max });
         }
         Ok(())
     }
@@ -301,7 +397,7 @@ impl IpcClient {
 
 fn current(inner: &ClientInner) -> Option<Arc<Conn>> {
     let conn = inner.conn.lock().unwrap_or_else(|p| p.into_inner());
-    conn.as_ref().filter(|c| c.shared.alive.load(Ordering::Acquire)).cloned()
+    conn.as_ref().filter(|c| c.is_alive()).cloned()
 }
 
 async fn connection(inner: &Arc<ClientInner>, deadline: Option<Instant>) -> Result<Arc<Conn>> {
@@ -335,138 +431,109 @@ async fn connection(inner: &Arc<ClientInner>, deadline: Option<Instant>) -> Resu
     }
 }
 
-/// Opens a connection: stream handshake, then the server's greeting, then the reader and writer
-/// tasks.
+/// Opens a connection: stream handshake, then the server's greeting, then the housekeeping task.
 async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
     let stream_config = inner.config.stream_config();
     let stream = AsyncSharedMemoryStream::connect_with(&inner.name, &stream_config).await?;
     let max_message = inner.config.ipc.max_message_size;
-    let (tx, mut rx) = AsyncFramedShmStream::new(stream).with_max_message(max_message).into_split();
-    let mut buf = Vec::new();
-    let greeting = tokio::time::timeout(stream_config.handshake_timeout, rx.recv_into(&mut buf)).await;
-    match greeting.map_err(|_| IpcError::Timeout)?? {
-        (MessageType::Control, 0) if buf == READY => {}
-        (MessageType::Error, 0) => return Err(IpcError::ServerRefused(decode_error(&buf).message)),
-        (kind, id) => {
-            return Err(IpcError::Handshake(format!("unexpected greeting from the server: {kind:?} id {id}")))
-        }
-    }
-    let (out, _writer) = spawn_writer(tx, inner.config.idle_trim(), None);
-    let shared = Arc::new(Shared {
-        pending: Mutex::default(),
+    let (tx, rx) = stream.into_halves();
+    let link = rx.link_handle();
+    let mut inbound = Inbound::new(rx, max_message);
+    tokio::time::timeout(stream_config.handshake_timeout, greeting(&mut inbound))
+        .await
+        .map_err(|_| IpcError::Timeout)??;
+    let conn = Arc::new(Conn {
+        calls: Calls::new(inbound),
+        outbox: Outbox::new(Outbound::new(tx, max_message), None),
+        link: link.clone(),
         alive: AtomicBool::new(true),
-        sweeps: AtomicU64::new(0),
-        first_waiting: Notify::new(),
+        housekeeper: Mutex::new(None),
     });
-    let reader = tokio::spawn(read_answers(rx, shared.clone(), Arc::downgrade(inner)));
-    let sweeper = inner.config.request_timeout().map(|t| {
-        tokio::spawn(fail_timed_out_requests(shared.clone(), out.clone(), t / SWEEPS_PER_TIMEOUT))
-            .abort_handle()
-    });
-    Ok(Arc::new(Conn { out, shared, reader: reader.abort_handle(), sweeper }))
+    let sweep_every = inner.config.request_timeout().map(|t| t / SWEEPS_PER_TIMEOUT);
+    let task =
+        keep_house(Arc::downgrade(&conn), link, Arc::downgrade(inner), sweep_every, inner.config.idle_trim());
+    let handle = tokio::spawn(task).abort_handle();
+    *conn.housekeeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    Ok(conn)
+}
+
+/// Reads the server's greeting: `ready`, or its refusal.
+pub(super) async fn greeting(inbound: &mut Inbound) -> Result<()> {
+    loop {
+        let first = inbound.try_next(|msg, _| {
+            Ok(match (msg.kind, msg.id) {
+                (MessageType::Control, 0) if msg.in_place()? == READY => Ok(()),
+                (MessageType::Error, 0) => {
+                    Err(IpcError::ServerRefused(decode_error(msg.in_place()?).message))
+                }
+                (kind, id) => {
+                    Err(IpcError::Handshake(format!("unexpected greeting from the server: {kind:?} id {id}")))
+                }
+            })
+        })?;
+        if let Some(outcome) = first {
+            return outcome;
+        }
+        inbound.rx().readable_async().await?;
+    }
+}
+
+/// A connection's housekeeping, off every request's path: notices the peer's hang-up while no
+/// request waits (and reconnects in the background), fails requests over the default timeout,
+/// and gives the outgoing ring's pages back when it stays idle. Holds the connection weakly.
+async fn keep_house(
+    conn: Weak<Conn>,
+    link: Arc<Link>,
+    client: Weak<ClientInner>,
+    sweep_every: Option<Duration>,
+    trim_after: Option<Duration>,
+) {
+    tokio::select! {
+        gone = link.hung_up() => {
+            if let Err(e) = gone {
+                tracing::debug!(error = %e, "cannot watch the connection for a hang-up");
+                return;
+            }
+        }
+        () = sweep(conn.clone(), sweep_every) => return,
+        () = trim_when_idle(conn.clone(), trim_after, |c: &Conn| &c.outbox) => return,
+    }
+    if let Some(conn) = conn.upgrade() {
+        conn.alive.store(false, Ordering::Release);
+    }
+    drop(link);
+    if client.strong_count() > 0 {
+        reconnect_in_background(client).await;
+    }
 }
 
 /// The sweeper: every `period` while requests wait, fails those over the default timeout with
-/// [`IpcError::Timeout`] and cancels them on the server.
-async fn fail_timed_out_requests(shared: Arc<Shared>, out: FrameSink, period: Duration) {
+/// [`IpcError::Timeout`] and cancels them on the server. Never returns while the connection
+/// lives (returns at once without a period).
+async fn sweep(conn: Weak<Conn>, period: Option<Duration>) {
+    let Some(period) = period else { return std::future::pending().await };
+    // Waits hold no strong reference: the connection goes when its last user does.
+    let Some(first_call) = conn.upgrade().map(|c| c.calls.first_call_signal()) else { return };
     loop {
-        if shared.pending().is_empty() {
-            shared.first_waiting.notified().await;
+        match conn.upgrade() {
+            Some(c) if c.calls.is_empty() => {
+                drop(c);
+                first_call.notified().await;
+            }
+            Some(_) => {}
+            None => return,
         }
         tokio::time::sleep(period).await;
-        let expired: Vec<(u64, Waiter)> = {
-            let mut pending = shared.pending();
-            let sweep = shared.sweeps.fetch_add(1, Ordering::Relaxed) + 1;
-            pending
-                .extract_if(|_, w| matches!(w, Waiter::Unary { expires: Some(at), .. } if *at <= sweep))
-                .collect()
-        };
-        for (id, waiter) in expired {
-            if let Waiter::Unary { answer, .. } = waiter {
-                let _ = answer.send(Err(IpcError::Timeout));
-            }
-            // Best effort, as in `cancel`. The request's send began as its waiter was added, nine
-            // sweeps ago; only one still waiting for room in the queue all that time could be
-            // overtaken, and the server then answers it into the void, as it does an answer
-            // that crosses its cancel.
-            let _ = out.try_send(MessageType::Cancel, id, Bytes::new());
+        let Some(c) = conn.upgrade() else { return };
+        let mut expired = Vec::new();
+        c.calls.sweep(|id| expired.push(id));
+        for id in expired {
+            c.cancel(id);
         }
     }
 }
 
-/// Routes every answer to its waiter until the connection ends; then fails what still waits and
-/// starts reconnecting in the background.
-async fn read_answers(mut rx: AsyncFramedReceiver, shared: Arc<Shared>, client: Weak<ClientInner>) {
-    let mut buf = Vec::new();
-    let end = loop {
-        let (kind, id) = match rx.recv_into(&mut buf).await {
-            Ok(message) => message,
-            Err(e) => break e,
-        };
-        if id == 0 && kind == MessageType::Error {
-            // About the connection itself (e.g. we sent something unreadable): it closes.
-            let body = decode_error(&buf);
-            tracing::warn!(code = %body.code, message = %body.message, "server closes the connection");
-            continue;
-        }
-        route(&shared, kind, id, &buf);
-        release_large_buffer(&mut buf);
-        // After a unary answer, let the requester just woken run before this task waits for the
-        // next answer: it is usually queued right behind us on this worker (where it cannot be
-        // stolen), and the wait begins with a spin that would hold it up, and with it its next
-        // request. Not after stream chunks: more usually follow at once, and a yield per chunk
-        // (each a poll of the reactor when nothing else is queued) would cost their throughput.
-        if matches!(kind, MessageType::Response | MessageType::Error | MessageType::Heartbeat) {
-            tokio::task::yield_now().await;
-        }
-    };
-    shared.alive.store(false, Ordering::Release);
-    tracing::debug!(error = %end, "connection to the server ended");
-    // Dropping the waiters fails their requests with PeerGone and ends their streams with it.
-    for (_, waiter) in shared.pending().drain() {
-        if let Waiter::Stream { chunks, .. } = waiter {
-            let _ = chunks.send(Err(IpcError::PeerGone));
-        }
-    }
-    if client.strong_count() > 0 {
-        tokio::spawn(reconnect_in_background(client));
-    }
-}
-
-fn route(shared: &Shared, kind: MessageType, id: u64, payload: &[u8]) {
-    let mut pending = shared.pending();
-    match kind {
-        MessageType::Response | MessageType::Heartbeat => {
-            if let Some(Waiter::Unary { answer, .. }) = pending.remove(&id) {
-                let _ = answer.send(Ok(Bytes::copy_from_slice(payload)));
-            }
-        }
-        MessageType::Error => match pending.remove(&id) {
-            Some(Waiter::Unary { kind, answer, .. }) => {
-                let _ = answer.send(Err(answer_error(kind, decode_error(payload))));
-            }
-            Some(Waiter::Stream { kind, chunks }) => {
-                let _ = chunks.send(Err(answer_error(kind, decode_error(payload))));
-            }
-            None => {}
-        },
-        MessageType::StreamChunk => {
-            if let Some(Waiter::Stream { chunks, .. }) = pending.get(&id) {
-                if chunks.send(Ok(Bytes::copy_from_slice(payload))).is_err() {
-                    // The stream was dropped without reading to the end (its Drop cancels).
-                    pending.remove(&id);
-                }
-            }
-        }
-        MessageType::StreamEnd => {
-            pending.remove(&id);
-        }
-        other => tracing::debug!(kind = ?other, id, "ignoring an unexpected frame from the server"),
-    }
-}
-
-/// Reconnects as soon as the server is back, for as long as the client exists. (Boxed: it is
-/// spawned by the reader task, which the connection it makes spawns in turn.)
+/// Reconnects as soon as the server is back, for as long as the client exists.
 fn reconnect_in_background(client: Weak<ClientInner>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     Box::pin(async move {
         let mut pause = RECONNECT_FIRST_PAUSE;
@@ -484,40 +551,14 @@ fn reconnect_in_background(client: Weak<ClientInner>) -> Pin<Box<dyn Future<Outp
     })
 }
 
-/// Cancels a request on the server when its future is dropped before the answer came (a
-/// timeout, or the caller gave up).
-struct CancelOnDrop<'a> {
-    conn: &'a Arc<Conn>,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for CancelOnDrop<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            cancel(self.conn, self.id);
-        }
-    }
-}
-
-fn cancel(conn: &Conn, id: u64) {
-    if conn.shared.pending().remove(&id).is_some() {
-        // Best effort: a full queue means the connection is saturated or dying, and the server
-        // will answer into the void either way. It cannot overtake the request it cancels: the
-        // request's send began before this (it happens before the guard or stream that calls
-        // this can drop), and `FrameSink` keeps such frames in order, whether each one is
-        // written directly or queued (see there). A request whose send was itself cancelled
-        // never left: the server ignores a `Cancel` for an id it does not run.
-        let _ = conn.out.try_send(MessageType::Cancel, id, Bytes::new());
-    }
-}
-
 /// The chunks of a streamed answer (see [`IpcClient::request_stream`]). Dropping it before the
 /// end cancels the request on the server.
 pub struct ResponseStream {
-    received: mpsc::UnboundedReceiver<Result<Bytes>>,
     conn: Arc<Conn>,
-    id: u64,
+    ticket: Ticket,
+    kind: MessageType,
+    /// The reader role, only while `next` reads.
+    role: Option<Box<Inbound>>,
     finished: bool,
 }
 
@@ -528,95 +569,60 @@ impl ResponseStream {
         if self.finished {
             return None;
         }
-        let item = self.received.recv().await;
+        let item = self.next_item().await;
+        if let Some(inbound) = self.role.take() {
+            self.conn.calls.give_back(inbound);
+        }
         if !matches!(item, Some(Ok(_))) {
             self.finished = true;
         }
         item
     }
 
+    async fn next_item(&mut self) -> Option<Result<Bytes>> {
+        loop {
+            if self.role.is_some() {
+                let kind = self.kind;
+                match read_until_own(&self.conn, self.ticket, &mut self.role, |msg, block| {
+                    own_chunk(msg, block, kind)
+                })
+                .await
+                {
+                    Ok(Some(item)) => return item,
+                    Ok(None) => {
+                        if let Some(inbound) = self.role.take() {
+                            self.conn.calls.give_back(inbound);
+                        }
+                    }
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            match poll_fn(|cx| self.conn.calls.poll_stream(self.ticket, cx.waker())).await {
+                Turn::Done(item) => return item,
+                Turn::Read(inbound) => self.role = Some(inbound),
+            }
+        }
+    }
+
     /// The request's id on its connection.
     pub fn request_id(&self) -> u64 {
-        self.id
+        self.ticket.id
     }
 
     /// Stops the stream: the server aborts the handler.
-    pub fn cancel(mut self) {
-        self.finished = true;
-        cancel(&self.conn, self.id);
+    pub fn cancel(self) {
+        drop(self);
     }
 }
 
 impl Drop for ResponseStream {
     fn drop(&mut self) {
-        if !self.finished {
-            cancel(&self.conn, self.id);
+        let running = self.conn.calls.end(self.ticket);
+        if let Some(inbound) = self.role.take() {
+            self.conn.calls.give_back(inbound);
         }
-    }
-}
-
-/// [`IpcClient`] for code without an async runtime: each call blocks the calling thread. It runs
-/// its own small tokio runtime (one worker thread) for the connection's tasks.
-///
-/// ```no_run
-/// use lapce_ipc::frame::MessageType;
-/// use lapce_ipc::{BlockingIpcClient, IpcConfig};
-///
-/// let client = BlockingIpcClient::connect("lapce-ai", IpcConfig::default())?;
-/// let answer = client.request(MessageType::Data, &b"ping"[..])?;
-/// # Ok::<(), lapce_ipc::IpcError>(())
-/// ```
-pub struct BlockingIpcClient {
-    runtime: tokio::runtime::Runtime,
-    client: IpcClient,
-}
-
-impl BlockingIpcClient {
-    /// Connects to the server bound to `name` (see [`IpcClient::connect`]).
-    pub fn connect(name: &str, config: IpcConfig) -> Result<BlockingIpcClient> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("lapce-ipc-client")
-            .enable_all()
-            .build()?;
-        let client = runtime.block_on(IpcClient::connect(name, config))?;
-        Ok(BlockingIpcClient { runtime, client })
-    }
-
-    /// See [`IpcClient::request`].
-    pub fn request(&self, kind: MessageType, payload: impl Into<Bytes>) -> Result<Bytes> {
-        self.runtime.block_on(self.client.request(kind, payload))
-    }
-
-    /// See [`IpcClient::request_timeout`].
-    pub fn request_timeout(
-        &self,
-        kind: MessageType,
-        payload: impl Into<Bytes>,
-        timeout: Option<Duration>,
-    ) -> Result<Bytes> {
-        self.runtime.block_on(self.client.request_timeout(kind, payload, timeout))
-    }
-
-    /// Sends a streaming request and calls `on_chunk` with each chunk as it arrives; returns
-    /// after the stream's end (or its first error).
-    pub fn request_stream(
-        &self,
-        kind: MessageType,
-        payload: impl Into<Bytes>,
-        mut on_chunk: impl FnMut(Bytes),
-    ) -> Result<()> {
-        self.runtime.block_on(async {
-            let mut stream = self.client.request_stream(kind, payload).await?;
-            while let Some(chunk) = stream.next().await {
-                on_chunk(chunk?);
-            }
-            Ok(())
-        })
-    }
-
-    /// The async client inside, e.g. to hand to code that has a runtime.
-    pub fn client(&self) -> &IpcClient {
-        &self.client
+        if running && !self.finished {
+            self.conn.cancel(self.ticket.id);
+        }
     }
 }

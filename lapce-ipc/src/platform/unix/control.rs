@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::unix::AsyncFd;
@@ -393,48 +394,61 @@ impl AsyncSleeper {
         })
     }
 
-    /// Resolves when the doorbell was rung (and empties it) or the link became readable (a
-    /// spurious wake-up, or the peer hung up). [`IpcError::PeerGone`]: the peer hung up, or
-    /// closed or broke its end of the doorbell.
-    pub(crate) async fn sleep(&self) -> Result<()> {
-        tokio::select! {
-            r = doorbell_rung(&self.bell) => r,
-            r = self.link.readable() => {
-                let mut guard = r?;
-                // Readiness is cleared only for a spurious wake-up: a hung-up socket stays
-                // ready, so every later wait sees it at once (tokio's epoll is edge-triggered).
-                if peer_hung_up(self.link.get_ref()) {
-                    return Err(IpcError::PeerGone);
+    /// Ready when the doorbell was rung (and it is emptied) or the link became readable (a
+    /// spurious wake-up, or the peer hung up); else registers `cx`'s waker with both and is
+    /// pending. [`IpcError::PeerGone`]: the peer hung up, or closed or broke its end of the
+    /// doorbell. Poll-based, so that a wait holds no future of its own.
+    pub(crate) fn poll_sleep(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        while let Poll::Ready(ready) = self.bell.poll_read_ready(cx) {
+            let mut guard = ready?;
+            match drain_doorbell(guard.get_inner()) {
+                // The drain read until the queue was empty, so the readiness it answered is
+                // spent: clearing it saves the next sleep a `recv` that would find nothing. (A
+                // ring after that `recv` is a newer readiness event, which this does not clear:
+                // tokio clears only the event this guard saw.)
+                Ok(true) => {
+                    guard.clear_ready();
+                    return Poll::Ready(Ok(()));
                 }
-                guard.clear_ready();
-                Ok(())
+                // Nothing queued: readiness cleared, poll again (which registers the waker).
+                Ok(false) => guard.clear_ready(),
+                // The peer closed or broke its end of the doorbell: it is going away.
+                Err(_) => return Poll::Ready(Err(IpcError::PeerGone)),
             }
         }
+        while let Poll::Ready(ready) = self.link.poll_read_ready(cx) {
+            let mut guard = ready?;
+            // Readiness is cleared only for a spurious wake-up: a hung-up socket stays ready, so
+            // every later wait sees it at once (tokio's epoll is edge-triggered).
+            if peer_hung_up(self.link.get_ref()) {
+                return Poll::Ready(Err(IpcError::PeerGone));
+            }
+            guard.clear_ready();
+        }
+        Poll::Pending
     }
 }
 
-/// Resolves once the doorbell has been rung (and resets it).
-async fn doorbell_rung(bell: &AsyncFd<OwnedFd>) -> Result<()> {
-    loop {
-        let mut guard = bell.readable().await?;
-        let drained = guard.try_io(|fd| match drain_doorbell(fd.get_ref()) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(io::ErrorKind::WouldBlock.into()),
-            Err(e) => Err(e),
-        });
-        match drained {
-            Ok(Ok(())) => {
-                // The drain read until the queue was empty, so the readiness it answered is
-                // spent: clearing it now saves the next sleep a `recv` that would only find
-                // nothing. (A ring after that `recv` is a newer readiness event, which this does
-                // not clear: tokio clears only the event this guard saw.)
-                guard.clear_ready();
+/// Waits in tokio for the peer's hang-up alone, for backends without a hang-up watcher (where
+/// nothing else would notice it while no wait is under way).
+pub(crate) struct AsyncHangupWatch {
+    link: AsyncFd<OwnedFd>,
+}
+
+impl AsyncHangupWatch {
+    /// Registers a duplicate of the link's socket with the current tokio reactor.
+    pub(crate) fn new(link: &PeerLink) -> Result<AsyncHangupWatch> {
+        Ok(AsyncHangupWatch { link: register_readable(OwnedFd::from(link.sock.try_clone()?))? })
+    }
+
+    /// Resolves once the peer has hung up.
+    pub(crate) async fn hung_up(&self) -> Result<()> {
+        loop {
+            let mut guard = self.link.readable().await?;
+            if peer_hung_up(self.link.get_ref()) {
                 return Ok(());
             }
-            // The peer closed or broke its end of the doorbell: it is going away.
-            Ok(Err(_)) => return Err(IpcError::PeerGone),
-            // Nothing queued: readiness cleared, wait again.
-            Err(_would_block) => continue,
+            guard.clear_ready();
         }
     }
 }

@@ -13,7 +13,8 @@ mod socket;
 pub(crate) use backend::{futex_wait, futex_wake, HAS_FUTEX, HAS_HANGUP_WATCHER};
 pub(crate) use control::{
     clean_stale_control_files, control_path, control_path_in, sleep_blocking, AsyncControlListener,
-    AsyncControlStream, AsyncSleeper, BorrowedOsHandle, ControlListener, ControlStream, OsHandle, PeerLink,
+    AsyncControlStream, AsyncHangupWatch, AsyncSleeper, BorrowedOsHandle, ControlListener, ControlStream,
+    OsHandle, PeerLink,
 };
 pub(crate) use socket::{current_pid, recv_with_fds, send_with_fds, Doorbell, Segment};
 

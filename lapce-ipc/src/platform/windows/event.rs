@@ -1,12 +1,14 @@
 //! Waiting on events: blocking (`WaitForMultipleObjects`) and async (the system thread pool's
-//! `RegisterWaitForSingleObject` wakes a tokio [`Notify`]).
+//! `RegisterWaitForSingleObject` raises a [`Signal`] that wakes the polling task).
 
+use std::future::poll_fn;
 use std::io;
 use std::os::windows::io::{AsRawHandle, BorrowedHandle, OwnedHandle};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Threading::{
     RegisterWaitForSingleObject, UnregisterWaitEx, WaitForMultipleObjects, INFINITE, WT_EXECUTEDEFAULT,
@@ -36,10 +38,42 @@ pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<D
     unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, wait_ms(timeout)) };
 }
 
+/// Where a pool worker tells a task that an event was signalled: a flag, and the waker of the
+/// task that polls it (if one waits).
+#[derive(Default)]
+pub(super) struct Signal {
+    raised: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Signal {
+    /// Raises the flag and wakes the waiting task, if any.
+    fn raise(&self) {
+        self.raised.store(true, Ordering::Release);
+        let waker = self.waker.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Ready (and lowered) once raised; else keeps `cx`'s waker. The flag is looked at again
+    /// after the waker is stored, so a raise in between is not lost.
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.raised.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        *self.waker.lock().unwrap_or_else(|p| p.into_inner()) = Some(cx.waker().clone());
+        if self.raised.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+}
+
 /// An event registered with the system thread pool: each time it is signalled, a pool worker
-/// notifies `notify` (a waiting task, or a stored permit for the next one).
+/// raises `signal` (waking a waiting task, or left raised for the next poll).
 pub(super) struct EventWait {
-    notify: Arc<Notify>,
+    signal: Arc<Signal>,
     /// The registration (a wait handle, not a kernel object handle), unregistered on drop.
     wait: usize,
     /// Our own handle of the event, so the object outlives the registration.
@@ -48,10 +82,10 @@ pub(super) struct EventWait {
 
 /// Runs on a thread pool worker each time the event is signalled.
 unsafe extern "system" fn on_signal(context: *mut core::ffi::c_void, _timed_out: bool) {
-    // SAFETY: `context` is the `Arc<Notify>` pointer `EventWait::register` leaked for this
+    // SAFETY: `context` is the `Arc<Signal>` pointer `EventWait::register` leaked for this
     // registration; it is released only after `UnregisterWaitEx` has waited for every callback.
-    let notify = unsafe { &*(context as *const Notify) };
-    notify.notify_one();
+    let signal = unsafe { &*(context as *const Signal) };
+    signal.raise();
 }
 
 impl EventWait {
@@ -59,8 +93,8 @@ impl EventWait {
     /// otherwise one per signal (auto-reset events, reset by the pool's satisfied wait).
     pub(super) fn register(event: BorrowedHandle<'_>, once: bool) -> io::Result<EventWait> {
         let event = event.try_clone_to_owned()?;
-        let notify = Arc::new(Notify::new());
-        let context = Arc::into_raw(notify.clone());
+        let signal = Arc::new(Signal::default());
+        let context = Arc::into_raw(signal.clone());
         // Not WT_EXECUTEINWAITTHREAD, which would save the hop to a pool worker: Wine (8.0)
         // raises such a wait's pending-callback count outside the pool's lock, and an
         // unregistration in that window crashes the process (see the test below).
@@ -84,12 +118,17 @@ impl EventWait {
             unsafe { Arc::decrement_strong_count(context) };
             return Err(err);
         }
-        Ok(EventWait { notify, wait: wait as usize, _event: event })
+        Ok(EventWait { signal, wait: wait as usize, _event: event })
     }
 
-    /// Resolves at the next notification (at once if one is stored).
+    /// Ready once the event was signalled since the last time this was ready.
+    pub(super) fn poll_signalled(&self, cx: &mut Context<'_>) -> Poll<()> {
+        self.signal.poll(cx)
+    }
+
+    /// Resolves at the next signal (at once if one came since the last).
     pub(super) async fn signalled(&self) {
-        self.notify.notified().await;
+        poll_fn(|cx| self.poll_signalled(cx)).await;
     }
 }
 
@@ -100,7 +139,7 @@ impl Drop for EventWait {
         // can then be released.
         unsafe {
             UnregisterWaitEx(self.wait as HANDLE, INVALID_HANDLE_VALUE);
-            Arc::decrement_strong_count(Arc::as_ptr(&self.notify));
+            Arc::decrement_strong_count(Arc::as_ptr(&self.signal));
         }
     }
 }
@@ -121,12 +160,30 @@ impl AsyncSleeper {
         })
     }
 
-    /// Resolves when the doorbell was rung or the link's event fired (the peer hung up).
-    pub(crate) async fn sleep(&self) -> Result<()> {
-        tokio::select! {
-            _ = self.bell.signalled() => {}
-            _ = self.link.signalled() => {}
+    /// Ready when the doorbell was rung or the link's event fired (the peer hung up); else
+    /// registers `cx`'s waker with both and is pending.
+    pub(crate) fn poll_sleep(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.bell.poll_signalled(cx).is_ready() || self.link.poll_signalled(cx).is_ready() {
+            return Poll::Ready(Ok(()));
         }
+        Poll::Pending
+    }
+}
+
+/// Waits in tokio for the peer's hang-up alone (this backend has no hang-up watcher, so nothing
+/// else notices it while no wait is under way).
+pub(crate) struct AsyncHangupWatch {
+    link: EventWait,
+}
+
+impl AsyncHangupWatch {
+    pub(crate) fn new(link: &PeerLink) -> Result<AsyncHangupWatch> {
+        Ok(AsyncHangupWatch { link: EventWait::register(link.event_handle(), true)? })
+    }
+
+    /// Resolves once the peer has hung up (the link's event stays signalled from then on).
+    pub(crate) async fn hung_up(&self) -> Result<()> {
+        self.link.signalled().await;
         Ok(())
     }
 }

@@ -34,7 +34,7 @@ use windows_sys::Win32::System::Threading::{
 
 use crate::error::{IpcError, Result};
 
-pub(crate) use event::{sleep_blocking, AsyncSleeper};
+pub(crate) use event::{sleep_blocking, AsyncHangupWatch, AsyncSleeper};
 pub(crate) use pipe::{
     control_path, control_path_in, AsyncControlListener, AsyncControlStream, ControlListener, ControlStream,
     PeerLink,
