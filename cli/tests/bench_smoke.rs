@@ -65,6 +65,9 @@ fn quick_bench_writes_json_for_every_transport() {
         "lapce-ipc-framed spin",
         "lapce-ipc-framed-nocrc spin",
         "lapce-ipc-rpc adaptive",
+        "lapce-ipc-rpc tokio-main",
+        "lapce-ipc-rpc-blocking blocking",
+        "lapce-ipc-rpc-blocking unpinned",
         &format!("{BASELINE} blocking"),
     ] {
         assert!(svg.contains(&format!("\n{name}\n")), "{name} not in the plot's legend");
@@ -82,6 +85,9 @@ fn quick_bench_writes_json_for_every_transport() {
         ("lapce-ipc", "spin"),
         ("lapce-ipc", "adaptive"),
         ("lapce-ipc-rpc", "adaptive"),
+        ("lapce-ipc-rpc", "tokio-main"),
+        ("lapce-ipc-rpc-blocking", "blocking"),
+        ("lapce-ipc-rpc-blocking", "unpinned"),
         (BASELINE, "blocking"),
     ];
     if cfg!(unix) {
@@ -173,8 +179,12 @@ fn quick_bench_writes_json_for_every_transport() {
         }
     }
     assert!(stdout.contains("metrics cost < 5% of the round trip"), "no metrics target:\n{stdout}");
-    // The request/response row is compared with the raw stream.
-    assert!(stdout.contains("the raw round trip"), "no request/response comparison:\n{stdout}");
+    // The request/response rows are compared with the frames they send, and judged.
+    assert!(stdout.contains("the frames' round trip"), "no request/response comparison:\n{stdout}");
+    for target in ["≤ 1.3× lapce-ipc-framed", "tokio-main RTT p50 at 64 B", "pipelined lapce-ipc-rpc req/s"]
+    {
+        assert!(stdout.contains(target), "no request/response target {target:?}:\n{stdout}");
+    }
     // The idle-CPU measurement reads /proc: Unix only (on Windows it is reported as not available).
     let idle = rows.iter().find(|r| r["mode"] == "adaptive-idle");
     if cfg!(windows) {

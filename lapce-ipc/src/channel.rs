@@ -393,30 +393,35 @@ const BRIEF_SPIN: u32 = 128;
 
 /// Waits asynchronously until `ready` holds or the peer is gone.
 async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
-    wait_async_or(w, len, |_| Poll::Pending).await.map(|_| ())
+    wait_async_or(w, len, false, |_| Poll::Pending).await.map(|_| ())
 }
 
 /// Waits asynchronously until `ready` holds (`Ok(false)`), the peer is gone, or `other` is ready
 /// (`Ok(true)`; it is polled only once the wait sleeps, and is woken through the waker it is
 /// given). First a spin ([`spin_async`]), then a sleep on the doorbell, polled in place: the
 /// whole wait holds no future but a yield's.
+///
+/// `yield_when_busy`: on a busy runtime (no spin), let the other tasks run once before sleeping,
+/// for a wait whose condition other tasks of this process bring about (a client's reader: the
+/// tasks it wakes send the requests whose answers it waits for). What they do then often brings
+/// the answer, which costs no doorbell (the peer's system call) and no wake-up through the
+/// reactor. A server's connection waits for its client alone: it sleeps at once.
 async fn wait_async_or<W: Waitable>(
     w: &mut W,
     len: usize,
+    yield_when_busy: bool,
     mut other: impl FnMut(&mut Context<'_>) -> Poll<()>,
 ) -> Result<bool> {
     let started = match spin_async(w, len)? {
         Spun::Ready => return Ok(false),
-        Spun::Busy => {
-            // A busy runtime: let the other tasks run once before sleeping. What they do (send
-            // requests, read) often brings what this waits for, which then costs no doorbell
-            // (the peer's system call) and no wake-up through the reactor.
+        Spun::Busy if yield_when_busy => {
             tokio::task::yield_now().await;
             if w.ready(len)? {
                 return Ok(false);
             }
             None
         }
+        Spun::Busy => None,
         Spun::Sleep(started) => started,
     };
     let mut sleeping = false;
@@ -760,12 +765,13 @@ impl RecvHalf {
 
     /// Like [`readable_async`](Self::readable_async), also ending when `other` is ready
     /// (`Ok(true)`; polled only once the wait sleeps): one small future for a wait on the ring
-    /// or on something else.
+    /// or on something else. For a reader whose data other tasks of this process bring about
+    /// (see [`wait_async_or`]).
     pub(crate) async fn readable_or(
         &mut self,
         other: impl FnMut(&mut Context<'_>) -> Poll<()>,
     ) -> Result<bool> {
-        wait_async_or(self, 0, other).await
+        wait_async_or(self, 0, true, other).await
     }
 
     /// Waits (blocking) until a record is there or `deadline` passes.

@@ -16,5 +16,6 @@ mod loom_ring;
 mod metrics;
 mod protocol;
 mod rpc;
+mod rpc_paths;
 mod security;
 mod stream_api;

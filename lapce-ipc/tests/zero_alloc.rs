@@ -1,6 +1,7 @@
-//! Zero allocations in steady state (issue 7): once a connection is warm, sending and
-//! receiving a fixed-size message, and the server's dispatch of a fixed-size echo request,
-//! perform no heap allocation at all.
+//! Zero allocations in steady state: once a connection is warm, sending and receiving a
+//! fixed-size message, the server's dispatch of a fixed-size echo request (sync or async
+//! handler), and a request through `IpcClient` or `BlockingIpcClient`, perform no heap
+//! allocation at all.
 //!
 //! How it is measured: this test binary installs a counting global allocator (every `alloc`,
 //! `alloc_zeroed` and `realloc` adds one to a process-wide counter). The *measured* side runs in
@@ -34,7 +35,8 @@ use bytes::Bytes;
 use common::{child_role, connect_retry, unique_name, ChildGuard};
 use lapce_ipc::frame::{FramedShmStream, MessageType};
 use lapce_ipc::{
-    AsyncSharedMemoryStream, IpcConfig, IpcError, IpcServer, SharedMemoryListener, SharedMemoryStream,
+    AsyncSharedMemoryStream, BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer,
+    SharedMemoryListener, SharedMemoryStream,
 };
 
 /// Counts allocation calls, then lets the system allocator do the work.
@@ -145,6 +147,8 @@ fn child_main() {
         "framed-client" => child_framed_client(&arg),
         "async-client" => child_async_client(&arg),
         "echo-server" => child_echo_server(&arg),
+        "rpc-client" => child_rpc_client(&arg),
+        "blocking-rpc-client" => child_blocking_rpc_client(&arg),
         other => panic!("unknown role {other}"),
     }
 }
@@ -385,21 +389,13 @@ fn async_stream_send_recv_allocates_nothing() {
 // The server's dispatch: an IpcServer with an echo handler in the child, measured; the client
 // in the parent sends one fixed-size request at a time over a raw framed stream.
 //
-// Two echo handlers are measured, sync and async (the same Bytes in, out):
-// - `register_sync_handler`: 0 allocations per request. The payload is a slice of the
-//   connection's reused payload block (src/rpc/server.rs, `PayloadBlock`), the handler is called
-//   on the connection task, and the answer is written into the ring in place.
-// - `register_handler` (async): 2 per request: the payload's own `Bytes` (async requests can be
-//   in flight at once; see `PayloadBlock` for why they do not share blocks) and the handler's
-//   future, boxed by the type-erased handler table (its size depends on the handler). The
-//   dispatch itself boxes nothing: it polls that future on the connection task and only spawns
-//   a task when it waits.
-// Before: 3 per request (the payload copy, the boxed request future, the handler's future);
-// `CatchUnwind` once boxed the handler future again, and the response record was once
-// assembled in a `Vec`.
+// Two echo handlers are measured, sync and async (the same Bytes in, out), both 0 allocations
+// per request: the payload is a slice of the connection's reused payload block
+// (src/rpc/inbound.rs, `PayloadBlock`), the handler is called on the connection task, and the
+// answer is written into the ring in place. An async handler's future is polled there once and
+// completes at once; its box is kept by the handler for the next request
+// (src/rpc/server/handlers.rs, `Unary`). Only a handler that waits costs a task.
 
-/// Allocations per request of the async echo (its payload and its future's box).
-const ASYNC_PER_REQUEST: u64 = 2;
 /// One-off allocations beyond one per worker a server window may see (see the test below).
 const SERVER_ONE_OFF_SLACK: u64 = 8;
 /// Tokio workers of the measured server.
@@ -532,17 +528,149 @@ fn server_dispatch_of_a_sync_echo_allocates_nothing() {
     );
 }
 
-/// An async echo costs its payload and its future's box, nothing more (same one-offs as above).
+/// An async echo that answers at once costs nothing per request either (same one-offs as
+/// above).
 #[test]
-fn server_dispatch_of_an_async_echo_allocates_its_payload_and_future_only() {
+fn server_dispatch_of_an_async_echo_allocates_nothing() {
     let w = measure_server("za-server-async", ASYNC_ECHO);
-    let bound = w.empty + ASYNC_PER_REQUEST * MESSAGES + WORKERS + SERVER_ONE_OFF_SLACK;
     assert!(
-        w.full <= bound,
-        "the server's dispatch of an async echo allocates more than its payload and future: {} in {MESSAGES} \
-         requests ({:.3} per request, {ASYNC_PER_REQUEST} expected), {} in an empty window",
-        w.full,
+        w.full <= w.empty + WORKERS + SERVER_ONE_OFF_SLACK,
+        "the server allocated {:.3} times per async echo request ({} in {MESSAGES} requests, {} in an \
+         empty window)",
         w.per_request(),
+        w.full,
         w.empty
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The clients: an `IpcClient` (requests awaited from the `block_on` future of a multi-thread
+// runtime, as `#[tokio::main]` makes them) or a `BlockingIpcClient` in the child, measured; an
+// `IpcServer` with the sync and async echoes in the parent. The child reports its counts in a
+// last request.
+
+/// Carries a child's report to the parent's server.
+const REPORT: MessageType = MessageType::Unknown(0x7A05);
+
+/// Runs an `IpcServer` with the echoes and a `REPORT` handler on a runtime of its own (in the
+/// parent) until the child has reported; returns the report.
+fn serve_until_report(name: &str, child: &mut ChildGuard) -> Vec<u64> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let report = std::sync::Arc::new(std::sync::Mutex::new(None));
+    runtime.block_on(async {
+        let server = IpcServer::bind(name, IpcConfig::default()).unwrap();
+        server.register_sync_handler(MessageType::Data, Ok);
+        server.register_handler(ASYNC_ECHO, |request: Bytes| async move { Ok(request) });
+        let (handle, keep) = (server.clone(), report.clone());
+        server.register_sync_handler(REPORT, move |counts| {
+            *keep.lock().unwrap() = Some(decode_report(&counts));
+            handle.shutdown(Duration::from_secs(1));
+            Ok(Bytes::new())
+        });
+        tokio::time::timeout(HANG, server.serve()).await.expect("the child never reported").unwrap();
+    });
+    child.wait_success(HANG);
+    let report = report.lock().unwrap().take().expect("a report");
+    report
+}
+
+/// The windows of a client child: echoes of `Data` (sync handler) and of `ASYNC_ECHO`, and
+/// `Data` looked at in place (`request_with`).
+const CLIENT_WINDOWS: [&str; 3] =
+    ["request, sync handler", "request, async handler", "request_with in place"];
+
+/// Checks an echo.
+fn check_echo(seq: u64, msg: &[u8; SIZE], answer: &[u8]) {
+    assert!(answer == &msg[..], "echo #{seq} altered");
+}
+
+fn child_rpc_client(name: &str) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = loop {
+            match IpcClient::connect(name, IpcConfig::default()).await {
+                Ok(c) => break c,
+                Err(IpcError::Connect { .. }) => tokio::time::sleep(Duration::from_millis(1)).await,
+                Err(e) => panic!("connect {name}: {e}"),
+            }
+        };
+        let mut msg = [0u8; SIZE];
+        let mut counts = Vec::new();
+        for (window, kind) in [MessageType::Data, ASYNC_ECHO, MessageType::Data].into_iter().enumerate() {
+            for (round, count) in [WARMUP, MESSAGES].into_iter().enumerate() {
+                if round == 1 {
+                    settle();
+                }
+                let before = allocations();
+                for seq in 0..count {
+                    fill(seq, &mut msg);
+                    if window < 2 {
+                        let answer = client.request(kind, &msg[..]).await.unwrap();
+                        check_echo(seq, &msg, &answer);
+                    } else {
+                        client
+                            .request_with(kind, &msg[..], |answer| check_echo(seq, &msg, answer))
+                            .await
+                            .unwrap();
+                    }
+                }
+                if round == 1 {
+                    counts.push(allocations() - before);
+                }
+            }
+        }
+        client.request(REPORT, encode_report(&counts)).await.unwrap();
+    });
+}
+
+#[test]
+fn ipc_client_requests_allocate_nothing() {
+    let name = unique_name("za-rpc-client");
+    let mut child = ChildGuard::spawn("rpc-client", &name);
+    let report = serve_until_report(&name, &mut child);
+    assert_no_allocations("IpcClient from block_on", &CLIENT_WINDOWS, &report, ASYNC_ONE_OFF_SLACK);
+}
+
+fn child_blocking_rpc_client(name: &str) {
+    let deadline = std::time::Instant::now() + HANG;
+    let client = loop {
+        match BlockingIpcClient::connect(name, IpcConfig::default()) {
+            Ok(c) => break c,
+            Err(IpcError::Connect { .. }) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Err(e) => panic!("connect {name}: {e}"),
+        }
+    };
+    let mut msg = [0u8; SIZE];
+    let mut counts = Vec::new();
+    for (window, kind) in [MessageType::Data, ASYNC_ECHO, MessageType::Data].into_iter().enumerate() {
+        for (round, count) in [WARMUP, MESSAGES].into_iter().enumerate() {
+            if round == 1 {
+                settle();
+            }
+            let before = allocations();
+            for seq in 0..count {
+                fill(seq, &mut msg);
+                if window < 2 {
+                    let answer = client.request(kind, &msg[..]).unwrap();
+                    check_echo(seq, &msg, &answer);
+                } else {
+                    client.request_with(kind, &msg[..], |answer| check_echo(seq, &msg, answer)).unwrap();
+                }
+            }
+            if round == 1 {
+                counts.push(allocations() - before);
+            }
+        }
+    }
+    client.request(REPORT, encode_report(&counts)).unwrap();
+}
+
+#[test]
+fn blocking_ipc_client_requests_allocate_nothing() {
+    let name = unique_name("za-blocking-rpc");
+    let mut child = ChildGuard::spawn("blocking-rpc-client", &name);
+    let report = serve_until_report(&name, &mut child);
+    assert_no_allocations("BlockingIpcClient", &CLIENT_WINDOWS, &report, 0);
 }

@@ -264,6 +264,27 @@ pub fn pin_current_thread(cpu: usize) -> Result<()> {
     Ok(())
 }
 
+/// Lets the calling thread run on any of `cpus` (an unpinned thread of an ordinary program;
+/// threads it spawns afterwards inherit that). Nothing to do without CPU affinity.
+#[cfg(target_os = "linux")]
+pub fn allow_cpus(cpus: &[usize]) -> Result<()> {
+    if cpus.is_empty() {
+        return Ok(());
+    }
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu);
+    }
+    sched_setaffinity(None, &set).map_err(|e| format!("cannot allow cpus {cpus:?}: {e}"))?;
+    Ok(())
+}
+
+/// See the Linux version: nothing is pinned on this platform.
+#[cfg(not(target_os = "linux"))]
+pub fn allow_cpus(_cpus: &[usize]) -> Result<()> {
+    Ok(())
+}
+
 /// Pins the main thread of process `pid` (a Node.js peer's event loop) to `cpu`.
 #[cfg(target_os = "linux")]
 pub fn pin_process(pid: u32, cpu: usize) -> Result<()> {

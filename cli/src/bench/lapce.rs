@@ -17,8 +17,9 @@ use super::{Framing, Mode, ServerArgs, Test};
 pub fn wait_strategy(mode: Mode) -> WaitStrategy {
     match mode {
         Mode::Spin => WaitStrategy::Spin,
-        // The event-loop mode is the Node.js peers'; were it asked of lapce-ipc, the default.
-        Mode::Adaptive | Mode::EventLoop => WaitStrategy::default(),
+        // The other modes are the peers' and the request/response rows'; were they asked of
+        // the stream, the default.
+        Mode::Adaptive | Mode::EventLoop | Mode::TokioMain | Mode::Unpinned => WaitStrategy::default(),
         Mode::Blocking => WaitStrategy::Blocking,
     }
 }

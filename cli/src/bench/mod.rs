@@ -22,6 +22,7 @@ mod plot;
 mod prefixed;
 mod report;
 mod rpc;
+mod rpc_report;
 pub(crate) mod scale;
 #[cfg(unix)]
 mod uds;
@@ -65,7 +66,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg", conflicts_with = "scale")]
     pub plot: Option<PathBuf>,
     /// Payload sizes to measure, comma-separated; K/KiB and M/MiB suffixes are accepted.
-    #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "64,1KiB,64KiB")]
+    #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "64,1KiB,64KiB,1MiB")]
     pub payloads: Vec<usize>,
     /// Measured round trips per payload (a tenth of that from 16 KiB up). The throughput test
     /// sends ten times as many messages, at most 2 GB of payload (200 MB with --quick).
@@ -98,11 +99,12 @@ pub struct BenchArgs {
     /// Scale mode: seconds of load (default 3, 1 with --quick).
     #[arg(long, value_name = "SECS")]
     pub scale_secs: Option<f64>,
-    /// Scale mode: the clients' API. `rpc`: `IpcClient`, a task per request in flight (what an
-    /// application does). `framed`: one task per connection keeping its requests in flight
-    /// over the raw framed stream, matched by id (a load generator: what the server can do).
-    #[arg(long, value_name = "API", value_enum, default_value_t = scale::ScaleClient::Rpc)]
-    pub scale_client: scale::ScaleClient,
+    /// Scale mode: the clients' API, or several comma-separated (a row each, so their ratio is
+    /// of one run). `rpc`: `IpcClient`, a task per request in flight (what an application does).
+    /// `framed`: one task per connection keeping its requests in flight over the raw framed
+    /// stream, matched by id (a load generator: what the server can do).
+    #[arg(long, value_name = "API,...", value_enum, value_delimiter = ',', default_value = "rpc")]
+    pub scale_client: Vec<scale::ScaleClient>,
     /// Scale mode: the server's runtime threads. 1: tokio's current-thread runtime (one thread
     /// serves every connection; the clients have the other CPUs); N > 1: a multi-thread runtime
     /// with N workers.
@@ -190,6 +192,9 @@ pub enum Transport {
     /// Request/response through `IpcServer` / `IpcClient` (framed, CRC on, an echo handler).
     #[value(name = "lapce-ipc-rpc")]
     Rpc,
+    /// The same through `BlockingIpcClient`.
+    #[value(name = "lapce-ipc-rpc-blocking")]
+    RpcBlocking,
     /// The baseline, length-prefixed frames with blocking I/O: a Unix-domain stream socket
     /// (`uds`), on Windows a named pipe (`pipe`).
     #[cfg_attr(unix, value(name = "uds"))]
@@ -222,6 +227,7 @@ impl Transport {
             Transport::LapceFramed => "lapce-ipc-framed",
             Transport::LapceFramedNoCrc => "lapce-ipc-framed-nocrc",
             Transport::Rpc => "lapce-ipc-rpc",
+            Transport::RpcBlocking => "lapce-ipc-rpc-blocking",
             Transport::Baseline => baseline::NAME,
             Transport::BaselineTokio => "uds-tokio",
             Transport::NodeJson => "node-ipc-json",
@@ -238,6 +244,7 @@ impl Transport {
             Transport::LapceFramedNoCrc => Some(Framing { crc: false }),
             Transport::Lapce
             | Transport::Rpc
+            | Transport::RpcBlocking
             | Transport::Baseline
             | Transport::BaselineTokio
             | Transport::NodeJson
@@ -267,6 +274,13 @@ pub enum Mode {
     /// An event loop: tokio's (the tokio socket baseline) or Node.js's (the Node.js peers).
     #[value(name = "event-loop")]
     EventLoop,
+    /// An ordinary tokio program (request/response rows): a multi-thread runtime with the
+    /// default workers, requests awaited from `block_on`, default configuration, nothing pinned.
+    #[value(name = "tokio-main")]
+    TokioMain,
+    /// An ordinary thread (blocking request/response rows): default configuration, nothing
+    /// pinned.
+    Unpinned,
 }
 
 impl Mode {
@@ -277,6 +291,8 @@ impl Mode {
             Mode::Adaptive => "adaptive",
             Mode::Blocking => "blocking",
             Mode::EventLoop => "event-loop",
+            Mode::TokioMain => "tokio-main",
+            Mode::Unpinned => "unpinned",
         }
     }
 }
@@ -312,6 +328,9 @@ const CASES: &[(Transport, Mode)] = &[
     (Transport::LapceFramed, Mode::Spin),
     (Transport::LapceFramedNoCrc, Mode::Spin),
     (Transport::Rpc, Mode::Adaptive),
+    (Transport::Rpc, Mode::TokioMain),
+    (Transport::RpcBlocking, Mode::Blocking),
+    (Transport::RpcBlocking, Mode::Unpinned),
     (Transport::Baseline, Mode::Blocking),
     #[cfg(unix)]
     (Transport::BaselineTokio, Mode::EventLoop),
@@ -323,6 +342,10 @@ const LARGE_CASES: [(Transport, Mode); 3] = [
     (Transport::LapceFramedNoCrc, Mode::Spin),
     (Transport::Baseline, Mode::Blocking),
 ];
+
+/// Largest payload the Node.js and iceoryx2 peers are measured with: larger round trips of
+/// theirs take too long for the bench's counts (and are not what they are compared on).
+const PEER_MAX_PAYLOAD: usize = 64 << 10;
 
 /// Largest payload accepted by `--payloads` and `--large`.
 const MAX_PAYLOAD: usize = 16 << 20;
@@ -461,6 +484,8 @@ enum Client {
 struct Bench<'a> {
     args: &'a BenchArgs,
     pinning: Pinning,
+    /// The CPUs this process may run on (an ordinary program's threads use them all).
+    all_cpus: Vec<usize>,
     /// Numbers the servers of this run, for unique listener names.
     counter: AtomicU64,
     /// One step per measurement.
@@ -474,7 +499,11 @@ impl Bench<'_> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let base = format!("lapce-ipc-bench-{}-{n}", std::process::id());
         match transport {
-            Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc | Transport::Rpc => {
+            Transport::Lapce
+            | Transport::LapceFramed
+            | Transport::LapceFramedNoCrc
+            | Transport::Rpc
+            | Transport::RpcBlocking => {
                 // On Windows the listener is a named pipe: no file.
                 let file = if cfg!(unix) {
                     lapce_ipc::socket_path(&base).unwrap_or_default()
@@ -545,7 +574,8 @@ impl Bench<'_> {
             "--parent-pid".into(),
             std::process::id().to_string().into(),
         ];
-        if let Some(cpu) = self.pinning.server_cpu() {
+        // An ordinary program's server runs where the OS puts it.
+        if let Some(cpu) = self.pinning.server_cpu().filter(|_| !rpc::is_ordinary(mode)) {
             args.extend(["--cpu".into(), cpu.to_string().into()]);
         }
         if metrics {
@@ -555,34 +585,35 @@ impl Bench<'_> {
         let mut server = ServerProcess::spawn(&args, Duration::from_secs(self.args.timeout), cleanup)?;
         server.wait_ready()?;
         let outcome = (|| {
-            let mut client = match transport {
-                Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => {
-                    let c = LapceClient::connect(&name, mode, transport.framing(), payload)?;
-                    // Only the large-message test fragments (framed) messages.
-                    if test != Test::LargeSink && payload > c.max_message_size() {
-                        return Err(format!(
-                            "payload {payload} exceeds the ring's limit {}",
-                            c.max_message_size()
-                        )
-                        .into());
+            let mut client =
+                match transport {
+                    Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => {
+                        let c = LapceClient::connect(&name, mode, transport.framing(), payload)?;
+                        // Only the large-message test fragments (framed) messages.
+                        if test != Test::LargeSink && payload > c.max_message_size() {
+                            return Err(format!(
+                                "payload {payload} exceeds the ring's limit {}",
+                                c.max_message_size()
+                            )
+                            .into());
+                        }
+                        Client::Lapce(Box::new(c))
                     }
-                    Client::Lapce(Box::new(c))
-                }
-                Transport::Rpc => {
-                    Client::Rpc(Box::new(rpc::RpcClient::connect(&name, mode, payload, metrics)?))
-                }
-                Transport::Baseline => Client::Baseline(baseline::connect(&name)?),
-                #[cfg(unix)]
-                Transport::BaselineTokio => Client::BaselineTokio(uds_tokio::connect(&name)?),
-                #[cfg(windows)]
-                Transport::BaselineTokio => unreachable!("no tokio socket baseline on Windows"),
-                Transport::NodeJson | Transport::NodeAdvanced => {
-                    unreachable!("the node script runs its own peer")
-                }
-                Transport::Iceoryx2Spin | Transport::Iceoryx2WaitSet => {
-                    unreachable!("the iceoryx2 peer program runs its own server")
-                }
-            };
+                    Transport::Rpc | Transport::RpcBlocking => Client::Rpc(Box::new(
+                        rpc::RpcClient::connect(&name, transport, mode, payload, metrics, &self.all_cpus)?,
+                    )),
+                    Transport::Baseline => Client::Baseline(baseline::connect(&name)?),
+                    #[cfg(unix)]
+                    Transport::BaselineTokio => Client::BaselineTokio(uds_tokio::connect(&name)?),
+                    #[cfg(windows)]
+                    Transport::BaselineTokio => unreachable!("no tokio socket baseline on Windows"),
+                    Transport::NodeJson | Transport::NodeAdvanced => {
+                        unreachable!("the node script runs its own peer")
+                    }
+                    Transport::Iceoryx2Spin | Transport::Iceoryx2WaitSet => {
+                        unreachable!("the iceoryx2 peer program runs its own server")
+                    }
+                };
             body(&mut client, server.pid())
         })();
         match outcome {
@@ -604,7 +635,7 @@ impl Bench<'_> {
     ) -> Result<Histogram<u64>> {
         self.session(transport, mode, Test::Echo, payload, counts, |client, _| match client {
             Client::Lapce(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
-            Client::Rpc(c) => c.rtt(payload, counts.warmup, counts.rounds),
+            Client::Rpc(c) => c.rtt(payload, counts.warmup, counts.rounds, &self.all_cpus),
             Client::Baseline(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
             #[cfg(unix)]
             Client::BaselineTokio(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
@@ -625,7 +656,7 @@ impl Bench<'_> {
             let r = self
                 .session_with(Transport::Rpc, Mode::Adaptive, Test::Echo, payload, counts, metrics, |c, _| {
                     let Client::Rpc(c) = c else { unreachable!("a request/response session") };
-                    c.rtt(payload, counts.warmup, counts.rounds)
+                    c.rtt(payload, counts.warmup, counts.rounds, &self.all_cpus)
                 })
                 .map_err(|e| e.to_string());
             match &r {
@@ -657,7 +688,7 @@ impl Bench<'_> {
                 measure::measure_throughput(&mut **c, payload, counts.warmup, counts.messages)
             }
             // Request/response has no one-way mode: requests per second, many in flight.
-            Client::Rpc(c) => c.pipelined(payload, counts.warmup, counts.messages / 10),
+            Client::Rpc(c) => c.pipelined(payload, counts.warmup, counts.messages / 10, &self.all_cpus),
             Client::Baseline(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
             #[cfg(unix)]
             Client::BaselineTokio(c) => {
@@ -877,8 +908,15 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let mut bench =
-        Bench { args, pinning: Pinning::setup(), counter: AtomicU64::new(0), progress: Progress::plain() };
+    // Read before the pinning narrows this thread to one CPU.
+    let all_cpus = child::allowed_cpus();
+    let mut bench = Bench {
+        args,
+        pinning: Pinning::setup(),
+        all_cpus,
+        counter: AtomicU64::new(0),
+        progress: Progress::plain(),
+    };
     let large: &[usize] = if args.no_large { &[] } else { &args.large };
     let labels =
         |sizes: &[usize]| sizes.iter().map(|&p| report::payload_label(p)).collect::<Vec<_>>().join(", ");
@@ -926,7 +964,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     // idle, and the metrics cost (off and on, two payloads).
     let node_rows = if node.is_some() { node::Serialization::ALL.len() } else { 0 };
     let ice_rows = if ice.is_some() { iceoryx2::WaitMode::ALL.len() } else { 0 };
-    let steps = args.payloads.len() * (2 * CASES.len() + node_rows + ice_rows)
+    let peer_payloads = args.payloads.iter().filter(|&&p| p <= PEER_MAX_PAYLOAD).count();
+    if peer_payloads < args.payloads.len() && (node.is_some() || ice.is_some()) {
+        println!("peer rows: payloads up to {} only", report::payload_label(PEER_MAX_PAYLOAD));
+    }
+    let steps = args.payloads.len() * 2 * CASES.len()
+        + peer_payloads * (node_rows + ice_rows)
         + large.len() * LARGE_CASES.len()
         + 1
         + 4;
@@ -935,6 +978,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     for &payload in &args.payloads {
         for &(transport, mode) in CASES {
             cases.push(bench.case(transport, mode, payload));
+        }
+        if payload > PEER_MAX_PAYLOAD {
+            continue;
         }
         if let Some(peer) = &node {
             for serialization in node::Serialization::ALL {
@@ -1009,6 +1055,7 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
     let mut bench = Bench {
         args,
         pinning: Pinning::NotPinned("scale mode".into()),
+        all_cpus: child::allowed_cpus(),
         counter: AtomicU64::new(0),
         progress: Progress::plain(),
     };
@@ -1027,8 +1074,8 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
         eprintln!("error: --scale-secs must be above 0 and at most 3600 seconds");
         return ExitCode::FAILURE;
     }
-    // A step per client count, its phases on the bar.
-    bench.progress = Progress::new(args.scale.len() as u64);
+    // A step per client count and API, its phases on the bar.
+    bench.progress = Progress::new((args.scale.len() * args.scale_client.len()) as u64);
     let rows = scale::run(&bench, args);
     bench.progress.finish();
     println!();
@@ -1067,7 +1114,7 @@ pub fn serve(args: &ServerArgs) -> ExitCode {
         }
         match args.transport {
             Transport::Lapce | Transport::LapceFramed | Transport::LapceFramedNoCrc => lapce::serve(args),
-            Transport::Rpc => rpc::serve(args),
+            Transport::Rpc | Transport::RpcBlocking => rpc::serve(args),
             Transport::Baseline => baseline::serve(args),
             #[cfg(unix)]
             Transport::BaselineTokio => uds_tokio::serve(args),
@@ -1121,7 +1168,7 @@ mod tests {
             trim_wait: 2.0,
             scale_inflight: 4,
             scale_secs: None,
-            scale_client: scale::ScaleClient::Rpc,
+            scale_client: vec![scale::ScaleClient::Rpc],
             scale_server_threads: 1,
             node: "node".into(),
             no_node: false,

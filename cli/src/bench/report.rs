@@ -243,7 +243,7 @@ impl Row {
     }
 
     /// Whether this row is the standard row of (transport, mode, payload).
-    fn is(&self, transport: Transport, mode: Mode, payload: u64) -> bool {
+    pub(super) fn is(&self, transport: Transport, mode: Mode, payload: u64) -> bool {
         self.test == STANDARD
             && self.transport == transport.name()
             && self.mode == mode.name()
@@ -459,7 +459,7 @@ pub fn print_table(rows: &[Row]) {
         "p50 vs {base} = {base} p50 / row p50 (higher is better); msg/s vs {base} = row msg/s / {base} msg/s;"
     );
     println!("MB = 1e6 bytes of payload; throughput is one-way, timed from the first send to the final ack.");
-    print_rpc_note(rows);
+    super::rpc_report::print_note(rows);
     print_peer_ratios(rows);
 }
 
@@ -501,35 +501,6 @@ fn print_peer_ratios(rows: &[Row]) {
             line.push_str(&format!(" {cell:>24}"));
         }
         println!("{line}");
-    }
-}
-
-/// Explains the request/response rows and compares them with the raw stream (issue 5).
-fn print_rpc_note(rows: &[Row]) {
-    let rpc = Transport::Rpc.name();
-    if !rows.iter().any(|r| r.transport == rpc) {
-        return;
-    }
-    println!(
-        "{rpc}: request/response through IpcServer and IpcClient (framed, CRC on, an echo handler): \
-         round trips are sequential requests; msg/s is answered requests per second with {} in \
-         flight on one connection (pipelined), not one-way messages.",
-        super::rpc::IN_FLIGHT
-    );
-    for r in rows.iter().filter(|r| r.transport == rpc && r.test == STANDARD) {
-        let raw = rows.iter().find(|b| {
-            b.transport == Transport::Lapce.name() && b.mode == r.mode && b.payload_bytes == r.payload_bytes
-        });
-        if let (Some(p50), Some(raw_p50)) = (r.rtt_p50_us, raw.and_then(|b| b.rtt_p50_us)) {
-            println!(
-                "  {}: p50 {} µs vs the raw stream's {} µs ({} mode): {:.1}× the raw round trip",
-                payload_label(r.payload_bytes as usize),
-                fmt_us(p50),
-                fmt_us(raw_p50),
-                r.mode,
-                p50 / raw_p50
-            );
-        }
     }
 }
 
@@ -607,7 +578,7 @@ pub fn print_idle(idle: &Idle) {
 }
 
 /// Outcome of one target.
-enum Verdict {
+pub(super) enum Verdict {
     /// Met, with the figures.
     Met(String),
     /// Missed, with the figures.
@@ -617,7 +588,7 @@ enum Verdict {
 }
 
 /// Judges `ok` on figures `detail`.
-fn verdict(ok: bool, detail: String) -> Verdict {
+pub(super) fn verdict(ok: bool, detail: String) -> Verdict {
     if ok {
         Verdict::Met(detail)
     } else {
@@ -682,6 +653,7 @@ fn ratio_targets(rows: &[Row], metrics: &[MetricsCost]) -> Vec<(&'static str, Ve
     targets.push(node_target(rows));
     targets.extend(framing_targets(rows));
     targets.push(metrics_target(metrics));
+    targets.extend(super::rpc_report::targets(rows));
     targets
 }
 

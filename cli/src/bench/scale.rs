@@ -378,7 +378,7 @@ pub struct ScaleRow {
 }
 
 impl ScaleRow {
-    fn new(clients: usize, processes: usize, args: &BenchArgs) -> ScaleRow {
+    fn new(clients: usize, processes: usize, api: ScaleClient, args: &BenchArgs) -> ScaleRow {
         ScaleRow {
             transport: Transport::Rpc.name().into(),
             test: "scale".into(),
@@ -386,7 +386,7 @@ impl ScaleRow {
             client_processes: processes,
             payload_bytes: PAYLOAD as u64,
             inflight_per_connection: args.scale_inflight as usize,
-            client_api: args.scale_client,
+            client_api: api,
             server_threads: args.scale_server_threads as usize,
             idle: Footprint::default(),
             connected: Footprint::default(),
@@ -531,20 +531,21 @@ pub(crate) fn check_fd_limit(clients: usize, limit: Option<u64>) -> Result<()> {
 pub(super) fn run(bench: &Bench<'_>, args: &BenchArgs) -> Vec<ScaleRow> {
     let limit = raise_fd_limit();
     let secs = args.scale_secs.unwrap_or(if args.quick { 1.0 } else { 3.0 });
-    args.scale
-        .iter()
-        .map(|&n| {
-            let n = n as usize;
-            let processes = CLIENT_PROCESSES.min(n);
-            let mut row = ScaleRow::new(n, processes, args);
+    let mut rows = Vec::new();
+    for &n in &args.scale {
+        let n = n as usize;
+        let processes = CLIENT_PROCESSES.min(n);
+        for &api in &args.scale_client {
+            let mut row = ScaleRow::new(n, processes, api, args);
             if let Err(e) = check_fd_limit(n, limit).and_then(|()| one(bench, args, n, secs, &mut row)) {
                 bench.progress.note(format!("  FAILED: {e}"));
                 row.error = Some(e.to_string());
             }
             bench.progress.advance();
-            row
-        })
-        .collect()
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 /// Measures N clients into `row`.
@@ -601,7 +602,7 @@ fn one(bench: &Bench<'_>, args: &BenchArgs, n: usize, secs: f64, row: &mut Scale
                 "--parent-pid".into(),
                 std::process::id().to_string().into(),
                 "--api".into(),
-                clap::ValueEnum::to_possible_value(&args.scale_client)
+                clap::ValueEnum::to_possible_value(&row.client_api)
                     .expect("no skipped variants")
                     .get_name()
                     .into(),
@@ -938,6 +939,33 @@ fn mib(kib: Option<u64>) -> String {
 
 /// Prints the scale table.
 pub fn print_table(rows: &[ScaleRow]) {
+    let mut apis: Vec<ScaleClient> = rows.iter().map(|r| r.client_api).collect();
+    apis.dedup();
+    for (i, api) in apis.into_iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let of_api: Vec<ScaleRow> = rows.iter().filter(|r| r.client_api == api).cloned().collect();
+        print_api_table(&of_api);
+    }
+    println!(
+        "idle = server alone after {} ms; N idle = all N connected and idle after the trim wait; KiB/conn = \
+         (N idle - idle) / N; fd/conn likewise, less {FDS_PER_WARM_SEGMENT} per warm segment the burst added;",
+        SETTLE.as_millis()
+    );
+    println!(
+        "fds left = the server's descriptors after the clients left, beyond its idle count, less {FDS_PER_WARM_SEGMENT} \
+         per warm segment it kept (a burst of"
+    );
+    println!(
+        "connections grows the warm pool for 30 s) and the hang-up watcher's epoll: 0 = nothing leaked (a connection \
+         kept counts {FDS_PER_WARM_SEGMENT});"
+    );
+    println!("req/s over all client processes, p50/p99 from their merged histograms.");
+}
+
+/// The table of the rows of one client API.
+fn print_api_table(rows: &[ScaleRow]) {
     let num = |v: Option<u64>| v.map_or_else(|| "n/a".to_string(), |k| k.to_string());
     let header = format!(
         "{:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7}",
@@ -991,20 +1019,6 @@ pub fn print_table(rows: &[ScaleRow]) {
             println!("    error: {e}");
         }
     }
-    println!(
-        "idle = server alone after {} ms; N idle = all N connected and idle after the trim wait; KiB/conn = \
-         (N idle - idle) / N; fd/conn likewise, less {FDS_PER_WARM_SEGMENT} per warm segment the burst added;",
-        SETTLE.as_millis()
-    );
-    println!(
-        "fds left = the server's descriptors after the clients left, beyond its idle count, less {FDS_PER_WARM_SEGMENT} \
-         per warm segment it kept (a burst of"
-    );
-    println!(
-        "connections grows the warm pool for 30 s) and the hang-up watcher's epoll: 0 = nothing leaked (a connection \
-         kept counts {FDS_PER_WARM_SEGMENT});"
-    );
-    println!("req/s over all client processes, p50/p99 from their merged histograms.");
 }
 
 /// The scale targets, judged on this run: `(name, Some(met), detail)`, `None` when not judged.
@@ -1070,7 +1084,28 @@ pub fn targets(
             },
         ),
     ));
+    out.push(api_ratio_target(rows));
     out
+}
+
+/// `IpcClient` clients against the framed load generator at N = 1000, both of this run: the
+/// request/response layer costs the clients little.
+fn api_ratio_target(rows: &[ScaleRow]) -> (String, Option<bool>, String) {
+    let at = |api| {
+        rows.iter()
+            .find(|r| r.clients == 1000 && r.client_api == api && r.request_errors == Some(0))
+            .and_then(|r| r.requests_per_sec)
+    };
+    let name =
+        "N=1000, IpcClient clients ≥ 0.9× the framed load generator's req/s (--scale-client rpc,framed)";
+    match (at(ScaleClient::Rpc), at(ScaleClient::Framed)) {
+        (Some(rpc), Some(framed)) => (
+            name.to_string(),
+            Some(rpc >= 0.9 * framed),
+            format!("{} req/s vs {} req/s = {:.2}×", rate(rpc), rate(framed), rpc / framed),
+        ),
+        _ => (name.to_string(), None, "n/a (both client APIs at N=1000 not measured)".into()),
+    }
 }
 
 #[cfg(test)]
