@@ -189,9 +189,8 @@ pub(crate) struct Sleeper {
     /// Async waits so far, and whether the last look at the runtime allowed a spin.
     async_waits: u32,
     async_spin: bool,
-    /// How long this half's recent waits took: a moving average in nanoseconds (see
-    /// [`Sleeper::spin_budget`]).
-    recent_wait_ns: u64,
+    /// How long this half's recent waits took.
+    recent: RecentWaits,
 }
 
 impl Sleeper {
@@ -209,30 +208,18 @@ impl Sleeper {
             regs: None,
             async_waits: 0,
             async_spin: true,
-            recent_wait_ns: 0,
+            recent: RecentWaits::default(),
         }
     }
 
-    /// How long an adaptive wait spins before it sleeps: the configured `base`, or twice this
-    /// half's recent waits when that is longer and at most [`ADAPTIVE_SPIN_MAX`]. Waits that
-    /// usually end that soon (a 64 KiB or 1 MiB exchange, the next fragment of a message) are
-    /// caught awake instead of paying a wake-up; waits that usually take longer would only burn
-    /// the spin, so they keep the base.
+    /// See [`RecentWaits::spin_budget`].
     fn spin_budget(&self, base: Duration) -> Duration {
-        let hint = Duration::from_nanos(self.recent_wait_ns.saturating_mul(2));
-        if hint > base && hint <= ADAPTIVE_SPIN_MAX {
-            hint
-        } else {
-            base
-        }
+        self.recent.spin_budget(base)
     }
 
-    /// Adds a wait that ended after `waited` to the moving average (weight 1/8; a sample counts
-    /// at most twice [`ADAPTIVE_SPIN_MAX`], so one long idle wait does not hide the short waits
-    /// around it for long).
+    /// See [`RecentWaits::note`].
     fn note_wait(&mut self, waited: Duration) {
-        let sample = waited.min(2 * ADAPTIVE_SPIN_MAX).as_nanos() as u64;
-        self.recent_wait_ns = self.recent_wait_ns - self.recent_wait_ns / 8 + sample / 8;
+        self.recent.note(waited);
     }
 
     /// Whether this async wait may spin: only while the runtime has at most
@@ -267,6 +254,36 @@ impl Sleeper {
                 self.wake_peer.ring();
             }
         }
+    }
+}
+
+/// How long a half's recent waits took: a moving average, in nanoseconds.
+#[derive(Debug, Default, Clone, Copy)]
+struct RecentWaits {
+    ns: u64,
+}
+
+impl RecentWaits {
+    /// How long an adaptive wait spins before it sleeps: the configured `base`, or twice the
+    /// recent waits when that is longer and at most [`ADAPTIVE_SPIN_MAX`]. Waits that usually
+    /// end that soon (a 64 KiB or 1 MiB exchange, the next fragment of a message) are caught
+    /// awake instead of paying a wake-up; waits that usually take longer would only burn the
+    /// spin, so they keep the base.
+    fn spin_budget(&self, base: Duration) -> Duration {
+        let hint = Duration::from_nanos(self.ns.saturating_mul(2));
+        if hint > base && hint <= ADAPTIVE_SPIN_MAX {
+            hint
+        } else {
+            base
+        }
+    }
+
+    /// Adds a wait that ended after `waited` (weight 1/8; a sample counts at most twice
+    /// [`ADAPTIVE_SPIN_MAX`], so one long idle wait does not hide the short waits around it for
+    /// long).
+    fn note(&mut self, waited: Duration) {
+        let sample = waited.min(2 * ADAPTIVE_SPIN_MAX).as_nanos() as u64;
+        self.ns = self.ns - self.ns / 8 + sample / 8;
     }
 }
 
@@ -806,7 +823,37 @@ pub(crate) fn copy_into(buf: &mut [u8]) -> impl FnOnce(&[u8]) -> Result<usize> +
 
 #[cfg(test)]
 mod tests {
-    use super::{runtime_is_quiet, ASYNC_SPIN_MAX_TASKS};
+    use std::time::Duration;
+
+    use super::{runtime_is_quiet, RecentWaits, ADAPTIVE_SPIN_MAX, ASYNC_SPIN_MAX_TASKS};
+
+    #[test]
+    fn waits_that_usually_end_soon_are_spun_for_and_long_ones_are_not() {
+        let base = Duration::from_micros(20);
+        let mut recent = RecentWaits::default();
+        assert_eq!(recent.spin_budget(base), base, "no history: the base");
+        // A 64 KiB exchange: waits of ~30 µs.
+        for _ in 0..64 {
+            recent.note(Duration::from_micros(30));
+        }
+        let budget = recent.spin_budget(base);
+        assert!(budget > Duration::from_micros(50) && budget <= Duration::from_micros(60), "{budget:?}");
+        // One long idle wait does not undo it for long, nor leave it spinning the maximum.
+        recent.note(Duration::from_secs(5));
+        let after_idle = recent.spin_budget(base);
+        assert!(after_idle > budget && after_idle <= ADAPTIVE_SPIN_MAX, "{after_idle:?}");
+        // A connection whose waits are long (requests now and then): the base, not a spin that
+        // would only burn the CPU before each sleep.
+        for _ in 0..64 {
+            recent.note(Duration::from_millis(100));
+        }
+        assert_eq!(recent.spin_budget(base), base);
+        // Waits that end at once: the base again (a longer spin buys nothing).
+        for _ in 0..64 {
+            recent.note(Duration::ZERO);
+        }
+        assert_eq!(recent.spin_budget(base), base);
+    }
 
     #[test]
     fn async_waits_spin_only_while_the_runtime_has_few_tasks() {

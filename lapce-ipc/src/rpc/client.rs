@@ -488,13 +488,15 @@ async fn keep_house(
     sweep_every: Option<Duration>,
     trim_after: Option<Duration>,
 ) {
-    tokio::select! {
-        gone = link.hung_up() => {
-            if let Err(e) = gone {
-                tracing::debug!(error = %e, "cannot watch the connection for a hang-up");
-                return;
-            }
+    let hang_up = async {
+        if let Err(e) = link.hung_up().await {
+            // (Out of descriptors, say.) The requests still notice a hang-up when they read.
+            tracing::debug!(error = %e, "cannot watch the connection for a hang-up");
+            std::future::pending::<()>().await;
         }
+    };
+    tokio::select! {
+        () = hang_up => {}
         () = sweep(conn.clone(), sweep_every) => return,
         () = trim_when_idle(conn.clone(), trim_after, |c: &Conn| &c.outbox) => return,
     }
