@@ -27,7 +27,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
 use lapce_ipc::frame::{AsyncFramedShmStream, MessageType};
 use lapce_ipc::{AsyncSharedMemoryStream, IpcClient, IpcConfig};
@@ -866,13 +865,17 @@ async fn rpc_loop(
     hist: Arc<Mutex<Histogram<u64>>>,
 ) -> (u64, u64) {
     let mut ok = 0u64;
-    let mut msg = vec![0x5Au8; PAYLOAD];
+    let mut msg = [0x5Au8; PAYLOAD];
     let mut i = seed;
-    while tokio::time::Instant::now() < deadline {
+    let deadline = deadline.into_std();
+    loop {
+        let sent = Instant::now();
+        if sent >= deadline {
+            break;
+        }
         i = i.wrapping_add(1);
         msg[0] = i;
-        let sent = Instant::now();
-        match client.request(MessageType::Data, Bytes::copy_from_slice(&msg)).await {
+        match client.request(MessageType::Data, msg).await {
             Ok(answer) if answer.len() == PAYLOAD && answer[0] == i => {
                 record(&hist, sent);
                 ok += 1;
