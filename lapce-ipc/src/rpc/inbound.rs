@@ -212,3 +212,102 @@ impl PayloadBlock {
         self.block.split().freeze()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! [`take_record`] fed records straight from memory: the messages a fragmenter cuts arrive
+    //! whole and intact, in order, one at a time; arbitrary bytes and damaged records are errors,
+    //! never a panic or a message longer than the limit.
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::frame::fragments;
+
+    /// What one delivered message was: type, id, payload (copied out through `to_bytes`).
+    type Delivered = (MessageType, u64, Vec<u8>);
+
+    /// Feeds `records` in order; the messages delivered, or the first error.
+    fn feed(records: &[Vec<u8>], max: usize) -> Result<Vec<Delivered>, FrameError> {
+        let (mut partial, mut block, mut out) = (None, PayloadBlock::default(), Vec::new());
+        for record in records {
+            let mut deliver = Some(|msg: Message<'_>, block: &mut PayloadBlock| {
+                Ok((msg.kind, msg.id, msg.to_bytes(block)?.to_vec()))
+            });
+            if let Step::Delivered(m) = take_record(record, max, &mut partial, &mut block, &mut deliver)? {
+                out.push(m);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The records of one message cut into parts of at most `chunk` bytes.
+    fn records(kind: MessageType, id: u64, payload: &[u8], chunk: usize) -> Vec<Vec<u8>> {
+        let parts = fragments(kind, id, payload, usize::MAX, chunk, true).unwrap();
+        parts
+            .map(|f| {
+                let mut record = vec![0u8; f.record_len()];
+                f.write(&mut record);
+                record
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn fragmented_messages_arrive_whole_in_order(
+            messages in proptest::collection::vec((any::<u16>(), 1u64.., proptest::collection::vec(any::<u8>(), 0..3000)), 1..6),
+            chunk in 1usize..700,
+        ) {
+            let mut all = Vec::new();
+            for (kind, id, payload) in &messages {
+                all.extend(records(MessageType::from_u16(*kind), *id, payload, chunk));
+            }
+            let got = feed(&all, 1 << 20).unwrap();
+            let want: Vec<Delivered> = messages.iter().map(|(k, id, p)| (MessageType::from_u16(*k), *id, p.clone())).collect();
+            prop_assert_eq!(got, want);
+        }
+
+        #[test]
+        fn arbitrary_records_are_refused_not_trusted(
+            records in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..200), 1..8),
+            max in 0usize..300,
+        ) {
+            // Whatever the bytes, no panic, and nothing over the limit is delivered.
+            if let Ok(delivered) = feed(&records, max) {
+                prop_assert!(delivered.iter().all(|(_, _, p)| p.len() <= max), "{:?}", delivered);
+            }
+        }
+
+        #[test]
+        fn damaged_fragments_are_errors(
+            payload in proptest::collection::vec(any::<u8>(), 2..2000),
+            chunk in 1usize..500,
+            which in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let mut all = records(MessageType::Data, 7, &payload, chunk);
+            // A flipped payload bit of one fragment: its CRC no longer matches.
+            let record = which.get_mut(&mut all);
+            prop_assume!(record.len() > HEADER_LEN);
+            let at = HEADER_LEN + (bit as usize * 31) % (record.len() - HEADER_LEN);
+            record[at] ^= 1 << bit;
+            let got = feed(&all, 1 << 20);
+            prop_assert!(matches!(got, Err(FrameError::CrcMismatch { .. })), "{:?}", got);
+        }
+    }
+
+    #[test]
+    fn a_fragment_of_another_message_inside_one_is_refused() {
+        let mut all = records(MessageType::Data, 1, &[1; 100], 40);
+        all.insert(1, records(MessageType::Data, 2, &[2; 10], 40).remove(0));
+        assert_eq!(feed(&all, 1 << 20), Err(FrameError::Interleaved { expected: 1, got: 2 }));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_refused_as_its_fragments_come() {
+        let all = records(MessageType::Data, 1, &[0; 100], 30);
+        assert!(matches!(feed(&all, 99), Err(FrameError::TooLong { .. })));
+        assert_eq!(feed(&all, 100).unwrap().len(), 1);
+    }
+}
