@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::calls::{own_answer, own_chunk, Calls, Collect, InPlace, Ticket, ToBytes, Turn};
+use super::greeted;
 use super::inbound::{Inbound, Message, PayloadBlock};
 use super::outbound::{Outbound, Outbox};
-use super::{decode_error, READY};
 use crate::channel::Link;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
@@ -340,18 +340,7 @@ fn establish(name: &str, config: &IpcConfig) -> Result<Arc<Conn>> {
 /// Reads the server's greeting until `deadline`: `ready`, or its refusal.
 fn greeting(inbound: &mut Inbound, deadline: Instant) -> Result<()> {
     loop {
-        let first = inbound.try_next(|msg, _| {
-            Ok(match (msg.kind, msg.id) {
-                (MessageType::Control, 0) if msg.in_place()? == READY => Ok(()),
-                (MessageType::Error, 0) => {
-                    Err(IpcError::ServerRefused(decode_error(msg.in_place()?).message))
-                }
-                (kind, id) => {
-                    Err(IpcError::Handshake(format!("unexpected greeting from the server: {kind:?} id {id}")))
-                }
-            })
-        })?;
-        if let Some(outcome) = first {
+        if let Some(outcome) = inbound.try_next(|msg, _| greeted(&msg))? {
             return outcome;
         }
         inbound.rx().readable_blocking(Some(deadline))?;

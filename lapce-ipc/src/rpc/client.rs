@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use super::calls::{
     own_answer, own_chunk, Calls, Collect, InPlace, Ticket, ToBytes, Turn, SWEEPS_PER_TIMEOUT,
 };
+use super::greeted;
 use super::inbound::Inbound;
 use super::outbound::{trim_when_idle, Outbound, Outbox};
-use super::{decode_error, READY};
 use crate::channel::Link;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
@@ -458,20 +458,9 @@ async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
 }
 
 /// Reads the server's greeting: `ready`, or its refusal.
-pub(super) async fn greeting(inbound: &mut Inbound) -> Result<()> {
+async fn greeting(inbound: &mut Inbound) -> Result<()> {
     loop {
-        let first = inbound.try_next(|msg, _| {
-            Ok(match (msg.kind, msg.id) {
-                (MessageType::Control, 0) if msg.in_place()? == READY => Ok(()),
-                (MessageType::Error, 0) => {
-                    Err(IpcError::ServerRefused(decode_error(msg.in_place()?).message))
-                }
-                (kind, id) => {
-                    Err(IpcError::Handshake(format!("unexpected greeting from the server: {kind:?} id {id}")))
-                }
-            })
-        })?;
-        if let Some(outcome) = first {
+        if let Some(outcome) = inbound.try_next(|msg, _| greeted(&msg))? {
             return outcome;
         }
         inbound.rx().readable_async().await?;

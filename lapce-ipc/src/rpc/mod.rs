@@ -47,6 +47,18 @@ fn error_payload(body: &ErrorBody) -> Vec<u8> {
     body.to_json().unwrap_or_else(|_| br#"{"code":500,"message":"error body could not be encoded"}"#.to_vec())
 }
 
+/// What the server's greeting (the first message of a connection) says: `ready`, or why it
+/// refuses the connection.
+fn greeted(msg: &inbound::Message<'_>) -> Result<crate::Result<()>, crate::frame::FrameError> {
+    Ok(match (msg.kind, msg.id) {
+        (MessageType::Control, 0) if msg.in_place()? == READY => Ok(()),
+        (MessageType::Error, 0) => Err(IpcError::ServerRefused(decode_error(msg.in_place()?).message)),
+        (kind, id) => {
+            Err(IpcError::Handshake(format!("unexpected greeting from the server: {kind:?} id {id}")))
+        }
+    })
+}
+
 /// The body of an `Error` frame; a body that does not decode is reported as such.
 fn decode_error(payload: &[u8]) -> ErrorBody {
     ErrorBody::from_json(payload).unwrap_or_else(|e| {

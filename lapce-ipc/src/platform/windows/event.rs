@@ -1,10 +1,11 @@
 //! Waiting on events: blocking (`WaitForMultipleObjects`) and async (the system thread pool's
 //! `RegisterWaitForSingleObject` raises a [`Signal`] that wakes the polling task).
 
+use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::io;
 use std::os::windows::io::{AsRawHandle, BorrowedHandle, OwnedHandle};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -74,18 +75,34 @@ impl Signal {
 /// raises `signal` (waking a waiting task, or left raised for the next poll).
 pub(super) struct EventWait {
     signal: Arc<Signal>,
+    /// The registration's key in [`SIGNALS`] (its callback's context).
+    key: usize,
     /// The registration (a wait handle, not a kernel object handle), unregistered on drop.
     wait: usize,
     /// Our own handle of the event, so the object outlives the registration.
     _event: OwnedHandle,
 }
 
+/// The signals of the live registrations, by key. A callback's context is its key, not a
+/// pointer: a callback that runs after its registration was dropped finds nothing here and does
+/// nothing. (Wine 8 ran a queued callback after `UnregisterWaitEx(.., INVALID_HANDLE_VALUE)` had
+/// returned: with the signal's address as the context, a server child read a freed signal and
+/// called a garbage waker, in CI's `server_memory`.)
+static SIGNALS: Mutex<BTreeMap<usize, Arc<Signal>>> = Mutex::new(BTreeMap::new());
+
+/// The next registration's key (never reused).
+static NEXT_KEY: AtomicUsize = AtomicUsize::new(1);
+
+fn signals() -> std::sync::MutexGuard<'static, BTreeMap<usize, Arc<Signal>>> {
+    SIGNALS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Runs on a thread pool worker each time the event is signalled.
-unsafe extern "system" fn on_signal(context: *mut core::ffi::c_void, _timed_out: bool) {
-    // SAFETY: `context` is the `Arc<Signal>` pointer `EventWait::register` leaked for this
-    // registration; it is released only after `UnregisterWaitEx` has waited for every callback.
-    let signal = unsafe { &*(context as *const Signal) };
-    signal.raise();
+extern "system" fn on_signal(context: *mut core::ffi::c_void, _timed_out: bool) {
+    let signal = signals().get(&(context as usize)).cloned();
+    if let Some(signal) = signal {
+        signal.raise();
+    }
 }
 
 impl EventWait {
@@ -94,31 +111,31 @@ impl EventWait {
     pub(super) fn register(event: BorrowedHandle<'_>, once: bool) -> io::Result<EventWait> {
         let event = event.try_clone_to_owned()?;
         let signal = Arc::new(Signal::default());
-        let context = Arc::into_raw(signal.clone());
+        let key = NEXT_KEY.fetch_add(1, Ordering::Relaxed);
+        signals().insert(key, signal.clone());
         // Not WT_EXECUTEINWAITTHREAD, which would save the hop to a pool worker: Wine (8.0)
         // raises such a wait's pending-callback count outside the pool's lock, and an
         // unregistration in that window crashes the process (see the test below).
         let flags = if once { WT_EXECUTEONLYONCE } else { WT_EXECUTEDEFAULT };
         let mut wait: HANDLE = std::ptr::null_mut();
         // SAFETY: `event` is a live handle we own; `on_signal` matches WAITORTIMERCALLBACK and
-        // only reads `context`, which stays valid until the registration is gone (see Drop).
+        // takes its context as a number, never dereferenced.
         let ok = unsafe {
             RegisterWaitForSingleObject(
                 &mut wait,
                 event.as_raw_handle(),
                 Some(on_signal),
-                context.cast(),
+                key as *mut core::ffi::c_void,
                 INFINITE,
                 flags,
             )
         };
         if ok == 0 {
             let err = io::Error::last_os_error();
-            // SAFETY: the registration failed, so no callback holds `context`: release it.
-            unsafe { Arc::decrement_strong_count(context) };
+            signals().remove(&key);
             return Err(err);
         }
-        Ok(EventWait { signal, wait: wait as usize, _event: event })
+        Ok(EventWait { signal, key, wait: wait as usize, _event: event })
     }
 
     /// Ready once the event was signalled since the last time this was ready.
@@ -135,12 +152,9 @@ impl EventWait {
 impl Drop for EventWait {
     fn drop(&mut self) {
         // SAFETY: `wait` is our live registration. INVALID_HANDLE_VALUE makes the call wait for
-        // running callbacks to finish, after which none can start: the leaked context reference
-        // can then be released.
-        unsafe {
-            UnregisterWaitEx(self.wait as HANDLE, INVALID_HANDLE_VALUE);
-            Arc::decrement_strong_count(Arc::as_ptr(&self.signal));
-        }
+        // running callbacks to finish (a late one finds no signal, see `SIGNALS`).
+        unsafe { UnregisterWaitEx(self.wait as HANDLE, INVALID_HANDLE_VALUE) };
+        signals().remove(&self.key);
     }
 }
 
@@ -192,6 +206,16 @@ impl AsyncHangupWatch {
 mod tests {
     use super::*;
 
+    /// A waker that counts its wake-ups.
+    #[derive(Default)]
+    struct Woken(std::sync::atomic::AtomicU64);
+
+    impl std::task::Wake for Woken {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// A ring reaches the task waiting on the registration, once per ring.
     #[test]
     fn each_ring_wakes_the_waiting_task() {
@@ -210,12 +234,18 @@ mod tests {
     /// the callback as we unregister. Wine (8.0) raised a wait's pending-callback count outside
     /// the pool's lock for `WT_EXECUTEINWAITTHREAD` waits, so an unregistration in that window
     /// unlinked a list entry that was never linked: a write to address 0x8 in ntdll's
-    /// `tp_object_cancel` that killed a server child in CI (`server_memory`, 2026-12-05).
+    /// `tp_object_cancel` that killed a server child in CI (`server_memory`). It also runs a
+    /// queued callback after `UnregisterWaitEx` returned: see `SIGNALS`.
     #[test]
     fn a_registration_dropped_while_its_event_fires_is_safe() {
         let (sleeper, ringer) = Doorbell::pair().unwrap();
+        // A task's waker is kept in each registration, as a sleeping wait keeps one: a callback
+        // that ran after its registration was dropped would call it from freed memory.
+        let woken = Arc::new(Woken::default());
+        let waker = Waker::from(woken.clone());
         for i in 0..20_000u32 {
             let wait = EventWait::register(sleeper.handle(), i % 2 == 0).unwrap();
+            let _ = wait.poll_signalled(&mut Context::from_waker(&waker));
             ringer.ring();
             // Unregister between 0 and ~100 us after the ring, so that some unregistrations
             // meet the wait thread dispatching it (with the flag, Wine crashed within 20,000
