@@ -189,7 +189,7 @@ pub(crate) struct Sleeper {
     /// Async waits so far, and whether the last look at the runtime allowed a spin.
     async_waits: u32,
     async_spin: bool,
-    /// How long this half's recent waits took.
+    /// How long this half's recent waits took (how long its adaptive waits spin).
     recent: RecentWaits,
 }
 
@@ -210,16 +210,6 @@ impl Sleeper {
             async_spin: true,
             recent: RecentWaits::default(),
         }
-    }
-
-    /// See [`RecentWaits::spin_budget`].
-    fn spin_budget(&self, base: Duration) -> Duration {
-        self.recent.spin_budget(base)
-    }
-
-    /// See [`RecentWaits::note`].
-    fn note_wait(&mut self, waited: Duration) {
-        self.recent.note(waited);
     }
 
     /// Whether this async wait may spin: only while the runtime has at most
@@ -303,17 +293,17 @@ fn wait_blocking<W: Waitable>(w: &mut W, len: usize, deadline: Option<Instant>) 
     }
     let spin_for = match w.sleeper().strategy {
         WaitStrategy::Spin => None,
-        WaitStrategy::Adaptive(d) => Some(w.sleeper().spin_budget(d)),
+        WaitStrategy::Adaptive(d) => Some(w.sleeper().recent.spin_budget(d)),
         WaitStrategy::Blocking => Some(Duration::ZERO),
     };
     if spin_for != Some(Duration::ZERO) && spin_briefly(w, len)? {
-        w.sleeper().note_wait(Duration::ZERO);
+        w.sleeper().recent.note(Duration::ZERO);
         return Ok(());
     }
     let start = Instant::now();
     let outcome = wait_blocking_from(w, len, deadline, start, spin_for);
     if outcome.is_ok() && !matches!(w.sleeper().strategy, WaitStrategy::Blocking) {
-        w.sleeper().note_wait(start.elapsed());
+        w.sleeper().recent.note(start.elapsed());
     }
     outcome
 }
@@ -455,7 +445,7 @@ async fn wait_async_or<W: Waitable>(
     })
     .await;
     if let (Ok(false), Some(started)) = (&outcome, started) {
-        w.sleeper().note_wait(started.elapsed());
+        w.sleeper().recent.note(started.elapsed());
     }
     outcome
 }
@@ -481,14 +471,14 @@ fn spin_async<W: Waitable>(w: &mut W, len: usize) -> Result<Spun> {
     let budget = match strategy {
         WaitStrategy::Blocking => return Ok(Spun::Sleep(None)),
         _ if !w.sleeper().async_spin_allowed() => return Ok(Spun::Busy),
-        WaitStrategy::Adaptive(d) => w.sleeper().spin_budget(d.min(ASYNC_SPIN_CAP)),
-        WaitStrategy::Spin => w.sleeper().spin_budget(ASYNC_SPIN_CAP),
+        WaitStrategy::Adaptive(d) => w.sleeper().recent.spin_budget(d.min(ASYNC_SPIN_CAP)),
+        WaitStrategy::Spin => w.sleeper().recent.spin_budget(ASYNC_SPIN_CAP),
     };
     if budget.is_zero() {
         return Ok(Spun::Sleep(None));
     }
     if spin_briefly(w, len)? {
-        w.sleeper().note_wait(Duration::ZERO);
+        w.sleeper().recent.note(Duration::ZERO);
         return Ok(Spun::Ready);
     }
     let start = Instant::now();
@@ -496,7 +486,7 @@ fn spin_async<W: Waitable>(w: &mut W, len: usize) -> Result<Spun> {
         for _ in 0..64 {
             std::hint::spin_loop();
             if w.ready(len)? {
-                w.sleeper().note_wait(start.elapsed());
+                w.sleeper().recent.note(start.elapsed());
                 return Ok(Spun::Ready);
             }
         }
@@ -559,18 +549,17 @@ fn poll_sleep<W: Waitable>(
 }
 
 /// Longest spin of an async wait, unless the half's recent waits ask for more (see
-/// [`Sleeper::spin_budget`]).
+/// [`RecentWaits::spin_budget`]).
 const ASYNC_SPIN_CAP: Duration = Duration::from_micros(20);
 
 /// Longest spin an adaptive wait takes on the strength of its half's recent waits (blocking and
-/// async alike). Long enough for a 1 MiB exchange's waits on this machine kind; a half whose
-/// waits take longer spins only its base.
+/// async alike): about the turnaround of a 1 MiB exchange; a half whose waits take longer spins
+/// only its base.
 const ADAPTIVE_SPIN_MAX: Duration = Duration::from_micros(500);
 
 /// Most tasks a runtime may have for its async waits to spin. A server with a few connections
-/// has two tasks per connection and a few of its own; `bench --scale 1000` (1000 connections,
-/// 2 vCPUs shared by server and clients) spent a quarter of its CPU time in spins that held up
-/// ready tasks (perf, 2026-12-04).
+/// has a task per connection and a few of its own; with a thousand connections a spin holds up
+/// tasks that are ready to run.
 const ASYNC_SPIN_MAX_TASKS: usize = 32;
 
 /// Whether the current tokio runtime (if any) has at most [`ASYNC_SPIN_MAX_TASKS`] tasks.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use super::calls::{own_answer, own_chunk, Calls, Collect, InPlace, Ticket, ToBytes, Turn};
-use super::greeted;
 use super::inbound::{Inbound, Message, PayloadBlock};
 use super::outbound::{Outbound, Outbox};
+use super::{check_size, greeted};
 use crate::channel::Link;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
@@ -222,10 +222,7 @@ impl BlockingIpcClient {
         timeout: Option<Duration>,
         collect: C,
     ) -> Result<C::Out> {
-        let max = self.config.ipc.max_message_size;
-        if payload.len() > max {
-            return Err(IpcError::MessageTooLarge { len: payload.len(), max });
-        }
+        check_size(payload.len(), self.config.ipc.max_message_size)?;
         let deadline = timeout.map(|t| Instant::now() + t);
         self.connection(deadline)?.call(kind, payload, deadline, collect)
     }

@@ -14,9 +14,9 @@ use tokio::time::Instant;
 use super::calls::{
     own_answer, own_chunk, Calls, Collect, InPlace, Ticket, ToBytes, Turn, SWEEPS_PER_TIMEOUT,
 };
-use super::greeted;
 use super::inbound::Inbound;
 use super::outbound::{trim_when_idle, Outbound, Outbox};
+use super::{check_size, greeted};
 use crate::channel::Link;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
@@ -378,11 +378,7 @@ impl IpcClient {
     }
 
     fn check_size(&self, len: usize) -> Result<()> {
-        let max = self.inner.config.ipc.max_message_size;
-        if len > max {
-            return Err(IpcError::MessageTooLarge { len, max });
-        }
-        Ok(())
+        check_size(len, self.inner.config.ipc.max_message_size)
     }
 
     fn current(&self) -> Option<Arc<Conn>> {

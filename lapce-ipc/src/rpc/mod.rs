@@ -59,6 +59,15 @@ fn greeted(msg: &inbound::Message<'_>) -> Result<crate::Result<()>, crate::frame
     })
 }
 
+/// Refuses a request payload of `len` bytes over the configured largest message `max`, before
+/// anything is sent.
+fn check_size(len: usize, max: usize) -> crate::Result<()> {
+    if len > max {
+        return Err(IpcError::MessageTooLarge { len, max });
+    }
+    Ok(())
+}
+
 /// The body of an `Error` frame; a body that does not decode is reported as such.
 fn decode_error(payload: &[u8]) -> ErrorBody {
     ErrorBody::from_json(payload).unwrap_or_else(|e| {

@@ -85,9 +85,8 @@ pub(super) struct EventWait {
 
 /// The signals of the live registrations, by key. A callback's context is its key, not a
 /// pointer: a callback that runs after its registration was dropped finds nothing here and does
-/// nothing. (Wine 8 ran a queued callback after `UnregisterWaitEx(.., INVALID_HANDLE_VALUE)` had
-/// returned: with the signal's address as the context, a server child read a freed signal and
-/// called a garbage waker, in CI's `server_memory`.)
+/// nothing. (Wine 8 runs a queued callback even after `UnregisterWaitEx(..,
+/// INVALID_HANDLE_VALUE)` has returned; an address as the context would be read after free.)
 static SIGNALS: Mutex<BTreeMap<usize, Arc<Signal>>> = Mutex::new(BTreeMap::new());
 
 /// The next registration's key (never reused).
