@@ -111,3 +111,25 @@ fn bounded_stress_levels_all_pass() {
     assert!(num(chaos, "recovery_ms_max") > 0.0);
     assert!(num(chaos, "failure_pct") < 1.0);
 }
+
+/// Level 4 fails on a leak however the warm pool grew: a server that leaks one descriptor every
+/// 30 requests (about one per connection) fails the descriptor check.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_leak_level_catches_a_descriptor_leaked_per_connection() {
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let json = TempFile(
+        std::env::temp_dir().join(format!("lapce-ipc-stress-leak-{}-{nanos}.json", std::process::id())),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
+        .args(["stress", "--level", "4", "--json"])
+        .arg(&json.0)
+        .env("LAPCE_IPC_STRESS_LEAK_EVERY", "30")
+        .output()
+        .expect("run lapce-ipc stress");
+    let text = std::fs::read_to_string(&json.0).expect("read the JSON file");
+    assert!(!out.status.success(), "a leaking server passed level 4:\n{text}");
+    assert!(text.contains("fds beyond the warm pool"), "{text}");
+    let report: Value = serde_json::from_str(&text).expect("valid JSON");
+    assert_eq!(report["passed"], false, "{text}");
+}

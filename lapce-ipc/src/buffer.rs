@@ -1,7 +1,7 @@
 //! [`SharedMemoryBuffer`]: one ring in its own segment, the low-level building block.
 
 #[cfg(unix)]
-use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -40,9 +40,10 @@ const SHARE_MAGIC: u64 = u64::from_le_bytes(*b"LAPCBUF1");
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 pub struct SharedMemoryBuffer {
-    /// Read by the Unix-only descriptor methods; the rings keep the mapping alive themselves.
-    #[cfg_attr(not(unix), allow(dead_code))]
-    segment: Arc<Segment>,
+    /// The segment's descriptor, for [`share`](Self::share) and [`fd`](Self::fd); the rings keep
+    /// the mapping alive themselves.
+    #[cfg(unix)]
+    fd: OwnedFd,
     producer: Producer,
     consumer: Consumer,
     capacity: usize,
@@ -53,28 +54,37 @@ impl SharedMemoryBuffer {
     /// `name` labels the memfd (visible as `memfd:<name>` in `/proc/<pid>/fd`), nothing more.
     pub fn create(name: &str, capacity: usize) -> Result<SharedMemoryBuffer> {
         check_capacity(capacity)?;
-        let segment = Arc::new(Segment::create(name, ring_footprint(capacity))?);
-        let region: Arc<dyn SharedRegion> = segment.clone();
+        let (segment, handle) = Segment::create(name, ring_footprint(capacity))?;
+        let region: Arc<dyn SharedRegion> = Arc::new(segment);
         init_ring(&region, RingPlace::alone(0), capacity)?;
-        Self::attach(segment, capacity)
+        Self::attach(region, handle, capacity)
     }
 
     #[cfg(unix)]
     /// Opens a ring from a segment file descriptor received from its creator. The seals, the
     /// size and the ring header are all checked.
     pub fn open(fd: OwnedFd) -> Result<SharedMemoryBuffer> {
-        let len = Segment::size_of(&fd)?;
+        let len = Segment::size_of(fd.as_fd())?;
         let capacity = len.saturating_sub(crate::ring::RING_HEADER_SPAN);
         check_capacity(capacity)
             .map_err(|_| IpcError::Corrupted(format!("segment of {len} bytes holds no ring")))?;
-        Self::attach(Arc::new(Segment::open(fd, len)?), capacity)
+        Self::attach(Arc::new(Segment::open(fd.as_fd(), len)?), fd, capacity)
     }
 
-    fn attach(segment: Arc<Segment>, capacity: usize) -> Result<SharedMemoryBuffer> {
-        let region: Arc<dyn SharedRegion> = segment.clone();
+    fn attach(
+        region: Arc<dyn SharedRegion>,
+        #[cfg_attr(not(unix), allow(unused_variables))] handle: crate::platform::OsHandle,
+        capacity: usize,
+    ) -> Result<SharedMemoryBuffer> {
         let producer = Producer::attach(region.clone(), RingPlace::alone(0), capacity)?;
         let consumer = Consumer::attach(region, RingPlace::alone(0), capacity)?;
-        Ok(SharedMemoryBuffer { segment, producer, consumer, capacity })
+        Ok(SharedMemoryBuffer {
+            #[cfg(unix)]
+            fd: handle,
+            producer,
+            consumer,
+            capacity,
+        })
     }
 
     #[cfg(unix)]
@@ -83,7 +93,7 @@ impl SharedMemoryBuffer {
         let mut msg = [0u8; 16];
         msg[..8].copy_from_slice(&SHARE_MAGIC.to_le_bytes());
         msg[8..].copy_from_slice(&(self.capacity as u64).to_le_bytes());
-        crate::platform::send_with_fds(sock, &msg, &[self.segment.handle()])?;
+        crate::platform::send_with_fds(sock, &msg, &[self.fd.as_fd()])?;
         Ok(())
     }
 
@@ -107,7 +117,7 @@ impl SharedMemoryBuffer {
     #[cfg(unix)]
     /// The segment's file descriptor.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.segment.handle()
+        self.fd.as_fd()
     }
 
     /// Capacity of the data area in bytes.

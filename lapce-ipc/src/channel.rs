@@ -24,8 +24,8 @@ use tokio::sync::Notify;
 
 use crate::error::{IpcError, Result};
 use crate::platform::{
-    futex_wait, futex_wake, sleep_blocking, AsyncHangupWatch, AsyncSleeper, ControlStream, Doorbell,
-    PeerLink, HAS_FUTEX, HAS_HANGUP_WATCHER,
+    futex_wait, futex_wake, poll_sleep as poll_bell, sleep_blocking, AsyncHangupWatch, ControlStream,
+    Doorbell, PeerLink, HAS_FUTEX, HAS_HANGUP_WATCHER,
 };
 use crate::ring::{
     announce_sleep, cancel_sleep, Consumer, Producer, WaiterWord, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
@@ -179,13 +179,11 @@ impl Link {
 
 /// Everything one ring half needs to sleep and to wake its peer.
 pub(crate) struct Sleeper {
-    /// Rung to wake the peer when it sleeps on its doorbell.
-    wake_peer: Doorbell,
-    /// Where this half sleeps in the async flavour (and in the blocking one without a futex).
-    sleep_on: Doorbell,
+    /// This side's end of the ring's doorbell: rung to wake the peer when it sleeps on its end;
+    /// where this half sleeps in the async flavour (and in the blocking one without a futex).
+    bell: Doorbell,
     link: Arc<Link>,
     strategy: WaitStrategy,
-    regs: Option<AsyncSleeper>,
     /// Async waits so far, and whether the last look at the runtime allowed a spin.
     async_waits: u32,
     async_spin: bool,
@@ -194,22 +192,8 @@ pub(crate) struct Sleeper {
 }
 
 impl Sleeper {
-    pub(crate) fn new(
-        wake_peer: Doorbell,
-        sleep_on: Doorbell,
-        link: Arc<Link>,
-        strategy: WaitStrategy,
-    ) -> Sleeper {
-        Sleeper {
-            wake_peer,
-            sleep_on,
-            link,
-            strategy,
-            regs: None,
-            async_waits: 0,
-            async_spin: true,
-            recent: RecentWaits::default(),
-        }
+    pub(crate) fn new(bell: Doorbell, link: Arc<Link>, strategy: WaitStrategy) -> Sleeper {
+        Sleeper { bell, link, strategy, async_waits: 0, async_spin: true, recent: RecentWaits::default() }
     }
 
     /// Whether this async wait may spin: only while the runtime has at most
@@ -224,12 +208,9 @@ impl Sleeper {
         self.async_spin
     }
 
-    /// Registers the doorbell and the link with the current tokio reactor (once).
-    fn regs(&mut self) -> Result<&AsyncSleeper> {
-        if self.regs.is_none() {
-            self.regs = Some(AsyncSleeper::new(&self.sleep_on, &self.link.peer)?);
-        }
-        Ok(self.regs.as_ref().expect("just set"))
+    /// Ready when the peer rang (or went); else registers `cx`'s waker and is pending.
+    fn poll_bell(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        poll_bell(&mut self.bell, &self.link.peer, cx)
     }
 
     /// Wakes the peer as its waiter word said (`wake` is the value taken from the word).
@@ -237,11 +218,11 @@ impl Sleeper {
         match wake {
             AWAKE => {}
             SLEEPS_FUTEX => futex_wake(word),
-            SLEEPS_DOORBELL => self.wake_peer.ring(),
+            SLEEPS_DOORBELL => self.bell.ring(),
             // A value no honest peer writes: wake both ways; a spurious wake-up is harmless.
             _ => {
                 futex_wake(word);
-                self.wake_peer.ring();
+                self.bell.ring();
             }
         }
     }
@@ -370,16 +351,19 @@ fn wait_blocking_from<W: Waitable>(
             },
             None => None,
         };
-        if HAS_FUTEX {
+        let slept = if HAS_FUTEX {
             futex_wait(w.word(), SLEEPS_FUTEX, timeout);
+            Ok(())
         } else {
             let sleeper = w.sleeper();
-            sleep_blocking(&sleeper.sleep_on, &sleeper.link.peer, timeout);
-        }
+            sleep_blocking(&sleeper.bell, &sleeper.link.peer, timeout)
+        };
         cancel_sleep(w.word());
         if w.ready(len)? {
             return Ok(());
         }
+        // The peer closed its end of the doorbell: it is gone.
+        slept?;
     }
 }
 
@@ -505,11 +489,7 @@ fn poll_sleep<W: Waitable>(
 ) -> Poll<Result<()>> {
     loop {
         if *sleeping {
-            let slept = match w.sleeper().regs() {
-                Ok(regs) => regs.poll_sleep(cx),
-                Err(e) => Poll::Ready(Err(e)),
-            };
-            let Poll::Ready(slept) = slept else { return Poll::Pending };
+            let Poll::Ready(slept) = w.sleeper().poll_bell(cx) else { return Poll::Pending };
             cancel_sleep(w.word());
             *sleeping = false;
             match w.ready(len) {

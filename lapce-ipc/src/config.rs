@@ -40,6 +40,7 @@
 //! request_timeout_ms = 30000        # 0 = none
 //! socket_dir = ""                   # Unix; "" = the private runtime directory
 //! allowed_uids = []                 # Unix; other uids allowed to connect (and to serve)
+//! raise_open_file_limit = true      # Unix; soft RLIMIT_NOFILE to the hard limit
 //!
 //! [metrics]
 //! enable = true
@@ -152,6 +153,9 @@ pub struct IpcSection {
     /// socket is then mode 0666 and the credential check is what keeps other users out: see
     /// [`StreamConfig::allowed_peer_uids`]. No duplicates, not 4294967295. Refused on Windows.
     pub allowed_uids: Vec<u32>,
+    /// Unix: raise the process's soft open-file limit to its hard limit at bind or connect
+    /// (default `true`): see [`StreamConfig::raise_open_file_limit`].
+    pub raise_open_file_limit: bool,
 }
 
 impl Default for IpcSection {
@@ -173,6 +177,7 @@ impl Default for IpcSection {
             request_timeout_ms: 30_000,
             socket_dir: String::new(),
             allowed_uids: Vec::new(),
+            raise_open_file_limit: true,
         }
     }
 }
@@ -392,6 +397,7 @@ impl IpcConfig {
             max_slots: self.ipc.max_slots,
             socket_dir: (!self.ipc.socket_dir.is_empty()).then(|| PathBuf::from(&self.ipc.socket_dir)),
             allowed_peer_uids: self.ipc.allowed_uids.clone(),
+            raise_open_file_limit: self.ipc.raise_open_file_limit,
         }
     }
 
@@ -435,6 +441,7 @@ impl IpcConfig {
         entry(o, "socket_dir", &toml_string(&ipc.socket_dir), "Unix; \"\" = private runtime directory");
         let uids: Vec<String> = ipc.allowed_uids.iter().map(u32::to_string).collect();
         entry(o, "allowed_uids", &format!("[{}]", uids.join(", ")), "Unix; other uids trusted");
+        entry(o, "raise_open_file_limit", &ipc.raise_open_file_limit, "Unix; soft RLIMIT_NOFILE to hard");
         o.push_str("\n[metrics]\n");
         entry(o, "enable", &metrics.enable, "collect metrics");
         entry(o, "export_interval_secs", &metrics.export_interval_secs, "1 to 86400");

@@ -985,7 +985,7 @@ mod tests {
     /// Both ends of a fresh ring of `CAP` bytes, alone in a segment of its own.
     fn ring_ends() -> (crate::ring::Producer, crate::ring::Consumer) {
         use crate::ring::{init_ring, ring_footprint, Consumer, Producer, RingPlace, SharedRegion};
-        let seg = Arc::new(crate::platform::Segment::create("metrics-test", ring_footprint(CAP)).unwrap());
+        let seg = Arc::new(crate::platform::Segment::create("metrics-test", ring_footprint(CAP)).unwrap().0);
         let region: Arc<dyn SharedRegion> = seg;
         let at = RingPlace::alone(0);
         init_ring(&region, at, CAP).unwrap();

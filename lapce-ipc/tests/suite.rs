@@ -10,6 +10,7 @@ mod common;
 
 mod config;
 mod cross_process;
+mod descriptors;
 mod frame_props;
 mod framed;
 mod loom_ring;

@@ -113,6 +113,14 @@ impl ServerProcess {
         self.pid
     }
 
+    /// Kills the child at once (SIGKILL on Unix) and reaps it.
+    pub fn kill(&mut self) {
+        let mut child = lock(&self.child);
+        let _ = child.kill();
+        let _ = child.wait();
+        self.reaped = true;
+    }
+
     /// Whether the watchdog killed the child.
     pub fn timed_out(&self) -> bool {
         self.timed_out.load(Ordering::SeqCst)

@@ -44,9 +44,8 @@ pub const CLIENT_PROCESSES: usize = 4;
 pub const PAYLOAD: usize = 64;
 
 /// File descriptors one connection is assumed to need at most on either side, for the check of
-/// the descriptor limit before a run (the server measured 9 per connection, plus its epoll and
-/// timer descriptors).
-const FDS_PER_CONNECTION_BOUND: u64 = 10;
+/// the descriptor limit before a run (3 per connection, plus slack for the processes' own).
+const FDS_PER_CONNECTION_BOUND: u64 = 4;
 
 /// Descriptors the limit must leave for everything else: the process's own, and the warm pool,
 /// which may hold a quarter of the limit (`StreamConfig::warm_pool`).
@@ -102,7 +101,7 @@ pub struct Footprint {
     /// Entries of `/proc/<pid>/fd`.
     pub fds: Option<u64>,
     /// Of those, lapce-ipc segments (memfds, or POSIX shared memory objects): the warm pool's
-    /// and the connections'.
+    /// (a segment handed out to a client is mapped, its descriptor closed).
     pub segments: Option<u64>,
     /// Of the segments, those handed out to a client: their mapping has resident pages (the
     /// server writes the ring headers when it hands a segment out; a warm one is untouched,
@@ -114,14 +113,20 @@ pub struct Footprint {
     pub epolls: Option<u64>,
 }
 
-/// Descriptors a warm segment holds in the server: the segment and both ends of its four
+/// Descriptors a warm segment holds in the server: the segment and both ends of its two
 /// doorbells (the client's ends go to the client when it is handed out).
-const FDS_PER_WARM_SEGMENT: u64 = 9;
+pub const FDS_PER_WARM_SEGMENT: u64 = 5;
 
 impl Footprint {
-    /// Warm segments: those not handed out.
-    fn warm_segments(&self) -> Option<i64> {
-        Some(self.segments? as i64 - self.segments_used? as i64)
+    /// Warm segments: those not handed out (the only segments with a descriptor).
+    pub fn warm_segments(&self) -> Option<i64> {
+        Some(self.segments? as i64)
+    }
+
+    /// Descriptors less those of the warm pool, which grows under bursts of clients and shrinks
+    /// back only after a quiet while: what connections and everything else hold.
+    pub fn fds_beyond_warm_pool(&self) -> Option<i64> {
+        Some(self.fds? as i64 - FDS_PER_WARM_SEGMENT as i64 * self.warm_segments()?)
     }
 
     /// Descriptors held now beyond those of `idle` that neither more warm segments (a burst of
@@ -1129,8 +1134,8 @@ mod tests {
         assert!(parse_result("result 0 0 5 ").unwrap().3.is_empty());
     }
 
-    /// A footprint with `fds` descriptors, `segments` segments of which `used` handed out, and
-    /// `epolls` epoll instances.
+    /// A footprint with `fds` descriptors, `segments` warm segments, `used` segments handed out,
+    /// and `epolls` epoll instances.
     fn at(fds: u64, segments: u64, used: u64, epolls: u64) -> Footprint {
         Footprint {
             fds: Some(fds),
@@ -1141,17 +1146,17 @@ mod tests {
         }
     }
 
-    /// Descriptors after the clients left are explained by warm segments (nine each) and the
-    /// watcher's one epoll; a connection the server kept is not, though it holds nine too.
+    /// Descriptors after the clients left are explained by warm segments (five each) and the
+    /// watcher's one epoll; a connection the server kept is not (three descriptors).
     #[test]
     fn unexplained_fds_discount_warm_segments_and_the_watchers_epoll() {
         let idle = at(588, 64, 0, 1);
         assert_eq!(at(588, 64, 0, 1).unexplained_fds(&idle), Some(0));
         assert_eq!(at(589, 64, 0, 2).unexplained_fds(&idle), Some(0), "the watcher's epoll");
-        assert_eq!(at(1165, 128, 0, 2).unexplained_fds(&idle), Some(0), "a doubled warm pool");
-        assert_eq!(at(1166, 128, 0, 2).unexplained_fds(&idle), Some(1), "one descriptor more");
-        assert_eq!(at(597, 65, 1, 1).unexplained_fds(&idle), Some(9), "a connection kept, the pool refilled");
-        assert_eq!(at(588, 64, 1, 1).unexplained_fds(&idle), Some(9), "the same, the pool not refilled");
+        assert_eq!(at(588 + 64 * 5, 128, 0, 1).unexplained_fds(&idle), Some(0), "a doubled warm pool");
+        assert_eq!(at(589 + 64 * 5, 128, 0, 1).unexplained_fds(&idle), Some(1), "one descriptor more");
+        assert_eq!(at(591, 64, 1, 1).unexplained_fds(&idle), Some(3), "a connection kept, the pool refilled");
+        assert_eq!(at(586, 63, 1, 1).unexplained_fds(&idle), Some(3), "the same, the pool not refilled");
         assert_eq!(at(590, 64, 0, 3).unexplained_fds(&idle), Some(1), "a second new epoll");
         assert_eq!(Footprint::default().unexplained_fds(&idle), None);
     }
@@ -1160,13 +1165,13 @@ mod tests {
     #[test]
     fn fds_per_connection_leave_out_warm_pool_growth() {
         let idle = at(588, 64, 0, 1);
-        // 512 connections of 9 descriptors each, the pool refilled to 64: no growth.
-        assert_eq!(at(588 + 512 * 9, 64 + 512, 512, 1).fds_per_connection(&idle, 512), Some(9.0));
+        // 512 connections of 3 descriptors each, the pool refilled to 64: no growth.
+        assert_eq!(at(588 + 512 * 3, 64, 512, 1).fds_per_connection(&idle, 512), Some(3.0));
         // The same with the pool grown by 448 warm segments.
-        let grown = at(588 + 512 * 9 + 448 * 9, 64 + 512 + 448, 512, 1);
-        assert_eq!(grown.fds_per_connection(&idle, 512), Some(9.0));
+        let grown = at(588 + 512 * 3 + 448 * 5, 64 + 448, 512, 1);
+        assert_eq!(grown.fds_per_connection(&idle, 512), Some(3.0));
         // The pool not refilled yet: 8 segments taken from it.
-        assert_eq!(at(588 - 8 * 9 + 8 * 9, 64, 8, 1).fds_per_connection(&idle, 8), Some(9.0));
+        assert_eq!(at(588 - 8 * 5 + 8 * 3, 56, 8, 1).fds_per_connection(&idle, 8), Some(3.0));
         // Without segment counts: the plain growth.
         let plain = Footprint { fds: Some(588 + 1024), ..Footprint::default() };
         assert_eq!(
@@ -1206,8 +1211,8 @@ Rss:                   8 kB
             .to_string()
             .contains("too low for 1000 clients"));
         assert!(check_fd_limit(1000, None).is_ok());
-        // 2048: 1536 after the warm pool's quarter, 256 kept, 10 per connection.
-        assert_eq!(clients_within_fd_limit(Some(2048)), Some(128));
-        assert!(check_fd_limit(128, Some(2048)).is_ok() && check_fd_limit(129, Some(2048)).is_err());
+        // 2048: 1536 after the warm pool's quarter, 256 kept, 4 per connection.
+        assert_eq!(clients_within_fd_limit(Some(2048)), Some(320));
+        assert!(check_fd_limit(320, Some(2048)).is_ok() && check_fd_limit(321, Some(2048)).is_err());
     }
 }

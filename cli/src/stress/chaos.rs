@@ -24,6 +24,7 @@ use lapce_ipc::frame::{CanonicalHeader, FramedShmStream, MessageType};
 use lapce_ipc::{IpcClient, SharedMemoryStream};
 use serde_json::Value;
 
+use super::death;
 use super::payload::{self, Rng, FIN};
 use super::{server, LevelReport, Result, Session, Work};
 use crate::progress::Progress;
@@ -95,6 +96,15 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    // Death detection, with the healthy clients still loading the machine.
+    let mut deaths = Vec::new();
+    for round in 0..death::SAMPLES {
+        progress.status(format!("level 5 (chaos): kill -9 detection {} of {}", round + 1, death::SAMPLES));
+        match death::detect_one(round, timeout) {
+            Ok(after) => deaths.push(after),
+            Err(err) => unhandled.push(format!("kill -9 detection {round}: {err}")),
+        }
+    }
     // The server still answers the control connection after all that.
     let alive = session.stats().is_ok();
     Session::tell(&mut healthy_clients, "stop")?;
@@ -125,6 +135,16 @@ pub fn run(
         report.fig("recovery_ms_max", (max * 1000.0).round() / 1000.0);
         report.fig("recovery_ms_mean", (mean * 1000.0).round() / 1000.0);
         report.fig("recoveries_over_100ms", recoveries.iter().filter(|&&ms| ms > 100.0).count() as u64);
+    }
+    if let Some((p50, p99, max)) = death::summary(&mut deaths) {
+        let ms = |v: f64| (v * 1000.0).round() / 1000.0;
+        report.fig("kill9_detection_ms_p50", ms(p50));
+        report.fig("kill9_detection_ms_p99", ms(p99));
+        report.fig("kill9_detection_ms_max", ms(max));
+        progress.note(format!(
+            "stress chaos: kill -9 detected by a blocked recv after p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms ({} kills, under load)",
+            deaths.len()
+        ));
     }
     let operations = events as u64 + out.ok + tiny_ok;
     let failures = unhandled.len() as u64 + out.errors + out.corrupt + tiny_bad;

@@ -19,6 +19,7 @@
 
 mod chaos;
 mod client;
+mod death;
 mod levels;
 mod payload;
 mod server;

@@ -97,6 +97,35 @@ impl Tracker {
 }
 
 /// Runs the server child.
+/// Test hook: with `LAPCE_IPC_STRESS_LEAK_EVERY=N`, the server leaks one descriptor every `N`
+/// echo requests, so a test can check that level 4 catches a leak.
+const LEAK_EVERY_ENV: &str = "LAPCE_IPC_STRESS_LEAK_EVERY";
+
+/// The leak [`LEAK_EVERY_ENV`] asks for (none when unset).
+struct InjectedLeak {
+    every: u64,
+    requests: std::sync::atomic::AtomicU64,
+}
+
+impl InjectedLeak {
+    fn from_env() -> InjectedLeak {
+        let every = std::env::var(LEAK_EVERY_ENV).ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        InjectedLeak { every, requests: std::sync::atomic::AtomicU64::new(0) }
+    }
+
+    fn maybe_leak(&self) {
+        if self.every == 0 {
+            return;
+        }
+        let n = self.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n.is_multiple_of(self.every) {
+            if let Ok(file) = std::fs::File::open(std::env::current_exe().unwrap_or_default()) {
+                std::mem::forget(file);
+            }
+        }
+    }
+}
+
 pub fn serve(args: &ServerArgs) -> std::process::ExitCode {
     match serve_inner(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -116,8 +145,10 @@ fn serve_inner(args: &ServerArgs) -> Result<()> {
         let tracker = Arc::new(Tracker::default());
         {
             let tracker = Arc::clone(&tracker);
+            let leak = InjectedLeak::from_env();
             server.register_handler(MessageType::Data, move |request: Bytes| {
                 tracker.check(&request);
+                leak.maybe_leak();
                 async move { Ok(request) }
             });
         }

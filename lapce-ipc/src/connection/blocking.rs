@@ -46,6 +46,7 @@ impl SharedMemoryListener {
     /// [`allowed_peer_uids`](StreamConfig::allowed_peer_uids) decide where and who may connect).
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<SharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
+        config.prepare_process();
         let control =
             ControlListener::bind(config_socket_path(name, &config, false)?, &config.allowed_peer_uids)?;
         let pool = SegmentPool::for_config(&config)?;
@@ -61,13 +62,23 @@ impl SharedMemoryListener {
     ///
     /// A client whose handshake fails (another uid, another protocol version, a broken or
     /// missing hello within the handshake timeout, a hang-up) is refused and counted in
-    /// [`rejected`](Self::rejected); `accept` then waits for the next client. Errors are returned
-    /// only for the listener itself (for example running out of file descriptors or memory).
+    /// [`rejected`](Self::rejected); `accept` then waits for the next client. So is a client
+    /// this process has no slot, descriptors or memory for: it hears why
+    /// ([`IpcError::ServerRefused`] naming the resource), and the refusal is logged at warn.
+    /// Errors are returned only for the listener itself (its `accept` failing).
     /// The handshake runs on the calling thread: a slow client delays the next accept by at
     /// most the handshake timeout.
     pub fn accept(&self) -> Result<SharedMemoryStream> {
         loop {
-            let control = self.control.accept()?;
+            let accepted = self.control.accept()?;
+            let mut control = accepted.stream;
+            if accepted.starved.is_some() {
+                let refused = handshake::out_of_descriptors();
+                let deadline = Instant::now() + self.config.handshake_timeout;
+                let _ = control.write_all_by(&handshake::refusal(&refused), &[], deadline);
+                self.rejections.record(refused);
+                continue;
+            }
             match server_handshake(control, &self.config, &self.pool) {
                 Ok(stream) => return Ok(stream),
                 Err(Refused::Client(e)) => self.rejections.record(e),
@@ -106,13 +117,13 @@ fn server_handshake(
             return Err(Refused::Client(e));
         }
     };
-    let (prepared, slot) = match pool.claim() {
+    let (prepared, slot) = match pool.claim().map_err(handshake::as_refusal) {
         Ok(claimed) => claimed,
-        Err(e @ IpcError::ServerRefused(_)) => {
-            let _ = control.write_all_by(&handshake::refusal(&e), &[], deadline);
-            return Err(Refused::Client(e));
+        Err(Ok(refused)) => {
+            let _ = control.write_all_by(&handshake::refusal(&refused), &[], deadline);
+            return Err(Refused::Client(refused));
         }
-        Err(e) => return Err(Refused::Ours(e)),
+        Err(Err(e)) => return Err(Refused::Ours(e)),
     };
     let offer = Offer::new(prepared, slot, config.ring_capacity).map_err(Refused::Ours)?;
     control.write_all_by(&offer.hello, &offer.handles(), deadline).map_err(Refused::Client)?;
@@ -135,6 +146,9 @@ pub(super) struct Rejections {
 
 impl Rejections {
     pub(super) fn record(&self, e: IpcError) {
+        if let IpcError::ServerRefused(why) = &e {
+            tracing::warn!(reason = %why, "client refused");
+        }
         self.count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
@@ -186,6 +200,7 @@ impl SharedMemoryStream {
     /// listener decides). `config.socket_dir` must be the listener's, and the listener must run
     /// as our uid or one of `config.allowed_peer_uids`.
     pub fn connect_with(name: &str, config: &StreamConfig) -> Result<SharedMemoryStream> {
+        config.prepare_process();
         let deadline = Instant::now() + config.handshake_timeout;
         let mut control = ControlStream::connect(&config_socket_path(name, config, true)?, deadline)?;
         let server_pid = control.check_peer(&config.allowed_peer_uids)?;

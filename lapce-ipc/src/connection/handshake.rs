@@ -4,9 +4,10 @@
 //! 2. The server checks the peer's user (as the OS reports it: ours, or on Unix one of
 //!    `StreamConfig::allowed_peer_uids`) and the hello, then answers with
 //!    a 48-byte `ServerHello` (magic, version, status, pid, ring capacity, segment length)
-//!    carrying five handles: the segment and the client's ends of four doorbells (descriptors
-//!    over `SCM_RIGHTS` on Unix, handles duplicated into the client on Windows). On a refusal
-//!    the status says why and no handles are sent.
+//!    carrying the segment and the client's ends of the two doorbells, one per ring (three
+//!    descriptors over `SCM_RIGHTS` on Unix; five handles duplicated into the client on Windows,
+//!    where a doorbell end is two events). On a refusal the status says why and no handles are
+//!    sent.
 //! 3. The client checks everything it received: magic, version, status, sizes, the segment
 //!    (seals and length where the backend has them) and both ring headers.
 //!
@@ -18,11 +19,14 @@ use std::sync::Arc;
 use super::pool::{Prepared, Slot};
 use crate::channel::{Link, RecvHalf, SendHalf, Sleeper, WaitStrategy};
 use crate::error::{IpcError, Result};
-use crate::platform::{current_pid, BorrowedOsHandle, ControlStream, Doorbell, OsHandle, Segment};
+use crate::platform::{
+    borrow_handle, current_pid, BorrowedOsHandle, ControlStream, Doorbell, OsHandle, Segment,
+    DOORBELL_HANDLES,
+};
 use crate::ring::{check_capacity, init_ring, Consumer, Producer, RingPlace, SharedRegion, DATA_ALIGN};
 
 /// The connection protocol version this build speaks.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 const CLIENT_MAGIC: u64 = u64::from_le_bytes(*b"LAPCHELO");
 const SERVER_MAGIC: u64 = u64::from_le_bytes(*b"LAPCSRVR");
@@ -33,9 +37,21 @@ const STATUS_OK: u32 = 0;
 const STATUS_VERSION_MISMATCH: u32 = 1;
 const STATUS_REFUSED: u32 = 2;
 const STATUS_NO_SLOT: u32 = 3;
+/// The server lacks a resource to set the connection up; the hello's detail field says which
+/// (`RESOURCE_*`).
+const STATUS_NO_RESOURCES: u32 = 4;
+const RESOURCE_DESCRIPTORS: u32 = 1;
+const RESOURCE_MEMORY: u32 = 2;
 
-/// Descriptors a successful `ServerHello` carries: segment + 4 doorbells.
-const OFFER_FDS: usize = 5;
+/// Why a server out of descriptors refuses a client (the client's error says the same).
+const NO_DESCRIPTORS: &str =
+    "the server is out of file descriptors (its open-file limit, RLIMIT_NOFILE, is reached)";
+/// Why a server out of memory refuses a client.
+const NO_MEMORY: &str = "the server is out of memory for a new connection's shared memory";
+
+/// Handles a successful `ServerHello` carries: the segment, then the client's ends of the
+/// client→server and server→client rings' doorbells.
+const OFFER_HANDLES: usize = 1 + 2 * DOORBELL_HANDLES;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
@@ -79,12 +95,36 @@ fn server_hello(status: u32, capacity: u64, segment_len: u64) -> [u8; SERVER_HEL
 
 /// The `ServerHello` refusing a client; `err` says why.
 pub(crate) fn refusal(err: &IpcError) -> [u8; SERVER_HELLO_LEN] {
-    let status = match err {
-        IpcError::VersionMismatch { .. } => STATUS_VERSION_MISMATCH,
-        IpcError::ServerRefused(_) => STATUS_NO_SLOT,
-        _ => STATUS_REFUSED,
+    let (status, detail) = match err {
+        IpcError::VersionMismatch { .. } => (STATUS_VERSION_MISMATCH, 0),
+        IpcError::ServerRefused(why) if why == NO_DESCRIPTORS => (STATUS_NO_RESOURCES, RESOURCE_DESCRIPTORS),
+        IpcError::ServerRefused(why) if why == NO_MEMORY => (STATUS_NO_RESOURCES, RESOURCE_MEMORY),
+        IpcError::ServerRefused(_) => (STATUS_NO_SLOT, 0),
+        _ => (STATUS_REFUSED, 0),
     };
-    server_hello(status, 0, 0)
+    let mut hello = server_hello(status, 0, 0);
+    hello[20..24].copy_from_slice(&detail.to_le_bytes());
+    hello
+}
+
+/// The refusal of a client this process has no descriptor for.
+pub(crate) fn out_of_descriptors() -> IpcError {
+    IpcError::ServerRefused(NO_DESCRIPTORS.into())
+}
+
+/// A failure to set up a connection as the client should hear it: the listener's slots all taken
+/// (already a [`IpcError::ServerRefused`]), or the server out of descriptors or memory (made
+/// one, naming the resource); `Err` with the error itself for anything else (the listener's
+/// own failure).
+pub(crate) fn as_refusal(err: IpcError) -> std::result::Result<IpcError, IpcError> {
+    match err {
+        IpcError::ServerRefused(_) => Ok(err),
+        IpcError::Io(io) if crate::platform::is_out_of_handles(&io) => Ok(out_of_descriptors()),
+        IpcError::Io(io) if io.kind() == std::io::ErrorKind::OutOfMemory => {
+            Ok(IpcError::ServerRefused(NO_MEMORY.into()))
+        }
+        other => Err(other),
+    }
 }
 
 /// Bytes of the segment of a connection whose rings hold `capacity` bytes each.
@@ -109,19 +149,19 @@ const S2C_HEADER: usize = DATA_ALIGN / 2;
 const _: () = assert!(std::mem::size_of::<crate::ring::protocol::RingHeader>() <= S2C_HEADER);
 
 /// What the server hands to one client: a fresh segment with both rings and the client's ends
-/// of the four doorbells.
+/// of the two doorbells.
 pub(crate) struct Offer {
     pub(crate) hello: [u8; SERVER_HELLO_LEN],
     segment: Arc<Segment>,
+    /// The segment's handle, kept until the offer is sent (the mapping does not need it).
+    segment_handle: OsHandle,
     /// The connection's claim on the listener's pool: goes with the connection, given back
     /// when both halves are dropped.
     slot: Slot,
-    /// The server's ends: c2s-data (sleeps), c2s-space (rings), s2c-data (rings), s2c-space
-    /// (sleeps).
-    ours: [Doorbell; 4],
-    /// The client's ends, same order: c2s-data (rings), c2s-space (sleeps), s2c-data (sleeps),
-    /// s2c-space (rings).
-    theirs: [Doorbell; 4],
+    /// The server's ends of the doorbells: client→server ring, server→client ring.
+    ours: [Doorbell; 2],
+    /// The client's ends, same order.
+    theirs: [Doorbell; 2],
     capacity: usize,
 }
 
@@ -131,7 +171,7 @@ impl Offer {
     pub(crate) fn new(prepared: Prepared, slot: Slot, capacity: usize) -> Result<Offer> {
         check_capacity(capacity)?;
         let (c2s, s2c, len) = layout(capacity);
-        let Prepared { segment, bells } = prepared;
+        let Prepared { segment, handle, bells } = prepared;
         if segment.len() != len {
             return Err(IpcError::InvalidArgument(format!(
                 "a pooled segment of {} bytes cannot hold two rings of {capacity} bytes",
@@ -142,27 +182,27 @@ impl Offer {
         let region: Arc<dyn SharedRegion> = segment.clone();
         init_ring(&region, c2s, capacity)?;
         init_ring(&region, s2c, capacity)?;
-        // Each pair is (sleeper end, ringer end).
-        let [(c2s_data_sleep, c2s_data_ring), (c2s_space_sleep, c2s_space_ring), (s2c_data_sleep, s2c_data_ring), (s2c_space_sleep, s2c_space_ring)] =
-            bells;
+        let [(c2s_ours, c2s_theirs), (s2c_ours, s2c_theirs)] = bells;
         let hello = server_hello(STATUS_OK, capacity as u64, len as u64);
         Ok(Offer {
             hello,
             segment,
+            segment_handle: handle,
             slot,
-            ours: [c2s_data_sleep, c2s_space_ring, s2c_data_ring, s2c_space_sleep],
-            theirs: [c2s_data_ring, c2s_space_sleep, s2c_data_sleep, s2c_space_ring],
+            ours: [c2s_ours, s2c_ours],
+            theirs: [c2s_theirs, s2c_theirs],
             capacity,
         })
     }
 
-    /// The descriptors (handles) to send with the hello.
-    pub(crate) fn handles(&self) -> [BorrowedOsHandle<'_>; OFFER_FDS] {
-        let t = &self.theirs;
-        [self.segment.handle(), t[0].handle(), t[1].handle(), t[2].handle(), t[3].handle()]
+    /// The handles to send with the hello.
+    pub(crate) fn handles(&self) -> Vec<BorrowedOsHandle<'_>> {
+        let bells = self.theirs.iter().flat_map(Doorbell::handles);
+        std::iter::once(borrow_handle(&self.segment_handle)).chain(bells).collect()
     }
 
-    /// The server's halves, once the offer has been sent (the client's ends are closed here).
+    /// The server's halves, once the offer has been sent (the segment's handle and the
+    /// client's ends are closed here).
     pub(crate) fn into_halves(
         self,
         control: ControlStream,
@@ -171,7 +211,7 @@ impl Offer {
     ) -> Result<(SendHalf, RecvHalf)> {
         let (c2s, s2c, _) = layout(self.capacity);
         let region: Arc<dyn SharedRegion> = self.segment;
-        let [c2s_data_sleep, c2s_space_ring, s2c_data_ring, s2c_space_sleep] = self.ours;
+        let [c2s_bell, s2c_bell] = self.ours;
         let tx = Producer::attach(region.clone(), s2c, self.capacity)?;
         let rx = Consumer::attach(region, c2s, self.capacity)?;
         let link = Arc::new(
@@ -179,21 +219,15 @@ impl Offer {
                 .holding(Box::new(self.slot)),
         );
         Ok((
-            SendHalf::new(tx, Sleeper::new(s2c_data_ring, s2c_space_sleep, link.clone(), wait)),
-            RecvHalf::new(rx, Sleeper::new(c2s_space_ring, c2s_data_sleep, link, wait)),
+            SendHalf::new(tx, Sleeper::new(s2c_bell, link.clone(), wait)),
+            RecvHalf::new(rx, Sleeper::new(c2s_bell, link, wait)),
         ))
     }
 }
 
-/// Checks the server's answer and assembles the client's halves.
-/// `server_pid` comes from the socket's credentials, not from the hello.
-pub(crate) fn client_halves(
-    hello: &[u8; SERVER_HELLO_LEN],
-    fds: Vec<OsHandle>,
-    control: ControlStream,
-    server_pid: u32,
-    wait: WaitStrategy,
-) -> Result<(SendHalf, RecvHalf)> {
+/// Checks a `ServerHello`: magic, version, status (a refusal becomes the error it names) and
+/// sizes; returns the ring capacity it offers.
+fn check_server_hello(hello: &[u8; SERVER_HELLO_LEN]) -> Result<usize> {
     if u64_at(hello, 0) != SERVER_MAGIC {
         return Err(IpcError::Handshake("server hello has a bad magic".into()));
     }
@@ -205,31 +239,56 @@ pub(crate) fn client_halves(
     if status == STATUS_NO_SLOT {
         return Err(IpcError::ServerRefused("the listener has no free connection slot (max_slots)".into()));
     }
+    if status == STATUS_NO_RESOURCES {
+        let why = match u32_at(hello, 20) {
+            RESOURCE_DESCRIPTORS => NO_DESCRIPTORS.to_string(),
+            RESOURCE_MEMORY => NO_MEMORY.to_string(),
+            other => format!("the server lacks a resource to set the connection up (code {other})"),
+        };
+        return Err(IpcError::ServerRefused(why));
+    }
     if status != STATUS_OK {
         return Err(IpcError::Handshake(format!("server refused the connection (status {status})")));
     }
     let capacity = usize::try_from(u64_at(hello, 24))
         .map_err(|_| IpcError::Handshake("ring capacity out of range".into()))?;
     check_capacity(capacity).map_err(|e| IpcError::Handshake(e.to_string()))?;
-    let (c2s, s2c, len) = layout(capacity);
-    if u64_at(hello, 32) != len as u64 {
+    if u64_at(hello, 32) != segment_len(capacity) as u64 {
         return Err(IpcError::Handshake(format!(
             "segment length {} does not match ring capacity {capacity}",
             u64_at(hello, 32)
         )));
     }
-    let fds: [OsHandle; OFFER_FDS] = fds.try_into().map_err(|fds: Vec<OsHandle>| {
-        IpcError::Handshake(format!("expected {OFFER_FDS} descriptors, got {}", fds.len()))
-    })?;
-    let [seg_fd, c2s_data_ring, c2s_space_sleep, s2c_data_sleep, s2c_space_ring] = fds;
-    let region: Arc<dyn SharedRegion> = Arc::new(Segment::open(seg_fd, len)?);
+    Ok(capacity)
+}
+
+/// Checks the server's answer and assembles the client's halves.
+/// `server_pid` comes from the socket's credentials, not from the hello.
+pub(crate) fn client_halves(
+    hello: &[u8; SERVER_HELLO_LEN],
+    fds: Vec<OsHandle>,
+    control: ControlStream,
+    server_pid: u32,
+    wait: WaitStrategy,
+) -> Result<(SendHalf, RecvHalf)> {
+    let capacity = check_server_hello(hello)?;
+    let (c2s, s2c, len) = layout(capacity);
+    if fds.len() != OFFER_HANDLES {
+        return Err(IpcError::Handshake(format!("expected {OFFER_HANDLES} handles, got {}", fds.len())));
+    }
+    let mut fds = fds.into_iter();
+    let mut next = || fds.next().expect("the count was checked");
+    let segment_handle = next();
+    let c2s_bell = Doorbell::from_handles(std::array::from_fn(|_| next()))?;
+    let s2c_bell = Doorbell::from_handles(std::array::from_fn(|_| next()))?;
+    // The mapping is all this side needs: the segment's handle is closed on return.
+    let region: Arc<dyn SharedRegion> = Arc::new(Segment::open(borrow_handle(&segment_handle), len)?);
     let tx = Producer::attach(region.clone(), c2s, capacity)?;
     let rx = Consumer::attach(region, s2c, capacity)?;
     let link = Arc::new(Link::new(control, server_pid, [tx.space_waiter_handle(), rx.data_waiter_handle()])?);
-    let bell = Doorbell::from_handle;
     Ok((
-        SendHalf::new(tx, Sleeper::new(bell(c2s_data_ring)?, bell(c2s_space_sleep)?, link.clone(), wait)),
-        RecvHalf::new(rx, Sleeper::new(bell(s2c_space_ring)?, bell(s2c_data_sleep)?, link, wait)),
+        SendHalf::new(tx, Sleeper::new(c2s_bell, link.clone(), wait)),
+        RecvHalf::new(rx, Sleeper::new(s2c_bell, link, wait)),
     ))
 }
 
@@ -242,13 +301,13 @@ mod tests {
     fn hellos_match_protocol_md() {
         let c = client_hello(PROTOCOL_VERSION);
         assert_eq!(&c[0..8], b"LAPCHELO");
-        assert_eq!(u32_at(&c, 8), 2);
+        assert_eq!(u32_at(&c, 8), 3);
         assert_eq!(u32_at(&c, 12), current_pid());
         assert_eq!(check_client_hello(&c).unwrap(), current_pid());
 
         let s = server_hello(STATUS_OK, 1 << 16, 4096 + 2 * (1 << 16));
         assert_eq!(&s[0..8], b"LAPCSRVR");
-        assert_eq!((u32_at(&s, 8), u32_at(&s, 12), u32_at(&s, 16)), (2, 0, current_pid()));
+        assert_eq!((u32_at(&s, 8), u32_at(&s, 12), u32_at(&s, 16)), (3, 0, current_pid()));
         assert_eq!((u64_at(&s, 24), u64_at(&s, 32)), (1 << 16, 4096 + 2 * (1 << 16)));
     }
 
@@ -270,6 +329,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A server out of descriptors or memory says which to the client; other failures stay the
+    /// listener's own.
+    #[test]
+    fn resource_refusals_name_the_resource() {
+        let fds = std::io::Error::from_raw_os_error(if cfg!(windows) { 4 } else { 24 });
+        for (err, says) in [
+            (IpcError::Io(fds), "file descriptors"),
+            (IpcError::Io(std::io::ErrorKind::OutOfMemory.into()), "memory"),
+        ] {
+            let refused = as_refusal(err).unwrap();
+            let hello = refusal(&refused);
+            assert_eq!(u32_at(&hello, 12), STATUS_NO_RESOURCES);
+            let heard = check_server_hello(&hello).unwrap_err();
+            assert!(matches!(&heard, IpcError::ServerRefused(why) if why.contains(says)), "{heard}");
+            assert_eq!(heard.to_string(), refused.to_string());
+        }
+        assert!(as_refusal(IpcError::Io(std::io::ErrorKind::PermissionDenied.into())).is_err());
     }
 
     #[test]

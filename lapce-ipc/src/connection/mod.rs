@@ -2,9 +2,11 @@
 //!
 //! A listener owns a named control channel (see [`socket_path`]): a Unix-domain socket in the
 //! private runtime directory, or a named pipe on Windows. Each accepted client gets its own
-//! shared-memory segment holding two rings (one per direction) and four doorbells, handed over
-//! the channel; the channel then stays open for the life of the connection so that each side
-//! learns at once when the other goes away.
+//! shared-memory segment holding two rings (one per direction) and a doorbell per ring, handed
+//! over the channel; the channel then stays open for the life of the connection so that each
+//! side learns at once when the other goes away. On Unix a connection holds three descriptors
+//! on each side: the control socket and its two doorbell ends (the segment's is closed once
+//! mapped).
 
 mod blocking;
 pub(crate) mod handshake;
@@ -70,6 +72,13 @@ pub struct StreamConfig {
     /// trust boundary is the user account, refuses a non-empty list with
     /// [`IpcError::InvalidArgument`] at bind and connect.
     pub allowed_peer_uids: Vec<u32>,
+    /// Unix: raise this process's soft limit on open files (`RLIMIT_NOFILE`) to its hard limit
+    /// at the first bind or connect (default `true`), as Go's runtime does for every program.
+    /// A connection holds three descriptors on each side (its control socket and one doorbell
+    /// end per direction), so the usual soft limit of 1024 would hold about 300 connections.
+    /// Turn it off for a process that hands its limit on to programs using `select()`, which
+    /// cannot watch descriptors above 1023. Windows has no such limit.
+    pub raise_open_file_limit: bool,
 }
 
 impl Default for StreamConfig {
@@ -82,6 +91,20 @@ impl Default for StreamConfig {
             max_slots: 1024,
             socket_dir: None,
             allowed_peer_uids: Vec::new(),
+            raise_open_file_limit: true,
+        }
+    }
+}
+
+impl StreamConfig {
+    /// What a bind or a connect does to the process first: raise its open-file limit (see
+    /// [`raise_open_file_limit`](Self::raise_open_file_limit)).
+    pub(crate) fn prepare_process(&self) {
+        if !self.raise_open_file_limit {
+            return;
+        }
+        if let Some((from, to)) = crate::platform::raise_handle_limit() {
+            tracing::debug!(from, to, "raised the soft open-file limit (RLIMIT_NOFILE) to the hard limit");
         }
     }
 }

@@ -18,25 +18,26 @@
 //!   The first fill after the listener binds does not count: a client connecting at once (an
 //!   editor starting its engine) finds the pool still filling, which is no burst, and doubling
 //!   then would hold twice the warm descriptors for [`SHRINK_AFTER`].
-//! - Warm segments cost file descriptors (the segment and eight doorbell ends) but almost no
-//!   memory: the rings are only written (their headers initialised) when a client claims them.
-//!   So all the pools of a process together keep at most a quarter of its open-file limit in
-//!   warm segments (see [`WarmBudget`]): under the common soft limit of 1024 that is 28
-//!   segments, not 64 per listener, and the rest of the descriptors stay free for connections
-//!   (claims beyond the warm ones make their segment on the spot).
+//! - Warm segments cost file descriptors (the segment and four doorbell ends on Unix) but almost
+//!   no memory: the rings are only written (their headers initialised) when a client claims
+//!   them. So all the pools of a process together keep at most a quarter of its open-file limit
+//!   in warm segments (see [`WarmBudget`]): under a soft limit of 1024 that is 51 segments, and
+//!   the rest of the descriptors stay free for connections (claims beyond the warm ones make
+//!   their segment on the spot).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::error::{IpcError, Result};
-use crate::platform::{Doorbell, Segment};
+use crate::platform::{Doorbell, OsHandle, Segment};
 
 /// How long without the pool running dry before a grown pool shrinks back to its warm size.
 pub(crate) const SHRINK_AFTER: Duration = Duration::from_secs(30);
 
-/// Descriptors one warm segment holds: the segment and both ends of its four doorbells.
-const HANDLES_PER_SEGMENT: usize = 1 + 2 * 4;
+/// Handles one warm segment holds: the segment and both ends of its two doorbells (five
+/// descriptors on Unix).
+const HANDLES_PER_SEGMENT: usize = 1 + 2 * 2 * crate::platform::DOORBELL_HANDLES;
 
 /// The share of the open-file limit all warm pools of a process may hold together.
 const WARM_SHARE_OF_LIMIT: usize = 4;
@@ -76,16 +77,16 @@ impl WarmBudget {
 /// A segment and the doorbells of one connection, not yet handed to anyone.
 pub(crate) struct Prepared {
     pub(crate) segment: Segment,
-    /// `(sleeper end, ringer end)` of c2s-data, c2s-space, s2c-data, s2c-space.
-    pub(crate) bells: [(Doorbell, Doorbell); 4],
+    /// The segment's handle, to send to the client.
+    pub(crate) handle: OsHandle,
+    /// `(server end, client end)` of the client→server and the server→client ring's doorbell.
+    pub(crate) bells: [(Doorbell, Doorbell); 2],
 }
 
 impl Prepared {
     fn new(segment_len: usize) -> Result<Prepared> {
-        Ok(Prepared {
-            segment: Segment::create("lapce-ipc", segment_len)?,
-            bells: [Doorbell::pair()?, Doorbell::pair()?, Doorbell::pair()?, Doorbell::pair()?],
-        })
+        let (segment, handle) = Segment::create("lapce-ipc", segment_len)?;
+        Ok(Prepared { segment, handle, bells: [Doorbell::pair()?, Doorbell::pair()?] })
     }
 }
 
@@ -482,12 +483,13 @@ mod tests {
         assert_eq!(budget.used.load(Ordering::Relaxed), 0, "closing gives every reservation back");
     }
 
-    /// The process budget is a quarter of the open-file limit, in segments of nine descriptors.
+    /// The process budget is a quarter of the open-file limit, in segments of five descriptors
+    /// (the segment and four doorbell ends), which is what a warm segment really holds.
     #[cfg(unix)]
     #[test]
     fn the_process_budget_follows_the_open_file_limit() {
         let limit = crate::platform::handle_limit();
-        assert_eq!(process_limit(), limit.map_or(usize::MAX, |n| n / 4 / 9));
+        assert_eq!(process_limit(), limit.map_or(usize::MAX, |n| n / 4 / 5));
         assert_eq!(HANDLES_PER_SEGMENT, {
             let p = Prepared::new(LEN).unwrap();
             let before = crate::platform::open_handles().unwrap();

@@ -1,7 +1,7 @@
 //! The tokio flavour: [`AsyncSharedMemoryListener`] and [`AsyncSharedMemoryStream`].
 //!
-//! Same rings, same handshake as the blocking flavour; waits sleep on socket-pair doorbells
-//! registered with the tokio reactor, and watch the control socket for the peer's hang-up.
+//! Same rings, same handshake as the blocking flavour; waits sleep on doorbells registered with
+//! the tokio reactor, which also tell when the peer goes.
 //! Streams must be used inside the tokio runtime they were created in.
 
 use std::path::{Path, PathBuf};
@@ -53,6 +53,7 @@ impl AsyncSharedMemoryListener {
     /// Binds `name` with `config` (see [`SharedMemoryListener::bind_with`](crate::SharedMemoryListener::bind_with)).
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<AsyncSharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
+        config.prepare_process();
         let control =
             ControlListener::bind(config_socket_path(name, &config, false)?, &config.allowed_peer_uids)?;
         let path = control.path().to_path_buf();
@@ -71,7 +72,16 @@ impl AsyncSharedMemoryListener {
     /// the listener itself. The whole handshake is bounded by the handshake timeout.
     pub async fn accept(&self) -> Result<AsyncSharedMemoryStream> {
         loop {
-            let control = self.control.accept().await?;
+            let accepted = self.control.accept().await?;
+            let mut control = accepted.stream;
+            if accepted.starved.is_some() {
+                let refused = handshake::out_of_descriptors();
+                let hello = handshake::refusal(&refused);
+                let _ =
+                    tokio::time::timeout(self.config.handshake_timeout, control.write_all(&hello, &[])).await;
+                self.rejections.record(refused);
+                continue;
+            }
             let handshake = server_handshake(control, &self.config, &self.pool);
             let outcome = match tokio::time::timeout(self.config.handshake_timeout, handshake).await {
                 Ok(outcome) => outcome,
@@ -118,13 +128,13 @@ async fn server_handshake(
             return Err(Refused::Client(e));
         }
     };
-    let (prepared, slot) = match pool.claim() {
+    let (prepared, slot) = match pool.claim().map_err(handshake::as_refusal) {
         Ok(claimed) => claimed,
-        Err(e @ IpcError::ServerRefused(_)) => {
-            let _ = control.write_all(&handshake::refusal(&e), &[]).await;
-            return Err(Refused::Client(e));
+        Err(Ok(refused)) => {
+            let _ = control.write_all(&handshake::refusal(&refused), &[]).await;
+            return Err(Refused::Client(refused));
         }
-        Err(e) => return Err(Refused::Ours(e)),
+        Err(Err(e)) => return Err(Refused::Ours(e)),
     };
     let offer = Offer::new(prepared, slot, config.ring_capacity).map_err(Refused::Ours)?;
     control.write_all(&offer.hello, &offer.handles()).await.map_err(Refused::Client)?;
@@ -172,6 +182,7 @@ impl AsyncSharedMemoryStream {
 
     /// Connects to the listener bound to `name`; `config.ring_capacity` is ignored.
     pub async fn connect_with(name: &str, config: &StreamConfig) -> Result<AsyncSharedMemoryStream> {
+        config.prepare_process();
         let path = config_socket_path(name, config, true)?;
         let connect = async {
             let mut control = AsyncControlStream::connect(&path).await?;

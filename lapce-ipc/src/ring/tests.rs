@@ -13,7 +13,7 @@ const CAP: usize = 4096;
 const AT0: RingPlace = RingPlace { header: 0, data: RING_HEADER_SPAN };
 
 fn ring(capacity: usize) -> (Arc<Segment>, Producer, Consumer) {
-    let seg = Arc::new(Segment::create("ring-test", ring_footprint(capacity)).unwrap());
+    let seg = Arc::new(Segment::create("ring-test", ring_footprint(capacity)).unwrap().0);
     let region: Arc<dyn SharedRegion> = seg.clone();
     init_ring(&region, AT0, capacity).unwrap();
     let p = Producer::attach(region.clone(), AT0, capacity).unwrap();
@@ -132,7 +132,7 @@ fn peek_is_stable_until_release() {
 
 #[test]
 fn attach_validates_the_header() {
-    let seg = Arc::new(Segment::create("ring-test", ring_footprint(2 * CAP)).unwrap());
+    let seg = Arc::new(Segment::create("ring-test", ring_footprint(2 * CAP)).unwrap().0);
     let region: Arc<dyn SharedRegion> = seg.clone();
     // Never initialised: no magic.
     assert!(matches!(Consumer::attach(region.clone(), AT0, CAP), Err(IpcError::Corrupted(_))));
@@ -154,7 +154,7 @@ fn attach_validates_the_header() {
 /// two rings may share a header page.
 #[test]
 fn placements_are_checked_and_headers_may_share_a_page() {
-    let seg = Arc::new(Segment::create("ring-test", RING_HEADER_SPAN + 2 * CAP).unwrap());
+    let seg = Arc::new(Segment::create("ring-test", RING_HEADER_SPAN + 2 * CAP).unwrap().0);
     let region: Arc<dyn SharedRegion> = seg.clone();
     let bad = |header, data| {
         let place = RingPlace { header, data };

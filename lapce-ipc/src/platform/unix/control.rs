@@ -6,6 +6,7 @@ use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -13,10 +14,11 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::backend::{watch_hangup, HangupWatch};
+use super::doorbell::Doorbell;
 use super::socket::{
-    check_private_dir, check_socket_dir, current_uid, drain_doorbell, fallback_base, fallback_runtime_dir,
-    other_boot_runtime_dirs, peer_credentials, peer_hung_up, poll_sleep, probe_listener, recv_with_fds,
-    register_readable, runtime_dir, send_with_fds, xdg_runtime_dir, Doorbell, Listening,
+    check_private_dir, check_socket_dir, current_uid, fallback_base, fallback_runtime_dir,
+    other_boot_runtime_dirs, peer_credentials, peer_hung_up, probe_listener, recv_with_fds, runtime_dir,
+    send_with_fds, xdg_runtime_dir, Listening,
 };
 use crate::error::{handshake_io, IpcError, Result};
 use crate::platform::time_left;
@@ -137,10 +139,61 @@ impl Drop for BoundPath {
     }
 }
 
+/// A descriptor a listener keeps open to give up when the process has none left: an `accept`
+/// that fails for lack of descriptors leaves the client waiting until its handshake times out,
+/// so the listener closes this one, accepts the client on it, tells it why it is refused, and
+/// opens this again once that connection is closed (see [`Starved`]).
+struct Reserve(std::sync::Mutex<Option<OwnedFd>>);
+
+impl Reserve {
+    fn new() -> Arc<Reserve> {
+        Arc::new(Reserve(std::sync::Mutex::new(Self::open())))
+    }
+
+    fn open() -> Option<OwnedFd> {
+        rustix::fs::open(
+            "/dev/null",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()
+    }
+
+    /// Closes the reserve descriptor; false when there was none to close.
+    fn release(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take().is_some()
+    }
+
+    fn restore(&self) {
+        let mut slot = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Self::open();
+        }
+    }
+}
+
+/// A client accepted on the reserve descriptor: refuse it, then drop this (after the client's
+/// socket) to open the reserve again.
+pub(crate) struct Starved(Arc<Reserve>);
+
+impl Drop for Starved {
+    fn drop(&mut self) {
+        self.0.restore();
+    }
+}
+
+/// A client a listener accepted; `starved` is set when the process had no descriptor left and
+/// the client was accepted on the listener's reserve.
+pub(crate) struct Accepted<S> {
+    pub(crate) stream: S,
+    pub(crate) starved: Option<Starved>,
+}
+
 /// A bound control socket (blocking flavour).
 pub(crate) struct ControlListener {
     sock: UnixListener,
     bound: BoundPath,
+    reserve: Arc<Reserve>,
 }
 
 impl ControlListener {
@@ -179,7 +232,7 @@ impl ControlListener {
         let mode = if allowed_uids.is_empty() { 0o600 } else { 0o666 };
         rustix::fs::chmod(&path, rustix::fs::Mode::from_raw_mode(mode)).map_err(|e| bind_err(e.into()))?;
         let id = file_id(&path);
-        Ok(ControlListener { sock, bound: BoundPath { path, id } })
+        Ok(ControlListener { sock, bound: BoundPath { path, id }, reserve: Reserve::new() })
     }
 
     /// The socket file's path.
@@ -188,16 +241,24 @@ impl ControlListener {
     }
 
     /// Waits for the next client.
-    pub(crate) fn accept(&self) -> io::Result<ControlStream> {
-        let (sock, _) = self.sock.accept()?;
-        Ok(ControlStream { sock })
+    pub(crate) fn accept(&self) -> io::Result<Accepted<ControlStream>> {
+        match self.sock.accept() {
+            Ok((sock, _)) => Ok(Accepted { stream: ControlStream { sock }, starved: None }),
+            // The client is still queued (the failed accept took nothing): take it on the reserve.
+            Err(e) if crate::platform::is_out_of_handles(&e) && self.reserve.release() => {
+                let starved = Starved(self.reserve.clone());
+                let (sock, _) = self.sock.accept()?;
+                Ok(Accepted { stream: ControlStream { sock }, starved: Some(starved) })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The tokio flavour of this listener; must be called inside a tokio runtime.
     pub(crate) fn into_async(self) -> Result<AsyncControlListener> {
         self.sock.set_nonblocking(true)?;
         let sock = tokio::net::UnixListener::from_std(self.sock)?;
-        Ok(AsyncControlListener { sock, _bound: self.bound })
+        Ok(AsyncControlListener { sock, _bound: self.bound, reserve: self.reserve })
     }
 }
 
@@ -205,13 +266,22 @@ impl ControlListener {
 pub(crate) struct AsyncControlListener {
     sock: tokio::net::UnixListener,
     _bound: BoundPath,
+    reserve: Arc<Reserve>,
 }
 
 impl AsyncControlListener {
     /// Waits for the next client.
-    pub(crate) async fn accept(&self) -> io::Result<AsyncControlStream> {
-        let (sock, _) = self.sock.accept().await?;
-        Ok(AsyncControlStream { sock })
+    pub(crate) async fn accept(&self) -> io::Result<Accepted<AsyncControlStream>> {
+        match self.sock.accept().await {
+            Ok((sock, _)) => Ok(Accepted { stream: AsyncControlStream { sock }, starved: None }),
+            // See the blocking flavour.
+            Err(e) if crate::platform::is_out_of_handles(&e) && self.reserve.release() => {
+                let starved = Starved(self.reserve.clone());
+                let (sock, _) = self.sock.accept().await?;
+                Ok(Accepted { stream: AsyncControlStream { sock }, starved: Some(starved) })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -347,7 +417,7 @@ impl AsyncControlStream {
 /// a duplicate of the descriptor lingers somewhere.
 pub(crate) struct PeerLink {
     sock: UnixStream,
-    _watch: HangupWatch,
+    watch: HangupWatch,
 }
 
 impl PeerLink {
@@ -357,8 +427,8 @@ impl PeerLink {
     pub(crate) fn new(stream: ControlStream, on_hangup: Box<dyn FnOnce() + Send>) -> Result<PeerLink> {
         let sock = stream.sock;
         sock.set_nonblocking(true)?;
-        let watch = watch_hangup(&sock, on_hangup)?;
-        Ok(PeerLink { sock, _watch: watch })
+        let watch = watch_hangup(sock.as_fd(), on_hangup)?;
+        Ok(PeerLink { sock, watch })
     }
 
     /// True once the peer has hung up (or sent anything, which no live peer does). Never blocks.
@@ -369,76 +439,40 @@ impl PeerLink {
 
 impl Drop for PeerLink {
     fn drop(&mut self) {
+        // Before the socket closes: the watcher holds no descriptor of its own.
+        self.watch.cancel(self.sock.as_fd());
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
     }
 }
 
-/// Sleeps until `bell` is rung or the peer hangs up, for at most `timeout`. The blocking sleep
-/// of backends without a futex; returning says nothing, the caller re-checks.
-pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<Duration>) {
-    poll_sleep(bell, &link.sock, timeout);
+/// Sleeps until `bell` is rung or the peer goes, for at most `timeout`. The blocking sleep of
+/// backends without a futex; `Ok` says nothing, the caller re-checks.
+pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<Duration>) -> Result<()> {
+    bell.sleep_blocking(&link.sock, timeout)
 }
 
-/// A doorbell and a peer link registered with the current tokio reactor, for async sleeps.
-pub(crate) struct AsyncSleeper {
-    bell: AsyncFd<OwnedFd>,
-    link: AsyncFd<OwnedFd>,
-}
-
-impl AsyncSleeper {
-    /// Registers duplicates of both descriptors (the originals keep their owners).
-    pub(crate) fn new(bell: &Doorbell, link: &PeerLink) -> Result<AsyncSleeper> {
-        Ok(AsyncSleeper {
-            bell: register_readable(bell.try_clone_fd()?)?,
-            link: register_readable(OwnedFd::from(link.sock.try_clone()?))?,
-        })
-    }
-
-    /// Ready when the doorbell was rung (and it is emptied) or the link became readable (a
-    /// spurious wake-up, or the peer hung up); else registers `cx`'s waker with both and is
-    /// pending. [`IpcError::PeerGone`]: the peer hung up, or closed or broke its end of the
-    /// doorbell. Poll-based, so that a wait holds no future of its own.
-    pub(crate) fn poll_sleep(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        while let Poll::Ready(ready) = self.bell.poll_read_ready(cx) {
-            let mut guard = ready?;
-            match drain_doorbell(guard.get_inner()) {
-                // The drain read until the queue was empty, so the readiness it answered is
-                // spent: clearing it saves the next sleep a `recv` that would find nothing. (A
-                // ring after that `recv` is a newer readiness event, which this does not clear:
-                // tokio clears only the event this guard saw.)
-                Ok(true) => {
-                    guard.clear_ready();
-                    return Poll::Ready(Ok(()));
-                }
-                // Nothing queued: readiness cleared, poll again (which registers the waker).
-                Ok(false) => guard.clear_ready(),
-                // The peer closed or broke its end of the doorbell: it is going away.
-                Err(_) => return Poll::Ready(Err(IpcError::PeerGone)),
-            }
-        }
-        while let Poll::Ready(ready) = self.link.poll_read_ready(cx) {
-            let mut guard = ready?;
-            // Readiness is cleared only for a spurious wake-up: a hung-up socket stays ready, so
-            // every later wait sees it at once (tokio's epoll is edge-triggered).
-            if peer_hung_up(self.link.get_ref()) {
-                return Poll::Ready(Err(IpcError::PeerGone));
-            }
-            guard.clear_ready();
-        }
-        Poll::Pending
-    }
+/// Ready when the peer rang `bell` (or closed its end: [`IpcError::PeerGone`]); else registers
+/// `cx`'s waker and is pending. The link needs no watching here: a peer that goes closes its
+/// doorbell ends too.
+pub(crate) fn poll_sleep(bell: &mut Doorbell, _link: &PeerLink, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    bell.poll_sleep(cx)
 }
 
 /// Waits in tokio for the peer's hang-up alone, for backends without a hang-up watcher (where
-/// nothing else would notice it while no wait is under way).
-pub(crate) struct AsyncHangupWatch {
-    link: AsyncFd<OwnedFd>,
+/// nothing else would notice it while no wait is under way). Registers the link's own socket
+/// (no duplicate): one watch per link at a time.
+pub(crate) struct AsyncHangupWatch<'a> {
+    link: AsyncFd<BorrowedFd<'a>>,
 }
 
-impl AsyncHangupWatch {
-    /// Registers a duplicate of the link's socket with the current tokio reactor.
-    pub(crate) fn new(link: &PeerLink) -> Result<AsyncHangupWatch> {
-        Ok(AsyncHangupWatch { link: register_readable(OwnedFd::from(link.sock.try_clone()?))? })
+impl<'a> AsyncHangupWatch<'a> {
+    /// Registers the link's socket with the current tokio reactor.
+    pub(crate) fn new(link: &'a PeerLink) -> Result<AsyncHangupWatch<'a>> {
+        // SAFETY: the borrow keeps the socket open, with the same number, for as long as the
+        // registration lives; the link registers it with no tokio reactor otherwise, and the
+        // one caller (`Link::hung_up`) makes one watch at a time per link.
+        let registered = unsafe { AsyncFd::register_with_interest(link.sock.as_fd(), Interest::READABLE) };
+        Ok(AsyncHangupWatch { link: registered.map_err(|e| e.into_parts().1)? })
     }
 
     /// Resolves once the peer has hung up.

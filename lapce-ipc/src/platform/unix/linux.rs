@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +39,7 @@ pub(crate) fn clean_stale_segments() -> Vec<std::path::PathBuf> {
 }
 
 /// Checks a segment descriptor received from a peer: a memfd sealed against resizing.
-pub(crate) fn check_segment_fd(fd: &OwnedFd) -> Result<()> {
+pub(crate) fn check_segment_fd(fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
     let seals = fcntl_get_seals(fd)
         .map_err(|e| IpcError::Handshake(format!("segment fd is not a sealable memfd: {e}")))?;
     if !seals.contains(SealFlags::SHRINK | SealFlags::GROW) {
@@ -63,12 +63,10 @@ pub(crate) fn futex_wake(word: &AtomicU32) {
     let _ = futex::wake(word, futex::Flags::empty(), i32::MAX as u32);
 }
 
-/// A registration with the process's hang-up watcher: while it lives, `on_hangup` runs (once,
-/// on the watcher thread) as soon as the watched socket's peer closes it or dies.
+/// A registration with the process's hang-up watcher: until it is cancelled, `on_hangup` runs
+/// (once, on the watcher thread) as soon as the watched socket's peer closes it or dies.
 pub(crate) struct HangupWatch {
     token: u64,
-    /// Our own duplicate of the socket, so the registration cannot outlive or alias it.
-    fd: OwnedFd,
     watcher: Arc<Watcher>,
 }
 
@@ -119,23 +117,25 @@ impl Watcher {
 
 /// Runs `on_hangup` once when the peer of `sock` hangs up (or sends anything: after the
 /// handshake the control socket carries nothing, so any readiness means the peer is gone or
-/// broken). Dropping the returned watch cancels it.
-pub(crate) fn watch_hangup(sock: impl AsFd, on_hangup: Box<dyn FnOnce() + Send>) -> Result<HangupWatch> {
+/// broken). The socket itself is registered, not a duplicate (a connection costs no descriptor
+/// more), so its owner must [cancel](HangupWatch::cancel) the watch before closing it.
+pub(crate) fn watch_hangup(sock: BorrowedFd<'_>, on_hangup: Box<dyn FnOnce() + Send>) -> Result<HangupWatch> {
     let watcher = Watcher::shared()?;
-    let fd = rustix::io::fcntl_dupfd_cloexec(&sock, 0).map_err(io::Error::from)?;
     let token = watcher.next_token.fetch_add(1, Ordering::Relaxed);
     watcher.lock().insert(token, on_hangup);
     let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
-    if let Err(e) = epoll::add(&watcher.epoll, &fd, epoll::EventData::new_u64(token), flags) {
+    if let Err(e) = epoll::add(&watcher.epoll, sock, epoll::EventData::new_u64(token), flags) {
         watcher.lock().remove(&token);
         return Err(io::Error::from(e).into());
     }
-    Ok(HangupWatch { token, fd, watcher })
+    Ok(HangupWatch { token, watcher })
 }
 
-impl Drop for HangupWatch {
-    fn drop(&mut self) {
+impl HangupWatch {
+    /// Ends the watch of `sock` (the socket it was made for, still open): its callback will not
+    /// run.
+    pub(crate) fn cancel(&self, sock: BorrowedFd<'_>) {
         self.watcher.lock().remove(&self.token);
-        let _ = epoll::delete(&self.watcher.epoll, &self.fd);
+        let _ = epoll::delete(&self.watcher.epoll, sock);
     }
 }

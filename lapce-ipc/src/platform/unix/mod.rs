@@ -8,15 +8,22 @@ mod backend;
 #[path = "posix.rs"]
 mod backend;
 mod control;
+mod doorbell;
 mod socket;
 
 pub(crate) use backend::{futex_wait, futex_wake, HAS_FUTEX, HAS_HANGUP_WATCHER};
 pub(crate) use control::{
-    clean_stale_control_files, control_path, control_path_in, sleep_blocking, AsyncControlListener,
-    AsyncControlStream, AsyncHangupWatch, AsyncSleeper, BorrowedOsHandle, ControlListener, ControlStream,
-    OsHandle, PeerLink,
+    clean_stale_control_files, control_path, control_path_in, poll_sleep, sleep_blocking,
+    AsyncControlListener, AsyncControlStream, AsyncHangupWatch, BorrowedOsHandle, ControlListener,
+    ControlStream, OsHandle, PeerLink,
 };
-pub(crate) use socket::{current_pid, recv_with_fds, send_with_fds, Doorbell, Segment};
+pub(crate) use doorbell::{Doorbell, DOORBELL_HANDLES};
+pub(crate) use socket::{current_pid, recv_with_fds, send_with_fds, Segment};
+
+/// Borrows a handle (the same call on every backend).
+pub(crate) fn borrow_handle(handle: &OsHandle) -> BorrowedOsHandle<'_> {
+    std::os::fd::AsFd::as_fd(handle)
+}
 
 /// This process's soft limit on open file descriptors (`RLIMIT_NOFILE`); `None` when unlimited.
 /// The warm pool keeps within a share of it.
@@ -40,6 +47,34 @@ pub(crate) fn release_free_heap() {
 /// See the glibc version: other C libraries' allocators return free memory on their own.
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub(crate) fn release_free_heap() {}
+
+/// Raises this process's soft limit on open file descriptors to its hard limit, once per
+/// process (later calls do nothing), as Go's runtime does at start: the common soft limit of
+/// 1024 holds about 300 connections at three descriptors each, far below what a server is
+/// configured for, while the hard limit is usually far higher. Returns the soft limit before
+/// and after when it raised it. macOS refuses a soft limit above `OPEN_MAX` with an unlimited
+/// hard limit, so there it stops at `OPEN_MAX` (10240).
+pub(crate) fn raise_handle_limit() -> Option<(u64, u64)> {
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    let mut raised = None;
+    RAISED.call_once(|| {
+        use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+        let Rlimit { current: Some(soft), maximum } = getrlimit(Resource::Nofile) else { return };
+        let mut target = maximum.unwrap_or(u64::MAX);
+        if cfg!(target_os = "macos") {
+            target = target.min(10240);
+        }
+        if target > soft && setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum }).is_ok() {
+            raised = Some((soft, target));
+        }
+    });
+    raised
+}
+
+/// Whether `e` says this process (or the system) has no file descriptor left.
+pub(crate) fn is_out_of_handles(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
 
 /// Open file descriptors of this process (a leak check for tests and `bench --scale`).
 pub(crate) fn open_handles() -> Option<usize> {

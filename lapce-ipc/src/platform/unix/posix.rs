@@ -3,7 +3,7 @@
 //! also watches the control socket, so no hang-up watcher thread is needed either.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -87,7 +87,7 @@ fn process_alive(pid: u32) -> bool {
 }
 
 /// Nothing to check on a received shared-memory object beyond its size (no seals exist).
-pub(crate) fn check_segment_fd(_fd: &OwnedFd) -> Result<()> {
+pub(crate) fn check_segment_fd(_fd: std::os::fd::BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
@@ -105,8 +105,16 @@ pub(crate) fn futex_wake(_word: &AtomicU32) {}
 pub(crate) struct HangupWatch;
 
 /// Drops the callback: sleepers here watch the socket themselves (see the module docs).
-pub(crate) fn watch_hangup(_sock: impl AsFd, _on_hangup: Box<dyn FnOnce() + Send>) -> Result<HangupWatch> {
+pub(crate) fn watch_hangup(
+    _sock: std::os::fd::BorrowedFd<'_>,
+    _on_hangup: Box<dyn FnOnce() + Send>,
+) -> Result<HangupWatch> {
     Ok(HangupWatch)
+}
+
+impl HangupWatch {
+    /// Nothing to end.
+    pub(crate) fn cancel(&self, _sock: std::os::fd::BorrowedFd<'_>) {}
 }
 
 #[cfg(all(test, target_os = "linux"))]

@@ -1,17 +1,16 @@
 //! Unix-domain socket plumbing shared by every Unix backend: message + file-descriptor passing
-//! (SCM_RIGHTS), peer credentials, hang-up probes, socket-pair doorbells, the shared-memory
+//! (SCM_RIGHTS), peer credentials, hang-up probes, socket pairs, the shared-memory
 //! [`Segment`] over a backend's descriptor, and the private runtime directory.
 
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use rustix::event::{poll, PollFd, PollFlags};
+use rustix::event::{poll, PollFd};
 use rustix::fs::{FileType, Mode};
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, SendAncillaryBuffer, SendAncillaryMessage,
 };
 
 use crate::error::{IpcError, Result};
@@ -64,27 +63,28 @@ pub(crate) fn recv_with_fds(sock: impl AsFd, buf: &mut [u8]) -> io::Result<(usiz
 /// A shared-memory segment mapped read-write into this process; the backend decides what kind
 /// of descriptor backs it ([`new_segment_fd`](super::backend::new_segment_fd)) and what a
 /// received one must satisfy ([`check_segment_fd`](super::backend::check_segment_fd)). The
-/// mapping lives as long as the value.
+/// mapping lives as long as the value; it needs no descriptor, so whoever holds one (to pass it
+/// on) decides how long to keep it.
 pub(crate) struct Segment {
-    fd: OwnedFd,
     map: memmap2::MmapRaw,
 }
 
 impl Segment {
-    /// Creates a zero-filled segment of `len` bytes. `label` helps debugging where the backend
-    /// can show it.
-    pub(crate) fn create(label: &str, len: usize) -> Result<Segment> {
+    /// Creates a zero-filled segment of `len` bytes: its mapping and its descriptor. `label`
+    /// helps debugging where the backend can show it.
+    pub(crate) fn create(label: &str, len: usize) -> Result<(Segment, OwnedFd)> {
         if len == 0 {
             return Err(IpcError::InvalidArgument("segment length must be > 0".into()));
         }
-        Self::map(super::backend::new_segment_fd(label, len)?, len)
+        let fd = super::backend::new_segment_fd(label, len)?;
+        Ok((Self::map(fd.as_fd(), len)?, fd))
     }
 
-    /// Opens a segment received from a peer, after the backend's checks and a check that it has
+    /// Maps a segment received from a peer, after the backend's checks and a check that it has
     /// exactly the size the handshake announced.
-    pub(crate) fn open(fd: OwnedFd, expected_len: usize) -> Result<Segment> {
-        super::backend::check_segment_fd(&fd)?;
-        let len = Self::size_of(&fd)?;
+    pub(crate) fn open(fd: BorrowedFd<'_>, expected_len: usize) -> Result<Segment> {
+        super::backend::check_segment_fd(fd)?;
+        let len = Self::size_of(fd)?;
         if len != expected_len {
             return Err(IpcError::Handshake(format!(
                 "segment is {len} bytes, handshake announced {expected_len}"
@@ -94,14 +94,14 @@ impl Segment {
     }
 
     /// The size of a segment received from a peer, before opening it.
-    pub(crate) fn size_of(fd: &OwnedFd) -> Result<usize> {
+    pub(crate) fn size_of(fd: BorrowedFd<'_>) -> Result<usize> {
         let st = rustix::fs::fstat(fd).map_err(io::Error::from)?;
         usize::try_from(st.st_size).map_err(|_| IpcError::Handshake("segment has a negative size".into()))
     }
 
-    fn map(fd: OwnedFd, len: usize) -> Result<Segment> {
+    fn map(fd: BorrowedFd<'_>, len: usize) -> Result<Segment> {
         let map = memmap2::MmapOptions::new().len(len).map_raw(&fd)?;
-        Ok(Segment { fd, map })
+        Ok(Segment { map })
     }
 
     /// Start of the mapping. Valid for [`Segment::len`] bytes while `self` lives.
@@ -112,11 +112,6 @@ impl Segment {
     /// Length of the mapping in bytes.
     pub(crate) fn len(&self) -> usize {
         self.map.len()
-    }
-
-    /// The descriptor, to pass to a peer.
-    pub(crate) fn handle(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }
 
@@ -165,17 +160,6 @@ fn discard_pages(segment: &Segment, offset: usize, len: usize) {
 /// Elsewhere (macOS) shared pages cannot be freed while mapped: nothing to do.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn discard_pages(_segment: &Segment, _offset: usize, _len: usize) {}
-
-/// Sleeps until the doorbell end `bell` is rung or the control socket `sock` becomes readable
-/// (hang-up), for at most `timeout`; then empties the doorbell. The blocking sleep of backends
-/// without a futex.
-pub(crate) fn poll_sleep(bell: &Doorbell, sock: impl AsFd, timeout: Option<std::time::Duration>) {
-    let ts =
-        timeout.map(|t| rustix::event::Timespec { tv_sec: t.as_secs() as _, tv_nsec: t.subsec_nanos() as _ });
-    let mut fds = [PollFd::new(&bell.fd, PollFlags::IN), PollFd::new(&sock, os::HANG_UP)];
-    let _ = poll(&mut fds, ts.as_ref());
-    let _ = drain_doorbell(&bell.fd);
-}
 
 /// Who listens on a Unix socket path (see [`probe_listener`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,150 +395,53 @@ pub(crate) fn check_socket_dir(dir: &Path, allowed_uids: &[u32], client: bool) -
     Ok(())
 }
 
-/// Registers an owned descriptor with the current tokio reactor for readability.
-pub(crate) fn register_readable(fd: OwnedFd) -> io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
-    // SAFETY: `OwnedFd` owns an open descriptor that stays open, and keeps returning the same
-    // raw fd, until it is dropped; the `AsyncFd` takes ownership of it and never swaps it, so
-    // the descriptor outlives the registration as `register_with_interest` requires.
-    let registered =
-        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) };
-    registered.map_err(|e| e.into_parts().1)
-}
-
-/// One end of a doorbell: a connected `AF_UNIX` datagram socket pair. The sleeping side keeps
-/// one end and waits for it to become readable; the ringing side sends a byte on the other.
-///
-/// Why not an eventfd: descriptors passed with `SCM_RIGHTS` share their open file description,
-/// so a peer could clear `O_NONBLOCK` on a shared eventfd and make our reads or writes block.
-/// Each end of a socket pair is its own description, and every operation here passes
-/// `MSG_DONTWAIT`, so no peer can make a ring or a drain block.
-pub(crate) struct Doorbell {
-    fd: OwnedFd,
-}
-
-impl Doorbell {
-    /// A new doorbell: `(sleeper end, ringer end)`.
-    pub(crate) fn pair() -> Result<(Doorbell, Doorbell)> {
-        let (a, b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::DGRAM,
-            os::SOCKET,
-            None,
-        )
-        .map_err(io::Error::from)?;
-        os::after_socket(&a)?;
-        os::after_socket(&b)?;
-        Ok((Doorbell { fd: a }, Doorbell { fd: b }))
-    }
-
-    /// Wraps a doorbell end received from the peer after checking it is a datagram socket.
-    pub(crate) fn from_handle(fd: OwnedFd) -> Result<Doorbell> {
-        match rustix::net::sockopt::socket_type(&fd) {
-            Ok(rustix::net::SocketType::DGRAM) => Ok(Doorbell { fd }),
-            _ => Err(IpcError::Handshake("a doorbell descriptor is not a datagram socket".into())),
-        }
-    }
-
-    /// Rings: sends one byte. A full queue means it is already ringing; a closed peer end means
-    /// the peer is going away (its control socket says so): both are fine to ignore.
-    pub(crate) fn ring(&self) {
-        let _ = rustix::net::send(&self.fd, &[1], SendFlags::DONTWAIT | os::SEND);
-    }
-
-    /// The descriptor, to pass to the peer.
-    pub(crate) fn handle(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-
-    /// Duplicates the descriptor (for an `AsyncFd` registration that owns its fd).
-    pub(crate) fn try_clone_fd(&self) -> Result<OwnedFd> {
-        Ok(self.fd.try_clone()?)
-    }
-}
-
-/// Empties a doorbell end (or a duplicate of its descriptor). `Ok(true)`: it had been rung;
-/// `Ok(false)`: nothing was queued. An error means the other end is unusable (closed, or not a
-/// doorbell).
-pub(crate) fn drain_doorbell(fd: impl AsFd) -> io::Result<bool> {
-    let mut rung = false;
-    let mut buf = [0u8; 64];
-    loop {
-        match rustix::net::recv(&fd, &mut buf[..], RecvFlags::DONTWAIT) {
-            Ok((_, 0)) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "doorbell closed")),
-            Ok(_) => rung = true,
-            Err(rustix::io::Errno::AGAIN) => return Ok(rung),
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Ringing never blocks, however often the sleeper neglects to drain; draining empties it.
-    #[test]
-    fn doorbell_ring_and_drain_never_block() {
-        let (sleeper, ringer) = Doorbell::pair().unwrap();
-        assert!(!drain_doorbell(sleeper.handle()).unwrap());
-        for _ in 0..100_000 {
-            ringer.ring();
-        }
-        assert!(drain_doorbell(sleeper.handle()).unwrap());
-        assert!(!drain_doorbell(sleeper.handle()).unwrap());
-        drop(ringer);
-        assert!(drain_doorbell(sleeper.handle()).is_err() || !drain_doorbell(sleeper.handle()).unwrap());
-    }
-
-    #[test]
-    fn doorbell_refuses_other_descriptors() {
-        let (a, _b) = rustix::net::socketpair(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            os::SOCKET,
-            None,
-        )
-        .unwrap();
-        assert!(Doorbell::from_handle(a).is_err());
-        let file = std::fs::File::open("/dev/null").unwrap();
-        assert!(Doorbell::from_handle(file.into()).is_err());
-    }
+/// A connected pair of `AF_UNIX` stream sockets, non-blocking and close-on-exec.
+pub(super) fn socket_pair() -> Result<(OwnedFd, OwnedFd)> {
+    let (a, b) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        os::SOCKET,
+        None,
+    )
+    .map_err(io::Error::from)?;
+    os::after_socket(&a)?;
+    os::after_socket(&b)?;
+    Ok((a, b))
 }
 
 /// What differs between Linux and the other Unixes (macOS): flags Linux has and the others do
 /// not, and how to read the peer's credentials.
 #[cfg(any(target_os = "linux", target_os = "android"))]
-mod os {
+pub(super) mod os {
     use std::io;
     use std::os::fd::{BorrowedFd, OwnedFd};
 
     use rustix::event::PollFlags;
     use rustix::net::{RecvFlags, SendFlags, SocketFlags};
 
-    pub(super) const SEND: SendFlags = SendFlags::NOSIGNAL;
-    pub(super) const RECV_FDS: RecvFlags = RecvFlags::CMSG_CLOEXEC;
-    pub(super) const SOCKET: SocketFlags = SocketFlags::CLOEXEC.union(SocketFlags::NONBLOCK);
-    pub(super) const HANG_UP: PollFlags = PollFlags::IN.union(PollFlags::RDHUP);
+    pub(crate) const SEND: SendFlags = SendFlags::NOSIGNAL;
+    pub(crate) const RECV_FDS: RecvFlags = RecvFlags::CMSG_CLOEXEC;
+    pub(crate) const SOCKET: SocketFlags = SocketFlags::CLOEXEC.union(SocketFlags::NONBLOCK);
+    pub(crate) const HANG_UP: PollFlags = PollFlags::IN.union(PollFlags::RDHUP);
 
     /// Received descriptors are close-on-exec already (`MSG_CMSG_CLOEXEC`).
-    pub(super) fn after_receive(_fd: &OwnedFd) -> io::Result<()> {
+    pub(crate) fn after_receive(_fd: &OwnedFd) -> io::Result<()> {
         Ok(())
     }
 
     /// New sockets are close-on-exec and non-blocking already (`SOCK_*` flags).
-    pub(super) fn after_socket(_fd: &OwnedFd) -> io::Result<()> {
+    pub(crate) fn after_socket(_fd: &OwnedFd) -> io::Result<()> {
         Ok(())
     }
 
-    pub(super) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    pub(crate) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
         let cred = rustix::net::sockopt::socket_peercred(sock)?;
         Ok((cred.uid.as_raw(), cred.pid.as_raw_nonzero().get() as u32))
     }
 }
 
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
-mod os {
+pub(super) mod os {
     use std::io;
     use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 
@@ -562,29 +449,29 @@ mod os {
     use rustix::net::{RecvFlags, SendFlags, SocketFlags};
 
     /// No `MSG_NOSIGNAL`: Rust programs ignore SIGPIPE, so a closed peer is an EPIPE error.
-    pub(super) const SEND: SendFlags = SendFlags::empty();
-    pub(super) const RECV_FDS: RecvFlags = RecvFlags::empty();
-    pub(super) const SOCKET: SocketFlags = SocketFlags::empty();
+    pub(crate) const SEND: SendFlags = SendFlags::empty();
+    pub(crate) const RECV_FDS: RecvFlags = RecvFlags::empty();
+    pub(crate) const SOCKET: SocketFlags = SocketFlags::empty();
     /// No `POLLRDHUP`: a hang-up shows as readable (EOF) or `POLLHUP`, which is always reported.
-    pub(super) const HANG_UP: PollFlags = PollFlags::IN;
+    pub(crate) const HANG_UP: PollFlags = PollFlags::IN;
 
     fn cloexec(fd: &OwnedFd) -> io::Result<()> {
         rustix::io::fcntl_setfd(fd, rustix::io::FdFlags::CLOEXEC)?;
         Ok(())
     }
 
-    pub(super) fn after_receive(fd: &OwnedFd) -> io::Result<()> {
+    pub(crate) fn after_receive(fd: &OwnedFd) -> io::Result<()> {
         cloexec(fd)
     }
 
-    pub(super) fn after_socket(fd: &OwnedFd) -> io::Result<()> {
+    pub(crate) fn after_socket(fd: &OwnedFd) -> io::Result<()> {
         cloexec(fd)?;
         rustix::io::ioctl_fionbio(fd, true)?;
         Ok(())
     }
 
     /// `getpeereid` for the uid; `LOCAL_PEERPID` for the pid (0 where unknown).
-    pub(super) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
+    pub(crate) fn peer_credentials(sock: BorrowedFd<'_>) -> io::Result<(u32, u32)> {
         let (mut uid, mut gid) = (0, 0);
         // SAFETY: `sock` is a valid open descriptor for the duration of the call, and both
         // out-pointers point to live, writable `uid_t`/`gid_t` locals.
@@ -595,7 +482,7 @@ mod os {
     }
 
     /// The boot time in seconds since the epoch (`kern.boottime`), if the kernel answers.
-    pub(super) fn boot_time_secs() -> Option<u64> {
+    pub(crate) fn boot_time_secs() -> Option<u64> {
         let mut boot = libc::timeval { tv_sec: 0, tv_usec: 0 };
         let mut len = std::mem::size_of::<libc::timeval>();
         // SAFETY: the name is a NUL-terminated C string; `boot` is a live, writable `timeval`

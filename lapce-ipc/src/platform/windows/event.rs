@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::future::poll_fn;
 use std::io;
-use std::os::windows::io::{AsRawHandle, BorrowedHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, OwnedHandle};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{HANDLE, INVALID_HANDLE_VALUE};
 use windows_sys::Win32::System::Threading::{
-    RegisterWaitForSingleObject, UnregisterWaitEx, WaitForMultipleObjects, INFINITE, WT_EXECUTEDEFAULT,
-    WT_EXECUTEONLYONCE,
+    RegisterWaitForSingleObject, SetEvent, UnregisterWaitEx, WaitForMultipleObjects, INFINITE,
+    WT_EXECUTEDEFAULT, WT_EXECUTEONLYONCE,
 };
 
+use super::new_event;
 use super::pipe::PeerLink;
-use super::Doorbell;
 use crate::error::Result;
 
 /// Milliseconds for a Win32 wait: rounded up (a wait never ends early), `INFINITE` for none.
@@ -31,12 +31,76 @@ pub(super) fn wait_ms(timeout: Option<Duration>) -> u32 {
     }
 }
 
-/// Sleeps until `bell` is rung or the peer hangs up, for at most `timeout`; returning says
-/// nothing, the caller re-checks. (The auto-reset doorbell is reset by the satisfied wait.)
-pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<Duration>) {
-    let handles: [HANDLE; 2] = [bell.raw(), link.event()];
+/// Handles one doorbell end is made of (and travels as): the event this side sleeps on, and the
+/// peer's event, which it sets.
+pub(crate) const DOORBELL_HANDLES: usize = 2;
+
+/// This side's end of a ring's doorbell: two auto-reset events, one per side (an event wakes
+/// one side only: a satisfied wait resets it). This side sleeps on `wake_us`, which the peer
+/// sets, and sets `wake_peer`, on which the peer sleeps.
+pub(crate) struct Doorbell {
+    wake_us: OwnedHandle,
+    wake_peer: OwnedHandle,
+    /// Thread-pool registrations of `wake_us` and of the link's hang-up event, made at the first
+    /// async sleep.
+    waits: Option<(EventWait, EventWait)>,
+}
+
+impl Doorbell {
+    /// A new doorbell: its two ends, one for each side.
+    pub(crate) fn pair() -> Result<(Doorbell, Doorbell)> {
+        let (a, b) = (new_event(false)?, new_event(false)?);
+        let (a2, b2) = (a.try_clone()?, b.try_clone()?);
+        Ok((Doorbell::new(a, b), Doorbell::new(b2, a2)))
+    }
+
+    fn new(wake_us: OwnedHandle, wake_peer: OwnedHandle) -> Doorbell {
+        Doorbell { wake_us, wake_peer, waits: None }
+    }
+
+    /// Wraps a doorbell end received from the peer. (A handle of another kind makes rings and
+    /// waits fail or wake spuriously, both harmless: waits always re-check the ring.)
+    pub(crate) fn from_handles([wake_us, wake_peer]: [OwnedHandle; DOORBELL_HANDLES]) -> Result<Doorbell> {
+        Ok(Doorbell::new(wake_us, wake_peer))
+    }
+
+    /// The handles to duplicate into the peer.
+    pub(crate) fn handles(&self) -> [BorrowedHandle<'_>; DOORBELL_HANDLES] {
+        [self.wake_us.as_handle(), self.wake_peer.as_handle()]
+    }
+
+    /// Rings the peer: sets its event. Setting a set event is a no-op, so ringing never blocks
+    /// or piles up.
+    pub(crate) fn ring(&self) {
+        // SAFETY: `wake_peer` is a live handle owned by `self`.
+        unsafe { SetEvent(self.wake_peer.as_raw_handle()) };
+    }
+}
+
+/// Sleeps until `bell` is rung or the peer hangs up, for at most `timeout`; `Ok` says nothing,
+/// the caller re-checks. (The auto-reset event is reset by the satisfied wait.)
+pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<Duration>) -> Result<()> {
+    let handles: [HANDLE; 2] = [bell.wake_us.as_raw_handle(), link.event()];
     // SAFETY: both handles are live for the call (owned by `bell` and `link`, borrowed here).
     unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, wait_ms(timeout)) };
+    Ok(())
+}
+
+/// Ready when the peer rang `bell` or the link's event fired (the peer hung up); else registers
+/// `cx`'s waker with both (at the first sleep: with the system thread pool) and is pending.
+pub(crate) fn poll_sleep(bell: &mut Doorbell, link: &PeerLink, cx: &mut Context<'_>) -> Poll<Result<()>> {
+    if bell.waits.is_none() {
+        let ours = EventWait::register(bell.wake_us.as_handle(), false)?;
+        // The link's event stays signalled once the peer is gone: one notification is enough,
+        // and every later wait checks the link before sleeping.
+        let gone = EventWait::register(link.event_handle(), true)?;
+        bell.waits = Some((ours, gone));
+    }
+    let (ours, gone) = bell.waits.as_ref().expect("registered just above");
+    if ours.poll_signalled(cx).is_ready() || gone.poll_signalled(cx).is_ready() {
+        return Poll::Ready(Ok(()));
+    }
+    Poll::Pending
 }
 
 /// Where a pool worker tells a task that an event was signalled: a flag, and the waker of the
@@ -157,32 +221,6 @@ impl Drop for EventWait {
     }
 }
 
-/// A doorbell and a peer link registered with the thread pool, for async sleeps.
-pub(crate) struct AsyncSleeper {
-    bell: EventWait,
-    link: EventWait,
-}
-
-impl AsyncSleeper {
-    pub(crate) fn new(bell: &Doorbell, link: &PeerLink) -> Result<AsyncSleeper> {
-        Ok(AsyncSleeper {
-            bell: EventWait::register(bell.handle(), false)?,
-            // The link's event stays signalled once the peer is gone: one notification is
-            // enough, and every later wait checks the link before sleeping.
-            link: EventWait::register(link.event_handle(), true)?,
-        })
-    }
-
-    /// Ready when the doorbell was rung or the link's event fired (the peer hung up); else
-    /// registers `cx`'s waker with both and is pending.
-    pub(crate) fn poll_sleep(&self, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        if self.bell.poll_signalled(cx).is_ready() || self.link.poll_signalled(cx).is_ready() {
-            return Poll::Ready(Ok(()));
-        }
-        Poll::Pending
-    }
-}
-
 /// Waits in tokio for the peer's hang-up alone (this backend has no hang-up watcher, so nothing
 /// else notices it while no wait is under way).
 pub(crate) struct AsyncHangupWatch {
@@ -219,7 +257,7 @@ mod tests {
     #[test]
     fn each_ring_wakes_the_waiting_task() {
         let (sleeper, ringer) = Doorbell::pair().unwrap();
-        let wait = EventWait::register(sleeper.handle(), false).unwrap();
+        let wait = EventWait::register(sleeper.wake_us.as_handle(), false).unwrap();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         for round in 0..100 {
             ringer.ring();
@@ -243,7 +281,7 @@ mod tests {
         let woken = Arc::new(Woken::default());
         let waker = Waker::from(woken.clone());
         for i in 0..20_000u32 {
-            let wait = EventWait::register(sleeper.handle(), i % 2 == 0).unwrap();
+            let wait = EventWait::register(sleeper.wake_us.as_handle(), i % 2 == 0).unwrap();
             let _ = wait.poll_signalled(&mut Context::from_waker(&waker));
             ringer.ring();
             // Unregister between 0 and ~100 us after the ring, so that some unregistrations

@@ -2,7 +2,7 @@
 //! channel.
 //!
 //! Nothing of a connection has a name except the listener's pipe: the section and the four
-//! events are unnamed and the server duplicates them straight into the client process
+//! events (two per doorbell, one per side) are unnamed and the server duplicates them straight into the client process
 //! (`DuplicateHandle`), so no other process can open them by guessing a name. Windows has no
 //! cross-process futex (`WaitOnAddress` works within one process only), so every sleeper sleeps
 //! on its doorbell event and, at the same time, on the event of a read kept pending on the
@@ -18,7 +18,7 @@ mod pipe;
 mod security;
 
 use std::io;
-use std::os::windows::io::{AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
 use std::ptr::null;
 use std::sync::atomic::AtomicU32;
 use std::time::Duration;
@@ -28,13 +28,11 @@ use windows_sys::Win32::System::Memory::{
     CreateFileMappingW, MapViewOfFile, UnmapViewOfFile, FILE_MAP_READ, FILE_MAP_WRITE,
     MEMORY_MAPPED_VIEW_ADDRESS, PAGE_READWRITE,
 };
-use windows_sys::Win32::System::Threading::{
-    CreateEventW, GetCurrentProcess, GetProcessHandleCount, SetEvent,
-};
+use windows_sys::Win32::System::Threading::{CreateEventW, GetCurrentProcess, GetProcessHandleCount};
 
 use crate::error::{IpcError, Result};
 
-pub(crate) use event::{sleep_blocking, AsyncHangupWatch, AsyncSleeper};
+pub(crate) use event::{poll_sleep, sleep_blocking, AsyncHangupWatch, Doorbell, DOORBELL_HANDLES};
 pub(crate) use pipe::{
     control_path, control_path_in, AsyncControlListener, AsyncControlStream, ControlListener, ControlStream,
     PeerLink,
@@ -44,6 +42,22 @@ pub(crate) use pipe::{
 pub(crate) type OsHandle = OwnedHandle;
 /// A borrowed [`OsHandle`].
 pub(crate) type BorrowedOsHandle<'a> = BorrowedHandle<'a>;
+
+/// Borrows a handle (the same call on every backend).
+pub(crate) fn borrow_handle(handle: &OsHandle) -> BorrowedOsHandle<'_> {
+    handle.as_handle()
+}
+
+/// Windows has no per-process handle limit to raise (about 16 million handles).
+pub(crate) fn raise_handle_limit() -> Option<(u64, u64)> {
+    None
+}
+
+/// Whether `e` says this process has no handle left (`ERROR_TOO_MANY_OPEN_FILES`,
+/// `ERROR_NO_SYSTEM_RESOURCES`).
+pub(crate) fn is_out_of_handles(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(4 | 1450))
+}
 
 /// No cross-process futex on Windows: blocking sleepers wait on their doorbell event.
 pub(crate) const HAS_FUTEX: bool = false;
@@ -102,23 +116,25 @@ fn owned(h: HANDLE) -> io::Result<OwnedHandle> {
 }
 
 /// A new unnamed event: auto-reset (a satisfied wait resets it) or manual-reset.
-fn new_event(manual_reset: bool) -> io::Result<OwnedHandle> {
+pub(super) fn new_event(manual_reset: bool) -> io::Result<OwnedHandle> {
     // SAFETY: null security attributes and name are allowed; the result is checked by `owned`.
     owned(unsafe { CreateEventW(null(), i32::from(manual_reset), 0, null()) })
 }
 
 /// A shared-memory segment: an unnamed section backed by the paging file, mapped read-write.
-/// A section cannot shrink, so the view can never lose its pages under us.
+/// A section cannot shrink, so the view can never lose its pages under us. The view keeps the
+/// section alive by itself, so whoever holds the section's handle (to pass it on) decides how
+/// long to keep it.
 pub(crate) struct Segment {
-    section: OwnedHandle,
     /// Start of the view (`MapViewOfFile` aligns it to 64 KiB); unmapped on drop.
     view: usize,
     len: usize,
 }
 
 impl Segment {
-    /// Creates a zero-filled segment of `len` bytes. `label` is unused (sections have no name).
-    pub(crate) fn create(_label: &str, len: usize) -> Result<Segment> {
+    /// Creates a zero-filled segment of `len` bytes: its view and its section handle. `label`
+    /// is unused (sections have no name).
+    pub(crate) fn create(_label: &str, len: usize) -> Result<(Segment, OwnedHandle)> {
         if len == 0 {
             return Err(IpcError::InvalidArgument("segment length must be > 0".into()));
         }
@@ -135,25 +151,25 @@ impl Segment {
                 null(),
             )
         })?;
-        Ok(Self::map(section, len)?)
+        Ok((Self::map(section.as_handle(), len)?, section))
     }
 
     /// Maps a section received from the peer. Mapping `expected_len` bytes fails if the section
     /// is smaller than the handshake announced.
-    pub(crate) fn open(section: OwnedHandle, expected_len: usize) -> Result<Segment> {
+    pub(crate) fn open(section: BorrowedHandle<'_>, expected_len: usize) -> Result<Segment> {
         Self::map(section, expected_len).map_err(|e| {
             IpcError::Handshake(format!("cannot map the {expected_len}-byte segment the peer sent: {e}"))
         })
     }
 
-    fn map(section: OwnedHandle, len: usize) -> io::Result<Segment> {
+    fn map(section: BorrowedHandle<'_>, len: usize) -> io::Result<Segment> {
         // SAFETY: `section` is a live section handle; a failure returns a null address, checked.
         let view =
             unsafe { MapViewOfFile(section.as_raw_handle(), FILE_MAP_READ | FILE_MAP_WRITE, 0, 0, len) };
         if view.Value.is_null() {
             return Err(io::Error::last_os_error());
         }
-        Ok(Segment { section, view: view.Value as usize, len })
+        Ok(Segment { view: view.Value as usize, len })
     }
 
     /// Start of the mapping. Valid for [`Segment::len`] bytes while `self` lives.
@@ -164,12 +180,6 @@ impl Segment {
     /// Length of the mapping in bytes.
     pub(crate) fn len(&self) -> usize {
         self.len
-    }
-
-    /// The section handle, to duplicate into the peer.
-    pub(crate) fn handle(&self) -> BorrowedHandle<'_> {
-        use std::os::windows::io::AsHandle;
-        self.section.as_handle()
     }
 }
 
@@ -191,42 +201,5 @@ unsafe impl crate::ring::SharedRegion for Segment {
     }
     fn len(&self) -> usize {
         Segment::len(self)
-    }
-}
-
-/// A doorbell: an auto-reset event. The sleeping side waits on it (a satisfied wait resets it);
-/// the ringing side holds a duplicate of the same event and sets it.
-pub(crate) struct Doorbell {
-    event: OwnedHandle,
-}
-
-impl Doorbell {
-    /// A new doorbell: `(sleeper end, ringer end)`, two handles of one event.
-    pub(crate) fn pair() -> Result<(Doorbell, Doorbell)> {
-        let event = new_event(false)?;
-        let other = event.try_clone()?;
-        Ok((Doorbell { event }, Doorbell { event: other }))
-    }
-
-    /// Wraps a doorbell handle received from the peer. (A handle of another kind makes rings
-    /// and waits fail or wake spuriously, both harmless: waits always re-check the ring.)
-    pub(crate) fn from_handle(event: OwnedHandle) -> Result<Doorbell> {
-        Ok(Doorbell { event })
-    }
-
-    /// Rings: sets the event. Setting a set event is a no-op, so ringing never blocks or piles up.
-    pub(crate) fn ring(&self) {
-        // SAFETY: `event` is a live handle owned by `self`.
-        unsafe { SetEvent(self.event.as_raw_handle()) };
-    }
-
-    /// The event handle, to duplicate into the peer.
-    pub(crate) fn handle(&self) -> BorrowedHandle<'_> {
-        use std::os::windows::io::AsHandle;
-        self.event.as_handle()
-    }
-
-    fn raw(&self) -> HANDLE {
-        self.event.as_raw_handle()
     }
 }

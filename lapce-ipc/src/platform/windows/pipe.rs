@@ -302,13 +302,14 @@ impl ControlListener {
     }
 
     /// Waits for the next client.
-    pub(crate) fn accept(&self) -> io::Result<ControlStream> {
+    pub(crate) fn accept(&self) -> io::Result<Accepted<ControlStream>> {
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let NextPipe { pipe, io } = &mut *next;
         Pending::start(pipe.as_handle(), io, Op::Connect)?.wait(None)?;
         let fresh = NextPipe { pipe: pipe_instance(&self.name, false)?, io: Overlapped::new()? };
         let connected = std::mem::replace(&mut *next, fresh);
-        ControlStream::new(connected.pipe, connected.io, Side::Server)
+        let stream = ControlStream::new(connected.pipe, connected.io, Side::Server)?;
+        Ok(Accepted { stream, starved: None })
     }
 
     /// The tokio flavour of this listener.
@@ -327,14 +328,23 @@ pub(crate) struct AsyncControlListener {
 impl AsyncControlListener {
     /// Waits for the next client. Cancel-safe: a dropped accept cancels the pending connect and
     /// the next call starts another on the same pipe instance.
-    pub(crate) async fn accept(&self) -> io::Result<AsyncControlStream> {
+    pub(crate) async fn accept(&self) -> io::Result<Accepted<AsyncControlStream>> {
         let mut next = self.next.lock().await;
         let NextPipe { pipe, io } = &mut *next;
         Pending::start(pipe.as_handle(), io, Op::Connect)?.wait_async().await?;
         let fresh = NextPipe { pipe: pipe_instance(&self.name, false)?, io: Overlapped::new()? };
         let connected = std::mem::replace(&mut *next, fresh);
-        Ok(AsyncControlStream { inner: ControlStream::new(connected.pipe, connected.io, Side::Server)? })
+        let stream =
+            AsyncControlStream { inner: ControlStream::new(connected.pipe, connected.io, Side::Server)? };
+        Ok(Accepted { stream, starved: None })
     }
+}
+
+/// A client a listener accepted. (`starved` is for the Unix backends, which keep a descriptor in
+/// reserve for clients that come when the process has none left; handles are not so scarce.)
+pub(crate) struct Accepted<S> {
+    pub(crate) stream: S,
+    pub(crate) starved: Option<std::convert::Infallible>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
