@@ -443,6 +443,9 @@ fn server_killed_and_restarted_the_client_reconnects() {
             other => panic!("a request in flight when the server died: expected PeerGone, got {other:?}"),
         }
         assert!(!client.is_connected());
+        // While no server runs, a request fails when its time is up, with a timeout.
+        let outage = client.request_timeout(ECHO, "outage", Some(Duration::from_millis(100))).await;
+        assert!(matches!(outage, Err(IpcError::Timeout)), "a request during the outage: {outage:?}");
 
         let _second = server(&name, 1000);
         // When is the new server available? Probe it the way any client would.

@@ -382,6 +382,9 @@ fn blocking_client_reconnects_on_the_next_request() {
         other => panic!("a request in flight when the server died: expected PeerGone, got {other:?}"),
     }
     assert!(!client.is_connected());
+    // While no server runs, a request fails when its time is up, with a timeout.
+    let outage = client.request_timeout(ECHO, "outage", Some(Duration::from_millis(100)));
+    assert!(matches!(outage, Err(IpcError::Timeout)), "a request during the outage: {outage:?}");
     let _second = server(&name);
     // The next request waits for the server (up to its timeout) and goes through.
     assert_eq!(client.request(ECHO, "after").unwrap(), "after");

@@ -291,6 +291,8 @@ impl BlockingIpcClient {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(RECONNECT_MAX_PAUSE);
                 }
+                // The request's time ran out while the server was away.
+                Err(IpcError::Connect { .. } | IpcError::PeerGone) => return Err(IpcError::Timeout),
                 Err(e) => return Err(e),
             }
         }

@@ -42,7 +42,8 @@ const RECONNECT_MAX_PAUSE: Duration = Duration::from_millis(50);
 /// ([`request_idempotent`](Self::request_idempotent) retries once for requests that are safe to
 /// repeat). The client reconnects in the background, trying again every few milliseconds (at
 /// most 50 ms apart), so it is back within about 50 ms of the server being available again;
-/// requests made meanwhile wait for the connection until their timeout.
+/// requests made meanwhile wait for the connection until their timeout, then fail with
+/// [`IpcError::Timeout`].
 #[derive(Clone)]
 pub struct IpcClient {
     inner: Arc<ClientInner>,
@@ -422,6 +423,8 @@ async fn connection(inner: &Arc<ClientInner>, deadline: Option<Instant>) -> Resu
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(RECONNECT_MAX_PAUSE);
             }
+            // The request's time ran out while the server was away.
+            Err(IpcError::Connect { .. } | IpcError::PeerGone) => return Err(IpcError::Timeout),
             Err(e) => return Err(e),
         }
     }
