@@ -38,6 +38,7 @@
 //! max_concurrent_requests = 256
 //! handshake_timeout_ms = 5000
 //! request_timeout_ms = 30000        # 0 = none
+//! stream_window = 524288            # 512 KiB per response stream; 0 = unbounded
 //! socket_dir = ""                   # Unix; "" = the private runtime directory
 //! allowed_uids = []                 # Unix; other uids allowed to connect (and to serve)
 //! raise_open_file_limit = true      # Unix; soft RLIMIT_NOFILE to the hard limit
@@ -73,6 +74,9 @@ use crate::channel::WaitStrategy;
 use crate::connection::StreamConfig;
 use crate::error::{IpcError, Result};
 use crate::ring::{MAX_CAPACITY, MIN_CAPACITY};
+
+/// The default [`IpcSection::stream_window`]: 512 KiB, two default rings.
+pub const DEFAULT_STREAM_WINDOW: usize = 512 * 1024;
 
 /// What [`IpcConfig::validate`] names as the origin of a configuration built in code.
 const IN_MEMORY: &str = "(in memory)";
@@ -143,6 +147,33 @@ pub struct IpcSection {
     /// At most one day (86400000). Checked eight times per timeout: a request fails between one
     /// and 1.125 timeouts after it was sent (`IpcClient::request_timeout` times one precisely).
     pub request_timeout_ms: u64,
+    /// The client's window per response stream, in bytes (default 524288 = 512 KiB; 0 = none,
+    /// else 4 KiB to 1 GiB): how far a stream's handler may run ahead of the code that reads the
+    /// stream. Each chunk counts its length plus 24 bytes (its frame header). The client
+    /// announces it to the server when it connects and credits back what its reader consumed
+    /// every half window; the handler's `ChunkSender::send` waits while a window of chunks is
+    /// unread (docs/PROTOCOL.md §7). So a stream nobody reads holds at most about a window in
+    /// the client, even while other requests on the connection read its chunks off the ring,
+    /// and the handler waits.
+    ///
+    /// The default is two default rings: a reader that keeps up is held by the ring before the
+    /// window (up to half a window of consumed bytes is not credited back yet besides what the
+    /// ring holds), so the window costs it no throughput. With a larger `ring_size`, raise it to
+    /// at least twice that. 0 lets streams run unbounded, as a server that predates windows
+    /// does. Servers ignore the key: each client announces its own.
+    ///
+    /// ```
+    /// use lapce_ipc::IpcConfig;
+    ///
+    /// let mut config = IpcConfig::default();
+    /// assert_eq!(config.ipc.stream_window, 512 * 1024);
+    /// config.ipc.stream_window = 64 * 1024; // a client that keeps little of an unread stream
+    /// config.validate()?;
+    /// config.ipc.stream_window = 100; // below 4 KiB
+    /// assert!(config.validate().is_err());
+    /// # Ok::<(), lapce_ipc::IpcError>(())
+    /// ```
+    pub stream_window: usize,
     /// Unix: the directory of the control socket (default `""`: the private runtime
     /// directory). An absolute path to an existing directory owned by the user, not writable by
     /// group or others, and mode 0700 unless `allowed_uids` is set: see
@@ -175,6 +206,7 @@ impl Default for IpcSection {
             max_concurrent_requests: 256,
             handshake_timeout_ms: 5000,
             request_timeout_ms: 30_000,
+            stream_window: DEFAULT_STREAM_WINDOW,
             socket_dir: String::new(),
             allowed_uids: Vec::new(),
             raise_open_file_limit: true,
@@ -333,6 +365,12 @@ impl IpcConfig {
         in_range("ipc.max_concurrent_requests", ipc.max_concurrent_requests, 1, 65536)?;
         in_range("ipc.handshake_timeout_ms", ipc.handshake_timeout_ms, 1, 600_000)?;
         in_range("ipc.request_timeout_ms", ipc.request_timeout_ms, 0, 86_400_000)?;
+        if ipc.stream_window != 0 && !(4096..=1 << 30).contains(&ipc.stream_window) {
+            return Err(invalid(
+                "ipc.stream_window",
+                format!("must be 0 (none) or between 4096 and 1073741824 (got {})", ipc.stream_window),
+            ));
+        }
         if !ipc.socket_dir.is_empty() && !Path::new(&ipc.socket_dir).is_absolute() {
             return Err(invalid(
                 "ipc.socket_dir",
@@ -438,6 +476,7 @@ impl IpcConfig {
         entry(o, "max_concurrent_requests", &ipc.max_concurrent_requests, "in flight per connection");
         entry(o, "handshake_timeout_ms", &ipc.handshake_timeout_ms, "1 to 600000");
         entry(o, "request_timeout_ms", &ipc.request_timeout_ms, "client default, 0 = none");
+        entry(o, "stream_window", &ipc.stream_window, "client, bytes per stream; 0 = unbounded");
         entry(o, "socket_dir", &toml_string(&ipc.socket_dir), "Unix; \"\" = private runtime directory");
         let uids: Vec<String> = ipc.allowed_uids.iter().map(u32::to_string).collect();
         entry(o, "allowed_uids", &format!("[{}]", uids.join(", ")), "Unix; other uids trusted");

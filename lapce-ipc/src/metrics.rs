@@ -206,6 +206,7 @@ fn type_label(kind: MessageType) -> Cow<'static, str> {
         MessageType::Error => "Error",
         MessageType::StreamChunk => "StreamChunk",
         MessageType::StreamEnd => "StreamEnd",
+        MessageType::StreamWindow => "StreamWindow",
         MessageType::Complete => "Complete",
         MessageType::Chat => "Chat",
         MessageType::Cancel => "Cancel",

@@ -195,6 +195,7 @@ fn range_errors_in_a_file_name_key_value_and_line() {
         ("[ipc]\nmax_concurrent_requests = 0\n", "ipc.max_concurrent_requests", "(got 0)", 2),
         ("[ipc]\nhandshake_timeout_ms = 0\n", "ipc.handshake_timeout_ms", "(got 0)", 2),
         ("[ipc]\nspin_micros = 2000000\n", "ipc.spin_micros", "(got 2000000)", 2),
+        ("[ipc]\nstream_window = 100\n", "ipc.stream_window", "0 (none) or between 4096 and 1073741824 (got 100)", 2),
         ("[ipc]\nsocket_path = \".hidden\"\n", "ipc.socket_path", "[A-Za-z0-9._-]", 2),
         ("[metrics]\nexport_interval_secs = 0\n", "metrics.export_interval_secs", "(got 0)", 2),
         ("[metrics]\naddr = \"localhost\"\n", "metrics.addr", "socket address", 2),
@@ -289,6 +290,7 @@ fn all_changed() -> IpcConfig {
     ipc.max_concurrent_requests = 65536;
     ipc.handshake_timeout_ms = 1;
     ipc.request_timeout_ms = 0;
+    ipc.stream_window = 4096;
     ipc.socket_dir = format!("{SHARED_DIR} \"quoted\"");
     ipc.allowed_uids = vec![0, 4242, 4294967294];
     c.metrics.enable = false;
@@ -336,6 +338,6 @@ fn docs_example_file_is_the_defaults_with_every_key() {
     let mut want = keys_of(&all_changed().to_toml_string());
     assert!(want.remove("metrics.addr"));
     assert_eq!(keys_of(DOCS_EXAMPLE), want);
-    assert_eq!(want.len(), 18);
+    assert_eq!(want.len(), 19);
     assert!(DOCS_EXAMPLE.lines().any(|l| l.starts_with("# addr = \"127.0.0.1:9464\"")));
 }

@@ -26,6 +26,9 @@ pub enum MessageType {
     StreamChunk,
     /// End of a streamed response.
     StreamEnd,
+    /// Flow control of streamed responses: the client's stream window (id 0) or the bytes of a
+    /// stream it consumed (the stream's id); see docs/PROTOCOL.md §7.
+    StreamWindow,
     /// AI request: completion.
     Complete,
     /// AI request: chat.
@@ -47,6 +50,7 @@ impl MessageType {
             MessageType::Error => 5,
             MessageType::StreamChunk => 6,
             MessageType::StreamEnd => 7,
+            MessageType::StreamWindow => 8,
             MessageType::Complete => 0x100,
             MessageType::Chat => 0x101,
             MessageType::Cancel => 0x102,
@@ -64,6 +68,7 @@ impl MessageType {
             5 => MessageType::Error,
             6 => MessageType::StreamChunk,
             7 => MessageType::StreamEnd,
+            8 => MessageType::StreamWindow,
             0x100 => MessageType::Complete,
             0x101 => MessageType::Chat,
             0x102 => MessageType::Cancel,
@@ -163,6 +168,10 @@ pub enum FrameError {
         /// CRC of the payload received.
         actual: u32,
     },
+    /// A `StreamWindow` message that breaks its rules (docs/PROTOCOL.md §7): a payload that is
+    /// not 4 bytes, a window of 0, or more bytes credited back than the stream has outstanding.
+    #[error("bad stream window message: {0}")]
+    BadStreamWindow(&'static str),
 }
 
 /// The canonical 24-byte little-endian header:

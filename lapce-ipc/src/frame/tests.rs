@@ -37,6 +37,7 @@ fn layout_matches_protocol_md() {
         MessageType::Error,
         MessageType::StreamChunk,
         MessageType::StreamEnd,
+        MessageType::StreamWindow,
         MessageType::Complete,
         MessageType::Chat,
         MessageType::Cancel,
@@ -44,7 +45,7 @@ fn layout_matches_protocol_md() {
     .iter()
     .map(|t| t.to_u16())
     .collect();
-    assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 0x100, 0x101, 0x102]);
+    assert_eq!(codes, [1, 2, 3, 4, 5, 6, 7, 8, 0x100, 0x101, 0x102]);
     assert_eq!(
         [FrameFlags::CRC, FrameFlags::MORE_FRAGMENTS, FrameFlags::END_OF_STREAM, FrameFlags::ERROR]
             .map(FrameFlags::bits),

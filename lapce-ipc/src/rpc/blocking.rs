@@ -13,6 +13,7 @@ use bytes::Bytes;
 use super::calls::{own_answer, own_chunk, Calls, Collect, InPlace, Ticket, ToBytes, Turn};
 use super::inbound::{Inbound, Message, PayloadBlock};
 use super::outbound::{Outbound, Outbox};
+use super::window::{self, Consumed};
 use super::{check_size, greeted};
 use crate::channel::Link;
 use crate::config::IpcConfig;
@@ -245,10 +246,17 @@ impl BlockingIpcClient {
             conn.calls.give_back(inbound);
         }
         conn.outbox.send_blocking(kind, ticket.id, payload, None)?;
+        let mut consumed = window::configured(&self.config).map(Consumed::new);
         loop {
             let item = next_chunk(&mut call, kind)?;
             match item {
-                Some(chunk) => on_chunk(chunk?),
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    if let Some(consumed) = consumed.as_mut().filter(|_| conn.calls.windowed()) {
+                        credit(&conn, ticket.id, consumed, chunk.len());
+                    }
+                    on_chunk(chunk)
+                }
                 None => {
                     call.done = true;
                     return Ok(());
@@ -299,6 +307,20 @@ impl BlockingIpcClient {
     }
 }
 
+/// The owner of stream `id` takes a chunk of `len` bytes: a batch of credit goes back to the
+/// server when complete (before the chunk is handed on: the owner may take its time with it).
+/// Credit that cannot be sent means a lost connection, which the next read meets.
+fn credit(conn: &Conn, id: u64, consumed: &mut Consumed, len: usize) {
+    if let Some(bytes) = consumed.consumed(len) {
+        let payload = window::encode(bytes);
+        if conn.outbox.try_send(MessageType::StreamWindow, id, &payload)
+            || conn.outbox.send_blocking(MessageType::StreamWindow, id, &payload, None).is_ok()
+        {
+            consumed.credited(bytes);
+        }
+    }
+}
+
 /// The next chunk of a stream (`None` at its end): read as the reader, or taken from the slot.
 fn next_chunk(call: &mut CallGuard<'_>, kind: MessageType) -> Result<Option<Result<Bytes>>> {
     let item = loop {
@@ -331,8 +353,13 @@ fn establish(name: &str, config: &IpcConfig) -> Result<Arc<Conn>> {
     let (tx, rx) = stream.into_halves();
     let link = rx.link_handle();
     let mut inbound = Inbound::new(rx, max_message);
-    greeting(&mut inbound, Instant::now() + stream_config.handshake_timeout)?;
+    let deadline = Instant::now() + stream_config.handshake_timeout;
+    greeting(&mut inbound, deadline)?;
     let outbox = Outbox::new(Outbound::new(tx, max_message), None);
+    if let Some(size) = window::configured(config) {
+        // The first frame: it applies to every stream requested after it.
+        outbox.send_blocking(MessageType::StreamWindow, 0, &window::encode(size), Some(deadline))?;
+    }
     Ok(Arc::new(Conn { calls: Calls::new(inbound), outbox, link }))
 }
 

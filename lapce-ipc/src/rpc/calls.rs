@@ -28,6 +28,7 @@ use super::inbound::{Inbound, Message, PayloadBlock};
 use super::{answer_error, decode_error};
 use crate::error::{IpcError, Result};
 use crate::frame::{FrameError, MessageType};
+use crate::protocol::ErrorCode;
 
 /// The calls of one connection.
 pub(super) struct Calls {
@@ -36,6 +37,10 @@ pub(super) struct Calls {
     first_call: Arc<Notify>,
     /// Set with `Table::ended`, for a check without the lock.
     ended: AtomicBool,
+    /// The server acknowledged the stream window the client announced (`StreamWindow`, id 0):
+    /// it reads credit, so the streams' owners send it. The acknowledgement comes before the
+    /// chunks of any stream it applies to, so an owner that takes a chunk finds it set.
+    windowed: AtomicBool,
 }
 
 struct Table {
@@ -107,7 +112,12 @@ impl Calls {
             seq: 0,
             sweeps: 0,
         };
-        Calls { table: Mutex::new(table), first_call: Arc::new(Notify::new()), ended: AtomicBool::new(false) }
+        Calls {
+            table: Mutex::new(table),
+            first_call: Arc::new(Notify::new()),
+            ended: AtomicBool::new(false),
+            windowed: AtomicBool::new(false),
+        }
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {
@@ -213,9 +223,19 @@ impl Calls {
     /// Routes a message the reader read (not its own) to the call it answers and wakes the
     /// call's owner. Messages for no call (answers to calls given up, say) are dropped.
     pub(super) fn deliver(&self, msg: Message<'_>, block: &mut PayloadBlock) -> Result<(), FrameError> {
+        if msg.id == 0 && msg.kind == MessageType::StreamWindow {
+            self.windowed.store(true, Ordering::Release);
+            return Ok(());
+        }
         if msg.id == 0 && msg.kind == MessageType::Error {
-            // About the connection itself (e.g. we sent something unreadable): it closes.
             let body = decode_error(msg.in_place()?);
+            if body.code == ErrorCode::UNKNOWN_TYPE {
+                // The answer of a server that predates stream windows to our announcement: its
+                // streams run without one.
+                tracing::debug!(message = %body.message, "the server has no stream windows");
+                return Ok(());
+            }
+            // About the connection itself (e.g. we sent something unreadable): it closes.
             tracing::warn!(code = %body.code, message = %body.message, "server closes the connection");
             return Ok(());
         }
@@ -309,6 +329,11 @@ impl Calls {
         for w in wakers {
             w.wake();
         }
+    }
+
+    /// Whether the server reads stream credit (it acknowledged our window).
+    pub(super) fn windowed(&self) -> bool {
+        self.windowed.load(Ordering::Acquire)
     }
 
     /// Whether the connection has ended.

@@ -16,6 +16,7 @@ use super::calls::{
 };
 use super::inbound::Inbound;
 use super::outbound::{trim_when_idle, Outbound, Outbox};
+use super::window::{self, Consumed};
 use super::{check_size, greeted};
 use crate::channel::Link;
 use crate::config::IpcConfig;
@@ -356,7 +357,8 @@ impl IpcClient {
         let deadline = self.inner.config.request_timeout().map(|t| Instant::now() + t);
         let conn = self.connection(deadline).await?;
         let (ticket, role) = conn.calls.begin(kind, true, false)?;
-        let mut stream = ResponseStream { conn, ticket, kind, role, finished: false };
+        let consumed = window::configured(&self.inner.config).map(Consumed::new);
+        let mut stream = ResponseStream { conn, ticket, kind, role, finished: false, consumed };
         // The role is not kept between chunks (nor while the request waits for room).
         if let Some(inbound) = stream.role.take() {
             stream.conn.calls.give_back(inbound);
@@ -441,9 +443,14 @@ async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
     tokio::time::timeout(stream_config.handshake_timeout, greeting(&mut inbound))
         .await
         .map_err(|_| IpcError::Timeout)??;
+    let outbox = Outbox::new(Outbound::new(tx, max_message), None);
+    if let Some(size) = window::configured(&inner.config) {
+        // The first frame: it applies to every stream requested after it.
+        outbox.send(MessageType::StreamWindow, 0, &window::encode(size)).await?;
+    }
     let conn = Arc::new(Conn {
         calls: Calls::new(inbound),
-        outbox: Outbox::new(Outbound::new(tx, max_message), None),
+        outbox,
         link: link.clone(),
         alive: AtomicBool::new(true),
         housekeeper: Mutex::new(None),
@@ -550,6 +557,8 @@ pub struct ResponseStream {
     /// The reader role, only while `next` reads.
     role: Option<Box<Inbound>>,
     finished: bool,
+    /// What the owner consumed and did not credit back yet, when the client has a stream window.
+    consumed: Option<Consumed>,
 }
 
 impl ResponseStream {
@@ -559,14 +568,38 @@ impl ResponseStream {
         if self.finished {
             return None;
         }
+        if let Some(bytes) = self.consumed.as_ref().and_then(Consumed::due) {
+            // Credit the outbox could not take at once: it goes before we wait for more chunks
+            // (the server may be waiting for it). Here, before a chunk is taken, the wait is
+            // cancel-safe.
+            if self.conn.outbox.send(MessageType::StreamWindow, self.ticket.id, &window::encode(bytes)).await.is_ok()
+            {
+                self.consumed.as_mut().expect("just seen").credited(bytes);
+            }
+        }
         let item = self.next_item().await;
         if let Some(inbound) = self.role.take() {
             self.conn.calls.give_back(inbound);
         }
-        if !matches!(item, Some(Ok(_))) {
-            self.finished = true;
+        match &item {
+            Some(Ok(chunk)) => self.consume(chunk.len()),
+            _ => self.finished = true,
         }
         item
+    }
+
+    /// The owner takes a chunk of `len` bytes: a batch of credit goes back to the server when
+    /// complete, if the outbox takes it at once (else at the next call).
+    fn consume(&mut self, len: usize) {
+        let Some(consumed) = &mut self.consumed else { return };
+        if !self.conn.calls.windowed() {
+            return;
+        }
+        if let Some(bytes) = consumed.consumed(len) {
+            if self.conn.outbox.try_send(MessageType::StreamWindow, self.ticket.id, &window::encode(bytes)) {
+                consumed.credited(bytes);
+            }
+        }
     }
 
     async fn next_item(&mut self) -> Option<Result<Bytes>> {

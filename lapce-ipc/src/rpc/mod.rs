@@ -30,6 +30,7 @@ mod inbound;
 mod outbound;
 mod server;
 mod unwind;
+mod window;
 
 pub use blocking::BlockingIpcClient;
 pub use client::{IpcClient, ResponseStream};

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -21,6 +21,7 @@ use tokio::task::AbortHandle;
 
 use super::super::inbound::{Inbound, Message, PayloadBlock};
 use super::super::outbound::{trim_when_idle, Outbound, Outbox};
+use super::super::window::{self, StreamWindow};
 use super::super::READY;
 use super::handlers::{catch_panic, Handler, Handlers, Registered, Reply, ReplyState};
 use super::request::{start_stream, start_unary, Outgoing, Request};
@@ -42,6 +43,13 @@ pub(crate) struct Connection {
     metrics: Option<Arc<Metrics>>,
     /// Set when the connection closes: its stream senders stop.
     closed: AtomicBool,
+    /// The window the client announced for its streams (`StreamWindow`, id 0); 0 until it does
+    /// (then its streams have none).
+    stream_window: AtomicU32,
+    /// The windows of the streams running with one, by id, for the client's credit.
+    windows: Mutex<HashMap<u64, Arc<StreamWindow>>>,
+    /// Set once the connection no longer reads: no credit can come, so no window applies.
+    windows_lifted: AtomicBool,
 }
 
 impl Connection {
@@ -51,6 +59,57 @@ impl Connection {
 
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn windows(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<StreamWindow>>> {
+        self.windows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The window of a stream starting now with id `id`, registered for the client's credit;
+    /// `None` when the client announced no window (or the connection no longer reads).
+    pub(super) fn open_window(&self, id: u64) -> Option<Arc<StreamWindow>> {
+        let size = self.stream_window.load(Ordering::Relaxed);
+        if size == 0 {
+            return None;
+        }
+        let mut windows = self.windows();
+        // Checked under the lock `lift_windows` takes: a window opened after it would wait for
+        // credit that nobody reads.
+        if self.windows_lifted.load(Ordering::Relaxed) {
+            return None;
+        }
+        let w = Arc::new(StreamWindow::new(size));
+        windows.insert(id, w.clone());
+        Some(w)
+    }
+
+    /// Forgets the window of stream `id` once the stream is over (unless a later stream with the
+    /// same id has one meanwhile).
+    pub(super) fn close_window(&self, id: u64, window: &Arc<StreamWindow>) {
+        let mut windows = self.windows();
+        if windows.get(&id).is_some_and(|w| Arc::ptr_eq(w, window)) {
+            windows.remove(&id);
+        }
+    }
+
+    /// The client credits `bytes` back to stream `id`. Credit for a stream that is over (or
+    /// never had a window) is ignored: it may cross the stream's end.
+    fn credit(&self, id: u64, bytes: u32) -> std::result::Result<(), FrameError> {
+        let window = self.windows().get(&id).cloned();
+        match window {
+            Some(w) => w.credited(bytes),
+            None => Ok(()),
+        }
+    }
+
+    /// The connection no longer reads: every stream waiting for credit goes on without a window
+    /// (bounded by the ring, and stopped by the connection's end).
+    fn lift_windows(&self) {
+        let mut windows = self.windows();
+        self.windows_lifted.store(true, Ordering::Relaxed);
+        for (_, w) in windows.drain() {
+            w.lift();
+        }
     }
 
     /// Counts `len` bytes sent to the client.
@@ -70,6 +129,7 @@ pub(super) async fn serve_connection(
     let _active = ActiveGuard(server.clone());
     let Some(mut task) = ConnectionTask::open(server, stream, accepted_at).await else { return };
     while task.serve_next().await {}
+    task.conn.lift_windows();
     task.close().await;
 }
 
@@ -108,6 +168,8 @@ enum Served {
 enum Action<'h> {
     /// `Cancel` of a running request.
     Cancel(u64),
+    /// Nothing more to do (credit for a stream, taken while it was read).
+    Done,
     /// A frame to send as it is (a `Heartbeat` echo, an error).
     Send(Outgoing),
     /// An in-place handler ran: what it left to send, and how it ended.
@@ -149,6 +211,9 @@ impl ConnectionTask {
             in_flight: Mutex::default(),
             metrics: server.metrics.clone(),
             closed: AtomicBool::new(false),
+            stream_window: AtomicU32::new(0),
+            windows: Mutex::default(),
+            windows_lifted: AtomicBool::new(false),
         });
         let max_requests = server.config.ipc.max_concurrent_requests.max(1);
         let trim =
@@ -340,6 +405,18 @@ fn read_request<'h>(
     };
     Ok(match kind {
         MessageType::Cancel => Action::Cancel(id),
+        MessageType::StreamWindow if id == 0 => {
+            // The client's window for the streams it requests from now on; acknowledged, so
+            // that the client knows its credit is read.
+            let size = window::decode(msg.in_place()?)?;
+            conn.stream_window.store(size, Ordering::Relaxed);
+            let ack = Bytes::copy_from_slice(&window::encode(size));
+            Action::Send(Outgoing { kind: MessageType::StreamWindow, id: 0, payload: ack })
+        }
+        MessageType::StreamWindow => {
+            conn.credit(id, window::decode(msg.in_place()?)?)?;
+            Action::Done
+        }
         MessageType::Heartbeat => {
             Action::Send(Outgoing { kind: MessageType::Heartbeat, id, payload: msg.to_bytes(block)? })
         }
@@ -395,6 +472,7 @@ fn act_now(
             answered(None, Outgoing::error(server, id, ErrorKind::Cancelled, &body))
         }
         Action::Send(out) => answered(None, out),
+        Action::Done => None,
         Action::RanInPlace(request, reply, outcome) => match request.replied(server, conn, reply, outcome) {
             Some(out) => answered(Some(request), out),
             None => {

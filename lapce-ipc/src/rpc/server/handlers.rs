@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use super::super::outbound::Outbox;
 use super::super::unwind::{panic_message, CatchUnwind};
+use super::super::window::StreamWindow;
 use super::connection::Connection;
 use crate::error::{IpcError, Result};
 use crate::frame::MessageType;
@@ -231,17 +232,26 @@ pub struct ChunkSender {
     pub(super) metrics: Option<Arc<Metrics>>,
     /// The largest message the connection carries.
     pub(super) max: usize,
+    /// The stream's window, when the client announced one.
+    pub(super) window: Option<Arc<StreamWindow>>,
 }
 
 impl ChunkSender {
-    /// Sends one chunk, written straight into the client's ring; waits while the ring is full
-    /// (backpressure). [`IpcError::PeerGone`] when the connection is closed: stop producing. A
-    /// chunk over the connection's message limit is refused with [`IpcError::MessageTooLarge`]
-    /// (nothing is sent; the stream goes on).
+    /// Sends one chunk, written straight into the client's ring. Waits (backpressure) while
+    /// the client has the stream's window of chunks unread — the client announces the window
+    /// (its `stream_window`, 512 KiB by default) and credits back what its reader consumes — and
+    /// while the ring is full. So a handler runs no further ahead of its reader than the window,
+    /// whatever else reads the connection; dropping the client's stream cancels the handler.
+    /// [`IpcError::PeerGone`] when the connection is closed: stop producing. A chunk over the
+    /// connection's message limit is refused with [`IpcError::MessageTooLarge`] (nothing is
+    /// sent; the stream goes on).
     pub async fn send(&self, chunk: impl AsRef<[u8]>) -> Result<()> {
         let chunk = chunk.as_ref();
         if chunk.len() > self.max {
             return Err(IpcError::MessageTooLarge { len: chunk.len(), max: self.max });
+        }
+        if let Some(window) = &self.window {
+            window.reserve(chunk.len()).await;
         }
         let conn = self.conn.upgrade().filter(|c| !c.is_closed()).ok_or(IpcError::PeerGone)?;
         if let Some(m) = &self.metrics {

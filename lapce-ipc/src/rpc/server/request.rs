@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::super::error_payload;
 use super::super::unwind::CatchUnwind;
+use super::super::window::StreamWindow;
 use super::connection::Connection;
 use super::handlers::{catch_panic, ChunkSender, HandlerResult, ReplyState, Started, StreamFn, UnaryHandler};
 use super::Inner;
@@ -226,16 +227,19 @@ async fn run_stream(
     payload: Bytes,
     request: Request,
 ) {
+    let window = conn.open_window(request.id).map(|w| WindowGuard { conn: &conn, id: request.id, window: w });
     let sink = ChunkSender {
         conn: Arc::downgrade(&conn),
         id: request.id,
         metrics: server.metrics.clone(),
         max: server.config.ipc.max_message_size,
+        window: window.as_ref().map(|g| g.window.clone()),
     };
     let outcome = match catch_panic(|| f(payload, sink)) {
         Ok(future) => CatchUnwind::new(future).await,
         Err(panic) => Err(panic),
     };
+    drop(window);
     let out = match outcome {
         Ok(Ok(())) => Outgoing { kind: MessageType::StreamEnd, id: request.id, payload: Bytes::new() },
         Ok(Err(body)) => Outgoing::error(&server, request.id, ErrorKind::Handler, &body),
@@ -245,6 +249,20 @@ async fn run_stream(
         }
     };
     request.answer(&conn, out).await;
+}
+
+/// A stream's window, registered with its connection for the client's credit until the stream is
+/// over (also when its task is aborted).
+struct WindowGuard<'a> {
+    conn: &'a Connection,
+    id: u64,
+    window: Arc<StreamWindow>,
+}
+
+impl Drop for WindowGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.close_window(self.id, &self.window);
+    }
 }
 
 /// Counts a request in [`ServerStats::requests_in_flight`](super::ServerStats) (and its gauge)
