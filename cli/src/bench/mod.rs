@@ -73,9 +73,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
     /// Seconds after which a server child that has not finished its test is killed and the test
-    /// reported as failed.
+    /// reported as failed (a peer's row gets its time budget on top).
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// Time budget of a peer's measurement, in seconds (default 10, 3 with --quick): the round
+    /// trips of a peer's row (the socket baselines, Node.js IPC, iceoryx2), then its messages,
+    /// each stop at their count or after this long, whichever comes first. A row cut short is
+    /// marked (`budget_hit` in the JSON) and its figures are computed from what it reached; it
+    /// does not fail the run. lapce-ipc's own rows always run to their count.
+    #[arg(long, value_name = "SECS", value_parser = parse_budget)]
+    pub peer_budget: Option<f64>,
     /// Message sizes of the large-message rows: one-way throughput of framed lapce-ipc (messages
     /// fragmented through a 1 MiB ring) and of the socket, 2 GB of payload per row (200 MB with
     /// --quick).
@@ -129,6 +136,31 @@ pub struct BenchArgs {
     /// against another of the same run, never an absolute time) is missed or cannot be judged.
     #[arg(long)]
     pub gate: bool,
+}
+
+impl BenchArgs {
+    /// Default of `--peer-budget`, in seconds: a peer of about 60 k msg/s (Node.js IPC on a
+    /// loaded machine) would need over 30 s for 2 M messages; 10 s per test keeps a default run
+    /// within minutes whatever the peers do.
+    const PEER_BUDGET_SECS: f64 = 10.0;
+    /// Default of `--peer-budget` with `--quick`.
+    const QUICK_PEER_BUDGET_SECS: f64 = 3.0;
+
+    /// The time budget of each test of a peer's row.
+    fn peer_budget(&self) -> Duration {
+        let default = if self.quick { Self::QUICK_PEER_BUDGET_SECS } else { Self::PEER_BUDGET_SECS };
+        Duration::from_secs_f64(self.peer_budget.unwrap_or(default))
+    }
+}
+
+/// Parses `--peer-budget`: seconds, above 0 and at most an hour.
+fn parse_budget(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("bad number of seconds {s:?}"))?;
+    if v.is_finite() && v > 0.0 && v <= 3600.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} out of range: above 0 and at most 3600 seconds"))
+    }
 }
 
 /// Arguments of the hidden `bench-server` subcommand (the server child).
@@ -234,6 +266,24 @@ impl Transport {
             Transport::NodeAdvanced => "node-ipc-advanced",
             Transport::Iceoryx2Spin => "iceoryx2-spin",
             Transport::Iceoryx2WaitSet => "iceoryx2-waitset",
+        }
+    }
+
+    /// Whether this is a peer (what users would otherwise pick: the baselines, Node.js IPC,
+    /// iceoryx2) rather than lapce-ipc: its rows run within the time budget.
+    pub fn is_peer(self) -> bool {
+        match self {
+            Transport::Baseline
+            | Transport::BaselineTokio
+            | Transport::NodeJson
+            | Transport::NodeAdvanced
+            | Transport::Iceoryx2Spin
+            | Transport::Iceoryx2WaitSet => true,
+            Transport::Lapce
+            | Transport::LapceFramed
+            | Transport::LapceFramedNoCrc
+            | Transport::Rpc
+            | Transport::RpcBlocking => false,
         }
     }
 
@@ -582,7 +632,8 @@ impl Bench<'_> {
             args.push("--metrics".into());
         }
         let cleanup = if file.as_os_str().is_empty() { Vec::new() } else { vec![file] };
-        let mut server = ServerProcess::spawn(&args, Duration::from_secs(self.args.timeout), cleanup)?;
+        let timeout = Duration::from_secs(self.args.timeout) + self.budget(transport).unwrap_or_default();
+        let mut server = ServerProcess::spawn(&args, timeout, cleanup)?;
         server.wait_ready()?;
         let outcome = (|| {
             let mut client =
@@ -625,6 +676,11 @@ impl Bench<'_> {
         }
     }
 
+    /// The time budget of each test of `transport`'s rows: `Some` for the peers only.
+    fn budget(&self, transport: Transport) -> Option<Duration> {
+        transport.is_peer().then(|| self.args.peer_budget())
+    }
+
     /// Measures round-trip latency.
     fn rtt(
         &self,
@@ -633,12 +689,17 @@ impl Bench<'_> {
         payload: usize,
         counts: Counts,
     ) -> Result<Histogram<u64>> {
+        let budget = self.budget(transport);
         self.session(transport, mode, Test::Echo, payload, counts, |client, _| match client {
             Client::Lapce(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
             Client::Rpc(c) => c.rtt(payload, counts.warmup, counts.rounds, &self.all_cpus),
-            Client::Baseline(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+            Client::Baseline(c) => {
+                measure::measure_rtt_within(c, payload, counts.warmup, counts.rounds, budget)
+            }
             #[cfg(unix)]
-            Client::BaselineTokio(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+            Client::BaselineTokio(c) => {
+                measure::measure_rtt_within(c, payload, counts.warmup, counts.rounds, budget)
+            }
         })
     }
 
@@ -683,16 +744,19 @@ impl Bench<'_> {
         payload: usize,
         counts: Counts,
     ) -> Result<Throughput> {
+        let budget = self.budget(transport);
         self.session(transport, mode, test, payload, counts, |client, _| match client {
             Client::Lapce(c) => {
                 measure::measure_throughput(&mut **c, payload, counts.warmup, counts.messages)
             }
             // Request/response has no one-way mode: requests per second, many in flight.
             Client::Rpc(c) => c.pipelined(payload, counts.warmup, counts.messages / 10, &self.all_cpus),
-            Client::Baseline(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
+            Client::Baseline(c) => {
+                measure::measure_throughput_within(c, payload, counts.warmup, counts.messages, budget)
+            }
             #[cfg(unix)]
             Client::BaselineTokio(c) => {
-                measure::measure_throughput(c, payload, counts.warmup, counts.messages)
+                measure::measure_throughput_within(c, payload, counts.warmup, counts.messages, budget)
             }
         })
     }
@@ -714,11 +778,12 @@ impl Bench<'_> {
         let rtt = self.rtt(transport, mode, payload, counts).map_err(|e| e.to_string());
         match &rtt {
             Ok(h) => self.progress.done(format!(
-                "mean {} µs, p50 {} µs, p99 {} µs ({:.2} s)",
+                "mean {} µs, p50 {} µs, p99 {} µs ({:.2} s){}",
                 report::fmt_us(h.mean() / 1000.0),
                 report::us(h.value_at_quantile(0.5)),
                 report::us(h.value_at_quantile(0.99)),
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                cut_short(h.len(), counts.rounds, "round trips")
             )),
             Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
@@ -728,10 +793,15 @@ impl Bench<'_> {
         let tput = self.throughput(transport, mode, Test::Sink, payload, counts).map_err(|e| e.to_string());
         match &tput {
             Ok(r) => self.progress.done(format!(
-                "{} msg/s, {:.1} MB/s ({:.2} s)",
+                "{} msg/s, {:.1} MB/s ({:.2} s){}",
                 report::rate(r.msgs_per_sec()),
                 r.mb_per_sec(),
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                if transport.is_peer() {
+                    cut_short(r.messages, counts.messages, "messages")
+                } else {
+                    String::new()
+                }
             )),
             Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
@@ -742,6 +812,7 @@ impl Bench<'_> {
             large: false,
             rounds: counts.rounds,
             messages: counts.messages,
+            budget: self.budget(transport),
             rtt: Some(rtt),
             tput,
         }
@@ -759,19 +830,25 @@ impl Bench<'_> {
             node::Serialization::Json => Transport::NodeJson,
             node::Serialization::Advanced => Transport::NodeAdvanced,
         };
-        self.peer_case(transport, Mode::EventLoop, payload, |counts, cpus, timeout| {
-            peer.measure(serialization, payload, counts, cpus, timeout)
+        self.peer_case(transport, Mode::EventLoop, payload, |counts, cpus, budget, timeout| {
+            peer.measure(serialization, payload, counts, cpus, budget, timeout)
         })
     }
 
     /// One row of a peer that runs its own processes (Node.js, iceoryx2): `measure` gets this
-    /// run's counts, the (client, server) CPUs to pin to, and the timeout.
+    /// run's counts, the (client, server) CPUs to pin to, the time budget of each test and the
+    /// timeout (both tests' budgets on top of `--timeout`).
     fn peer_case(
         &self,
         transport: Transport,
         mode: Mode,
         payload: usize,
-        measure: impl FnOnce(Counts, Option<(usize, usize)>, Duration) -> Result<(Histogram<u64>, Throughput)>,
+        measure: impl FnOnce(
+            Counts,
+            Option<(usize, usize)>,
+            Duration,
+            Duration,
+        ) -> Result<(Histogram<u64>, Throughput)>,
     ) -> CaseResult {
         let counts = Counts::new(self.args, payload);
         let what = format!("{} {}", transport.name(), report::payload_label(payload));
@@ -784,16 +861,19 @@ impl Bench<'_> {
             Pinning::Pinned { client, server } => Some((client, server)),
             Pinning::SingleCpu | Pinning::NotPinned(_) => None,
         };
-        let timeout = Duration::from_secs(self.args.timeout);
-        let measured = measure(counts, cpus, timeout).map_err(|e| e.to_string());
+        let budget = self.args.peer_budget();
+        let timeout = Duration::from_secs(self.args.timeout) + 2 * budget;
+        let measured = measure(counts, cpus, budget, timeout).map_err(|e| e.to_string());
         let (rtt, tput) = match measured {
             Ok((h, tput)) => {
                 self.progress.done(format!(
-                    "p50 {} µs, p99 {} µs, {} msg/s ({:.2} s)",
+                    "p50 {} µs, p99 {} µs, {} msg/s ({:.2} s){}{}",
                     report::us(h.value_at_quantile(0.5)),
                     report::us(h.value_at_quantile(0.99)),
                     report::rate(tput.msgs_per_sec()),
-                    t.elapsed().as_secs_f64()
+                    t.elapsed().as_secs_f64(),
+                    cut_short(h.len(), counts.rounds, "round trips"),
+                    cut_short(tput.messages, counts.messages, "messages")
                 ));
                 (Ok(h), Ok(tput))
             }
@@ -809,6 +889,7 @@ impl Bench<'_> {
             large: false,
             rounds: counts.rounds,
             messages: counts.messages,
+            budget: self.budget(transport),
             rtt: Some(rtt),
             tput,
         }
@@ -829,10 +910,11 @@ impl Bench<'_> {
             self.throughput(transport, mode, Test::LargeSink, payload, counts).map_err(|e| e.to_string());
         match &tput {
             Ok(r) => self.progress.done(format!(
-                "{} msg/s, {:.2} GiB/s ({:.2} s)",
+                "{} msg/s, {:.2} GiB/s ({:.2} s){}",
                 report::rate(r.msgs_per_sec()),
                 r.gib_per_sec(),
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                cut_short(r.messages, counts.messages, "messages")
             )),
             Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
@@ -843,6 +925,7 @@ impl Bench<'_> {
             large: true,
             rounds: 0,
             messages: counts.messages,
+            budget: self.budget(transport),
             rtt: None,
             tput,
         }
@@ -893,6 +976,15 @@ impl Bench<'_> {
         let why = "not available on this platform (no per-process CPU time without unsafe FFI)";
         eprintln!("lapce-ipc adaptive idle CPU: {why}");
         Idle::Unavailable(why)
+    }
+}
+
+/// A note for a progress line when a test stopped at its time budget (`reached` of `asked`).
+fn cut_short(reached: u64, asked: u64, what: &str) -> String {
+    if reached < asked {
+        format!("; time budget hit: {reached} of {asked} {what}")
+    } else {
+        String::new()
     }
 }
 
@@ -1162,6 +1254,7 @@ mod tests {
             payloads: vec![],
             rounds: None,
             timeout: 60,
+            peer_budget: None,
             large: vec![],
             no_large: false,
             scale: vec![],
