@@ -352,3 +352,27 @@ fn a_slow_peer_stops_at_its_time_budget_without_failing_the_run() {
         assert!(row["error"].is_null(), "{row}");
     }
 }
+
+/// A payload size that parses but is more than the bench supports is refused at once as out of
+/// range, naming the range (not as a bad size); text that is no size is a bad size.
+#[test]
+fn sizes_beyond_the_bench_are_out_of_range_not_bad() {
+    for (flag, size) in [("--payloads", "1GiB"), ("--large", "64MiB"), ("--payloads", "0")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
+            .args(["bench", flag, size])
+            .output()
+            .expect("run lapce-ipc bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {size}: {stderr}");
+        assert!(
+            stderr.contains(&format!("size \"{size}\" out of range: the bench supports 1 B to 16 MiB")),
+            "{flag} {size}: {stderr}"
+        );
+        assert!(!stderr.contains("bad size"), "{flag} {size}: {stderr}");
+    }
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lapce-ipc")).args(["bench", "--payloads", "1 TB"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad size \"1 TB\""), "{stderr}");
+}

@@ -65,7 +65,8 @@ pub struct BenchArgs {
     /// transport and mode. Rows without round trips (large messages, failures) are left out.
     #[arg(long, value_name = "FILE.svg", conflicts_with = "scale")]
     pub plot: Option<PathBuf>,
-    /// Payload sizes to measure, comma-separated; K/KiB and M/MiB suffixes are accepted.
+    /// Payload sizes to measure, comma-separated, each 1 B to 16 MiB; K/KiB, M/MiB and G/GiB
+    /// suffixes are accepted.
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "64,1KiB,64KiB,1MiB")]
     pub payloads: Vec<usize>,
     /// Measured round trips per payload (a tenth of that from 16 KiB up). The throughput test
@@ -85,7 +86,7 @@ pub struct BenchArgs {
     pub peer_budget: Option<f64>,
     /// Message sizes of the large-message rows: one-way throughput of framed lapce-ipc (messages
     /// fragmented through a 1 MiB ring) and of the socket, 2 GB of payload per row (200 MB with
-    /// --quick).
+    /// --quick); 1 B to 16 MiB each.
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "1MiB,10MiB")]
     pub large: Vec<usize>,
     /// Skip the large-message rows.
@@ -400,21 +401,33 @@ const PEER_MAX_PAYLOAD: usize = 64 << 10;
 /// Largest payload accepted by `--payloads` and `--large`.
 const MAX_PAYLOAD: usize = 16 << 20;
 
-/// Parses a payload size: `64`, `1K`, `1KiB`, `2M`, `2MiB` (binary multiples).
+/// Parses a payload size: `64`, `1K`, `1KiB`, `2M`, `2MiB`, `1G`, `1GiB` (binary multiples).
+/// A size that parses but is not between 1 B and [`MAX_PAYLOAD`] is "out of range", with the
+/// range; only text that is no size at all is a "bad size".
 fn parse_size(s: &str) -> std::result::Result<usize, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+    let mult: u128 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1 << 10,
         "m" | "mib" | "mb" => 1 << 20,
-        _ => return Err(format!("bad size {s:?}: use a number with an optional K/KiB or M/MiB suffix")),
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => {
+            return Err(format!("bad size {s:?}: use a number with an optional K/KiB, M/MiB or G/GiB suffix"))
+        }
     };
-    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    match n.checked_mul(mult) {
-        Some(v) if (1..=MAX_PAYLOAD).contains(&v) => Ok(v),
-        _ => Err(format!("size {s:?} out of range 1 B to 16 MiB")),
+    if num.is_empty() {
+        return Err(format!("bad size {s:?}: use a number with an optional K/KiB, M/MiB or G/GiB suffix"));
+    }
+    // Digits that overflow even u128 are a size far out of range too.
+    let bytes = num.parse::<u128>().map_or(u128::MAX, |n| n.saturating_mul(mult));
+    match usize::try_from(bytes) {
+        Ok(v) if (1..=MAX_PAYLOAD).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "size {s:?} out of range: the bench supports 1 B to {}",
+            report::payload_label(MAX_PAYLOAD)
+        )),
     }
 }
 
@@ -1239,10 +1252,30 @@ mod tests {
         assert_eq!(parse_size("1KiB"), Ok(1024));
         assert_eq!(parse_size("64k"), Ok(65536));
         assert_eq!(parse_size("1 MiB"), Ok(1 << 20));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("17M").is_err());
-        assert!(parse_size("1x").is_err());
-        assert!(parse_size("").is_err());
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        // Sizes that parse but that the bench does not support: out of range, with the range.
+        for big in [
+            "0",
+            "17M",
+            "1GiB",
+            "2g",
+            "99999999999999999999999",
+            "99999999999999999999999999999999999999999K",
+        ] {
+            assert_eq!(
+                parse_size(big),
+                Err(format!("size {big:?} out of range: the bench supports 1 B to 16 MiB")),
+                "{big}"
+            );
+        }
+        // Text that is no size at all.
+        for bad in ["1x", "", "KiB", "1.5M", "-1"] {
+            assert!(
+                parse_size(bad).is_err_and(|e| e.starts_with("bad size")),
+                "{bad}: {:?}",
+                parse_size(bad)
+            );
+        }
     }
 
     #[test]
