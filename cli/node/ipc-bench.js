@@ -11,11 +11,19 @@
 //   check. The parent sends in batches and waits for each batch to be written (process.send's
 //   callback), so memory stays bounded as with the other transports' flow control.
 //
+// With --budget-ms N each test also stops after N ms (for the echo from its first answer on,
+// the warm-up included; for the sink the timed messages only), at least one round trip and one message measured: the
+// echo after the current round trip, the sink after the current batch, followed by
+// {cmd: 'end'}, which the child acks with what it received. The result then says
+// "budget_hit": true and holds the counts reached. 0 (the default) means no budget.
+// Test hook: LAPCE_IPC_BENCH_PEER_DELAY_US=N in the environment makes the child wait N µs
+// before handling each message (a slow peer for the bench's tests).
+//
 // Usage: node ipc-bench.js --serialization json|advanced --payload N --warmup N --rounds N
-//        --messages N [--pin-handshake 1]
+//        --messages N [--budget-ms N] [--pin-handshake 1]
 // With --pin-handshake 1 it first prints {"parent_pid": N, "child_pid": N} and waits for a line
 // on stdin (the bench pins the two processes to their CPUs in between). Then it prints one JSON
-// line: {"rtt_ns": [...], "messages": N, "elapsed_ns": N, "wrong": N}.
+// line: {"rtt_ns": [...], "messages": N, "elapsed_ns": N, "wrong": N, "budget_hit": B}.
 // Exits 1 with a message on stderr when a check fails.
 
 'use strict';
@@ -31,7 +39,8 @@ function parseArgs(argv) {
     out[key.slice(2)] = argv[i + 1];
   }
   out['pin-handshake'] = out['pin-handshake'] ?? '0';
-  for (const k of ['payload', 'warmup', 'rounds', 'messages', 'pin-handshake']) {
+  out['budget-ms'] = out['budget-ms'] ?? '0';
+  for (const k of ['payload', 'warmup', 'rounds', 'messages', 'pin-handshake', 'budget-ms']) {
     const v = Number(out[k]);
     if (!Number.isSafeInteger(v) || v < 0) throw new Error(`--${k} must be a non-negative integer`);
     out[k] = v;
@@ -47,6 +56,15 @@ function payloadOf(serialization, len) {
 }
 
 // --- the child: echo, then sink ------------------------------------------------------------
+
+// The test hook's delay per message, in nanoseconds (busy-waited: timers are too coarse).
+const DELAY_NS = BigInt(Number(process.env.LAPCE_IPC_BENCH_PEER_DELAY_US) || 0) * 1000n;
+
+function slowDown() {
+  if (DELAY_NS <= 0n) return;
+  const until = process.hrtime.bigint() + DELAY_NS;
+  while (process.hrtime.bigint() < until);
+}
 
 function child() {
   let expectedLen = -1;
@@ -70,6 +88,12 @@ function child() {
       process.disconnect();
       return;
     }
+    if (m.cmd === 'end') {
+      // The parent's time budget ran out: ack what came.
+      process.send({ ack: received, wrong });
+      return;
+    }
+    slowDown();
     if (expectedLen < 0) {
       process.send(m);
       return;
@@ -106,9 +130,15 @@ async function parent(args) {
     process.stdin.destroy();
   }
   const d = payloadOf(args.serialization, args.payload);
+  const budgetNs = BigInt(args['budget-ms']) * 1000000n;
+  const deadline = (from) => (budgetNs > 0n ? from + budgetNs : null);
+  const over = (until) => until !== null && process.hrtime.bigint() >= until;
+  let budgetHit = false;
 
   // Echo.
   const rtt = [];
+  // From the first answer on: the child's start is not the peer's speed.
+  let echoUntil = null;
   for (let i = 0; i < args.warmup + args.rounds; i++) {
     const t = i & 255;
     const start = process.hrtime.bigint();
@@ -120,12 +150,25 @@ async function parent(args) {
       throw new Error(`bad echo for round trip ${i}: tag ${m.t}, ${m.d.length} bytes`);
     }
     if (i >= args.warmup) rtt.push(Number(ns));
+    if (i === 0) echoUntil = deadline(process.hrtime.bigint());
+    if (over(echoUntil)) {
+      if (i < args.warmup) {
+        // The warm-up ends here; the recorded round trips start (at least one).
+        i = args.warmup - 1;
+      } else if (i + 1 < args.warmup + args.rounds) {
+        budgetHit = true;
+        break;
+      }
+    }
   }
 
   // Sink.
   sub.send({ cmd: 'sink', payload: args.payload, warmup: args.warmup, messages: args.messages });
-  const sendAll = async (count, seq0) => {
-    for (let i = 0; i < count; i += BATCH) {
+  // Sends up to `count` messages numbered from `seq0` (stopping after a batch once `until` has
+  // passed) and returns how many it sent.
+  const sendAll = async (count, seq0, until) => {
+    let i = 0;
+    while (i < count) {
       const n = Math.min(BATCH, count - i);
       await new Promise((resolve, reject) => {
         for (let j = 0; j < n; j++) {
@@ -133,26 +176,39 @@ async function parent(args) {
           sub.send({ t: (seq0 + i + j) & 255, d }, last ? (e) => (e ? reject(e) : resolve()) : undefined);
         }
       });
+      i += n;
+      if (over(until)) break;
     }
+    return i;
   };
   let ack = next();
-  await sendAll(args.warmup, 0);
+  await sendAll(args.warmup, 0, null);
   if (args.warmup > 0) {
     const a = await ack;
     if (a.ack !== args.warmup) throw new Error(`warm-up ack ${a.ack}, expected ${args.warmup}`);
     ack = next();
   }
   const start = process.hrtime.bigint();
-  await sendAll(args.messages, args.warmup);
-  const a = args.messages > 0 ? await ack : { ack: args.warmup, wrong: 0 };
+  const sent = await sendAll(args.messages, args.warmup, deadline(start));
+  if (sent < args.messages) {
+    budgetHit = true;
+    sub.send({ cmd: 'end' });
+  }
+  const a = sent > 0 ? await ack : { ack: args.warmup, wrong: 0 };
   const elapsed = process.hrtime.bigint() - start;
-  if (a.ack !== args.warmup + args.messages) {
-    throw new Error(`final ack ${a.ack}, expected ${args.warmup + args.messages}`);
+  if (a.ack !== args.warmup + sent) {
+    throw new Error(`final ack ${a.ack}, expected ${args.warmup + sent}`);
   }
   sub.send({ cmd: 'exit' });
   await new Promise((resolve) => sub.once('exit', resolve));
   process.stdout.write(
-    JSON.stringify({ rtt_ns: rtt, messages: args.messages, elapsed_ns: Number(elapsed), wrong: a.wrong }) + '\n',
+    JSON.stringify({
+      rtt_ns: rtt,
+      messages: sent,
+      elapsed_ns: Number(elapsed),
+      wrong: a.wrong,
+      budget_hit: budgetHit,
+    }) + '\n',
   );
 }
 

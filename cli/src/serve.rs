@@ -13,7 +13,7 @@ use lapce_ipc::frame::MessageType;
 use lapce_ipc::protocol::{
     AIRequest, Codec, CompletionResponse, ErrorBody, ErrorCode, MessageRole, StreamChunk,
 };
-use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer};
+use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer, ServerStats};
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -117,6 +117,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
         (None, None) => None,
     };
     let token_delay = Duration::from_millis(args.token_delay_ms);
+    let limit = config.ipc.max_connections;
     let grace = Duration::from_secs(args.grace_secs);
     runtime()?.block_on(async move {
         let server = IpcServer::bind(&name, config)?;
@@ -163,17 +164,59 @@ fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
             let server = server.clone();
             async move { server.serve().await }
         });
+        let (stop_watching, stop) = tokio::sync::watch::channel(false);
+        let watching = tokio::spawn(warn_of_refusals(server.clone(), limit, stop));
         tokio::signal::ctrl_c().await?;
         eprintln!("lapce-ipc serve: stopping (requests in flight get up to {grace:?})");
         server.shutdown(grace);
         serving.await.map_err(|e| IpcError::Io(std::io::Error::other(e)))??;
+        stop_watching.send_replace(true);
+        let _ = watching.await;
         let s = server.stats();
         eprintln!(
-            "lapce-ipc serve: stopped after {} connections, {} requests ({} errors, {} panics)",
-            s.connections_accepted, s.requests, s.errors, s.panics
+            "lapce-ipc serve: stopped after {} connections, {} requests ({} errors, {} panics); \
+             refused {} connections at the limit or during shutdown, {} clients in the handshake",
+            s.connections_accepted,
+            s.requests,
+            s.errors,
+            s.panics,
+            s.connections_refused,
+            s.handshakes_refused
         );
         Ok(())
     })
+}
+
+/// How often `serve` looks for new refusals in the server's counters.
+const REFUSAL_POLL: Duration = Duration::from_millis(100);
+
+/// Prints a warning for each peer the server refuses (the library counts them, see
+/// [`IpcServer::stats`]): at the connection limit (`limit`) or during shutdown, or in the
+/// handshake (another user, a bad or late hello). Looks every [`REFUSAL_POLL`] until `stop`
+/// says so, then once more, so every refusal counted in the summary was warned of.
+async fn warn_of_refusals(server: IpcServer, limit: usize, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut seen = ServerStats::default();
+    loop {
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(REFUSAL_POLL) => false,
+            _ = stop.changed() => true,
+        };
+        let now = server.stats();
+        for _ in seen.connections_refused..now.connections_refused {
+            eprintln!(
+                "lapce-ipc serve: warning: refused a connection (at the limit of {limit} connections, or shutting down)"
+            );
+        }
+        for _ in seen.handshakes_refused..now.handshakes_refused {
+            eprintln!(
+                "lapce-ipc serve: warning: refused a client in the handshake (another user, or a bad or late hello)"
+            );
+        }
+        seen = now;
+        if stopping {
+            return;
+        }
+    }
 }
 
 fn decode_request(bytes: &[u8]) -> Result<AIRequest, ErrorBody> {

@@ -298,3 +298,81 @@ fn plot_into_a_missing_directory_fails_before_measuring() {
     assert!(stderr.contains(&path.display().to_string()), "the error names the path:\n{stderr}");
     assert!(!stdout.contains("targets"), "nothing was measured:\n{stdout}");
 }
+
+/// A peer slowed down by the test hook (`LAPCE_IPC_BENCH_PEER_DELAY_US`: the baseline servers
+/// and the Node.js peer's child wait before each message) stops at its time budget: the run
+/// exits 0, the peer rows are marked in the JSON (`budget_hit`, the counts reached) and in the
+/// table, with figures from what they reached; lapce-ipc's rows run to their counts.
+#[test]
+fn a_slow_peer_stops_at_its_time_budget_without_failing_the_run() {
+    let json = unique_json_path();
+    let out = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
+        .args(["bench", "--quick", "--payloads", "64", "--no-large", "--no-iceoryx2"])
+        .args(["--rounds", "1000", "--peer-budget", "0.3", "--json"])
+        .arg(&json.0)
+        .env("LAPCE_IPC_BENCH_PEER_DELAY_US", "200")
+        .output()
+        .expect("run lapce-ipc bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(stdout.contains("budget hit: cut short by the time budget (0.3 s a test)"), "no mark:\n{stdout}");
+
+    let text = std::fs::read_to_string(&json.0).expect("read the JSON file");
+    let rows: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let rows = rows.as_array().expect("a JSON array");
+    let has_node = Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    let mut slowed = vec![BASELINE];
+    if cfg!(unix) {
+        slowed.push("uds-tokio");
+    }
+    if has_node {
+        slowed.extend(["node-ipc-json", "node-ipc-advanced"]);
+    }
+    for transport in slowed {
+        let row = rows
+            .iter()
+            .find(|r| r["transport"] == transport && r["test"] == "standard")
+            .unwrap_or_else(|| panic!("no row for {transport} in {text}"));
+        assert!(row["error"].is_null(), "{row}");
+        assert_eq!(row["budget_hit"], true, "{row}");
+        assert_eq!(row["budget_secs"], 0.3, "{row}");
+        // At 200 µs or more a message, 0.3 s holds well under the 10,000 messages asked.
+        let messages = row["throughput_messages"].as_u64().unwrap_or(0);
+        assert!((1..10_000).contains(&messages), "{row}");
+        let round_trips = row["rtt_round_trips"].as_u64().unwrap_or(0);
+        assert!((1..=1000).contains(&round_trips), "{row}");
+        for key in ["rtt_p50_us", "msgs_per_sec"] {
+            assert!(row[key].as_f64().is_some_and(|v| v > 0.0), "{transport}: bad {key} in {row}");
+        }
+    }
+    for row in rows.iter().filter(|r| r["transport"].as_str().is_some_and(|t| t.starts_with("lapce-ipc"))) {
+        assert_eq!(row["budget_hit"], false, "{row}");
+        assert!(row["budget_secs"].is_null(), "{row}");
+        assert!(row["error"].is_null(), "{row}");
+    }
+}
+
+/// A payload size that parses but is more than the bench supports is refused at once as out of
+/// range, naming the range (not as a bad size); text that is no size is a bad size.
+#[test]
+fn sizes_beyond_the_bench_are_out_of_range_not_bad() {
+    for (flag, size) in [("--payloads", "1GiB"), ("--large", "64MiB"), ("--payloads", "0")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
+            .args(["bench", flag, size])
+            .output()
+            .expect("run lapce-ipc bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {size}: {stderr}");
+        assert!(
+            stderr.contains(&format!("size \"{size}\" out of range: the bench supports 1 B to 16 MiB")),
+            "{flag} {size}: {stderr}"
+        );
+        assert!(!stderr.contains("bad size"), "{flag} {size}: {stderr}");
+    }
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_lapce-ipc")).args(["bench", "--payloads", "1 TB"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad size \"1 TB\""), "{stderr}");
+}

@@ -85,3 +85,73 @@ fn serve_answers_call_then_stops_gracefully_on_ctrl_c() {
     #[cfg(not(unix))]
     drop(server);
 }
+
+/// A peer refused at the connection limit (`max_connections = 1` while a chat streams) is warned
+/// of on stderr as it happens and counted in the summary when the server stops.
+#[cfg(unix)]
+#[test]
+fn serve_warns_of_refused_peers_and_counts_them_in_its_summary() {
+    use std::io::Read;
+
+    let name = format!("t-cli-refuse-{}", std::process::id());
+    let config = std::env::temp_dir().join(format!("{name}.toml"));
+    std::fs::write(&config, "[ipc]\nmax_connections = 1\n").unwrap();
+    struct RemoveOnDrop(std::path::PathBuf);
+    impl Drop for RemoveOnDrop {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _config_file = RemoveOnDrop(config.clone());
+    let child = Command::new(BIN)
+        .args(["serve", &name, "--token-delay-ms", "100", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut server = Server(Some(child));
+    let up = call_when_up(&name, &["--type", "data", "--text", "up"]);
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+
+    // A chat holds the only connection while its answer streams (~15 tokens, 100 ms apart).
+    let request = r#"{"model":"mock","messages":[{"role":"user","content":"hold the line"}]}"#;
+    let refused = loop {
+        let mut chat = Command::new(BIN)
+            .args(["call", &name, "--type", "chat", "--json", request])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut first = [0u8; 1];
+        let streaming = chat.stdout.as_mut().unwrap().read(&mut first).unwrap() == 1;
+        if !streaming {
+            // The previous call's connection was still counted: refused too; try again.
+            let _ = chat.wait();
+            continue;
+        }
+        let refused = call(&name, &["--type", "data", "--text", "one too many"]);
+        let status = chat.wait().unwrap();
+        assert!(status.success(), "the chat failed: {status}");
+        break refused;
+    };
+    assert!(!refused.status.success(), "a second connection was let in at max_connections = 1");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("limit of 1 connections"), "{why}");
+
+    let child = server.0.take().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "serve exited with {}: {log}", out.status);
+    let warnings =
+        log.matches("lapce-ipc serve: warning: refused a connection (at the limit of 1 connections").count();
+    assert!(warnings >= 1, "no warning of the refusal:\n{log}");
+    assert!(
+        log.contains(&format!(
+            "refused {warnings} connections at the limit or during shutdown, 0 clients in the handshake"
+        )),
+        "the summary does not count the {warnings} refusal(s) warned of:\n{log}"
+    );
+}

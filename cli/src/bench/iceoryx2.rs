@@ -89,15 +89,16 @@ impl Iceoryx2Peer {
         Ok(Iceoryx2Peer { program })
     }
 
-    /// Runs the echo and sink tests of one payload with `counts` in `mode`: the round-trip
-    /// histogram and the one-way throughput. The peer's client is pinned to `cpus.0` and its
-    /// server to `cpus.1` when given; both are killed after `timeout`.
+    /// Runs the echo and sink tests of one payload with `counts` in `mode`, each within
+    /// `budget`: the round-trip histogram and the one-way throughput. The peer's client is pinned
+    /// to `cpus.0` and its server to `cpus.1` when given; both are killed after `timeout`.
     pub fn measure(
         &self,
         mode: WaitMode,
         payload: usize,
         counts: Counts,
         cpus: Option<(usize, usize)>,
+        budget: Duration,
         timeout: Duration,
     ) -> Result<(Histogram<u64>, Throughput)> {
         let mut cmd = Command::new(&self.program);
@@ -105,7 +106,8 @@ impl Iceoryx2Peer {
             .args(["--payload", &payload.to_string()])
             .args(["--warmup", &counts.warmup.to_string()])
             .args(["--rounds", &counts.rounds.to_string()])
-            .args(["--messages", &counts.messages.to_string()]);
+            .args(["--messages", &counts.messages.to_string()])
+            .args(["--budget-ms", &budget.as_millis().max(1).to_string()]);
         node::run_peer(cmd, "the iceoryx2 peer", payload, counts, cpus, timeout)
     }
 }
@@ -114,8 +116,8 @@ impl Bench<'_> {
     /// Measures the iceoryx2 peer in `mode` for one payload: the same counts, tests and pinning
     /// as the other rows, run by the peer program.
     pub(super) fn iceoryx2_case(&self, peer: &Iceoryx2Peer, mode: WaitMode, payload: usize) -> CaseResult {
-        self.peer_case(mode.transport(), mode.mode(), payload, |counts, cpus, timeout| {
-            peer.measure(mode, payload, counts, cpus, timeout)
+        self.peer_case(mode.transport(), mode.mode(), payload, |counts, cpus, budget, timeout| {
+            peer.measure(mode, payload, counts, cpus, budget, timeout)
         })
     }
 }
@@ -153,6 +155,21 @@ mod tests {
         let short = r#"{"rtt_ns": [1,2], "messages": 10, "elapsed_ns": 5, "wrong": 0}"#;
         let err = node::parse_output("p", short, 64, COUNTS).unwrap_err().to_string();
         assert!(err.contains("reported 2 round trips and 10 messages, asked for 3 and 10"), "{err}");
+
+        // Fewer than asked is a result when the peer says its time budget stopped it (at least
+        // one of each), never more than asked.
+        let cut = r#"{"rtt_ns": [1,2], "messages": 4, "elapsed_ns": 5, "wrong": 0, "budget_hit": true}"#;
+        let (h, tput) = node::parse_output("p", cut, 64, COUNTS).unwrap();
+        assert_eq!((h.len(), tput.messages), (2, 4));
+        for bad in [
+            r#"{"rtt_ns": [], "messages": 4, "elapsed_ns": 5, "wrong": 0, "budget_hit": true}"#,
+            r#"{"rtt_ns": [1,2], "messages": 0, "elapsed_ns": 5, "wrong": 0, "budget_hit": true}"#,
+            r#"{"rtt_ns": [1,2,3,4], "messages": 4, "elapsed_ns": 5, "wrong": 0, "budget_hit": true}"#,
+            r#"{"rtt_ns": [1,2,3], "messages": 11, "elapsed_ns": 5, "wrong": 0, "budget_hit": true}"#,
+        ] {
+            let err = node::parse_output("p", bad, 64, COUNTS).unwrap_err().to_string();
+            assert!(err.contains("(time budget hit), asked for 3 and 10"), "{err}");
+        }
     }
 
     #[test]
@@ -175,7 +192,7 @@ mod tests {
         let counts = Counts { warmup: 5, rounds: 50, messages: 500 };
         for mode in WaitMode::ALL {
             let (h, tput) = peer
-                .measure(mode, 1024, counts, None, Duration::from_secs(60))
+                .measure(mode, 1024, counts, None, Duration::from_secs(30), Duration::from_secs(60))
                 .unwrap_or_else(|e| panic!("{mode:?}: {e}"));
             assert_eq!(h.len(), 50);
             assert!(h.min() > 0);

@@ -65,7 +65,8 @@ pub struct BenchArgs {
     /// transport and mode. Rows without round trips (large messages, failures) are left out.
     #[arg(long, value_name = "FILE.svg", conflicts_with = "scale")]
     pub plot: Option<PathBuf>,
-    /// Payload sizes to measure, comma-separated; K/KiB and M/MiB suffixes are accepted.
+    /// Payload sizes to measure, comma-separated, each 1 B to 16 MiB; K/KiB, M/MiB and G/GiB
+    /// suffixes are accepted.
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "64,1KiB,64KiB,1MiB")]
     pub payloads: Vec<usize>,
     /// Measured round trips per payload (a tenth of that from 16 KiB up). The throughput test
@@ -73,12 +74,19 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
     /// Seconds after which a server child that has not finished its test is killed and the test
-    /// reported as failed.
+    /// reported as failed (a peer's row gets its time budget on top).
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
+    /// Time budget of a peer's measurement, in seconds (default 10, 3 with --quick): the round
+    /// trips of a peer's row (the socket baselines, Node.js IPC, iceoryx2), then its messages,
+    /// each stop at their count or after this long, whichever comes first. A row cut short is
+    /// marked (`budget_hit` in the JSON) and its figures are computed from what it reached; it
+    /// does not fail the run. lapce-ipc's own rows always run to their count.
+    #[arg(long, value_name = "SECS", value_parser = parse_budget)]
+    pub peer_budget: Option<f64>,
     /// Message sizes of the large-message rows: one-way throughput of framed lapce-ipc (messages
     /// fragmented through a 1 MiB ring) and of the socket, 2 GB of payload per row (200 MB with
-    /// --quick).
+    /// --quick); 1 B to 16 MiB each.
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "1MiB,10MiB")]
     pub large: Vec<usize>,
     /// Skip the large-message rows.
@@ -129,6 +137,31 @@ pub struct BenchArgs {
     /// against another of the same run, never an absolute time) is missed or cannot be judged.
     #[arg(long)]
     pub gate: bool,
+}
+
+impl BenchArgs {
+    /// Default of `--peer-budget`, in seconds: a peer of about 60 k msg/s (Node.js IPC on a
+    /// loaded machine) would need over 30 s for 2 M messages; 10 s per test keeps a default run
+    /// within minutes whatever the peers do.
+    const PEER_BUDGET_SECS: f64 = 10.0;
+    /// Default of `--peer-budget` with `--quick`.
+    const QUICK_PEER_BUDGET_SECS: f64 = 3.0;
+
+    /// The time budget of each test of a peer's row.
+    fn peer_budget(&self) -> Duration {
+        let default = if self.quick { Self::QUICK_PEER_BUDGET_SECS } else { Self::PEER_BUDGET_SECS };
+        Duration::from_secs_f64(self.peer_budget.unwrap_or(default))
+    }
+}
+
+/// Parses `--peer-budget`: seconds, above 0 and at most an hour.
+fn parse_budget(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("bad number of seconds {s:?}"))?;
+    if v.is_finite() && v > 0.0 && v <= 3600.0 {
+        Ok(v)
+    } else {
+        Err(format!("{s:?} out of range: above 0 and at most 3600 seconds"))
+    }
 }
 
 /// Arguments of the hidden `bench-server` subcommand (the server child).
@@ -234,6 +267,24 @@ impl Transport {
             Transport::NodeAdvanced => "node-ipc-advanced",
             Transport::Iceoryx2Spin => "iceoryx2-spin",
             Transport::Iceoryx2WaitSet => "iceoryx2-waitset",
+        }
+    }
+
+    /// Whether this is a peer (what users would otherwise pick: the baselines, Node.js IPC,
+    /// iceoryx2) rather than lapce-ipc: its rows run within the time budget.
+    pub fn is_peer(self) -> bool {
+        match self {
+            Transport::Baseline
+            | Transport::BaselineTokio
+            | Transport::NodeJson
+            | Transport::NodeAdvanced
+            | Transport::Iceoryx2Spin
+            | Transport::Iceoryx2WaitSet => true,
+            Transport::Lapce
+            | Transport::LapceFramed
+            | Transport::LapceFramedNoCrc
+            | Transport::Rpc
+            | Transport::RpcBlocking => false,
         }
     }
 
@@ -350,21 +401,33 @@ const PEER_MAX_PAYLOAD: usize = 64 << 10;
 /// Largest payload accepted by `--payloads` and `--large`.
 const MAX_PAYLOAD: usize = 16 << 20;
 
-/// Parses a payload size: `64`, `1K`, `1KiB`, `2M`, `2MiB` (binary multiples).
+/// Parses a payload size: `64`, `1K`, `1KiB`, `2M`, `2MiB`, `1G`, `1GiB` (binary multiples).
+/// A size that parses but is not between 1 B and [`MAX_PAYLOAD`] is "out of range", with the
+/// range; only text that is no size at all is a "bad size".
 fn parse_size(s: &str) -> std::result::Result<usize, String> {
     let t = s.trim();
     let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(digits);
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+    let mult: u128 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1 << 10,
         "m" | "mib" | "mb" => 1 << 20,
-        _ => return Err(format!("bad size {s:?}: use a number with an optional K/KiB or M/MiB suffix")),
+        "g" | "gib" | "gb" => 1 << 30,
+        _ => {
+            return Err(format!("bad size {s:?}: use a number with an optional K/KiB, M/MiB or G/GiB suffix"))
+        }
     };
-    let n: usize = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    match n.checked_mul(mult) {
-        Some(v) if (1..=MAX_PAYLOAD).contains(&v) => Ok(v),
-        _ => Err(format!("size {s:?} out of range 1 B to 16 MiB")),
+    if num.is_empty() {
+        return Err(format!("bad size {s:?}: use a number with an optional K/KiB, M/MiB or G/GiB suffix"));
+    }
+    // Digits that overflow even u128 are a size far out of range too.
+    let bytes = num.parse::<u128>().map_or(u128::MAX, |n| n.saturating_mul(mult));
+    match usize::try_from(bytes) {
+        Ok(v) if (1..=MAX_PAYLOAD).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "size {s:?} out of range: the bench supports 1 B to {}",
+            report::payload_label(MAX_PAYLOAD)
+        )),
     }
 }
 
@@ -582,7 +645,8 @@ impl Bench<'_> {
             args.push("--metrics".into());
         }
         let cleanup = if file.as_os_str().is_empty() { Vec::new() } else { vec![file] };
-        let mut server = ServerProcess::spawn(&args, Duration::from_secs(self.args.timeout), cleanup)?;
+        let timeout = Duration::from_secs(self.args.timeout) + self.budget(transport).unwrap_or_default();
+        let mut server = ServerProcess::spawn(&args, timeout, cleanup)?;
         server.wait_ready()?;
         let outcome = (|| {
             let mut client =
@@ -625,6 +689,11 @@ impl Bench<'_> {
         }
     }
 
+    /// The time budget of each test of `transport`'s rows: `Some` for the peers only.
+    fn budget(&self, transport: Transport) -> Option<Duration> {
+        transport.is_peer().then(|| self.args.peer_budget())
+    }
+
     /// Measures round-trip latency.
     fn rtt(
         &self,
@@ -633,12 +702,17 @@ impl Bench<'_> {
         payload: usize,
         counts: Counts,
     ) -> Result<Histogram<u64>> {
+        let budget = self.budget(transport);
         self.session(transport, mode, Test::Echo, payload, counts, |client, _| match client {
             Client::Lapce(c) => measure::measure_rtt(&mut **c, payload, counts.warmup, counts.rounds),
             Client::Rpc(c) => c.rtt(payload, counts.warmup, counts.rounds, &self.all_cpus),
-            Client::Baseline(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+            Client::Baseline(c) => {
+                measure::measure_rtt_within(c, payload, counts.warmup, counts.rounds, budget)
+            }
             #[cfg(unix)]
-            Client::BaselineTokio(c) => measure::measure_rtt(c, payload, counts.warmup, counts.rounds),
+            Client::BaselineTokio(c) => {
+                measure::measure_rtt_within(c, payload, counts.warmup, counts.rounds, budget)
+            }
         })
     }
 
@@ -683,16 +757,19 @@ impl Bench<'_> {
         payload: usize,
         counts: Counts,
     ) -> Result<Throughput> {
+        let budget = self.budget(transport);
         self.session(transport, mode, test, payload, counts, |client, _| match client {
             Client::Lapce(c) => {
                 measure::measure_throughput(&mut **c, payload, counts.warmup, counts.messages)
             }
             // Request/response has no one-way mode: requests per second, many in flight.
             Client::Rpc(c) => c.pipelined(payload, counts.warmup, counts.messages / 10, &self.all_cpus),
-            Client::Baseline(c) => measure::measure_throughput(c, payload, counts.warmup, counts.messages),
+            Client::Baseline(c) => {
+                measure::measure_throughput_within(c, payload, counts.warmup, counts.messages, budget)
+            }
             #[cfg(unix)]
             Client::BaselineTokio(c) => {
-                measure::measure_throughput(c, payload, counts.warmup, counts.messages)
+                measure::measure_throughput_within(c, payload, counts.warmup, counts.messages, budget)
             }
         })
     }
@@ -714,11 +791,12 @@ impl Bench<'_> {
         let rtt = self.rtt(transport, mode, payload, counts).map_err(|e| e.to_string());
         match &rtt {
             Ok(h) => self.progress.done(format!(
-                "mean {} µs, p50 {} µs, p99 {} µs ({:.2} s)",
+                "mean {} µs, p50 {} µs, p99 {} µs ({:.2} s){}",
                 report::fmt_us(h.mean() / 1000.0),
                 report::us(h.value_at_quantile(0.5)),
                 report::us(h.value_at_quantile(0.99)),
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                cut_short(h.len(), counts.rounds, "round trips")
             )),
             Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
@@ -728,10 +806,15 @@ impl Bench<'_> {
         let tput = self.throughput(transport, mode, Test::Sink, payload, counts).map_err(|e| e.to_string());
         match &tput {
             Ok(r) => self.progress.done(format!(
-                "{} msg/s, {:.1} MB/s ({:.2} s)",
+                "{} msg/s, {:.1} MB/s ({:.2} s){}",
                 report::rate(r.msgs_per_sec()),
                 r.mb_per_sec(),
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                if transport.is_peer() {
+                    cut_short(r.messages, counts.messages, "messages")
+                } else {
+                    String::new()
+                }
             )),
             Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
@@ -742,6 +825,7 @@ impl Bench<'_> {
             large: false,
             rounds: counts.rounds,
             messages: counts.messages,
+            budget: self.budget(transport),
             rtt: Some(rtt),
             tput,
         }
@@ -759,19 +843,25 @@ impl Bench<'_> {
             node::Serialization::Json => Transport::NodeJson,
             node::Serialization::Advanced => Transport::NodeAdvanced,
         };
-        self.peer_case(transport, Mode::EventLoop, payload, |counts, cpus, timeout| {
-            peer.measure(serialization, payload, counts, cpus, timeout)
+        self.peer_case(transport, Mode::EventLoop, payload, |counts, cpus, budget, timeout| {
+            peer.measure(serialization, payload, counts, cpus, budget, timeout)
         })
     }
 
     /// One row of a peer that runs its own processes (Node.js, iceoryx2): `measure` gets this
-    /// run's counts, the (client, server) CPUs to pin to, and the timeout.
+    /// run's counts, the (client, server) CPUs to pin to, the time budget of each test and the
+    /// timeout (both tests' budgets on top of `--timeout`).
     fn peer_case(
         &self,
         transport: Transport,
         mode: Mode,
         payload: usize,
-        measure: impl FnOnce(Counts, Option<(usize, usize)>, Duration) -> Result<(Histogram<u64>, Throughput)>,
+        measure: impl FnOnce(
+            Counts,
+            Option<(usize, usize)>,
+            Duration,
+            Duration,
+        ) -> Result<(Histogram<u64>, Throughput)>,
     ) -> CaseResult {
         let counts = Counts::new(self.args, payload);
         let what = format!("{} {}", transport.name(), report::payload_label(payload));
@@ -784,16 +874,19 @@ impl Bench<'_> {
             Pinning::Pinned { client, server } => Some((client, server)),
             Pinning::SingleCpu | Pinning::NotPinned(_) => None,
         };
-        let timeout = Duration::from_secs(self.args.timeout);
-        let measured = measure(counts, cpus, timeout).map_err(|e| e.to_string());
+        let budget = self.args.peer_budget();
+        let timeout = Duration::from_secs(self.args.timeout) + 2 * budget;
+        let measured = measure(counts, cpus, budget, timeout).map_err(|e| e.to_string());
         let (rtt, tput) = match measured {
             Ok((h, tput)) => {
                 self.progress.done(format!(
-                    "p50 {} µs, p99 {} µs, {} msg/s ({:.2} s)",
+                    "p50 {} µs, p99 {} µs, {} msg/s ({:.2} s){}{}",
                     report::us(h.value_at_quantile(0.5)),
                     report::us(h.value_at_quantile(0.99)),
                     report::rate(tput.msgs_per_sec()),
-                    t.elapsed().as_secs_f64()
+                    t.elapsed().as_secs_f64(),
+                    cut_short(h.len(), counts.rounds, "round trips"),
+                    cut_short(tput.messages, counts.messages, "messages")
                 ));
                 (Ok(h), Ok(tput))
             }
@@ -809,6 +902,7 @@ impl Bench<'_> {
             large: false,
             rounds: counts.rounds,
             messages: counts.messages,
+            budget: self.budget(transport),
             rtt: Some(rtt),
             tput,
         }
@@ -829,10 +923,11 @@ impl Bench<'_> {
             self.throughput(transport, mode, Test::LargeSink, payload, counts).map_err(|e| e.to_string());
         match &tput {
             Ok(r) => self.progress.done(format!(
-                "{} msg/s, {:.2} GiB/s ({:.2} s)",
+                "{} msg/s, {:.2} GiB/s ({:.2} s){}",
                 report::rate(r.msgs_per_sec()),
                 r.gib_per_sec(),
-                t.elapsed().as_secs_f64()
+                t.elapsed().as_secs_f64(),
+                cut_short(r.messages, counts.messages, "messages")
             )),
             Err(e) => self.progress.done(format!("FAILED: {e}")),
         }
@@ -843,6 +938,7 @@ impl Bench<'_> {
             large: true,
             rounds: 0,
             messages: counts.messages,
+            budget: self.budget(transport),
             rtt: None,
             tput,
         }
@@ -893,6 +989,15 @@ impl Bench<'_> {
         let why = "not available on this platform (no per-process CPU time without unsafe FFI)";
         eprintln!("lapce-ipc adaptive idle CPU: {why}");
         Idle::Unavailable(why)
+    }
+}
+
+/// A note for a progress line when a test stopped at its time budget (`reached` of `asked`).
+fn cut_short(reached: u64, asked: u64, what: &str) -> String {
+    if reached < asked {
+        format!("; time budget hit: {reached} of {asked} {what}")
+    } else {
+        String::new()
     }
 }
 
@@ -1147,10 +1252,30 @@ mod tests {
         assert_eq!(parse_size("1KiB"), Ok(1024));
         assert_eq!(parse_size("64k"), Ok(65536));
         assert_eq!(parse_size("1 MiB"), Ok(1 << 20));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("17M").is_err());
-        assert!(parse_size("1x").is_err());
-        assert!(parse_size("").is_err());
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        // Sizes that parse but that the bench does not support: out of range, with the range.
+        for big in [
+            "0",
+            "17M",
+            "1GiB",
+            "2g",
+            "99999999999999999999999",
+            "99999999999999999999999999999999999999999K",
+        ] {
+            assert_eq!(
+                parse_size(big),
+                Err(format!("size {big:?} out of range: the bench supports 1 B to 16 MiB")),
+                "{big}"
+            );
+        }
+        // Text that is no size at all.
+        for bad in ["1x", "", "KiB", "1.5M", "-1"] {
+            assert!(
+                parse_size(bad).is_err_and(|e| e.starts_with("bad size")),
+                "{bad}: {:?}",
+                parse_size(bad)
+            );
+        }
     }
 
     #[test]
@@ -1162,6 +1287,7 @@ mod tests {
             payloads: vec![],
             rounds: None,
             timeout: 60,
+            peer_budget: None,
             large: vec![],
             no_large: false,
             scale: vec![],

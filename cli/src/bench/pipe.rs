@@ -17,7 +17,7 @@ use tokio::runtime::Runtime;
 
 use super::child::announce_ready;
 use super::measure::{self, Result, ServerConn};
-use super::prefixed::{encode_frame, frame_len, PrefixedConn, HEADER, READ_BUF};
+use super::prefixed::{check, encode_frame, frame_len, PrefixedConn, HEADER, READ_BUF};
 use super::{Mode, ServerArgs, Test};
 
 /// Name of the baseline in the table and the JSON.
@@ -93,7 +93,13 @@ impl ServerConn for PipeServer {
     fn recv_check(&mut self, len: usize, tag: u8) -> Result<bool> {
         let got = self.rt.block_on(read_frame(&mut self.pipe, &mut self.frame))?;
         let got = got.ok_or("peer closed the connection")?;
-        Ok(got == len && self.frame.get(HEADER) == Some(&tag))
+        Ok(check(&self.frame, got, len, tag))
+    }
+
+    fn recv_check_or_end(&mut self, len: usize, tag: u8) -> Result<Option<bool>> {
+        let got = self.rt.block_on(read_frame(&mut self.pipe, &mut self.frame))?;
+        let got = got.ok_or("peer closed the connection")?;
+        Ok((got > 0).then(|| check(&self.frame, got, len, tag)))
     }
 
     fn send(&mut self, msg: &[u8]) -> Result<()> {
@@ -120,12 +126,9 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
         Ok::<_, measure::Error>(server)
     })?;
     let mut conn = PipeServer { rt, pipe: BufReader::with_capacity(READ_BUF, pipe), frame: Vec::new() };
-    match args.test {
-        Test::Echo => measure::serve_echo(&mut conn),
-        Test::Sink | Test::LargeSink => {
-            measure::serve_sink(&mut conn, args.payload, args.warmup, args.count)?;
-            while conn.rt.block_on(read_frame(&mut conn.pipe, &mut conn.frame))?.is_some() {}
-            Ok(())
-        }
+    measure::serve_baseline(&mut conn, args.test, args.payload, args.warmup, args.count)?;
+    if args.test != Test::Echo {
+        while conn.rt.block_on(read_frame(&mut conn.pipe, &mut conn.frame))?.is_some() {}
     }
+    Ok(())
 }

@@ -308,6 +308,7 @@ mod tests {
             large: false,
             rounds: 100,
             messages: 1,
+            budget: None,
             rtt: Some(Ok(h)),
             tput: Ok(Throughput { messages: 1, payload, elapsed: Duration::from_secs(1) }),
         }

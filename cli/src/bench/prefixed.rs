@@ -86,6 +86,12 @@ pub fn probe(frame: &[u8], len: usize) -> (usize, u8) {
     (len, frame.get(HEADER).copied().unwrap_or(0))
 }
 
+/// Whether a received frame of payload length `got` is `len` bytes long and starts with `tag`:
+/// what `recv_check` returns.
+pub fn check(frame: &[u8], got: usize, len: usize, tag: u8) -> bool {
+    got == len && frame.get(HEADER) == Some(&tag)
+}
+
 /// Copies a received frame's `len`-byte payload into `buf`: what `recv_into` returns.
 pub fn copy_payload(frame: &[u8], len: usize, buf: &mut [u8]) -> Result<usize> {
     if len > buf.len() {
@@ -123,7 +129,12 @@ impl<S: Read + Write> ServerConn for PrefixedConn<S> {
 
     fn recv_check(&mut self, len: usize, tag: u8) -> Result<bool> {
         let got = self.expect_frame()?;
-        Ok(got == len && self.frame.get(HEADER) == Some(&tag))
+        Ok(check(&self.frame, got, len, tag))
+    }
+
+    fn recv_check_or_end(&mut self, len: usize, tag: u8) -> Result<Option<bool>> {
+        let got = self.expect_frame()?;
+        Ok((got > 0).then(|| check(&self.frame, got, len, tag)))
     }
 
     fn send(&mut self, msg: &[u8]) -> Result<()> {

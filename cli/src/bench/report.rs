@@ -24,6 +24,8 @@ pub struct CaseResult {
     pub rounds: u64,
     /// Timed throughput messages.
     pub messages: u64,
+    /// The time budget of each test, for a peer's row (`None`: lapce-ipc, run to the counts).
+    pub budget: Option<Duration>,
     /// Round-trip latencies in nanoseconds, or why they are missing; `None` when not measured
     /// (large-message rows).
     pub rtt: Option<Result<Histogram<u64>, String>>,
@@ -202,6 +204,15 @@ pub struct Row {
     pub vs_peers: BTreeMap<String, PeerRatio>,
     /// Idle row only: CPU of the idle server in percent of one core.
     pub idle_cpu_percent: Option<f64>,
+    /// A peer's row: the time budget of each of its tests, in seconds (`--peer-budget`); null
+    /// for lapce-ipc's rows, which run to their counts.
+    pub budget_secs: Option<f64>,
+    /// The time budget stopped a test of this row before its count: `rtt_round_trips` and
+    /// `throughput_messages` are the counts reached, and the figures are computed from them.
+    pub budget_hit: bool,
+    /// What the budget cut short, for the table (`budget_hit` rows only).
+    #[serde(skip)]
+    pub budget_note: Option<String>,
     /// What went wrong, if a measurement failed.
     pub error: Option<String>,
 }
@@ -238,6 +249,9 @@ impl Row {
             msgs_per_sec_vs_uds: None,
             vs_peers: BTreeMap::new(),
             idle_cpu_percent: None,
+            budget_secs: None,
+            budget_hit: false,
+            budget_note: None,
             error: None,
         }
     }
@@ -318,6 +332,28 @@ pub fn rows(cases: &[CaseResult], idle: &Idle) -> Vec<Row> {
             }
             if !errors.is_empty() {
                 row.error = Some(errors.join("; "));
+            }
+            if let Some(budget) = c.budget {
+                row.budget_secs = Some(budget.as_secs_f64());
+                let mut cut = Vec::new();
+                if let Some(Ok(h)) = &c.rtt {
+                    if h.len() < c.rounds {
+                        cut.push(format!("{} of {} round trips", h.len(), c.rounds));
+                    }
+                }
+                if let Ok(t) = &c.tput {
+                    if t.messages < c.messages {
+                        cut.push(format!("{} of {} messages", t.messages, c.messages));
+                    }
+                }
+                if !cut.is_empty() {
+                    row.budget_hit = true;
+                    row.budget_note = Some(format!(
+                        "cut short by the time budget ({} s a test): figures from {}",
+                        budget.as_secs_f64(),
+                        cut.join(" and ")
+                    ));
+                }
             }
             row
         })
@@ -450,9 +486,7 @@ pub fn print_table(rows: &[Row]) {
             opt(row.mb_per_sec, |x| format!("{x:.1}")),
             ratio(row.msgs_per_sec_vs_uds),
         );
-        if let Some(e) = &row.error {
-            println!("    error: {e}");
-        }
+        print_marks(row);
     }
     println!();
     println!(
@@ -461,6 +495,17 @@ pub fn print_table(rows: &[Row]) {
     println!("MB = 1e6 bytes of payload; throughput is one-way, timed from the first send to the final ack.");
     super::rpc_report::print_note(rows);
     print_peer_ratios(rows);
+}
+
+/// Prints what is to be said under a row of a table: its error, and that the time budget cut
+/// it short.
+fn print_marks(row: &Row) {
+    if let Some(e) = &row.error {
+        println!("    error: {e}");
+    }
+    if let Some(note) = &row.budget_note {
+        println!("    budget hit: {note}");
+    }
 }
 
 /// Prints each lapce-ipc row's ratios to every peer of the run (none when the baseline is the
@@ -544,9 +589,7 @@ pub fn print_large_table(rows: &[Row]) {
             opt(row.gib_per_sec, |x| format!("{x:.2}")),
             ratio,
         );
-        if let Some(e) = &row.error {
-            println!("    error: {e}");
-        }
+        print_marks(row);
     }
     println!();
     println!(
@@ -848,6 +891,7 @@ mod tests {
                 large: false,
                 rounds: 1,
                 messages: 1,
+                budget: None,
                 rtt: Some(Ok(h)),
                 tput: tput(4_000_000),
             },
@@ -858,6 +902,7 @@ mod tests {
                 large: false,
                 rounds: 1,
                 messages: 1,
+                budget: None,
                 rtt: Some(Ok(slow)),
                 tput: tput(1_000_000),
             },
@@ -869,6 +914,7 @@ mod tests {
                 large: true,
                 rounds: 0,
                 messages: 1,
+                budget: None,
                 rtt: None,
                 tput: tput(3_000_000),
             },
@@ -879,6 +925,7 @@ mod tests {
                 large: true,
                 rounds: 0,
                 messages: 1,
+                budget: None,
                 rtt: None,
                 tput: tput(2_000_000),
             },
@@ -914,6 +961,7 @@ mod tests {
             large: false,
             rounds: 1,
             messages: msgs_per_sec,
+            budget: None,
             rtt: Some(Ok(h)),
             tput: Ok(Throughput { messages: msgs_per_sec, payload, elapsed: Duration::from_secs(1) }),
         }
@@ -978,6 +1026,7 @@ mod tests {
                 large: false,
                 rounds: rtts_ns.len() as u64,
                 messages: 1,
+                budget: None,
                 rtt: Some(Ok(h)),
                 tput: Ok(Throughput {
                     messages: msgs_per_sec,

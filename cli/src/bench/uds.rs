@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::child::announce_ready;
 use super::measure::{self, Result};
 use super::prefixed::PrefixedConn;
-use super::{Mode, ServerArgs, Test};
+use super::{Mode, ServerArgs};
 
 /// Name of the baseline in the table and the JSON.
 pub const NAME: &str = "uds";
@@ -58,8 +58,5 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
     drop(listener);
     drop(file);
     let mut conn = wrap(sock)?;
-    match args.test {
-        Test::Echo => measure::serve_echo(&mut conn),
-        Test::Sink | Test::LargeSink => measure::serve_sink(&mut conn, args.payload, args.warmup, args.count),
-    }
+    measure::serve_baseline(&mut conn, args.test, args.payload, args.warmup, args.count)
 }

@@ -16,7 +16,7 @@ use tokio::runtime::Runtime;
 use super::child::announce_ready;
 use super::measure::{self, ClientConn, Result, ServerConn};
 use super::prefixed::{self, encode_frame, frame_len, HEADER, READ_BUF};
-use super::{Mode, ServerArgs, Test};
+use super::{Mode, ServerArgs};
 
 /// One end of a framed tokio socket connection (the client and the server).
 pub struct Conn {
@@ -92,7 +92,12 @@ impl ServerConn for Conn {
 
     fn recv_check(&mut self, len: usize, tag: u8) -> Result<bool> {
         let got = self.expect_frame()?;
-        Ok(got == len && self.frame.get(HEADER) == Some(&tag))
+        Ok(prefixed::check(&self.frame, got, len, tag))
+    }
+
+    fn recv_check_or_end(&mut self, len: usize, tag: u8) -> Result<Option<bool>> {
+        let got = self.expect_frame()?;
+        Ok((got > 0).then(|| prefixed::check(&self.frame, got, len, tag)))
     }
 
     fn send(&mut self, msg: &[u8]) -> Result<()> {
@@ -131,8 +136,5 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
         Ok::<_, measure::Error>(sock)
     })?;
     let mut conn = Conn::new(rt, sock);
-    match args.test {
-        Test::Echo => measure::serve_echo(&mut conn),
-        Test::Sink | Test::LargeSink => measure::serve_sink(&mut conn, args.payload, args.warmup, args.count),
-    }
+    measure::serve_baseline(&mut conn, args.test, args.payload, args.warmup, args.count)
 }

@@ -24,12 +24,22 @@
 //!   256 requests. The echo test has a service of its own with 2 (iceoryx2's cost per request
 //!   grows with that setting, see [`ECHO_IN_FLIGHT`]).
 //!
+//! With `--budget-ms N` each test also stops after N ms (the echo's warm-up included, the sink's
+//! timed requests only), at least one round trip and one request measured. The server needs no
+//! count for that: the echo phase ends with the first sink request, and a sink cut short ends
+//! with one request on the echo service, which the server answers with the sink's ack once it
+//! has taken every sink request before it. The result line then says `"budget_hit": true` and
+//! holds the counts reached.
+//!
 //! Usage: `lapce-ipc-iceoryx2-peer --mode spin|waitset --payload N --warmup N --rounds N
-//! --messages N [--pin-handshake 1]`, the same line protocol as `cli/node/ipc-bench.js`: with
-//! `--pin-handshake 1` it first prints `{"parent_pid": N, "child_pid": N}` and waits for a line on
-//! stdin (the bench pins the two processes to their CPUs in between); then it prints one JSON
-//! line, `{"rtt_ns": [...], "messages": N, "elapsed_ns": N, "wrong": N}`. Exits 2 on bad
-//! arguments and 1 with a message on stderr when something fails.
+//! --messages N [--budget-ms N] [--pin-handshake 1]`, the same line protocol as
+//! `cli/node/ipc-bench.js`: with `--pin-handshake 1` it first prints `{"parent_pid": N,
+//! "child_pid": N}` and waits for a line on stdin (the bench pins the two processes to their
+//! CPUs in between); then it prints one JSON line, `{"rtt_ns": [...], "messages": N,
+//! "elapsed_ns": N, "wrong": N, "budget_hit": B}`. Exits 2 on bad arguments and 1 with a message
+//! on stderr when something fails. Test hook: `LAPCE_IPC_BENCH_PEER_DELAY_US=N` in the
+//! environment makes the server wait N µs before each request it takes (a slow peer for the
+//! bench's tests).
 //!
 //! The process started by the bench is the client; it starts this binary again as the server
 //! (`--child ID`). Each run has an iceoryx2 domain of its own (root directory
@@ -108,6 +118,8 @@ struct Args {
     warmup: u64,
     rounds: u64,
     messages: u64,
+    /// Time budget of each test in milliseconds (0: none).
+    budget_ms: u64,
     pin_handshake: bool,
     /// Set in the server child: the run's id (its domain and service names).
     child: Option<String>,
@@ -119,6 +131,7 @@ impl Args {
         let mut mode = None;
         let (mut payload, mut warmup, mut rounds, mut messages) = (None, None, None, None);
         let mut pin_handshake = false;
+        let mut budget_ms = 0;
         let mut child = None;
         let mut it = argv.iter();
         while let Some(key) = it.next() {
@@ -137,6 +150,7 @@ impl Args {
                 "--rounds" => rounds = Some(number()?),
                 "--messages" => messages = Some(number()?),
                 "--pin-handshake" => pin_handshake = number()? != 0,
+                "--budget-ms" => budget_ms = number()?,
                 "--child" => child = Some(value.clone()),
                 _ => return Err(format!("unknown argument {key}")),
             }
@@ -156,6 +170,7 @@ impl Args {
             warmup: need(warmup, "--warmup")?,
             rounds: need(rounds, "--rounds")?,
             messages,
+            budget_ms,
             pin_handshake,
             child,
         })
@@ -362,7 +377,7 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
     let base = format!("lapce-ipc-bench/iceoryx2/{id}");
     let echo = request_response(&node, &base, "echo", ECHO_IN_FLIGHT, true)?;
     let sink = request_response(&node, &base, "sink", args.in_flight(), true)?;
-    let echo_client = echo.client_builder().initial_max_slice_len(args.payload).create()?;
+    let echo_client = echo.client_builder().initial_max_slice_len(args.payload.max(ACK_LEN)).create()?;
     let sink_client = sink.client_builder().initial_max_slice_len(args.payload).create()?;
     let events = match args.mode {
         Mode::Spin => None,
@@ -385,7 +400,7 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()?;
-    let outcome = (|| -> Result<(Vec<u64>, u64, u64)> {
+    let outcome = (|| -> Result<(Vec<u64>, u64, u64, u64, bool)> {
         let mut ready = String::new();
         BufReader::new(child.stdout.take().expect("stdout is piped")).read_line(&mut ready)?;
         if ready.trim() != "ready" {
@@ -419,10 +434,17 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
         };
         let notifier = events.as_ref().map(|(_, _, n, _)| n);
 
-        // Echo.
+        let budget = (args.budget_ms > 0).then(|| Duration::from_millis(args.budget_ms));
+        let over = |deadline: Option<Instant>| deadline.is_some_and(|d| Instant::now() >= d);
+        let mut budget_hit = false;
+
+        // Echo: within the budget, the warm-up included (past it the warm-up ends at once, the
+        // recording after the current round trip).
         let mut rtt = Vec::with_capacity(args.rounds as usize);
         let mut msg = vec![0xA5u8; args.payload];
-        for i in 0..args.warmup + args.rounds {
+        let deadline = budget.map(|b| Instant::now() + b);
+        let mut i = 0;
+        while i < args.warmup + args.rounds {
             let tag = i as u8;
             msg[0] = tag;
             let start = Instant::now();
@@ -448,12 +470,27 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
             if i >= args.warmup {
                 rtt.push(ns);
             }
+            i += 1;
+            if over(deadline) {
+                if i < args.warmup {
+                    i = args.warmup;
+                } else if i < args.warmup + args.rounds {
+                    budget_hit = true;
+                    break;
+                }
+            }
         }
 
-        // Sink.
+        // Sink: the requests from `from` to `to` (until `deadline`, when given, at least one);
+        // returns the ack (received, wrong) and the requests sent.
         let mut msg = vec![0x5Au8; args.payload];
-        let mut send_phase = |from: u64, to: u64, waiter: &mut Waiter| -> Result<(u64, u64)> {
+        let mut send_phase = |from: u64,
+                              to: u64,
+                              deadline: Option<Instant>,
+                              waiter: &mut Waiter|
+         -> Result<((u64, u64), u64)> {
             let mut last = None;
+            let mut sent = 0;
             for seq in from..to {
                 msg[0] = seq as u8;
                 let request = loop {
@@ -466,12 +503,24 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
                 };
                 let pending = request.write_from_slice(&msg).send()?;
                 notify(notifier)?;
+                sent += 1;
                 if seq + 1 == to {
                     last = Some(pending);
+                } else if over(deadline) {
+                    break;
                 }
                 // Otherwise dropped: fire and forget.
             }
-            let pending = last.ok_or("empty phase")?;
+            let pending = match last {
+                Some(pending) => pending,
+                // Cut short: the end request, on the echo service.
+                None if sent > 0 => {
+                    let end = echo_client.loan_slice_uninit(args.payload)?.write_from_slice(&msg).send()?;
+                    notify(notifier)?;
+                    end
+                }
+                None => return Err("empty phase".into()),
+            };
             let ack = loop {
                 if let Some(r) = pending.receive()? {
                     break r;
@@ -483,23 +532,26 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
                 return Err(format!("ack of {} bytes, expected {ACK_LEN}", ack.len()).into());
             }
             let word = |i: usize| u64::from_le_bytes(ack[i..i + 8].try_into().expect("8 bytes"));
-            Ok((word(0), word(8)))
+            Ok(((word(0), word(8)), sent))
         };
         if args.warmup > 0 {
-            let (received, _) = send_phase(0, args.warmup, &mut waiter)?;
+            let ((received, _), _) = send_phase(0, args.warmup, None, &mut waiter)?;
             if received != args.warmup {
                 return Err(format!("warm-up ack {received}, expected {}", args.warmup).into());
             }
         }
         let start = Instant::now();
-        let (received, wrong) = send_phase(args.warmup, args.warmup + args.messages, &mut waiter)?;
+        let deadline = budget.map(|b| start + b);
+        let ((received, wrong), sent) =
+            send_phase(args.warmup, args.warmup + args.messages, deadline, &mut waiter)?;
         let elapsed = start.elapsed().as_nanos() as u64;
-        if received != args.warmup + args.messages {
-            return Err(format!("final ack {received}, expected {}", args.warmup + args.messages).into());
+        if received != args.warmup + sent {
+            return Err(format!("final ack {received}, expected {}", args.warmup + sent).into());
         }
-        Ok((rtt, elapsed, wrong))
+        budget_hit |= sent < args.messages;
+        Ok((rtt, sent, elapsed, wrong, budget_hit))
     })();
-    let (rtt, elapsed, wrong) = match outcome {
+    let (rtt, sent, elapsed, wrong, budget_hit) = match outcome {
         Ok(v) => v,
         Err(e) => {
             let _ = child.kill();
@@ -518,8 +570,7 @@ fn run_client(args: &Args, domain: &Domain, id: &str) -> Result<String> {
     drop(node);
     let list = rtt.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
     Ok(format!(
-        "{{\"rtt_ns\": [{list}], \"messages\": {}, \"elapsed_ns\": {elapsed}, \"wrong\": {wrong}}}",
-        args.messages
+        "{{\"rtt_ns\": [{list}], \"messages\": {sent}, \"elapsed_ns\": {elapsed}, \"wrong\": {wrong}, \"budget_hit\": {budget_hit}}}"
     ))
 }
 
@@ -531,7 +582,7 @@ fn server(args: &Args, id: &str) -> Result<()> {
     let base = &format!("lapce-ipc-bench/iceoryx2/{id}");
     let echo = request_response(&node, base, "echo", ECHO_IN_FLIGHT, false)?;
     let sink = request_response(&node, base, "sink", args.in_flight(), false)?;
-    let echo_server = echo.server_builder().initial_max_slice_len(args.payload).create()?;
+    let echo_server = echo.server_builder().initial_max_slice_len(args.payload.max(ACK_LEN)).create()?;
     let sink_server = sink.server_builder().initial_max_slice_len(args.payload.max(ACK_LEN)).create()?;
     let events = match args.mode {
         Mode::Spin => None,
@@ -565,38 +616,74 @@ fn server(args: &Args, id: &str) -> Result<()> {
         alive: &mut alive,
     };
     let notifier = events.as_ref().map(|(_, _, n, _)| n);
-    let next = |server: &Server, waiter: &mut Waiter| -> Result<Request> {
-        loop {
-            if let Some(r) = server.receive()? {
-                return Ok(r);
-            }
-            waiter.idle()?;
+    // The test hook's delay before each request taken.
+    let delay = std::env::var("LAPCE_IPC_BENCH_PEER_DELAY_US")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&us| us > 0)
+        .map(Duration::from_micros);
+    let take = |server: &Server| -> Result<Option<Request>> {
+        let request = server.receive()?;
+        if let (Some(_), Some(d)) = (&request, delay) {
+            std::thread::sleep(d);
         }
+        Ok(request)
     };
 
-    // Echo.
-    for _ in 0..args.warmup + args.rounds {
-        let request = next(&echo_server, &mut waiter)?;
-        let payload = request.payload();
-        request.loan_slice_uninit(payload.len())?.write_from_slice(payload).send()?;
-        notify(notifier)?;
-    }
-
-    // Sink.
-    let mut wrong = 0u64;
-    let total = args.warmup + args.messages;
-    for seq in 0..total {
-        let request = next(&sink_server, &mut waiter)?;
-        let payload = request.payload();
-        if payload.len() != args.payload || payload[0] != seq as u8 {
-            wrong += 1;
-        }
-        if seq + 1 == args.warmup || seq + 1 == total {
-            let mut ack = [0u8; ACK_LEN];
-            ack[..8].copy_from_slice(&(seq + 1).to_le_bytes());
-            ack[8..].copy_from_slice(&wrong.to_le_bytes());
-            request.loan_slice_uninit(ACK_LEN)?.write_from_slice(&ack).send()?;
+    // Echo, until the first sink request (the client stops at its count or its time budget).
+    let first_sink = loop {
+        if let Some(request) = take(&echo_server)? {
+            let payload = request.payload();
+            request.loan_slice_uninit(payload.len())?.write_from_slice(payload).send()?;
             notify(notifier)?;
+            continue;
+        }
+        if let Some(request) = take(&sink_server)? {
+            break request;
+        }
+        waiter.idle()?;
+    };
+
+    // Sink: `warmup + messages` requests, or fewer and then a request on the echo service (the
+    // client's budget ran out), answered with the ack once every sink request before it is in.
+    let mut wrong = 0u64;
+    let mut received = 0u64;
+    let total = args.warmup + args.messages;
+    let intact = |request: &Request, seq: u64| {
+        let payload = request.payload();
+        payload.len() == args.payload && payload[0] == seq as u8
+    };
+    let ack = |request: Request, received: u64, wrong: u64| -> Result<()> {
+        let mut ack = [0u8; ACK_LEN];
+        ack[..8].copy_from_slice(&received.to_le_bytes());
+        ack[8..].copy_from_slice(&wrong.to_le_bytes());
+        request.loan_slice_uninit(ACK_LEN)?.write_from_slice(&ack).send()?;
+        notify(notifier)
+    };
+    let mut next_sink = Some(first_sink);
+    while received < total {
+        let request = match next_sink.take() {
+            Some(request) => request,
+            None => match take(&sink_server)? {
+                Some(request) => request,
+                None => {
+                    if let Some(end) = take(&echo_server)? {
+                        while let Some(request) = take(&sink_server)? {
+                            wrong += u64::from(!intact(&request, received));
+                            received += 1;
+                        }
+                        ack(end, received, wrong)?;
+                        break;
+                    }
+                    waiter.idle()?;
+                    continue;
+                }
+            },
+        };
+        wrong += u64::from(!intact(&request, received));
+        received += 1;
+        if received == args.warmup || received == total {
+            ack(request, received, wrong)?;
         }
     }
     // Dropped in reverse order of creation: the ports, the services, the node last.
