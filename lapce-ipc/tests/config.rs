@@ -293,6 +293,7 @@ fn all_changed() -> IpcConfig {
     ipc.stream_window = 4096;
     ipc.socket_dir = format!("{SHARED_DIR} \"quoted\"");
     ipc.allowed_uids = vec![0, 4242, 4294967294];
+    ipc.raise_open_file_limit = false;
     c.metrics.enable = false;
     c.metrics.export_interval_secs = 86400;
     c.metrics.addr = Some("[::1]:9464".to_owned());
@@ -338,6 +339,6 @@ fn docs_example_file_is_the_defaults_with_every_key() {
     let mut want = keys_of(&all_changed().to_toml_string());
     assert!(want.remove("metrics.addr"));
     assert_eq!(keys_of(DOCS_EXAMPLE), want);
-    assert_eq!(want.len(), 19);
+    assert_eq!(want.len(), 20);
     assert!(DOCS_EXAMPLE.lines().any(|l| l.starts_with("# addr = \"127.0.0.1:9464\"")));
 }
