@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
@@ -100,16 +100,7 @@ async fn serve(name: &str) {
 
 /// Connects, waiting for the child server to come up.
 async fn connect(name: &str) -> IpcClient {
-    let deadline = Instant::now() + HANG;
-    loop {
-        match IpcClient::connect(name, config()).await {
-            Ok(c) => return c,
-            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(2)).await
-            }
-            Err(e) => panic!("connect: {e}"),
-        }
-    }
+    common::connect_client(name, config()).await
 }
 
 async fn ask(client: &IpcClient, what: MessageType) -> usize {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer};
+use lapce_ipc::{IpcClient, IpcConfig, IpcServer};
 
 fn config() -> IpcConfig {
     let mut config = IpcConfig::default();
@@ -48,16 +48,7 @@ fn rss_shmem_kib() -> u64 {
 }
 
 async fn connect(name: &str) -> IpcClient {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match IpcClient::connect(name, config()).await {
-            Ok(c) => return c,
-            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(2)).await
-            }
-            Err(e) => panic!("connect: {e}"),
-        }
-    }
+    common::connect_client(name, config()).await
 }
 
 /// `n` requests of 60 KiB, each with its own contents, checked on the way back: several

@@ -121,16 +121,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// Connects, waiting for the child server to come up.
 async fn connect(name: &str) -> IpcClient {
-    let deadline = Instant::now() + HANG;
-    loop {
-        match IpcClient::connect(name, config(1000)).await {
-            Ok(c) => return c,
-            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(2)).await
-            }
-            Err(e) => panic!("connect: {e}"),
-        }
-    }
+    common::connect_client(name, config(1000)).await
 }
 
 fn server(name: &str, max_connections: usize) -> ChildGuard {

@@ -135,16 +135,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 async fn connect(name: &str) -> IpcClient {
-    let deadline = Instant::now() + HANG;
-    loop {
-        match IpcClient::connect(name, config()).await {
-            Ok(c) => return c,
-            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(2)).await
-            }
-            Err(e) => panic!("connect: {e}"),
-        }
-    }
+    common::connect_client(name, config()).await
 }
 
 fn connect_blocking(name: &str) -> BlockingIpcClient {

@@ -121,7 +121,11 @@ impl Paused {
         // A window's worth of 8-byte chunks (each counts 8 + 24 bytes), the ring's contents
         // included; one more goes when the window is not quite full.
         let window = IpcConfig::default().ipc.stream_window as u64 / 32 + 1;
-        assert!(self.ahead <= window, "{flavour}: the handler ran {} chunks ahead (window {window})", self.ahead);
+        assert!(
+            self.ahead <= window,
+            "{flavour}: the handler ran {} chunks ahead (window {window})",
+            self.ahead
+        );
     }
 }
 

@@ -233,6 +233,22 @@ pub fn connect_retry_with(name: &str, config: &lapce_ipc::StreamConfig) -> lapce
     }
 }
 
+/// An [`IpcClient`](lapce_ipc::IpcClient) of `name` with `config`, retrying while no listener is
+/// bound yet (the server process may still be starting) for up to a minute; panics on any other
+/// error.
+pub async fn connect_client(name: &str, config: lapce_ipc::IpcConfig) -> lapce_ipc::IpcClient {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match lapce_ipc::IpcClient::connect(name, config.clone()).await {
+            Ok(c) => return c,
+            Err(lapce_ipc::IpcError::Connect { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(2)).await
+            }
+            Err(e) => panic!("connect {name}: {e}"),
+        }
+    }
+}
+
 /// [`connect_retry_with`] the default configuration.
 pub fn connect_retry(name: &str) -> lapce_ipc::SharedMemoryStream {
     connect_retry_with(name, &lapce_ipc::StreamConfig::default())
