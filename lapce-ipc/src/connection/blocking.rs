@@ -74,14 +74,15 @@ impl SharedMemoryListener {
             let mut control = accepted.stream;
             if accepted.starved.is_some() {
                 let refused = handshake::out_of_descriptors();
-                let deadline = Instant::now() + self.config.handshake_timeout;
-                let _ = control.write_all_by(&handshake::refusal(&refused), &[], deadline);
+                let hello = handshake::refusal(&refused);
                 self.rejections.record(refused);
+                let _ = control.write_all_by(&hello, &[], Instant::now() + self.config.handshake_timeout);
                 continue;
             }
-            match server_handshake(control, &self.config, &self.pool) {
+            match server_handshake(control, &self.config, &self.pool, &self.rejections) {
                 Ok(stream) => return Ok(stream),
                 Err(Refused::Client(e)) => self.rejections.record(e),
+                Err(Refused::Answered) => {}
                 Err(Refused::Ours(e)) => return Err(e),
             }
         }
@@ -103,6 +104,7 @@ fn server_handshake(
     mut control: ControlStream,
     config: &StreamConfig,
     pool: &SegmentPool,
+    rejections: &Rejections,
 ) -> Result<SharedMemoryStream, Refused> {
     let deadline = Instant::now() + config.handshake_timeout;
     let checked = control.check_peer(&config.allowed_peer_uids).and_then(|pid| {
@@ -113,15 +115,19 @@ fn server_handshake(
     let client_pid = match checked {
         Ok(pid) => pid,
         Err(e) => {
-            let _ = control.write_all_by(&handshake::refusal(&e), &[], deadline);
-            return Err(Refused::Client(e));
+            let hello = handshake::refusal(&e);
+            rejections.record(e);
+            let _ = control.write_all_by(&hello, &[], deadline);
+            return Err(Refused::Answered);
         }
     };
     let (prepared, slot) = match pool.claim().map_err(handshake::as_refusal) {
         Ok(claimed) => claimed,
         Err(Ok(refused)) => {
-            let _ = control.write_all_by(&handshake::refusal(&refused), &[], deadline);
-            return Err(Refused::Client(refused));
+            let hello = handshake::refusal(&refused);
+            rejections.record(refused);
+            let _ = control.write_all_by(&hello, &[], deadline);
+            return Err(Refused::Answered);
         }
         Err(Err(e)) => return Err(Refused::Ours(e)),
     };
@@ -134,6 +140,9 @@ fn server_handshake(
 /// A failed server-side handshake: the client's fault (refuse it, go on accepting) or ours.
 pub(super) enum Refused {
     Client(IpcError),
+    /// The client was refused with an answer saying why, and counted before the answer went
+    /// (so that whoever hears of the refusal finds it counted).
+    Answered,
     Ours(IpcError),
 }
 

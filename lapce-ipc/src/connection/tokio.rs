@@ -77,12 +77,12 @@ impl AsyncSharedMemoryListener {
             if accepted.starved.is_some() {
                 let refused = handshake::out_of_descriptors();
                 let hello = handshake::refusal(&refused);
+                self.rejections.record(refused);
                 let _ =
                     tokio::time::timeout(self.config.handshake_timeout, control.write_all(&hello, &[])).await;
-                self.rejections.record(refused);
                 continue;
             }
-            let handshake = server_handshake(control, &self.config, &self.pool);
+            let handshake = server_handshake(control, &self.config, &self.pool, &self.rejections);
             let outcome = match tokio::time::timeout(self.config.handshake_timeout, handshake).await {
                 Ok(outcome) => outcome,
                 Err(_) => Err(Refused::Client(IpcError::Timeout)),
@@ -90,6 +90,7 @@ impl AsyncSharedMemoryListener {
             match outcome {
                 Ok(stream) => return Ok(stream),
                 Err(Refused::Client(e)) => self.rejections.record(e),
+                Err(Refused::Answered) => {}
                 Err(Refused::Ours(e)) => return Err(e),
             }
         }
@@ -111,6 +112,7 @@ async fn server_handshake(
     mut control: AsyncControlStream,
     config: &StreamConfig,
     pool: &SegmentPool,
+    rejections: &Rejections,
 ) -> Result<AsyncSharedMemoryStream, Refused> {
     let mut hello = [0u8; CLIENT_HELLO_LEN];
     let checked = match control.check_peer(&config.allowed_peer_uids) {
@@ -124,15 +126,19 @@ async fn server_handshake(
     let client_pid = match checked {
         Ok(pid) => pid,
         Err(e) => {
-            let _ = control.write_all(&handshake::refusal(&e), &[]).await;
-            return Err(Refused::Client(e));
+            let hello = handshake::refusal(&e);
+            rejections.record(e);
+            let _ = control.write_all(&hello, &[]).await;
+            return Err(Refused::Answered);
         }
     };
     let (prepared, slot) = match pool.claim().map_err(handshake::as_refusal) {
         Ok(claimed) => claimed,
         Err(Ok(refused)) => {
-            let _ = control.write_all(&handshake::refusal(&refused), &[]).await;
-            return Err(Refused::Client(refused));
+            let hello = handshake::refusal(&refused);
+            rejections.record(refused);
+            let _ = control.write_all(&hello, &[]).await;
+            return Err(Refused::Answered);
         }
         Err(Err(e)) => return Err(Refused::Ours(e)),
     };

@@ -220,6 +220,11 @@ impl Calls {
         Poll::Pending
     }
 
+    /// Whether `call` (unary) has its outcome already, set by somebody else than its reader.
+    fn answered(&self, call: Ticket) -> bool {
+        matches!(self.table().slots.get(call.key).map(|s| &s.state), Some(State::Answered(_)))
+    }
+
     /// Routes a message the reader read (not its own) to the call it answers and wakes the
     /// call's owner. Messages for no call (answers to calls given up, say) are dropped.
     pub(super) fn deliver(&self, msg: Message<'_>, block: &mut PayloadBlock) -> Result<(), FrameError> {
@@ -493,6 +498,11 @@ impl Calls {
         loop {
             let read = inbound.try_next(|msg, block| {
                 if msg.id == call.id {
+                    // An error answer to a call the sweeper failed already is the server's reply
+                    // to the cancel the sweeper sent: the call's outcome is the timeout.
+                    if msg.kind == MessageType::Error && self.answered(call) {
+                        return Ok(None);
+                    }
                     mine(msg, block)
                 } else {
                     self.deliver(msg, block).map(|()| None)
