@@ -195,7 +195,12 @@ fn range_errors_in_a_file_name_key_value_and_line() {
         ("[ipc]\nmax_concurrent_requests = 0\n", "ipc.max_concurrent_requests", "(got 0)", 2),
         ("[ipc]\nhandshake_timeout_ms = 0\n", "ipc.handshake_timeout_ms", "(got 0)", 2),
         ("[ipc]\nspin_micros = 2000000\n", "ipc.spin_micros", "(got 2000000)", 2),
-        ("[ipc]\nstream_window = 100\n", "ipc.stream_window", "0 (none) or between 4096 and 1073741824 (got 100)", 2),
+        (
+            "[ipc]\nstream_window = 100\n",
+            "ipc.stream_window",
+            "0 (none) or between 4096 and 1073741824 (got 100)",
+            2,
+        ),
         ("[ipc]\nsocket_path = \".hidden\"\n", "ipc.socket_path", "[A-Za-z0-9._-]", 2),
         ("[metrics]\nexport_interval_secs = 0\n", "metrics.export_interval_secs", "(got 0)", 2),
         ("[metrics]\naddr = \"localhost\"\n", "metrics.addr", "socket address", 2),

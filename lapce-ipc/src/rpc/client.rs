@@ -569,7 +569,12 @@ impl ResponseStream {
             // Credit the outbox could not take at once: it goes before we wait for more chunks
             // (the server may be waiting for it). Here, before a chunk is taken, the wait is
             // cancel-safe.
-            if self.conn.outbox.send(MessageType::StreamWindow, self.ticket.id, &window::encode(bytes)).await.is_ok()
+            if self
+                .conn
+                .outbox
+                .send(MessageType::StreamWindow, self.ticket.id, &window::encode(bytes))
+                .await
+                .is_ok()
             {
                 self.consumed.as_mut().expect("just seen").credited(bytes);
             }
