@@ -151,16 +151,17 @@ pub struct IpcSection {
     /// else 4 KiB to 1 GiB): how far a stream's handler may run ahead of the code that reads the
     /// stream. Each chunk counts its length plus 24 bytes (its frame header). The client
     /// announces it to the server when it connects and credits back what its reader consumed
-    /// every half window; the handler's `ChunkSender::send` waits while a window of chunks is
-    /// unread (docs/PROTOCOL.md §7). So a stream nobody reads holds at most about a window in
-    /// the client, even while other requests on the connection read its chunks off the ring,
+    /// every quarter window; the handler's `ChunkSender::send` waits while a window of chunks
+    /// is unread (docs/PROTOCOL.md §7). So a stream nobody reads holds at most about a window
+    /// in the client, even while other requests on the connection read its chunks off the ring,
     /// and the handler waits.
     ///
-    /// The default is two default rings: a reader that keeps up is held by the ring before the
-    /// window (up to half a window of consumed bytes is not credited back yet besides what the
-    /// ring holds), so the window costs it no throughput. With a larger `ring_size`, raise it to
-    /// at least twice that. 0 lets streams run unbounded, as a server that predates windows
-    /// does. Servers ignore the key: each client announces its own.
+    /// The default is two default rings: a reader that keeps up has at most the ring's contents
+    /// plus a quarter window outstanding, so it is held by the ring, not by the window, and the
+    /// window costs it no throughput; and an unread stream of small chunks costs the client a few
+    /// times the window at most (each queued chunk has its own bookkeeping). With a larger
+    /// `ring_size`, raise it to at least twice that. 0 lets streams run unbounded, as with a
+    /// server that predates windows. Servers ignore the key: each client announces its own.
     ///
     /// ```
     /// use lapce_ipc::IpcConfig;

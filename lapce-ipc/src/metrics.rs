@@ -22,7 +22,7 @@
 //! | `lapce_ipc_requests_in_flight` | gauge | | requests whose handler runs now, all connections |
 //! | `lapce_ipc_stream_chunks_total` | counter | | `StreamChunk`s sent by streaming handlers |
 //! | `lapce_ipc_errors_total` | counter | `kind` (below) | errors, by what went wrong |
-//! | `lapce_ipc_request_bytes_total` | counter | | payload bytes of every frame received from clients (requests, cancels, heartbeats; without the 24-byte headers) |
+//! | `lapce_ipc_request_bytes_total` | counter | | payload bytes of every frame received from clients (requests, cancels, heartbeats; not the flow control of streams, `StreamWindow`; without the 24-byte headers) |
 //! | `lapce_ipc_response_bytes_total` | counter | | payload bytes of every answer frame queued for clients (responses, chunks, errors, heartbeats) |
 //! | `lapce_ipc_dead_connections_reclaimed_total` | counter | | connections that ended because the client hung up (closed, exited or was killed: the protocol has no goodbye, so the server cannot tell these apart) and whose segment and tasks the server then released |
 //! | `lapce_ipc_slots` | gauge | | segments the listener holds now, in use and warm (see [`StreamConfig::warm_pool`](crate::StreamConfig::warm_pool)) |

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
-use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+use lapce_ipc::frame::{AsyncFramedShmStream, MessageType};
+use lapce_ipc::protocol::{Codec, ErrorBody, ErrorCode};
 use lapce_ipc::{BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer};
 
 /// Streams the sequence numbers `0, 1, 2, ...` (8 bytes, little-endian each) up to the number the
@@ -251,4 +251,112 @@ fn an_unread_stream_stops_its_handler_blocking_client() {
         .unwrap();
     assert!(expected >= target, "the stream ended at {expected}, before {target}");
     measured.lock().unwrap().take().expect("the pause happened").check("BlockingIpcClient");
+}
+
+/// Receives the next frame within `wait`; `None` if none comes.
+async fn recv_within(
+    framed: &mut AsyncFramedShmStream,
+    buf: &mut Vec<u8>,
+    wait: Duration,
+) -> Option<lapce_ipc::Result<(MessageType, u64)>> {
+    tokio::time::timeout(wait, framed.recv_into(buf)).await.ok()
+}
+
+/// Receives `n` chunks of stream `id` in order from `next`, then checks that no more come.
+async fn chunks_then_quiet(framed: &mut AsyncFramedShmStream, id: u64, next: &mut u64, n: u64) {
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        let got = recv_within(framed, &mut buf, HANG).await.expect("a chunk").unwrap();
+        assert_eq!(got, (MessageType::StreamChunk, id));
+        assert_eq!(seq(&buf), *next);
+        *next += 1;
+    }
+    let more = recv_within(framed, &mut buf, Duration::from_millis(300)).await;
+    assert!(more.is_none(), "a frame beyond the window: {more:?}");
+}
+
+/// The wire rules of docs/PROTOCOL.md §7, seen from a raw client: the announcement is
+/// acknowledged; credit for no stream is ignored; the server sends exactly up to the window (a
+/// chunk of 8 bytes counts 32) and exactly as much more as is credited; credit beyond what is
+/// outstanding is a broken frame (`Error` 400, id 0, and the connection closes).
+#[test]
+fn the_server_keeps_to_the_window_and_refuses_absurd_credit() {
+    let _alone = one_at_a_time();
+    let name = unique_name("window-wire");
+    let _child = server(&name);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let deadline = Instant::now() + HANG;
+        let stream = loop {
+            match lapce_ipc::AsyncSharedMemoryStream::connect(&name).await {
+                Ok(s) => break s,
+                Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(2)).await
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        };
+        let mut framed = AsyncFramedShmStream::new(stream);
+        let mut buf = Vec::new();
+        assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::Control, 0), "greeting");
+        framed.send_with_id(MessageType::StreamWindow, 0, &4096u32.to_le_bytes()).await.unwrap();
+        assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::StreamWindow, 0));
+        assert_eq!(buf, 4096u32.to_le_bytes(), "the acknowledgement repeats the window");
+        // Credit for a stream that does not run: ignored, the connection goes on.
+        framed.send_with_id(MessageType::StreamWindow, 99, &100u32.to_le_bytes()).await.unwrap();
+        framed.send_with_id(MessageType::Heartbeat, 5, b"hb").await.unwrap();
+        assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::Heartbeat, 5));
+        // 4096 / (8 + 24) = 128 chunks, then the handler waits; 64 more for 2048 bytes of credit.
+        framed.send_with_id(TOKENS, 7, b"1000000").await.unwrap();
+        let mut next = 0;
+        chunks_then_quiet(&mut framed, 7, &mut next, 128).await;
+        framed.send_with_id(MessageType::StreamWindow, 7, &2048u32.to_le_bytes()).await.unwrap();
+        chunks_then_quiet(&mut framed, 7, &mut next, 64).await;
+        // More credit than is outstanding (4096 bytes): a broken peer.
+        framed.send_with_id(MessageType::StreamWindow, 7, &4097u32.to_le_bytes()).await.unwrap();
+        let got = recv_within(&mut framed, &mut buf, HANG).await.expect("an answer").unwrap();
+        assert_eq!(got, (MessageType::Error, 0));
+        let body = ErrorBody::from_json(&buf).unwrap();
+        assert_eq!(body.code, ErrorCode::BAD_REQUEST, "{body:?}");
+        assert!(body.message.contains("stream window"), "{body:?}");
+        // It reads nothing more: no echo. (The stream's handler goes on, no longer held by a
+        // window that nobody credits, until it ends or the client goes.)
+        framed.send_with_id(MessageType::Heartbeat, 6, b"hb").await.unwrap();
+        while let Some(got) = recv_within(&mut framed, &mut buf, Duration::from_millis(300)).await {
+            // Once the handler is over the connection closes.
+            let Ok((kind, id)) = got else { break };
+            assert!(
+                matches!(kind, MessageType::StreamChunk | MessageType::StreamEnd) && id == 7,
+                "{kind:?} {id}"
+            );
+        }
+    });
+}
+
+/// A client with a window of 0 announces none: its streams run unbounded, as before windows.
+#[test]
+fn a_client_without_a_window_reads_its_stream_as_before() {
+    let _alone = one_at_a_time();
+    let name = unique_name("window-none");
+    let _child = server(&name);
+    let mut config = IpcConfig::default();
+    config.ipc.stream_window = 0;
+    let deadline = Instant::now() + HANG;
+    let client = loop {
+        match BlockingIpcClient::connect(&name, config.clone()) {
+            Ok(c) => break c,
+            Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    };
+    let mut expected = 0;
+    client
+        .request_stream(TOKENS, "100000", |chunk| {
+            assert_eq!(seq(&chunk), expected);
+            expected += 1;
+        })
+        .unwrap();
+    assert_eq!(expected, 100_000);
 }

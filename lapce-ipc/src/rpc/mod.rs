@@ -11,6 +11,11 @@
 //!   among its requests in flight on that connection, correlates the answer: one `Response`
 //!   (unary handlers), or `StreamChunk`s then one `StreamEnd` (streaming handlers), or one
 //!   `Error` carrying an [`ErrorBody`] as JSON.
+//! - Stream windows: a client may announce a window for its streams (`StreamWindow`, id 0,
+//!   right after the greeting; the server acknowledges it in kind). The server then holds each
+//!   stream's chunks not yet credited back (each its length plus 24) below it, and the client
+//!   credits back what its reader consumed (`StreamWindow` with the stream's id); see
+//!   [`window`].
 //! - `Cancel` with a request's id stops that request; the server answers it with an `Error`
 //!   whose code is [`ErrorCode::CANCELLED`] if it was still running. `Heartbeat` is echoed.
 //! - A frame the server cannot accept (bad CRC, over the size limit) is answered with an `Error`

@@ -6,8 +6,11 @@
 //! after the greeting) and the server keeps each stream's *outstanding* bytes (chunks sent and
 //! not yet credited back) below it: [`ChunkSender::send`](super::ChunkSender::send) waits at or
 //! above it. The owner credits back what it consumed (`StreamWindow` with the stream's id), in
-//! batches of at least half a window, so a reader that keeps up costs one small frame per half
-//! window and is held by the ring, not by the window (see [`IpcSection::stream_window`]).
+//! batches of a quarter window ([`BATCHES`]), so a reader that keeps up costs one small frame per
+//! quarter window. Such a reader has outstanding at most what the ring holds plus a batch not
+//! credited yet: a window of at least twice the ring leaves a quarter window for the credit on
+//! its way, so the ring holds the handler back, not the window (see
+//! [`IpcSection::stream_window`]).
 //!
 //! A chunk costs its payload length plus [`CHUNK_OVERHEAD`], so that empty chunks are bounded
 //! too. One chunk always goes when nothing is outstanding: a chunk larger than the window still
@@ -22,6 +25,12 @@ use tokio::sync::Notify;
 
 use crate::config::IpcConfig;
 use crate::frame::{FrameError, HEADER_LEN};
+
+/// Credit goes back in batches of this fraction of the window. Half a window (what HTTP/2 peers
+/// commonly do) is not enough here: the ring alone holds half a default window, so a reader
+/// that keeps up would meet the window before the ring, and every such stall costs a sleep and
+/// a wake on both sides.
+const BATCHES: u32 = 4;
 
 /// What a chunk costs in a window besides its payload: its frame header.
 pub(crate) const CHUNK_OVERHEAD: u64 = HEADER_LEN as u64;
@@ -159,14 +168,14 @@ pub(super) fn configured(config: &IpcConfig) -> Option<u32> {
 /// The receiver's side of one stream: the bytes consumed and not yet credited back.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Consumed {
-    /// Credit goes back once this many bytes are consumed: half the window.
+    /// Credit goes back once this many bytes are consumed: a quarter window.
     batch: u32,
     pending: u32,
 }
 
 impl Consumed {
     pub(super) fn new(window: u32) -> Consumed {
-        Consumed { batch: (window / 2).max(1), pending: 0 }
+        Consumed { batch: (window / BATCHES).max(1), pending: 0 }
     }
 
     /// The owner consumed a chunk of `len` payload bytes: the bytes to credit back now, if a
@@ -253,7 +262,7 @@ mod tests {
         /// A sender and a receiver that follow the rules, over any chunk sizes and any pattern of
         /// reads: the outstanding bytes never exceed the window by more than one chunk, credit is
         /// never refused, nothing waits for ever (a chunk always goes once the receiver caught
-        /// up), and the receiver's uncredited bytes stay below half a window.
+        /// up), and the receiver's uncredited bytes stay below a batch.
         #[test]
         fn sender_and_receiver_stay_within_the_window(
             window in 1u32..100_000,

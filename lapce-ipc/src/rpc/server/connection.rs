@@ -397,7 +397,7 @@ fn read_request<'h>(
     block: &mut PayloadBlock,
 ) -> std::result::Result<Action<'h>, FrameError> {
     let (kind, id) = (msg.kind, msg.id);
-    if let Some(m) = &server.metrics {
+    if let Some(m) = server.metrics.as_ref().filter(|_| kind != MessageType::StreamWindow) {
         m.request_bytes.inc_by(msg.len() as u64);
     }
     let refuse = |metric, code, message: String| {
