@@ -38,7 +38,7 @@
 //! max_concurrent_requests = 256
 //! handshake_timeout_ms = 5000
 //! request_timeout_ms = 30000        # 0 = none
-//! stream_window = 524288            # 512 KiB per response stream; 0 = unbounded
+//! stream_window = 2097152           # 2 MiB per response stream; 0 = unbounded
 //! socket_dir = ""                   # Unix; "" = the private runtime directory
 //! allowed_uids = []                 # Unix; other uids allowed to connect (and to serve)
 //! raise_open_file_limit = true      # Unix; soft RLIMIT_NOFILE to the hard limit
@@ -75,8 +75,8 @@ use crate::connection::StreamConfig;
 use crate::error::{IpcError, Result};
 use crate::ring::{MAX_CAPACITY, MIN_CAPACITY};
 
-/// The default [`IpcSection::stream_window`]: 512 KiB, two default rings.
-pub const DEFAULT_STREAM_WINDOW: usize = 512 * 1024;
+/// The default [`IpcSection::stream_window`]: 2 MiB, eight default rings.
+pub const DEFAULT_STREAM_WINDOW: usize = 2 * 1024 * 1024;
 
 /// What [`IpcConfig::validate`] names as the origin of a configuration built in code.
 const IN_MEMORY: &str = "(in memory)";
@@ -147,27 +147,28 @@ pub struct IpcSection {
     /// At most one day (86400000). Checked eight times per timeout: a request fails between one
     /// and 1.125 timeouts after it was sent (`IpcClient::request_timeout` times one precisely).
     pub request_timeout_ms: u64,
-    /// The client's window per response stream, in bytes (default 524288 = 512 KiB; 0 = none,
+    /// The client's window per response stream, in bytes (default 2097152 = 2 MiB; 0 = none,
     /// else 4 KiB to 1 GiB): how far a stream's handler may run ahead of the code that reads the
-    /// stream. Each chunk counts its length plus 24 bytes (its frame header). The client
+    /// stream. Each chunk counts its length plus 128 bytes (about what an unread chunk costs the
+    /// client besides its bytes). The client
     /// announces it to the server when it connects and credits back what its reader consumed
     /// every quarter window; the handler's `ChunkSender::send` waits while a window of chunks
     /// is unread (docs/PROTOCOL.md §7). So a stream nobody reads holds at most about a window
     /// in the client, even while other requests on the connection read its chunks off the ring,
     /// and the handler waits.
     ///
-    /// The default is two default rings: a reader that keeps up has at most the ring's contents
-    /// plus a quarter window outstanding, so it is held by the ring, not by the window, and the
-    /// window costs it no throughput; and an unread stream of small chunks costs the client a few
-    /// times the window at most (each queued chunk has its own bookkeeping). With a larger
-    /// `ring_size`, raise it to at least twice that. 0 lets streams run unbounded, as with a
+    /// The default is eight default rings: a reader that keeps up has at most the ring's
+    /// contents plus a quarter window outstanding, so it is held by the ring, not by the window;
+    /// what the window costs it is one credit frame per half megabyte read (docs/BENCHMARKS.md
+    /// has the figures). An unread stream holds about a window in the client whatever its chunk
+    /// size. With a larger `ring_size`, raise it to at least twice that. 0 lets streams run unbounded, as with a
     /// server that predates windows. Servers ignore the key: each client announces its own.
     ///
     /// ```
     /// use lapce_ipc::IpcConfig;
     ///
     /// let mut config = IpcConfig::default();
-    /// assert_eq!(config.ipc.stream_window, 512 * 1024);
+    /// assert_eq!(config.ipc.stream_window, 2 << 20);
     /// config.ipc.stream_window = 64 * 1024; // a client that keeps little of an unread stream
     /// config.validate()?;
     /// config.ipc.stream_window = 100; // below 4 KiB

@@ -118,9 +118,9 @@ impl Paused {
             self.ahead
         );
         assert!(self.growth < MAX_GROWTH, "{flavour}: RSS grew {} KiB", self.growth >> 10);
-        // A window's worth of 8-byte chunks (each counts 8 + 24 bytes), the ring's contents
+        // A window's worth of 8-byte chunks (each counts 8 + 128 bytes), the ring's contents
         // included; one more goes when the window is not quite full.
-        let window = IpcConfig::default().ipc.stream_window as u64 / 32 + 1;
+        let window = IpcConfig::default().ipc.stream_window as u64 / 136 + 1;
         assert!(
             self.ahead <= window,
             "{flavour}: the handler ran {} chunks ahead (window {window})",
@@ -277,7 +277,7 @@ async fn chunks_then_quiet(framed: &mut AsyncFramedShmStream, id: u64, next: &mu
 
 /// The wire rules of docs/PROTOCOL.md §7, seen from a raw client: the announcement is
 /// acknowledged; credit for no stream is ignored; the server sends exactly up to the window (a
-/// chunk of 8 bytes counts 32) and exactly as much more as is credited; credit beyond what is
+/// chunk of 8 bytes counts 136) and exactly as much more as is credited; credit beyond what is
 /// outstanding is a broken frame (`Error` 400, id 0, and the connection closes).
 #[test]
 fn the_server_keeps_to_the_window_and_refuses_absurd_credit() {
@@ -306,14 +306,16 @@ fn the_server_keeps_to_the_window_and_refuses_absurd_credit() {
         framed.send_with_id(MessageType::StreamWindow, 99, &100u32.to_le_bytes()).await.unwrap();
         framed.send_with_id(MessageType::Heartbeat, 5, b"hb").await.unwrap();
         assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::Heartbeat, 5));
-        // 4096 / (8 + 24) = 128 chunks, then the handler waits; 64 more for 2048 bytes of credit.
+        // A chunk of 8 bytes costs 8 + 128 = 136: chunks go while less than 4096 is outstanding,
+        // 31 of them (4216 outstanding), then the handler waits; 2048 bytes of credit (2168
+        // outstanding) let 15 more go (4208 outstanding).
         framed.send_with_id(TOKENS, 7, b"1000000").await.unwrap();
         let mut next = 0;
-        chunks_then_quiet(&mut framed, 7, &mut next, 128).await;
+        chunks_then_quiet(&mut framed, 7, &mut next, 31).await;
         framed.send_with_id(MessageType::StreamWindow, 7, &2048u32.to_le_bytes()).await.unwrap();
-        chunks_then_quiet(&mut framed, 7, &mut next, 64).await;
-        // More credit than is outstanding (4096 bytes): a broken peer.
-        framed.send_with_id(MessageType::StreamWindow, 7, &4097u32.to_le_bytes()).await.unwrap();
+        chunks_then_quiet(&mut framed, 7, &mut next, 15).await;
+        // More credit than is outstanding (4208 bytes): a broken peer.
+        framed.send_with_id(MessageType::StreamWindow, 7, &4209u32.to_le_bytes()).await.unwrap();
         let got = recv_within(&mut framed, &mut buf, HANG).await.expect("an answer").unwrap();
         assert_eq!(got, (MessageType::Error, 0));
         let body = ErrorBody::from_json(&buf).unwrap();

@@ -13,7 +13,7 @@
 //!   `Error` carrying an [`ErrorBody`] as JSON.
 //! - Stream windows: a client may announce a window for its streams (`StreamWindow`, id 0,
 //!   right after the greeting; the server acknowledges it in kind). The server then holds each
-//!   stream's chunks not yet credited back (each its length plus 24) below it, and the client
+//!   stream's chunks not yet credited back (each its length plus 128) below it, and the client
 //!   credits back what its reader consumed (`StreamWindow` with the stream's id); see
 //!   [`window`].
 //! - `Cancel` with a request's id stops that request; the server answers it with an `Error`

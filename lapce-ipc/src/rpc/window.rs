@@ -24,7 +24,7 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
 use crate::config::IpcConfig;
-use crate::frame::{FrameError, HEADER_LEN};
+use crate::frame::FrameError;
 
 /// Credit goes back in batches of this fraction of the window. Half a window (what HTTP/2 peers
 /// commonly do) is not enough here: the ring alone holds half a default window, so a reader
@@ -32,8 +32,11 @@ use crate::frame::{FrameError, HEADER_LEN};
 /// a wake on both sides.
 const BATCHES: u32 = 4;
 
-/// What a chunk costs in a window besides its payload: its frame header.
-pub(crate) const CHUNK_OVERHEAD: u64 = HEADER_LEN as u64;
+/// What a chunk costs in a window besides its payload: about what an unread chunk costs the
+/// client besides its bytes (the frame header it came in, its handle and its place in the
+/// stream's queue, the allocator's own overhead), so that a window of tiny chunks bounds the
+/// client's memory as well as a window of large ones.
+pub(crate) const CHUNK_OVERHEAD: u64 = 128;
 
 /// What a chunk of `len` payload bytes costs in a window.
 pub(super) fn cost(len: usize) -> u64 {
@@ -216,10 +219,11 @@ mod tests {
     fn crediting_more_than_outstanding_is_refused() {
         let mut c = Credit::new(1 << 20);
         c.sent(10);
-        assert!(c.credit(35).is_err());
-        assert_eq!(c.outstanding(), 34);
+        let cost = 10 + CHUNK_OVERHEAD;
+        assert!(c.credit(cost as u32 + 1).is_err());
+        assert_eq!(c.outstanding(), cost);
         assert!(c.credit(u32::MAX).is_err());
-        c.credit(34).unwrap();
+        c.credit(cost as u32).unwrap();
         assert!(c.credit(1).is_err());
     }
 
@@ -253,7 +257,7 @@ mod tests {
             });
             tokio::task::yield_now().await;
             assert!(!waiting.is_finished(), "no credit yet");
-            w.credited(124).unwrap();
+            w.credited((100 + CHUNK_OVERHEAD) as u32).unwrap();
             tokio::time::timeout(std::time::Duration::from_secs(10), waiting).await.unwrap().unwrap();
         });
     }

@@ -239,7 +239,7 @@ pub struct ChunkSender {
 impl ChunkSender {
     /// Sends one chunk, written straight into the client's ring. Waits (backpressure) while
     /// the client has the stream's window of chunks unread — the client announces the window
-    /// (its `stream_window`, 512 KiB by default) and credits back what its reader consumes — and
+    /// (its `stream_window`, 2 MiB by default) and credits back what its reader consumes — and
     /// while the ring is full. So a handler runs no further ahead of its reader than the window,
     /// whatever else reads the connection; dropping the client's stream cancels the handler.
     /// [`IpcError::PeerGone`] when the connection is closed: stop producing. A chunk over the
