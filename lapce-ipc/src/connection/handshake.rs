@@ -350,6 +350,32 @@ mod tests {
         assert!(as_refusal(IpcError::Io(std::io::ErrorKind::PermissionDenied.into())).is_err());
     }
 
+    proptest::proptest! {
+        /// Hellos are peer-written bytes: any 24 or 48 of them are checked without a panic, and
+        /// a server hello that passes offers a capacity the ring accepts with the segment length
+        /// that goes with it.
+        #[test]
+        fn arbitrary_hellos_never_panic(
+            client in proptest::array::uniform24(proptest::num::u8::ANY),
+            server in proptest::collection::vec(proptest::num::u8::ANY, SERVER_HELLO_LEN),
+            status in 0u32..6,
+            detail in 0u32..4,
+        ) {
+            let _ = check_client_hello(&client);
+            let mut hello: [u8; SERVER_HELLO_LEN] = server.try_into().unwrap();
+            let _ = check_server_hello(&hello);
+            // The same with a valid magic and version, so that the status and sizes are reached.
+            hello[0..8].copy_from_slice(&SERVER_MAGIC.to_le_bytes());
+            hello[8..12].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+            hello[12..16].copy_from_slice(&status.to_le_bytes());
+            hello[20..24].copy_from_slice(&detail.to_le_bytes());
+            if let Ok(capacity) = check_server_hello(&hello) {
+                proptest::prop_assert!(check_capacity(capacity).is_ok());
+                proptest::prop_assert_eq!(u64_at(&hello, 32), segment_len(capacity) as u64);
+            }
+        }
+    }
+
     #[test]
     fn client_hello_is_validated() {
         let mut bad = client_hello(PROTOCOL_VERSION);
