@@ -834,7 +834,7 @@ impl std::fmt::Display for GateMargin {
 /// CI, because on a loaded machine the figure is set by the other load, not by lapce-ipc: the
 /// "ordinary program" rows' unpinned threads wait for a CPU (their 64 B p50 was 38-56 µs,
 /// 34-50× past the target, with the CPUs busy), and the 64 KiB target has not been met on this
-/// machine kind (2.8-2.9× against 10×).
+/// machine kind (2.1-2.9× against 10×).
 pub const CI_MARGINS: &[(&str, Option<f64>)] = &[
     ("adaptive 1 KiB RTT p50 within 2× of spin", Some(4.0)),
     ("adaptive 1 KiB RTT p50 at least 20× better than uds", Some(4.0)),
