@@ -30,7 +30,8 @@ enum Command {
     /// Benchmark lapce-ipc (spin and adaptive waits) against a Unix-domain-socket baseline (a
     /// named pipe on Windows):
     /// round-trip latency, one-way throughput and idle CPU, with the server in a child process.
-    Bench(bench::BenchArgs),
+    // Boxed: its many options make it several times the size of the other variants.
+    Bench(Box<bench::BenchArgs>),
     /// The server side of `bench`, run as a child process by `bench` itself.
     #[command(hide = true)]
     BenchServer(bench::ServerArgs),

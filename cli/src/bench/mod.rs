@@ -137,6 +137,14 @@ pub struct BenchArgs {
     /// against another of the same run, never an absolute time) is missed or cannot be judged.
     #[arg(long)]
     pub gate: bool,
+    /// How far past a ratio target `--gate` still passes: a factor F on every target's ratio
+    /// (default 1: the targets as shown; with 3, "adaptive within 2× of spin" fails only past
+    /// 6×, "20× better than uds" only under 6.7×), or `ci`: each target's CI margin, wide
+    /// enough for a shared, loaded 2-vCPU CI machine (3× to 8×; the three targets that such a
+    /// machine's other load decides are not gated), listed in docs/BENCHMARKS.md. The table
+    /// still reports each target as met or missed.
+    #[arg(long, value_name = "F|ci", default_value = "1", value_parser = parse_margin, requires = "gate")]
+    pub gate_margin: report::GateMargin,
 }
 
 impl BenchArgs {
@@ -151,6 +159,19 @@ impl BenchArgs {
     fn peer_budget(&self) -> Duration {
         let default = if self.quick { Self::QUICK_PEER_BUDGET_SECS } else { Self::PEER_BUDGET_SECS };
         Duration::from_secs_f64(self.peer_budget.unwrap_or(default))
+    }
+}
+
+/// Parses `--gate-margin`: `ci`, or a factor from 1 to 1000.
+fn parse_margin(s: &str) -> std::result::Result<report::GateMargin, String> {
+    if s.trim() == "ci" {
+        return Ok(report::GateMargin::Ci);
+    }
+    let v: f64 = s.trim().parse().map_err(|_| format!("bad margin {s:?}: a factor, or `ci`"))?;
+    if v.is_finite() && (1.0..=1000.0).contains(&v) {
+        Ok(report::GateMargin::Factor(v))
+    } else {
+        Err(format!("{s:?} out of range: a factor from 1 to 1000, or `ci`"))
     }
 }
 
@@ -1120,7 +1141,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     println!();
     report::print_metrics(&metrics);
     println!();
-    let missed = report::print_targets(&rows, &idle, &metrics);
+    let missed = report::print_targets(&rows, &idle, &metrics, args.gate_margin);
     println!();
     println!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
 
@@ -1146,7 +1167,10 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     if ok && args.gate && missed > 0 {
-        eprintln!("gate: {missed} ratio target(s) missed or not judged (see the targets above)");
+        eprintln!(
+            "gate: {missed} ratio target(s) missed beyond the margin ({}) or not judged (see the targets above)",
+            args.gate_margin
+        );
         return ExitCode::from(2);
     }
     status
@@ -1301,6 +1325,7 @@ mod tests {
             iceoryx2: None,
             no_iceoryx2: false,
             gate: false,
+            gate_margin: report::GateMargin::Factor(1.0),
         };
         let small = Counts::new(&args, 1024);
         let big = Counts::new(&args, 64 << 10);

@@ -150,7 +150,7 @@ fn metrics_target(costs: &[MetricsCost]) -> (&'static str, Verdict) {
         Some(v) if !v.is_empty() => {
             let worst = v.iter().map(|x| x.1).fold(f64::MIN, f64::max);
             let detail = v.iter().map(|(p, c)| format!("{} {c:+.1}%", payload_label(*p))).collect::<Vec<_>>();
-            (name, verdict(worst < 5.0, detail.join(", ")))
+            (name, ratio_verdict((1.0 + worst / 100.0) / 1.05, detail.join(", ")))
         }
         _ => (name, Verdict::Unknown("not measured or failed".into())),
     }
@@ -624,18 +624,29 @@ pub fn print_idle(idle: &Idle) {
 pub(super) enum Verdict {
     /// Met, with the figures.
     Met(String),
-    /// Missed, with the figures.
-    Missed(String),
+    /// Missed, with the figures, and for a ratio target how far: the figure's ratio over the
+    /// target's (1.3: 1.3 times worse than the target allows; `None` for an absolute target).
+    Missed(String, Option<f64>),
     /// Could not be judged (not measured or failed).
     Unknown(String),
 }
 
-/// Judges `ok` on figures `detail`.
+/// Judges `ok` on figures `detail` (an absolute target).
 pub(super) fn verdict(ok: bool, detail: String) -> Verdict {
     if ok {
         Verdict::Met(detail)
     } else {
-        Verdict::Missed(detail)
+        Verdict::Missed(detail, None)
+    }
+}
+
+/// Judges a ratio target on figures `detail`: `past` is the figure's ratio over the target's,
+/// in the direction of worse (met up to 1; 2.0: twice as far as the target allows).
+pub(super) fn ratio_verdict(past: f64, detail: String) -> Verdict {
+    if past <= 1.0 {
+        Verdict::Met(detail)
+    } else {
+        Verdict::Missed(detail, Some(past))
     }
 }
 
@@ -679,15 +690,15 @@ fn ratio_targets(rows: &[Row], metrics: &[MetricsCost]) -> Vec<(&'static str, Ve
     targets.push((
         "adaptive 1 KiB RTT p50 within 2× of spin p50",
         adaptive.zip(spin).map_or_else(missing, |(a, s)| {
-            verdict(a <= 2.0 * s, format!("{} µs vs {} µs = {:.2}×", fmt_us(a), fmt_us(s), a / s))
+            ratio_verdict(a / s / 2.0, format!("{} µs vs {} µs = {:.2}×", fmt_us(a), fmt_us(s), a / s))
         }),
     ));
     if cfg!(unix) {
         targets.push((
             "adaptive 1 KiB RTT p50 at least 20× better than uds",
             adaptive.zip(uds).map_or_else(missing, |(a, u)| {
-                verdict(
-                    u / a >= 20.0,
+                ratio_verdict(
+                    20.0 / (u / a),
                     format!("uds {} µs / adaptive {} µs = {:.1}×", fmt_us(u), fmt_us(a), u / a),
                 )
             }),
@@ -720,7 +731,7 @@ fn node_target(rows: &[Row]) -> (&'static str, Verdict) {
         }
     }
     match worst {
-        Some((w, _)) => (name, verdict(w >= 10.0, detail.join(", "))),
+        Some((w, _)) => (name, ratio_verdict(10.0 / w, detail.join(", "))),
         None => (name, Verdict::Unknown("Node.js IPC not measured (see above)".into())),
     }
 }
@@ -775,8 +786,8 @@ fn framing_targets(rows: &[Row]) -> Vec<(&'static str, Verdict)> {
             label,
             p50(t, Mode::Spin).zip(spin).map_or_else(missing, |(f, s)| {
                 let overhead = (f / s - 1.0) * 100.0;
-                verdict(
-                    overhead < 15.0,
+                ratio_verdict(
+                    f / s / 1.15,
                     format!("{} µs vs raw {} µs = {overhead:+.1}%{note}", fmt_us(f), fmt_us(s)),
                 )
             }),
@@ -797,32 +808,116 @@ fn idle_target(idle: &Idle) -> (&'static str, Verdict) {
     )
 }
 
+/// How far past a ratio target the gate still passes (`--gate-margin`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GateMargin {
+    /// The same factor on every target's ratio (1: the targets as shown).
+    Factor(f64),
+    /// Each target's margin from [`CI_MARGINS`].
+    Ci,
+}
+
+impl std::fmt::Display for GateMargin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GateMargin::Factor(x) => write!(f, "{x}×"),
+            GateMargin::Ci => f.write_str("the CI margins"),
+        }
+    }
+}
+
+/// The CI margins (`--gate-margin ci`, what `.ci/run` uses), by the start of the target's name:
+/// how far past its target a figure may be before the gate fails on a shared 2-vCPU CI machine,
+/// other builds running. Each is at least 2.5 times the worst miss seen in `bench --quick` runs on
+/// such a machine (docs/BENCHMARKS.md has them), so that noise does not fail CI and a gross
+/// regression (a lost wake-up path, a copy too many) still does. `None`: reported, not gated in
+/// CI, because on a loaded machine the figure is set by the other load, not by lapce-ipc: the
+/// "ordinary program" rows' unpinned threads wait for a CPU (their 64 B p50 was 38-56 µs,
+/// 34-50× past the target, with the CPUs busy), and the 64 KiB target has not been met on this
+/// machine kind (2.1-2.9× against 10×).
+pub const CI_MARGINS: &[(&str, Option<f64>)] = &[
+    ("adaptive 1 KiB RTT p50 within 2× of spin", Some(4.0)),
+    ("adaptive 1 KiB RTT p50 at least 20× better than uds", Some(4.0)),
+    ("adaptive RTT p50 at least 10× better than Node.js IPC", Some(4.0)),
+    ("framing overhead on a 1 KiB spin round trip", Some(4.0)),
+    ("metrics cost < 5%", Some(3.0)),
+    ("lapce-ipc-rpc RTT p50 ≤ 1.3× lapce-ipc-framed", Some(4.0)),
+    ("lapce-ipc-rpc-blocking RTT p50 ≤ 1.5× lapce-ipc-rpc", Some(4.0)),
+    ("lapce-ipc-rpc RTT p50 at 64 KiB", None),
+    ("lapce-ipc-rpc tokio-main RTT p50", None),
+    ("lapce-ipc-rpc-blocking unpinned RTT p50", None),
+    // The socket's one-way rate moves most with the load: 238 k to 924 k msg/s between runs.
+    ("pipelined lapce-ipc-rpc req/s", Some(8.0)),
+];
+
+/// The CI margin of the ratio target `name` (`None`: not gated in CI); a target missing from
+/// [`CI_MARGINS`] gets 1, its target as shown (a unit test keeps the table complete).
+fn ci_margin(name: &str) -> Option<f64> {
+    CI_MARGINS.iter().find(|(start, _)| name.starts_with(start)).map_or(Some(1.0), |m| m.1)
+}
+
+impl GateMargin {
+    /// The factor for the ratio target `name`; `None`: not gated.
+    fn for_target(self, name: &str) -> Option<f64> {
+        match self {
+            GateMargin::Factor(x) => Some(x),
+            GateMargin::Ci => ci_margin(name),
+        }
+    }
+}
+
 /// Prints the targets and whether this run met them: the ratio targets, then the absolute ones
 /// (the issue's, measured on Linux; on Windows the seed targets for Windows instead). Returns
-/// how many ratio targets were missed (what `--gate` fails on); a target that could not be
-/// judged counts as missed, so a broken measurement cannot pass the gate.
-pub fn print_targets(rows: &[Row], idle: &Idle, metrics: &[MetricsCost]) -> usize {
+/// how many ratio targets the gate fails: missed by more than their `margin` (`--gate-margin`),
+/// or not judged, so a broken measurement cannot pass the gate.
+pub fn print_targets(rows: &[Row], idle: &Idle, metrics: &[MetricsCost], margin: GateMargin) -> usize {
     let ratios = ratio_targets(rows, metrics);
     let absolute = if cfg!(windows) { windows_targets(rows, idle) } else { targets(rows, idle) };
-    println!("ratio targets (figures of this run against each other; `--gate` fails the run on a miss):");
-    print_verdicts(&ratios);
+    if margin == GateMargin::Factor(1.0) {
+        println!("ratio targets (figures of this run against each other; `--gate` fails the run on a miss):");
+    } else {
+        println!(
+            "ratio targets (figures of this run against each other; `--gate` fails the run on a miss beyond \
+             {margin}):"
+        );
+    }
+    print_verdicts(&ratios, Some(margin));
     if cfg!(windows) {
         println!("absolute targets (the seed targets for Windows; a report, never a gate):");
     } else {
         println!("absolute targets (a report, never a gate: times depend on the machine):");
     }
-    print_verdicts(&absolute);
+    print_verdicts(&absolute, None);
     let met = ratios.iter().chain(&absolute).filter(|(_, v)| matches!(v, Verdict::Met(_))).count();
     println!("  {met} of {} targets met on this run", ratios.len() + absolute.len());
-    ratios.iter().filter(|(_, v)| !matches!(v, Verdict::Met(_))).count()
+    ratios.iter().filter(|(name, v)| fails_gate(v, margin.for_target(name))).count()
 }
 
-fn print_verdicts(targets: &[(&str, Verdict)]) {
+/// Whether a ratio target's verdict fails the gate with `margin` (`None`: not gated).
+fn fails_gate(v: &Verdict, margin: Option<f64>) -> bool {
+    let Some(margin) = margin else { return false };
+    match v {
+        Verdict::Met(_) => false,
+        Verdict::Missed(_, Some(past)) => *past > margin,
+        Verdict::Missed(_, None) | Verdict::Unknown(_) => true,
+    }
+}
+
+/// Prints targets and their verdicts; `margin`: the gate's, for ratio targets.
+fn print_verdicts(targets: &[(&str, Verdict)], margin: Option<GateMargin>) {
     for (name, v) in targets {
         let (tag, detail) = match v {
-            Verdict::Met(d) => ("met   ", d),
-            Verdict::Missed(d) => ("MISSED", d),
-            Verdict::Unknown(d) => ("n/a   ", d),
+            Verdict::Met(d) => ("met   ", d.clone()),
+            Verdict::Missed(d, None) => ("MISSED", d.clone()),
+            Verdict::Missed(d, Some(past)) => {
+                let gate = match margin.map(|m| m.for_target(name)) {
+                    Some(Some(m)) if *past <= m => format!(", within the gate's {m}× margin"),
+                    Some(None) => ", not gated with this margin".to_string(),
+                    _ => String::new(),
+                };
+                ("MISSED", format!("{d} ({past:.2}× past the target{gate})"))
+            }
+            Verdict::Unknown(d) => ("n/a   ", d.clone()),
         };
         println!("  [{tag}] {name}: {detail}");
     }
@@ -997,19 +1092,51 @@ mod tests {
 
         // At 1 KiB the faster serialization (advanced, 16 µs) is only 8× slower: missed.
         let (_, v) = node_target(&rows);
-        let Verdict::Missed(detail) = v else { panic!("expected a miss") };
+        let Verdict::Missed(detail, past) = v else { panic!("expected a miss") };
+        // 8× where 10× is the target: 1.25 times as far.
+        assert!(past.is_some_and(|p| (p - 1.25).abs() < 0.01), "{past:?}");
         assert!(
             detail.contains("64 B 30.0× (node-ipc-json)")
                 && detail.contains("1 KiB 8.0× (node-ipc-advanced)"),
             "{detail}"
         );
         let missed = ratio_targets(&rows, &[]);
-        assert!(missed.iter().any(|(n, v)| n.contains("Node.js") && matches!(v, Verdict::Missed(_))));
+        assert!(missed.iter().any(|(n, v)| n.contains("Node.js") && matches!(v, Verdict::Missed(..))));
+        // The gate's margin: a miss within it passes, one beyond it and a target not judged fail.
+        let node = &missed.iter().find(|(n, _)| n.contains("Node.js")).unwrap().1;
+        assert!(fails_gate(node, Some(1.0)) && fails_gate(node, Some(1.2)));
+        assert!(!fails_gate(node, Some(1.3)) && !fails_gate(node, Some(3.0)) && !fails_gate(node, None));
+        assert!(fails_gate(&Verdict::Unknown("x".into()), Some(100.0)));
+        assert!(!fails_gate(&Verdict::Unknown("x".into()), None));
+        assert!(!fails_gate(&Verdict::Met("x".into()), Some(1.0)));
         // Without Node.js rows the target cannot be judged (and the gate counts it as missed).
         let without_node = super::rows(&cases[..2], &Idle::Unavailable("test"));
         let (_, v) = node_target(&without_node);
         assert!(matches!(v, Verdict::Unknown(_)));
-        assert!(print_targets(&without_node, &Idle::Unavailable("test"), &[]) >= 1);
+        let idle = Idle::Unavailable("test");
+        assert!(print_targets(&without_node, &idle, &[], GateMargin::Factor(1.0)) >= 1);
+        assert!(print_targets(&without_node, &idle, &[], GateMargin::Factor(100.0)) >= 1);
+        assert!(print_targets(&without_node, &idle, &[], GateMargin::Ci) >= 1);
+    }
+
+    /// Every ratio target has its CI margin (the names are the same whatever was measured), each
+    /// entry of the table names one target, and the margins are at least 1.
+    #[test]
+    fn every_ratio_target_has_a_ci_margin() {
+        let targets = ratio_targets(&[], &[]);
+        for (name, _) in &targets {
+            let entries = CI_MARGINS.iter().filter(|(start, _)| name.starts_with(start)).count();
+            assert_eq!(entries, 1, "{name}: {entries} CI margins");
+        }
+        for (start, margin) in CI_MARGINS {
+            // Windows has no uds target.
+            let here = !(cfg!(windows) && start.contains("uds"));
+            assert_eq!(targets.iter().any(|(name, _)| name.starts_with(start)), here, "{start}");
+            assert!(margin.is_none_or(|m| m >= 1.0), "{start}");
+        }
+        assert_eq!(GateMargin::Ci.for_target("lapce-ipc-rpc tokio-main RTT p50 at 64 B ..."), None);
+        assert_eq!(GateMargin::Ci.for_target("metrics cost < 5% of the round trip"), Some(3.0));
+        assert_eq!(GateMargin::Factor(2.0).for_target("anything"), Some(2.0));
     }
 
     #[test]
@@ -1050,7 +1177,7 @@ mod tests {
             .iter()
             .map(|(_, v)| match v {
                 Verdict::Met(_) => "met",
-                Verdict::Missed(_) => "missed",
+                Verdict::Missed(..) => "missed",
                 Verdict::Unknown(_) => "n/a",
             })
             .collect();

@@ -1,7 +1,7 @@
 //! The request/response rows in the report: a note on what they measure, and their targets
 //! (ratios of this run's figures, judged by `--gate` like the others).
 
-use super::report::{fmt_us, payload_label, rate, verdict, Row, Verdict};
+use super::report::{fmt_us, payload_label, rate, ratio_verdict, Row, Verdict};
 use super::{Mode, Transport};
 
 /// One row of the run, if it was measured.
@@ -48,17 +48,18 @@ pub fn print_note(rows: &[Row]) {
     }
 }
 
-/// Judges `limit` on `a / b` for each payload with both figures; `None` when none has.
+/// Judges `limit` on `a / b` for each payload with both figures: how far past its limit the
+/// worst is (see [`ratio_verdict`]) and the figures; `None` when none has both.
 fn ratio_at(
     payloads: &[(usize, f64)],
     a: impl Fn(usize) -> Option<f64>,
     b: impl Fn(usize) -> Option<f64>,
-) -> Option<(bool, String)> {
+) -> Option<(f64, String)> {
     let mut judged = Vec::new();
-    let mut ok = true;
+    let mut past = 0.0f64;
     for &(payload, limit) in payloads {
         if let (Some(a), Some(b)) = (a(payload), b(payload)) {
-            ok &= a / b <= limit;
+            past = past.max(a / b / limit);
             judged.push(format!(
                 "{} {}/{} µs = {:.2}× (≤ {limit}×)",
                 payload_label(payload),
@@ -68,12 +69,12 @@ fn ratio_at(
             ));
         }
     }
-    (!judged.is_empty()).then(|| (ok, judged.join(", ")))
+    (!judged.is_empty()).then(|| (past, judged.join(", ")))
 }
 
 /// A verdict from [`ratio_at`], or unknown with `why`.
-fn judged(outcome: Option<(bool, String)>, why: &str) -> Verdict {
-    outcome.map_or_else(|| Verdict::Unknown(why.into()), |(ok, detail)| verdict(ok, detail))
+fn judged(outcome: Option<(f64, String)>, why: &str) -> Verdict {
+    outcome.map_or_else(|| Verdict::Unknown(why.into()), |(past, detail)| ratio_verdict(past, detail))
 }
 
 /// The request/response layer's targets: it adds little to the frames it sends, keeps its lead
@@ -99,8 +100,8 @@ pub fn targets(rows: &[Row]) -> Vec<(&'static str, Verdict)> {
         what.zip(than).map_or_else(
             || Verdict::Unknown("64 B or 64 KiB not measured or failed".into()),
             |(w, u)| {
-                verdict(
-                    u / w >= times,
+                ratio_verdict(
+                    times / (u / w),
                     format!("{} {} µs / {} µs = {:.1}×", base.name(), fmt_us(u), fmt_us(w), u / w),
                 )
             },
@@ -124,7 +125,9 @@ pub fn targets(rows: &[Row]) -> Vec<(&'static str, Verdict)> {
         "pipelined lapce-ipc-rpc req/s at 64 B ≥ 4× the baseline's one-way msg/s",
         pipelined.zip(one_way).map_or_else(
             || Verdict::Unknown("64 B not measured or failed".into()),
-            |(p, u)| verdict(p >= 4.0 * u, format!("{} req/s vs {} msg/s = {:.1}×", rate(p), rate(u), p / u)),
+            |(p, u)| {
+                ratio_verdict(4.0 * u / p, format!("{} req/s vs {} msg/s = {:.1}×", rate(p), rate(u), p / u))
+            },
         ),
     ));
     targets
