@@ -52,9 +52,9 @@ use crate::progress::Progress;
 /// Arguments of `lapce-ipc bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Short run (well under 30 s, for CI): 20k round trips and 200k messages per payload
-    /// instead of 200k and 2M, 200 MB instead of 2 GB per large-message row, and a 0.3 s idle
-    /// measurement instead of 1 s.
+    /// Short run (about one to two minutes with every peer, for CI): 20k round trips and 200k
+    /// messages per payload instead of 200k and 2M, 200 MB instead of 2 GB per large-message
+    /// row, and a 0.3 s idle measurement instead of 1 s.
     #[arg(long)]
     pub quick: bool,
     /// Also write the results to FILE as a JSON array, one object per row.
