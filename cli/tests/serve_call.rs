@@ -33,6 +33,19 @@ fn call_when_up(name: &str, args: &[&str]) -> Output {
     }
 }
 
+/// Stops `serve` as Ctrl-C does (SIGINT) and returns what it wrote on stderr, once it exited
+/// successfully.
+#[cfg(unix)]
+fn interrupt(server: &mut Server) -> String {
+    let child = server.0.take().unwrap();
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "serve exited with {}: {log}", out.status);
+    log
+}
+
 #[test]
 fn serve_answers_call_then_stops_gracefully_on_ctrl_c() {
     let name = format!("t-cli-{}", std::process::id());
@@ -71,12 +84,7 @@ fn serve_answers_call_then_stops_gracefully_on_ctrl_c() {
 
     #[cfg(unix)]
     {
-        let child = server.0.take().unwrap();
-        let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-        let out = child.wait_with_output().unwrap();
-        let log = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "serve exited with {}: {log}", out.status);
+        let log = interrupt(&mut server);
         assert!(log.contains("stopped after"), "{log}");
         let gone = call(&name, &["--type", "data", "--text", "late"]);
         assert!(!gone.status.success(), "the server still answers after Ctrl-C");
@@ -139,12 +147,7 @@ fn serve_warns_of_refused_peers_and_counts_them_in_its_summary() {
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("limit of 1 connections"), "{why}");
 
-    let child = server.0.take().unwrap();
-    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    let out = child.wait_with_output().unwrap();
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "serve exited with {}: {log}", out.status);
+    let log = interrupt(&mut server);
     let warnings =
         log.matches("lapce-ipc serve: warning: refused a connection (at the limit of 1 connections").count();
     assert!(warnings >= 1, "no warning of the refusal:\n{log}");

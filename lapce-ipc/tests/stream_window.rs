@@ -17,7 +17,7 @@ use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
 use lapce_ipc::frame::{AsyncFramedShmStream, MessageType};
 use lapce_ipc::protocol::{Codec, ErrorBody, ErrorCode};
-use lapce_ipc::{BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer};
+use lapce_ipc::{BlockingIpcClient, IpcConfig, IpcError, IpcServer};
 
 /// Streams the sequence numbers `0, 1, 2, ...` (8 bytes, little-endian each) up to the number the
 /// payload says (decimal), or until `STOP`.
@@ -136,16 +136,7 @@ fn an_unread_stream_stops_its_handler_async_client() {
     let _child = server(&name);
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
-        let deadline = Instant::now() + HANG;
-        let client = loop {
-            match IpcClient::connect(&name, IpcConfig::default()).await {
-                Ok(c) => break c,
-                Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(2)).await
-                }
-                Err(e) => panic!("connect: {e}"),
-            }
-        };
+        let client = common::connect_client(&name, IpcConfig::default()).await;
         let mut stream = client.request_stream(TOKENS, "100000000").await.unwrap();
         let mut expected = 0;
         for _ in 0..10 {
