@@ -1,6 +1,6 @@
-//! The warm pool of a listener: connection segments (with their four doorbells) made ahead of
-//! time by a background thread, so that accepting a client creates nothing, and the slot count
-//! that bounds how many segments exist at once.
+//! The warm pool of a listener: connection segments (with both ends of their two doorbells) made
+//! ahead of time by a background thread, so that accepting a client creates nothing, and the
+//! slot count that bounds how many segments exist at once.
 //!
 //! - A *slot* is one connection's claim on a segment. [`SegmentPool::claim`] takes a warm
 //!   segment (or, when the pool ran dry, makes one on the spot: a *miss*) and a [`Slot`]; the
