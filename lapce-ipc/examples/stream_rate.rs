@@ -34,7 +34,7 @@ fn main() {
         Ok(())
     });
     let serving = server.clone();
-    server_rt.spawn(async move { serving.serve().await });
+    let serving = server_rt.spawn(async move { serving.serve().await });
 
     let client_rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     client_rt.block_on(async {
@@ -54,5 +54,7 @@ fn main() {
             println!("chunk {size} B, window {window} B, round {round}: {:.2} M chunks/s", rate / 1e6);
         }
     });
+    // Wait for the server to close, so that its listener removes its socket file.
     server.shutdown(Duration::from_millis(100));
+    server_rt.block_on(serving).unwrap().unwrap();
 }
