@@ -51,6 +51,7 @@ static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        trace::record(layout.size());
         // SAFETY: our caller upholds `alloc`'s contract (non-zero size), passed on as is.
         unsafe { System.alloc(layout) }
     }
@@ -63,6 +64,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        trace::record(new_size);
         // SAFETY: `ptr` was allocated by this allocator, i.e. by `System`, with `layout`; our
         // caller upholds the rest of `realloc`'s contract.
         unsafe { System.realloc(ptr, layout, new_size) }
@@ -76,6 +78,55 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
+
+/// Where the first allocations of a measured window were made: armed for the window, a few
+/// backtraces kept, printed by the child when the window was not clean, so that a failure says
+/// what allocated.
+mod trace {
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    /// Backtraces kept per window.
+    const KEPT: usize = 4;
+
+    static ARMED: AtomicBool = AtomicBool::new(false);
+    static KEPT_TRACES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    thread_local! {
+        /// Set while this thread records one, so that the recording's own allocations are not
+        /// recorded.
+        static RECORDING: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Starts keeping the backtraces of the next allocations.
+    pub fn arm() {
+        KEPT_TRACES.lock().unwrap().clear();
+        ARMED.store(true, Ordering::SeqCst);
+    }
+
+    /// Stops keeping them; returns those kept.
+    pub fn disarm() -> Vec<String> {
+        ARMED.store(false, Ordering::SeqCst);
+        std::mem::take(&mut *KEPT_TRACES.lock().unwrap())
+    }
+
+    /// Called by the allocator for each allocation of `size` bytes.
+    pub fn record(size: usize) {
+        if !ARMED.load(Ordering::Relaxed) || RECORDING.with(Cell::get) {
+            return;
+        }
+        RECORDING.with(|r| r.set(true));
+        if let Ok(mut kept) = KEPT_TRACES.try_lock() {
+            if kept.len() < KEPT {
+                let thread = std::thread::current().name().unwrap_or("?").to_owned();
+                let trace = std::backtrace::Backtrace::force_capture();
+                kept.push(format!("{size} bytes on thread {thread}:\n{trace}"));
+            }
+        }
+        RECORDING.with(|r| r.set(false));
+    }
+}
 
 fn allocations() -> u64 {
     ALLOCATIONS.load(Ordering::SeqCst)
@@ -413,6 +464,7 @@ const QUIT: MessageType = MessageType::Unknown(0x7A03);
 
 fn child_echo_server(name: &str) {
     static WINDOW_START: AtomicU64 = AtomicU64::new(0);
+    static WINDOWS: AtomicU64 = AtomicU64::new(0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(WORKERS as usize)
         .enable_all()
@@ -425,10 +477,18 @@ fn child_echo_server(name: &str) {
         server.register_sync_handler(START, |_| {
             settle();
             WINDOW_START.store(allocations(), Ordering::SeqCst);
+            trace::arm();
             Ok(Bytes::new())
         });
         server.register_sync_handler(STOP, |_| {
             let counted = allocations() - WINDOW_START.load(Ordering::SeqCst);
+            // The first window is the warm-up, whose allocations are expected.
+            let traces = trace::disarm();
+            if WINDOWS.fetch_add(1, Ordering::SeqCst) > 0 {
+                for trace in traces {
+                    eprintln!("echo server: allocated in a window: {trace}");
+                }
+            }
             Ok(Bytes::copy_from_slice(&counted.to_le_bytes()))
         });
         let handle = server.clone();
@@ -450,8 +510,9 @@ fn call(framed: &mut FramedShmStream, kind: MessageType, id: u64, payload: &[u8]
     assert_eq!((got_kind, got_id), (MessageType::Response, id), "answer to {kind:?} #{id}: {answer:?}");
 }
 
-/// What the server allocated: in a window of [`MESSAGES`] echo requests, and in an empty one
-/// (what the window's own START and STOP requests cost).
+/// What the server allocated: in the cleanest of up to [`SERVER_TRIES`] windows of
+/// [`MESSAGES`] echo requests, and in an empty one (what the window's own START and STOP
+/// requests cost).
 struct ServerWindows {
     full: u64,
     empty: u64,
@@ -462,7 +523,16 @@ impl ServerWindows {
     fn per_request(&self) -> f64 {
         self.full.saturating_sub(self.empty) as f64 / MESSAGES as f64
     }
+
+    /// Within the one-offs a window may see (see the tests below).
+    fn clean(&self) -> bool {
+        self.full <= self.empty + WORKERS + SERVER_ONE_OFF_SLACK
+    }
 }
+
+/// Full windows measured at most: one that allocates per request fails every one, while a
+/// burst of one-offs on a loaded machine (the child prints where it allocated) seldom repeats.
+const SERVER_TRIES: usize = 3;
 
 /// Measures the server's windows of echo requests of type `echo`.
 fn measure_server(tag: &str, echo_kind: MessageType) -> ServerWindows {
@@ -492,15 +562,17 @@ fn measure_server(tag: &str, echo_kind: MessageType) -> ServerWindows {
     };
     window(&mut framed, WARMUP);
     let empty = window(&mut framed, 0);
-    let full = window(&mut framed, MESSAGES);
+    let mut w = ServerWindows { full: u64::MAX, empty };
+    for _ in 0..SERVER_TRIES {
+        let full = window(&mut framed, MESSAGES);
+        eprintln!("IpcServer {echo_kind:?} echo dispatch: {full} allocations in a window of {MESSAGES} requests, {empty} in an empty one");
+        w.full = w.full.min(full);
+        if w.clean() {
+            break;
+        }
+    }
     call(&mut framed, QUIT, u64::MAX, b"", &mut answer);
     child.wait_success(HANG);
-    let w = ServerWindows { full, empty };
-    eprintln!(
-        "IpcServer {echo_kind:?} echo dispatch: {full} allocations in a window of {MESSAGES} requests, {empty} in an \
-         empty one: {:.3} per request",
-        w.per_request()
-    );
     w
 }
 
@@ -514,7 +586,7 @@ fn measure_server(tag: &str, echo_kind: MessageType) -> ServerWindows {
 fn server_dispatch_of_a_sync_echo_allocates_nothing() {
     let w = measure_server("za-server-sync", MessageType::Data);
     assert!(
-        w.full <= w.empty + WORKERS + SERVER_ONE_OFF_SLACK,
+        w.clean(),
         "the server allocated {:.3} times per sync echo request ({} in {MESSAGES} requests, {} in an \
          empty window)",
         w.per_request(),
@@ -534,7 +606,7 @@ fn server_dispatch_of_a_sync_echo_allocates_nothing() {
 fn server_dispatch_of_an_async_echo_allocates_nothing() {
     let w = measure_server("za-server-async", ASYNC_ECHO);
     assert!(
-        w.full <= w.empty + WORKERS + SERVER_ONE_OFF_SLACK,
+        w.clean(),
         "the server allocated {:.3} times per async echo request ({} in {MESSAGES} requests, {} in an \
          empty window)",
         w.per_request(),
