@@ -18,8 +18,9 @@ use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer, ServerStats};
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Listener name (default: `ipc.socket_path` of the configuration, else "lapce-ai").
-    pub name: Option<String>,
+    /// Listener name.
+    #[arg(default_value = "lapce-ai")]
+    pub name: String,
     /// TOML configuration file (`[ipc]` and `[metrics]`; see docs/config.example.toml).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -99,16 +100,19 @@ pub fn serve(args: &ServeArgs) -> ExitCode {
 }
 
 fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
-    let config = match &args.config {
+    let mut config = match &args.config {
         Some(path) => IpcConfig::from_file(path)?,
         None => IpcConfig::default(),
     };
+    // A process of its own: giving its free heap back to the OS concerns nobody else.
+    config.ipc.trim_heap = true;
     if args.print_config {
         print!("{}", config.to_toml_string());
         return Ok(());
     }
-    let name = args.name.clone().unwrap_or_else(|| config.ipc.socket_path.clone());
-    let metrics_addr = match (args.metrics_addr, &config.metrics.addr) {
+    let name = args.name.clone();
+    // Served here rather than by `IpcServer::serve`, to print the port that 0 picked.
+    let metrics_addr = match (args.metrics_addr, config.metrics.addr.take()) {
         (Some(addr), _) => Some(addr),
         // Checked by the configuration's validation already.
         (None, Some(addr)) => Some(addr.parse::<SocketAddr>().map_err(|e| {

@@ -13,7 +13,10 @@ fn main() -> lapce_ipc::Result<()> {
     let name = std::env::args().nth(1).unwrap_or_else(|| "echo-server".into());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let server = IpcServer::bind(&name, IpcConfig::default())?;
+        // The whole process is the server: it may give its free heap back to the OS.
+        let mut config = IpcConfig::default();
+        config.ipc.trim_heap = true;
+        let server = IpcServer::bind(&name, config)?;
         server.register_sync_handler(MessageType::Data, Ok);
         println!("listening on {}", server.path().display());
         server.serve().await

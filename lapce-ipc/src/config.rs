@@ -9,10 +9,8 @@
 //! [`IpcConfig::wait_strategy`]) and [`IpcConfig::to_toml_string`] are all there; only the parser
 //! (and its dependency, the `toml` crate) is left out.
 //!
-//! `socket_path` is a listener *name*, not a path: lapce-ipc places the socket in its private
-//! runtime directory (see [`socket_path`](crate::socket_path)), or on Unix in `socket_dir` when
-//! that is set (for sharing with the users of `allowed_uids`). A path such as
-//! `"/tmp/lapce-ai.sock"` is refused with an error that suggests the name (`"lapce-ai"`).
+//! The listener's name is not part of the configuration: it is what
+//! [`IpcServer::bind`](crate::IpcServer::bind) and the clients' `connect` take.
 //!
 //! # Example: every key, with its default
 //!
@@ -24,12 +22,11 @@
 //!
 //! let text = r#"
 //! [ipc]
-//! socket_path = "lapce-ai"          # a listener name, not a path
 //! max_connections = 1000
 //! idle_timeout_secs = 300           # 0 = never
 //! idle_trim_ms = 1000               # 0 = never
+//! trim_heap = false                 # malloc_trim the whole process when quiet
 //! max_message_size = 10485760       # 10 MiB
-//! buffer_pool_size = 100            # accepted, not used
 //! ring_size = 262144                # 256 KiB per direction, a power of two
 //! warm_pool_size = 64
 //! max_slots = 1024
@@ -45,7 +42,6 @@
 //!
 //! [metrics]
 //! enable = true
-//! export_interval_secs = 60
 //! ## addr = "127.0.0.1:9464"         # no HTTP endpoint by default
 //! "#;
 //! let config = IpcConfig::from_toml_str(text, "lapce-ipc.toml")?;
@@ -97,11 +93,6 @@ pub struct IpcConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct IpcSection {
-    /// The listener name (default `"lapce-ai"`), with the rules of
-    /// [`socket_path`](crate::socket_path): 1 to 100 characters of `[A-Za-z0-9._-]`, not starting
-    /// with a dot (a leading `/` is ignored). Not a path: the socket goes in lapce-ipc's private
-    /// runtime directory.
-    pub socket_path: String,
     /// Most clients connected at once (default 1000, 1 to 65536); further connections are
     /// refused.
     pub max_connections: usize,
@@ -112,17 +103,16 @@ pub struct IpcSection {
     /// Milliseconds a connection's outgoing ring must stay empty and unwritten before its pages
     /// are given back to the OS (default 1000); 0 = never. The ring keeps working: the next
     /// message is written to fresh pages. Applies to servers and clients alike (each trims the
-    /// ring it writes). An `IpcServer` also trims its heap once no connection has ended for this
-    /// long (`ServerStats::heap_trims`). At most one day (86400000).
+    /// ring it writes). At most one day (86400000).
     pub idle_trim_ms: u64,
+    /// Whether an `IpcServer` gives the process's free heap pages back to the OS (glibc's
+    /// `malloc_trim`) once no connection has ended for `idle_trim_ms` (default `false`). It
+    /// trims the whole host process's heap, not only the server's, so it is for processes that
+    /// are mostly a server (the `lapce-ipc serve` command turns it on); counted in
+    /// `ServerStats::heap_trims`. A no-op where the allocator returns free memory by itself.
+    pub trim_heap: bool,
     /// Largest message in bytes, either way (default 10 MiB = 10485760; 1 KiB to 1 GiB).
     pub max_message_size: usize,
-    /// Receive buffers for a shared pool (default 100; 0 to 65536). **Accepted and
-    /// range-checked, but not used**: there is no shared pool; each connection reuses its own
-    /// receive buffer (no allocation per message, see `tests/zero_alloc.rs`) and gives an
-    /// outsized one back after its request. The key stays so that configuration files written
-    /// for the seed's schema load.
-    pub buffer_pool_size: usize,
     /// Capacity in bytes of each ring, one per direction (default 262144 = 256 KiB): a power of
     /// two from 4 KiB to 1 GiB ([`MIN_CAPACITY`] to [`MAX_CAPACITY`]).
     pub ring_size: usize,
@@ -194,12 +184,11 @@ pub struct IpcSection {
 impl Default for IpcSection {
     fn default() -> Self {
         IpcSection {
-            socket_path: "lapce-ai".to_owned(),
             max_connections: 1000,
             idle_timeout_secs: 300,
             idle_trim_ms: 1000,
+            trim_heap: false,
             max_message_size: crate::frame::DEFAULT_MAX_MESSAGE,
-            buffer_pool_size: 100,
             ring_size: 256 * 1024,
             warm_pool_size: 64,
             max_slots: 1024,
@@ -222,17 +211,17 @@ impl Default for IpcSection {
 pub struct MetricsSection {
     /// Whether metrics are collected (default `true`).
     pub enable: bool,
-    /// Seconds between metric exports (default 60; 1 to 86400).
-    pub export_interval_secs: u64,
     /// Address of an HTTP `/metrics` endpoint, e.g. `"127.0.0.1:9464"` (default none: no
-    /// endpoint). Must parse as a socket address.
+    /// endpoint). Must parse as a socket address. [`IpcServer::serve`](crate::IpcServer::serve)
+    /// serves it while it runs (feature `metrics-http`; without it a set address is an error at
+    /// bind).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub addr: Option<String>,
 }
 
 impl Default for MetricsSection {
     fn default() -> Self {
-        MetricsSection { enable: true, export_interval_secs: 60, addr: None }
+        MetricsSection { enable: true, addr: None }
     }
 }
 
@@ -285,42 +274,6 @@ fn in_range<T: PartialOrd + Display>(key: &'static str, value: T, min: T, max: T
     Ok(())
 }
 
-/// The listener name rules of [`socket_path`](crate::socket_path), checked without touching the
-/// file system; a value that looks like a path gets its own explanation.
-fn check_socket_name(name: &str) -> Result<(), Invalid> {
-    const KEY: &str = "ipc.socket_path";
-    let bare = name.strip_prefix('/').unwrap_or(name);
-    if bare.contains(['/', '\\']) {
-        let file = name.rsplit(['/', '\\']).next().unwrap_or_default();
-        let stem = file.strip_suffix(".sock").unwrap_or(file);
-        let suggestion = if name_ok(stem) { stem } else { "lapce-ai" };
-        return Err(invalid(
-            KEY,
-            format!(
-                "{name:?} is a path, but lapce-ipc takes a listener name and places the socket in its \
-                 own private runtime directory ($XDG_RUNTIME_DIR/lapce-ipc/ or /tmp/lapce-ipc-<uid>-<boot>/; a \
-                 named pipe on Windows); write socket_path = \"{suggestion}\""
-            ),
-        ));
-    }
-    if !name_ok(bare) {
-        return Err(invalid(
-            KEY,
-            format!(
-                "listener name {name:?} must be 1-100 characters of [A-Za-z0-9._-], not starting with '.'"
-            ),
-        ));
-    }
-    Ok(())
-}
-
-fn name_ok(bare: &str) -> bool {
-    !bare.is_empty()
-        && bare.len() <= 100
-        && !bare.starts_with('.')
-        && bare.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c))
-}
-
 impl IpcConfig {
     /// Checks every value against its range (see the field docs); the error
     /// ([`IpcError::Config`]) names the key, e.g. `ipc.ring_size`.
@@ -341,12 +294,10 @@ impl IpcConfig {
 
     fn check(&self) -> Result<(), Invalid> {
         let ipc = &self.ipc;
-        check_socket_name(&ipc.socket_path)?;
         in_range("ipc.max_connections", ipc.max_connections, 1, 65536)?;
         in_range("ipc.idle_timeout_secs", ipc.idle_timeout_secs, 0, 365 * 86400)?;
         in_range("ipc.idle_trim_ms", ipc.idle_trim_ms, 0, 86_400_000)?;
         in_range("ipc.max_message_size", ipc.max_message_size, 1024, 1 << 30)?;
-        in_range("ipc.buffer_pool_size", ipc.buffer_pool_size, 0, 65536)?;
         if !ipc.ring_size.is_power_of_two() || !(MIN_CAPACITY..=MAX_CAPACITY).contains(&ipc.ring_size) {
             return Err(invalid(
                 "ipc.ring_size",
@@ -404,7 +355,6 @@ impl IpcConfig {
             ));
         }
         let metrics = &self.metrics;
-        in_range("metrics.export_interval_secs", metrics.export_interval_secs, 1, 86400)?;
         if let Some(addr) = &metrics.addr {
             if let Err(e) = addr.parse::<SocketAddr>() {
                 return Err(invalid(
@@ -464,12 +414,11 @@ impl IpcConfig {
         let (ipc, metrics) = (&self.ipc, &self.metrics);
         let mut out = String::from("# lapce-ipc server configuration; every key is optional.\n\n[ipc]\n");
         let o = &mut out;
-        entry(o, "socket_path", &toml_string(&ipc.socket_path), "listener name, not a path");
         entry(o, "max_connections", &ipc.max_connections, "1 to 65536");
         entry(o, "idle_timeout_secs", &ipc.idle_timeout_secs, "0 = never");
         entry(o, "idle_trim_ms", &ipc.idle_trim_ms, "give idle rings' pages back; 0 = never");
+        entry(o, "trim_heap", &ipc.trim_heap, "malloc_trim the whole process when quiet");
         entry(o, "max_message_size", &ipc.max_message_size, "bytes, 1 KiB to 1 GiB");
-        entry(o, "buffer_pool_size", &ipc.buffer_pool_size, "accepted, not used (no shared pool)");
         entry(o, "ring_size", &ipc.ring_size, "bytes per direction, power of two, 4 KiB to 1 GiB");
         entry(o, "warm_pool_size", &ipc.warm_pool_size, "segments created ahead, at most max_slots");
         entry(o, "max_slots", &ipc.max_slots, "most segments at once");
@@ -485,7 +434,6 @@ impl IpcConfig {
         entry(o, "raise_open_file_limit", &ipc.raise_open_file_limit, "Unix; soft RLIMIT_NOFILE to hard");
         o.push_str("\n[metrics]\n");
         entry(o, "enable", &metrics.enable, "collect metrics");
-        entry(o, "export_interval_secs", &metrics.export_interval_secs, "1 to 86400");
         match &metrics.addr {
             Some(addr) => entry(o, "addr", &toml_string(addr), "HTTP /metrics endpoint"),
             None => {
@@ -675,11 +623,9 @@ mod tests {
     fn defaults_are_valid_and_documented_values() {
         let c = IpcConfig::default();
         c.validate().unwrap();
-        assert_eq!(c.ipc.socket_path, "lapce-ai");
         assert_eq!(c.ipc.max_connections, 1000);
         assert_eq!(c.ipc.idle_timeout_secs, 300);
         assert_eq!(c.ipc.max_message_size, 10_485_760);
-        assert_eq!(c.ipc.buffer_pool_size, 100);
         assert_eq!(c.ipc.ring_size, 262_144);
         assert_eq!(c.ipc.warm_pool_size, 64);
         assert_eq!(c.ipc.max_slots, 1024);
@@ -691,7 +637,7 @@ mod tests {
         assert_eq!(c.ipc.socket_dir, "");
         assert!(c.ipc.allowed_uids.is_empty());
         assert!(c.metrics.enable);
-        assert_eq!(c.metrics.export_interval_secs, 60);
+        assert!(!c.ipc.trim_heap, "trimming the host's heap is opt-in");
         assert_eq!(c.metrics.addr, None);
         assert_eq!(c.idle_timeout(), Some(Duration::from_secs(300)));
         assert_eq!(c.request_timeout(), Some(Duration::from_secs(30)));
@@ -796,7 +742,6 @@ mod tests {
                 &[1024, 1 << 30],
                 &[1023, (1 << 30) + 1],
             ),
-            ("ipc.buffer_pool_size", |c, v| c.ipc.buffer_pool_size = v as usize, &[0, 65536], &[65537]),
             (
                 "ipc.ring_size",
                 |c, v| c.ipc.ring_size = v as usize,
@@ -814,12 +759,6 @@ mod tests {
             ),
             ("ipc.handshake_timeout_ms", |c, v| c.ipc.handshake_timeout_ms = v, &[1, 600_000], &[0, 600_001]),
             ("ipc.request_timeout_ms", |c, v| c.ipc.request_timeout_ms = v, &[0, 86_400_000], &[86_400_001]),
-            (
-                "metrics.export_interval_secs",
-                |c, v| c.metrics.export_interval_secs = v,
-                &[1, 86400],
-                &[0, 86401],
-            ),
         ];
         for &(key, set, good, bad) in cases {
             for &v in good {
@@ -860,49 +799,6 @@ mod tests {
     }
 
     #[test]
-    fn socket_path_takes_names_like_socket_path() {
-        for good in ["lapce-ai", "/lapce-ai", "a", "x.y_z-1", &"n".repeat(100)] {
-            let mut c = IpcConfig::default();
-            c.ipc.socket_path = good.to_owned();
-            c.validate().unwrap_or_else(|e| panic!("{good:?} refused: {e}"));
-        }
-        for bad in ["", "/", ".hidden", "sp ace", "ü", &"n".repeat(101)] {
-            let mut c = IpcConfig::default();
-            c.ipc.socket_path = bad.to_owned();
-            let (key, reason) = err_of(&c);
-            assert_eq!(key, "ipc.socket_path");
-            assert!(reason.contains("[A-Za-z0-9._-]"), "{bad:?}: {reason}");
-        }
-        // The library's own rules agree (short names: the full socket path must also fit 107 bytes,
-        // which only binding checks).
-        for good in ["lapce-ai", "/lapce-ai", "x.y_z-1"] {
-            crate::socket_path(good).unwrap();
-        }
-        for bad in ["", "/", ".hidden", "sp ace", "ü", "a/b"] {
-            assert!(crate::socket_path(bad).is_err(), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn socket_path_that_is_a_path_suggests_the_name() {
-        let cases = [
-            ("/tmp/lapce-ai.sock", "lapce-ai"),
-            ("run/editor", "editor"),
-            (r"C:\Users\me\ai.sock", "ai"),
-            ("/tmp/bad name.sock", "lapce-ai"),
-        ];
-        for (path, name) in cases {
-            let mut c = IpcConfig::default();
-            c.ipc.socket_path = path.to_owned();
-            let (key, reason) = err_of(&c);
-            assert_eq!(key, "ipc.socket_path");
-            assert!(reason.contains("is a path"), "{reason}");
-            assert!(reason.contains("private runtime directory"), "{reason}");
-            assert!(reason.contains(&format!("socket_path = \"{name}\"")), "{path}: {reason}");
-        }
-    }
-
-    #[test]
     fn metrics_addr_must_be_a_socket_address() {
         let mut c = IpcConfig::default();
         c.metrics.addr = Some("127.0.0.1:9464".to_owned());
@@ -932,12 +828,11 @@ mod tests {
     fn to_toml_string_writes_every_key() {
         let text = IpcConfig::default().to_toml_string();
         for key in [
-            "socket_path = \"lapce-ai\"",
             "max_connections = 1000",
             "idle_timeout_secs = 300",
             "idle_trim_ms = 1000",
+            "trim_heap = false",
             "max_message_size = 10485760",
-            "buffer_pool_size = 100",
             "ring_size = 262144",
             "warm_pool_size = 64",
             "max_slots = 1024",
@@ -949,7 +844,6 @@ mod tests {
             "socket_dir = \"\"",
             "allowed_uids = []",
             "enable = true",
-            "export_interval_secs = 60",
             "# addr = \"127.0.0.1:9464\"",
         ] {
             assert!(text.lines().any(|l| l.starts_with(key)), "{key} missing from:\n{text}");

@@ -83,6 +83,7 @@ pub use connection::{
     StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
 };
 pub use error::{IpcError, Result};
+#[cfg(feature = "metrics-http")]
 pub use metrics::MetricsEndpoint;
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};
 pub use rpc::{

@@ -1,6 +1,6 @@
 //! Reading the server configuration from TOML (feature `config-file`; `cargo test --workspace`
-//! turns it on through the CLI): defaults, the seed document's example, errors that name the
-//! file, the key and the line, and round trips.
+//! turns it on through the CLI): defaults, files with keys that no longer exist, errors that
+//! name the file, the key and the line, and round trips.
 #![cfg(feature = "config-file")]
 
 use std::collections::BTreeSet;
@@ -10,8 +10,9 @@ use std::time::Duration;
 use lapce_ipc::config::WaitMode;
 use lapce_ipc::{IpcConfig, IpcError, WaitStrategy};
 
-/// The `[ipc]`/`[metrics]` example of the seed document (../shared/seeds/004), verbatim.
-const SEED_EXAMPLE: &str = r#"[ipc]
+/// A file with the keys earlier versions accepted and never applied (`socket_path`,
+/// `buffer_pool_size`, `export_interval_secs`).
+const OLD_KEYS: &str = r#"[ipc]
 socket_path = "/tmp/lapce-ai.sock"
 max_connections = 1000
 idle_timeout_secs = 300
@@ -75,35 +76,39 @@ fn missing_file_is_an_error_naming_it() {
     assert!(reason.starts_with("cannot read: "), "{reason}");
 }
 
+/// Keys that were accepted but never applied are gone: a file that still has them is refused
+/// at the first one, named with its line, and loads once they are taken out.
 #[test]
-fn seed_example_socket_path_is_refused_with_the_name_suggested() {
-    let file = TempFile::new("seed", SEED_EXAMPLE);
-    let err = IpcConfig::from_file(&file.0).unwrap_err();
-    let msg = err.to_string();
-    let (origin, key, reason) = config_err(Err(err));
+fn keys_that_did_nothing_are_refused_by_name() {
+    let file = TempFile::new("old-keys", OLD_KEYS);
+    let (origin, key, reason) = config_err(IpcConfig::from_file(&file.0));
     assert_eq!(origin, file.0.display().to_string());
-    assert_eq!(key.as_deref(), Some("ipc.socket_path"));
-    assert!(reason.contains("\"/tmp/lapce-ai.sock\" is a path"), "{reason}");
-    assert!(reason.contains("private runtime directory"), "{reason}");
-    assert!(reason.contains("socket_path = \"lapce-ai\""), "{reason}");
-    assert!(reason.ends_with("(line 2, column 15)"), "{reason}");
-    assert!(msg.starts_with(&format!("config {}: ipc.socket_path: ", file.0.display())), "{msg}");
-}
-
-#[test]
-fn seed_example_with_the_name_parses() {
-    let text = SEED_EXAMPLE.replace("\"/tmp/lapce-ai.sock\"", "\"lapce-ai\"");
-    let file = TempFile::new("seed-fixed", &text);
-    let c = IpcConfig::from_file(&file.0).unwrap();
-    assert_eq!(c.ipc.socket_path, "lapce-ai");
-    assert_eq!(c.ipc.max_connections, 1000);
-    assert_eq!(c.ipc.idle_timeout_secs, 300);
-    assert_eq!(c.ipc.max_message_size, 10 << 20);
-    assert_eq!(c.ipc.buffer_pool_size, 100);
-    assert!(c.metrics.enable);
-    assert_eq!(c.metrics.export_interval_secs, 60);
-    // The seed's values are the defaults.
-    assert_eq!(c, IpcConfig::default());
+    let key = key.expect("the key is named");
+    let (field, line) = match key.as_str() {
+        "ipc.socket_path" => ("socket_path", 2),
+        "ipc.buffer_pool_size" => ("buffer_pool_size", 6),
+        other => panic!("{other}: {reason}"),
+    };
+    assert!(reason.starts_with(&format!("unknown field `{field}`")), "{reason}");
+    assert!(reason.ends_with(&format!("(line {line}, column 1)")), "{reason}");
+    let (_, key, _) = config_err(IpcConfig::from_toml_str("[ipc]\nbuffer_pool_size = 100\n", "b.toml"));
+    assert_eq!(key.as_deref(), Some("ipc.buffer_pool_size"));
+    let (_, key, _) =
+        config_err(IpcConfig::from_toml_str("[metrics]\nexport_interval_secs = 60\n", "e.toml"));
+    assert_eq!(key.as_deref(), Some("metrics.export_interval_secs"));
+    let kept: String = OLD_KEYS
+        .lines()
+        .filter(|l| {
+            !["socket_path", "buffer_pool_size", "export_interval_secs"].iter().any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let c = IpcConfig::from_toml_str(&kept, "kept.toml").unwrap();
+    assert_eq!(
+        (c.ipc.max_connections, c.ipc.idle_timeout_secs, c.ipc.max_message_size),
+        (1000, 300, 10 << 20)
+    );
+    assert_eq!(c, IpcConfig::default(), "the remaining values are the defaults");
 }
 
 #[test]
@@ -150,7 +155,7 @@ fn wrong_type_names_key_and_line() {
         ("[metrics]\nenable = \"yes\"\n", "metrics.enable"),
         ("[ipc]\nring_size = 1.5\n", "ipc.ring_size"),
         ("[ipc]\nidle_timeout_secs = -1\n", "ipc.idle_timeout_secs"),
-        ("[ipc]\nsocket_path = 5\n", "ipc.socket_path"),
+        ("[ipc]\ntrim_heap = 1\n", "ipc.trim_heap"),
         ("ipc = 5\n", "ipc"),
         ("[metrics]\naddr = 9464\n", "metrics.addr"),
     ];
@@ -182,7 +187,6 @@ fn range_errors_in_a_file_name_key_value_and_line() {
         ("[ipc]\nmax_connections = 0\n", "ipc.max_connections", "(got 0)", 2),
         ("[ipc]\nmax_connections = 70000\n", "ipc.max_connections", "(got 70000)", 2),
         ("[ipc]\nmax_message_size = 100\n", "ipc.max_message_size", "(got 100)", 2),
-        ("[ipc]\nbuffer_pool_size = 100000\n", "ipc.buffer_pool_size", "(got 100000)", 2),
         (
             "[ipc]\nring_size = 5000\n",
             "ipc.ring_size",
@@ -201,8 +205,6 @@ fn range_errors_in_a_file_name_key_value_and_line() {
             "0 (none) or between 4096 and 1073741824 (got 100)",
             2,
         ),
-        ("[ipc]\nsocket_path = \".hidden\"\n", "ipc.socket_path", "[A-Za-z0-9._-]", 2),
-        ("[metrics]\nexport_interval_secs = 0\n", "metrics.export_interval_secs", "(got 0)", 2),
         ("[metrics]\naddr = \"localhost\"\n", "metrics.addr", "socket address", 2),
     ];
     for (text, want_key, want_reason, line) in cases {
@@ -282,11 +284,10 @@ fn socket_dir_and_allowed_uids_errors_name_key_and_line() {
 fn all_changed() -> IpcConfig {
     let mut c = IpcConfig::default();
     let ipc = &mut c.ipc;
-    ipc.socket_path = "/editor.ai_2-x".to_owned();
     ipc.max_connections = 12;
     ipc.idle_timeout_secs = 0;
     ipc.max_message_size = 1 << 30;
-    ipc.buffer_pool_size = 0;
+    ipc.trim_heap = true;
     ipc.ring_size = 4096;
     ipc.warm_pool_size = 3;
     ipc.max_slots = 4;
@@ -300,7 +301,6 @@ fn all_changed() -> IpcConfig {
     ipc.allowed_uids = vec![0, 4242, 4294967294];
     ipc.raise_open_file_limit = false;
     c.metrics.enable = false;
-    c.metrics.export_interval_secs = 86400;
     c.metrics.addr = Some("[::1]:9464".to_owned());
     c
 }
@@ -344,6 +344,6 @@ fn docs_example_file_is_the_defaults_with_every_key() {
     let mut want = keys_of(&all_changed().to_toml_string());
     assert!(want.remove("metrics.addr"));
     assert_eq!(keys_of(DOCS_EXAMPLE), want);
-    assert_eq!(want.len(), 20);
+    assert_eq!(want.len(), 18);
     assert!(DOCS_EXAMPLE.lines().any(|l| l.starts_with("# addr = \"127.0.0.1:9464\"")));
 }

@@ -18,6 +18,8 @@ use lapce_ipc::frame::{FramedShmStream, MessageType};
 use lapce_ipc::metrics::CONTENT_TYPE;
 use lapce_ipc::protocol::{ErrorBody, ErrorCode};
 use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 const HANG: Duration = Duration::from_secs(60);
 
@@ -31,6 +33,8 @@ const PANICS: MessageType = MessageType::Unknown(0x200);
 const FAILS: MessageType = MessageType::Unknown(0x201);
 /// No handler for this one.
 const NOBODY: MessageType = MessageType::Unknown(0x300);
+/// Answers the host application's registry as OpenMetrics text (the "host-registry" server).
+const HOST_TEXT: MessageType = MessageType::Unknown(0x301);
 
 fn config(max_connections: usize) -> IpcConfig {
     let mut config = IpcConfig::default();
@@ -92,6 +96,34 @@ fn child_main() {
                 std::fs::rename(&tmp, port_file).unwrap();
                 server.serve().await.unwrap();
                 drop(endpoint);
+            });
+        }
+        // `NAME`: a server whose families are registered in a host application's registry
+        // (prefix `editor`, with one metric of the host's own), which `HOST_TEXT` answers.
+        "host-registry-server" => runtime().block_on(async {
+            let server = IpcServer::bind(&arg, config(10)).unwrap();
+            register_handlers(&server);
+            let mut registry = Registry::with_prefix("editor");
+            let documents = Counter::<u64>::default();
+            registry.register("documents_opened", "Documents the editor opened", documents.clone());
+            documents.inc_by(7);
+            server.register_metrics(&mut registry).unwrap();
+            server.register_sync_handler(HOST_TEXT, move |_| {
+                let mut text = String::new();
+                prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+                Ok(Bytes::from(text))
+            });
+            server.serve().await.unwrap();
+        }),
+        // `NAME,PORT`: a server that serves its endpoint because `metrics.addr` says so.
+        "addr-server" => {
+            let (name, port) = arg.split_once(',').unwrap();
+            runtime().block_on(async {
+                let mut config = config(10);
+                config.metrics.addr = Some(format!("127.0.0.1:{port}"));
+                let server = IpcServer::bind(name, config).unwrap();
+                register_handlers(&server);
+                server.serve().await.unwrap();
             });
         }
         // `NAME`: a client that connects and then waits to be killed.
@@ -202,6 +234,11 @@ fn scrape(addr: SocketAddr) -> Scrape {
 /// `_sum`, `_count`), well-formed labels, every series once, histogram buckets cumulative and
 /// ending with `+Inf` equal to `_count`, one `# EOF` at the very end.
 fn parse_openmetrics(text: &str) -> Scrape {
+    parse_openmetrics_of(text, "lapce_ipc_")
+}
+
+/// [`parse_openmetrics`] of a registry whose families all start with `prefix`.
+fn parse_openmetrics_of(text: &str, prefix: &str) -> Scrape {
     assert!(text.ends_with("# EOF\n"), "no EOF at the end:\n{text}");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.iter().filter(|l| **l == "# EOF").count(), 1);
@@ -214,7 +251,7 @@ fn parse_openmetrics(text: &str) -> Scrape {
         if let Some(rest) = line.strip_prefix("# ") {
             let mut parts = rest.splitn(3, ' ');
             let (kind, name, value) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
-            assert!(name.starts_with("lapce_ipc_"), "{line}");
+            assert!(name.starts_with(prefix), "{line}");
             match kind {
                 "HELP" => assert!(!value.is_empty()),
                 "TYPE" => {
@@ -637,6 +674,45 @@ fn endpoint_answers_only_get_metrics_and_stops_with_its_handle() {
         }
         server.shutdown(Duration::ZERO);
     });
+}
+
+/// A host application registers the server's families in its own registry: its one scrape shows
+/// the server's series (the same values, moved by requests from another process) beside its own.
+#[test]
+fn a_host_registry_shows_the_server_families_beside_its_own() {
+    let name = unique_name("metrics-host");
+    let mut child = ChildGuard::spawn("host-registry-server", &name).listening_on(&name);
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        for _ in 0..3 {
+            assert_eq!(client.request(ECHO, "hi").await.unwrap(), "hi");
+        }
+        let text = client.request(HOST_TEXT, "").await.unwrap();
+        let text = std::str::from_utf8(&text).unwrap();
+        let scrape = parse_openmetrics_of(text, "editor_");
+        assert_eq!(scrape.get("editor_documents_opened_total"), 7.0, "{text}");
+        assert_eq!(scrape.get("editor_lapce_ipc_requests_total{type=\"Data\"}"), 3.0, "{text}");
+        assert_eq!(scrape.get("editor_lapce_ipc_connections_active"), 1.0, "{text}");
+        assert!(text.contains("editor_lapce_ipc_slots_max "), "the listener families too: {text}");
+    });
+    child.kill();
+}
+
+/// `metrics.addr` in the configuration is served by `IpcServer::serve` itself.
+#[test]
+fn metrics_addr_is_served_while_the_server_runs() {
+    let name = unique_name("metrics-addr");
+    // A port that was free a moment ago.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = ChildGuard::spawn("addr-server", &format!("{name},{port}")).listening_on(&name);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    runtime().block_on(async {
+        let client = connect(&name).await;
+        assert_eq!(client.request(ECHO, "hi").await.unwrap(), "hi");
+    });
+    let scrape = scrape_until(addr, |s| s.get("lapce_ipc_requests_total{type=\"Data\"}") == 1.0);
+    assert_eq!(scrape.get("lapce_ipc_connections_total{status=\"accepted\"}"), 1.0);
+    child.kill();
 }
 
 #[test]

@@ -79,11 +79,17 @@ const HANG: Duration = Duration::from_secs(60);
 #[ignore = "entry point of the child processes spawned by the other tests"]
 fn child_main() {
     let Some((role, name)) = child_role() else { return };
-    assert_eq!(role, "server", "unknown role {role}");
+    // "server" trims the heap (`trim_heap`), "default-server" keeps the default (no trim).
+    let trim_heap = match role.as_str() {
+        "server" => true,
+        "default-server" => false,
+        other => panic!("unknown role {other}"),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async {
         let mut config = IpcConfig::default();
         config.ipc.idle_trim_ms = QUIET_MS;
+        config.ipc.trim_heap = trim_heap;
         let server = IpcServer::bind(&name, config).unwrap();
         server.register_handler(MessageType::Data, |request: Bytes| async move { Ok(request) });
         server.register_sync_handler(LIVE_BYTES, |_| {
@@ -140,7 +146,11 @@ struct ServerChild {
 
 impl ServerChild {
     fn spawn(name: &str) -> ServerChild {
-        let child = ChildGuard::spawn("server", name).listening_on(name);
+        Self::spawn_as("server", name)
+    }
+
+    fn spawn_as(role: &str, name: &str) -> ServerChild {
+        let child = ChildGuard::spawn(role, name).listening_on(name);
         ServerChild { child, control: connect(name), last_id: 0 }
     }
 
@@ -233,6 +243,20 @@ fn the_heap_is_trimmed_once_connections_stop_ending() {
         assert_eq!(trims(), now, "a trim with no connection ended since the last");
         last = now;
     }
+    server.quit();
+}
+
+/// Trimming the heap concerns the whole host process, so it is opt-in: with the default
+/// configuration connections that end leave the host's heap alone.
+#[test]
+fn a_default_server_leaves_the_host_heap_alone() {
+    let name = unique_name("mem-no-trim");
+    let mut server = ServerChild::spawn_as("default-server", &name);
+    let clients: Vec<FramedShmStream> = (0..20).map(|_| connect(&name)).collect();
+    drop(clients);
+    // The trim would come `QUIET_MS` after the last end: wait well past it.
+    std::thread::sleep(Duration::from_millis(10 * QUIET_MS));
+    assert_eq!(server.ask(HEAP_TRIMS), 0, "a server that was not asked to trimmed the host's heap");
     server.quit();
 }
 

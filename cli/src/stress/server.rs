@@ -51,6 +51,7 @@ pub fn config(max_connections: usize) -> IpcConfig {
     let mut config = IpcConfig::default();
     config.ipc.max_connections = max_connections;
     config.ipc.idle_trim_ms = IDLE_TRIM_MS;
+    config.ipc.trim_heap = true;
     config.ipc.max_slots = config.ipc.max_slots.max(max_connections + config.ipc.warm_pool_size + 1);
     config.ipc.max_message_size = MAX_MESSAGE;
     config

@@ -23,7 +23,9 @@ use super::error_payload;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::{AsyncFramedShmStream, MessageType};
-use crate::metrics::{ListenerReport, Metrics, MetricsEndpoint};
+#[cfg(feature = "metrics-http")]
+use crate::metrics::MetricsEndpoint;
+use crate::metrics::{ListenerReport, Metrics};
 use crate::protocol::{ErrorBody, ErrorCode};
 use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream};
 
@@ -312,7 +314,18 @@ impl IpcServer {
     pub async fn serve(&self) -> Result<()> {
         let inner = &self.inner;
         let mut stopping = inner.stopping.subscribe();
-        let _trimmer = inner.config.idle_trim().map(|quiet| {
+        #[cfg(feature = "metrics-http")]
+        let _endpoint = match inner.config.metrics.addr.as_deref() {
+            Some(addr) => Some(
+                self.serve_metrics(addr.parse().map_err(|e| {
+                    IpcError::InvalidArgument(format!("metrics.addr {addr:?} is not a socket address: {e}"))
+                })?)
+                .await?,
+            ),
+            None => None,
+        };
+        let trim_heap = inner.config.ipc.trim_heap.then(|| inner.config.idle_trim()).flatten();
+        let _trimmer = trim_heap.map(|quiet| {
             let trim = trim_heap_when_quiet(inner.connection_ended.clone(), Arc::downgrade(inner), quiet);
             AbortOnDrop(tokio::spawn(trim).abort_handle())
         });
@@ -405,12 +418,42 @@ impl IpcServer {
         }
     }
 
+    /// Registers the server's metric families (the same series, not copies) in a host
+    /// application's registry, under the prefix `lapce_ipc` within it, so that one scrape of the
+    /// host's endpoint shows them. [`IpcError::InvalidArgument`] when metrics are off.
+    ///
+    /// ```
+    /// use prometheus_client::registry::Registry;
+    /// use lapce_ipc::{IpcConfig, IpcServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> lapce_ipc::Result<()> {
+    /// let server = IpcServer::bind(&format!("host-registry-doc-{}", std::process::id()), IpcConfig::default())?;
+    /// let mut registry = Registry::with_prefix("editor");
+    /// server.register_metrics(&mut registry)?;
+    /// let mut text = String::new();
+    /// prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    /// assert!(text.contains("editor_lapce_ipc_connections_active 0"));
+    /// # Ok(()) }
+    /// ```
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) -> Result<()> {
+        let Some(metrics) = &self.inner.metrics else {
+            return Err(IpcError::InvalidArgument(
+                "metrics are off (metrics.enable = false): there is nothing to register".into(),
+            ));
+        };
+        metrics.register_families(registry.sub_registry_with_prefix(crate::metrics::PREFIX));
+        Ok(())
+    }
+
     /// Serves [`metrics_text`](Self::metrics_text) over HTTP at `http://ADDR/metrics` until the
     /// returned handle is dropped (a minimal HTTP/1.1 responder; see [`crate::metrics`]). Port 0
     /// lets the system choose; [`MetricsEndpoint::local_addr`] tells which. There is no
     /// authentication: keep `addr` on loopback (`127.0.0.1:9464`). Fails if the address cannot be
     /// bound, or with [`IpcError::InvalidArgument`] when metrics are off. Must be called inside a
     /// tokio runtime.
+    #[cfg(feature = "metrics-http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics-http")))]
     pub async fn serve_metrics(&self, addr: SocketAddr) -> Result<MetricsEndpoint> {
         let Some(metrics) = &self.inner.metrics else {
             return Err(IpcError::InvalidArgument(
