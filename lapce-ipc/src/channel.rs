@@ -14,19 +14,23 @@
 //! Elsewhere, and in the async flavour, sleepers wait on the link together with their doorbell.
 //! Nothing polls: an idle connection costs no CPU at all.
 
+#[cfg(feature = "tokio")]
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+#[cfg(feature = "tokio")]
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tokio")]
 use tokio::sync::Notify;
 
 use crate::error::{IpcError, Result};
 use crate::platform::{
-    futex_wait, futex_wake, poll_sleep as poll_bell, sleep_blocking, AsyncHangupWatch, ControlStream,
-    Doorbell, PeerLink, HAS_FUTEX, HAS_HANGUP_WATCHER,
+    futex_wait, futex_wake, sleep_blocking, ControlStream, Doorbell, PeerLink, HAS_FUTEX, HAS_HANGUP_WATCHER,
 };
+#[cfg(feature = "tokio")]
+use crate::platform::{poll_sleep as poll_bell, AsyncHangupWatch};
 use crate::ring::{
     announce_sleep, cancel_sleep, Consumer, Producer, WaiterWord, Wake, AWAKE, SLEEPS_DOORBELL, SLEEPS_FUTEX,
 };
@@ -76,6 +80,7 @@ pub(crate) struct Link {
     peer: PeerLink,
     peer_pid: u32,
     gone: Arc<AtomicBool>,
+    #[cfg(feature = "tokio")]
     /// Told by the hang-up watcher, where there is one (see [`Link::hung_up`]).
     hangup: Arc<Notify>,
     /// When the link was made, and when [`Link::gone_lately`] last probed it (nanoseconds
@@ -91,14 +96,18 @@ impl Link {
     /// consumer's data word), to be woken when the peer goes.
     pub(crate) fn new(control: ControlStream, peer_pid: u32, own_words: [WaiterWord; 2]) -> Result<Link> {
         let gone = Arc::new(AtomicBool::new(false));
+        #[cfg(feature = "tokio")]
         let hangup = Arc::new(Notify::new());
-        let (flag, told) = (gone.clone(), hangup.clone());
+        #[cfg(feature = "tokio")]
+        let told = hangup.clone();
+        let flag = gone.clone();
         let on_hangup = Box::new(move || {
             flag.store(true, Ordering::SeqCst);
             for w in &own_words {
                 cancel_sleep(w.get());
                 futex_wake(w.get());
             }
+            #[cfg(feature = "tokio")]
             told.notify_one();
         });
         let peer = PeerLink::new(control, on_hangup)?;
@@ -106,6 +115,7 @@ impl Link {
             peer,
             peer_pid,
             gone,
+            #[cfg(feature = "tokio")]
             hangup,
             epoch: Instant::now(),
             last_probe_ns: AtomicU64::new(0),
@@ -148,6 +158,7 @@ impl Link {
         self.gone_flag()
     }
 
+    #[cfg(feature = "tokio")]
     /// Resolves once the peer has hung up: told by the watcher where there is one, else by a
     /// registration of the link with the current tokio reactor (made for this wait).
     pub(crate) async fn hung_up(&self) -> Result<()> {
@@ -196,6 +207,7 @@ impl Sleeper {
         Sleeper { bell, link, strategy, async_waits: 0, async_spin: true, recent: RecentWaits::default() }
     }
 
+    #[cfg(feature = "tokio")]
     /// Whether this async wait may spin: only while the runtime has at most
     /// [`ASYNC_SPIN_MAX_TASKS`] tasks, looked up every [`ASYNC_SPIN_RECHECK`] waits. A spin holds
     /// its executor thread: with a handful of tasks there is rarely another one ready to run
@@ -208,6 +220,7 @@ impl Sleeper {
         self.async_spin
     }
 
+    #[cfg(feature = "tokio")]
     /// Ready when the peer rang (or went); else registers `cx`'s waker and is pending.
     fn poll_bell(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
         poll_bell(&mut self.bell, &self.link.peer, cx)
@@ -382,11 +395,13 @@ fn spin_briefly<W: Waitable>(w: &mut W, len: usize) -> Result<bool> {
 /// Checks of a wait's first, clock-free spin (well under a microsecond).
 const BRIEF_SPIN: u32 = 128;
 
+#[cfg(feature = "tokio")]
 /// Waits asynchronously until `ready` holds or the peer is gone.
 async fn wait_async<W: Waitable>(w: &mut W, len: usize) -> Result<()> {
     wait_async_or(w, len, false, |_| Poll::Pending).await.map(|_| ())
 }
 
+#[cfg(feature = "tokio")]
 /// Waits asynchronously until `ready` holds (`Ok(false)`), the peer is gone, or `other` is ready
 /// (`Ok(true)`; it is polled only once the wait sleeps, and is woken through the waker it is
 /// given). First a spin ([`spin_async`]), then a sleep on the doorbell, polled in place: the
@@ -434,6 +449,7 @@ async fn wait_async_or<W: Waitable>(
     outcome
 }
 
+#[cfg(feature = "tokio")]
 /// How the spin of an async wait ended.
 enum Spun {
     /// The condition holds.
@@ -444,6 +460,7 @@ enum Spun {
     Sleep(Option<Instant>),
 }
 
+#[cfg(feature = "tokio")]
 /// The spin of an async wait, with no await: a short one whatever the strategy asks (a long one
 /// would stall the executor), unless this half's recent waits were short enough to be caught by
 /// a longer one; and none on a busy runtime, where other tasks are ready to run on this thread.
@@ -478,6 +495,7 @@ fn spin_async<W: Waitable>(w: &mut W, len: usize) -> Result<Spun> {
     Ok(Spun::Sleep(Some(start)))
 }
 
+#[cfg(feature = "tokio")]
 /// The sleep of an async wait, polled: announces the sleep, re-checks the ring and the peer's
 /// liveness, and sleeps on the doorbell and the link until the peer rings (or goes). `sleeping`
 /// carries whether the sleep is announced between polls.
@@ -528,6 +546,7 @@ fn poll_sleep<W: Waitable>(
     }
 }
 
+#[cfg(feature = "tokio")]
 /// Longest spin of an async wait, unless the half's recent waits ask for more (see
 /// [`RecentWaits::spin_budget`]).
 const ASYNC_SPIN_CAP: Duration = Duration::from_micros(20);
@@ -537,17 +556,20 @@ const ASYNC_SPIN_CAP: Duration = Duration::from_micros(20);
 /// only its base.
 const ADAPTIVE_SPIN_MAX: Duration = Duration::from_micros(500);
 
+#[cfg(feature = "tokio")]
 /// Most tasks a runtime may have for its async waits to spin. A server with a few connections
 /// has a task per connection and a few of its own; with a thousand connections a spin holds up
 /// tasks that are ready to run.
 const ASYNC_SPIN_MAX_TASKS: usize = 32;
 
+#[cfg(feature = "tokio")]
 /// Whether the current tokio runtime (if any) has at most [`ASYNC_SPIN_MAX_TASKS`] tasks.
 fn runtime_is_quiet() -> bool {
     tokio::runtime::Handle::try_current()
         .map_or(true, |h| h.metrics().num_alive_tasks() <= ASYNC_SPIN_MAX_TASKS)
 }
 
+#[cfg(feature = "tokio")]
 /// How many async waits of a half reuse its last look at the runtime's task count.
 const ASYNC_SPIN_RECHECK: u32 = 64;
 
@@ -645,11 +667,13 @@ impl SendHalf {
         self.send_with(msg.len(), deadline, copy_from(msg)).map(|_| ())
     }
 
+    #[cfg(feature = "tokio")]
     /// Copies `msg` into one record, waiting asynchronously for room.
     pub(crate) async fn send_async(&mut self, msg: &[u8]) -> Result<()> {
         self.send_with_async(msg.len(), copy_from(msg)).await.map(|_| ())
     }
 
+    #[cfg(feature = "tokio")]
     /// Waits asynchronously until a record of `len` bytes fits (cancel-safe).
     pub(crate) async fn room_async(&mut self, len: usize) -> Result<()> {
         self.check_len(len)?;
@@ -662,6 +686,7 @@ impl SendHalf {
         wait_blocking(self, len, deadline)
     }
 
+    #[cfg(feature = "tokio")]
     /// Async flavour of `send_with`.
     pub(crate) async fn send_with_async(
         &mut self,
@@ -737,18 +762,21 @@ impl RecvHalf {
         self.try_recv_with(f).map(|r| r.expect("a record was just observed"))
     }
 
+    #[cfg(feature = "tokio")]
     /// Async flavour of `recv_with`.
     pub(crate) async fn recv_with_async<R>(&mut self, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         wait_async(self, 0).await?;
         self.try_recv_with(f).map(|r| r.expect("a record was just observed"))
     }
 
+    #[cfg(feature = "tokio")]
     /// Waits asynchronously until a record is there (cancel-safe: dropping the wait loses
     /// nothing, at most the peer rings once for nobody).
     pub(crate) async fn readable_async(&mut self) -> Result<()> {
         wait_async(self, 0).await
     }
 
+    #[cfg(feature = "tokio")]
     /// Like [`readable_async`](Self::readable_async), also ending when `other` is ready
     /// (`Ok(true)`; polled only once the wait sleeps): one small future for a wait on the ring
     /// or on something else. For a reader whose data other tasks of this process bring about
@@ -824,6 +852,7 @@ mod tests {
         assert_eq!(recent.spin_budget(base), base);
     }
 
+    #[cfg(feature = "tokio")]
     #[test]
     fn async_waits_spin_only_while_the_runtime_has_few_tasks() {
         assert!(runtime_is_quiet(), "outside a runtime nothing else waits for the thread");

@@ -68,24 +68,34 @@ pub mod config;
 mod connection;
 mod error;
 pub mod frame;
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
+#[cfg(all(feature = "rpc", not(feature = "metrics")))]
+#[path = "metrics/off.rs"]
+mod metrics;
 mod platform;
 pub mod protocol;
 mod ring;
+#[cfg(feature = "rpc")]
 mod rpc;
 
 pub use buffer::SharedMemoryBuffer;
 pub use channel::WaitStrategy;
 pub use config::IpcConfig;
 pub use connection::{
-    clean_stale_sockets, socket_path, AsyncSharedMemoryListener, AsyncSharedMemoryStream,
-    AsyncStreamReceiver, AsyncStreamSender, PoolStats, SharedMemoryListener, SharedMemoryStream,
-    StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
+    clean_stale_sockets, socket_path, PoolStats, SharedMemoryListener, SharedMemoryStream, StreamConfig,
+    StreamReceiver, StreamSender, PROTOCOL_VERSION,
+};
+#[cfg(feature = "tokio")]
+pub use connection::{
+    AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
 };
 pub use error::{IpcError, Result};
 #[cfg(feature = "metrics-http")]
 pub use metrics::MetricsEndpoint;
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};
+#[cfg(feature = "rpc")]
 pub use rpc::{
     BlockingIpcClient, ChunkSender, HandlerResult, IpcClient, IpcServer, Reply, ResponseStream, ServerStats,
 };

@@ -11,12 +11,14 @@
 mod blocking;
 pub(crate) mod handshake;
 mod pool;
+#[cfg(feature = "tokio")]
 mod tokio;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::blocking::{SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
+#[cfg(feature = "tokio")]
 pub use self::tokio::{
     AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
 };

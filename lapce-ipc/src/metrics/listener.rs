@@ -1,26 +1,11 @@
 //! The families read from the server's listener when the metrics are encoded: its warm pool,
 //! refused handshakes and stale files removed. Nothing is recorded on any path.
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
-use super::Metrics;
-
-/// What the server's listener reports at scrape time (read, not recorded: see [`LiveValue`]).
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct ListenerReport {
-    pub(crate) pool: crate::PoolStats,
-    /// Clients whose handshake the listener refused (another user, a bad hello, no free slot).
-    pub(crate) handshakes_refused: u64,
-    /// Stale runtime files this process removed (sockets of dead listeners replaced at bind,
-    /// what `clean_stale_sockets` removed).
-    pub(crate) stale_cleaned: u64,
-}
-
-pub(crate) type ListenerReader = Arc<dyn Fn() -> ListenerReport + Send + Sync>;
+use super::{ListenerReader, ListenerReport, Metrics};
 
 /// A gauge or counter whose value is read when the registry is encoded, from state that
 /// another layer keeps anyway (the listener's pool): nothing is recorded on any hot path.
@@ -111,6 +96,7 @@ pub(super) fn register_families(registry: &mut Registry, read: &ListenerReader) 
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
 
     use super::*;
 

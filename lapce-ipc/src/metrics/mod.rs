@@ -130,6 +130,7 @@ mod histogram;
 #[cfg(feature = "metrics-http")]
 mod http;
 mod listener;
+mod points;
 mod rings;
 
 use std::borrow::Cow;
@@ -146,7 +147,7 @@ pub(crate) use histogram::DurationHistogram;
 pub(crate) use http::serve;
 #[cfg(feature = "metrics-http")]
 pub use http::MetricsEndpoint;
-pub(crate) use listener::{ListenerReader, ListenerReport};
+pub(crate) use points::{ErrorKind, ListenerReader, ListenerReport, EMPTY_TEXT, WRITE_SAMPLE};
 pub(crate) use rings::{RingRegistration, RingRegistry};
 
 use crate::frame::MessageType;
@@ -154,58 +155,11 @@ use crate::frame::MessageType;
 /// The `Content-Type` of the `/metrics` answer: OpenMetrics text 1.0.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// What [`IpcServer::metrics_text`](crate::IpcServer::metrics_text) returns with metrics off: an
-/// OpenMetrics text without any family.
-pub(crate) const EMPTY_TEXT: &str = "# EOF\n";
-
 /// Prefix of every family name.
 pub(crate) const PREFIX: &str = "lapce_ipc";
 
 /// One-label sets: `[("type", "Data")]`, `[("kind", "panic")]`.
 type Label = [(&'static str, Cow<'static, str>); 1];
-
-/// What went wrong, for `errors_total{kind}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ErrorKind {
-    /// The handler returned an error body.
-    Handler,
-    /// The handler panicked.
-    Panic,
-    /// No handler for the request's type.
-    UnknownType,
-    /// A `Cancel` stopped a running request.
-    Cancelled,
-    /// A client sent an answer type (`Response`, `Error`, …) as a request.
-    BadRequest,
-    /// A frame or ring record that could not be read.
-    BadFrame,
-    /// A frame over the size limit.
-    TooLarge,
-}
-
-impl ErrorKind {
-    const ALL: [ErrorKind; 7] = [
-        ErrorKind::Handler,
-        ErrorKind::Panic,
-        ErrorKind::UnknownType,
-        ErrorKind::Cancelled,
-        ErrorKind::BadRequest,
-        ErrorKind::BadFrame,
-        ErrorKind::TooLarge,
-    ];
-
-    fn label(self) -> &'static str {
-        match self {
-            ErrorKind::Handler => "handler",
-            ErrorKind::Panic => "panic",
-            ErrorKind::UnknownType => "unknown_type",
-            ErrorKind::Cancelled => "cancelled",
-            ErrorKind::BadRequest => "bad_request",
-            ErrorKind::BadFrame => "bad_frame",
-            ErrorKind::TooLarge => "too_large",
-        }
-    }
-}
 
 /// The `type` label of a message type: the name of a known type, the hex wire value of another.
 fn type_label(kind: MessageType) -> Cow<'static, str> {
@@ -278,6 +232,15 @@ impl TypeMetrics {
 }
 
 impl Metrics {
+    /// A server's metrics when `enable`d, with the listener families read through `read`.
+    pub(crate) fn for_server(enable: bool, read: ListenerReader) -> Option<Arc<Metrics>> {
+        enable.then(|| {
+            let mut metrics = Metrics::new();
+            metrics.register_listener(read);
+            Arc::new(metrics)
+        })
+    }
+
     /// Every family at 0, registered in the server's own registry (names prefixed `lapce_ipc_`).
     pub(crate) fn new() -> Metrics {
         let connections = Family::<Label, Counter>::default();
@@ -419,11 +382,6 @@ impl Metrics {
         out
     }
 }
-
-/// One frame in this many that a connection's writer writes is timed into
-/// `lapce_ipc_ring_write_duration_seconds` (two clock reads per timed frame; timing every frame
-/// would cost the small round trip a few percent).
-pub(crate) const WRITE_SAMPLE: u64 = 16;
 
 #[cfg(test)]
 mod tests {

@@ -223,7 +223,9 @@ impl WaiterWord {
 
 /// A read-only view of one ring for metrics: its positions, loaded from the shared header and
 /// validated (a peer may have written anything there), and the records this side moved through
-/// it. Kept alive with its mapping, so a scraper on another thread may hold it.
+/// it. Kept alive with its mapping, so a scraper on another thread may hold it. Read only by
+/// the metrics (feature `metrics`).
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct RingGauge {
     _region: Arc<dyn SharedRegion>,
     header: NonNull<RingHeader>,
@@ -240,6 +242,7 @@ unsafe impl Sync for RingGauge {}
 /// What a [`RingGauge`] read: both positions (bytes that went through the ring since it was
 /// made, record headers and padding included), the capacity, and this side's record count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) struct RingLevels {
     pub(crate) written: u64,
     pub(crate) read: u64,
@@ -247,6 +250,7 @@ pub(crate) struct RingLevels {
     pub(crate) records: u64,
 }
 
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 impl RingLevels {
     /// The share of the data area in use (written, not yet released), 0.0 to 1.0.
     pub(crate) fn occupancy(&self) -> f64 {
@@ -261,6 +265,7 @@ impl RingGauge {
 
     /// The ring's levels now, or `None` when the header holds positions no honest pair of
     /// peers could have written (the ring's own ends would fail on them too).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn levels(&self) -> Option<RingLevels> {
         // SAFETY: the header was validated by `RingMemory::locate` (in bounds, aligned) and
         // lies in a mapping `_region` keeps alive; it consists of atomics only, loaded here.

@@ -7,10 +7,13 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+#[cfg(feature = "tokio")]
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tokio")]
 use tokio::io::unix::AsyncFd;
+#[cfg(feature = "tokio")]
 use tokio::io::Interest;
 
 use super::backend::{watch_hangup, HangupWatch};
@@ -254,6 +257,7 @@ impl ControlListener {
         }
     }
 
+    #[cfg(feature = "tokio")]
     /// The tokio flavour of this listener; must be called inside a tokio runtime.
     pub(crate) fn into_async(self) -> Result<AsyncControlListener> {
         self.sock.set_nonblocking(true)?;
@@ -262,6 +266,7 @@ impl ControlListener {
     }
 }
 
+#[cfg(feature = "tokio")]
 /// A bound control socket (tokio flavour).
 pub(crate) struct AsyncControlListener {
     sock: tokio::net::UnixListener,
@@ -269,6 +274,7 @@ pub(crate) struct AsyncControlListener {
     reserve: Arc<Reserve>,
 }
 
+#[cfg(feature = "tokio")]
 impl AsyncControlListener {
     /// Waits for the next client.
     pub(crate) async fn accept(&self) -> io::Result<Accepted<AsyncControlStream>> {
@@ -351,12 +357,14 @@ impl ControlStream {
     }
 }
 
+#[cfg(feature = "tokio")]
 /// A connected control socket during the handshake (tokio flavour). Callers bound the whole
 /// handshake with a timeout.
 pub(crate) struct AsyncControlStream {
     sock: tokio::net::UnixStream,
 }
 
+#[cfg(feature = "tokio")]
 impl AsyncControlStream {
     /// Connects to the listener at `path`.
     pub(crate) async fn connect(path: &Path) -> Result<AsyncControlStream> {
@@ -451,6 +459,7 @@ pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<D
     bell.sleep_blocking(&link.sock, timeout)
 }
 
+#[cfg(feature = "tokio")]
 /// Ready when the peer rang `bell` (or closed its end: [`IpcError::PeerGone`]); else registers
 /// `cx`'s waker and is pending. The link needs no watching here: a peer that goes closes its
 /// doorbell ends too.
@@ -458,6 +467,7 @@ pub(crate) fn poll_sleep(bell: &mut Doorbell, _link: &PeerLink, cx: &mut Context
     bell.poll_sleep(cx)
 }
 
+#[cfg(feature = "tokio")]
 /// Waits in tokio for the peer's hang-up alone, for backends without a hang-up watcher (where
 /// nothing else would notice it while no wait is under way). Registers the link's own socket
 /// (no duplicate): one watch per link at a time.
@@ -465,6 +475,7 @@ pub(crate) struct AsyncHangupWatch<'a> {
     link: AsyncFd<BorrowedFd<'a>>,
 }
 
+#[cfg(feature = "tokio")]
 impl<'a> AsyncHangupWatch<'a> {
     /// Registers the link's socket with the current tokio reactor.
     pub(crate) fn new(link: &'a PeerLink) -> Result<AsyncHangupWatch<'a>> {

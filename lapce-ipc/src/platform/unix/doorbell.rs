@@ -15,12 +15,15 @@
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+#[cfg(feature = "tokio")]
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustix::event::{poll, PollFd, PollFlags};
 use rustix::net::{RecvFlags, SendFlags};
+#[cfg(feature = "tokio")]
 use tokio::io::unix::AsyncFd;
+#[cfg(feature = "tokio")]
 use tokio::io::Interest;
 
 use super::socket::{os, socket_pair};
@@ -37,8 +40,10 @@ pub(crate) struct Doorbell {
 
 enum End {
     Plain(OwnedFd),
+    #[cfg(feature = "tokio")]
     Registered(AsyncFd<OwnedFd>),
     /// Only inside [`Doorbell::registered`], while the descriptor moves into its registration.
+    #[cfg(feature = "tokio")]
     Moving,
 }
 
@@ -69,7 +74,9 @@ impl Doorbell {
     fn fd(&self) -> BorrowedFd<'_> {
         match &self.end {
             End::Plain(fd) => fd.as_fd(),
+            #[cfg(feature = "tokio")]
             End::Registered(reg) => reg.get_ref().as_fd(),
+            #[cfg(feature = "tokio")]
             End::Moving => unreachable!("a doorbell is never left moving"),
         }
     }
@@ -93,6 +100,7 @@ impl Doorbell {
         drain(self.fd()).map(|_| ()).map_err(|_| IpcError::PeerGone)
     }
 
+    #[cfg(feature = "tokio")]
     /// Ready when the peer rang (and the doorbell is emptied); else registers `cx`'s waker and
     /// is pending. [`IpcError::PeerGone`]: the peer closed or broke its end. Poll-based, so
     /// that a wait holds no future of its own.
@@ -121,6 +129,7 @@ impl Doorbell {
         Poll::Pending
     }
 
+    #[cfg(feature = "tokio")]
     /// The registration with the current tokio reactor, made at the first call.
     fn registered(&mut self) -> Result<&AsyncFd<OwnedFd>> {
         if matches!(self.end, End::Plain(_)) {

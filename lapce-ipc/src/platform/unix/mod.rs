@@ -13,10 +13,11 @@ mod socket;
 
 pub(crate) use backend::{futex_wait, futex_wake, HAS_FUTEX, HAS_HANGUP_WATCHER};
 pub(crate) use control::{
-    clean_stale_control_files, control_path, control_path_in, poll_sleep, sleep_blocking,
-    AsyncControlListener, AsyncControlStream, AsyncHangupWatch, BorrowedOsHandle, ControlListener,
-    ControlStream, OsHandle, PeerLink,
+    clean_stale_control_files, control_path, control_path_in, sleep_blocking, BorrowedOsHandle,
+    ControlListener, ControlStream, OsHandle, PeerLink,
 };
+#[cfg(feature = "tokio")]
+pub(crate) use control::{poll_sleep, AsyncControlListener, AsyncControlStream, AsyncHangupWatch};
 pub(crate) use doorbell::{Doorbell, DOORBELL_HANDLES};
 pub(crate) use socket::{current_pid, recv_with_fds, send_with_fds, Segment};
 

@@ -7,6 +7,7 @@ mod request;
 pub use handlers::{ChunkSender, HandlerResult, Reply};
 
 use std::future::Future;
+#[cfg(feature = "metrics-http")]
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -21,7 +22,9 @@ use self::connection::serve_connection;
 use self::handlers::{Handler, HandlerMap, Handlers, Registered, StreamFn, Unary};
 use super::error_payload;
 use crate::config::IpcConfig;
-use crate::error::{IpcError, Result};
+#[cfg(feature = "metrics")]
+use crate::error::IpcError;
+use crate::error::Result;
 use crate::frame::{AsyncFramedShmStream, MessageType};
 #[cfg(feature = "metrics-http")]
 use crate::metrics::MetricsEndpoint;
@@ -140,18 +143,17 @@ impl IpcServer {
         let listener = AsyncSharedMemoryListener::bind_with(name, config.stream_config())?;
         Ok(IpcServer {
             inner: Arc::new_cyclic(|me: &std::sync::Weak<Inner>| {
-                let metrics = config.metrics.enable.then(|| {
-                    let mut metrics = Metrics::new();
-                    let me = me.clone();
-                    metrics.register_listener(Arc::new(move || {
+                let me = me.clone();
+                let metrics = Metrics::for_server(
+                    config.metrics.enable,
+                    Arc::new(move || {
                         me.upgrade().map_or_else(Default::default, |inner| ListenerReport {
                             pool: inner.listener.pool_stats(),
                             handshakes_refused: inner.listener.rejected().0,
                             stale_cleaned: crate::connection::stale_cleaned(),
                         })
-                    }));
-                    Arc::new(metrics)
-                });
+                    }),
+                );
                 Inner {
                     listener,
                     config,
@@ -436,6 +438,8 @@ impl IpcServer {
     /// assert!(text.contains("editor_lapce_ipc_connections_active 0"));
     /// # Ok(()) }
     /// ```
+    #[cfg(feature = "metrics")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) -> Result<()> {
         let Some(metrics) = &self.inner.metrics else {
             return Err(IpcError::InvalidArgument(
