@@ -16,7 +16,7 @@
 //!
 //! # Example: every key, with its default
 //!
-//! `docs/config.example.toml` in the repository is the same file with a comment on every key.
+//! `config.example.toml` in the crate's directory is the same file with a comment on every key.
 //!
 //! ```
 //! # #[cfg(feature = "config-file")] {
@@ -120,8 +120,8 @@ pub struct IpcSection {
     /// Receive buffers for a shared pool (default 100; 0 to 65536). **Accepted and
     /// range-checked, but not used**: there is no shared pool; each connection reuses its own
     /// receive buffer (no allocation per message, see `tests/zero_alloc.rs`) and gives an
-    /// outsized one back after its request. The key stays so that configuration files written
-    /// for the seed's schema load.
+    /// outsized one back after its request. The key stays so that existing configuration files
+    /// that set it still load.
     pub buffer_pool_size: usize,
     /// Capacity in bytes of each ring, one per direction (default 262144 = 256 KiB): a power of
     /// two from 4 KiB to 1 GiB ([`MIN_CAPACITY`] to [`MAX_CAPACITY`]).
@@ -555,6 +555,7 @@ mod file {
         /// assert!(msg.ends_with("(line 2, column 19)"), "{msg}");
         /// # Ok::<(), lapce_ipc::IpcError>(())
         /// ```
+        #[cfg_attr(docsrs, doc(cfg(feature = "config-file")))]
         pub fn from_toml_str(text: &str, origin: &str) -> Result<IpcConfig> {
             let (root, errors) = DeTable::parse_recoverable(text);
             if let Some(e) = errors.into_iter().next() {
@@ -575,6 +576,7 @@ mod file {
 
         /// Reads and checks the TOML file at `path` (see [`IpcConfig::from_toml_str`]); errors
         /// name the file. (Feature `config-file`.)
+        #[cfg_attr(docsrs, doc(cfg(feature = "config-file")))]
         pub fn from_file(path: impl AsRef<Path>) -> Result<IpcConfig> {
             let path = path.as_ref();
             let origin = path.display().to_string();

@@ -1,5 +1,5 @@
 //! Reading the server configuration from TOML (feature `config-file`; `cargo test --workspace`
-//! turns it on through the CLI): defaults, the seed document's example, errors that name the
+//! turns it on through the CLI): defaults, a configuration written with a socket path, errors that name the
 //! file, the key and the line, and round trips.
 #![cfg(feature = "config-file")]
 
@@ -10,8 +10,9 @@ use std::time::Duration;
 use lapce_ipc::config::WaitMode;
 use lapce_ipc::{IpcConfig, IpcError, WaitStrategy};
 
-/// The `[ipc]`/`[metrics]` example of the seed document (../shared/seeds/004), verbatim.
-const SEED_EXAMPLE: &str = r#"[ipc]
+/// A configuration that gives `socket_path` as a path, as configurations of socket-based
+/// servers do; its other values are the defaults.
+const PATH_STYLE_EXAMPLE: &str = r#"[ipc]
 socket_path = "/tmp/lapce-ai.sock"
 max_connections = 1000
 idle_timeout_secs = 300
@@ -24,7 +25,7 @@ export_interval_secs = 60
 "#;
 
 /// The documented example file with every key.
-const DOCS_EXAMPLE: &str = include_str!("../../docs/config.example.toml");
+const DOCS_EXAMPLE: &str = include_str!("../config.example.toml");
 
 /// The parts of a config error; panics on anything else.
 fn config_err(result: lapce_ipc::Result<IpcConfig>) -> (String, Option<String>, String) {
@@ -76,8 +77,8 @@ fn missing_file_is_an_error_naming_it() {
 }
 
 #[test]
-fn seed_example_socket_path_is_refused_with_the_name_suggested() {
-    let file = TempFile::new("seed", SEED_EXAMPLE);
+fn path_style_socket_path_is_refused_with_the_name_suggested() {
+    let file = TempFile::new("path-style", PATH_STYLE_EXAMPLE);
     let err = IpcConfig::from_file(&file.0).unwrap_err();
     let msg = err.to_string();
     let (origin, key, reason) = config_err(Err(err));
@@ -91,9 +92,9 @@ fn seed_example_socket_path_is_refused_with_the_name_suggested() {
 }
 
 #[test]
-fn seed_example_with_the_name_parses() {
-    let text = SEED_EXAMPLE.replace("\"/tmp/lapce-ai.sock\"", "\"lapce-ai\"");
-    let file = TempFile::new("seed-fixed", &text);
+fn path_style_example_with_the_name_parses() {
+    let text = PATH_STYLE_EXAMPLE.replace("\"/tmp/lapce-ai.sock\"", "\"lapce-ai\"");
+    let file = TempFile::new("path-style-fixed", &text);
     let c = IpcConfig::from_file(&file.0).unwrap();
     assert_eq!(c.ipc.socket_path, "lapce-ai");
     assert_eq!(c.ipc.max_connections, 1000);
@@ -102,7 +103,7 @@ fn seed_example_with_the_name_parses() {
     assert_eq!(c.ipc.buffer_pool_size, 100);
     assert!(c.metrics.enable);
     assert_eq!(c.metrics.export_interval_secs, 60);
-    // The seed's values are the defaults.
+    // Its values are the defaults.
     assert_eq!(c, IpcConfig::default());
 }
 
@@ -336,7 +337,7 @@ fn keys_of(text: &str) -> BTreeSet<String> {
 #[test]
 fn docs_example_file_is_the_defaults_with_every_key() {
     assert_eq!(
-        IpcConfig::from_toml_str(DOCS_EXAMPLE, "docs/config.example.toml").unwrap(),
+        IpcConfig::from_toml_str(DOCS_EXAMPLE, "config.example.toml").unwrap(),
         IpcConfig::default()
     );
     // Every key is written out: the same keys as to_toml_string with every value set, less
