@@ -7,19 +7,40 @@
 //!   sends it one request and prints the answer or the streamed chunks.
 #![forbid(unsafe_code)]
 
+/// `println!` for the human-readable report of `bench` and `stress`: stdout, or stderr when
+/// stdout carries `--json -` (see [`output`]).
+macro_rules! outln {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+
 mod bench;
+mod logging;
+mod output;
 mod progress;
 mod serve;
 mod stress;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgAction, Parser, Subcommand};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(name = "lapce-ipc", version, about = "lapce-ipc command line: benchmarks and tools")]
 struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace).
+    ///
+    /// The library's log goes to stderr, never to stdout. Without -v it shows warnings and
+    /// errors (refused peers, handler panics); `bench` and `stress`, which provoke failures on
+    /// purpose, show errors only. RUST_LOG, when set, decides instead (e.g.
+    /// RUST_LOG=lapce_ipc=debug).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,6 +82,8 @@ enum Command {
 /// Parses the command line and runs the subcommand; the exit code is the subcommand's.
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let provokes_failures = !matches!(cli.command, Command::Serve(_) | Command::Call(_) | Command::Clean);
+    logging::init(cli.verbose, provokes_failures);
     match cli.command {
         Command::Bench(args) => bench::run(&args),
         Command::BenchServer(args) => bench::serve(&args),

@@ -336,10 +336,7 @@ fn keys_of(text: &str) -> BTreeSet<String> {
 
 #[test]
 fn docs_example_file_is_the_defaults_with_every_key() {
-    assert_eq!(
-        IpcConfig::from_toml_str(DOCS_EXAMPLE, "config.example.toml").unwrap(),
-        IpcConfig::default()
-    );
+    assert_eq!(IpcConfig::from_toml_str(DOCS_EXAMPLE, "config.example.toml").unwrap(), IpcConfig::default());
     // Every key is written out: the same keys as to_toml_string with every value set, less
     // metrics.addr, which has no default and appears as a comment.
     let mut want = keys_of(&all_changed().to_toml_string());

@@ -57,7 +57,9 @@ pub struct BenchArgs {
     /// row, and a 0.3 s idle measurement instead of 1 s.
     #[arg(long)]
     pub quick: bool,
-    /// Also write the results to FILE as a JSON array, one object per row.
+    /// Also write the results to FILE as a JSON array, one object per row; `-`: to stdout.
+    ///
+    /// With `--json -` stdout holds the JSON alone, and the human-readable report goes to stderr.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Also draw the round-trip latency distributions of the run to FILE as an SVG picture: a
@@ -1024,6 +1026,7 @@ fn cut_short(reached: u64, asked: u64, what: &str) -> String {
 
 /// Runs `lapce-ipc bench`. Missed targets do not fail it; failed measurements do (exit 1).
 pub fn run(args: &BenchArgs) -> ExitCode {
+    crate::output::keep_stdout_for(args.json.as_deref());
     if !args.scale.is_empty() {
         return run_scale(args);
     }
@@ -1046,7 +1049,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let large: &[usize] = if args.no_large { &[] } else { &args.large };
     let labels =
         |sizes: &[usize]| sizes.iter().map(|&p| report::payload_label(p)).collect::<Vec<_>>().join(", ");
-    println!(
+    outln!(
         "lapce-ipc bench{}: payloads {}; large messages {}; {}",
         if args.quick { " (quick)" } else { "" },
         labels(&args.payloads),
@@ -1055,32 +1058,32 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     );
 
     let node = if args.no_node {
-        println!("Node.js IPC rows: skipped (--no-node)");
+        outln!("Node.js IPC rows: skipped (--no-node)");
         None
     } else {
         match node::NodePeer::find(&args.node) {
             Ok(peer) => {
-                println!("Node.js IPC rows: node {} (child_process.fork + process.send)", peer.version);
+                outln!("Node.js IPC rows: node {} (child_process.fork + process.send)", peer.version);
                 Some(peer)
             }
             Err(why) => {
-                println!("Node.js IPC rows: skipped: {why} (install Node.js or pass --node PATH)");
+                outln!("Node.js IPC rows: skipped: {why} (install Node.js or pass --node PATH)");
                 None
             }
         }
     };
 
     let ice = if args.no_iceoryx2 {
-        println!("iceoryx2 rows: skipped (--no-iceoryx2)");
+        outln!("iceoryx2 rows: skipped (--no-iceoryx2)");
         None
     } else {
         match iceoryx2::Iceoryx2Peer::find(args.iceoryx2.as_deref()) {
             Ok(peer) => {
-                println!("iceoryx2 rows: {} (request-response, spin and WaitSet)", peer.program.display());
+                outln!("iceoryx2 rows: {} (request-response, spin and WaitSet)", peer.program.display());
                 Some(peer)
             }
             Err(why) => {
-                println!("iceoryx2 rows: skipped: {why}");
+                outln!("iceoryx2 rows: skipped: {why}");
                 None
             }
         }
@@ -1092,7 +1095,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let ice_rows = if ice.is_some() { iceoryx2::WaitMode::ALL.len() } else { 0 };
     let peer_payloads = args.payloads.iter().filter(|&&p| p <= PEER_MAX_PAYLOAD).count();
     if peer_payloads < args.payloads.len() && (node.is_some() || ice.is_some()) {
-        println!("peer rows: payloads up to {} only", report::payload_label(PEER_MAX_PAYLOAD));
+        outln!("peer rows: payloads up to {} only", report::payload_label(PEER_MAX_PAYLOAD));
     }
     let steps = args.payloads.len() * 2 * CASES.len()
         + peer_payloads * (node_rows + ice_rows)
@@ -1130,20 +1133,20 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     bench.progress.finish();
     let mut rows = report::rows(&cases, &idle);
     rows.extend(report::metrics_rows(&metrics));
-    println!();
+    outln!();
     report::print_table(&rows);
     if !large.is_empty() {
-        println!();
+        outln!();
         report::print_large_table(&rows);
     }
-    println!();
+    outln!();
     report::print_idle(&idle);
-    println!();
+    outln!();
     report::print_metrics(&metrics);
-    println!();
+    outln!();
     let missed = report::print_targets(&rows, &idle, &metrics, args.gate_margin);
-    println!();
-    println!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
+    outln!();
+    outln!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
 
     let plot_written = args.plot.as_deref().is_none_or(|path| {
         let title = format!(
@@ -1152,7 +1155,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         );
         match plot::write(path, &cases, &title) {
             Ok(()) => {
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display());
                 true
             }
             Err(e) => {
@@ -1189,7 +1192,7 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
         progress: Progress::plain(),
     };
     let list = args.scale.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
-    println!(
+    outln!(
         "lapce-ipc bench --scale{}: {list} clients, {} in flight per connection, trim wait {} s",
         if args.quick { " (quick)" } else { "" },
         args.scale_inflight,
@@ -1207,10 +1210,10 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
     bench.progress = Progress::new((args.scale.len() * args.scale_client.len()) as u64);
     let rows = scale::run(&bench, args);
     bench.progress.finish();
-    println!();
+    outln!();
     scale::print_table(&rows);
-    println!();
-    println!("targets (a report, not a gate):");
+    outln!();
+    outln!("targets (a report, not a gate):");
     let lean = scale::lean_server_idle();
     let targets = scale::targets(&rows, &lean);
     for (name, met, detail) in &targets {
@@ -1219,12 +1222,12 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
             Some(false) => "MISSED",
             None => "n/a   ",
         };
-        println!("  [{tag}] {name}: {detail}");
+        outln!("  [{tag}] {name}: {detail}");
     }
     let met = targets.iter().filter(|t| t.1 == Some(true)).count();
-    println!("  {met} of {} targets met on this run", targets.len());
-    println!();
-    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    outln!("  {met} of {} targets met on this run", targets.len());
+    outln!();
+    outln!("total time {:.1} s", started.elapsed().as_secs_f64());
     let ok = rows.iter().all(|r| r.error.is_none() && r.request_errors == Some(0));
     report::finish(
         args.json.as_deref(),

@@ -28,7 +28,7 @@ pub fn bomb(
     let connections = if full { CONNECTIONS } else { CONNECTIONS.min(room).max(8) };
     if connections < CONNECTIONS {
         progress.suspend(|| {
-            println!(
+            outln!(
                 "stress level 1: the open-file limit ({}) has room for {connections} connections, not \
                  {CONNECTIONS}: running with {connections} (raise ulimit -Hn for the whole bomb)",
                 fd_limit.unwrap_or(0)
@@ -120,9 +120,7 @@ pub fn memory(
     let small_clients = if full { 500 } else { 200.min(room).max(8) };
     if small_clients < 200 {
         progress.suspend(|| {
-            println!(
-                "stress level 2: the open-file limit has room for {small_clients} 4 KiB clients, not 200"
-            )
+            outln!("stress level 2: the open-file limit has room for {small_clients} 4 KiB clients, not 200")
         });
     }
     let small = Work {

@@ -60,8 +60,10 @@ pub struct StressArgs {
     /// machine (seconds per level).
     #[arg(long)]
     pub full: bool,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
+    /// Also write the figures as JSON to FILE; `-`: to stdout.
+    ///
+    /// With `--json -` stdout holds the JSON alone, and the human-readable report goes to stderr.
+    #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Seed of the random choices (chaos schedule, client counts); default: from the clock.
     #[arg(long)]
@@ -381,7 +383,7 @@ fn check_complete(report: &mut LevelReport, prefix: &str, out: &Outcome, request
 
 /// Prints one level's report.
 fn print(report: &LevelReport) {
-    println!(
+    outln!(
         "level {} ({}, {} counts): {} in {:.1} s",
         report.level,
         report.name,
@@ -391,24 +393,25 @@ fn print(report: &LevelReport) {
     );
     for (k, v) in &report.figures {
         match v {
-            Value::String(s) => println!("  {k}: {s}"),
-            v => println!("  {k}: {v}"),
+            Value::String(s) => outln!("  {k}: {s}"),
+            v => outln!("  {k}: {v}"),
         }
     }
     for f in &report.failures {
-        println!("  FAILED: {f}");
+        outln!("  FAILED: {f}");
     }
 }
 
 /// Runs `lapce-ipc stress`.
 pub fn run(args: &StressArgs) -> ExitCode {
+    crate::output::keep_stdout_for(args.json.as_deref());
     let levels: Vec<u8> = if args.all { (1..=5).collect() } else { args.level.into_iter().collect() };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
     let timeout = Duration::from_secs(args.timeout.unwrap_or(if args.full { 7200 } else { 120 }));
     let fd_limit = scale::raise_fd_limit();
-    println!("stress: levels {levels:?}, {} counts, seed {seed}", if args.full { "full" } else { "bounded" });
+    outln!("stress: levels {levels:?}, {} counts, seed {seed}", if args.full { "full" } else { "bounded" });
     let started = Instant::now();
     // A step per level, its phases on the bar; the levels' reports go to stdout as before.
     let progress = Progress::new(levels.len() as u64);
@@ -436,7 +439,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
     }
     progress.finish();
     let passed = reports.iter().all(|r| r.passed);
-    println!(
+    outln!(
         "stress: {} of {} levels passed in {:.1} s",
         reports.iter().filter(|r| r.passed).count(),
         reports.len(),
@@ -444,9 +447,10 @@ pub fn run(args: &StressArgs) -> ExitCode {
     );
     if let Some(path) = &args.json {
         let json = serde_json::json!({ "seed": seed, "passed": passed, "levels": reports });
-        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("stress: cannot write {}: {e}", path.display());
+        let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        text.push('\n');
+        if let Err(e) = crate::output::write_result(path, &text) {
+            eprintln!("stress: cannot write {}: {e}", crate::output::describe(path));
             return ExitCode::FAILURE;
         }
     }
