@@ -660,7 +660,7 @@ fn missing() -> Verdict {
     Verdict::Unknown("1 KiB not measured or failed".into())
 }
 
-/// The issue's absolute targets (measured on Linux), judged on this run.
+/// The absolute performance targets (measured on Linux), judged on this run.
 fn targets(rows: &[Row], idle: &Idle) -> Vec<(&'static str, Verdict)> {
     let spin = kib_row(rows, Transport::Lapce, Mode::Spin).and_then(|r| r.rtt_p50_us);
     vec![
@@ -711,7 +711,7 @@ fn ratio_targets(rows: &[Row], metrics: &[MetricsCost]) -> Vec<(&'static str, Ve
     targets
 }
 
-/// The seed's "outperform Node.js IPC by 10×": the adaptive round trip's p50 against the faster
+/// The performance target "outperform Node.js IPC by 10×": the adaptive round trip's p50 against the faster
 /// of the two Node.js serializations, at every payload measured (the worst counts).
 fn node_target(rows: &[Row]) -> (&'static str, Verdict) {
     let name = "adaptive RTT p50 at least 10× better than Node.js IPC (faster serialization, every payload)";
@@ -736,7 +736,7 @@ fn node_target(rows: &[Row]) -> (&'static str, Verdict) {
     }
 }
 
-/// The seed targets for Windows (issue 3), judged on this run: 1 KiB average latency < 15 µs,
+/// The performance targets for Windows, judged on this run: 1 KiB average latency < 15 µs,
 /// p99 < 50 µs, > 300 K msg/s. Latency is the round trip of the default (adaptive) mode, with
 /// spin mode alongside; throughput is one-way, best lapce-ipc mode.
 fn windows_targets(rows: &[Row], idle: &Idle) -> Vec<(&'static str, Verdict)> {
@@ -768,7 +768,7 @@ fn best_throughput(rows: &[Row]) -> Option<(Mode, f64)> {
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// Framing overhead on a 1 KiB spin round trip, CRC on and off (issue 4).
+/// Framing overhead on a 1 KiB spin round trip, CRC on and off.
 fn framing_targets(rows: &[Row]) -> Vec<(&'static str, Verdict)> {
     let p50 = |t, m| kib_row(rows, t, m).and_then(|r| r.rtt_p50_us);
     let spin = p50(Transport::Lapce, Mode::Spin);
@@ -867,7 +867,7 @@ impl GateMargin {
 }
 
 /// Prints the targets and whether this run met them: the ratio targets, then the absolute ones
-/// (the issue's, measured on Linux; on Windows the seed targets for Windows instead). Returns
+/// (the performance targets, measured on Linux; on Windows the targets for Windows instead). Returns
 /// how many ratio targets the gate fails: missed by more than their `margin` (`--gate-margin`),
 /// or not judged, so a broken measurement cannot pass the gate.
 pub fn print_targets(rows: &[Row], idle: &Idle, metrics: &[MetricsCost], margin: GateMargin) -> usize {
@@ -883,7 +883,7 @@ pub fn print_targets(rows: &[Row], idle: &Idle, metrics: &[MetricsCost], margin:
     }
     print_verdicts(&ratios, Some(margin));
     if cfg!(windows) {
-        outln!("absolute targets (the seed targets for Windows; a report, never a gate):");
+        outln!("absolute targets (the performance targets for Windows; a report, never a gate):");
     } else {
         outln!("absolute targets (a report, never a gate: times depend on the machine):");
     }
@@ -1140,7 +1140,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_seed_targets_use_mean_p99_and_throughput() {
+    fn windows_targets_use_mean_p99_and_throughput() {
         let case = |mode, rtts_ns: &[u64], msgs_per_sec: u64| {
             let mut h = crate::bench::measure::new_histogram().unwrap();
             for &ns in rtts_ns {

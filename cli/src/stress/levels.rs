@@ -169,7 +169,7 @@ pub fn memory(
     report.fig("server_rss_anon_kib_after", opt(after.footprint.rss_anon_kib));
     report.fig(
         "bound_formula",
-        "idle + connections x 2 rings + 1 MiB lanes x 4 MiB + 16 MiB (the seed's 3 MB cannot hold one 1 MiB message in \
+        "idle + connections x 2 rings + 1 MiB lanes x 4 MiB + 16 MiB (a 3 MB bound cannot hold one 1 MiB message in \
          flight per client)",
     );
     if let (Some(p), Some(b)) = (peak, bound) {

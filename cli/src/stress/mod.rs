@@ -1,6 +1,5 @@
-//! `lapce-ipc stress --level N | --all [--full] [--json FILE]`: the "nuclear" stress levels of
-//! the seed documents, with counts for a 2-core CI machine by default and the seed's counts with
-//! `--full`.
+//! `lapce-ipc stress --level N | --all [--full] [--json FILE]`: five "nuclear" stress levels,
+//! with counts for a 2-core CI machine by default and the levels' full counts with `--full`.
 //!
 //! 1. connection bomb: many concurrent connections, each doing request/response; all complete;
 //! 2. memory: floods of 4 KiB and 1 MiB messages; the server's RSS stays under a stated bound;
@@ -49,15 +48,19 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Arguments of `lapce-ipc stress`.
 #[derive(Debug, clap::Args)]
 pub struct StressArgs {
-    /// The level to run (1 connection bomb, 2 memory, 3 latency torture, 4 leak detection,
-    /// 5 chaos).
+    /// The level to run, 1 to 5 (see --help).
+    ///
+    /// 1 connection bomb, 2 memory, 3 latency torture, 4 leak detection, 5 chaos.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5), required_unless_present = "all")]
     pub level: Option<u8>,
     /// Run all five levels.
     #[arg(long, conflicts_with = "level")]
     pub all: bool,
-    /// The seed documents' full counts (minutes to hours); default: counts for a 2-core CI
-    /// machine (seconds per level).
+    /// Full counts: minutes to hours per level.
+    ///
+    /// Default: counts for a 2-core CI machine, seconds per level. The full counts are what
+    /// each level is designed for, e.g. level 1: 1000 connections of 5000 requests each instead
+    /// of 20.
     #[arg(long)]
     pub full: bool,
     /// Also write the figures as JSON to FILE; `-`: to stdout.
@@ -65,12 +68,13 @@ pub struct StressArgs {
     /// With `--json -` stdout holds the JSON alone, and the human-readable report goes to stderr.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Seed of the random choices (chaos schedule, client counts); default: from the clock.
-    #[arg(long)]
+    /// Seed of the random choices (chaos schedule, client counts) [default: from the clock].
+    #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Per-level limit in seconds: the server child is killed after it (default 120, with
-    /// --full 7200).
-    #[arg(long)]
+    /// Per-level limit in seconds (default 120, with --full 7200).
+    ///
+    /// The server child is killed after it and the level fails.
+    #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
 }
 
@@ -81,7 +85,7 @@ pub struct LevelReport {
     pub level: u8,
     /// Short name.
     pub name: &'static str,
-    /// Whether the seed's full counts were used.
+    /// Whether the full counts were used.
     pub full: bool,
     /// Whether every correctness check held.
     pub passed: bool,
