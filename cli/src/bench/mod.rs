@@ -119,7 +119,7 @@ pub struct BenchArgs {
     /// Scale mode: seconds of load (default 3, 1 with --quick).
     #[arg(long, value_name = "SECS")]
     pub scale_secs: Option<f64>,
-    /// Scale mode: the clients' API, or several comma-separated.
+    /// Scale mode: the clients' APIs, comma-separated.
     ///
     /// A row each, so their ratio is of one run. `rpc`: `IpcClient`, a task per request in flight (what an application does).
     /// `framed`: one task per connection keeping its requests in flight over the raw framed
