@@ -174,6 +174,7 @@ impl Drop for TempPath {
 }
 
 /// Starts `serve NAME` with `args` and `env`, its stderr piped, its stdout dropped.
+#[cfg(unix)]
 fn spawn_serve(name: &str, args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut command = Command::new(BIN);
     command.args(["serve", name, "--token-delay-ms", "1"]).args(args).env_remove("RUST_LOG");

@@ -3,15 +3,15 @@
 //! writes to stdout (`--json -`, the report going to stderr): every level passed and reported
 //! non-trivial figures.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 /// Removes the JSON file when the test ends, whether it passes or not.
-struct TempFile(PathBuf);
+#[cfg(target_os = "linux")]
+struct TempFile(std::path::PathBuf);
 
+#[cfg(target_os = "linux")]
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
@@ -115,6 +115,8 @@ fn bounded_stress_levels_all_pass() {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_leak_level_catches_a_descriptor_leaked_per_connection() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let json = TempFile(
         std::env::temp_dir().join(format!("lapce-ipc-stress-leak-{}-{nanos}.json", std::process::id())),
