@@ -198,18 +198,20 @@ fn quick_bench_writes_json_for_every_transport() {
 
 #[test]
 fn scale_smoke_has_rows_without_errors_and_leaves_no_children() {
-    scale_smoke("rpc", None);
+    scale_smoke("rpc", None, false);
 }
 
 #[test]
-fn scale_smoke_with_framed_stream_clients() {
-    scale_smoke("framed", Some(2));
+fn scale_smoke_with_framed_stream_clients_and_json_on_stdout() {
+    scale_smoke("framed", Some(2), true);
 }
 
 /// One scale row of 8 clients driven through `api` (`--scale-client`), the server on `threads`
-/// runtime threads (`--scale-server-threads`; `None`: the default, one).
-fn scale_smoke(api: &str, threads: Option<u32>) {
+/// runtime threads (`--scale-server-threads`; `None`: the default, one). `json_to_stdout`:
+/// `--json -`, so stdout must be the JSON alone and the report goes to stderr.
+fn scale_smoke(api: &str, threads: Option<u32>, json_to_stdout: bool) {
     let json = unique_json_path();
+    let json_arg = if json_to_stdout { "-".into() } else { json.0.clone().into_os_string() };
     let threads_args = threads.map(|t| vec!["--scale-server-threads".to_string(), t.to_string()]);
     let bench = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
         .args([
@@ -227,7 +229,7 @@ fn scale_smoke(api: &str, threads: Option<u32>) {
         .args(["--scale-client", api])
         .args(threads_args.unwrap_or_default())
         .arg("--json")
-        .arg(&json.0)
+        .arg(&json_arg)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -237,13 +239,18 @@ fn scale_smoke(api: &str, threads: Option<u32>) {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench --scale failed ({}):\n{stdout}\n{stderr}", out.status);
-    assert!(stdout.contains("scale (lapce-ipc-rpc"), "no scale table:\n{stdout}");
-    assert!(stdout.contains("targets"), "no targets summary:\n{stdout}");
+    let (report, text) = if json_to_stdout {
+        (stderr.clone(), stdout.clone())
+    } else {
+        (stdout.clone(), std::fs::read_to_string(&json.0).expect("read the JSON file").into())
+    };
+    assert!(report.contains("scale (lapce-ipc-rpc"), "no scale table:\n{report}");
+    assert!(report.contains("targets"), "no targets summary:\n{report}");
     // Only the scale rows run.
-    assert!(!stdout.contains("large messages"), "other rows ran:\n{stdout}");
+    assert!(!report.contains("large messages"), "other rows ran:\n{report}");
 
-    let text = std::fs::read_to_string(&json.0).expect("read the JSON file");
-    let rows: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    let rows: serde_json::Value =
+        serde_json::from_str(&text).expect("valid JSON, alone on stdout with --json -");
     let rows = rows.as_array().expect("a JSON array");
     assert_eq!(rows.len(), 1, "one scale row: {text}");
     let row = &rows[0];

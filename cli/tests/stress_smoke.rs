@@ -1,16 +1,17 @@
 //! Smoke test of `lapce-ipc stress --all` with the bounded counts: runs the real binary (which
 //! spawns its server and client child processes) and checks the exit status and the JSON it
-//! writes: every level passed and reported non-trivial figures.
+//! writes to stdout (`--json -`, the report going to stderr): every level passed and reported
+//! non-trivial figures.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 /// Removes the JSON file when the test ends, whether it passes or not.
-struct TempFile(PathBuf);
+#[cfg(target_os = "linux")]
+struct TempFile(std::path::PathBuf);
 
+#[cfg(target_os = "linux")]
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
@@ -38,21 +39,18 @@ fn all_completed(level: &Value, prefix: &str) {
 
 #[test]
 fn bounded_stress_levels_all_pass() {
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    let json = TempFile(
-        std::env::temp_dir().join(format!("lapce-ipc-stress-smoke-{}-{nanos}.json", std::process::id())),
-    );
+    // `--json -`: the JSON alone on stdout, the report on stderr.
     let out = Command::new(env!("CARGO_BIN_EXE_lapce-ipc"))
-        .args(["stress", "--all", "--json"])
-        .arg(&json.0)
+        .args(["stress", "--all", "--json", "-"])
         .output()
         .expect("run lapce-ipc stress");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "stress failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(out.status.success(), "stress failed ({}):\n{text}\n{stderr}", out.status);
+    assert!(stderr.contains("5 of 5 levels passed"), "no report on stderr:\n{stderr}");
+    assert!(stderr.contains("level 5 (chaos"), "no level report on stderr:\n{stderr}");
 
-    let text = std::fs::read_to_string(&json.0).expect("read the JSON file");
-    let report: Value = serde_json::from_str(&text).expect("valid JSON");
+    let report: Value = serde_json::from_str(&text).expect("stdout is the JSON alone");
     assert_eq!(report["passed"], true, "{text}");
     let levels = report["levels"].as_array().expect("levels array");
     assert_eq!(levels.len(), 5, "{text}");
@@ -117,6 +115,8 @@ fn bounded_stress_levels_all_pass() {
 #[cfg(target_os = "linux")]
 #[test]
 fn the_leak_level_catches_a_descriptor_leaked_per_connection() {
+    use std::time::{SystemTime, UNIX_EPOCH};
+
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let json = TempFile(
         std::env::temp_dir().join(format!("lapce-ipc-stress-leak-{}-{nanos}.json", std::process::id())),

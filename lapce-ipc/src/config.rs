@@ -14,7 +14,7 @@
 //!
 //! # Example: every key, with its default
 //!
-//! `docs/config.example.toml` in the repository is the same file with a comment on every key.
+//! `config.example.toml` in the crate's directory is the same file with a comment on every key.
 //!
 //! ```
 //! # #[cfg(feature = "config-file")] {
@@ -503,6 +503,7 @@ mod file {
         /// assert!(msg.ends_with("(line 2, column 19)"), "{msg}");
         /// # Ok::<(), lapce_ipc::IpcError>(())
         /// ```
+        #[cfg_attr(docsrs, doc(cfg(feature = "config-file")))]
         pub fn from_toml_str(text: &str, origin: &str) -> Result<IpcConfig> {
             let (root, errors) = DeTable::parse_recoverable(text);
             if let Some(e) = errors.into_iter().next() {
@@ -523,6 +524,7 @@ mod file {
 
         /// Reads and checks the TOML file at `path` (see [`IpcConfig::from_toml_str`]); errors
         /// name the file. (Feature `config-file`.)
+        #[cfg_attr(docsrs, doc(cfg(feature = "config-file")))]
         pub fn from_file(path: impl AsRef<Path>) -> Result<IpcConfig> {
             let path = path.as_ref();
             let origin = path.display().to_string();

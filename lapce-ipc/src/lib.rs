@@ -60,6 +60,8 @@
 //! # Ok::<(), lapce_ipc::IpcError>(())
 //! ```
 #![deny(missing_docs)]
+// docs.rs builds with `--cfg docsrs` (Cargo.toml): items behind a feature say which one.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod buffer;

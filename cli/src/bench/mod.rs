@@ -9,7 +9,7 @@
 //! (Linux only). The parent is the client. See [`measure`] for the protocol of each test.
 //!
 //! On Windows the idle-CPU measurement is not available (it reads `/proc`), and the targets
-//! summary reports the seed targets for Windows instead of the Linux ones.
+//! summary reports the performance targets for Windows instead of the Linux ones.
 
 pub(crate) mod child;
 mod iceoryx2;
@@ -52,53 +52,65 @@ use crate::progress::Progress;
 /// Arguments of `lapce-ipc bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Short run (about one to two minutes with every peer, for CI): 20k round trips and 200k
-    /// messages per payload instead of 200k and 2M, 200 MB instead of 2 GB per large-message
+    /// Short run: one to two minutes with every peer (for CI).
+    ///
+    /// 20k round trips and 200k messages per payload instead of 200k and 2M, 200 MB instead of 2 GB per large-message
     /// row, and a 0.3 s idle measurement instead of 1 s.
     #[arg(long)]
     pub quick: bool,
-    /// Also write the results to FILE as a JSON array, one object per row.
+    /// Also write the results to FILE as a JSON array, one object per row; `-`: to stdout.
+    ///
+    /// With `--json -` stdout holds the JSON alone, and the human-readable report goes to stderr.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Also draw the round-trip latency distributions of the run to FILE as an SVG picture: a
-    /// panel per payload size, a percentile curve (p0 to p99.99, latency on a log scale) per
+    /// Also draw the round-trip latency distributions to FILE as an SVG picture.
+    ///
+    /// A panel per payload size, a percentile curve (p0 to p99.99, latency on a log scale) per
     /// transport and mode. Rows without round trips (large messages, failures) are left out.
     #[arg(long, value_name = "FILE.svg", conflicts_with = "scale")]
     pub plot: Option<PathBuf>,
-    /// Payload sizes to measure, comma-separated, each 1 B to 16 MiB; K/KiB, M/MiB and G/GiB
-    /// suffixes are accepted.
+    /// Payload sizes to measure, comma-separated (e.g. 64,1KiB).
+    ///
+    /// Each 1 B to 16 MiB; K/KiB, M/MiB and G/GiB suffixes are accepted.
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "64,1KiB,64KiB,1MiB")]
     pub payloads: Vec<usize>,
-    /// Measured round trips per payload (a tenth of that from 16 KiB up). The throughput test
+    /// Measured round trips per payload.
+    ///
+    /// A tenth of that from 16 KiB up. The throughput test
     /// sends ten times as many messages, at most 2 GB of payload (200 MB with --quick).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rounds: Option<u64>,
-    /// Seconds after which a server child that has not finished its test is killed and the test
-    /// reported as failed (a peer's row gets its time budget on top).
+    /// Seconds after which an unfinished server child is killed and its test fails.
+    ///
+    /// A peer's row gets its time budget (--peer-budget) on top.
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
-    /// Time budget of a peer's measurement, in seconds (default 10, 3 with --quick): the round
-    /// trips of a peer's row (the socket baselines, Node.js IPC, iceoryx2), then its messages,
+    /// Time budget of a peer's measurement, in seconds (default 10, 3 with --quick).
+    ///
+    /// The round trips of a peer's row (the socket baselines, Node.js IPC, iceoryx2), then its messages,
     /// each stop at their count or after this long, whichever comes first. A row cut short is
     /// marked (`budget_hit` in the JSON) and its figures are computed from what it reached; it
     /// does not fail the run. lapce-ipc's own rows always run to their count.
     #[arg(long, value_name = "SECS", value_parser = parse_budget)]
     pub peer_budget: Option<f64>,
-    /// Message sizes of the large-message rows: one-way throughput of framed lapce-ipc (messages
-    /// fragmented through a 1 MiB ring) and of the socket, 2 GB of payload per row (200 MB with
+    /// Message sizes of the large-message rows, comma-separated.
+    ///
+    /// One-way throughput of framed lapce-ipc (messages fragmented through a 1 MiB ring) and of the socket, 2 GB of payload per row (200 MB with
     /// --quick); 1 B to 16 MiB each.
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size, default_value = "1MiB,10MiB")]
     pub large: Vec<usize>,
     /// Skip the large-message rows.
     #[arg(long)]
     pub no_large: bool,
-    /// Scale mode: only the scale rows, one per client count N (comma-separated): a fresh
-    /// `IpcServer` child, its RSS and descriptors idle and with N idle clients (spread over 4
+    /// Scale mode: only the scale rows, one per client count N (comma-separated).
+    ///
+    /// For each N a fresh `IpcServer` child, its RSS and descriptors idle and with N idle clients (spread over 4
     /// client processes), then request/response load on every connection.
     #[arg(long, value_name = "N,...", value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=65535))]
     pub scale: Vec<u64>,
-    /// Scale mode: seconds the N clients sit idle before the server is measured (lets an idle
-    /// trim return ring pages).
+    /// Scale mode: seconds the N clients sit idle before the server is measured.
+    ///
+    /// Lets an idle trim return ring pages.
     #[arg(long, value_name = "SECS", default_value_t = 2.0)]
     pub trim_wait: f64,
     /// Scale mode: requests in flight per connection during the load.
@@ -107,25 +119,32 @@ pub struct BenchArgs {
     /// Scale mode: seconds of load (default 3, 1 with --quick).
     #[arg(long, value_name = "SECS")]
     pub scale_secs: Option<f64>,
-    /// Scale mode: the clients' API, or several comma-separated (a row each, so their ratio is
-    /// of one run). `rpc`: `IpcClient`, a task per request in flight (what an application does).
+    /// Scale mode: the clients' APIs, comma-separated.
+    ///
+    /// A row each, so their ratio is of one run. `rpc`: `IpcClient`, a task per request in flight (what an application does).
     /// `framed`: one task per connection keeping its requests in flight over the raw framed
     /// stream, matched by id (a load generator: what the server can do).
     #[arg(long, value_name = "API,...", value_enum, value_delimiter = ',', default_value = "rpc")]
     pub scale_client: Vec<scale::ScaleClient>,
-    /// Scale mode: the server's runtime threads. 1: tokio's current-thread runtime (one thread
+    /// Scale mode: the server's runtime threads.
+    ///
+    /// 1: tokio's current-thread runtime (one thread
     /// serves every connection; the clients have the other CPUs); N > 1: a multi-thread runtime
     /// with N workers.
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub scale_server_threads: u64,
-    /// The Node.js to run the Node.js IPC peer with (`child_process.fork` + `process.send`,
-    /// json and advanced serialization); its rows are skipped with a message when it cannot run.
+    /// The Node.js to run the Node.js IPC peer with.
+    ///
+    /// The peer uses `child_process.fork` + `process.send`, json and advanced serialization; its
+    /// rows are skipped with a message when it cannot run.
     #[arg(long, value_name = "PATH", default_value = "node")]
     pub node: PathBuf,
     /// Skip the Node.js IPC rows.
     #[arg(long)]
     pub no_node: bool,
-    /// The iceoryx2 peer program (request-response, spin and WaitSet); default: where
+    /// The iceoryx2 peer program (request-response, spin and WaitSet).
+    ///
+    /// Default: where
     /// `cargo build --release --manifest-path peers/iceoryx2/Cargo.toml` puts it. Its rows are
     /// skipped with a message when it is not there.
     #[arg(long, value_name = "PATH")]
@@ -133,12 +152,15 @@ pub struct BenchArgs {
     /// Skip the iceoryx2 rows.
     #[arg(long)]
     pub no_iceoryx2: bool,
-    /// A performance gate for CI: exit with status 2 when a ratio target (a figure of this run
-    /// against another of the same run, never an absolute time) is missed or cannot be judged.
+    /// A performance gate for CI: exit with status 2 when a ratio target is missed.
+    ///
+    /// A ratio target compares a figure of this run with another of the same run, never an
+    /// absolute time; one that cannot be judged fails the gate too.
     #[arg(long)]
     pub gate: bool,
-    /// How far past a ratio target `--gate` still passes: a factor F on every target's ratio
-    /// (default 1: the targets as shown; with 3, "adaptive within 2× of spin" fails only past
+    /// How far past a ratio target --gate still passes: a factor F, or `ci`.
+    ///
+    /// F applies to every target's ratio (default 1: the targets as shown; with 3, "adaptive within 2× of spin" fails only past
     /// 6×, "20× better than uds" only under 6.7×), or `ci`: each target's CI margin, wide
     /// enough for a shared, loaded 2-vCPU CI machine (3× to 8×; the three targets that such a
     /// machine's other load decides are not gated), listed in docs/BENCHMARKS.md. The table
@@ -1024,6 +1046,7 @@ fn cut_short(reached: u64, asked: u64, what: &str) -> String {
 
 /// Runs `lapce-ipc bench`. Missed targets do not fail it; failed measurements do (exit 1).
 pub fn run(args: &BenchArgs) -> ExitCode {
+    crate::output::keep_stdout_for(args.json.as_deref());
     if !args.scale.is_empty() {
         return run_scale(args);
     }
@@ -1046,7 +1069,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let large: &[usize] = if args.no_large { &[] } else { &args.large };
     let labels =
         |sizes: &[usize]| sizes.iter().map(|&p| report::payload_label(p)).collect::<Vec<_>>().join(", ");
-    println!(
+    outln!(
         "lapce-ipc bench{}: payloads {}; large messages {}; {}",
         if args.quick { " (quick)" } else { "" },
         labels(&args.payloads),
@@ -1055,32 +1078,32 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     );
 
     let node = if args.no_node {
-        println!("Node.js IPC rows: skipped (--no-node)");
+        outln!("Node.js IPC rows: skipped (--no-node)");
         None
     } else {
         match node::NodePeer::find(&args.node) {
             Ok(peer) => {
-                println!("Node.js IPC rows: node {} (child_process.fork + process.send)", peer.version);
+                outln!("Node.js IPC rows: node {} (child_process.fork + process.send)", peer.version);
                 Some(peer)
             }
             Err(why) => {
-                println!("Node.js IPC rows: skipped: {why} (install Node.js or pass --node PATH)");
+                outln!("Node.js IPC rows: skipped: {why} (install Node.js or pass --node PATH)");
                 None
             }
         }
     };
 
     let ice = if args.no_iceoryx2 {
-        println!("iceoryx2 rows: skipped (--no-iceoryx2)");
+        outln!("iceoryx2 rows: skipped (--no-iceoryx2)");
         None
     } else {
         match iceoryx2::Iceoryx2Peer::find(args.iceoryx2.as_deref()) {
             Ok(peer) => {
-                println!("iceoryx2 rows: {} (request-response, spin and WaitSet)", peer.program.display());
+                outln!("iceoryx2 rows: {} (request-response, spin and WaitSet)", peer.program.display());
                 Some(peer)
             }
             Err(why) => {
-                println!("iceoryx2 rows: skipped: {why}");
+                outln!("iceoryx2 rows: skipped: {why}");
                 None
             }
         }
@@ -1092,7 +1115,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     let ice_rows = if ice.is_some() { iceoryx2::WaitMode::ALL.len() } else { 0 };
     let peer_payloads = args.payloads.iter().filter(|&&p| p <= PEER_MAX_PAYLOAD).count();
     if peer_payloads < args.payloads.len() && (node.is_some() || ice.is_some()) {
-        println!("peer rows: payloads up to {} only", report::payload_label(PEER_MAX_PAYLOAD));
+        outln!("peer rows: payloads up to {} only", report::payload_label(PEER_MAX_PAYLOAD));
     }
     let steps = args.payloads.len() * 2 * CASES.len()
         + peer_payloads * (node_rows + ice_rows)
@@ -1130,20 +1153,20 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     bench.progress.finish();
     let mut rows = report::rows(&cases, &idle);
     rows.extend(report::metrics_rows(&metrics));
-    println!();
+    outln!();
     report::print_table(&rows);
     if !large.is_empty() {
-        println!();
+        outln!();
         report::print_large_table(&rows);
     }
-    println!();
+    outln!();
     report::print_idle(&idle);
-    println!();
+    outln!();
     report::print_metrics(&metrics);
-    println!();
+    outln!();
     let missed = report::print_targets(&rows, &idle, &metrics, args.gate_margin);
-    println!();
-    println!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
+    outln!();
+    outln!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());
 
     let plot_written = args.plot.as_deref().is_none_or(|path| {
         let title = format!(
@@ -1152,7 +1175,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
         );
         match plot::write(path, &cases, &title) {
             Ok(()) => {
-                println!("wrote {}", path.display());
+                outln!("wrote {}", path.display());
                 true
             }
             Err(e) => {
@@ -1189,7 +1212,7 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
         progress: Progress::plain(),
     };
     let list = args.scale.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
-    println!(
+    outln!(
         "lapce-ipc bench --scale{}: {list} clients, {} in flight per connection, trim wait {} s",
         if args.quick { " (quick)" } else { "" },
         args.scale_inflight,
@@ -1207,10 +1230,10 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
     bench.progress = Progress::new((args.scale.len() * args.scale_client.len()) as u64);
     let rows = scale::run(&bench, args);
     bench.progress.finish();
-    println!();
+    outln!();
     scale::print_table(&rows);
-    println!();
-    println!("targets (a report, not a gate):");
+    outln!();
+    outln!("targets (a report, not a gate):");
     let lean = scale::lean_server_idle();
     let targets = scale::targets(&rows, &lean);
     for (name, met, detail) in &targets {
@@ -1219,12 +1242,12 @@ fn run_scale(args: &BenchArgs) -> ExitCode {
             Some(false) => "MISSED",
             None => "n/a   ",
         };
-        println!("  [{tag}] {name}: {detail}");
+        outln!("  [{tag}] {name}: {detail}");
     }
     let met = targets.iter().filter(|t| t.1 == Some(true)).count();
-    println!("  {met} of {} targets met on this run", targets.len());
-    println!();
-    println!("total time {:.1} s", started.elapsed().as_secs_f64());
+    outln!("  {met} of {} targets met on this run", targets.len());
+    outln!();
+    outln!("total time {:.1} s", started.elapsed().as_secs_f64());
     let ok = rows.iter().all(|r| r.error.is_none() && r.request_errors == Some(0));
     report::finish(
         args.json.as_deref(),

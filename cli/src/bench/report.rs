@@ -123,10 +123,10 @@ pub fn metrics_rows(costs: &[MetricsCost]) -> Vec<Row> {
 
 /// Prints the metrics on/off comparison.
 pub fn print_metrics(costs: &[MetricsCost]) {
-    println!("metrics cost (lapce-ipc-rpc adaptive round trip, metrics.enable off vs on, back to back):");
+    outln!("metrics cost (lapce-ipc-rpc adaptive round trip, metrics.enable off vs on, back to back):");
     for c in costs {
         match c.figures() {
-            Some((off, on, moff, mon)) => println!(
+            Some((off, on, moff, mon)) => outln!(
                 "  {:>6}: p50 {} µs off, {} µs on ({:+.1}%); mean {} µs off, {} µs on ({:+.1}%)",
                 payload_label(c.payload),
                 fmt_us(off),
@@ -136,7 +136,7 @@ pub fn print_metrics(costs: &[MetricsCost]) {
                 fmt_us(mon),
                 (mon / moff - 1.0) * 100.0
             ),
-            None => println!("  {:>6}: failed (see above)", payload_label(c.payload)),
+            None => outln!("  {:>6}: failed (see above)", payload_label(c.payload)),
         }
     }
 }
@@ -456,12 +456,12 @@ pub fn print_table(rows: &[Row]) {
         "MB/s",
         format!("msg/s vs {base}")
     );
-    println!("{header}");
-    println!("{}", "-".repeat(header.chars().count()));
+    outln!("{header}");
+    outln!("{}", "-".repeat(header.chars().count()));
     let mut last_payload = None;
     for row in rows.iter().filter(|r| r.test == STANDARD) {
         if last_payload.is_some_and(|p| p != row.payload_bytes) {
-            println!();
+            outln!();
         }
         last_payload = Some(row.payload_bytes);
         let is_baseline = row.transport == base;
@@ -472,7 +472,7 @@ pub fn print_table(rows: &[Row]) {
                 opt(v, |x| format!("{x:.1}×"))
             }
         };
-        println!(
+        outln!(
             "{:<22} {:<10} {:>7} {:>9} {:>9} {:>9} {:>9} {:>11} {:>10} {:>9} {:>13}",
             row.transport,
             row.mode,
@@ -488,11 +488,11 @@ pub fn print_table(rows: &[Row]) {
         );
         print_marks(row);
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "p50 vs {base} = {base} p50 / row p50 (higher is better); msg/s vs {base} = row msg/s / {base} msg/s;"
     );
-    println!("MB = 1e6 bytes of payload; throughput is one-way, timed from the first send to the final ack.");
+    outln!("MB = 1e6 bytes of payload; throughput is one-way, timed from the first send to the final ack.");
     super::rpc_report::print_note(rows);
     print_peer_ratios(rows);
 }
@@ -501,10 +501,10 @@ pub fn print_table(rows: &[Row]) {
 /// it short.
 fn print_marks(row: &Row) {
     if let Some(e) = &row.error {
-        println!("    error: {e}");
+        outln!("    error: {e}");
     }
     if let Some(note) = &row.budget_note {
-        println!("    budget hit: {note}");
+        outln!("    budget hit: {note}");
     }
 }
 
@@ -519,14 +519,14 @@ fn print_peer_ratios(rows: &[Row]) {
     if names.len() < 2 {
         return;
     }
-    println!();
-    println!("against each peer (p50: peer p50 / row p50; msg/s: row msg/s / peer msg/s; higher is better):");
+    outln!();
+    outln!("against each peer (p50: peer p50 / row p50; msg/s: row msg/s / peer msg/s; higher is better):");
     let mut header = format!("{:<22} {:<10} {:>7}", "transport", "mode", "payload");
     for n in &names {
         header.push_str(&format!(" {:>24}", format!("{n} p50 | msg/s")));
     }
-    println!("{header}");
-    println!("{}", "-".repeat(header.chars().count()));
+    outln!("{header}");
+    outln!("{}", "-".repeat(header.chars().count()));
     for row in rows.iter().filter(|r| r.test == STANDARD && !is_peer(r)) {
         let mut line = format!(
             "{:<22} {:<10} {:>7}",
@@ -545,13 +545,13 @@ fn print_peer_ratios(rows: &[Row]) {
             };
             line.push_str(&format!(" {cell:>24}"));
         }
-        println!("{line}");
+        outln!("{line}");
     }
 }
 
 /// Prints the large-message rows: one-way throughput only.
 pub fn print_large_table(rows: &[Row]) {
-    println!(
+    outln!(
         "large messages, one-way throughput (framed lapce-ipc fragments them through a {} ring):",
         payload_label(super::lapce::LARGE_RING)
     );
@@ -566,12 +566,12 @@ pub fn print_large_table(rows: &[Row]) {
         "GiB/s",
         format!("msg/s vs {base}")
     );
-    println!("{header}");
-    println!("{}", "-".repeat(header.chars().count()));
+    outln!("{header}");
+    outln!("{}", "-".repeat(header.chars().count()));
     let mut last_payload = None;
     for row in rows.iter().filter(|r| r.test == LARGE) {
         if last_payload.is_some_and(|p| p != row.payload_bytes) {
-            println!();
+            outln!();
         }
         last_payload = Some(row.payload_bytes);
         let ratio = if row.transport == base {
@@ -579,7 +579,7 @@ pub fn print_large_table(rows: &[Row]) {
         } else {
             opt(row.msgs_per_sec_vs_uds, |x| format!("{x:.2}×"))
         };
-        println!(
+        outln!(
             "{:<22} {:<9} {:>7} {:>9} {:>10} {:>9} {:>13}",
             row.transport,
             row.mode,
@@ -591,8 +591,8 @@ pub fn print_large_table(rows: &[Row]) {
         );
         print_marks(row);
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "GiB = 2^30 bytes of payload; msg/s vs {base} = row msg/s / {base} msg/s (same as the GiB/s ratio)."
     );
 }
@@ -605,7 +605,7 @@ pub fn print_idle(idle: &Idle) {
                 Some(ns) => format!("schedstat {:.0} µs on CPU; ", ns as f64 / 1e3),
                 None => String::new(),
             };
-            println!(
+            outln!(
                 "idle: lapce-ipc adaptive pair, server blocked in recv for {:.2} s: server CPU {:.3}% of one core \
                  ({sched}/proc stat {} ticks at {} Hz = {:.1}%)",
                 i.wall.as_secs_f64(),
@@ -615,8 +615,8 @@ pub fn print_idle(idle: &Idle) {
                 i.ticks_percent()
             );
         }
-        Idle::Unavailable(why) => println!("idle: lapce-ipc adaptive pair: {why}"),
-        Idle::Failed(e) => println!("idle: FAILED: {e}"),
+        Idle::Unavailable(why) => outln!("idle: lapce-ipc adaptive pair: {why}"),
+        Idle::Failed(e) => outln!("idle: FAILED: {e}"),
     }
 }
 
@@ -660,7 +660,7 @@ fn missing() -> Verdict {
     Verdict::Unknown("1 KiB not measured or failed".into())
 }
 
-/// The issue's absolute targets (measured on Linux), judged on this run.
+/// The absolute performance targets (measured on Linux), judged on this run.
 fn targets(rows: &[Row], idle: &Idle) -> Vec<(&'static str, Verdict)> {
     let spin = kib_row(rows, Transport::Lapce, Mode::Spin).and_then(|r| r.rtt_p50_us);
     vec![
@@ -711,7 +711,7 @@ fn ratio_targets(rows: &[Row], metrics: &[MetricsCost]) -> Vec<(&'static str, Ve
     targets
 }
 
-/// The seed's "outperform Node.js IPC by 10×": the adaptive round trip's p50 against the faster
+/// The performance target "outperform Node.js IPC by 10×": the adaptive round trip's p50 against the faster
 /// of the two Node.js serializations, at every payload measured (the worst counts).
 fn node_target(rows: &[Row]) -> (&'static str, Verdict) {
     let name = "adaptive RTT p50 at least 10× better than Node.js IPC (faster serialization, every payload)";
@@ -736,7 +736,7 @@ fn node_target(rows: &[Row]) -> (&'static str, Verdict) {
     }
 }
 
-/// The seed targets for Windows (issue 3), judged on this run: 1 KiB average latency < 15 µs,
+/// The performance targets for Windows, judged on this run: 1 KiB average latency < 15 µs,
 /// p99 < 50 µs, > 300 K msg/s. Latency is the round trip of the default (adaptive) mode, with
 /// spin mode alongside; throughput is one-way, best lapce-ipc mode.
 fn windows_targets(rows: &[Row], idle: &Idle) -> Vec<(&'static str, Verdict)> {
@@ -768,7 +768,7 @@ fn best_throughput(rows: &[Row]) -> Option<(Mode, f64)> {
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// Framing overhead on a 1 KiB spin round trip, CRC on and off (issue 4).
+/// Framing overhead on a 1 KiB spin round trip, CRC on and off.
 fn framing_targets(rows: &[Row]) -> Vec<(&'static str, Verdict)> {
     let p50 = |t, m| kib_row(rows, t, m).and_then(|r| r.rtt_p50_us);
     let spin = p50(Transport::Lapce, Mode::Spin);
@@ -867,29 +867,29 @@ impl GateMargin {
 }
 
 /// Prints the targets and whether this run met them: the ratio targets, then the absolute ones
-/// (the issue's, measured on Linux; on Windows the seed targets for Windows instead). Returns
+/// (the performance targets, measured on Linux; on Windows the targets for Windows instead). Returns
 /// how many ratio targets the gate fails: missed by more than their `margin` (`--gate-margin`),
 /// or not judged, so a broken measurement cannot pass the gate.
 pub fn print_targets(rows: &[Row], idle: &Idle, metrics: &[MetricsCost], margin: GateMargin) -> usize {
     let ratios = ratio_targets(rows, metrics);
     let absolute = if cfg!(windows) { windows_targets(rows, idle) } else { targets(rows, idle) };
     if margin == GateMargin::Factor(1.0) {
-        println!("ratio targets (figures of this run against each other; `--gate` fails the run on a miss):");
+        outln!("ratio targets (figures of this run against each other; `--gate` fails the run on a miss):");
     } else {
-        println!(
+        outln!(
             "ratio targets (figures of this run against each other; `--gate` fails the run on a miss beyond \
              {margin}):"
         );
     }
     print_verdicts(&ratios, Some(margin));
     if cfg!(windows) {
-        println!("absolute targets (the seed targets for Windows; a report, never a gate):");
+        outln!("absolute targets (the performance targets for Windows; a report, never a gate):");
     } else {
-        println!("absolute targets (a report, never a gate: times depend on the machine):");
+        outln!("absolute targets (a report, never a gate: times depend on the machine):");
     }
     print_verdicts(&absolute, None);
     let met = ratios.iter().chain(&absolute).filter(|(_, v)| matches!(v, Verdict::Met(_))).count();
-    println!("  {met} of {} targets met on this run", ratios.len() + absolute.len());
+    outln!("  {met} of {} targets met on this run", ratios.len() + absolute.len());
     ratios.iter().filter(|(name, v)| fails_gate(v, margin.for_target(name))).count()
 }
 
@@ -919,15 +919,15 @@ fn print_verdicts(targets: &[(&str, Verdict)], margin: Option<GateMargin>) {
             }
             Verdict::Unknown(d) => ("n/a   ", d.clone()),
         };
-        println!("  [{tag}] {name}: {detail}");
+        outln!("  [{tag}] {name}: {detail}");
     }
 }
 
-/// Writes the rows as a pretty JSON array.
+/// Writes the rows as a pretty JSON array to `path` (`-`: stdout).
 pub fn write_json(path: &Path, rows: &[impl serde::Serialize]) -> std::io::Result<()> {
     let mut text = serde_json::to_string_pretty(rows).map_err(std::io::Error::other)?;
     text.push('\n');
-    std::fs::write(path, text)
+    crate::output::write_result(path, &text)
 }
 
 /// The end of a bench run: writes `--json` if asked (a failure to write fails the run), then the
@@ -940,9 +940,9 @@ pub fn finish(
 ) -> std::process::ExitCode {
     if let Some(path) = json {
         match write_json(path, rows) {
-            Ok(()) => println!("wrote {}", path.display()),
+            Ok(()) => outln!("wrote {}", crate::output::describe(path)),
             Err(e) => {
-                eprintln!("error: cannot write {}: {e}", path.display());
+                eprintln!("error: cannot write {}: {e}", crate::output::describe(path));
                 ok = false;
             }
         }
@@ -1140,7 +1140,7 @@ mod tests {
     }
 
     #[test]
-    fn windows_seed_targets_use_mean_p99_and_throughput() {
+    fn windows_targets_use_mean_p99_and_throughput() {
         let case = |mode, rtts_ns: &[u64], msgs_per_sec: u64| {
             let mut h = crate::bench::measure::new_histogram().unwrap();
             for &ns in rtts_ns {

@@ -20,7 +20,7 @@ pub fn print_note(rows: &[Row]) {
     if !rows.iter().any(|r| r.transport == rpc) {
         return;
     }
-    println!(
+    outln!(
         "{rpc}, {}: request/response through IpcServer and IpcClient / BlockingIpcClient (framed, CRC \
          on, a sync echo handler); round trips are sequential requests, msg/s answered requests per \
          second with {} tasks (async) or {} threads (blocking) making requests back to back. \
@@ -36,7 +36,7 @@ pub fn print_note(rows: &[Row]) {
     {
         let payload = r.payload_bytes as usize;
         if let (Some(p50), Some(framed_p50)) = (r.rtt_p50_us, p50(rows, framed, Mode::Spin, payload)) {
-            println!(
+            outln!(
                 "  {}: p50 {} µs vs the same frames' {} µs ({} spin): {:.2}× the frames' round trip",
                 payload_label(payload),
                 fmt_us(p50),

@@ -951,25 +951,25 @@ pub fn print_table(rows: &[ScaleRow]) {
     apis.dedup();
     for (i, api) in apis.into_iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
         let of_api: Vec<ScaleRow> = rows.iter().filter(|r| r.client_api == api).cloned().collect();
         print_api_table(&of_api);
     }
-    println!(
+    outln!(
         "idle = server alone after {} ms; N idle = all N connected and idle after the trim wait; KiB/conn = \
          (N idle - idle) / N; fd/conn likewise, less {FDS_PER_WARM_SEGMENT} per warm segment the burst added;",
         SETTLE.as_millis()
     );
-    println!(
+    outln!(
         "fds left = the server's descriptors after the clients left, beyond its idle count, less {FDS_PER_WARM_SEGMENT} \
          per warm segment it kept (a burst of"
     );
-    println!(
+    outln!(
         "connections grows the warm pool for 30 s) and the hang-up watcher's epoll: 0 = nothing leaked (a connection \
          kept counts {FDS_PER_WARM_SEGMENT});"
     );
-    println!("req/s over all client processes, p50/p99 from their merged histograms.");
+    outln!("req/s over all client processes, p50/p99 from their merged histograms.");
 }
 
 /// The table of the rows of one client API.
@@ -999,13 +999,11 @@ fn print_api_table(rows: &[ScaleRow]) {
         ScaleClient::Framed => "framed-stream clients",
     };
     let server = rows.first().map_or_else(String::new, |r| server_runtime(r.server_threads));
-    println!(
-        "scale (lapce-ipc-rpc, {PAYLOAD} B requests, {api}, server on {server}; MB = MiB of server RSS):"
-    );
-    println!("{header}");
-    println!("{}", "-".repeat(header.chars().count()));
+    outln!("scale (lapce-ipc-rpc, {PAYLOAD} B requests, {api}, server on {server}; MB = MiB of server RSS):");
+    outln!("{header}");
+    outln!("{}", "-".repeat(header.chars().count()));
     for r in rows {
-        println!(
+        outln!(
             "{:>6} {:>9} {:>9} {:>10} {:>10} {:>10} {:>9} {:>7} {:>7} {:>8} {:>9} {:>11} {:>9} {:>9} {:>7}",
             r.clients,
             mib(r.idle.rss_kib),
@@ -1024,7 +1022,7 @@ fn print_api_table(rows: &[ScaleRow]) {
             num(r.request_errors),
         );
         if let Some(e) = &r.error {
-            println!("    error: {e}");
+            outln!("    error: {e}");
         }
     }
 }

@@ -28,7 +28,7 @@ pub fn bomb(
     let connections = if full { CONNECTIONS } else { CONNECTIONS.min(room).max(8) };
     if connections < CONNECTIONS {
         progress.suspend(|| {
-            println!(
+            outln!(
                 "stress level 1: the open-file limit ({}) has room for {connections} connections, not \
                  {CONNECTIONS}: running with {connections} (raise ulimit -Hn for the whole bomb)",
                 fd_limit.unwrap_or(0)
@@ -120,9 +120,7 @@ pub fn memory(
     let small_clients = if full { 500 } else { 200.min(room).max(8) };
     if small_clients < 200 {
         progress.suspend(|| {
-            println!(
-                "stress level 2: the open-file limit has room for {small_clients} 4 KiB clients, not 200"
-            )
+            outln!("stress level 2: the open-file limit has room for {small_clients} 4 KiB clients, not 200")
         });
     }
     let small = Work {
@@ -171,7 +169,7 @@ pub fn memory(
     report.fig("server_rss_anon_kib_after", opt(after.footprint.rss_anon_kib));
     report.fig(
         "bound_formula",
-        "idle + connections x 2 rings + 1 MiB lanes x 4 MiB + 16 MiB (the seed's 3 MB cannot hold one 1 MiB message in \
+        "idle + connections x 2 rings + 1 MiB lanes x 4 MiB + 16 MiB (a 3 MB bound cannot hold one 1 MiB message in \
          flight per client)",
     );
     if let (Some(p), Some(b)) = (peak, bound) {

@@ -1,6 +1,5 @@
-//! `lapce-ipc stress --level N | --all [--full] [--json FILE]`: the "nuclear" stress levels of
-//! the seed documents, with counts for a 2-core CI machine by default and the seed's counts with
-//! `--full`.
+//! `lapce-ipc stress --level N | --all [--full] [--json FILE]`: five "nuclear" stress levels,
+//! with counts for a 2-core CI machine by default and the levels' full counts with `--full`.
 //!
 //! 1. connection bomb: many concurrent connections, each doing request/response; all complete;
 //! 2. memory: floods of 4 KiB and 1 MiB messages; the server's RSS stays under a stated bound;
@@ -49,26 +48,33 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Arguments of `lapce-ipc stress`.
 #[derive(Debug, clap::Args)]
 pub struct StressArgs {
-    /// The level to run (1 connection bomb, 2 memory, 3 latency torture, 4 leak detection,
-    /// 5 chaos).
+    /// The level to run, 1 to 5 (see --help).
+    ///
+    /// 1 connection bomb, 2 memory, 3 latency torture, 4 leak detection, 5 chaos.
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..=5), required_unless_present = "all")]
     pub level: Option<u8>,
     /// Run all five levels.
     #[arg(long, conflicts_with = "level")]
     pub all: bool,
-    /// The seed documents' full counts (minutes to hours); default: counts for a 2-core CI
-    /// machine (seconds per level).
+    /// Full counts: minutes to hours per level.
+    ///
+    /// Default: counts for a 2-core CI machine, seconds per level. The full counts are what
+    /// each level is designed for, e.g. level 1: 1000 connections of 5000 requests each instead
+    /// of 20.
     #[arg(long)]
     pub full: bool,
-    /// Also write the figures as JSON to this file.
-    #[arg(long)]
+    /// Also write the figures as JSON to FILE; `-`: to stdout.
+    ///
+    /// With `--json -` stdout holds the JSON alone, and the human-readable report goes to stderr.
+    #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Seed of the random choices (chaos schedule, client counts); default: from the clock.
-    #[arg(long)]
+    /// Seed of the random choices (chaos schedule, client counts) [default: from the clock].
+    #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
-    /// Per-level limit in seconds: the server child is killed after it (default 120, with
-    /// --full 7200).
-    #[arg(long)]
+    /// Per-level limit in seconds (default 120, with --full 7200).
+    ///
+    /// The server child is killed after it and the level fails.
+    #[arg(long, value_name = "SECS")]
     pub timeout: Option<u64>,
 }
 
@@ -79,7 +85,7 @@ pub struct LevelReport {
     pub level: u8,
     /// Short name.
     pub name: &'static str,
-    /// Whether the seed's full counts were used.
+    /// Whether the full counts were used.
     pub full: bool,
     /// Whether every correctness check held.
     pub passed: bool,
@@ -381,7 +387,7 @@ fn check_complete(report: &mut LevelReport, prefix: &str, out: &Outcome, request
 
 /// Prints one level's report.
 fn print(report: &LevelReport) {
-    println!(
+    outln!(
         "level {} ({}, {} counts): {} in {:.1} s",
         report.level,
         report.name,
@@ -391,24 +397,25 @@ fn print(report: &LevelReport) {
     );
     for (k, v) in &report.figures {
         match v {
-            Value::String(s) => println!("  {k}: {s}"),
-            v => println!("  {k}: {v}"),
+            Value::String(s) => outln!("  {k}: {s}"),
+            v => outln!("  {k}: {v}"),
         }
     }
     for f in &report.failures {
-        println!("  FAILED: {f}");
+        outln!("  FAILED: {f}");
     }
 }
 
 /// Runs `lapce-ipc stress`.
 pub fn run(args: &StressArgs) -> ExitCode {
+    crate::output::keep_stdout_for(args.json.as_deref());
     let levels: Vec<u8> = if args.all { (1..=5).collect() } else { args.level.into_iter().collect() };
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
     let timeout = Duration::from_secs(args.timeout.unwrap_or(if args.full { 7200 } else { 120 }));
     let fd_limit = scale::raise_fd_limit();
-    println!("stress: levels {levels:?}, {} counts, seed {seed}", if args.full { "full" } else { "bounded" });
+    outln!("stress: levels {levels:?}, {} counts, seed {seed}", if args.full { "full" } else { "bounded" });
     let started = Instant::now();
     // A step per level, its phases on the bar; the levels' reports go to stdout as before.
     let progress = Progress::new(levels.len() as u64);
@@ -436,7 +443,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
     }
     progress.finish();
     let passed = reports.iter().all(|r| r.passed);
-    println!(
+    outln!(
         "stress: {} of {} levels passed in {:.1} s",
         reports.iter().filter(|r| r.passed).count(),
         reports.len(),
@@ -444,9 +451,10 @@ pub fn run(args: &StressArgs) -> ExitCode {
     );
     if let Some(path) = &args.json {
         let json = serde_json::json!({ "seed": seed, "passed": passed, "levels": reports });
-        let text = serde_json::to_string_pretty(&json).unwrap_or_default();
-        if let Err(e) = std::fs::write(path, text) {
-            eprintln!("stress: cannot write {}: {e}", path.display());
+        let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
+        text.push('\n');
+        if let Err(e) = crate::output::write_result(path, &text) {
+            eprintln!("stress: cannot write {}: {e}", crate::output::describe(path));
             return ExitCode::FAILURE;
         }
     }

@@ -41,7 +41,7 @@
 //! | `lapce_ipc_ring_read_bytes_total` | counter | `direction` | bytes read out of the rings and released, the same way |
 //! | `lapce_ipc_ring_writes_total` | counter | `direction`: `to_client` | ring records the server wrote (a fragmented frame is several) |
 //! | `lapce_ipc_ring_reads_total` | counter | `direction`: `to_server` | ring records the server read |
-//! | `lapce_ipc_ring_write_duration_seconds` | histogram | | time to write one answer frame into the client's ring, waits for room included; one frame in 16 ([`WRITE_SAMPLE`]) per connection is timed |
+//! | `lapce_ipc_ring_write_duration_seconds` | histogram | | time to write one answer frame into the client's ring, waits for room included; one frame in 16 per connection is timed |
 //!
 //! The slot, handshake and stale-file families are read from the listener (and a process-wide
 //! counter) when the text is made: no recording on any path. Backpressure is recorded by the

@@ -24,7 +24,7 @@
 //! | `Cancel` | empty: the frame's message id names the request |
 //!
 //! A [`ToolResult`] answers a [`ToolCall`]; the frame type that carries it is the server layer's
-//! to define (the seed documents name none). The frame header does not say which encoding a
+//! to define (the protocol names none). The frame header does not say which encoding a
 //! payload uses: the two ends agree on it (JSON for a TypeScript peer).
 //!
 //! ```

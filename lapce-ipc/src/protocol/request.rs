@@ -1,5 +1,5 @@
 //! The request side: [`AIRequest`] and what it is made of. The field names in JSON are those of
-//! the TypeScript originals (seed document 004).
+//! the TypeScript originals.
 
 use super::RawJson;
 
@@ -155,7 +155,7 @@ pub struct ToolCall {
 
 /// A tool the model may call.
 ///
-/// The seed documents use `Tool` without defining it; this is the common shape: a name, an
+/// The TypeScript originals use `Tool` without defining it; this is the common shape: a name, an
 /// optional description, and the JSON Schema of its parameters (free-form JSON, `null` when
 /// absent).
 #[derive(

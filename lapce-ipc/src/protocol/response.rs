@@ -1,7 +1,7 @@
 //! The response side: a whole answer, a streamed chunk, a tool's result and an error body.
 //!
-//! The seed documents show a `complete(request) -> response` handler and streamed tokens but no
-//! TypeScript types for them; these follow the request side's conventions (camelCase, optional
+//! The TypeScript originals have a `complete(request) -> response` handler and streamed tokens but
+//! no types for them; these follow the request side's conventions (camelCase, optional
 //! fields left out when absent).
 
 use std::fmt;
