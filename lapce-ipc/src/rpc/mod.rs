@@ -34,12 +34,15 @@ mod client;
 mod inbound;
 mod outbound;
 mod server;
+#[cfg(feature = "tower")]
+mod service;
+mod typed;
 mod unwind;
 mod window;
 
 pub use blocking::BlockingIpcClient;
 pub use client::{IpcClient, ResponseStream};
-pub use server::{ChunkSender, HandlerResult, IpcServer, Reply, ServerStats};
+pub use server::{ChunkSender, HandlerResult, IpcServer, Reply, RequestContext, ServerStats};
 
 use crate::error::IpcError;
 use crate::frame::MessageType;
