@@ -11,6 +11,7 @@ mod common;
 mod config;
 mod cross_process;
 mod descriptors;
+mod example_ai_engine;
 mod frame_props;
 mod framed;
 mod loom_ring;
