@@ -110,7 +110,7 @@ impl<T: Codec> Encoding<T> for Rkyv {
 
 /// The last segment of a type's path (`AIRequest` for `lapce_ipc::protocol::AIRequest`), for
 /// error messages.
-fn short_name<T>() -> &'static str {
+pub(crate) fn short_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();
     let path = full.split('<').next().unwrap_or(full);
     path.rsplit("::").next().unwrap_or(path)
