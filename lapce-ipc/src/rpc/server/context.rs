@@ -17,12 +17,13 @@ use crate::frame::MessageType;
 /// and the typed registrations). Cheap to clone: clones share the cancellation signal, so work
 /// the handler hands on (a `spawn_blocking` job, a thread) can watch it too.
 ///
-/// Cancellation: when the client cancels the request (a `Cancel` frame, a timeout, a dropped
-/// call), when its connection ends, or when a shutdown's grace period runs out, the server
-/// stops the handler's future. The signal is raised as that future is dropped, so work that
-/// outlives it sees [`is_cancelled`](Self::is_cancelled) turn true and
-/// [`cancelled`](Self::cancelled) complete, and can stop. A request that completes is never
-/// marked cancelled.
+/// Cancellation: when the client cancels the request (a `Cancel` frame: its timeout ran out or
+/// its call was dropped) or a shutdown's grace period runs out, the server stops the handler's
+/// future. The signal is raised as that future is dropped, so work that outlives it (a task or
+/// thread it started with a clone of the context) sees [`is_cancelled`](Self::is_cancelled)
+/// turn true and [`cancelled`](Self::cancelled) complete, and can stop. A request that
+/// completes is never marked cancelled. A client that hangs up sends no `Cancel`: its running
+/// requests finish (their answers go nowhere).
 #[derive(Clone)]
 pub struct RequestContext {
     inner: Arc<Shared>,
