@@ -75,7 +75,7 @@ fn register(server: &IpcServer) {
         Json,
         |_, request: AIRequest| async move { complete(&request) },
     );
-    server.register_typed_stream(MessageType::Chat, Json, |request: AIRequest, sink| async move {
+    server.register_typed_stream(MessageType::Chat, Json, |_, request: AIRequest, sink| async move {
         let words: Vec<String> = prompt(&request)?.split_whitespace().map(str::to_owned).collect();
         for (i, word) in words.iter().enumerate() {
             let last = i + 1 == words.len();

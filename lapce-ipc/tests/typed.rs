@@ -27,6 +27,9 @@ const CONTEXT: MessageType = MessageType::app(5);
 const WAITS: MessageType = MessageType::app(6);
 /// Answers `[cancellations seen, server errors so far]` as JSON.
 const COUNTS: MessageType = MessageType::app(7);
+/// Streams one chunk, `[n + 1, the context's request id]`, then never ends; a task it starts counts the cancellations its context
+/// reports.
+const STREAM_WAITS: MessageType = MessageType::app(9);
 /// The top of the application range, to show it is routed like the rest.
 const LAST_APP: MessageType = MessageType::app(MessageType::APP_MAX);
 /// No handler for this one.
@@ -80,15 +83,15 @@ fn register(server: &IpcServer) {
         Ok((ctx.request_id(), ctx.message_type().to_u16(), ctx.peer_pid().unwrap_or(0)))
     });
     server.register_handler_with_context(WAITS, |ctx: RequestContext, _| async move {
-        tokio::spawn({
-            let ctx = ctx.clone();
-            async move {
-                ctx.cancelled().await;
-                CANCELS_SEEN.fetch_add(1, Ordering::SeqCst);
-            }
-        });
+        tokio::spawn(count_cancel(ctx.clone()));
         std::future::pending::<()>().await;
         Ok(Bytes::new())
+    });
+    server.register_typed_stream(STREAM_WAITS, Json, |ctx, n: u64, sink| async move {
+        sink.send_typed(&Json, &(n + 1, ctx.request_id())).await?;
+        tokio::spawn(count_cancel(ctx));
+        std::future::pending::<()>().await;
+        Ok(())
     });
     let handle = server.clone();
     server.register_typed_sync(COUNTS, Json, move |(): ()| {
@@ -96,6 +99,13 @@ fn register(server: &IpcServer) {
     });
     #[cfg(feature = "tower")]
     server.register_service(SERVICE, tower_service_fn::Upper);
+}
+
+/// Counts the request's cancellation once the context reports it.
+async fn count_cancel(ctx: RequestContext) {
+    ctx.cancelled().await;
+    assert!(ctx.is_cancelled());
+    CANCELS_SEEN.fetch_add(1, Ordering::SeqCst);
 }
 
 /// A tower service that upper-cases its request and refuses an empty one.
@@ -249,15 +259,36 @@ fn a_client_cancel_is_seen_through_the_context() {
         // The timeout cancels the request on the server.
         let waited = client.request_timeout(WAITS, "x", Some(Duration::from_millis(200))).await;
         assert!(matches!(waited, Err(IpcError::Timeout)), "{waited:?}");
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while counts(&client).await.0 == 0 {
-            assert!(std::time::Instant::now() < deadline, "the handler never saw its cancellation");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(counts(&client).await.0, 1);
+        wait_for_cancels(&client, 1).await;
         // A request that completes is not reported as cancelled.
         let _: CompletionResponse = client.request_typed(COMPLETE_JSON, &Json, &chat("x")).await.unwrap();
         assert_eq!(counts(&client).await.0, 1);
+    });
+}
+
+/// Waits until the server has seen `n` cancellations.
+async fn wait_for_cancels(client: &IpcClient, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while counts(client).await.0 < n {
+        assert!(std::time::Instant::now() < deadline, "the handler never saw its cancellation");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(counts(client).await.0, n);
+}
+
+#[test]
+fn a_typed_streams_context_has_its_id_and_sees_the_stream_dropped() {
+    let name = unique_name("typed-stream-cancel");
+    let _child = server(&name);
+    runtime().block_on(async {
+        let client = common::connect_client(&name, config()).await;
+        let mut stream = client.request_stream_typed(STREAM_WAITS, &Json, &41u64).await.unwrap();
+        let (first, id): (u64, u64) = stream.next_typed(&Json).await.unwrap().unwrap();
+        assert_eq!(first, 42);
+        assert_eq!(id, stream.request_id(), "the context's id is the client's");
+        assert_eq!(counts(&client).await.0, 0);
+        drop(stream);
+        wait_for_cancels(&client, 1).await;
     });
 }
 

@@ -83,20 +83,24 @@ impl IpcServer {
         });
     }
 
-    /// Like [`register_stream_handler`](Self::register_stream_handler) with a typed request:
-    /// the payload is decoded with `encoding` (a request that does not decode is answered with
-    /// a bad-request error and no chunk); the handler sends its chunks, typed or not, through
-    /// the [`ChunkSender`] ([`ChunkSender::send_typed`]).
+    /// Like [`register_stream_handler`](Self::register_stream_handler) with a typed request
+    /// and a [`RequestContext`]: the payload is decoded with `encoding` (a request that does
+    /// not decode is answered with a bad-request error and no chunk); the handler sends its
+    /// chunks, typed or not, through the [`ChunkSender`] ([`ChunkSender::send_typed`]). The
+    /// context's cancellation signal is raised when the stream is cancelled (the client dropped
+    /// its stream, or cancelled it).
     pub fn register_typed_stream<Req, E, F, Fut>(&self, kind: MessageType, encoding: E, handler: F)
     where
         Req: Send + 'static,
         E: Encoding<Req> + Send + Sync + 'static,
-        F: Fn(Req, ChunkSender) -> Fut + Send + Sync + 'static,
+        F: Fn(RequestContext, Req, ChunkSender) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), ErrorBody>> + Send + 'static,
     {
         self.register_stream_handler(kind, move |payload: Bytes, sink| {
-            let call = decode_request(&encoding, kind, &payload).map(|request| handler(request, sink));
-            async move { call?.await }
+            let ctx = RequestContext::of_stream(kind, &sink);
+            let call =
+                decode_request(&encoding, kind, &payload).map(|request| handler(ctx.clone(), request, sink));
+            ctx.watch(Box::pin(async move { call?.await }))
         });
     }
 }

@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use tokio::sync::Notify;
 
 use super::connection::Connection;
+use super::handlers::ChunkSender;
 use crate::frame::MessageType;
 
 /// What a handler knows about the request it answers (see
@@ -40,13 +41,17 @@ struct Shared {
 impl RequestContext {
     /// The context of request `id` of type `kind` on `conn`.
     pub(super) fn new(id: u64, kind: MessageType, conn: &Connection) -> RequestContext {
-        let inner = Shared {
-            id,
-            kind,
-            peer_pid: conn.peer_pid,
-            cancelled: AtomicBool::new(false),
-            cancel: Notify::new(),
-        };
+        RequestContext::with_pid(id, kind, conn.peer_pid)
+    }
+
+    /// The context of the streamed request of type `kind` that `sink` answers.
+    pub(crate) fn of_stream(kind: MessageType, sink: &ChunkSender) -> RequestContext {
+        let pid = sink.conn.upgrade().map_or(0, |c| c.peer_pid);
+        RequestContext::with_pid(sink.id, kind, pid)
+    }
+
+    fn with_pid(id: u64, kind: MessageType, peer_pid: u32) -> RequestContext {
+        let inner = Shared { id, kind, peer_pid, cancelled: AtomicBool::new(false), cancel: Notify::new() };
         RequestContext { inner: Arc::new(inner) }
     }
 
@@ -92,7 +97,7 @@ impl RequestContext {
 
     /// `future` (a handler's), raising the cancellation signal if it is dropped before it
     /// completes.
-    pub(super) fn watch<F: Future>(&self, future: F) -> Watched<F> {
+    pub(crate) fn watch<F: Future>(&self, future: F) -> Watched<F> {
         Watched { future, ctx: self.clone(), done: false }
     }
 }
@@ -109,7 +114,7 @@ impl std::fmt::Debug for RequestContext {
 }
 
 /// A handler's future that raises its request's cancellation signal when dropped unfinished.
-pub(super) struct Watched<F> {
+pub(crate) struct Watched<F> {
     future: F,
     ctx: RequestContext,
     done: bool,
@@ -139,14 +144,7 @@ mod tests {
     use super::*;
 
     fn context() -> RequestContext {
-        let inner = Shared {
-            id: 7,
-            kind: MessageType::app(1),
-            peer_pid: 0,
-            cancelled: AtomicBool::new(false),
-            cancel: Notify::new(),
-        };
-        RequestContext { inner: Arc::new(inner) }
+        RequestContext::with_pid(7, MessageType::app(1), 0)
     }
 
     #[tokio::test]
