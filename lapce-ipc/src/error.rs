@@ -157,3 +157,77 @@ pub(crate) fn handshake_io(e: io::Error) -> IpcError {
         _ => IpcError::Io(e),
     }
 }
+
+/// The error a handler answers with when it meets `e`, so that `?` on a `Result<_, IpcError>`
+/// works in handlers. Codes ([`ErrorCode`](crate::protocol::ErrorCode)): what the client sent
+/// was wrong (`Decode`, `InvalidArgument`, `Frame`) is `BAD_REQUEST`; `Timeout` is `TIMEOUT`;
+/// `MessageTooLarge` is `TOO_LARGE`; `Cancelled` is `CANCELLED`; a service the handler depends
+/// on that is gone or refuses (`PeerGone`, `Connect`, `ServerRefused`) is `UNAVAILABLE`; an
+/// error answer from another server (`Remote`) is passed on as it came; anything else is
+/// `INTERNAL`. The message is the error's text.
+///
+/// ```
+/// use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+/// use lapce_ipc::IpcError;
+///
+/// fn parse(text: &str) -> Result<u32, ErrorBody> {
+///     let n = text.parse::<u32>().map_err(|e| IpcError::InvalidArgument(e.to_string()))?;
+///     Ok(n)
+/// }
+/// assert_eq!(parse("12"), Ok(12));
+/// assert_eq!(parse("twelve").unwrap_err().code, ErrorCode::BAD_REQUEST);
+/// ```
+impl From<IpcError> for crate::protocol::ErrorBody {
+    fn from(e: IpcError) -> crate::protocol::ErrorBody {
+        use crate::protocol::{ErrorBody, ErrorCode};
+        let e = match e {
+            IpcError::Remote(body) => return body,
+            other => other,
+        };
+        let code = match &e {
+            IpcError::Decode { .. } | IpcError::InvalidArgument(_) | IpcError::Frame(_) => {
+                ErrorCode::BAD_REQUEST
+            }
+            IpcError::Timeout => ErrorCode::TIMEOUT,
+            IpcError::MessageTooLarge { .. } => ErrorCode::TOO_LARGE,
+            IpcError::Cancelled => ErrorCode::CANCELLED,
+            IpcError::PeerGone | IpcError::Connect { .. } | IpcError::ServerRefused(_) => {
+                ErrorCode::UNAVAILABLE
+            }
+            _ => ErrorCode::INTERNAL,
+        };
+        ErrorBody::new(code, e.to_string())
+    }
+}
+
+/// A JSON error met in a handler: `BAD_REQUEST` for text that is not JSON or not of the
+/// expected shape, `INTERNAL` for an I/O error under the parser.
+impl From<serde_json::Error> for crate::protocol::ErrorBody {
+    fn from(e: serde_json::Error) -> crate::protocol::ErrorBody {
+        use crate::protocol::{ErrorBody, ErrorCode};
+        let code = if e.is_io() { ErrorCode::INTERNAL } else { ErrorCode::BAD_REQUEST };
+        ErrorBody::new(code, format!("json: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{ErrorBody, ErrorCode};
+
+    #[test]
+    fn ipc_errors_become_error_bodies_with_fitting_codes() {
+        let code = |e: IpcError| ErrorBody::from(e).code;
+        let decode = IpcError::Decode { format: "json", what: "T", reason: "eof".into() };
+        assert_eq!(code(decode), ErrorCode::BAD_REQUEST);
+        assert_eq!(code(IpcError::Timeout), ErrorCode::TIMEOUT);
+        assert_eq!(code(IpcError::MessageTooLarge { len: 2, max: 1 }), ErrorCode::TOO_LARGE);
+        assert_eq!(code(IpcError::Cancelled), ErrorCode::CANCELLED);
+        assert_eq!(code(IpcError::PeerGone), ErrorCode::UNAVAILABLE);
+        assert_eq!(code(IpcError::Corrupted("x".into())), ErrorCode::INTERNAL);
+        let remote = ErrorBody::new(ErrorCode::Text("rate_limited".into()), "slow down");
+        assert_eq!(ErrorBody::from(IpcError::Remote(remote.clone())), remote);
+        let json = serde_json::from_slice::<u32>(b"nope").unwrap_err();
+        assert_eq!(ErrorBody::from(json).code, ErrorCode::BAD_REQUEST);
+    }
+}

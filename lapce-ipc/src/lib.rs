@@ -99,7 +99,8 @@ pub use metrics::MetricsEndpoint;
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};
 #[cfg(feature = "rpc")]
 pub use rpc::{
-    BlockingIpcClient, ChunkSender, HandlerResult, IpcClient, IpcServer, Reply, ResponseStream, ServerStats,
+    BlockingIpcClient, ChunkSender, HandlerResult, IpcClient, IpcServer, Reply, RequestContext,
+    ResponseStream, ServerStats,
 };
 
 /// How many OS handles this process has open (file descriptors on Unix, HANDLEs on Windows), or

@@ -35,11 +35,38 @@ pub enum MessageType {
     Chat,
     /// AI request: cancel a request in flight.
     Cancel,
+    /// An application's own method `n` (0 to [`MessageType::APP_MAX`]): wire value
+    /// [`MessageType::APP_BASE`]` + n`. The library gives these no meaning of its own: a server
+    /// routes them to the handlers registered for them. Build them with [`MessageType::app`],
+    /// which checks the range (only the low 15 bits of `n` reach the wire).
+    App(u16),
     /// A value this build does not know, preserved as received.
     Unknown(u16),
 }
 
 impl MessageType {
+    /// The first wire value of the application range (`0x8000`): values from here to `0xFFFF`
+    /// are [`MessageType::App`] methods, never used by the library itself.
+    pub const APP_BASE: u16 = 0x8000;
+    /// The largest application method number (`0x7FFF`).
+    pub const APP_MAX: u16 = u16::MAX - Self::APP_BASE;
+
+    /// The application's method `n`. Panics when `n` is over [`MessageType::APP_MAX`]
+    /// (at compile time in a `const`).
+    ///
+    /// ```
+    /// use lapce_ipc::frame::MessageType;
+    ///
+    /// const SEARCH: MessageType = MessageType::app(7);
+    /// assert_eq!(SEARCH.to_u16(), 0x8007);
+    /// assert_eq!(MessageType::from_u16(0x8007), SEARCH);
+    /// assert_eq!(SEARCH.to_string(), "App(7)");
+    /// ```
+    pub const fn app(n: u16) -> MessageType {
+        assert!(n <= Self::APP_MAX, "application method numbers go from 0 to 0x7FFF");
+        MessageType::App(n)
+    }
+
     /// The wire value (docs/PROTOCOL.md §6; 0 is reserved).
     pub fn to_u16(self) -> u16 {
         match self {
@@ -54,6 +81,7 @@ impl MessageType {
             MessageType::Complete => 0x100,
             MessageType::Chat => 0x101,
             MessageType::Cancel => 0x102,
+            MessageType::App(n) => Self::APP_BASE | (n & Self::APP_MAX),
             MessageType::Unknown(v) => v,
         }
     }
@@ -72,7 +100,20 @@ impl MessageType {
             0x100 => MessageType::Complete,
             0x101 => MessageType::Chat,
             0x102 => MessageType::Cancel,
+            app @ Self::APP_BASE.. => MessageType::App(app - Self::APP_BASE),
             other => MessageType::Unknown(other),
+        }
+    }
+}
+
+/// The variant's name, an application method as `App(n)` and an unknown value in hex
+/// (`Unknown(0x0777)`).
+impl std::fmt::Display for MessageType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MessageType::App(n) => write!(f, "App({n})"),
+            MessageType::Unknown(v) => write!(f, "Unknown(0x{v:04x})"),
+            other => std::fmt::Debug::fmt(other, f),
         }
     }
 }

@@ -148,3 +148,23 @@ fn corrupted_payloads_are_never_accepted() {
         assert_eq!(h.verify(&payload), Ok(()));
     }
 }
+
+#[test]
+fn every_wire_value_round_trips_and_the_app_range_is_app() {
+    for v in 0..=u16::MAX {
+        let kind = MessageType::from_u16(v);
+        assert_eq!(kind.to_u16(), v, "{kind:?}");
+        assert_eq!(matches!(kind, MessageType::App(_)), v >= MessageType::APP_BASE, "{v:#x}");
+    }
+    assert_eq!(MessageType::app(0).to_u16(), 0x8000);
+    assert_eq!(MessageType::app(MessageType::APP_MAX).to_u16(), 0xFFFF);
+    assert_eq!(MessageType::from_u16(0x7FFF), MessageType::Unknown(0x7FFF));
+    assert_eq!(MessageType::Unknown(0x200).to_string(), "Unknown(0x0200)");
+    assert_eq!(MessageType::Chat.to_string(), "Chat");
+}
+
+#[test]
+#[should_panic(expected = "0x7FFF")]
+fn an_app_method_over_the_range_is_refused() {
+    let _ = MessageType::app(0x8000);
+}

@@ -175,6 +175,7 @@ fn type_label(kind: MessageType) -> Cow<'static, str> {
         MessageType::Complete => "Complete",
         MessageType::Chat => "Chat",
         MessageType::Cancel => "Cancel",
+        MessageType::App(n) => return Cow::Owned(format!("App({n})")),
         MessageType::Unknown(v) => return Cow::Owned(format!("0x{v:04x}")),
     })
 }

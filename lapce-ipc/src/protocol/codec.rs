@@ -28,6 +28,10 @@ pub const RKYV_ALIGN: usize = AlignedVec::<16>::ALIGNMENT;
 /// place. [`Codec::from_rkyv`] copies misaligned input into an aligned buffer first;
 /// [`Codec::access_rkyv`] cannot (it returns a reference into the input) and refuses it with an
 /// error that says so: wrap such input in [`AlignedBytes::new`], which copies only when needed.
+///
+/// The typed calls take an [`Encoding`](super::Encoding) instead, the open side:
+/// [`Rkyv`](super::Rkyv) encodes every type that implements this trait, [`Json`](super::Json) every
+/// serde type, and an application adds its own formats by implementing `Encoding`.
 pub trait Codec: Archive + Sized {
     /// The type's name, as used in error messages.
     const NAME: &'static str;

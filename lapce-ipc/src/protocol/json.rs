@@ -79,7 +79,7 @@ impl RawJson {
 
     /// Decodes the text as `T` (a `serde_json::Value`, or a struct of your own).
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
-        serde_json::from_str(&self.0).map_err(|e| decode_error("json", std::any::type_name::<T>(), e))
+        serde_json::from_str(&self.0).map_err(|e| decode_error("json", super::encoding::short_name::<T>(), e))
     }
 }
 

@@ -23,6 +23,9 @@
 //! | `Error` | [`ErrorBody`] |
 //! | `Cancel` | empty: the frame's message id names the request |
 //!
+//! The typed calls of the server and client layer take an [`Encoding`] to name the format:
+//! [`Json`] (any serde type) or [`Rkyv`] (the types here), or one of your own.
+//!
 //! A [`ToolResult`] answers a [`ToolCall`]; the frame type that carries it is the server layer's
 //! to define (the protocol names none). The frame header does not say which encoding a
 //! payload uses: the two ends agree on it (JSON for a TypeScript peer).
@@ -59,11 +62,13 @@
 //! ```
 
 mod codec;
+mod encoding;
 mod json;
 mod request;
 mod response;
 
 pub use codec::{AlignedBytes, Codec, RKYV_ALIGN};
+pub use encoding::{Encoding, Json, Rkyv};
 pub use json::RawJson;
 pub use request::{
     AIRequest, ArchivedAIRequest, ArchivedMessage, ArchivedMessageRole, ArchivedTool, ArchivedToolCall,

@@ -21,6 +21,10 @@
 //! - A frame the server cannot accept (bad CRC, over the size limit) is answered with an `Error`
 //!   with id 0, and the connection is closed: the framed stream cannot resynchronise.
 //!
+//! - An application's own request types are `MessageType::App(n)` (wire values `0x8000 + n`,
+//!   see [`MessageType::app`]); typed requests and answers ([`typed`]) encode their values with
+//!   an [`Encoding`](crate::protocol::Encoding) both ends name.
+//!
 //! How a request travels (see the modules for the rules each keeps):
 //! - the caller writes it straight into the ring ([`outbound`]: no writer task, no queue);
 //! - the server's connection task reads it, runs a quick handler right there and writes the
@@ -34,12 +38,15 @@ mod client;
 mod inbound;
 mod outbound;
 mod server;
+#[cfg(feature = "tower")]
+mod service;
+mod typed;
 mod unwind;
 mod window;
 
 pub use blocking::BlockingIpcClient;
 pub use client::{IpcClient, ResponseStream};
-pub use server::{ChunkSender, HandlerResult, IpcServer, Reply, ServerStats};
+pub use server::{ChunkSender, HandlerResult, IpcServer, Reply, RequestContext, ServerStats};
 
 use crate::error::IpcError;
 use crate::frame::MessageType;

@@ -50,6 +50,8 @@ pub(crate) struct Connection {
     windows: Mutex<HashMap<u64, Arc<StreamWindow>>>,
     /// Set once the connection no longer reads: no credit can come, so no window applies.
     windows_lifted: AtomicBool,
+    /// The client's process id as the OS reported it (0 where it does not tell).
+    pub(super) peer_pid: u32,
 }
 
 impl Connection {
@@ -194,6 +196,7 @@ impl ConnectionTask {
         accepted_at: Instant,
     ) -> Option<ConnectionTask> {
         let max_message = server.config.ipc.max_message_size;
+        let peer_pid = stream.peer_pid();
         let (tx, rx) = stream.into_halves();
         let rings = server.metrics.as_ref().map(|m| m.rings.register(rx.ring_gauge(), tx.ring_gauge()));
         let outbox = Outbox::new(Outbound::new(tx, max_message), server.metrics.clone());
@@ -214,6 +217,7 @@ impl ConnectionTask {
             stream_window: AtomicU32::new(0),
             windows: Mutex::default(),
             windows_lifted: AtomicBool::new(false),
+            peer_pid,
         });
         let max_requests = server.config.ipc.max_concurrent_requests.max(1);
         let trim =

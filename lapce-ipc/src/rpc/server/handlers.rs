@@ -12,6 +12,7 @@ use super::super::outbound::Outbox;
 use super::super::unwind::{panic_message, CatchUnwind};
 use super::super::window::StreamWindow;
 use super::connection::Connection;
+use super::context::RequestContext;
 use crate::error::{IpcError, Result};
 use crate::frame::MessageType;
 use crate::metrics::{Metrics, TypeMetrics};
@@ -25,6 +26,7 @@ pub type HandlerResult = std::result::Result<Bytes, ErrorBody>;
 pub(super) type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 pub(super) type SyncFn = dyn Fn(Bytes) -> HandlerResult + Send + Sync;
 pub(super) type InPlaceFn = dyn Fn(&[u8], &mut Reply<'_>) -> std::result::Result<(), ErrorBody> + Send + Sync;
+pub(super) type ContextFn = dyn Fn(RequestContext, Bytes) -> BoxFuture<HandlerResult> + Send + Sync;
 pub(super) type StreamFn =
     dyn Fn(Bytes, ChunkSender) -> BoxFuture<std::result::Result<(), ErrorBody>> + Send + Sync;
 
@@ -96,10 +98,18 @@ pub(super) enum Started {
     Pending(BoxFuture<HandlerResult>),
 }
 
+/// Which request a unary handler is started for: what its context is made of, for the
+/// handlers that take one.
+pub(super) struct Origin<'a> {
+    pub(super) id: u64,
+    pub(super) kind: MessageType,
+    pub(super) conn: &'a Connection,
+}
+
 /// A unary handler with its future's type erased.
 pub(super) trait UnaryHandler: Send + Sync {
     /// Calls the handler on `payload` and polls its future once with `cx`.
-    fn start(&self, payload: Bytes, cx: &mut Context<'_>) -> Started;
+    fn start(&self, payload: Bytes, origin: Origin<'_>, cx: &mut Context<'_>) -> Started;
 }
 
 /// Most finished future boxes a handler keeps for reuse.
@@ -124,7 +134,7 @@ where
     F: Fn(Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
-    fn start(&self, payload: Bytes, cx: &mut Context<'_>) -> Started {
+    fn start(&self, payload: Bytes, _: Origin<'_>, cx: &mut Context<'_>) -> Started {
         let future = match catch_panic(|| (self.f)(payload)) {
             Ok(future) => future,
             Err(panic) => return Started::Done(Err(panic)),
@@ -148,6 +158,25 @@ where
                 }
                 Started::Done(outcome)
             }
+            Poll::Pending => Started::Pending(boxed),
+        }
+    }
+}
+
+/// An async handler that takes a [`RequestContext`]: its future is boxed per request (with the
+/// watch that raises the context's cancellation signal when the future is dropped unfinished).
+pub(super) struct WithContext(pub(super) Arc<ContextFn>);
+
+impl UnaryHandler for WithContext {
+    fn start(&self, payload: Bytes, origin: Origin<'_>, cx: &mut Context<'_>) -> Started {
+        let ctx = RequestContext::new(origin.id, origin.kind, origin.conn);
+        let future = match catch_panic(|| (self.0)(ctx.clone(), payload)) {
+            Ok(future) => ctx.watch(future),
+            Err(panic) => return Started::Done(Err(panic)),
+        };
+        let mut boxed: BoxFuture<HandlerResult> = Box::pin(future);
+        match Pin::new(&mut CatchUnwind::new(&mut boxed)).poll(cx) {
+            Poll::Ready(outcome) => Started::Done(outcome),
             Poll::Pending => Started::Pending(boxed),
         }
     }

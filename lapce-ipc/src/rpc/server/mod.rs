@@ -1,9 +1,11 @@
 //! [`IpcServer`]: accepts connections, dispatches requests to handlers, answers.
 
 mod connection;
+mod context;
 mod handlers;
 mod request;
 
+pub use context::RequestContext;
 pub use handlers::{ChunkSender, HandlerResult, Reply};
 
 use std::future::Future;
@@ -19,7 +21,7 @@ use tokio::task::AbortHandle;
 use tracing::Instrument;
 
 use self::connection::serve_connection;
-use self::handlers::{Handler, HandlerMap, Handlers, Registered, StreamFn, Unary};
+use self::handlers::{ContextFn, Handler, HandlerMap, Handlers, Registered, StreamFn, Unary, WithContext};
 use super::error_payload;
 use crate::config::IpcConfig;
 #[cfg(feature = "metrics")]
@@ -192,6 +194,42 @@ impl IpcServer {
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
         self.register(kind, Handler::Unary(Arc::new(Unary::new(handler))));
+    }
+
+    /// Like [`register_handler`](Self::register_handler), for a handler that wants to know
+    /// about its request: it gets a [`RequestContext`] (the request's id and type, the client's
+    /// process id, the cancellation signal) with the payload. Its future is boxed per request;
+    /// otherwise it runs as `register_handler`'s do (first polled on the connection's task,
+    /// then in a task of its own if it waits).
+    ///
+    /// ```no_run
+    /// use bytes::Bytes;
+    /// use lapce_ipc::frame::MessageType;
+    /// use lapce_ipc::{IpcConfig, IpcServer, RequestContext};
+    ///
+    /// # fn run() -> lapce_ipc::Result<()> {
+    /// let server = IpcServer::bind("ctx-doc", IpcConfig::default())?;
+    /// server.register_handler_with_context(MessageType::app(1), |ctx: RequestContext, _: Bytes| async move {
+    ///     // Slow work off the runtime, stopping early when the client gives up.
+    ///     let job = tokio::task::spawn_blocking(move || {
+    ///         let mut steps = 0u64;
+    ///         while !ctx.is_cancelled() && steps < 1_000 {
+    ///             steps += 1;
+    ///         }
+    ///         steps
+    ///     });
+    ///     let steps = job.await.unwrap_or(0);
+    ///     Ok(Bytes::from(steps.to_string()))
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn register_handler_with_context<F, Fut>(&self, kind: MessageType, handler: F)
+    where
+        F: Fn(RequestContext, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let f: Arc<ContextFn> = Arc::new(move |ctx, payload| Box::pin(handler(ctx, payload)));
+        self.register(kind, Handler::Unary(Arc::new(WithContext(f))));
     }
 
     /// Answers requests of type `kind` with `handler`'s result, computed right on the

@@ -14,7 +14,9 @@ use super::super::error_payload;
 use super::super::unwind::CatchUnwind;
 use super::super::window::StreamWindow;
 use super::connection::Connection;
-use super::handlers::{catch_panic, ChunkSender, HandlerResult, ReplyState, Started, StreamFn, UnaryHandler};
+use super::handlers::{
+    catch_panic, ChunkSender, HandlerResult, Origin, ReplyState, Started, StreamFn, UnaryHandler,
+};
 use super::Inner;
 use crate::frame::MessageType;
 use crate::metrics::{ErrorKind, TypeMetrics};
@@ -173,7 +175,8 @@ pub(super) fn start_unary(
     cx: &mut Context<'_>,
 ) -> Option<(Request, Outgoing)> {
     let span = tracing::debug_span!("ipc_request", id = request.id, kind = ?request.kind);
-    match span.in_scope(|| f.start(payload, cx)) {
+    let origin = Origin { id: request.id, kind: request.kind, conn };
+    match span.in_scope(|| f.start(payload, origin, cx)) {
         Started::Done(outcome) => {
             let out = request.outgoing(server, outcome);
             Some((request, out))
