@@ -7,8 +7,11 @@
 //! - `Chat`: an [`AIRequest`] in JSON answered by a stream of [`StreamChunk`]s, a word each,
 //!   the last with `finishReason: "stop"`;
 //! - `RUN_TOOL` (an application method): a [`ToolCall`] in rkyv answered by a [`ToolResult`];
+//! - `METRICS` (an application method): the engine's own Prometheus registry as text: its
+//!   own series (`engine_chat_words_total`) beside the server's, registered into it;
 //! - `STOP` (an application method): shuts the engine down.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapce_ipc::frame::MessageType;
@@ -17,11 +20,15 @@ use lapce_ipc::protocol::{
     ToolResult, Usage,
 };
 use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer, Result};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::registry::Registry;
 
 /// Runs a tool: `{"a": .., "b": ..}` to their sum.
 const RUN_TOOL: MessageType = MessageType::app(1);
 /// Stops the engine.
 const STOP: MessageType = MessageType::app(2);
+/// Answers the engine's metrics (OpenMetrics text).
+const METRICS: MessageType = MessageType::app(3);
 
 /// What the client got back.
 #[derive(Debug)]
@@ -34,6 +41,8 @@ pub struct Summary {
     pub tool: ToolResult,
     /// What the engine answered to a tool call with arguments of the wrong shape.
     pub bad_tool: ErrorBody,
+    /// The engine's metrics after all that.
+    pub metrics: String,
 }
 
 /// The last user message, or an error the client sees as a bad request.
@@ -70,23 +79,39 @@ fn run_tool(call: &ToolCall) -> std::result::Result<ToolResult, ErrorBody> {
 }
 
 fn register(server: &IpcServer) {
+    // The engine's own registry, as an application has one: its series and the server's.
+    let mut registry = Registry::with_prefix("engine");
+    let words = Counter::<u64>::default();
+    registry.register("chat_words", "Words streamed by the chat", words.clone());
+    server.register_metrics(&mut registry).expect("metrics are on by default");
+    let registry = Arc::new(registry);
+    server.register_sync_handler(METRICS, move |_| {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry)
+            .map_err(|e| ErrorBody::new(ErrorCode::INTERNAL, e.to_string()))?;
+        Ok(bytes::Bytes::from(text))
+    });
     server.register_typed(
         MessageType::Complete,
         Json,
         |_, request: AIRequest| async move { complete(&request) },
     );
-    server.register_typed_stream(MessageType::Chat, Json, |_, request: AIRequest, sink| async move {
-        let words: Vec<String> = prompt(&request)?.split_whitespace().map(str::to_owned).collect();
-        for (i, word) in words.iter().enumerate() {
-            let last = i + 1 == words.len();
-            let chunk = StreamChunk {
-                delta: if i == 0 { word.clone() } else { format!(" {word}") },
-                finish_reason: last.then(|| "stop".to_owned()),
-                ..StreamChunk::default()
-            };
-            sink.send_typed(&Json, &chunk).await?;
+    server.register_typed_stream(MessageType::Chat, Json, move |_, request: AIRequest, sink| {
+        let counted = words.clone();
+        async move {
+            let words: Vec<String> = prompt(&request)?.split_whitespace().map(str::to_owned).collect();
+            for (i, word) in words.iter().enumerate() {
+                let last = i + 1 == words.len();
+                let chunk = StreamChunk {
+                    delta: if i == 0 { word.clone() } else { format!(" {word}") },
+                    finish_reason: last.then(|| "stop".to_owned()),
+                    ..StreamChunk::default()
+                };
+                sink.send_typed(&Json, &chunk).await?;
+                counted.inc();
+            }
+            Ok(())
         }
-        Ok(())
     });
     server.register_typed(RUN_TOOL, Rkyv, |_, call: ToolCall| async move { run_tool(&call) });
     let handle = server.clone();
@@ -148,7 +173,9 @@ pub fn run_client(name: &str) -> Result<Summary> {
             Err(IpcError::Remote(body)) => body,
             other => panic!("a bad tool call was answered with {other:?}"),
         };
-        Ok(Summary { completion, chunks, tool, bad_tool })
+        let metrics = client.request(METRICS, b"").await?;
+        let metrics = String::from_utf8_lossy(&metrics).into_owned();
+        Ok(Summary { completion, chunks, tool, bad_tool, metrics })
     })
 }
 

@@ -36,6 +36,13 @@ fn the_ai_engine_completes_streams_and_runs_tools() {
     assert_eq!(summary.bad_tool.code, ErrorCode::BAD_REQUEST);
     assert!(summary.bad_tool.message.contains("invalid type"), "{}", summary.bad_tool.message);
 
+    // The engine's registry: its own series beside the server's, registered into it.
+    let metrics = &summary.metrics;
+    assert!(metrics.contains("\nengine_chat_words_total 5\n"), "{metrics}");
+    assert!(metrics.contains("\nengine_lapce_ipc_requests_total{type=\"Complete\"} 1\n"), "{metrics}");
+    assert!(metrics.contains("\nengine_lapce_ipc_requests_total{type=\"App(1)\"} 2\n"), "{metrics}");
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+
     example::stop(&name).expect("the engine stops");
     engine.wait_success(Duration::from_secs(30));
     assert!(!lapce_ipc::socket_path(&name).unwrap().exists(), "the engine removed its socket file");
