@@ -96,6 +96,7 @@ pub enum IpcError {
     HandlerPanic(String),
     /// The server answered the request with an error (a handler's own error, or the server's:
     /// too large, bad request, shutting down…).
+    #[cfg(feature = "ai-types")]
     #[error("server error {}: {}", .0.code, .0.message)]
     Remote(crate::protocol::ErrorBody),
     /// The request was cancelled before its answer arrived.
@@ -177,6 +178,7 @@ pub(crate) fn handshake_io(e: io::Error) -> IpcError {
 /// assert_eq!(parse("12"), Ok(12));
 /// assert_eq!(parse("twelve").unwrap_err().code, ErrorCode::BAD_REQUEST);
 /// ```
+#[cfg(feature = "ai-types")]
 impl From<IpcError> for crate::protocol::ErrorBody {
     fn from(e: IpcError) -> crate::protocol::ErrorBody {
         use crate::protocol::{ErrorBody, ErrorCode};
@@ -202,6 +204,7 @@ impl From<IpcError> for crate::protocol::ErrorBody {
 
 /// A JSON error met in a handler: `BAD_REQUEST` for text that is not JSON or not of the
 /// expected shape, `INTERNAL` for an I/O error under the parser.
+#[cfg(feature = "ai-types")]
 impl From<serde_json::Error> for crate::protocol::ErrorBody {
     fn from(e: serde_json::Error) -> crate::protocol::ErrorBody {
         use crate::protocol::{ErrorBody, ErrorCode};
@@ -210,7 +213,7 @@ impl From<serde_json::Error> for crate::protocol::ErrorBody {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "ai-types"))]
 mod tests {
     use super::*;
     use crate::protocol::{ErrorBody, ErrorCode};
