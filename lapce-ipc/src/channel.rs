@@ -662,6 +662,18 @@ impl SendHalf {
         wait_blocking(self, len, deadline)
     }
 
+    /// Polls for room for a record of `len` bytes, for the `Sink` and `AsyncWrite` impls: ready
+    /// at once when there is room, else the async sleep, polled in place (no spin: a poll must
+    /// not hold its task). Each pending poll announces the sleep afresh, so a wait another call
+    /// ended in between cannot leave this one unwoken.
+    pub(crate) fn poll_room(&mut self, len: usize, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.check_len(len)?;
+        if self.ready(len)? {
+            return Poll::Ready(Ok(()));
+        }
+        poll_sleep(self, len, &mut false, cx)
+    }
+
     /// Async flavour of `send_with`.
     pub(crate) async fn send_with_async(
         &mut self,
@@ -760,6 +772,36 @@ impl RecvHalf {
         wait_async_or(self, 0, true, other).await
     }
 
+    /// Polls for a record, for the `Stream` and `AsyncRead` impls: see
+    /// [`SendHalf::poll_room`].
+    pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.ready(0)? {
+            return Poll::Ready(Ok(()));
+        }
+        poll_sleep(self, 0, &mut false, cx)
+    }
+
+    /// Copies the next record from byte `*offset` on into `buf` (as much as fits), and frees the
+    /// record once all of it is copied (`*offset` back to 0): the byte-stream mode's read.
+    /// `Ok(None)`: nothing queued. An empty record is freed and reported as `Some(0)`.
+    pub(crate) fn try_read_part(&mut self, offset: &mut usize, buf: &mut [u8]) -> Result<Option<usize>> {
+        let Some(bytes) = self.consumer.try_peek()? else {
+            return Ok(None);
+        };
+        // `min`: a record is re-read from shared memory, which a hostile peer may have shrunk.
+        let rest = &bytes[(*offset).min(bytes.len())..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        if n < rest.len() {
+            *offset += n;
+            return Ok(Some(n));
+        }
+        *offset = 0;
+        let w = self.consumer.release();
+        self.sleeper.wake(w, self.consumer.peer_waiter());
+        Ok(Some(n))
+    }
+
     /// Waits (blocking) until a record is there or `deadline` passes.
     pub(crate) fn readable_blocking(&mut self, deadline: Option<Instant>) -> Result<()> {
         wait_blocking(self, 0, deadline)
@@ -768,6 +810,28 @@ impl RecvHalf {
     /// A handle on the connection's link to the peer (liveness, pid) that outlives this half.
     pub(crate) fn link_handle(&self) -> Arc<Link> {
         self.sleeper.link.clone()
+    }
+}
+
+/// What a handle's `Debug` shows of a direction: the peer and whether it is gone, never the
+/// ring's bytes.
+fn debug_half(f: &mut std::fmt::Formatter<'_>, name: &str, link: &Link, max: usize) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field("peer_pid", &link.peer_pid())
+        .field("peer_gone", &link.gone_flag())
+        .field("max_message", &max)
+        .finish()
+}
+
+impl std::fmt::Debug for SendHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        debug_half(f, "SendHalf", &self.sleeper.link, self.max_message())
+    }
+}
+
+impl std::fmt::Debug for RecvHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        debug_half(f, "RecvHalf", &self.sleeper.link, self.max_message())
     }
 }
 

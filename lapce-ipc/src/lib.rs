@@ -60,6 +60,7 @@
 //! # Ok::<(), lapce_ipc::IpcError>(())
 //! ```
 #![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod buffer;
@@ -81,6 +82,10 @@ pub use connection::{
     clean_stale_sockets, socket_path, AsyncSharedMemoryListener, AsyncSharedMemoryStream,
     AsyncStreamReceiver, AsyncStreamSender, PoolStats, SharedMemoryListener, SharedMemoryStream,
     StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
+};
+pub use connection::{
+    AsyncByteShmReader, AsyncByteShmStream, AsyncByteShmWriter, AsyncIncoming, ByteShmReader, ByteShmStream,
+    ByteShmWriter, Incoming, BYTE_RECORD_MAX,
 };
 pub use error::{IpcError, Result};
 pub use metrics::MetricsEndpoint;

@@ -30,7 +30,7 @@ use crate::platform::{ControlListener, ControlStream};
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 pub struct SharedMemoryListener {
-    control: ControlListener,
+    pub(super) control: ControlListener,
     config: StreamConfig,
     rejections: Rejections,
     pool: SegmentPool,
@@ -180,17 +180,20 @@ impl Rejections {
 /// not visible to the peer (a peer blocked on the other direction keeps waiting).
 ///
 /// Use [`into_split`](Self::into_split) to send and receive from two threads.
+#[derive(Debug)]
 pub struct SharedMemoryStream {
     tx: StreamSender,
     rx: StreamReceiver,
 }
 
 /// The sending half of a [`SharedMemoryStream`].
+#[derive(Debug)]
 pub struct StreamSender {
     half: SendHalf,
 }
 
 /// The receiving half of a [`SharedMemoryStream`].
+#[derive(Debug)]
 pub struct StreamReceiver {
     half: RecvHalf,
 }

@@ -8,15 +8,21 @@
 //! on each side: the control socket and its two doorbell ends (the segment's is closed once
 //! mapped).
 
+mod async_bytes;
 mod blocking;
+mod bytes;
 pub(crate) mod handshake;
+mod incoming;
 mod pool;
 mod tokio;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use self::async_bytes::{AsyncByteShmReader, AsyncByteShmStream, AsyncByteShmWriter};
 pub use self::blocking::{SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
+pub use self::bytes::{ByteShmReader, ByteShmStream, ByteShmWriter, BYTE_RECORD_MAX};
+pub use self::incoming::{AsyncIncoming, Incoming};
 pub use self::tokio::{
     AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
 };

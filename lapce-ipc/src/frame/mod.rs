@@ -5,6 +5,7 @@
 //! and fragments messages larger than a ring record.
 
 mod header;
+mod message;
 mod stream;
 
 pub(crate) use stream::fragments;
@@ -16,6 +17,7 @@ pub use stream::{
 pub use header::{
     CanonicalHeader, FrameError, FrameFlags, MessageType, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN,
 };
+pub use message::Frame;
 
 #[cfg(test)]
 mod proptests;

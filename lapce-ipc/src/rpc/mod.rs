@@ -33,12 +33,14 @@ mod calls;
 mod client;
 mod inbound;
 mod outbound;
+mod response_stream;
 mod server;
 mod unwind;
 mod window;
 
 pub use blocking::BlockingIpcClient;
-pub use client::{IpcClient, ResponseStream};
+pub use client::IpcClient;
+pub use response_stream::ResponseStream;
 pub use server::{ChunkSender, HandlerResult, IpcServer, Reply, ServerStats};
 
 use crate::error::IpcError;

@@ -262,6 +262,20 @@ impl ControlListener {
     }
 }
 
+/// The listening socket: readable when a client waits to be accepted.
+impl AsFd for ControlListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+/// The listening socket: readable when a client waits to be accepted.
+impl AsFd for AsyncControlListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 /// A bound control socket (tokio flavour).
 pub(crate) struct AsyncControlListener {
     sock: tokio::net::UnixListener,

@@ -107,6 +107,17 @@ pub struct IpcServer {
     inner: Arc<Inner>,
 }
 
+/// The socket path and the live connections.
+impl std::fmt::Debug for IpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcServer")
+            .field("path", &self.path())
+            .field("active", &self.inner.active.load(Ordering::Relaxed))
+            .field("stopping", &self.inner.stopping_now())
+            .finish()
+    }
+}
+
 struct Inner {
     listener: AsyncSharedMemoryListener,
     config: IpcConfig,
