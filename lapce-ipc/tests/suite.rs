@@ -8,6 +8,7 @@
 
 mod common;
 
+mod byte_stream;
 mod config;
 mod cross_process;
 mod descriptors;

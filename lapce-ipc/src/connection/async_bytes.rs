@@ -106,6 +106,9 @@ impl AsyncWrite for AsyncByteShmWriter {
         if self.shut {
             return Poll::Ready(Err(shut_down()));
         }
+        if self.half.link().gone_lately() {
+            return Poll::Ready(Err(to_io(IpcError::PeerGone)));
+        }
         let n = buf.len().min(record_limit(self.half.max_message()));
         if n == 0 {
             return Poll::Ready(Ok(0));

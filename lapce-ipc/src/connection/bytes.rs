@@ -22,7 +22,8 @@ pub const BYTE_RECORD_MAX: usize = 64 * 1024;
 ///
 /// - A write publishes one record of up to [`BYTE_RECORD_MAX`] bytes (fewer when the stream's
 ///   largest message is smaller) and returns how many bytes it took; the peer can read them as
-///   soon as the write returns, so `flush` has nothing to do.
+///   soon as the write returns, so `flush` has nothing to do. Once the peer is known to be
+///   gone, writes fail with `BrokenPipe` (a message send would still fill the ring).
 /// - A read copies from the oldest record, as much as the buffer holds; the rest of the record
 ///   stays for the next read. Record boundaries are not visible to the reader: bytes arrive
 ///   whole and in order, in whatever pieces the reads ask for.
@@ -121,9 +122,13 @@ impl ByteShmWriter {
 
 impl Write for ByteShmWriter {
     /// Publishes up to [`BYTE_RECORD_MAX`] bytes of `buf` as one record, waiting for room.
+    /// Fails with `BrokenPipe` once the peer is known to be gone, room or not.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.shut {
             return Err(shut_down());
+        }
+        if self.half.link().gone_lately() {
+            return Err(to_io(IpcError::PeerGone));
         }
         let n = buf.len().min(record_limit(self.half.max_message()));
         if n == 0 {
