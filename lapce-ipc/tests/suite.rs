@@ -21,3 +21,4 @@ mod rpc;
 mod rpc_paths;
 mod security;
 mod stream_api;
+mod traits;
