@@ -12,6 +12,7 @@ mod byte_stream;
 mod config;
 mod cross_process;
 mod descriptors;
+mod example_bytes_codec;
 mod frame_props;
 mod framed;
 mod loom_ring;
