@@ -119,9 +119,27 @@ impl Link {
         self
     }
 
-    /// True once the peer has hung up (or sent anything, which no live peer does).
+    /// True once the peer has hung up (or sent anything, which no live peer does). A hang-up
+    /// seen here is remembered, so that the cheap [`gone_lately`](Self::gone_lately) of the
+    /// other direction knows it at once.
     pub(crate) fn peer_gone(&self) -> bool {
-        self.gone.load(Ordering::SeqCst) || self.peer.hung_up()
+        if self.gone.load(Ordering::SeqCst) {
+            return true;
+        }
+        let gone = self.peer.hung_up();
+        if gone {
+            self.gone.store(true, Ordering::SeqCst);
+        }
+        gone
+    }
+
+    /// Passes a sleep's outcome through, remembering a hang-up it reported (see
+    /// [`peer_gone`](Self::peer_gone)).
+    fn remember(&self, slept: Result<()>) -> Result<()> {
+        if let Err(IpcError::PeerGone) = slept {
+            self.gone.store(true, Ordering::SeqCst);
+        }
+        slept
     }
 
     /// The watcher's verdict alone: a single load, cheap enough for spin loops.
@@ -363,7 +381,7 @@ fn wait_blocking_from<W: Waitable>(
             return Ok(());
         }
         // The peer closed its end of the doorbell: it is gone.
-        slept?;
+        w.sleeper().link.remember(slept)?;
     }
 }
 
@@ -496,7 +514,7 @@ fn poll_sleep<W: Waitable>(
                 Ok(true) => return Poll::Ready(Ok(())),
                 // An error here is the peer going away: its doorbell broken, or its control
                 // socket hung up (PeerGone either way).
-                Ok(false) => slept?,
+                Ok(false) => w.sleeper().link.remember(slept)?,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }

@@ -21,7 +21,7 @@ use crate::AsyncSharedMemoryStream;
 /// codecs, `tokio::io::copy_bidirectional`, `tokio::io::split` and the like.
 ///
 /// ```no_run
-/// # async fn run() -> std::io::Result<()> {
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// use lapce_ipc::{AsyncByteShmStream, AsyncSharedMemoryStream};
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
