@@ -8,6 +8,12 @@
 //!   message stream; [`AsyncSharedMemoryListener`] / [`AsyncSharedMemoryStream`]: the tokio
 //!   flavour. Connections are set up over a Unix socket in a private runtime directory (a named
 //!   pipe on Windows), which also tells each side when the other dies.
+//! - [`ByteShmStream`] / [`AsyncByteShmStream`]: a stream as bytes, `std::io::Read + Write` and
+//!   `tokio::io::AsyncRead + AsyncWrite`, for codecs and proxies (record boundaries are not
+//!   seen; an empty record is EOF).
+//! - [`frame`]: typed, checksummed messages of any size; the async flavour is a
+//!   `futures_core::Stream` of [`frame::Frame`]s and a `futures_sink::Sink` of them, and
+//!   [`ResponseStream`] is a `Stream` of chunks.
 //! - [`SharedMemoryBuffer`]: the low-level ring on its own, for callers that set up their own
 //!   processes and pass the segment themselves.
 //! - [`IpcConfig`] ([`config`]): the server configuration (`[ipc]` and `[metrics]`), with

@@ -179,7 +179,13 @@ impl Rejections {
 /// A stream is closed when both halves are dropped. Dropping only one half of a split stream is
 /// not visible to the peer (a peer blocked on the other direction keeps waiting).
 ///
-/// Use [`into_split`](Self::into_split) to send and receive from two threads.
+/// Use [`into_split`](Self::into_split) to send and receive from two threads, and
+/// [`ByteShmStream`](crate::ByteShmStream) to read and write it as bytes.
+///
+/// A stream has no descriptor for an outside poll loop: its wake-ups are futexes (Linux) or
+/// doorbells rung only while this side has announced a sleep, so no descriptor turns readable
+/// when a message arrives. Wait in a thread of its own, or use the tokio flavour. (A listener's
+/// descriptor is truthful, and offered: see [`SharedMemoryListener`]'s `AsFd`.)
 #[derive(Debug)]
 pub struct SharedMemoryStream {
     tx: StreamSender,

@@ -448,6 +448,34 @@ impl RecvState {
 
 /// The tokio flavour of [`FramedShmStream`]: same framing, same guarantees, over an
 /// [`AsyncSharedMemoryStream`](crate::AsyncSharedMemoryStream).
+///
+/// It and its receiving half are [`futures_core::Stream`]s of `Result<Frame>`, polled straight
+/// on the ring: each whole message, then `None` once the peer has closed the connection and
+/// every message it sent was delivered. An error (a bad frame, a peer gone in the middle of a
+/// fragmented message) is yielded once and ends the stream. Unlike `recv`, the `Stream` is
+/// cancel-safe: the message being reassembled is kept between polls (and a later `recv` goes on
+/// with it).
+///
+/// It and its sending half are [`futures_sink::Sink`]s of [`Frame`], sent with the frame's own
+/// id (as [`send_with_id`](Self::send_with_id)). The sink holds one frame: `start_send` refuses
+/// one over the maximum, `poll_flush` writes its fragments as room allows (keeping its place
+/// between polls, so a cancelled flush can be resumed), `poll_ready` flushes the previous one,
+/// and `poll_close` flushes (the connection closes when both halves are dropped).
+///
+/// ```no_run
+/// # async fn run() -> lapce_ipc::Result<()> {
+/// use futures::{SinkExt, StreamExt};
+/// use lapce_ipc::frame::{AsyncFramedShmStream, Frame, MessageType};
+///
+/// let stream = lapce_ipc::AsyncSharedMemoryStream::connect("framed-echo").await?;
+/// let (mut tx, mut rx) = AsyncFramedShmStream::new(stream).into_split();
+/// // The inherent `send(kind, payload)` shadows `SinkExt::send`: name the trait.
+/// SinkExt::send(&mut tx, Frame::new(MessageType::Chat, 1, b"hello".to_vec())).await?;
+/// while let Some(frame) = rx.next().await {
+///     println!("{:?}", frame?);
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug)]
 pub struct AsyncFramedShmStream {
     stream: crate::AsyncSharedMemoryStream,

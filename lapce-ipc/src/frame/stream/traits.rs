@@ -79,7 +79,11 @@ fn queue(state: &mut SendState, frame: Frame) -> Result<()> {
     if frame.payload.len() > state.max_message {
         return Err(IpcError::MessageTooLarge { len: frame.payload.len(), max: state.max_message });
     }
-    debug_assert!(state.queued.is_none(), "start_send without poll_ready");
+    if state.queued.is_some() {
+        return Err(IpcError::InvalidArgument(
+            "Sink::start_send before poll_ready had sent the previous frame".into(),
+        ));
+    }
     state.queued = Some((frame, 0));
     Ok(())
 }
