@@ -37,6 +37,7 @@ fn poll_frame(
     if !matches!(outcome, Some(Ok(_))) {
         state.ended = true;
         state.partial = None;
+        state.polled = Vec::new();
     }
     Poll::Ready(outcome)
 }
