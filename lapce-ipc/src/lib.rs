@@ -86,7 +86,7 @@ pub use channel::WaitStrategy;
 pub use config::IpcConfig;
 pub use connection::{
     clean_stale_sockets, socket_path, AsyncSharedMemoryListener, AsyncSharedMemoryStream,
-    AsyncStreamReceiver, AsyncStreamSender, PoolStats, SharedMemoryListener, SharedMemoryStream,
+    AsyncStreamReceiver, AsyncStreamSender, PoolStats, Rejected, SharedMemoryListener, SharedMemoryStream,
     StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
 };
 pub use connection::{

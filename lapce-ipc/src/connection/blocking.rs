@@ -89,7 +89,7 @@ impl SharedMemoryListener {
     }
 
     /// How many clients were refused so far, and why the last one was.
-    pub fn rejected(&self) -> (u64, Option<String>) {
+    pub fn rejected(&self) -> Rejected {
         self.rejections.get()
     }
 
@@ -137,6 +137,15 @@ fn server_handshake(
     Ok(SharedMemoryStream::from_halves(tx, rx))
 }
 
+/// The clients a listener refused (see [`SharedMemoryListener::rejected`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// How many clients were refused so far.
+    pub count: u64,
+    /// Why the last one was, if any was.
+    pub last: Option<String>,
+}
+
 /// A failed server-side handshake: the client's fault (refuse it, go on accepting) or ours.
 pub(super) enum Refused {
     Client(IpcError),
@@ -162,9 +171,9 @@ impl Rejections {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
-    pub(super) fn get(&self) -> (u64, Option<String>) {
+    pub(super) fn get(&self) -> Rejected {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        (self.count.load(std::sync::atomic::Ordering::Relaxed), last)
+        Rejected { count: self.count.load(std::sync::atomic::Ordering::Relaxed), last }
     }
 }
 

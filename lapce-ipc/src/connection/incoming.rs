@@ -111,7 +111,7 @@ impl fmt::Debug for SharedMemoryListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedMemoryListener")
             .field("path", &self.path())
-            .field("rejected", &self.rejected().0)
+            .field("rejected", &self.rejected().count)
             .field("pool", &self.pool_stats())
             .finish()
     }
@@ -122,7 +122,7 @@ impl fmt::Debug for AsyncSharedMemoryListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncSharedMemoryListener")
             .field("path", &self.path())
-            .field("rejected", &self.rejected().0)
+            .field("rejected", &self.rejected().count)
             .field("pool", &self.pool_stats())
             .finish()
     }

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::async_bytes::{AsyncByteShmReader, AsyncByteShmStream, AsyncByteShmWriter};
-pub use self::blocking::{SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
+pub use self::blocking::{Rejected, SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
 pub use self::bytes::{ByteShmReader, ByteShmStream, ByteShmWriter, BYTE_RECORD_MAX};
 pub use self::incoming::{AsyncIncoming, Incoming};
 pub use self::tokio::{

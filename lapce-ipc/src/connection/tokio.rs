@@ -97,7 +97,7 @@ impl AsyncSharedMemoryListener {
     }
 
     /// How many clients were refused so far, and why the last one was.
-    pub fn rejected(&self) -> (u64, Option<String>) {
+    pub fn rejected(&self) -> super::blocking::Rejected {
         self.rejections.get()
     }
 

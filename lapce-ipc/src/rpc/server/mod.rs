@@ -155,7 +155,7 @@ impl IpcServer {
                     metrics.register_listener(Arc::new(move || {
                         me.upgrade().map_or_else(Default::default, |inner| ListenerReport {
                             pool: inner.listener.pool_stats(),
-                            handshakes_refused: inner.listener.rejected().0,
+                            handshakes_refused: inner.listener.rejected().count,
                             stale_cleaned: crate::connection::stale_cleaned(),
                         })
                     }));
@@ -402,7 +402,7 @@ impl IpcServer {
             requests_in_flight: c.in_flight.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             panics: c.panics.load(Ordering::Relaxed),
-            handshakes_refused: self.inner.listener.rejected().0,
+            handshakes_refused: self.inner.listener.rejected().count,
             heap_trims: c.heap_trims.load(Ordering::Relaxed),
         }
     }
