@@ -49,6 +49,13 @@ pub struct SharedMemoryBuffer {
     capacity: usize,
 }
 
+/// The capacity, never the ring's bytes.
+impl std::fmt::Debug for SharedMemoryBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedMemoryBuffer").field("capacity", &self.capacity).finish()
+    }
+}
+
 impl SharedMemoryBuffer {
     /// Creates a ring with a data area of `capacity` bytes (a power of two, 4 KiB to 1 GiB).
     /// `name` labels the memfd (visible as `memfd:<name>` in `/proc/<pid>/fd`), nothing more.

@@ -129,9 +129,27 @@ impl Link {
         self
     }
 
-    /// True once the peer has hung up (or sent anything, which no live peer does).
+    /// True once the peer has hung up (or sent anything, which no live peer does). A hang-up
+    /// seen here is remembered, so that the cheap [`gone_lately`](Self::gone_lately) of the
+    /// other direction knows it at once.
     pub(crate) fn peer_gone(&self) -> bool {
-        self.gone.load(Ordering::SeqCst) || self.peer.hung_up()
+        if self.gone.load(Ordering::SeqCst) {
+            return true;
+        }
+        let gone = self.peer.hung_up();
+        if gone {
+            self.gone.store(true, Ordering::SeqCst);
+        }
+        gone
+    }
+
+    /// Passes a sleep's outcome through, remembering a hang-up it reported (see
+    /// [`peer_gone`](Self::peer_gone)).
+    fn remember(&self, slept: Result<()>) -> Result<()> {
+        if let Err(IpcError::PeerGone) = slept {
+            self.gone.store(true, Ordering::SeqCst);
+        }
+        slept
     }
 
     /// The watcher's verdict alone: a single load, cheap enough for spin loops.
@@ -376,7 +394,7 @@ fn wait_blocking_from<W: Waitable>(
             return Ok(());
         }
         // The peer closed its end of the doorbell: it is gone.
-        slept?;
+        w.sleeper().link.remember(slept)?;
     }
 }
 
@@ -514,7 +532,7 @@ fn poll_sleep<W: Waitable>(
                 Ok(true) => return Poll::Ready(Ok(())),
                 // An error here is the peer going away: its doorbell broken, or its control
                 // socket hung up (PeerGone either way).
-                Ok(false) => slept?,
+                Ok(false) => w.sleeper().link.remember(slept)?,
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -687,6 +705,19 @@ impl SendHalf {
     }
 
     #[cfg(feature = "tokio")]
+    /// Polls for room for a record of `len` bytes, for the `Sink` and `AsyncWrite` impls: ready
+    /// at once when there is room, else the async sleep, polled in place (no spin: a poll must
+    /// not hold its task). Each pending poll announces the sleep afresh, so a wait another call
+    /// ended in between cannot leave this one unwoken.
+    pub(crate) fn poll_room(&mut self, len: usize, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.check_len(len)?;
+        if self.ready(len)? {
+            return Poll::Ready(Ok(()));
+        }
+        poll_sleep(self, len, &mut false, cx)
+    }
+
+    #[cfg(feature = "tokio")]
     /// Async flavour of `send_with`.
     pub(crate) async fn send_with_async(
         &mut self,
@@ -788,6 +819,37 @@ impl RecvHalf {
         wait_async_or(self, 0, true, other).await
     }
 
+    #[cfg(feature = "tokio")]
+    /// Polls for a record, for the `Stream` and `AsyncRead` impls: see
+    /// [`SendHalf::poll_room`].
+    pub(crate) fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        if self.ready(0)? {
+            return Poll::Ready(Ok(()));
+        }
+        poll_sleep(self, 0, &mut false, cx)
+    }
+
+    /// Copies the next record from byte `*offset` on into `buf` (as much as fits), and frees the
+    /// record once all of it is copied (`*offset` back to 0): the byte-stream mode's read.
+    /// `Ok(None)`: nothing queued. An empty record is freed and reported as `Some(0)`.
+    pub(crate) fn try_read_part(&mut self, offset: &mut usize, buf: &mut [u8]) -> Result<Option<usize>> {
+        let Some(bytes) = self.consumer.try_peek()? else {
+            return Ok(None);
+        };
+        // `min`: a record is re-read from shared memory, which a hostile peer may have shrunk.
+        let rest = &bytes[(*offset).min(bytes.len())..];
+        let n = rest.len().min(buf.len());
+        buf[..n].copy_from_slice(&rest[..n]);
+        if n < rest.len() {
+            *offset += n;
+            return Ok(Some(n));
+        }
+        *offset = 0;
+        let w = self.consumer.release();
+        self.sleeper.wake(w, self.consumer.peer_waiter());
+        Ok(Some(n))
+    }
+
     /// Waits (blocking) until a record is there or `deadline` passes.
     pub(crate) fn readable_blocking(&mut self, deadline: Option<Instant>) -> Result<()> {
         wait_blocking(self, 0, deadline)
@@ -796,6 +858,28 @@ impl RecvHalf {
     /// A handle on the connection's link to the peer (liveness, pid) that outlives this half.
     pub(crate) fn link_handle(&self) -> Arc<Link> {
         self.sleeper.link.clone()
+    }
+}
+
+/// What a handle's `Debug` shows of a direction: the peer and whether it is gone, never the
+/// ring's bytes.
+fn debug_half(f: &mut std::fmt::Formatter<'_>, name: &str, link: &Link, max: usize) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field("peer_pid", &link.peer_pid())
+        .field("peer_gone", &link.gone_flag())
+        .field("max_message", &max)
+        .finish()
+}
+
+impl std::fmt::Debug for SendHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        debug_half(f, "SendHalf", &self.sleeper.link, self.max_message())
+    }
+}
+
+impl std::fmt::Debug for RecvHalf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        debug_half(f, "RecvHalf", &self.sleeper.link, self.max_message())
     }
 }
 

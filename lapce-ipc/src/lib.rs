@@ -8,6 +8,12 @@
 //!   message stream; [`AsyncSharedMemoryListener`] / [`AsyncSharedMemoryStream`]: the tokio
 //!   flavour. Connections are set up over a Unix socket in a private runtime directory (a named
 //!   pipe on Windows), which also tells each side when the other dies.
+//! - [`ByteShmStream`] / [`AsyncByteShmStream`]: a stream as bytes, `std::io::Read + Write` and
+//!   `tokio::io::AsyncRead + AsyncWrite`, for codecs and proxies (record boundaries are not
+//!   seen; an empty record is EOF).
+//! - [`frame`]: typed, checksummed messages of any size; the async flavour is a
+//!   `futures_core::Stream` of [`frame::Frame`]s and a `futures_sink::Sink` of them, and
+//!   [`ResponseStream`] is a `Stream` of chunks.
 //! - [`SharedMemoryBuffer`]: the low-level ring on its own, for callers that set up their own
 //!   processes and pass the segment themselves.
 //! - [`IpcConfig`] ([`config`]): the server configuration (`[ipc]` and `[metrics]`), with
@@ -65,6 +71,7 @@
 #![cfg_attr(not(feature = "rpc"), allow(dead_code, unused_imports))]
 // docs.rs builds with `--cfg docsrs` (Cargo.toml): items behind a feature say which one.
 #![cfg_attr(docsrs, feature(doc_cfg))]
+#![warn(missing_debug_implementations)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 mod buffer;
@@ -91,13 +98,15 @@ pub use buffer::SharedMemoryBuffer;
 pub use channel::WaitStrategy;
 pub use config::IpcConfig;
 pub use connection::{
-    clean_stale_sockets, socket_path, PoolStats, SharedMemoryListener, SharedMemoryStream, StreamConfig,
-    StreamReceiver, StreamSender, PROTOCOL_VERSION,
+    clean_stale_sockets, socket_path, PoolStats, Rejected, SharedMemoryListener, SharedMemoryStream,
+    StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
 };
 #[cfg(feature = "tokio")]
 pub use connection::{
-    AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
+    AsyncByteShmReader, AsyncByteShmStream, AsyncByteShmWriter, AsyncIncoming, AsyncSharedMemoryListener,
+    AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
 };
+pub use connection::{ByteShmReader, ByteShmStream, ByteShmWriter, Incoming, BYTE_RECORD_MAX};
 pub use error::{IpcError, Result};
 #[cfg(feature = "metrics-http")]
 pub use metrics::MetricsEndpoint;

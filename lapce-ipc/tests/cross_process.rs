@@ -366,11 +366,11 @@ fn slots_are_bounded_and_a_killed_clients_slot_is_reused() {
         other => panic!("expected a refusal with every slot taken, got {:?}", other.map(|_| ())),
     }
     let deadline = Instant::now() + HANG;
-    while listener.rejected().0 < 1 {
+    while listener.rejected().count < 1 {
         assert!(Instant::now() < deadline, "the refusal was not counted");
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert!(listener.rejected().1.unwrap().contains("limit of 1 connection slots"));
+    assert!(listener.rejected().last.unwrap().contains("limit of 1 connection slots"));
     child.kill();
     assert!(matches!(first.recv(&mut [0u8; 64]), Err(IpcError::PeerGone)));
     drop(first);

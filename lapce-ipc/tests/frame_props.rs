@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::unique_name;
-use lapce_ipc::frame::{CanonicalHeader, FrameError, FramedShmStream, MessageType, HEADER_LEN};
+use lapce_ipc::frame::{CanonicalHeader, Frame, FrameError, FramedShmStream, MessageType, HEADER_LEN};
 use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig};
 use proptest::prelude::*;
 
@@ -95,14 +95,17 @@ proptest! {
             wait_done(framed.get_mut());
         });
         let mut framed = FramedShmStream::new(stream);
-        let mut buf = Vec::new();
+        let mut buf = Frame::default();
         for (i, m) in msgs.iter().enumerate() {
             let want = (m.kind, fill(i as u64, m.len), i as u64 + 1);
             let got = match m.how {
-                Recv::Owned => framed.recv().unwrap(),
+                Recv::Owned => {
+                    let f = framed.recv().unwrap();
+                    (f.kind, f.payload, f.id)
+                }
                 Recv::Into => {
-                    let (kind, id) = framed.recv_into(&mut buf).unwrap();
-                    (kind, buf.clone(), id)
+                    framed.recv_into(&mut buf).unwrap();
+                    (buf.kind, buf.payload.clone(), buf.id)
                 }
                 Recv::InPlace => framed.recv_with(|kind, p, id| (kind, p.to_vec(), id)).unwrap(),
             };
@@ -149,12 +152,12 @@ proptest! {
             wait_done(&mut stream);
         });
         let mut framed = FramedShmStream::new(stream);
-        let mut buf = Vec::new();
+        let mut buf = Frame::default();
         let mut next = |framed: &mut FramedShmStream| -> Result<(MessageType, Vec<u8>, u64), IpcError> {
             if in_place {
                 framed.recv_with(|kind, p, id| (kind, p.to_vec(), id))
             } else {
-                framed.recv_into(&mut buf).map(|(kind, id)| (kind, buf.clone(), id))
+                framed.recv_into(&mut buf).map(|()| (buf.kind, buf.payload.clone(), buf.id))
             }
         };
         for i in 0..good {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::{child_role, connect_retry, message, unique_name, ChildGuard};
 use lapce_ipc::frame::{
-    AsyncFramedShmStream, CanonicalHeader, FrameError, FramedShmStream, MessageType, HEADER_LEN,
+    AsyncFramedShmStream, CanonicalHeader, Frame, FrameError, FramedShmStream, MessageType, HEADER_LEN,
 };
 use lapce_ipc::{
     AsyncSharedMemoryListener, IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig,
@@ -55,15 +55,18 @@ fn ten_mib_through_a_256_kib_ring_limits_unknown_types_and_corruption() {
     let mut framed = FramedShmStream::new(listener.accept().unwrap());
     assert_eq!(framed.max_message_size(), 10 << 20);
 
-    let (kind, payload, id) = framed.recv().unwrap();
+    let Frame { kind, id, payload } = framed.recv().unwrap();
     let mut want = Vec::new();
     message(42, 0, BIG, &mut want);
     want.resize(BIG, 0xAB);
     assert_eq!((kind, id, payload.len()), (MessageType::Data, 1, BIG));
     assert!(payload == want, "the 10 MiB message arrived altered");
-    assert_eq!(framed.recv().unwrap(), (MessageType::Chat, b"hello".to_vec(), 2));
-    assert_eq!(framed.recv().unwrap(), (MessageType::Response, Vec::new(), 99));
-    assert_eq!(framed.recv().unwrap(), (MessageType::Unknown(0x777), b"from the future".to_vec(), 3));
+    assert_eq!(framed.recv().unwrap(), Frame::new(MessageType::Chat, 2, b"hello".to_vec()));
+    assert_eq!(framed.recv().unwrap(), Frame::new(MessageType::Response, 99, Vec::new()));
+    assert_eq!(
+        framed.recv().unwrap(),
+        Frame::new(MessageType::Unknown(0x777), 3, b"from the future".to_vec())
+    );
 
     let mut framed = framed.with_max_message(1 << 20);
     let err = framed.recv().unwrap_err();
@@ -132,17 +135,17 @@ fn async_framed_stream_receives_the_same_sequence() {
         )
         .unwrap();
         let mut framed = AsyncFramedShmStream::new(listener.accept().await.unwrap());
-        let (kind, payload, id) = framed.recv().await.unwrap();
+        let Frame { kind, id, payload } = framed.recv().await.unwrap();
         let mut want = Vec::new();
         message(42, 0, BIG, &mut want);
         want.resize(BIG, 0xAB);
         assert_eq!((kind, id), (MessageType::Data, 1));
         assert!(payload == want, "the 10 MiB message arrived altered");
-        assert_eq!(framed.recv().await.unwrap(), (MessageType::Chat, b"hello".to_vec(), 2));
-        assert_eq!(framed.recv().await.unwrap(), (MessageType::Response, Vec::new(), 99));
+        assert_eq!(framed.recv().await.unwrap(), Frame::new(MessageType::Chat, 2, b"hello".to_vec()));
+        assert_eq!(framed.recv().await.unwrap(), Frame::new(MessageType::Response, 99, Vec::new()));
         assert_eq!(
             framed.recv().await.unwrap(),
-            (MessageType::Unknown(0x777), b"from the future".to_vec(), 3)
+            Frame::new(MessageType::Unknown(0x777), 3, b"from the future".to_vec())
         );
         let mut framed = framed.with_max_message(1 << 20);
         assert!(matches!(framed.recv().await, Err(IpcError::Frame(FrameError::TooLong { .. }))));
@@ -174,10 +177,10 @@ fn async_framed_sender_to_blocking_receiver() {
         }
     });
     let mut framed = FramedShmStream::new(listener.accept().unwrap());
-    let (kind, payload, id) = framed.recv().unwrap();
+    let Frame { kind, id, payload } = framed.recv().unwrap();
     assert_eq!((kind, id, payload.len()), (MessageType::StreamChunk, 5, 100_000));
     assert!(payload.iter().enumerate().all(|(i, &b)| b == (i as u32 * 7) as u8));
-    assert_eq!(framed.recv().unwrap(), (MessageType::StreamEnd, Vec::new(), 1));
+    assert_eq!(framed.recv().unwrap(), Frame::new(MessageType::StreamEnd, 1, Vec::new()));
     framed.get_mut().send(b"done").unwrap();
     sender.join().unwrap();
 }
@@ -206,13 +209,14 @@ fn split_halves_echo_in_place() {
         }
     });
     let mut client = FramedShmStream::new(SharedMemoryStream::connect(&name).unwrap()).with_crc(false);
-    let mut buf = Vec::new();
+    let mut buf = Frame::default();
     for (i, len) in [0usize, 1, 100, 40_000, 100_000, 3 << 19, 10].into_iter().enumerate() {
         let want: Vec<u8> = (0..len).map(|j| (j * 131 + i) as u8).collect();
         let id = client.send(MessageType::StreamChunk, &want).unwrap();
         assert_eq!(id, i as u64 + 1);
-        assert_eq!(client.recv_into(&mut buf).unwrap(), (MessageType::StreamChunk, id));
-        assert!(buf == want, "message {i} of {len} bytes came back altered");
+        client.recv_into(&mut buf).unwrap();
+        assert_eq!((buf.kind, buf.id), (MessageType::StreamChunk, id));
+        assert!(buf.payload == want, "message {i} of {len} bytes came back altered");
     }
     drop(client);
     server.join().unwrap();
@@ -248,11 +252,13 @@ fn async_recv_with_and_recv_into() {
         assert_eq!(framed.recv_with(probe).await.unwrap(), (MessageType::Data, 5, Some(b's'), 1));
         let got = framed.recv_with(|_, p, id| (p == &big[..], id)).await.unwrap();
         assert_eq!(got, (true, 2));
-        let mut buf = vec![1u8; 7];
-        assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::Data, 3));
-        assert!(buf == big);
-        assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::Data, 4));
-        assert!(buf.is_empty());
+        let mut buf = Frame::new(MessageType::Chat, 0, vec![1u8; 7]);
+        framed.recv_into(&mut buf).await.unwrap();
+        assert_eq!((buf.kind, buf.id), (MessageType::Data, 3));
+        assert!(buf.payload == big);
+        framed.recv_into(&mut buf).await.unwrap();
+        assert_eq!((buf.kind, buf.id), (MessageType::Data, 4));
+        assert!(buf.payload.is_empty());
         framed.get_mut().send(b"done").await.unwrap();
     });
     sender.join().unwrap();

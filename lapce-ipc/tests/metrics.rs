@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{child_role, connect_retry, unique_name, ChildGuard};
-use lapce_ipc::frame::{FramedShmStream, MessageType};
+use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
 use lapce_ipc::metrics::CONTENT_TYPE;
 use lapce_ipc::protocol::{ErrorBody, ErrorCode};
 use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer};
@@ -548,8 +548,9 @@ fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()))
         .listening_on(&name);
     let (mut tx, mut rx) = FramedShmStream::new(connect_retry(&name)).into_split();
-    let mut answer = Vec::new();
-    assert_eq!(rx.recv_into(&mut answer).unwrap(), (MessageType::Control, 0), "greeting");
+    let mut answer = Frame::default();
+    rx.recv_into(&mut answer).unwrap();
+    assert_eq!((answer.kind, answer.id), (MessageType::Control, 0), "greeting");
     let addr = wait_for_port(&port_file.0);
     let before = scrape(addr);
     assert_eq!(before.get("lapce_ipc_backpressure_events_total"), 0.0);
@@ -572,9 +573,9 @@ fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     assert_eq!(stuck.get("lapce_ipc_backpressure_wait_seconds_count"), 0.0, "counted when the wait ends");
     std::thread::sleep(Duration::from_millis(50));
     for id in 1..=REQUESTS {
-        let (kind, got) = rx.recv_into(&mut answer).unwrap();
-        assert_eq!((kind, got), (MessageType::Response, id));
-        assert!(answer == payload(id), "answer {id} altered");
+        rx.recv_into(&mut answer).unwrap();
+        assert_eq!((answer.kind, answer.id), (MessageType::Response, id));
+        assert!(answer.payload == payload(id), "answer {id} altered");
     }
     let _tx = sender.join().unwrap();
     let after = scrape_until(addr, |s| s.get("lapce_ipc_backpressure_events_total") >= 1.0);

@@ -7,7 +7,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{child_role, connect_retry, unique_name, ChildGuard};
-use lapce_ipc::frame::{FramedShmStream, MessageType};
+use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
 use lapce_ipc::protocol::{
     AIRequest, AlignedBytes, AlignedVec, Codec, CompletionResponse, ErrorBody, ErrorCode, Message,
     MessageRole, RawJson, StreamChunk, Tool, ToolCall, ToolResult, Usage, RKYV_ALIGN,
@@ -670,7 +670,7 @@ fn expected_completion(request: &AIRequest) -> CompletionResponse {
 fn ai_server(name: &str) {
     let mut framed = FramedShmStream::new(connect_retry(name));
     loop {
-        let (kind, payload, id) = framed.recv().unwrap();
+        let Frame { kind, id, payload } = framed.recv().unwrap();
         match kind {
             MessageType::Chat => {
                 let bytes = AlignedBytes::new(&payload);
@@ -730,7 +730,7 @@ fn child_process_answers_rkyv_chat_with_chunks_and_json_completion_with_a_respon
     let id = framed.send(MessageType::Chat, &chat.to_rkyv().unwrap()).unwrap();
     let mut chunks = Vec::new();
     loop {
-        let (kind, payload, got) = framed.recv().unwrap();
+        let Frame { kind, id: got, payload } = framed.recv().unwrap();
         assert_eq!(got, id);
         match kind {
             MessageType::StreamChunk => {
@@ -757,7 +757,7 @@ fn child_process_answers_rkyv_chat_with_chunks_and_json_completion_with_a_respon
     let big = "x".repeat(300 << 10);
     let ts = TS_FULL_REQUEST.replacen("Read src/lib.rs", &big, 1);
     let id = framed.send(MessageType::Complete, ts.as_bytes()).unwrap();
-    let (kind, payload, got) = framed.recv().unwrap();
+    let Frame { kind, id: got, payload } = framed.recv().unwrap();
     assert_eq!((kind, got), (MessageType::Response, id));
     let response = CompletionResponse::from_json(&payload).unwrap();
     let request = AIRequest::from_json(ts.as_bytes()).unwrap();
@@ -767,7 +767,7 @@ fn child_process_answers_rkyv_chat_with_chunks_and_json_completion_with_a_respon
 
     // 3. Garbage under an unexpected type: a JSON error body naming the problem.
     let id = framed.send(MessageType::Data, b"\x00not json").unwrap();
-    let (kind, payload, got) = framed.recv().unwrap();
+    let Frame { kind, id: got, payload } = framed.recv().unwrap();
     assert_eq!((kind, got), (MessageType::Error, id));
     let error = ErrorBody::from_json(&payload).unwrap();
     assert_eq!(error.code, ErrorCode::BAD_REQUEST);
@@ -776,7 +776,7 @@ fn child_process_answers_rkyv_chat_with_chunks_and_json_completion_with_a_respon
 
     // 4. Cancel.
     let id = framed.send(MessageType::Cancel, b"").unwrap();
-    let (kind, payload, got) = framed.recv().unwrap();
+    let Frame { kind, id: got, payload } = framed.recv().unwrap();
     assert_eq!((kind, got), (MessageType::Error, id));
     assert_eq!(ErrorBody::from_json(&payload).unwrap().code, ErrorCode::CANCELLED);
 

@@ -386,8 +386,9 @@ fn idle_connections_are_closed_after_the_idle_timeout_and_busy_ones_are_kept() {
         let mut idle = lapce_ipc::frame::AsyncFramedShmStream::new(
             lapce_ipc::AsyncSharedMemoryStream::connect(&name).await.unwrap(),
         );
-        let mut buf = Vec::new();
-        assert_eq!(idle.recv_into(&mut buf).await.unwrap(), (MessageType::Control, 0), "greeting");
+        let mut buf = lapce_ipc::frame::Frame::default();
+        idle.recv_into(&mut buf).await.unwrap();
+        assert_eq!((buf.kind, buf.id), (MessageType::Control, 0), "greeting");
         let connected = Instant::now();
         let closed = tokio::spawn(async move {
             let end = idle.recv_into(&mut buf).await;

@@ -216,11 +216,11 @@ impl Drop for OneAccept {
 
 /// Polls `listener.rejected()` until it counts `n` (the listener records a refusal just after
 /// it has told the client, so the client may exit first), at most `HANG`.
-fn rejected_reaches(listener: &SharedMemoryListener, n: u64) -> (u64, Option<String>) {
+fn rejected_reaches(listener: &SharedMemoryListener, n: u64) -> lapce_ipc::Rejected {
     let deadline = Instant::now() + HANG;
     loop {
         let r = listener.rejected();
-        if r.0 >= n || Instant::now() > deadline {
+        if r.count >= n || Instant::now() > deadline {
             return r;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -248,7 +248,7 @@ fn allow_list_refuses_and_counts_others_and_accepts_the_allowed_uid() {
 
     // Case A: nobody is not on the list.
     spawn_as(NOBODY, "expect-refused", &name, dir.path()).wait_success(HANG);
-    let (count, reason) = rejected_reaches(&listener, 1);
+    let lapce_ipc::Rejected { count, last: reason } = rejected_reaches(&listener, 1);
     assert_eq!(count, 1, "exactly one refusal counted");
     let reason = reason.expect("a reason is kept");
     assert!(reason.contains(&format!("uid {NOBODY}")), "names the peer's uid: {reason}");
@@ -261,7 +261,7 @@ fn allow_list_refuses_and_counts_others_and_accepts_the_allowed_uid() {
     let (peer_pid, got) = server.join().unwrap();
     assert_eq!(got, format!("ping from {OTHER}").as_bytes());
     assert_eq!(peer_pid, child_pid, "the kernel's pid of the accepted client");
-    assert_eq!(listener.rejected().0, 1, "the allowed client was not counted as a refusal");
+    assert_eq!(listener.rejected().count, 1, "the allowed client was not counted as a refusal");
 }
 
 /// Without an allow-list the socket is 0600 in a 0700 directory: another user cannot even
@@ -276,7 +276,7 @@ fn without_allow_list_other_users_cannot_reach_the_socket() {
     let listener = SharedMemoryListener::bind_with(&name, config(dir.path(), &[])).unwrap();
     assert_eq!(mode_of(listener.path()), 0o600);
     spawn_as(NOBODY, "expect-denied", &name, dir.path()).wait_success(HANG);
-    assert_eq!(listener.rejected(), (0, None), "nothing reached the listener");
+    assert_eq!(listener.rejected(), lapce_ipc::Rejected::default(), "nothing reached the listener");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -119,18 +119,17 @@ fn child_main() {
 /// A connection to the child server, past its greeting.
 fn connect(name: &str) -> FramedShmStream {
     let mut framed = FramedShmStream::new(connect_retry(name));
-    let mut greeting = Vec::new();
-    assert_eq!(framed.recv_into(&mut greeting).unwrap(), (MessageType::Control, 0), "greeting");
+    let greeting = framed.recv().unwrap();
+    assert_eq!((greeting.kind, greeting.id), (MessageType::Control, 0), "greeting");
     framed
 }
 
 /// One request and its answer, which must be a `Response`.
 fn call(framed: &mut FramedShmStream, kind: MessageType, id: u64, payload: &[u8]) -> Vec<u8> {
     framed.send_with_id(kind, id, payload).unwrap();
-    let mut answer = Vec::new();
-    let (got, got_id) = framed.recv_into(&mut answer).unwrap();
-    assert_eq!((got, got_id), (MessageType::Response, id), "answer to {kind:?} #{id}");
-    answer
+    let answer = framed.recv().unwrap();
+    assert_eq!((answer.kind, answer.id), (MessageType::Response, id), "answer to {kind:?} #{id}");
+    answer.payload
 }
 
 fn number(answer: &[u8]) -> i64 {

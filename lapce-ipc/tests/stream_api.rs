@@ -104,7 +104,7 @@ fn version_mismatch_is_refused_and_the_listener_goes_on() {
     // The same accept call goes on to the next, well-behaved client.
     let _client = SharedMemoryStream::connect(&name).unwrap();
     assert_eq!(accepted.join().unwrap().unwrap(), std::process::id());
-    let (count, last) = listener.rejected();
+    let lapce_ipc::Rejected { count, last } = listener.rejected();
     assert_eq!(count, 1);
     assert!(last.unwrap().contains("version mismatch"));
 }
@@ -118,7 +118,7 @@ fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).map(|_| ()));
     listener.accept().unwrap();
     client.join().unwrap().unwrap();
-    let (count, last) = listener.rejected();
+    let lapce_ipc::Rejected { count, last } = listener.rejected();
     assert_eq!(count, 1);
     assert!(last.unwrap().contains("timed out"));
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
-use lapce_ipc::frame::{AsyncFramedShmStream, MessageType};
+use lapce_ipc::frame::{AsyncFramedShmStream, Frame, MessageType};
 use lapce_ipc::protocol::{Codec, ErrorBody, ErrorCode};
 use lapce_ipc::{BlockingIpcClient, IpcConfig, IpcError, IpcServer};
 
@@ -247,19 +247,20 @@ fn an_unread_stream_stops_its_handler_blocking_client() {
 /// Receives the next frame within `wait`; `None` if none comes.
 async fn recv_within(
     framed: &mut AsyncFramedShmStream,
-    buf: &mut Vec<u8>,
+    frame: &mut Frame,
     wait: Duration,
 ) -> Option<lapce_ipc::Result<(MessageType, u64)>> {
-    tokio::time::timeout(wait, framed.recv_into(buf)).await.ok()
+    let got = tokio::time::timeout(wait, framed.recv_into(frame)).await.ok()?;
+    Some(got.map(|()| (frame.kind, frame.id)))
 }
 
 /// Receives `n` chunks of stream `id` in order from `next`, then checks that no more come.
 async fn chunks_then_quiet(framed: &mut AsyncFramedShmStream, id: u64, next: &mut u64, n: u64) {
-    let mut buf = Vec::new();
+    let mut buf = Frame::default();
     for _ in 0..n {
         let got = recv_within(framed, &mut buf, HANG).await.expect("a chunk").unwrap();
         assert_eq!(got, (MessageType::StreamChunk, id));
-        assert_eq!(seq(&buf), *next);
+        assert_eq!(seq(&buf.payload), *next);
         *next += 1;
     }
     let more = recv_within(framed, &mut buf, Duration::from_millis(300)).await;
@@ -288,15 +289,25 @@ fn the_server_keeps_to_the_window_and_refuses_absurd_credit() {
             }
         };
         let mut framed = AsyncFramedShmStream::new(stream);
-        let mut buf = Vec::new();
-        assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::Control, 0), "greeting");
+        let mut buf = Frame::default();
+        assert_eq!(
+            recv_within(&mut framed, &mut buf, HANG).await.unwrap().unwrap(),
+            (MessageType::Control, 0),
+            "greeting"
+        );
         framed.send_with_id(MessageType::StreamWindow, 0, &4096u32.to_le_bytes()).await.unwrap();
-        assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::StreamWindow, 0));
-        assert_eq!(buf, 4096u32.to_le_bytes(), "the acknowledgement repeats the window");
+        assert_eq!(
+            recv_within(&mut framed, &mut buf, HANG).await.unwrap().unwrap(),
+            (MessageType::StreamWindow, 0)
+        );
+        assert_eq!(buf.payload, 4096u32.to_le_bytes(), "the acknowledgement repeats the window");
         // Credit for a stream that does not run: ignored, the connection goes on.
         framed.send_with_id(MessageType::StreamWindow, 99, &100u32.to_le_bytes()).await.unwrap();
         framed.send_with_id(MessageType::Heartbeat, 5, b"hb").await.unwrap();
-        assert_eq!(framed.recv_into(&mut buf).await.unwrap(), (MessageType::Heartbeat, 5));
+        assert_eq!(
+            recv_within(&mut framed, &mut buf, HANG).await.unwrap().unwrap(),
+            (MessageType::Heartbeat, 5)
+        );
         // A chunk of 8 bytes costs 8 + 128 = 136: chunks go while less than 4096 is outstanding,
         // 31 of them (4216 outstanding), then the handler waits; 2048 bytes of credit (2168
         // outstanding) let 15 more go (4208 outstanding).
@@ -309,7 +320,7 @@ fn the_server_keeps_to_the_window_and_refuses_absurd_credit() {
         framed.send_with_id(MessageType::StreamWindow, 7, &4209u32.to_le_bytes()).await.unwrap();
         let got = recv_within(&mut framed, &mut buf, HANG).await.expect("an answer").unwrap();
         assert_eq!(got, (MessageType::Error, 0));
-        let body = ErrorBody::from_json(&buf).unwrap();
+        let body = ErrorBody::from_json(&buf.payload).unwrap();
         assert_eq!(body.code, ErrorCode::BAD_REQUEST, "{body:?}");
         assert!(body.message.contains("stream window"), "{body:?}");
         // It reads nothing more: no echo. (The stream's handler goes on, no longer held by a

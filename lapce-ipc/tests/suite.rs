@@ -8,10 +8,12 @@
 
 mod common;
 
+mod byte_stream;
 mod config;
 mod cross_process;
 mod descriptors;
 mod example_ai_engine;
+mod example_bytes_codec;
 mod frame_props;
 mod framed;
 mod loom_ring;
@@ -21,4 +23,5 @@ mod rpc;
 mod rpc_paths;
 mod security;
 mod stream_api;
+mod traits;
 mod typed;

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{child_role, connect_retry, unique_name, ChildGuard};
-use lapce_ipc::frame::{FramedShmStream, MessageType};
+use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
 use lapce_ipc::{
     AsyncSharedMemoryStream, BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer,
     SharedMemoryListener, SharedMemoryStream,
@@ -327,13 +327,16 @@ fn blocking_stream_send_recv_allocates_nothing() {
 fn child_framed_client(name: &str) {
     let mut framed = FramedShmStream::new(connect_retry(name));
     let mut msg = [0u8; SIZE];
-    let mut payload = Vec::with_capacity(SIZE);
+    let mut got = Frame::new(MessageType::Data, 0, Vec::with_capacity(SIZE));
     let mut seq = 0;
     let mut into = |framed: &mut FramedShmStream, seq: u64, msg: &mut [u8; SIZE]| {
         fill(seq, msg);
         let id = framed.send(MessageType::Data, &msg[..]).unwrap();
-        let (kind, got_id) = framed.recv_into(&mut payload).unwrap();
-        assert!(kind == MessageType::Data && got_id == id && payload == msg[..], "echo #{seq} altered");
+        framed.recv_into(&mut got).unwrap();
+        assert!(
+            got.kind == MessageType::Data && got.id == id && got.payload == msg[..],
+            "echo #{seq} altered"
+        );
     };
     let with = |framed: &mut FramedShmStream, seq: u64, msg: &mut [u8; SIZE]| {
         fill(seq, msg);
@@ -370,10 +373,10 @@ fn framed_stream_send_recv_allocates_nothing() {
     let listener = SharedMemoryListener::bind(&name).unwrap();
     let mut child = ChildGuard::spawn("framed-client", &name);
     let mut framed = FramedShmStream::new(listener.accept().unwrap());
-    let mut payload = Vec::new();
+    let mut frame = Frame::default();
     for _ in 0..2 * WARMUP + 2 * MESSAGES {
-        let (kind, id) = framed.recv_into(&mut payload).unwrap();
-        framed.send_with_id(kind, id, &payload).unwrap();
+        framed.recv_into(&mut frame).unwrap();
+        framed.send_with_id(frame.kind, frame.id, &frame.payload).unwrap();
     }
     let report = parent_echo(framed.get_mut(), 0);
     child.wait_success(HANG);
@@ -504,10 +507,10 @@ fn child_echo_server(name: &str) {
 }
 
 /// One request of type `kind` with id `id`, and its answer's payload (must be a `Response`).
-fn call(framed: &mut FramedShmStream, kind: MessageType, id: u64, payload: &[u8], answer: &mut Vec<u8>) {
+fn call(framed: &mut FramedShmStream, kind: MessageType, id: u64, payload: &[u8], answer: &mut Frame) {
     framed.send_with_id(kind, id, payload).unwrap();
-    let (got_kind, got_id) = framed.recv_into(answer).unwrap();
-    assert_eq!((got_kind, got_id), (MessageType::Response, id), "answer to {kind:?} #{id}: {answer:?}");
+    framed.recv_into(answer).unwrap();
+    assert_eq!((answer.kind, answer.id), (MessageType::Response, id), "answer to {kind:?} #{id}: {answer:?}");
 }
 
 /// What the server allocated: in the cleanest of up to [`SERVER_TRIES`] windows of
@@ -539,14 +542,15 @@ fn measure_server(tag: &str, echo_kind: MessageType) -> ServerWindows {
     let name = unique_name(tag);
     let mut child = ChildGuard::spawn("echo-server", &name).listening_on(&name);
     let mut framed = FramedShmStream::new(connect_retry(&name));
-    let mut answer = Vec::new();
-    assert_eq!(framed.recv_into(&mut answer).unwrap(), (MessageType::Control, 0), "greeting");
-    assert_eq!(answer, b"ready");
+    let mut answer = Frame::default();
+    framed.recv_into(&mut answer).unwrap();
+    assert_eq!((answer.kind, answer.id), (MessageType::Control, 0), "greeting");
+    assert_eq!(answer.payload, b"ready");
     let mut msg = [0u8; SIZE];
-    let mut echo = |framed: &mut FramedShmStream, id: u64, answer: &mut Vec<u8>| {
+    let mut echo = |framed: &mut FramedShmStream, id: u64, answer: &mut Frame| {
         fill(id, &mut msg);
         call(framed, echo_kind, id, &msg, answer);
-        assert!(answer[..] == msg[..], "echo #{id} altered");
+        assert!(answer.payload[..] == msg[..], "echo #{id} altered");
     };
     let mut id = 1;
     let mut window = |framed: &mut FramedShmStream, count: u64| -> u64 {
@@ -558,7 +562,7 @@ fn measure_server(tag: &str, echo_kind: MessageType) -> ServerWindows {
         }
         call(framed, STOP, id, b"", &mut answer);
         id += 1;
-        decode_report(&answer)[0]
+        decode_report(&answer.payload)[0]
     };
     window(&mut framed, WARMUP);
     let empty = window(&mut framed, 0);

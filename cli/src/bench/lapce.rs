@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use lapce_ipc::frame::{FramedReceiver, FramedSender, FramedShmStream, MessageType, DEFAULT_MAX_MESSAGE};
+use lapce_ipc::frame::{
+    Frame, FramedReceiver, FramedSender, FramedShmStream, MessageType, DEFAULT_MAX_MESSAGE,
+};
 use lapce_ipc::{
     IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender,
     WaitStrategy,
@@ -124,10 +126,10 @@ impl ClientConn for LapceClient {
 struct FramedServer {
     tx: FramedSender,
     rx: FramedReceiver,
-    /// Sink: copy each message into `buf` (large messages, reassembled there) instead of
+    /// Sink: copy each message into `frame` (large messages, reassembled there) instead of
     /// checking it in place.
     copy_out: bool,
-    buf: Vec<u8>,
+    frame: Frame,
 }
 
 impl ServerConn for FramedServer {
@@ -142,8 +144,9 @@ impl ServerConn for FramedServer {
 
     fn recv_check(&mut self, len: usize, tag: u8) -> Result<bool> {
         if self.copy_out {
-            self.rx.recv_into(&mut self.buf)?;
-            return Ok(self.buf.len() == len && self.buf.first() == Some(&tag));
+            self.rx.recv_into(&mut self.frame)?;
+            let got = &self.frame.payload;
+            return Ok(got.len() == len && got.first() == Some(&tag));
         }
         Ok(self.rx.recv_with(|_, m, _| m.len() == len && m.first() == Some(&tag))?)
     }
@@ -201,7 +204,8 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
         let framed =
             FramedShmStream::new(stream).with_crc(framing.crc).with_max_message(framed_max(args.payload));
         let (tx, rx) = framed.into_split();
-        let mut conn = FramedServer { tx, rx, copy_out: args.test == Test::LargeSink, buf: Vec::new() };
+        let mut conn =
+            FramedServer { tx, rx, copy_out: args.test == Test::LargeSink, frame: Frame::default() };
         return match args.test {
             Test::Echo => measure::serve_echo(&mut conn),
             Test::Sink | Test::LargeSink => {

@@ -20,7 +20,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lapce_ipc::frame::{CanonicalHeader, FramedShmStream, MessageType};
+use lapce_ipc::frame::{CanonicalHeader, Frame, FramedShmStream, MessageType};
 use lapce_ipc::{IpcClient, SharedMemoryStream};
 use serde_json::Value;
 
@@ -201,7 +201,7 @@ where
         let result = (|| -> Result<()> {
             let mut framed =
                 FramedShmStream::new(SharedMemoryStream::connect(&name)?).with_max_message(4 << 20);
-            let (kind, _, _) = framed.recv()?;
+            let kind = framed.recv()?.kind;
             if kind != MessageType::Control {
                 return Err(format!("greeting was {kind:?}").into());
             }
@@ -218,8 +218,10 @@ where
 /// After a bad frame: the server must answer with an `Error` frame or close the connection.
 fn expect_refusal(framed: &mut FramedShmStream) -> Result<()> {
     match framed.recv() {
-        Ok((MessageType::Error, _, _)) | Err(_) => Ok(()),
-        Ok((kind, _, id)) => Err(format!("the server answered a bad frame with {kind:?} (id {id})").into()),
+        Ok(Frame { kind: MessageType::Error, .. }) | Err(_) => Ok(()),
+        Ok(Frame { kind, id, .. }) => {
+            Err(format!("the server answered a bad frame with {kind:?} (id {id})").into())
+        }
     }
 }
 

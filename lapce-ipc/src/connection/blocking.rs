@@ -30,7 +30,7 @@ use crate::platform::{ControlListener, ControlStream};
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 pub struct SharedMemoryListener {
-    control: ControlListener,
+    pub(super) control: ControlListener,
     config: StreamConfig,
     rejections: Rejections,
     pool: SegmentPool,
@@ -89,7 +89,7 @@ impl SharedMemoryListener {
     }
 
     /// How many clients were refused so far, and why the last one was.
-    pub fn rejected(&self) -> (u64, Option<String>) {
+    pub fn rejected(&self) -> Rejected {
         self.rejections.get()
     }
 
@@ -137,6 +137,15 @@ fn server_handshake(
     Ok(SharedMemoryStream::from_halves(tx, rx))
 }
 
+/// The clients a listener refused (see [`SharedMemoryListener::rejected`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rejected {
+    /// How many clients were refused so far.
+    pub count: u64,
+    /// Why the last one was, if any was.
+    pub last: Option<String>,
+}
+
 /// A failed server-side handshake: the client's fault (refuse it, go on accepting) or ours.
 pub(super) enum Refused {
     Client(IpcError),
@@ -162,9 +171,9 @@ impl Rejections {
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
-    pub(super) fn get(&self) -> (u64, Option<String>) {
+    pub(super) fn get(&self) -> Rejected {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        (self.count.load(std::sync::atomic::Ordering::Relaxed), last)
+        Rejected { count: self.count.load(std::sync::atomic::Ordering::Relaxed), last }
     }
 }
 
@@ -179,18 +188,27 @@ impl Rejections {
 /// A stream is closed when both halves are dropped. Dropping only one half of a split stream is
 /// not visible to the peer (a peer blocked on the other direction keeps waiting).
 ///
-/// Use [`into_split`](Self::into_split) to send and receive from two threads.
+/// Use [`into_split`](Self::into_split) to send and receive from two threads, and
+/// [`ByteShmStream`](crate::ByteShmStream) to read and write it as bytes.
+///
+/// A stream has no descriptor for an outside poll loop: its wake-ups are futexes (Linux) or
+/// doorbells rung only while this side has announced a sleep, so no descriptor turns readable
+/// when a message arrives. Wait in a thread of its own, or use the tokio flavour. (A listener's
+/// descriptor is truthful, and offered: see [`SharedMemoryListener`]'s `AsFd`.)
+#[derive(Debug)]
 pub struct SharedMemoryStream {
     tx: StreamSender,
     rx: StreamReceiver,
 }
 
 /// The sending half of a [`SharedMemoryStream`].
+#[derive(Debug)]
 pub struct StreamSender {
     half: SendHalf,
 }
 
 /// The receiving half of a [`SharedMemoryStream`].
+#[derive(Debug)]
 pub struct StreamReceiver {
     half: RecvHalf,
 }

@@ -8,8 +8,12 @@
 //! on each side: the control socket and its two doorbell ends (the segment's is closed once
 //! mapped).
 
+#[cfg(feature = "tokio")]
+mod async_bytes;
 mod blocking;
+mod bytes;
 pub(crate) mod handshake;
+mod incoming;
 mod pool;
 #[cfg(feature = "tokio")]
 mod tokio;
@@ -17,7 +21,13 @@ mod tokio;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use self::blocking::{SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
+#[cfg(feature = "tokio")]
+pub use self::async_bytes::{AsyncByteShmReader, AsyncByteShmStream, AsyncByteShmWriter};
+pub use self::blocking::{Rejected, SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
+pub use self::bytes::{ByteShmReader, ByteShmStream, ByteShmWriter, BYTE_RECORD_MAX};
+#[cfg(feature = "tokio")]
+pub use self::incoming::AsyncIncoming;
+pub use self::incoming::Incoming;
 #[cfg(feature = "tokio")]
 pub use self::tokio::{
     AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,

@@ -36,7 +36,7 @@ use crate::platform::{AsyncControlListener, AsyncControlStream, ControlListener}
 /// # }
 /// ```
 pub struct AsyncSharedMemoryListener {
-    control: AsyncControlListener,
+    pub(super) control: AsyncControlListener,
     path: PathBuf,
     config: StreamConfig,
     rejections: Rejections,
@@ -97,7 +97,7 @@ impl AsyncSharedMemoryListener {
     }
 
     /// How many clients were refused so far, and why the last one was.
-    pub fn rejected(&self) -> (u64, Option<String>) {
+    pub fn rejected(&self) -> super::blocking::Rejected {
         self.rejections.get()
     }
 
@@ -161,17 +161,20 @@ async fn server_handshake(
 /// assert_eq!(reply, b"ping");
 /// # Ok(()) }
 /// ```
+#[derive(Debug)]
 pub struct AsyncSharedMemoryStream {
     tx: AsyncStreamSender,
     rx: AsyncStreamReceiver,
 }
 
 /// The sending half of an [`AsyncSharedMemoryStream`].
+#[derive(Debug)]
 pub struct AsyncStreamSender {
     half: SendHalf,
 }
 
 /// The receiving half of an [`AsyncSharedMemoryStream`].
+#[derive(Debug)]
 pub struct AsyncStreamReceiver {
     half: RecvHalf,
 }
@@ -221,6 +224,16 @@ impl AsyncSharedMemoryStream {
     /// Largest message this stream sends or receives, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.tx.max_message_size()
+    }
+
+    /// The sending half, in place (for the framed layer's `Sink`).
+    pub(crate) fn sender_mut(&mut self) -> &mut AsyncStreamSender {
+        &mut self.tx
+    }
+
+    /// The receiving half, in place (for the framed layer).
+    pub(crate) fn receiver_mut(&mut self) -> &mut AsyncStreamReceiver {
+        &mut self.rx
     }
 
     /// The peer's process id, as the OS reported it for the control channel (0 where it does
@@ -304,6 +317,15 @@ impl AsyncStreamSender {
         self.half.send_with_async(len, fill).await
     }
 
+    /// Polls for room for a record of `len` bytes (see `SendHalf::poll_room`).
+    pub(crate) fn poll_room(
+        &mut self,
+        len: usize,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<()>> {
+        self.half.poll_room(len, cx)
+    }
+
     /// Zero-copy send without waiting: `fill` writes up to `len` bytes in place and returns how
     /// many to publish; `Ok(None)`, nothing written, when the ring has no room for them now.
     pub(crate) fn try_send_with(
@@ -340,5 +362,15 @@ impl AsyncStreamReceiver {
     /// Zero-copy receive: calls `f` with the message bytes in shared memory, then frees them.
     pub async fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.half.recv_with_async(|b| Ok(f(b))).await
+    }
+
+    /// Polls for a message (see `RecvHalf::poll_readable`).
+    pub(crate) fn poll_readable(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<()>> {
+        self.half.poll_readable(cx)
+    }
+
+    /// Zero-copy receive without waiting: `Ok(None)` when nothing is queued.
+    pub(crate) fn try_recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<Option<R>> {
+        self.half.try_recv_with(|b| Ok(f(b)))
     }
 }

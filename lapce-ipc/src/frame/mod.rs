@@ -5,17 +5,18 @@
 //! and fragments messages larger than a ring record.
 
 mod header;
+mod message;
 mod stream;
 
 pub(crate) use stream::fragments;
-pub use stream::{
-    AsyncFramedReceiver, AsyncFramedSender, AsyncFramedShmStream, FramedReceiver, FramedSender,
-    FramedShmStream, DEFAULT_MAX_MESSAGE,
-};
+#[cfg(feature = "tokio")]
+pub use stream::{AsyncFramedReceiver, AsyncFramedSender, AsyncFramedShmStream};
+pub use stream::{FramedReceiver, FramedSender, FramedShmStream, DEFAULT_MAX_MESSAGE};
 
 pub use header::{
     CanonicalHeader, FrameError, FrameFlags, MessageType, FRAME_MAGIC, FRAME_VERSION, HEADER_LEN,
 };
+pub use message::Frame;
 
 #[cfg(test)]
 mod proptests;

@@ -1,9 +1,14 @@
 //! [`FramedShmStream`]: typed, identified, checksummed messages of any size (up to a configured
 //! maximum) over a [`SharedMemoryStream`](crate::SharedMemoryStream).
 
+use std::fmt;
+
 use crate::error::{IpcError, Result};
-use crate::frame::{CanonicalHeader, FrameError, FrameFlags, MessageType, HEADER_LEN};
+use crate::frame::{CanonicalHeader, Frame, FrameError, FrameFlags, MessageType, HEADER_LEN};
 use crate::{SharedMemoryStream, StreamReceiver, StreamSender};
+
+#[cfg(feature = "tokio")]
+mod traits;
 
 /// Default largest message: 10 MiB.
 pub const DEFAULT_MAX_MESSAGE: usize = 10 << 20;
@@ -40,11 +45,12 @@ pub const DEFAULT_MAX_MESSAGE: usize = 10 << 20;
 ///     Ok(())
 /// });
 /// let mut framed = FramedShmStream::new(listener.accept()?);
-/// let (kind, payload, _id) = framed.recv()?;
-/// assert_eq!((kind, payload.len()), (MessageType::Data, 1 << 20));
+/// let frame = framed.recv()?;
+/// assert_eq!((frame.kind, frame.payload.len()), (MessageType::Data, 1 << 20));
 /// client.join().unwrap()?;
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
+#[derive(Debug)]
 pub struct FramedShmStream {
     stream: SharedMemoryStream,
     tx: SendState,
@@ -106,22 +112,23 @@ impl FramedShmStream {
         self.tx.send(&mut self.stream, kind, id, payload)
     }
 
-    /// Receives the next message: its type, payload and id. The payload is copied out of the
+    /// Receives the next message: its type, id and payload. The payload is copied out of the
     /// ring into a new vector and checked there; see [`recv_into`](Self::recv_into) to reuse a
     /// buffer and [`recv_with`](Self::recv_with) to look at the payload in place.
-    pub fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
-        let mut payload = Vec::new();
-        let (kind, id) = self.recv_into(&mut payload)?;
-        Ok((kind, payload, id))
+    pub fn recv(&mut self) -> Result<Frame> {
+        let mut frame = Frame::default();
+        self.recv_into(&mut frame)?;
+        Ok(frame)
     }
 
-    /// Receives the next message into `payload` (cleared first; its capacity is reused, so a
-    /// loop over one buffer allocates nothing once the buffer is large enough) and returns its
-    /// type and id. The bytes are copied out of the ring before their CRC is checked, so what
-    /// was checked is what you get, whatever the peer does to the ring afterwards. On error
-    /// the buffer's contents are unspecified.
-    pub fn recv_into(&mut self, payload: &mut Vec<u8>) -> Result<(MessageType, u64)> {
-        self.rx.recv_into(&mut self.stream, payload)
+    /// Receives the next message into `frame`: its type and id, and its payload into
+    /// `frame.payload` (cleared first; its capacity is reused, so a loop over one frame
+    /// allocates nothing once the payload buffer is large enough). The bytes are copied out of
+    /// the ring before their CRC is checked, so what was checked is what you get, whatever the
+    /// peer does to the ring afterwards. On error the frame's contents are unspecified.
+    pub fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
+        (frame.kind, frame.id) = self.rx.recv_into(&mut self.stream, &mut frame.payload)?;
+        Ok(())
     }
 
     /// Receives the next message and calls `f` with its type, payload and id; returns what `f`
@@ -140,6 +147,7 @@ impl FramedShmStream {
 }
 
 /// The sending half of a [`FramedShmStream`] (see [`FramedShmStream::into_split`]).
+#[derive(Debug)]
 pub struct FramedSender {
     sink: StreamSender,
     state: SendState,
@@ -167,7 +175,7 @@ impl FramedSender {
 /// The receiving half of a [`FramedShmStream`] (see [`FramedShmStream::into_split`]).
 ///
 /// ```
-/// use lapce_ipc::frame::{FramedShmStream, MessageType};
+/// use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
 /// use lapce_ipc::{SharedMemoryListener, SharedMemoryStream};
 ///
 /// let name = format!("framed-split-doc-{}", std::process::id());
@@ -179,10 +187,11 @@ impl FramedSender {
 /// });
 /// let mut client = FramedShmStream::new(SharedMemoryStream::connect(&name)?);
 /// let id = client.send(MessageType::Chat, b"hello")?;
-/// assert_eq!(client.recv()?, (MessageType::Chat, b"hello".to_vec(), id));
+/// assert_eq!(client.recv()?, Frame::new(MessageType::Chat, id, b"hello".to_vec()));
 /// server.join().unwrap()?;
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
+#[derive(Debug)]
 pub struct FramedReceiver {
     source: StreamReceiver,
     state: RecvState,
@@ -195,15 +204,16 @@ impl FramedReceiver {
     }
 
     /// Receives the next message; see [`FramedShmStream::recv`].
-    pub fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
-        let mut payload = Vec::new();
-        let (kind, id) = self.recv_into(&mut payload)?;
-        Ok((kind, payload, id))
+    pub fn recv(&mut self) -> Result<Frame> {
+        let mut frame = Frame::default();
+        self.recv_into(&mut frame)?;
+        Ok(frame)
     }
 
-    /// Receives the next message into `payload`; see [`FramedShmStream::recv_into`].
-    pub fn recv_into(&mut self, payload: &mut Vec<u8>) -> Result<(MessageType, u64)> {
-        self.state.recv_into(&mut self.source, payload)
+    /// Receives the next message into `frame`; see [`FramedShmStream::recv_into`].
+    pub fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
+        (frame.kind, frame.id) = self.state.recv_into(&mut self.source, &mut frame.payload)?;
+        Ok(())
     }
 
     /// Receives the next message and calls `f` with it, in place when it fits one record; see
@@ -262,11 +272,25 @@ struct SendState {
     max_message: usize,
     with_crc: bool,
     next_id: u64,
+    /// The frame a `Sink` was given and has not written whole yet, and its next fragment.
+    queued: Option<(Frame, usize)>,
+}
+
+/// The settings and the next id, never a queued payload.
+impl fmt::Debug for SendState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendState")
+            .field("max_message", &self.max_message)
+            .field("with_crc", &self.with_crc)
+            .field("next_id", &self.next_id)
+            .field("queued", &self.queued.as_ref().map(|(frame, _)| frame))
+            .finish()
+    }
 }
 
 impl Default for SendState {
     fn default() -> SendState {
-        SendState { max_message: DEFAULT_MAX_MESSAGE, with_crc: true, next_id: 1 }
+        SendState { max_message: DEFAULT_MAX_MESSAGE, with_crc: true, next_id: 1, queued: None }
     }
 }
 
@@ -296,15 +320,98 @@ struct RecvState {
     /// Where `recv_with` reassembles fragmented messages (kept between calls, up to
     /// [`KEEP_REASSEMBLY_BUF`]).
     reassembly_buf: Vec<u8>,
+    /// The message a `Stream` poll is reassembling (its bytes so far in `polled`): kept between
+    /// polls, so that the stream is cancel-safe, and taken over by the next receive call.
+    partial: Option<Reassembly>,
+    polled: Vec<u8>,
+    /// The `Stream` ended (the peer closed, or after the error it yielded).
+    ended: bool,
 }
 
 impl Default for RecvState {
     fn default() -> RecvState {
-        RecvState { max_message: DEFAULT_MAX_MESSAGE, broken: Broken::default(), reassembly_buf: Vec::new() }
+        RecvState {
+            max_message: DEFAULT_MAX_MESSAGE,
+            broken: Broken::default(),
+            reassembly_buf: Vec::new(),
+            partial: None,
+            polled: Vec::new(),
+            ended: false,
+        }
+    }
+}
+
+/// The settings and the broken state, never the buffers.
+impl fmt::Debug for RecvState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecvState")
+            .field("max_message", &self.max_message)
+            .field("broken", &self.broken.0)
+            .finish()
     }
 }
 
 impl RecvState {
+    /// The message to go on with: the one a `Stream` poll left half reassembled (its bytes
+    /// moved to `payload`), else a new one; `payload` is cleared first.
+    fn resume(&mut self, payload: &mut Vec<u8>) -> Reassembly {
+        payload.clear();
+        match self.partial.take() {
+            Some(message) if message.started() => {
+                payload.append(&mut self.polled);
+                message
+            }
+            _ => Reassembly::new(self.max_message),
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    async fn recv_into_async(
+        &mut self,
+        source: &mut crate::AsyncStreamReceiver,
+        frame: &mut Frame,
+    ) -> Result<()> {
+        let payload = &mut frame.payload;
+        let mut message = self.resume(payload);
+        loop {
+            self.broken.check()?;
+            let step = source.recv_with(|record| message.feed(record, payload)).await?;
+            if let Some((kind, id)) = self.broken.record(step)? {
+                (frame.kind, frame.id) = (kind, id);
+                return Ok(());
+            }
+        }
+    }
+
+    #[cfg(feature = "tokio")]
+    async fn recv_with_async<R>(
+        &mut self,
+        source: &mut crate::AsyncStreamReceiver,
+        f: impl FnOnce(MessageType, &[u8], u64) -> R,
+    ) -> Result<R> {
+        let mut buf = std::mem::take(&mut self.reassembly_buf);
+        let mut message = self.resume(&mut buf);
+        let mut f = Some(f);
+        let outcome = loop {
+            if let Err(e) = self.broken.check() {
+                break Err(e);
+            }
+            let step = match source.recv_with(|record| message.feed_in_place(record, &mut buf, &mut f)).await
+            {
+                Ok(step) => step,
+                Err(e) => break Err(e),
+            };
+            match self.broken.record(step) {
+                Ok(Fed::InPlace(r)) => break Ok(r),
+                Ok(Fed::Complete(kind, id)) => break Ok(deliver(f, kind, &mut buf, id)),
+                Ok(Fed::More) => {}
+                Err(e) => break Err(e),
+            }
+        };
+        self.reassembly_buf = buf;
+        outcome
+    }
+
     fn recv_into(
         &mut self,
         source: &mut impl RecordSource,
@@ -342,14 +449,45 @@ impl RecvState {
     }
 }
 
+#[cfg(feature = "tokio")]
 /// The tokio flavour of [`FramedShmStream`]: same framing, same guarantees, over an
 /// [`AsyncSharedMemoryStream`](crate::AsyncSharedMemoryStream).
+///
+/// It and its receiving half are [`futures_core::Stream`]s of `Result<Frame>`, polled straight
+/// on the ring: each whole message, then `None` once the peer has closed the connection and
+/// every message it sent was delivered. An error (a bad frame, a peer gone in the middle of a
+/// fragmented message) is yielded once and ends the stream. Unlike `recv`, the `Stream` is
+/// cancel-safe: the message being reassembled is kept between polls (and a later `recv` goes on
+/// with it).
+///
+/// It and its sending half are [`futures_sink::Sink`]s of [`Frame`], sent with the frame's own
+/// id (as [`send_with_id`](Self::send_with_id)). The sink holds one frame: `start_send` refuses
+/// one over the maximum, `poll_flush` writes its fragments as room allows (keeping its place
+/// between polls, so a cancelled flush can be resumed), `poll_ready` flushes the previous one,
+/// and `poll_close` flushes (the connection closes when both halves are dropped).
+///
+/// ```no_run
+/// # async fn run() -> lapce_ipc::Result<()> {
+/// use futures::{SinkExt, StreamExt};
+/// use lapce_ipc::frame::{AsyncFramedShmStream, Frame, MessageType};
+///
+/// let stream = lapce_ipc::AsyncSharedMemoryStream::connect("framed-echo").await?;
+/// let (mut tx, mut rx) = AsyncFramedShmStream::new(stream).into_split();
+/// // The inherent `send(kind, payload)` shadows `SinkExt::send`: name the trait.
+/// SinkExt::send(&mut tx, Frame::new(MessageType::Chat, 1, b"hello".to_vec())).await?;
+/// while let Some(frame) = rx.next().await {
+///     println!("{:?}", frame?);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
 pub struct AsyncFramedShmStream {
     stream: crate::AsyncSharedMemoryStream,
     tx: SendState,
     rx: RecvState,
 }
 
+#[cfg(feature = "tokio")]
 impl AsyncFramedShmStream {
     /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
     pub fn new(stream: crate::AsyncSharedMemoryStream) -> AsyncFramedShmStream {
@@ -395,51 +533,30 @@ impl AsyncFramedShmStream {
         Ok(())
     }
 
-    /// Receives the next message: its type, payload and id. Not cancel-safe across fragments:
+    /// Receives the next message: its type, id and payload. Not cancel-safe across fragments:
     /// dropping the future in the middle of a fragmented message loses the fragments read so
-    /// far.
-    pub async fn recv(&mut self) -> Result<(MessageType, Vec<u8>, u64)> {
-        let mut payload = Vec::new();
-        let (kind, id) = self.recv_into(&mut payload).await?;
-        Ok((kind, payload, id))
+    /// far (the `Stream` impl is cancel-safe).
+    pub async fn recv(&mut self) -> Result<Frame> {
+        let mut frame = Frame::default();
+        self.recv_into(&mut frame).await?;
+        Ok(frame)
     }
 
-    /// Receives the next message into `payload`, reusing its capacity; see
+    /// Receives the next message into `frame`, reusing its payload's capacity; see
     /// [`FramedShmStream::recv_into`]. Not cancel-safe across fragments either.
-    pub async fn recv_into(&mut self, payload: &mut Vec<u8>) -> Result<(MessageType, u64)> {
-        payload.clear();
-        let rx = &mut self.rx;
-        let mut message = Reassembly::new(rx.max_message);
-        loop {
-            rx.broken.check()?;
-            let step = self.stream.recv_with(|record| message.feed(record, payload)).await?;
-            if let Some(done) = rx.broken.record(step)? {
-                return Ok(done);
-            }
-        }
+    pub async fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
+        self.rx.recv_into_async(self.stream.receiver_mut(), frame).await
     }
 
     /// Receives the next message and calls `f` with its type, payload and id, in place when the
     /// message fits one record; see [`FramedShmStream::recv_with`] (same caveat about untrusted
     /// peers). Not cancel-safe across fragments either.
     pub async fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
-        let rx = &mut self.rx;
-        let mut message = Reassembly::new(rx.max_message);
-        let mut f = Some(f);
-        let buf = &mut rx.reassembly_buf;
-        buf.clear();
-        loop {
-            rx.broken.check()?;
-            let step = self.stream.recv_with(|record| message.feed_in_place(record, buf, &mut f)).await?;
-            match rx.broken.record(step)? {
-                Fed::InPlace(r) => return Ok(r),
-                Fed::Complete(kind, id) => return Ok(deliver(f, kind, buf, id)),
-                Fed::More => {}
-            }
-        }
+        self.rx.recv_with_async(self.stream.receiver_mut(), f).await
     }
 }
 
+#[cfg(feature = "tokio")]
 impl AsyncFramedShmStream {
     /// Splits the stream so that one task receives while others send (e.g. a server reading
     /// requests while handler tasks answer them through a shared sender).
@@ -449,12 +566,15 @@ impl AsyncFramedShmStream {
     }
 }
 
+#[cfg(feature = "tokio")]
 /// The sending half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).
+#[derive(Debug)]
 pub struct AsyncFramedSender {
     sink: crate::AsyncStreamSender,
     state: SendState,
 }
 
+#[cfg(feature = "tokio")]
 impl AsyncFramedSender {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
@@ -504,36 +624,44 @@ impl AsyncFramedSender {
     }
 }
 
+#[cfg(feature = "tokio")]
 /// The receiving half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).
+#[derive(Debug)]
 pub struct AsyncFramedReceiver {
     source: crate::AsyncStreamReceiver,
     state: RecvState,
 }
 
+#[cfg(feature = "tokio")]
 impl AsyncFramedReceiver {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
     }
 
-    /// Receives the next message into `payload`, reusing its capacity. Not cancel-safe across
-    /// fragments (see [`AsyncFramedShmStream::recv`]).
-    pub async fn recv_into(&mut self, payload: &mut Vec<u8>) -> Result<(MessageType, u64)> {
-        payload.clear();
-        let rx = &mut self.state;
-        let mut message = Reassembly::new(rx.max_message);
-        loop {
-            rx.broken.check()?;
-            let step = self.source.recv_with(|record| message.feed(record, payload)).await?;
-            if let Some(done) = rx.broken.record(step)? {
-                return Ok(done);
-            }
-        }
+    /// Receives the next message. Not cancel-safe across fragments (see
+    /// [`AsyncFramedShmStream::recv`]).
+    pub async fn recv(&mut self) -> Result<Frame> {
+        let mut frame = Frame::default();
+        self.recv_into(&mut frame).await?;
+        Ok(frame)
+    }
+
+    /// Receives the next message into `frame`, reusing its payload's capacity. Not cancel-safe
+    /// across fragments (see [`AsyncFramedShmStream::recv`]).
+    pub async fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
+        self.state.recv_into_async(&mut self.source, frame).await
+    }
+
+    /// Receives the next message and calls `f` with it, in place when it fits one record; see
+    /// [`AsyncFramedShmStream::recv_with`].
+    pub async fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
+        self.state.recv_with_async(&mut self.source, f).await
     }
 }
 
 /// The first frame error a framed stream met; once set, every call returns it.
-#[derive(Default)]
+#[derive(Default, Debug)]
 struct Broken(Option<FrameError>);
 
 impl Broken {
@@ -605,15 +733,31 @@ pub(crate) fn fragments<'a>(
     if payload.len() > max {
         return Err(IpcError::MessageTooLarge { len: payload.len(), max });
     }
-    let count = payload.len().div_ceil(chunk).max(1);
-    Ok((0..count).map(move |i| {
-        let part = &payload[(i * chunk).min(payload.len())..((i + 1) * chunk).min(payload.len())];
-        let mut header = CanonicalHeader::for_payload(kind, id, part, with_crc);
-        if i + 1 < count {
-            header.flags = header.flags.with(FrameFlags::MORE_FRAGMENTS);
-        }
-        Fragment { header: header.encode(), part }
-    }))
+    let count = fragment_count(payload.len(), chunk);
+    Ok((0..count).map(move |i| fragment_at(kind, id, payload, chunk, i, with_crc)))
+}
+
+/// How many fragments a message of `len` bytes makes with `chunk` payload bytes per record.
+pub(crate) fn fragment_count(len: usize, chunk: usize) -> usize {
+    len.div_ceil(chunk).max(1)
+}
+
+/// Fragment `i` of a message (see [`fragments`]), made on its own: a `Sink` writes one
+/// fragment per poll, as room allows.
+pub(crate) fn fragment_at(
+    kind: MessageType,
+    id: u64,
+    payload: &[u8],
+    chunk: usize,
+    i: usize,
+    with_crc: bool,
+) -> Fragment<'_> {
+    let part = &payload[(i * chunk).min(payload.len())..((i + 1) * chunk).min(payload.len())];
+    let mut header = CanonicalHeader::for_payload(kind, id, part, with_crc);
+    if i + 1 < fragment_count(payload.len(), chunk) {
+        header.flags = header.flags.with(FrameFlags::MORE_FRAGMENTS);
+    }
+    Fragment { header: header.encode(), part }
 }
 
 /// What one record did to the message being received.
@@ -637,6 +781,11 @@ impl Reassembly {
     /// A message of at most `max` bytes.
     pub(super) fn new(max: usize) -> Reassembly {
         Reassembly { max, first: None }
+    }
+
+    /// Whether a fragment of the message has come in.
+    pub(super) fn started(&self) -> bool {
+        self.first.is_some()
     }
 
     /// The header of `record`, checked against the record's length, this message's limit and

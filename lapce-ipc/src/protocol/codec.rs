@@ -86,6 +86,13 @@ enum Inner<'a> {
     Copied(AlignedVec),
 }
 
+/// The length and whether the bytes were copied, never the bytes.
+impl std::fmt::Debug for AlignedBytes<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBytes").field("len", &self.len()).field("copied", &self.is_copy()).finish()
+    }
+}
+
 impl<'a> AlignedBytes<'a> {
     /// Borrows `bytes` if they are aligned to [`RKYV_ALIGN`], copies them otherwise.
     pub fn new(bytes: &'a [u8]) -> AlignedBytes<'a> {

@@ -58,6 +58,17 @@ pub struct BlockingIpcClient {
     reconnects: AtomicU64,
 }
 
+/// The server's name and the connection's state.
+impl std::fmt::Debug for BlockingIpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlockingIpcClient")
+            .field("name", &self.name)
+            .field("connected", &self.is_connected())
+            .field("reconnects", &self.reconnects())
+            .finish()
+    }
+}
+
 /// One connection.
 struct Conn {
     calls: Calls,

@@ -23,6 +23,7 @@ use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::MessageType;
 use crate::AsyncSharedMemoryStream;
+use crate::ResponseStream;
 
 /// First pause between reconnection attempts; doubled up to [`RECONNECT_MAX_PAUSE`], so a
 /// server that comes back is found within that much time.
@@ -48,6 +49,17 @@ const RECONNECT_MAX_PAUSE: Duration = Duration::from_millis(50);
 #[derive(Clone)]
 pub struct IpcClient {
     inner: Arc<ClientInner>,
+}
+
+/// The server's name and the connection's state.
+impl std::fmt::Debug for IpcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcClient")
+            .field("name", &self.inner.name)
+            .field("connected", &self.is_connected())
+            .field("reconnects", &self.reconnects())
+            .finish()
+    }
 }
 
 struct ClientInner {
@@ -358,7 +370,7 @@ impl IpcClient {
         let conn = self.connection(deadline).await?;
         let (ticket, role) = conn.calls.begin(kind, true, false)?;
         let consumed = window::configured(&self.inner.config).map(Consumed::new);
-        let mut stream = ResponseStream { conn, ticket, kind, role, finished: false, consumed };
+        let mut stream = Chunks { conn, ticket, kind, role, finished: false, consumed };
         // The role is not kept between chunks (nor while the request waits for room).
         if let Some(inbound) = stream.role.take() {
             stream.conn.calls.give_back(inbound);
@@ -367,7 +379,7 @@ impl IpcClient {
             stream.finished = true;
             return Err(e);
         }
-        Ok(stream)
+        Ok(ResponseStream::new(stream))
     }
 
     /// How many times the client has reconnected after losing its connection.
@@ -548,9 +560,9 @@ fn reconnect_in_background(client: Weak<ClientInner>) -> Pin<Box<dyn Future<Outp
     })
 }
 
-/// The chunks of a streamed answer (see [`IpcClient::request_stream`]). Dropping it before the
-/// end cancels the request on the server.
-pub struct ResponseStream {
+/// The state of a [`ResponseStream`]: the chunks of a streamed answer. Dropping it before the end
+/// cancels the request on the server.
+pub(super) struct Chunks {
     conn: Arc<Conn>,
     ticket: Ticket,
     kind: MessageType,
@@ -561,10 +573,10 @@ pub struct ResponseStream {
     consumed: Option<Consumed>,
 }
 
-impl ResponseStream {
+impl Chunks {
     /// The next chunk; `None` after the server's `StreamEnd`. An error (the handler's error,
     /// a lost connection) ends the stream.
-    pub async fn next(&mut self) -> Option<Result<Bytes>> {
+    pub(super) async fn next(&mut self) -> Option<Result<Bytes>> {
         if self.finished {
             return None;
         }
@@ -633,17 +645,12 @@ impl ResponseStream {
     }
 
     /// The request's id on its connection.
-    pub fn request_id(&self) -> u64 {
+    pub(super) fn request_id(&self) -> u64 {
         self.ticket.id
-    }
-
-    /// Stops the stream: the server aborts the handler.
-    pub fn cancel(self) {
-        drop(self);
     }
 }
 
-impl Drop for ResponseStream {
+impl Drop for Chunks {
     fn drop(&mut self) {
         let running = self.conn.calls.end(self.ticket);
         if let Some(inbound) = self.role.take() {

@@ -37,6 +37,7 @@ mod calls;
 mod client;
 mod inbound;
 mod outbound;
+mod response_stream;
 mod server;
 #[cfg(feature = "tower")]
 mod service;
@@ -45,7 +46,8 @@ mod unwind;
 mod window;
 
 pub use blocking::BlockingIpcClient;
-pub use client::{IpcClient, ResponseStream};
+pub use client::IpcClient;
+pub use response_stream::ResponseStream;
 pub use server::{ChunkSender, HandlerResult, IpcServer, Reply, RequestContext, ServerStats};
 
 use crate::error::IpcError;

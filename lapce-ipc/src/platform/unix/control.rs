@@ -266,6 +266,21 @@ impl ControlListener {
     }
 }
 
+/// The listening socket: readable when a client waits to be accepted.
+impl AsFd for ControlListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+#[cfg(feature = "tokio")]
+/// The listening socket: readable when a client waits to be accepted.
+impl AsFd for AsyncControlListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
 #[cfg(feature = "tokio")]
 /// A bound control socket (tokio flavour).
 pub(crate) struct AsyncControlListener {

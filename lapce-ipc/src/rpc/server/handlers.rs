@@ -200,6 +200,13 @@ pub struct Reply<'a> {
     pub(super) state: ReplyState,
 }
 
+/// The request id and the limit, never the answer's bytes.
+impl std::fmt::Debug for Reply<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply").field("id", &self.id).field("max", &self.max).finish()
+    }
+}
+
 /// What a [`Reply`] holds.
 pub(super) enum ReplyState {
     /// Nothing written yet.
@@ -263,6 +270,17 @@ pub struct ChunkSender {
     pub(super) max: usize,
     /// The stream's window, when the client announced one.
     pub(super) window: Option<Arc<StreamWindow>>,
+}
+
+/// The stream's id and whether its connection is still there.
+impl std::fmt::Debug for ChunkSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkSender")
+            .field("id", &self.id)
+            .field("connected", &(self.conn.strong_count() > 0))
+            .field("max", &self.max)
+            .finish()
+    }
 }
 
 impl ChunkSender {

@@ -114,6 +114,17 @@ pub struct IpcServer {
     inner: Arc<Inner>,
 }
 
+/// The socket path and the live connections.
+impl std::fmt::Debug for IpcServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IpcServer")
+            .field("path", &self.path())
+            .field("active", &self.inner.active.load(Ordering::Relaxed))
+            .field("stopping", &self.inner.stopping_now())
+            .finish()
+    }
+}
+
 struct Inner {
     listener: AsyncSharedMemoryListener,
     config: IpcConfig,
@@ -151,7 +162,7 @@ impl IpcServer {
                     Arc::new(move || {
                         me.upgrade().map_or_else(Default::default, |inner| ListenerReport {
                             pool: inner.listener.pool_stats(),
-                            handshakes_refused: inner.listener.rejected().0,
+                            handshakes_refused: inner.listener.rejected().count,
                             stale_cleaned: crate::connection::stale_cleaned(),
                         })
                     }),
@@ -444,7 +455,7 @@ impl IpcServer {
             requests_in_flight: c.in_flight.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
             panics: c.panics.load(Ordering::Relaxed),
-            handshakes_refused: self.inner.listener.rejected().0,
+            handshakes_refused: self.inner.listener.rejected().count,
             heap_trims: c.heap_trims.load(Ordering::Relaxed),
         }
     }

@@ -1,0 +1,176 @@
+//! What the listeners offer beyond `accept`: `incoming()` (an iterator, a `Stream`), their one
+//! descriptor for outside poll loops (Unix), and `Debug`.
+//!
+//! Only the listeners have a descriptor to give. A connection's wake-ups are futexes (Linux) or
+//! doorbells rung only while the other side has announced a sleep, so no descriptor of a stream
+//! turns readable when a message arrives: a stream offers none rather than one a poll loop
+//! would wait on in vain. Windows listeners wait on overlapped pipe connections, which no
+//! handle-readiness loop can watch: they offer none either.
+
+use std::fmt;
+#[cfg(feature = "tokio")]
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+#[cfg(feature = "tokio")]
+use futures_core::Stream;
+
+#[cfg(feature = "tokio")]
+use super::{AsyncSharedMemoryListener, AsyncSharedMemoryStream};
+use super::{SharedMemoryListener, SharedMemoryStream};
+use crate::error::Result;
+
+/// The clients of a [`SharedMemoryListener`], accepted one by one (see
+/// [`SharedMemoryListener::incoming`]). Never ends.
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a SharedMemoryListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = Result<SharedMemoryStream>;
+
+    /// Waits for the next client ([`SharedMemoryListener::accept`]); never `None`.
+    fn next(&mut self) -> Option<Result<SharedMemoryStream>> {
+        Some(self.listener.accept())
+    }
+}
+
+impl SharedMemoryListener {
+    /// An iterator over the clients as they connect, each handshake done (like
+    /// `std::net::TcpListener::incoming`). It never ends; an item is an error only for the
+    /// listener itself (refused clients are counted and skipped, as with `accept`).
+    ///
+    /// ```no_run
+    /// let listener = lapce_ipc::SharedMemoryListener::bind("incoming-doc")?;
+    /// for stream in listener.incoming() {
+    ///     let mut stream = stream?;
+    ///     std::thread::spawn(move || stream.send(b"welcome"));
+    /// }
+    /// # Ok::<(), lapce_ipc::IpcError>(())
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+}
+
+#[cfg(feature = "tokio")]
+/// A pending accept of [`AsyncIncoming`].
+type Accepting<'a> = Pin<Box<dyn Future<Output = Result<AsyncSharedMemoryStream>> + Send + 'a>>;
+
+#[cfg(feature = "tokio")]
+/// The clients of an [`AsyncSharedMemoryListener`], as a [`futures_core::Stream`] (see
+/// [`AsyncSharedMemoryListener::incoming`]). Never ends.
+pub struct AsyncIncoming<'a> {
+    listener: &'a AsyncSharedMemoryListener,
+    accepting: Option<Accepting<'a>>,
+}
+
+#[cfg(feature = "tokio")]
+impl Stream for AsyncIncoming<'_> {
+    type Item = Result<AsyncSharedMemoryStream>;
+
+    /// The next client ([`AsyncSharedMemoryListener::accept`]); never `None`. The accept in
+    /// progress is kept between polls, so a client half through its handshake is not lost.
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let listener = self.listener;
+        let accepting = self.accepting.get_or_insert_with(|| Box::pin(listener.accept()));
+        let Poll::Ready(accepted) = accepting.as_mut().poll(cx) else { return Poll::Pending };
+        self.accepting = None;
+        Poll::Ready(Some(accepted))
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl fmt::Debug for AsyncIncoming<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncIncoming")
+            .field("listener", self.listener)
+            .field("accepting", &self.accepting.is_some())
+            .finish()
+    }
+}
+
+#[cfg(feature = "tokio")]
+impl AsyncSharedMemoryListener {
+    /// The clients as they connect, each handshake done, as a `Stream` (for `StreamExt`'s
+    /// `for_each_concurrent`, `take`, `select`…). It never ends; an item is an error only for
+    /// the listener itself. Each accept is boxed (one allocation per client).
+    ///
+    /// ```no_run
+    /// # async fn run() -> lapce_ipc::Result<()> {
+    /// use futures::StreamExt;
+    ///
+    /// let listener = lapce_ipc::AsyncSharedMemoryListener::bind("incoming-async-doc")?;
+    /// let mut clients = listener.incoming();
+    /// while let Some(stream) = clients.next().await {
+    ///     let mut stream = stream?;
+    ///     tokio::spawn(async move { stream.send(b"welcome").await });
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn incoming(&self) -> AsyncIncoming<'_> {
+        AsyncIncoming { listener: self, accepting: None }
+    }
+}
+
+/// The path, the refusals and the pool, never a segment.
+impl fmt::Debug for SharedMemoryListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedMemoryListener")
+            .field("path", &self.path())
+            .field("rejected", &self.rejected().count)
+            .field("pool", &self.pool_stats())
+            .finish()
+    }
+}
+
+#[cfg(feature = "tokio")]
+/// The path, the refusals and the pool, never a segment.
+impl fmt::Debug for AsyncSharedMemoryListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AsyncSharedMemoryListener")
+            .field("path", &self.path())
+            .field("rejected", &self.rejected().count)
+            .field("pool", &self.pool_stats())
+            .finish()
+    }
+}
+
+/// The listening socket, for an outside poll loop (`poll`, `epoll`, mio, `AsyncFd`): readable
+/// when a client waits to be accepted. `accept` then runs the handshake on the calling thread
+/// (bounded by the handshake timeout), and may still wait when that client is refused.
+#[cfg(unix)]
+impl std::os::fd::AsFd for SharedMemoryListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.control.as_fd()
+    }
+}
+
+/// See the [`AsFd`](std::os::fd::AsFd) impl.
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for SharedMemoryListener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsFd::as_fd(self).as_raw_fd()
+    }
+}
+
+#[cfg(feature = "tokio")]
+/// The listening socket, readable when a client waits to be accepted (as for
+/// [`SharedMemoryListener`]); the tokio reactor watches it too.
+#[cfg(unix)]
+impl std::os::fd::AsFd for AsyncSharedMemoryListener {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.control.as_fd()
+    }
+}
+
+#[cfg(feature = "tokio")]
+/// See the [`AsFd`](std::os::fd::AsFd) impl.
+#[cfg(unix)]
+impl std::os::fd::AsRawFd for AsyncSharedMemoryListener {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsFd::as_fd(self).as_raw_fd()
+    }
+}
