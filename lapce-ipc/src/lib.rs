@@ -86,7 +86,8 @@ pub use error::{IpcError, Result};
 pub use metrics::MetricsEndpoint;
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};
 pub use rpc::{
-    BlockingIpcClient, ChunkSender, HandlerResult, IpcClient, IpcServer, Reply, ResponseStream, ServerStats,
+    BlockingIpcClient, BlockingResponseStream, ChunkSender, HandlerResult, IpcClient, IpcServer, Reply,
+    ResponseStream, ServerStats, StreamCanceller,
 };
 
 /// How many OS handles this process has open (file descriptors on Unix, HANDLEs on Windows), or

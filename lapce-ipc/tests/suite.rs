@@ -20,3 +20,4 @@ mod rpc;
 mod rpc_paths;
 mod security;
 mod stream_api;
+mod thread_client;

@@ -252,6 +252,39 @@ impl IpcClient {
         Ok(IpcClient { inner })
     }
 
+    /// Like [`connect`](Self::connect), waiting up to `timeout` for a server that is not there
+    /// yet (still starting, or restarting): tries again every few milliseconds (the pause
+    /// doubles from 2 up to 50 ms) while there is no server to reach or it goes away during the
+    /// handshake. After `timeout`, [`IpcError::Timeout`]; other errors (a refusal, a version
+    /// mismatch, a bad configuration) at once.
+    pub async fn connect_timeout(name: &str, config: IpcConfig, timeout: Duration) -> Result<IpcClient> {
+        config.validate()?;
+        let deadline = Instant::now() + timeout;
+        let inner = Arc::new(ClientInner {
+            name: name.to_string(),
+            config,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            reconnects: AtomicU64::new(0),
+        });
+        let mut pause = RECONNECT_FIRST_PAUSE;
+        let conn = loop {
+            match establish(&inner).await {
+                Ok(conn) => break conn,
+                Err(IpcError::Connect { .. } | IpcError::PeerGone | IpcError::Timeout)
+                    if Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECONNECT_MAX_PAUSE);
+                }
+                Err(IpcError::Connect { .. } | IpcError::PeerGone) => return Err(IpcError::Timeout),
+                Err(e) => return Err(e),
+            }
+        };
+        *inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        Ok(IpcClient { inner })
+    }
+
     /// Sends a request and waits for its answer, at most about the configured request timeout
     /// (`request_timeout_ms`, 0 = no timeout): the connection looks for requests over it eight
     /// times per timeout instead of arming a timer for each, so one fails between one and 1.125

@@ -29,8 +29,10 @@
 //!   other callers on to them.
 
 mod blocking;
+mod blocking_stream;
 mod calls;
 mod client;
+mod dispatch;
 mod inbound;
 mod outbound;
 mod server;
@@ -38,6 +40,7 @@ mod unwind;
 mod window;
 
 pub use blocking::BlockingIpcClient;
+pub use blocking_stream::{BlockingResponseStream, StreamCanceller};
 pub use client::{IpcClient, ResponseStream};
 pub use server::{ChunkSender, HandlerResult, IpcServer, Reply, ServerStats};
 
