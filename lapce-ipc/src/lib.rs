@@ -86,8 +86,9 @@ pub use error::{IpcError, Result};
 pub use metrics::MetricsEndpoint;
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};
 pub use rpc::{
-    BlockingIpcClient, BlockingResponseStream, ChunkSender, HandlerResult, IpcClient, IpcServer, Reply,
-    ResponseStream, ServerStats, StreamCanceller,
+    BlockingIpcClient, BlockingResponseStream, ChunkSender, HandlerResult, IpcClient, IpcServer,
+    Notification, NotificationReceiver, Peer, Reply, ResponseStream, ServerStats, StreamCanceller,
+    NOTIFICATION_QUEUE_BYTES, NOTIFICATION_QUEUE_LEN,
 };
 
 /// How many OS handles this process has open (file descriptors on Unix, HANDLEs on Windows), or

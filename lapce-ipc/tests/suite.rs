@@ -15,6 +15,7 @@ mod frame_props;
 mod framed;
 mod loom_ring;
 mod metrics;
+mod notifications;
 mod protocol;
 mod rpc;
 mod rpc_paths;

@@ -14,6 +14,8 @@ use super::blocking_stream::BlockingResponseStream;
 use super::calls::{own_answer, Calls, Collect, InPlace, Ticket, ToBytes, Turn};
 use super::dispatch::{Callback, Dispatcher};
 use super::inbound::{Inbound, Message, PayloadBlock};
+use super::listen::listen;
+use super::notify::{Hub, Notification};
 use super::outbound::{Outbound, Outbox};
 use super::window;
 use super::{check_size, greeted};
@@ -60,6 +62,8 @@ pub struct BlockingIpcClient {
     reconnects: AtomicU64,
     /// The thread of [`request_async`](Self::request_async), started at its first call.
     dispatcher: OnceLock<Dispatcher>,
+    /// Notifications, across connections.
+    hub: Arc<Hub>,
 }
 
 /// One connection.
@@ -181,8 +185,9 @@ impl BlockingIpcClient {
     /// Connects to the server bound to `name` (see [`IpcClient::connect`](crate::IpcClient::connect)).
     pub fn connect(name: &str, config: IpcConfig) -> Result<BlockingIpcClient> {
         config.validate()?;
-        let conn = establish(name, &config)?;
-        Ok(BlockingIpcClient::with_connection(name, config, conn))
+        let hub = Arc::default();
+        let conn = establish(name, &config, &hub)?;
+        Ok(BlockingIpcClient::with_connection(name, config, conn, hub))
     }
 
     /// Like [`connect`](Self::connect), waiting up to `timeout` for a server that is not there
@@ -201,11 +206,12 @@ impl BlockingIpcClient {
     /// ```
     pub fn connect_timeout(name: &str, config: IpcConfig, timeout: Duration) -> Result<BlockingIpcClient> {
         config.validate()?;
-        let conn = establish_until(name, &config, Some(Instant::now() + timeout))?;
-        Ok(BlockingIpcClient::with_connection(name, config, conn))
+        let hub = Arc::default();
+        let conn = establish_until(name, &config, &hub, Some(Instant::now() + timeout))?;
+        Ok(BlockingIpcClient::with_connection(name, config, conn, hub))
     }
 
-    fn with_connection(name: &str, config: IpcConfig, conn: Arc<Conn>) -> BlockingIpcClient {
+    fn with_connection(name: &str, config: IpcConfig, conn: Arc<Conn>, hub: Arc<Hub>) -> BlockingIpcClient {
         BlockingIpcClient {
             name: name.to_string(),
             config,
@@ -213,6 +219,7 @@ impl BlockingIpcClient {
             connecting: Mutex::new(()),
             reconnects: AtomicU64::new(0),
             dispatcher: OnceLock::new(),
+            hub,
         }
     }
 
@@ -347,6 +354,41 @@ impl BlockingIpcClient {
         BlockingResponseStream::start(conn, kind, payload, window::configured(&self.config))
     }
 
+    /// Calls `callback` with each notification the server pushes to this client (see
+    /// [`Peer::notify`](crate::Peer::notify)), from now on; replaces an earlier callback.
+    ///
+    /// Until the first call the client keeps no notification (they are dropped as read, at no
+    /// cost). From then on a listener thread (one per connection) reads the connection while no
+    /// request does, and runs the callback, one notification at a time, in the order they came;
+    /// a callback may make requests. Notifications wait for it in a bounded queue: at
+    /// [`NOTIFICATION_QUEUE_LEN`](crate::NOTIFICATION_QUEUE_LEN) notifications or
+    /// [`NOTIFICATION_QUEUE_BYTES`](crate::NOTIFICATION_QUEUE_BYTES) bytes the newest are
+    /// dropped and counted ([`notifications_dropped`](Self::notifications_dropped)). After a
+    /// lost connection they resume with the next connection (the next request makes it).
+    ///
+    /// ```no_run
+    /// use lapce_ipc::{BlockingIpcClient, IpcConfig};
+    ///
+    /// let client = BlockingIpcClient::connect("lapce-ai", IpcConfig::default())?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// client.on_notification(move |n| {
+    ///     let _ = tx.send(n); // e.g. to the UI thread
+    /// });
+    /// # Ok::<(), lapce_ipc::IpcError>(())
+    /// ```
+    pub fn on_notification(&self, callback: impl FnMut(Notification) + Send + 'static) {
+        self.hub.set_callback(Box::new(callback));
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(conn) = conn.filter(|c| c.is_alive()) {
+            start_listener(&conn, &self.hub);
+        }
+    }
+
+    /// Notifications dropped so far because the queue was full.
+    pub fn notifications_dropped(&self) -> u64 {
+        self.hub.dropped()
+    }
+
     /// How many times the client has reconnected after losing its connection.
     pub fn reconnects(&self) -> u64 {
         self.reconnects.load(Ordering::Relaxed)
@@ -367,17 +409,40 @@ impl BlockingIpcClient {
         if let Some(conn) = live(&self.conn.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(conn);
         }
-        let conn = establish_until(&self.name, &self.config, deadline)?;
+        let conn = establish_until(&self.name, &self.config, &self.hub, deadline)?;
         self.reconnects.fetch_add(1, Ordering::Relaxed);
+        if self.hub.is_subscribed() {
+            start_listener(&conn, &self.hub);
+        }
         *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
         Ok(conn)
     }
 }
 
 impl Drop for BlockingIpcClient {
-    /// Cancels the [`request_async`](Self::request_async) calls still in flight.
+    /// Cancels the [`request_async`](Self::request_async) calls still in flight; the listener
+    /// ends with the connection.
     fn drop(&mut self) {
         drop(self.dispatcher.take());
+        self.hub.close();
+    }
+}
+
+/// Starts the listener of `conn` (once): a thread with a small runtime of its own, for the
+/// async wait on the ring or on an owner that wants the role.
+fn start_listener(conn: &Arc<Conn>, hub: &Arc<Hub>) {
+    if !conn.calls.start_listening() {
+        return;
+    }
+    let (conn, hub) = (Arc::downgrade(conn), hub.clone());
+    let spawned = std::thread::Builder::new().name("lapce-ipc-listen".into()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(listen(conn, |c: &Conn| &c.calls, hub)),
+            Err(e) => tracing::error!(error = %e, "cannot start the notification listener"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the notification listener");
     }
 }
 
@@ -411,10 +476,15 @@ fn send_detached(
 
 /// Connects, trying again while there is no server (yet) until `deadline` (`None`: for ever);
 /// then [`IpcError::Timeout`].
-fn establish_until(name: &str, config: &IpcConfig, deadline: Option<Instant>) -> Result<Arc<Conn>> {
+fn establish_until(
+    name: &str,
+    config: &IpcConfig,
+    hub: &Arc<Hub>,
+    deadline: Option<Instant>,
+) -> Result<Arc<Conn>> {
     let mut pause = RECONNECT_FIRST_PAUSE;
     loop {
-        match establish(name, config) {
+        match establish(name, config, hub) {
             Ok(conn) => return Ok(conn),
             Err(IpcError::Connect { .. } | IpcError::PeerGone | IpcError::Timeout)
                 if deadline.is_none_or(|d| Instant::now() + pause < d) =>
@@ -430,7 +500,7 @@ fn establish_until(name: &str, config: &IpcConfig, deadline: Option<Instant>) ->
 }
 
 /// Opens a connection: stream handshake, then the server's greeting.
-fn establish(name: &str, config: &IpcConfig) -> Result<Arc<Conn>> {
+fn establish(name: &str, config: &IpcConfig, hub: &Arc<Hub>) -> Result<Arc<Conn>> {
     let stream_config = config.stream_config();
     let stream = SharedMemoryStream::connect_with(name, &stream_config)?;
     let max_message = config.ipc.max_message_size;
@@ -444,7 +514,7 @@ fn establish(name: &str, config: &IpcConfig) -> Result<Arc<Conn>> {
         // The first frame: it applies to every stream requested after it.
         outbox.send_blocking(MessageType::StreamWindow, 0, &window::encode(size), Some(deadline))?;
     }
-    Ok(Arc::new(Conn { calls: Calls::new(inbound), outbox, link }))
+    Ok(Arc::new(Conn { calls: Calls::new(inbound, hub.clone()), outbox, link }))
 }
 
 /// Reads the server's greeting until `deadline`: `ready`, or its refusal.
