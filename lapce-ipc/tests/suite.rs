@@ -11,6 +11,7 @@ mod common;
 mod config;
 mod cross_process;
 mod descriptors;
+mod example_editor_client;
 mod frame_props;
 mod framed;
 mod loom_ring;
