@@ -115,7 +115,7 @@ fn request_async_calls_every_callback_once_on_the_dispatch_thread() {
     drop(tx);
     let mut seen = HashSet::new();
     for (i, ok, thread) in rx.iter() {
-        assert!(ok.unwrap(), "request {i} got another request's answer");
+        assert!(ok.unwrap_or_else(|e| panic!("request {i}: {e}")), "request {i} got another request's answer");
         assert!(seen.insert(i), "callback {i} called twice");
         if i < 1000 {
             assert_eq!(thread.as_deref(), Some("lapce-ipc-dispatch"));
