@@ -115,7 +115,10 @@ fn request_async_calls_every_callback_once_on_the_dispatch_thread() {
     drop(tx);
     let mut seen = HashSet::new();
     for (i, ok, thread) in rx.iter() {
-        assert!(ok.unwrap_or_else(|e| panic!("request {i}: {e}")), "request {i} got another request's answer");
+        assert!(
+            ok.unwrap_or_else(|e| panic!("request {i}: {e}")),
+            "request {i} got another request's answer"
+        );
         assert!(seen.insert(i), "callback {i} called twice");
         if i < 1000 {
             assert_eq!(thread.as_deref(), Some("lapce-ipc-dispatch"));
@@ -192,8 +195,9 @@ fn a_stream_is_an_iterator_and_a_cancel_from_another_thread_wakes_its_reader() {
     let canceller = stream.canceller();
     let cancelled_at = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(200));
+        let at = Instant::now();
         canceller.cancel();
-        Instant::now()
+        at
     });
     let next = stream.next();
     let woke_at = Instant::now();

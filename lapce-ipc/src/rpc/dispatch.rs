@@ -198,6 +198,9 @@ fn poll_call(shared: &Arc<Shared>, key: usize) {
                 shared.state().ready.push(key);
             }
             read(shared, &conn, inbound);
+            // It gave the role back unanswered (other calls were settled): polled again, it
+            // waits for the role like any owner, or takes it.
+            shared.state().ready.push(key);
         }
         Poll::Pending => {}
     }
