@@ -39,6 +39,9 @@ fn internal(e: impl ToString) -> ErrorBody {
 #[ignore = "entry point of the child processes spawned by the other tests"]
 fn child_main() {
     let Some((role, name)) = child_role() else { return };
+    if role == "drop-client" {
+        return drop_client(&name);
+    }
     assert_eq!(role, "notify-server");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
@@ -193,4 +196,50 @@ fn peers_leave_the_list_when_their_clients_go() {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(first.request(BROADCAST, "").unwrap(), "1");
+}
+
+/// The names of this process's threads (Linux).
+fn thread_names() -> Vec<String> {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .collect()
+}
+
+/// A client in a process of its own: its listener and dispatch threads run while it is used
+/// and end once it is dropped.
+fn drop_client(name: &str) {
+    let ours = |names: &[String]| {
+        // `lapce-ipc-dispatch` and `lapce-ipc-listen` as the kernel keeps them: 15 bytes.
+        let client_threads = ["lapce-ipc-dispa", "lapce-ipc-liste"];
+        names.iter().filter(|n| client_threads.contains(&n.as_str())).cloned().collect::<Vec<_>>()
+    };
+    assert!(ours(&thread_names()).is_empty(), "threads before the client: {:?}", thread_names());
+    let client = BlockingIpcClient::connect_timeout(name, IpcConfig::default(), HANG).unwrap();
+    assert_eq!(client.request(ECHO, "x").unwrap(), "x");
+    assert!(ours(&thread_names()).is_empty(), "a client that registered nothing has no thread");
+    let (tx, rx) = mpsc::channel();
+    client.on_notification(move |n| tx.send(n).unwrap());
+    let (done, answered) = mpsc::channel();
+    client.request_async(BROADCAST, "", move |a| done.send(a).unwrap());
+    assert_eq!(answered.recv_timeout(HANG).unwrap().unwrap(), "1");
+    assert_eq!(rx.recv_timeout(HANG).unwrap().payload, "hello");
+    let mut running = ours(&thread_names());
+    running.sort();
+    assert_eq!(running, ["lapce-ipc-dispa", "lapce-ipc-liste"]);
+    drop(client);
+    let deadline = Instant::now() + HANG;
+    while !ours(&thread_names()).is_empty() {
+        assert!(Instant::now() < deadline, "threads left after the drop: {:?}", ours(&thread_names()));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+#[cfg(target_os = "linux")]
+fn a_dropped_client_ends_its_listener_and_dispatch_threads() {
+    let name = unique_name("notify-drop");
+    let _child = server(&name);
+    ChildGuard::spawn("drop-client", &name).wait_success(HANG);
 }
