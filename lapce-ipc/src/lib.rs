@@ -113,8 +113,9 @@ pub use metrics::MetricsEndpoint;
 pub use ring::{MAX_CAPACITY, MIN_CAPACITY};
 #[cfg(feature = "rpc")]
 pub use rpc::{
-    BlockingIpcClient, ChunkSender, HandlerResult, IpcClient, IpcServer, Reply, RequestContext,
-    ResponseStream, ServerStats,
+    BlockingIpcClient, BlockingResponseStream, ChunkSender, HandlerResult, IpcClient, IpcServer,
+    Notification, NotificationReceiver, Peer, Reply, RequestContext, ResponseStream, ServerStats,
+    StreamCanceller, NOTIFICATION_QUEUE_BYTES, NOTIFICATION_QUEUE_LEN,
 };
 
 /// How many OS handles this process has open (file descriptors on Unix, HANDLEs on Windows), or

@@ -3,7 +3,6 @@
 
 use crate::common;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -510,9 +509,6 @@ fn blocking_client_requests_and_streams() {
         }
     };
     assert_eq!(client.request(ECHO, "blocking").unwrap(), "blocking");
-    let chunks = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sink = chunks.clone();
-    client.request_stream(COUNT, "50", move |c| sink.lock().unwrap().push(c)).unwrap();
-    let got = chunks.lock().unwrap().clone();
+    let got: Vec<Bytes> = client.request_stream(COUNT, "50").unwrap().map(Result::unwrap).collect();
     assert_eq!(got, (0..50).map(|i| Bytes::from(i.to_string())).collect::<Vec<_>>());
 }

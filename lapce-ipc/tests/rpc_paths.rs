@@ -338,8 +338,8 @@ fn blocking_client_shared_by_threads() {
                         1 => assert_eq!(client.request(ASYNC_ECHO, &payload).unwrap(), payload),
                         2 => assert!(client.request_with(ECHO, &payload, |a| a == &payload[..]).unwrap()),
                         _ => {
-                            let mut chunks = Vec::new();
-                            client.request_stream(COUNT, "20", |c| chunks.push(c)).unwrap();
+                            let stream = client.request_stream(COUNT, "20").unwrap();
+                            let chunks: Vec<Bytes> = stream.map(Result::unwrap).collect();
                             let want: Vec<Bytes> = (0..20).map(|i| Bytes::from(i.to_string())).collect();
                             assert_eq!(chunks, want, "thread {t} stream {seq}");
                         }

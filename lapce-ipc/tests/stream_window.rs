@@ -203,43 +203,42 @@ fn an_unread_stream_stops_its_handler_blocking_client() {
             Err(e) => panic!("connect: {e}"),
         }
     };
-    // The chunk callback stops for the pause at chunk 10 while another thread makes requests
+    // The reader stops for the pause at chunk 10 while another thread makes requests
     // (which read the connection, and so take in the stream's chunks); it stops the stream once
     // it is well past the pause.
     let measured: Arc<Mutex<Option<Paused>>> = Arc::default();
     let (caller, result) = (client.clone(), measured.clone());
     let mut expected = 0u64;
     let mut target = u64::MAX;
-    client
-        .request_stream(TOKENS, "100000000", |chunk| {
-            assert_eq!(seq(&chunk), expected, "chunks in order");
-            expected += 1;
-            if expected == 10 {
-                let before = rss();
-                let sent_before = count(caller.request(SENT, "").unwrap());
-                let caller = caller.clone();
-                let poller = std::thread::spawn(move || {
-                    let until = Instant::now() + PAUSE;
-                    let mut sent_after = sent_before;
-                    while Instant::now() < until {
-                        sent_after = count(caller.request(SENT, "").unwrap());
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    sent_after
-                });
-                let sent_after = poller.join().unwrap();
-                *result.lock().unwrap() = Some(Paused {
-                    growth: rss().saturating_sub(before),
-                    sent: sent_after - sent_before,
-                    ahead: sent_after - expected,
-                });
-                target = sent_after + 100_000;
-            }
-            if expected == target {
-                caller.request(STOP, "").unwrap();
-            }
-        })
-        .unwrap();
+    for chunk in client.request_stream(TOKENS, "100000000").unwrap() {
+        let chunk = chunk.unwrap();
+        assert_eq!(seq(&chunk), expected, "chunks in order");
+        expected += 1;
+        if expected == 10 {
+            let before = rss();
+            let sent_before = count(caller.request(SENT, "").unwrap());
+            let caller = caller.clone();
+            let poller = std::thread::spawn(move || {
+                let until = Instant::now() + PAUSE;
+                let mut sent_after = sent_before;
+                while Instant::now() < until {
+                    sent_after = count(caller.request(SENT, "").unwrap());
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                sent_after
+            });
+            let sent_after = poller.join().unwrap();
+            *result.lock().unwrap() = Some(Paused {
+                growth: rss().saturating_sub(before),
+                sent: sent_after - sent_before,
+                ahead: sent_after - expected,
+            });
+            target = sent_after + 100_000;
+        }
+        if expected == target {
+            caller.request(STOP, "").unwrap();
+        }
+    }
     assert!(expected >= target, "the stream ended at {expected}, before {target}");
     measured.lock().unwrap().take().expect("the pause happened").check("BlockingIpcClient");
 }
@@ -356,11 +355,9 @@ fn a_client_without_a_window_reads_its_stream_as_before() {
         }
     };
     let mut expected = 0;
-    client
-        .request_stream(TOKENS, "100000", |chunk| {
-            assert_eq!(seq(&chunk), expected);
-            expected += 1;
-        })
-        .unwrap();
+    for chunk in client.request_stream(TOKENS, "100000").unwrap() {
+        assert_eq!(seq(&chunk.unwrap()), expected);
+        expected += 1;
+    }
     assert_eq!(expected, 100_000);
 }

@@ -3,17 +3,21 @@
 //! or doorbell), as the async client's tasks do (see [`super::calls`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Poll, Wake, Waker};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::calls::{own_answer, own_chunk, Calls, Collect, InPlace, Ticket, ToBytes, Turn};
+use super::blocking_stream::BlockingResponseStream;
+use super::calls::{own_answer, Calls, Collect, InPlace, Ticket, ToBytes, Turn};
+use super::dispatch::{Callback, Dispatcher};
 use super::inbound::{Inbound, Message, PayloadBlock};
+use super::listen::listen;
+use super::notify::{Hub, Notification};
 use super::outbound::{Outbound, Outbox};
-use super::window::{self, Consumed};
+use super::window;
 use super::{check_size, greeted};
 use crate::channel::Link;
 use crate::config::IpcConfig;
@@ -27,7 +31,7 @@ const RECONNECT_MAX_PAUSE: Duration = Duration::from_millis(50);
 
 /// How long a blocking client waits to tell the server it gave up on a request (the `Cancel`
 /// frame needs room in a ring that the server may be slow to empty).
-const CANCEL_WAIT: Duration = Duration::from_millis(100);
+pub(super) const CANCEL_WAIT: Duration = Duration::from_millis(100);
 
 /// [`IpcClient`](crate::IpcClient) for code without an async runtime: each call blocks the
 /// calling thread, which waits on the connection itself (no runtime, no thread in between).
@@ -56,6 +60,10 @@ pub struct BlockingIpcClient {
     /// Held while (re)connecting, so that one thread connects and the others wait for it.
     connecting: Mutex<()>,
     reconnects: AtomicU64,
+    /// The thread of [`request_async`](Self::request_async), started at its first call.
+    dispatcher: OnceLock<Dispatcher>,
+    /// Notifications, across connections.
+    hub: Arc<Hub>,
 }
 
 /// The server's name and the connection's state.
@@ -70,9 +78,9 @@ impl std::fmt::Debug for BlockingIpcClient {
 }
 
 /// One connection.
-struct Conn {
-    calls: Calls,
-    outbox: Outbox,
+pub(super) struct Conn {
+    pub(super) calls: Calls,
+    pub(super) outbox: Outbox,
     link: Arc<Link>,
 }
 
@@ -161,7 +169,7 @@ impl Drop for CallGuard<'_> {
 /// As the reader: reads until `mine` returns `Some` for a message of `call` (returned), waiting
 /// on the ring until `deadline`. Nobody else settles a blocking call (its timeout is its own
 /// deadline) but the connection's end, which only a reader meets. Errors end the connection.
-fn read_until_own<T>(
+pub(super) fn read_until_own<T>(
     conn: &Conn,
     call: Ticket,
     role: &mut Option<Box<Inbound>>,
@@ -188,14 +196,42 @@ impl BlockingIpcClient {
     /// Connects to the server bound to `name` (see [`IpcClient::connect`](crate::IpcClient::connect)).
     pub fn connect(name: &str, config: IpcConfig) -> Result<BlockingIpcClient> {
         config.validate()?;
-        let conn = establish(name, &config)?;
-        Ok(BlockingIpcClient {
+        let hub = Arc::default();
+        let conn = establish(name, &config, &hub)?;
+        Ok(BlockingIpcClient::with_connection(name, config, conn, hub))
+    }
+
+    /// Like [`connect`](Self::connect), waiting up to `timeout` for a server that is not there
+    /// yet (still starting, or restarting): tries again every few milliseconds (the pause
+    /// doubles from 2 up to 50 ms) while there is no server to reach or it goes away during
+    /// the handshake. After `timeout`, [`IpcError::Timeout`]; other errors (a refusal, a
+    /// version mismatch, a bad configuration) at once.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use lapce_ipc::{BlockingIpcClient, IpcConfig};
+    ///
+    /// // The editor starts the AI engine, then connects while it binds.
+    /// let client = BlockingIpcClient::connect_timeout("lapce-ai", IpcConfig::default(), Duration::from_secs(5))?;
+    /// # Ok::<(), lapce_ipc::IpcError>(())
+    /// ```
+    pub fn connect_timeout(name: &str, config: IpcConfig, timeout: Duration) -> Result<BlockingIpcClient> {
+        config.validate()?;
+        let hub = Arc::default();
+        let conn = establish_until(name, &config, &hub, Some(Instant::now() + timeout))?;
+        Ok(BlockingIpcClient::with_connection(name, config, conn, hub))
+    }
+
+    fn with_connection(name: &str, config: IpcConfig, conn: Arc<Conn>, hub: Arc<Hub>) -> BlockingIpcClient {
+        BlockingIpcClient {
             name: name.to_string(),
             config,
             conn: Mutex::new(Some(conn)),
             connecting: Mutex::new(()),
             reconnects: AtomicU64::new(0),
-        })
+            dispatcher: OnceLock::new(),
+            hub,
+        }
     }
 
     /// Sends a request and waits at most the configured request timeout for its answer (see
@@ -239,41 +275,129 @@ impl BlockingIpcClient {
         self.connection(deadline)?.call(kind, payload, deadline, collect)
     }
 
-    /// Sends a streaming request and calls `on_chunk` with each chunk as it arrives; returns
-    /// after the stream's end (or its first error). Waiting for the connection is bounded by the
-    /// request timeout; the chunks themselves have no deadline.
+    /// Sends a request and returns at once; `callback` gets the answer when it arrives (or the
+    /// error: the server's, [`IpcError::Timeout`] after the configured request timeout, with the
+    /// request then cancelled on the server, [`IpcError::PeerGone`] if the connection is lost,
+    /// [`IpcError::Cancelled`] if the client is dropped first). Exactly one call, whatever
+    /// happens.
+    ///
+    /// Callbacks run on the client's dispatch thread, one at a time, in the order their
+    /// outcomes are known (never inside `request_async` itself): the thread starts at the first
+    /// `request_async` (a client that never calls it has none) and ends once the client is
+    /// dropped and the calls it had are settled. A callback may make requests of its own,
+    /// blocking ones included; while it runs, the other callbacks wait. Sending itself may
+    /// wait, like [`request`](Self::request), for room in a full ring or for the connection.
+    ///
+    /// ```no_run
+    /// use lapce_ipc::frame::MessageType;
+    /// use lapce_ipc::{BlockingIpcClient, IpcConfig};
+    ///
+    /// let client = BlockingIpcClient::connect("lapce-ai", IpcConfig::default())?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// client.request_async(MessageType::Data, "hover", move |answer| {
+    ///     let _ = tx.send(answer); // e.g. to the UI thread's channel
+    /// });
+    /// let hover = rx.recv().unwrap()?;
+    /// # Ok::<(), lapce_ipc::IpcError>(())
+    /// ```
+    pub fn request_async<F>(&self, kind: MessageType, payload: impl AsRef<[u8]>, callback: F)
+    where
+        F: FnOnce(Result<Bytes>) + Send + 'static,
+    {
+        let dispatcher = match self.dispatcher() {
+            Ok(d) => d,
+            Err(e) => {
+                // No thread to run it on: the one place a callback runs in the caller's thread.
+                callback(Err(e));
+                return;
+            }
+        };
+        let callback: Callback = Box::new(callback);
+        let deadline = self.config.request_timeout().map(|t| Instant::now() + t);
+        let sent = check_size(payload.as_ref().len(), self.config.ipc.max_message_size)
+            .and_then(|()| self.connection(deadline))
+            .and_then(|conn| {
+                send_detached(&conn, kind, payload.as_ref(), deadline).map(|ticket| (conn, ticket))
+            });
+        match sent {
+            Ok((conn, ticket)) => dispatcher.add(conn, ticket, deadline, callback),
+            Err(e) => dispatcher.fail(callback, e),
+        }
+    }
+
+    fn dispatcher(&self) -> Result<&Dispatcher> {
+        if let Some(d) = self.dispatcher.get() {
+            return Ok(d);
+        }
+        let started = Dispatcher::start()?;
+        // Two first callers at once: one thread stays, the other's ends at once (dropped).
+        let _ = self.dispatcher.set(started);
+        Ok(self.dispatcher.get().expect("just set"))
+    }
+
+    /// Sends a request answered by a stream of chunks, returned as an iterator whose `next`
+    /// blocks the calling thread until the next chunk. Waiting for the connection is bounded
+    /// by the request timeout; the chunks themselves have no deadline. With a stream window
+    /// configured, an iterator that is not advanced holds the server's handler back (memory
+    /// stays bounded by the window). [`BlockingResponseStream::canceller`] stops it from any
+    /// thread; dropping it before its end cancels it too.
+    ///
+    /// ```no_run
+    /// use lapce_ipc::frame::MessageType;
+    /// use lapce_ipc::{BlockingIpcClient, IpcConfig};
+    ///
+    /// let client = BlockingIpcClient::connect("lapce-ai", IpcConfig::default())?;
+    /// let mut text = Vec::new();
+    /// for chunk in client.request_stream(MessageType::Chat, "prompt")? {
+    ///     text.extend_from_slice(&chunk?);
+    /// }
+    /// # Ok::<(), lapce_ipc::IpcError>(())
+    /// ```
     pub fn request_stream(
         &self,
         kind: MessageType,
         payload: impl AsRef<[u8]>,
-        mut on_chunk: impl FnMut(Bytes),
-    ) -> Result<()> {
+    ) -> Result<BlockingResponseStream> {
         let payload = payload.as_ref();
+        check_size(payload.len(), self.config.ipc.max_message_size)?;
         let deadline = self.config.request_timeout().map(|t| Instant::now() + t);
         let conn = self.connection(deadline)?;
-        let (ticket, role) = conn.calls.begin(kind, true, false)?;
-        let mut call = CallGuard { conn: &conn, ticket, role, sent: true, done: false };
-        if let Some(inbound) = call.role.take() {
-            conn.calls.give_back(inbound);
+        BlockingResponseStream::start(conn, kind, payload, window::configured(&self.config))
+    }
+
+    /// Calls `callback` with each notification the server pushes to this client (see
+    /// [`Peer::notify`](crate::Peer::notify)), from now on; replaces an earlier callback.
+    ///
+    /// Until the first call the client keeps no notification (they are dropped as read, at no
+    /// cost). From then on a listener thread (one per connection) reads the connection while no
+    /// request does, and runs the callback, one notification at a time, in the order they came;
+    /// a callback may make requests. Notifications wait for it in a bounded queue: at
+    /// [`NOTIFICATION_QUEUE_LEN`](crate::NOTIFICATION_QUEUE_LEN) notifications or
+    /// [`NOTIFICATION_QUEUE_BYTES`](crate::NOTIFICATION_QUEUE_BYTES) bytes the newest are
+    /// dropped and counted ([`notifications_dropped`](Self::notifications_dropped)). After a
+    /// lost connection they resume with the next connection (the next request makes it).
+    ///
+    /// ```no_run
+    /// use lapce_ipc::{BlockingIpcClient, IpcConfig};
+    ///
+    /// let client = BlockingIpcClient::connect("lapce-ai", IpcConfig::default())?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// client.on_notification(move |n| {
+    ///     let _ = tx.send(n); // e.g. to the UI thread
+    /// });
+    /// # Ok::<(), lapce_ipc::IpcError>(())
+    /// ```
+    pub fn on_notification(&self, callback: impl FnMut(Notification) + Send + 'static) {
+        self.hub.set_callback(Box::new(callback));
+        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(conn) = conn.filter(|c| c.is_alive()) {
+            start_listener(&conn, &self.hub);
         }
-        conn.outbox.send_blocking(kind, ticket.id, payload, None)?;
-        let mut consumed = window::configured(&self.config).map(Consumed::new);
-        loop {
-            let item = next_chunk(&mut call, kind)?;
-            match item {
-                Some(chunk) => {
-                    let chunk = chunk?;
-                    if let Some(consumed) = consumed.as_mut().filter(|_| conn.calls.windowed()) {
-                        credit(&conn, ticket.id, consumed, chunk.len());
-                    }
-                    on_chunk(chunk)
-                }
-                None => {
-                    call.done = true;
-                    return Ok(());
-                }
-            }
-        }
+    }
+
+    /// Notifications dropped so far because the queue was full.
+    pub fn notifications_dropped(&self) -> u64 {
+        self.hub.dropped()
     }
 
     /// How many times the client has reconnected after losing its connection.
@@ -296,68 +420,98 @@ impl BlockingIpcClient {
         if let Some(conn) = live(&self.conn.lock().unwrap_or_else(|p| p.into_inner())) {
             return Ok(conn);
         }
-        let mut pause = RECONNECT_FIRST_PAUSE;
-        loop {
-            match establish(&self.name, &self.config) {
-                Ok(conn) => {
-                    self.reconnects.fetch_add(1, Ordering::Relaxed);
-                    *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
-                    return Ok(conn);
-                }
-                Err(IpcError::Connect { .. } | IpcError::PeerGone | IpcError::Timeout)
-                    if deadline.is_none_or(|d| Instant::now() + pause < d) =>
-                {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(RECONNECT_MAX_PAUSE);
-                }
-                // The request's time ran out while the server was away.
-                Err(IpcError::Connect { .. } | IpcError::PeerGone) => return Err(IpcError::Timeout),
-                Err(e) => return Err(e),
+        let conn = establish_until(&self.name, &self.config, &self.hub, deadline)?;
+        self.reconnects.fetch_add(1, Ordering::Relaxed);
+        if self.hub.is_subscribed() {
+            start_listener(&conn, &self.hub);
+        }
+        *self.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn.clone());
+        Ok(conn)
+    }
+}
+
+impl Drop for BlockingIpcClient {
+    /// Cancels the [`request_async`](Self::request_async) calls still in flight; the listener
+    /// ends with the connection.
+    fn drop(&mut self) {
+        drop(self.dispatcher.take());
+        self.hub.close();
+    }
+}
+
+/// Starts the listener of `conn` (once): a thread with a small runtime of its own, for the
+/// async wait on the ring or on an owner that wants the role.
+fn start_listener(conn: &Arc<Conn>, hub: &Arc<Hub>) {
+    if !conn.calls.start_listening() {
+        return;
+    }
+    let (conn, hub) = (Arc::downgrade(conn), hub.clone());
+    let spawned = std::thread::Builder::new().name("lapce-ipc-listen".into()).spawn(move || {
+        match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt.block_on(listen(conn, |c: &Conn| &c.calls, hub)),
+            Err(e) => tracing::error!(error = %e, "cannot start the notification listener"),
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the notification listener");
+    }
+}
+
+/// Sends a request whose answer the dispatch thread collects: its call, the reader role given
+/// back at once (the sender does not read).
+fn send_detached(
+    conn: &Conn,
+    kind: MessageType,
+    payload: &[u8],
+    deadline: Option<Instant>,
+) -> Result<Ticket> {
+    let (ticket, role) = conn.calls.begin(kind, false, false)?;
+    if let Some(inbound) = role {
+        conn.calls.give_back(inbound);
+    }
+    if !conn.outbox.try_send(kind, ticket.id, payload) {
+        if let Err(e) = conn.outbox.send_blocking(kind, ticket.id, payload, deadline) {
+            if conn.calls.end(ticket) && !matches!(e, IpcError::PeerGone) {
+                let _ = conn.outbox.send_blocking(
+                    MessageType::Cancel,
+                    ticket.id,
+                    &[],
+                    Some(Instant::now() + CANCEL_WAIT),
+                );
             }
+            return Err(e);
         }
     }
+    Ok(ticket)
 }
 
-/// The owner of stream `id` takes a chunk of `len` bytes: a batch of credit goes back to the
-/// server when complete (before the chunk is handed on: the owner may take its time with it).
-/// Credit that cannot be sent means a lost connection, which the next read meets.
-fn credit(conn: &Conn, id: u64, consumed: &mut Consumed, len: usize) {
-    if let Some(bytes) = consumed.consumed(len) {
-        let payload = window::encode(bytes);
-        if conn.outbox.try_send(MessageType::StreamWindow, id, &payload)
-            || conn.outbox.send_blocking(MessageType::StreamWindow, id, &payload, None).is_ok()
-        {
-            consumed.credited(bytes);
+/// Connects, trying again while there is no server (yet) until `deadline` (`None`: for ever);
+/// then [`IpcError::Timeout`].
+fn establish_until(
+    name: &str,
+    config: &IpcConfig,
+    hub: &Arc<Hub>,
+    deadline: Option<Instant>,
+) -> Result<Arc<Conn>> {
+    let mut pause = RECONNECT_FIRST_PAUSE;
+    loop {
+        match establish(name, config, hub) {
+            Ok(conn) => return Ok(conn),
+            Err(IpcError::Connect { .. } | IpcError::PeerGone | IpcError::Timeout)
+                if deadline.is_none_or(|d| Instant::now() + pause < d) =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(RECONNECT_MAX_PAUSE);
+            }
+            // The time ran out while the server was away.
+            Err(IpcError::Connect { .. } | IpcError::PeerGone) => return Err(IpcError::Timeout),
+            Err(e) => return Err(e),
         }
     }
-}
-
-/// The next chunk of a stream (`None` at its end): read as the reader, or taken from the slot.
-fn next_chunk(call: &mut CallGuard<'_>, kind: MessageType) -> Result<Option<Result<Bytes>>> {
-    let item = loop {
-        if call.role.is_some() {
-            let own = read_until_own(call.conn, call.ticket, &mut call.role, None, |msg, block| {
-                own_chunk(msg, block, kind)
-            });
-            break own.unwrap_or_else(|e| Some(Err(e)));
-        }
-        match park_until(None, |waker| call.conn.calls.poll_stream(call.ticket, waker))? {
-            Turn::Done(item) => break item,
-            Turn::Read(inbound) => call.role = Some(inbound),
-        }
-    };
-    // The role goes back after every chunk: the caller may take its time with it.
-    if let Some(inbound) = call.role.take() {
-        call.conn.calls.give_back(inbound);
-    }
-    if matches!(item, Some(Err(_))) {
-        call.done = true;
-    }
-    Ok(item)
 }
 
 /// Opens a connection: stream handshake, then the server's greeting.
-fn establish(name: &str, config: &IpcConfig) -> Result<Arc<Conn>> {
+fn establish(name: &str, config: &IpcConfig, hub: &Arc<Hub>) -> Result<Arc<Conn>> {
     let stream_config = config.stream_config();
     let stream = SharedMemoryStream::connect_with(name, &stream_config)?;
     let max_message = config.ipc.max_message_size;
@@ -371,7 +525,7 @@ fn establish(name: &str, config: &IpcConfig) -> Result<Arc<Conn>> {
         // The first frame: it applies to every stream requested after it.
         outbox.send_blocking(MessageType::StreamWindow, 0, &window::encode(size), Some(deadline))?;
     }
-    Ok(Arc::new(Conn { calls: Calls::new(inbound), outbox, link }))
+    Ok(Arc::new(Conn { calls: Calls::new(inbound, hub.clone()), outbox, link }))
 }
 
 /// Reads the server's greeting until `deadline`: `ready`, or its refusal.

@@ -25,6 +25,7 @@ use slab::Slab;
 use tokio::sync::Notify;
 
 use super::inbound::{Inbound, Message, PayloadBlock};
+use super::notify::{is_notification_type, Hub};
 use super::{answer_error, decode_error};
 use crate::error::{IpcError, Result};
 use crate::frame::{FrameError, MessageType};
@@ -41,6 +42,10 @@ pub(super) struct Calls {
     /// it reads credit, so the streams' owners send it. The acknowledgement comes before the
     /// chunks of any stream it applies to, so an owner that takes a chunk finds it set.
     windowed: AtomicBool,
+    /// Where notifications go (the client's, across its connections).
+    hub: Arc<Hub>,
+    /// A listener reads this connection (see [`super::listen`]).
+    listening: AtomicBool,
 }
 
 struct Table {
@@ -57,6 +62,9 @@ struct Table {
     seq: u32,
     /// Timeout sweeps so far (see [`Calls::sweep`]).
     sweeps: u64,
+    /// The listener's waker: woken when the role is free and no owner wants it (it may read),
+    /// and when an owner wants the role it holds (it gives it back).
+    listener: Option<Waker>,
 }
 
 /// One call.
@@ -102,7 +110,7 @@ fn key_of(id: u64) -> Option<usize> {
 }
 
 impl Calls {
-    pub(super) fn new(inbound: Inbound) -> Calls {
+    pub(super) fn new(inbound: Inbound, hub: Arc<Hub>) -> Calls {
         let table = Table {
             slots: Slab::new(),
             inbound: Some(Box::new(inbound)),
@@ -111,12 +119,15 @@ impl Calls {
             ended: None,
             seq: 0,
             sweeps: 0,
+            listener: None,
         };
         Calls {
             table: Mutex::new(table),
             first_call: Arc::new(Notify::new()),
             ended: AtomicBool::new(false),
             windowed: AtomicBool::new(false),
+            hub,
+            listening: AtomicBool::new(false),
         }
     }
 
@@ -198,6 +209,10 @@ impl Calls {
             slot.wants_role = true;
             t.want_role.push_back(key);
             compact_want_role(t);
+            // A listener holding the role gives it back.
+            if let Some(w) = t.listener.take() {
+                w.wake();
+            }
         }
         Poll::Pending
     }
@@ -243,6 +258,9 @@ impl Calls {
             // About the connection itself (e.g. we sent something unreadable): it closes.
             tracing::warn!(code = %body.code, message = %body.message, "server closes the connection");
             return Ok(());
+        }
+        if msg.id == 0 && is_notification_type(msg.kind) {
+            return self.hub.offer(msg.kind, msg.len(), || msg.to_bytes(block));
         }
         let Some(key) = key_of(msg.id) else { return Ok(()) };
         let waker = {
@@ -330,6 +348,7 @@ impl Calls {
                 }
                 wakers.extend(slot.waker.take());
             }
+            wakers.extend(t.listener.take());
         }
         for w in wakers {
             w.wake();
@@ -416,7 +435,8 @@ fn hand_off(t: &mut Table) -> Option<Waker> {
         t.handed_to = Some(key);
         return slot.waker.take();
     }
-    None
+    // Nobody wants it: the listener (if any) may read.
+    t.listener.take()
 }
 
 /// Drops the stale keys of `want_role` (calls answered or ended since they queued) once it holds
@@ -536,6 +556,53 @@ impl Calls {
             }
         }
     }
+}
+
+impl Calls {
+    /// Marks the connection as read by a listener; `false` if one was already.
+    pub(super) fn start_listening(&self) -> bool {
+        !self.listening.swap(true, Ordering::AcqRel)
+    }
+
+    /// For the listener: the role when it is free and no owner wants it (`Some`), or `None` once
+    /// the connection has ended; else `waker` is kept.
+    pub(super) fn poll_listen(&self, waker: &Waker) -> Poll<Option<Box<Inbound>>> {
+        let mut t = self.table();
+        if t.ended.is_some() {
+            return Poll::Ready(None);
+        }
+        if t.handed_to.is_none() && !wanted(&t) {
+            if let Some(inbound) = t.inbound.take() {
+                return Poll::Ready(Some(inbound));
+            }
+        }
+        t.listener = Some(waker.clone());
+        Poll::Pending
+    }
+
+    /// For the listener holding the role: ready when an owner wants it; else `waker` is kept.
+    pub(super) fn poll_wanted(&self, waker: &Waker) -> Poll<()> {
+        let mut t = self.table();
+        if wanted(&t) {
+            return Poll::Ready(());
+        }
+        t.listener = Some(waker.clone());
+        Poll::Pending
+    }
+}
+
+impl Drop for Calls {
+    /// A listener waiting on this connection learns that it is gone.
+    fn drop(&mut self) {
+        if let Some(w) = self.table().listener.take() {
+            w.wake();
+        }
+    }
+}
+
+/// Whether an owner waits for the role.
+fn wanted(t: &Table) -> bool {
+    t.want_role.iter().any(|&k| t.slots.get(k).is_some_and(|s| s.wants_role))
 }
 
 /// Messages a reader hands out after its own before it returns.

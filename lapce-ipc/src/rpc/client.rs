@@ -15,6 +15,8 @@ use super::calls::{
     own_answer, own_chunk, Calls, Collect, InPlace, Ticket, ToBytes, Turn, SWEEPS_PER_TIMEOUT,
 };
 use super::inbound::Inbound;
+use super::listen::listen;
+use super::notify::{Hub, NotificationReceiver};
 use super::outbound::{trim_when_idle, Outbound, Outbox};
 use super::window::{self, Consumed};
 use super::{check_size, greeted};
@@ -70,6 +72,14 @@ struct ClientInner {
     /// Held while (re)connecting, so that one task connects and the others wait for it.
     connecting: tokio::sync::Mutex<()>,
     reconnects: AtomicU64,
+    /// Notifications, across connections.
+    hub: Arc<Hub>,
+}
+
+impl Drop for ClientInner {
+    fn drop(&mut self) {
+        self.hub.close();
+    }
 }
 
 /// One live connection: its calls, where its frames are sent, and the task that watches it.
@@ -258,8 +268,43 @@ impl IpcClient {
             conn: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             reconnects: AtomicU64::new(0),
+            hub: Arc::default(),
         });
         let conn = establish(&inner).await?;
+        *inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
+        Ok(IpcClient { inner })
+    }
+
+    /// Like [`connect`](Self::connect), waiting up to `timeout` for a server that is not there
+    /// yet (still starting, or restarting): tries again every few milliseconds (the pause
+    /// doubles from 2 up to 50 ms) while there is no server to reach or it goes away during the
+    /// handshake. After `timeout`, [`IpcError::Timeout`]; other errors (a refusal, a version
+    /// mismatch, a bad configuration) at once.
+    pub async fn connect_timeout(name: &str, config: IpcConfig, timeout: Duration) -> Result<IpcClient> {
+        config.validate()?;
+        let deadline = Instant::now() + timeout;
+        let inner = Arc::new(ClientInner {
+            name: name.to_string(),
+            config,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            reconnects: AtomicU64::new(0),
+            hub: Arc::default(),
+        });
+        let mut pause = RECONNECT_FIRST_PAUSE;
+        let conn = loop {
+            match establish(&inner).await {
+                Ok(conn) => break conn,
+                Err(IpcError::Connect { .. } | IpcError::PeerGone | IpcError::Timeout)
+                    if Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECONNECT_MAX_PAUSE);
+                }
+                Err(IpcError::Connect { .. } | IpcError::PeerGone) => return Err(IpcError::Timeout),
+                Err(e) => return Err(e),
+            }
+        };
         *inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
         Ok(IpcClient { inner })
     }
@@ -382,6 +427,37 @@ impl IpcClient {
         Ok(ResponseStream::new(stream))
     }
 
+    /// The notifications the server pushes to this client (see
+    /// [`Peer::notify`](crate::Peer::notify)), from now on and across reconnections. Until the
+    /// first call the client keeps none (they are dropped as read, at no cost); from then on a
+    /// listener task reads the connection while no request does, on the current runtime (call
+    /// this inside one), and the notifications wait in a bounded queue: at
+    /// [`NOTIFICATION_QUEUE_LEN`](crate::NOTIFICATION_QUEUE_LEN) notifications or
+    /// [`NOTIFICATION_QUEUE_BYTES`](crate::NOTIFICATION_QUEUE_BYTES) bytes the newest are dropped
+    /// and counted ([`notifications_dropped`](Self::notifications_dropped)). Receivers share the
+    /// one queue: each notification goes to one of them.
+    ///
+    /// ```no_run
+    /// # async fn run(client: lapce_ipc::IpcClient) {
+    /// let mut notifications = client.notifications();
+    /// while let Some(n) = notifications.recv().await {
+    ///     println!("{:?}: {} bytes", n.kind, n.payload.len());
+    /// }
+    /// # }
+    /// ```
+    pub fn notifications(&self) -> NotificationReceiver {
+        self.inner.hub.subscribe();
+        if let Some(conn) = self.current() {
+            start_listener(&conn, &self.inner.hub);
+        }
+        NotificationReceiver::new(self.inner.hub.clone())
+    }
+
+    /// Notifications dropped so far because the queue was full.
+    pub fn notifications_dropped(&self) -> u64 {
+        self.inner.hub.dropped()
+    }
+
     /// How many times the client has reconnected after losing its connection.
     pub fn reconnects(&self) -> u64 {
         self.inner.reconnects.load(Ordering::Relaxed)
@@ -461,7 +537,7 @@ async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
         outbox.send(MessageType::StreamWindow, 0, &window::encode(size)).await?;
     }
     let conn = Arc::new(Conn {
-        calls: Calls::new(inbound),
+        calls: Calls::new(inbound, inner.hub.clone()),
         outbox,
         link: link.clone(),
         alive: AtomicBool::new(true),
@@ -472,7 +548,17 @@ async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
         keep_house(Arc::downgrade(&conn), link, Arc::downgrade(inner), sweep_every, inner.config.idle_trim());
     let handle = tokio::spawn(task).abort_handle();
     *conn.housekeeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle);
+    if inner.hub.is_subscribed() {
+        start_listener(&conn, &inner.hub);
+    }
     Ok(conn)
+}
+
+/// Starts the listener of `conn` (once), on the current runtime.
+fn start_listener(conn: &Arc<Conn>, hub: &Arc<Hub>) {
+    if conn.calls.start_listening() {
+        tokio::spawn(listen(Arc::downgrade(conn), |c: &Conn| &c.calls, hub.clone()));
+    }
 }
 
 /// Reads the server's greeting: `ready`, or its refusal.

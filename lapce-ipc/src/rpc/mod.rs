@@ -16,6 +16,8 @@
 //!   stream's chunks not yet credited back (each its length plus 128) below it, and the client
 //!   credits back what its reader consumed (`StreamWindow` with the stream's id); see
 //!   [`window`].
+//! - Notifications: the server may push a frame of an application type with id 0 at any time
+//!   ([`Peer::notify`]); a client keeps them only once it listens ([`notify`]).
 //! - `Cancel` with a request's id stops that request; the server answers it with an `Error`
 //!   whose code is [`ErrorCode::CANCELLED`] if it was still running. `Heartbeat` is echoed.
 //! - A frame the server cannot accept (bad CRC, over the size limit) is answered with an `Error`
@@ -33,9 +35,13 @@
 //!   other callers on to them.
 
 mod blocking;
+mod blocking_stream;
 mod calls;
 mod client;
+mod dispatch;
 mod inbound;
+mod listen;
+mod notify;
 mod outbound;
 mod response_stream;
 mod server;
@@ -46,9 +52,11 @@ mod unwind;
 mod window;
 
 pub use blocking::BlockingIpcClient;
+pub use blocking_stream::{BlockingResponseStream, StreamCanceller};
 pub use client::IpcClient;
+pub use notify::{Notification, NotificationReceiver, NOTIFICATION_QUEUE_BYTES, NOTIFICATION_QUEUE_LEN};
 pub use response_stream::ResponseStream;
-pub use server::{ChunkSender, HandlerResult, IpcServer, Reply, RequestContext, ServerStats};
+pub use server::{ChunkSender, HandlerResult, IpcServer, Peer, Reply, RequestContext, ServerStats};
 
 use crate::error::IpcError;
 use crate::frame::MessageType;

@@ -24,6 +24,7 @@ use super::super::outbound::{trim_when_idle, Outbound, Outbox};
 use super::super::window::{self, StreamWindow};
 use super::super::READY;
 use super::handlers::{catch_panic, Handler, Handlers, Registered, Reply, ReplyState};
+use super::peer::Peer;
 use super::request::{start_stream, start_unary, Outgoing, Request};
 use super::Inner;
 use crate::error::IpcError;
@@ -126,11 +127,16 @@ impl Connection {
 pub(super) async fn serve_connection(
     server: Arc<Inner>,
     stream: AsyncSharedMemoryStream,
+    id: u64,
     accepted_at: Instant,
 ) {
     let _active = ActiveGuard(server.clone());
+    let pid = stream.peer_pid();
     let Some(mut task) = ConnectionTask::open(server, stream, accepted_at).await else { return };
+    let max_message = task.server.config.ipc.max_message_size;
+    task.server.connected(Peer::new(id, pid, &task.conn, max_message));
     while task.serve_next().await {}
+    task.server.disconnected(id);
     task.conn.lift_windows();
     task.close().await;
 }

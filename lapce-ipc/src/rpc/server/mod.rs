@@ -3,11 +3,14 @@
 mod connection;
 mod context;
 mod handlers;
+mod peer;
 mod request;
 
 pub use context::RequestContext;
 pub use handlers::{ChunkSender, HandlerResult, Reply};
+pub use peer::Peer;
 
+use std::collections::HashMap;
 use std::future::Future;
 #[cfg(feature = "metrics-http")]
 use std::net::SocketAddr;
@@ -146,7 +149,14 @@ struct Inner {
     /// `None` with `metrics.enable = false`: then nothing is recorded.
     metrics: Option<Arc<Metrics>>,
     next_connection: AtomicU64,
+    /// The open connections, for notifications ([`IpcServer::peers`]).
+    peers: Mutex<HashMap<u64, Peer>>,
+    /// Called with each new connection ([`IpcServer::on_connect`]).
+    on_connect: RwLock<Option<ConnectHook>>,
 }
+
+/// What [`IpcServer::on_connect`] registered.
+type ConnectHook = Arc<dyn Fn(Peer) + Send + Sync>;
 
 impl IpcServer {
     /// Binds `name` (see [`socket_path`](crate::socket_path)) with `config`. Must be called
@@ -181,6 +191,8 @@ impl IpcServer {
                     counters: Counters::default(),
                     metrics,
                     next_connection: AtomicU64::new(1),
+                    peers: Mutex::default(),
+                    on_connect: RwLock::default(),
                 }
             }),
         })
@@ -417,7 +429,7 @@ impl IpcServer {
             }
             let conn = inner.next_connection.fetch_add(1, Ordering::Relaxed);
             let span = tracing::info_span!("ipc_connection", conn, peer_pid = stream.peer_pid());
-            tokio::spawn(serve_connection(self.inner.clone(), stream, accepted_at).instrument(span));
+            tokio::spawn(serve_connection(self.inner.clone(), stream, conn, accepted_at).instrument(span));
         }
         // Graceful end: connections stop reading, finish what runs, then close.
         let grace = *inner.grace.lock().unwrap_or_else(|p| p.into_inner());
@@ -442,6 +454,54 @@ impl IpcServer {
         *self.inner.grace.lock().unwrap_or_else(|p| p.into_inner()) = grace;
         self.inner.stopping_flag.store(true, Ordering::Release);
         self.inner.stopping.send_replace(true);
+    }
+
+    /// Calls `hook` with a [`Peer`] for each connection the server takes, before it reads the
+    /// connection's first request (so a subscriber list is up to date before the client's first
+    /// request is answered). It runs on the connection's task: keep it quick (store the peer,
+    /// send it a channel) and spawn anything that waits. Replaces an earlier hook.
+    ///
+    /// ```
+    /// use lapce_ipc::frame::MessageType;
+    /// use lapce_ipc::{IpcConfig, IpcServer};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> lapce_ipc::Result<()> {
+    /// let server = IpcServer::bind(&format!("peer-doc-{}", std::process::id()), IpcConfig::default())?;
+    /// server.on_connect(|peer| {
+    ///     tokio::spawn(async move {
+    ///         // Tell each new client which model is loaded.
+    ///         let _ = peer.notify(MessageType::Data, "model: small").await;
+    ///     });
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn on_connect(&self, hook: impl Fn(Peer) + Send + Sync + 'static) {
+        *self.inner.on_connect.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(hook));
+    }
+
+    /// The connections open now, oldest first.
+    pub fn peers(&self) -> Vec<Peer> {
+        let peers = self.inner.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open: Vec<Peer> = peers.values().filter(|p| p.is_connected()).cloned().collect();
+        open.sort_by_key(Peer::id);
+        open
+    }
+
+    /// Sends a notification to every open connection whose ring has room now (see
+    /// [`Peer::try_notify`]: a client that does not read is skipped, never waited for); returns
+    /// how many took it. Errors as [`Peer::notify`] for a bad type or size, before anything is
+    /// sent.
+    pub fn broadcast(&self, kind: MessageType, payload: impl AsRef<[u8]>) -> Result<usize> {
+        let mut reached = 0;
+        for peer in self.peers() {
+            match peer.try_notify(kind, payload.as_ref()) {
+                Ok(true) => reached += 1,
+                Ok(false) | Err(IpcError::PeerGone) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reached)
     }
 
     /// The server's counters.
@@ -555,6 +615,22 @@ async fn trim_heap_when_quiet(ended: Arc<Notify>, server: Weak<Inner>, quiet: Du
 }
 
 impl Inner {
+    /// A connection is open: it joins the peers, and the hook hears of it.
+    fn connected(&self, peer: Peer) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).insert(peer.id(), peer.clone());
+        let hook = self.on_connect.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(hook) = hook {
+            if handlers::catch_panic(|| hook(peer)).is_err() {
+                tracing::error!("the on_connect hook panicked");
+            }
+        }
+    }
+
+    /// A connection closed: it leaves the peers.
+    fn disconnected(&self, id: u64) {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
     /// Whether a shutdown began (a look per request: no lock).
     fn stopping_now(&self) -> bool {
         self.stopping_flag.load(Ordering::Acquire)
