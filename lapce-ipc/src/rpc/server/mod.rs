@@ -27,9 +27,7 @@ use self::connection::serve_connection;
 use self::handlers::{ContextFn, Handler, HandlerMap, Handlers, Registered, StreamFn, Unary, WithContext};
 use super::error_payload;
 use crate::config::IpcConfig;
-#[cfg(feature = "metrics")]
-use crate::error::IpcError;
-use crate::error::Result;
+use crate::error::{IpcError, Result};
 use crate::frame::{AsyncFramedShmStream, MessageType};
 #[cfg(feature = "metrics-http")]
 use crate::metrics::MetricsEndpoint;
