@@ -56,13 +56,7 @@ fn register_handlers(server: &IpcServer) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         Ok(p)
     });
-    server.register_stream_handler(COUNT, |p: Bytes, out| async move {
-        let n: u64 = std::str::from_utf8(&p).unwrap().parse().unwrap();
-        for i in 0..n {
-            out.send(i.to_string()).await.map_err(|e| ErrorBody::new(ErrorCode::INTERNAL, e.to_string()))?;
-        }
-        Ok(())
-    });
+    common::register_count(server, COUNT);
     server.register_handler(PANICS, |_| async move {
         if true {
             panic!("handler boom");

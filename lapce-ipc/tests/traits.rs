@@ -10,7 +10,6 @@ use bytes::Bytes;
 use common::{child_role, connect_client, connect_retry, unique_name, ChildGuard};
 use futures::{SinkExt, StreamExt};
 use lapce_ipc::frame::{AsyncFramedShmStream, Frame, MessageType};
-use lapce_ipc::protocol::{ErrorBody, ErrorCode};
 use lapce_ipc::{
     AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcConfig, IpcError, IpcServer, SharedMemoryListener,
     StreamConfig,
@@ -104,15 +103,7 @@ fn count_server(name: &str) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let server = IpcServer::bind(name, IpcConfig::default()).unwrap();
-        server.register_stream_handler(COUNT, |p: Bytes, out| async move {
-            let n: u64 = std::str::from_utf8(&p).unwrap().parse().unwrap();
-            for i in 0..n {
-                out.send(i.to_string())
-                    .await
-                    .map_err(|e| ErrorBody::new(ErrorCode::INTERNAL, e.to_string()))?;
-            }
-            Ok(())
-        });
+        common::register_count(&server, COUNT);
         let quit = server.clone();
         server.register_handler(QUIT, move |_| {
             quit.shutdown(Duration::from_secs(1));

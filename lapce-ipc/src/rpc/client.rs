@@ -76,6 +76,20 @@ struct ClientInner {
     hub: Arc<Hub>,
 }
 
+impl ClientInner {
+    /// A client of `name`, not connected yet.
+    fn new(name: &str, config: IpcConfig) -> Arc<ClientInner> {
+        Arc::new(ClientInner {
+            name: name.to_string(),
+            config,
+            conn: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            reconnects: AtomicU64::new(0),
+            hub: Arc::default(),
+        })
+    }
+}
+
 impl Drop for ClientInner {
     fn drop(&mut self) {
         self.hub.close();
@@ -262,14 +276,7 @@ impl IpcClient {
     /// inside a tokio runtime; the connection's housekeeping task runs on it.
     pub async fn connect(name: &str, config: IpcConfig) -> Result<IpcClient> {
         config.validate()?;
-        let inner = Arc::new(ClientInner {
-            name: name.to_string(),
-            config,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            reconnects: AtomicU64::new(0),
-            hub: Arc::default(),
-        });
+        let inner = ClientInner::new(name, config);
         let conn = establish(&inner).await?;
         *inner.conn.lock().unwrap_or_else(|p| p.into_inner()) = Some(conn);
         Ok(IpcClient { inner })
@@ -283,14 +290,7 @@ impl IpcClient {
     pub async fn connect_timeout(name: &str, config: IpcConfig, timeout: Duration) -> Result<IpcClient> {
         config.validate()?;
         let deadline = Instant::now() + timeout;
-        let inner = Arc::new(ClientInner {
-            name: name.to_string(),
-            config,
-            conn: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            reconnects: AtomicU64::new(0),
-            hub: Arc::default(),
-        });
+        let inner = ClientInner::new(name, config);
         let mut pause = RECONNECT_FIRST_PAUSE;
         let conn = loop {
             match establish(&inner).await {

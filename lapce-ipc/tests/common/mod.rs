@@ -188,6 +188,23 @@ pub fn child_role() -> Option<(String, String)> {
     Some((role, arg))
 }
 
+/// Registers the test servers' counting stream on `server` for `kind`: the request is a number
+/// `n` in decimal, the chunks are `0`, `1`, ... `n - 1` in decimal.
+pub fn register_count(server: &lapce_ipc::IpcServer, kind: lapce_ipc::frame::MessageType) {
+    use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+    server.register_stream_handler(kind, |p: bytes::Bytes, out| async move {
+        let bad = |e: String| ErrorBody::new(ErrorCode::BAD_REQUEST, format!("not a count: {e}"));
+        let n: u64 = std::str::from_utf8(&p)
+            .map_err(|e| bad(e.to_string()))?
+            .parse()
+            .map_err(|e| bad(format!("{e}")))?;
+        for i in 0..n {
+            out.send(i.to_string()).await.map_err(|e| ErrorBody::new(ErrorCode::INTERNAL, e.to_string()))?;
+        }
+        Ok(())
+    });
+}
+
 /// SplitMix64: a tiny deterministic generator, so both processes derive the same sequence.
 pub struct Rng(pub u64);
 
