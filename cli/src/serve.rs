@@ -99,8 +99,8 @@ fn type_long_help() -> String {
         named_message_types().map(|(name, t)| format!("{name} ({:#x})", t.to_u16())).collect();
     let text = "Message type: a name, or a number 1 to 65535 (decimal or 0x hex).\n\n\
                 Names: TYPES. A number is the wire value (0 is reserved), e.g. 0x100 for complete \
-                or a type a server of your own handles. chat streams its answer; every other \
-                type gets one answer.";
+                or a type a server of your own handles (0x8000 + n is application method n, \
+                MessageType::app(n)). chat streams its answer; every other type gets one answer.";
     text.replace("TYPES", &names.join(", "))
 }
 
@@ -403,8 +403,9 @@ mod tests {
         assert_eq!(parse_message_type("Stream-Chunk"), Ok(MessageType::StreamChunk));
         assert_eq!(parse_message_type("256"), Ok(MessageType::Complete));
         assert_eq!(parse_message_type("0x102"), Ok(MessageType::Cancel));
-        assert_eq!(parse_message_type("0xBEEF"), Ok(MessageType::Unknown(0xbeef)));
-        assert_eq!(parse_message_type("65535"), Ok(MessageType::Unknown(65535)));
+        assert_eq!(parse_message_type("0x7A01"), Ok(MessageType::Unknown(0x7a01)));
+        assert_eq!(parse_message_type("0xBEEF"), Ok(MessageType::app(0xbeef - 0x8000)));
+        assert_eq!(parse_message_type("65535"), Ok(MessageType::app(0x7fff)));
         assert!(parse_message_type("65536").unwrap_err().contains("out of range"));
         assert!(parse_message_type("0x10000").unwrap_err().contains("out of range"));
         assert!(parse_message_type("0").unwrap_err().contains("reserved"));
