@@ -1,5 +1,4 @@
-//! What an `IpcServer` keeps once the work is over (issue 7, stress level 4; issue 6, idle
-//! memory): no large receive buffer after a large request, and a heap trim once connections
+//! What an `IpcServer` keeps once the work is over (the memory of a server that went idle): no large receive buffer after a large request, and a heap trim once connections
 //! stop ending.
 //!
 //! The server runs in a child process (this binary re-run in a child role, see `common`); the
@@ -266,8 +265,8 @@ fn a_default_server_leaves_the_host_heap_alone() {
 ///
 /// A leak grows the heap in every stretch of cycles; a table sized by the connections open at
 /// once grows it once, when it doubles, at a cycle set by scheduling (the hang-up watcher's map:
-/// 1.6 KiB, seen as late as the eighth cycle; the metrics' ring registry was such a map too,
-/// and with it this test failed in CI on 2026-12-05: a slab now). So the verdict takes three
+/// 1.6 KiB, seen as late as the eighth cycle; registries the server keeps per connection are
+/// slabs, whose memory is set by the most connections open at once). So the verdict takes three
 /// windows of `WINDOW` cycles (after the warm-up, in the middle, at the end), each read as its
 /// least reading (something held for a while in one cycle does not count), and fails when the
 /// heap grew by more than `STRETCH` in both stretches between them, or by more than `ONCE` in

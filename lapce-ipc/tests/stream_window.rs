@@ -1,4 +1,4 @@
-//! A response stream its owner does not read is bounded end to end (issue 23): while other calls
+//! A response stream its owner does not read is bounded end to end: while other calls
 //! on the connection keep reading the ring, the unread chunks wait in the client up to the
 //! stream window, then the server's `ChunkSender::send` waits; the client's memory stays flat and
 //! the stream resumes intact.

@@ -580,7 +580,7 @@ fn measure_server(tag: &str, echo_kind: MessageType) -> ServerWindows {
     w
 }
 
-/// The goal of issue 7 for the server: a sync echo costs nothing per request. Besides the
+/// The server's allocation budget: a sync echo costs nothing per request. Besides the
 /// per-request allocations (there are none), a window may see a few one-offs: one per tokio
 /// worker (a worker's deferred-wake list, a `Vec<Waker>` in tokio's scheduler, is allocated the
 /// first time the connection task yields on it, which happens whenever the task first migrates

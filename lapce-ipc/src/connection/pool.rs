@@ -156,7 +156,7 @@ pub(crate) struct SegmentPool {
     shared: Arc<Shared>,
     /// Joined on drop: a process that exits right after dropping its listener must not kill the
     /// refiller mid-segment (the POSIX backend names a segment between `shm_open` and
-    /// `shm_unlink`, so that would leave the name in /dev/shm; a doctest did, in CI).
+    /// `shm_unlink`, so that would leave the name in /dev/shm).
     refiller: Option<std::thread::JoinHandle<()>>,
 }
 

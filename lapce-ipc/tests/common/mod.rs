@@ -35,8 +35,8 @@ pub fn test_in_caller_file(test: &str) -> String {
 }
 
 /// Starts `command`. Under Wine, `CreateProcess` now and then fails with ERROR_INTERNAL_ERROR
-/// (1359) when the machine is busy (seen once in the Windows suite, 2026-12-04); that is tried
-/// again a few times, any other error fails the test at once.
+/// (1359) when the machine is busy; that is tried again a few times, any other error fails the
+/// test at once.
 fn spawn_retrying(command: &mut Command) -> Child {
     const INTERNAL_ERROR: i32 = 1359;
     let mut attempt = 1;

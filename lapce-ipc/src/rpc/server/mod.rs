@@ -594,9 +594,8 @@ impl Drop for AbortOnDrop {
 /// Gives the allocator's free memory back to the OS once connections have stopped ending for
 /// `quiet`. A burst of connections leaves the heap at its high-water mark, in pages that are
 /// free but still mapped (glibc's `malloc` returns only the top of each heap by itself): after
-/// the burst, the server's RSS would stay there. One trim per quiet spell, on this worker
-/// (measured with glibc 2.x on a fragmented heap: 0.3 ms for 4 MiB touched, 6 ms for 64 MiB; a
-/// thread of its own would cost an arena).
+/// the burst, the server's RSS would stay there. One trim per quiet spell, on this worker: a
+/// trim takes milliseconds at most, and a thread of its own would cost an arena.
 ///
 /// The task holds the server weakly: an abort takes effect later, and until then a strong
 /// reference would keep the listener (and its socket file) alive after the server is dropped.
