@@ -737,3 +737,44 @@ fn metrics_off_records_nothing_and_serves_nothing() {
         serving.await.unwrap().unwrap();
     });
 }
+
+/// The family table in the `metrics` module's docs is the one list of what a server exports:
+/// every family a bound server's text declares is in it, with the same type, and every row
+/// names a family the text declares.
+#[test]
+fn the_documented_family_table_is_what_a_server_exports() {
+    let name = unique_name("metrics-table");
+    let documented = documented_families(include_str!("../src/metrics/mod.rs"));
+    assert!(documented.len() >= 20, "the table was not found: {documented:?}");
+    let exported = runtime().block_on(async {
+        let server = IpcServer::bind(&name, config(10)).unwrap();
+        register_handlers(&server);
+        let text = server.metrics_text();
+        server.shutdown(Duration::ZERO);
+        text
+    });
+    let exported: std::collections::BTreeMap<String, String> = exported
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            // OpenMetrics names a counter's family without its `_total` suffix.
+            let name = if kind == "counter" { format!("{name}_total") } else { name.to_string() };
+            (name, kind.to_string())
+        })
+        .collect();
+    assert_eq!(documented, exported, "the table in src/metrics/mod.rs and the exported families differ");
+}
+
+/// The `| name | type | ...` rows of the module docs' family table.
+fn documented_families(source: &str) -> std::collections::BTreeMap<String, String> {
+    source
+        .lines()
+        .filter_map(|l| l.strip_prefix("//! | `lapce_ipc_"))
+        .map(|row| {
+            let mut cells = row.split('|').map(str::trim);
+            let name = format!("lapce_ipc_{}", cells.next().unwrap().trim_end_matches('`'));
+            (name, cells.next().unwrap().to_string())
+        })
+        .collect()
+}
