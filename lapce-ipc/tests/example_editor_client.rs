@@ -20,11 +20,6 @@ fn child_main() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "known issue on Windows (seen under Wine): with a notification listener, a blocking \
-              stream reader is not handed the connection and stalls"
-)]
 fn the_editor_client_example_runs_across_processes() {
     let name = unique_name("example-editor");
     // The editor connects while the engine is still starting.

@@ -126,11 +126,6 @@ fn the_async_client_receives_notifications_in_order_while_idle() {
 }
 
 #[test]
-#[cfg_attr(
-    windows,
-    ignore = "known issue on Windows (seen under Wine): the blocking client's listener can keep \
-              the connection from a reader, which then stalls"
-)]
 fn the_blocking_client_calls_back_on_its_listener_thread_and_the_callback_may_request() {
     let name = unique_name("notify-blocking");
     let _child = server(&name);

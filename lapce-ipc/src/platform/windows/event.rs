@@ -79,11 +79,40 @@ impl Doorbell {
 
 /// Sleeps until `bell` is rung or the peer hangs up, for at most `timeout`; `Ok` says nothing,
 /// the caller re-checks. (The auto-reset event is reset by the satisfied wait.)
+///
+/// Once an async sleep has registered the doorbell with the thread pool, the pool's wait takes
+/// every ring of the auto-reset event (a blocking wait beside it would lose the race and sleep
+/// on), so the thread sleeps on the registrations' signals instead.
 pub(crate) fn sleep_blocking(bell: &Doorbell, link: &PeerLink, timeout: Option<Duration>) -> Result<()> {
+    if let Some((ours, gone)) = &bell.waits {
+        park_on_signals(ours, gone, link, timeout);
+        return Ok(());
+    }
     let handles: [HANDLE; 2] = [bell.wake_us.as_raw_handle(), link.event()];
     // SAFETY: both handles are live for the call (owned by `bell` and `link`, borrowed here).
     unsafe { WaitForMultipleObjects(2, handles.as_ptr(), 0, wait_ms(timeout)) };
     Ok(())
+}
+
+/// Parks this thread until `ours` or `gone` is raised, for at most `timeout`. `gone` notifies
+/// once, which an earlier sleep may have taken: the link's event, which stays signalled, is
+/// looked at first. A stale unpark later only makes some sleep re-check early.
+fn park_on_signals(ours: &EventWait, gone: &EventWait, link: &PeerLink, timeout: Option<Duration>) {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    if link.hung_up() || ours.poll_signalled(&mut cx).is_ready() || gone.poll_signalled(&mut cx).is_ready() {
+        return;
+    }
+    match timeout {
+        Some(t) => std::thread::park_timeout(t),
+        None => std::thread::park(),
+    }
 }
 
 /// Ready when the peer rang `bell` or the link's event fired (the peer hung up); else registers
