@@ -19,6 +19,10 @@ macro_rules! outln {
 }
 
 mod bench;
+mod child;
+mod error;
+mod footprint;
+mod histogram;
 mod logging;
 mod output;
 mod progress;

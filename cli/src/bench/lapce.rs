@@ -11,9 +11,9 @@ use lapce_ipc::{
     WaitStrategy,
 };
 
-use super::child::announce_ready;
 use super::measure::{self, ClientConn, Result, ServerConn};
 use super::{Framing, Mode, ServerArgs, Test};
+use crate::child::announce_ready;
 
 /// The wait strategy of a bench mode.
 pub fn wait_strategy(mode: Mode) -> WaitStrategy {

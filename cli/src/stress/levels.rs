@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use super::payload::Rng;
 use super::{check_complete, opt, LevelReport, Result, Sample, Session, Work};
-use crate::bench::scale;
+use crate::child;
+use crate::footprint::footprint;
 use crate::progress::Progress;
 
 /// Level 1: 1000 concurrent connections (bounded 20 requests each, full 5000),
@@ -24,7 +25,7 @@ pub fn bomb(
 ) -> Result<()> {
     const CONNECTIONS: usize = 1000;
     let requests = if full { 5000 } else { 20 };
-    let room = scale::clients_within_fd_limit(fd_limit).unwrap_or(CONNECTIONS);
+    let room = child::clients_within_fd_limit(fd_limit).unwrap_or(CONNECTIONS);
     let connections = if full { CONNECTIONS } else { CONNECTIONS.min(room).max(8) };
     if connections < CONNECTIONS {
         progress.suspend(|| {
@@ -36,7 +37,7 @@ pub fn bomb(
         });
     }
     report.fig("connections_wanted", CONNECTIONS as u64);
-    scale::check_fd_limit(connections, fd_limit)?;
+    child::check_fd_limit(connections, fd_limit)?;
     let session = Session::start(1, connections + 64, timeout)?;
     let before = session.sample();
     let work = Work { connections, processes: 4, lanes: 1, requests, payloads: vec![1024] };
@@ -89,7 +90,7 @@ impl PeakSampler {
         let thread = std::thread::spawn(move || {
             let mut peak = None;
             while !flag.load(Ordering::Relaxed) {
-                peak = peak.max(scale::footprint(pid).rss_kib);
+                peak = peak.max(footprint(pid).rss_kib);
                 std::thread::sleep(Duration::from_millis(5));
             }
             peak
@@ -116,7 +117,7 @@ pub fn memory(
     progress: &Progress,
 ) -> Result<()> {
     // The bounded run leaves room for the 16 large clients within the open-file limit.
-    let room = scale::clients_within_fd_limit(fd_limit).unwrap_or(usize::MAX).saturating_sub(16);
+    let room = child::clients_within_fd_limit(fd_limit).unwrap_or(usize::MAX).saturating_sub(16);
     let small_clients = if full { 500 } else { 200.min(room).max(8) };
     if small_clients < 200 {
         progress.suspend(|| {
