@@ -331,6 +331,14 @@ pub fn leak(
     );
     check_complete(report, "", &total, requested);
     footprints(report, &[("initial", initial), ("baseline", base), ("final", last)]);
+    check_no_leak(report, &base, &last, max_growth);
+    session.finish(report)
+}
+
+/// Level 4's verdict: the server's RSS after every cycle within 512 KiB of the baseline `base`
+/// (`max_growth` the most it grew), and its descriptors and mappings after the last cycle
+/// (`last`), less those of the warm pool, back to the baseline's.
+fn check_no_leak(report: &mut LevelReport, base: &Sample, last: &Sample, max_growth: Option<i64>) {
     report.fig("rss_growth_kib_max", max_growth.map_or(Value::from("not available"), Value::from));
     let final_growth = last.rss().zip(base.rss()).map(|(a, b)| a as i64 - b as i64);
     report.fig("rss_growth_kib_final", final_growth.map_or(Value::from("not available"), Value::from));
@@ -339,11 +347,10 @@ pub fn leak(
     }
     // Like with like: the warm pool grows under a burst of clients (a claim that finds it empty
     // doubles it) and shrinks back only after a quiet while, so its segments are left out.
-    if let (Some(a), Some(b)) = (fds_beyond_pool(&last), fds_beyond_pool(&base)) {
+    if let (Some(a), Some(b)) = (fds_beyond_pool(last), fds_beyond_pool(base)) {
         report.check(a <= b, format!("server fds beyond the warm pool {a}, baseline {b}"));
     }
-    if let (Some(a), Some(b)) = (maps_beyond_pool(&last), maps_beyond_pool(&base)) {
+    if let (Some(a), Some(b)) = (maps_beyond_pool(last), maps_beyond_pool(base)) {
         report.check(a <= b, format!("server mappings beyond the warm pool {a}, baseline {b}"));
     }
-    session.finish(report)
 }
