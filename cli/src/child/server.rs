@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 /// removed after the child is gone, in case it was killed before it could remove them.
 ///
 /// Outside Linux the child's stdin is a pipe that stays open as long as this guard: the child
-/// exits when it reads end of file, that is when the bench process is gone (see
+/// exits when it reads end of file, that is when the parent process is gone (see
 /// [`die_with_parent`]).
 pub struct ServerProcess {
     child: Arc<Mutex<Child>>,
@@ -223,7 +223,7 @@ pub fn announce_ready() -> Result<()> {
     Ok(())
 }
 
-/// Child side, when started by the bench process `parent_pid`: makes this process die with its
+/// Child side, when started by the parent process `parent_pid`: makes this process die with its
 /// parent, and exits at once if the parent is already gone.
 ///
 /// On Linux the kernel kills it (parent-death signal). Elsewhere a thread waits for end of file

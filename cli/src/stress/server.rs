@@ -107,7 +107,6 @@ impl Tracker {
     }
 }
 
-/// Runs the server child.
 /// Test hook: with `LAPCE_IPC_STRESS_LEAK_EVERY=N`, the server leaks one descriptor every `N`
 /// echo requests, so a test can check that level 4 catches a leak.
 const LEAK_EVERY_ENV: &str = "LAPCE_IPC_STRESS_LEAK_EVERY";
@@ -137,6 +136,7 @@ impl InjectedLeak {
     }
 }
 
+/// Runs the server child.
 pub fn serve(args: &ServerArgs) -> std::process::ExitCode {
     match serve_inner(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -212,13 +212,12 @@ impl std::fmt::Display for GateMargin {
 
 /// The CI margins (`--gate-margin ci`, what `.ci/run` uses), by the start of the target's name:
 /// how far past its target a figure may be before the gate fails on a shared 2-vCPU CI machine,
-/// other builds running. Each is at least 2.5 times the worst miss seen in `bench --quick` runs on
-/// such a machine (docs/BENCHMARKS.md has them), so that noise does not fail CI and a gross
+/// other builds running. Each is at least 2.5 times the worst miss `bench --quick` shows on such
+/// a machine (docs/BENCHMARKS.md lists them), so that noise does not fail CI and a gross
 /// regression (a lost wake-up path, a copy too many) still does. `None`: reported, not gated in
 /// CI, because on a loaded machine the figure is set by the other load, not by lapce-ipc: the
-/// "ordinary program" rows' unpinned threads wait for a CPU (their 64 B p50 was 38-56 µs,
-/// 34-50× past the target, with the CPUs busy), and the 64 KiB target has not been met on this
-/// machine kind (2.1-2.9× against 10×).
+/// "ordinary program" rows' unpinned threads wait for a busy CPU, and the 64 KiB target is out
+/// of that machine kind's reach.
 pub const CI_MARGINS: &[(&str, Option<f64>)] = &[
     ("adaptive 1 KiB RTT p50 within 2× of spin", Some(4.0)),
     ("adaptive 1 KiB RTT p50 at least 20× better than uds", Some(4.0)),
@@ -230,7 +229,7 @@ pub const CI_MARGINS: &[(&str, Option<f64>)] = &[
     ("lapce-ipc-rpc RTT p50 at 64 KiB", None),
     ("lapce-ipc-rpc tokio-main RTT p50", None),
     ("lapce-ipc-rpc-blocking unpinned RTT p50", None),
-    // The socket's one-way rate moves most with the load: 238 k to 924 k msg/s between runs.
+    // The socket's one-way rate moves most with the load (several times over between runs).
     ("pipelined lapce-ipc-rpc req/s", Some(8.0)),
 ];
 
