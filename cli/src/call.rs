@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use bytes::Bytes;
 use clap::Args;
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{AIRequest, Codec, StreamChunk};
+use lapce_ipc::messages::{AIRequest, Codec, StreamChunk};
 use lapce_ipc::{IpcClient, IpcConfig, IpcError};
 
 use crate::serve::runtime;

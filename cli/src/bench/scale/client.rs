@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use lapce_ipc::frame::{AsyncFramedShmStream, MessageType};
-use lapce_ipc::{AsyncSharedMemoryStream, IpcClient, IpcConfig};
+use lapce_ipc::frame::{FramedStream, MessageType};
+use lapce_ipc::{IpcClient, IpcConfig, SharedMemoryStream};
 
 use super::{ScaleClient, PAYLOAD};
 use crate::child::{self, Argv, ChildArgs};
@@ -114,7 +114,7 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
 enum Connection {
     Rpc(IpcClient),
     /// Greeted already (the server's `ready` frame read).
-    Framed(Box<AsyncFramedShmStream>),
+    Framed(Box<FramedStream>),
 }
 
 /// Opens `count` connections to `name`, a few at a time (the server accepts one after another
@@ -131,8 +131,7 @@ async fn connect_all(name: &str, count: usize, api: ScaleClient) -> Result<Vec<C
                         Ok(Connection::Rpc(IpcClient::connect(&name, IpcConfig::default()).await?))
                     }
                     ScaleClient::Framed => {
-                        let mut framed =
-                            AsyncFramedShmStream::new(AsyncSharedMemoryStream::connect(&name).await?);
+                        let mut framed = FramedStream::new(SharedMemoryStream::connect(&name).await?);
                         let (kind, id) = framed.recv_with(|kind, _, id| (kind, id)).await?;
                         if (kind, id) != (MessageType::Control, 0) {
                             return Err(format!("expected the server's greeting, got {kind:?} #{id}").into());
@@ -192,7 +191,7 @@ async fn rpc_loop(
 /// flight (one connection's requests are answered in order by an echo that completes at
 /// once) with that payload, or it counts as an error and ends the loop.
 async fn framed_loop(
-    mut stream: AsyncFramedShmStream,
+    mut stream: FramedStream,
     inflight: usize,
     deadline: tokio::time::Instant,
     hist: Arc<Mutex<Histogram<u64>>>,

@@ -48,7 +48,7 @@ const SETTLE: Duration = Duration::from_millis(300);
 pub enum ScaleClient {
     /// `IpcClient::request`, one task per request in flight.
     Rpc,
-    /// Frames with ids over `AsyncFramedShmStream`, one task per connection.
+    /// Frames with ids over `FramedStream`, one task per connection.
     Framed,
 }
 
