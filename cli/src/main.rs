@@ -4,7 +4,12 @@
 //!   Unix-domain-socket baseline (a named pipe on Windows), with the server in a separate process (`bench-server` is the
 //!   hidden subcommand that process runs).
 //! - `serve` runs an `IpcServer` with an echo handler and a mock AI engine until Ctrl-C; `call`
-//!   sends it one request and prints the answer or the streamed chunks.
+//!   sends it one request and prints the answer or the streamed chunks; `clean` removes the
+//!   socket files crashed servers left behind.
+//! - `stress` runs the stress levels against a server child and client children.
+//!
+//! `bench` and `stress` re-execute this binary as their children, under hidden subcommands:
+//! [`child`] holds the protocol between parent and children.
 #![forbid(unsafe_code)]
 
 /// `println!` for the human-readable report of `bench` and `stress`: stdout, or stderr when
@@ -19,6 +24,12 @@ macro_rules! outln {
 }
 
 mod bench;
+mod call;
+mod child;
+mod clean;
+mod error;
+mod footprint;
+mod histogram;
 mod logging;
 mod output;
 mod progress;
@@ -73,7 +84,7 @@ enum Command {
     /// Send one request to a server and print its answer.
     ///
     /// For chat, the streamed tokens are printed as they arrive.
-    Call(serve::CallArgs),
+    Call(call::CallArgs),
     /// Stress levels: connection bomb, memory, latency torture, leak detection, chaos.
     ///
     /// The server and clients run in child processes; a level fails on correctness, never on
@@ -97,8 +108,8 @@ fn main() -> ExitCode {
         Command::BenchServer(args) => bench::serve(&args),
         Command::BenchScaleClient(args) => bench::scale_client(&args),
         Command::Serve(args) => serve::serve(&args),
-        Command::Call(args) => serve::call(&args),
-        Command::Clean => serve::clean(),
+        Command::Call(args) => call::call(&args),
+        Command::Clean => clean::clean(),
         Command::Stress(args) => stress::run(&args),
         Command::StressServer(args) => stress::serve(&args),
         Command::StressClient(args) => stress::client(&args),

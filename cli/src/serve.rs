@@ -1,7 +1,5 @@
-//! `lapce-ipc serve`: an `IpcServer` with an echo handler and a mock AI engine, until Ctrl-C;
-//! `lapce-ipc call`: one request from the command line, its answer (or streamed chunks) printed.
+//! `lapce-ipc serve`: an `IpcServer` with an echo handler and a mock AI engine, until Ctrl-C.
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,7 +11,7 @@ use lapce_ipc::frame::MessageType;
 use lapce_ipc::messages::{
     AIRequest, Codec, CompletionResponse, ErrorBody, ErrorCode, MessageRole, StreamChunk,
 };
-use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer, ServerStats};
+use lapce_ipc::{IpcConfig, IpcError, IpcServer, MetricsEndpoint, ServerStats};
 
 /// Arguments of `serve`.
 #[derive(Debug, Args)]
@@ -44,91 +42,8 @@ pub struct ServeArgs {
     pub metrics_addr: Option<SocketAddr>,
 }
 
-/// Arguments of `call`.
-#[derive(Debug, Args)]
-pub struct CallArgs {
-    /// Listener name of the server.
-    #[arg(default_value = "lapce-ai")]
-    pub name: String,
-    /// TOML configuration file, the same as the server's (`serve --config`).
-    ///
-    /// The client takes from it what it must agree on with the server (`socket_dir`,
-    /// `allowed_uids`, `ring_size`, ...) and its request timeout (`request_timeout_ms`, unless
-    /// --timeout-ms is given). Without it, the defaults.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Message type: a name, or a number 1 to 65535 (decimal or 0x hex); see --help.
-    // The long help is made at run time: it lists the names of this build's message types.
-    #[arg(long = "type", value_name = "TYPE", default_value = "data", value_parser = parse_message_type,
-          long_help = type_long_help())]
-    pub kind: MessageType,
-    /// The payload as JSON (for chat and complete: an AIRequest, see --help).
-    ///
-    /// For chat and complete an AIRequest as a TypeScript client writes it, e.g.
-    /// '{"model":"mock","messages":[{"role":"user","content":"hi"}]}'; it is checked before it
-    /// is sent.
-    #[arg(long, conflicts_with = "text")]
-    pub json: Option<String>,
-    /// The payload as plain text.
-    #[arg(long)]
-    pub text: Option<String>,
-    /// Give up after this many milliseconds [default: the configuration's, 30000].
-    #[arg(long, value_name = "MS")]
-    pub timeout_ms: Option<u64>,
-}
-
-/// The message types that have a name in this build, with their names as `call --type` takes
-/// them (`StreamChunk` is `stream-chunk`). Read from [`MessageType::from_u16`], so a type the
-/// library adds is named here too.
-fn named_message_types() -> impl Iterator<Item = (String, MessageType)> {
-    let named = |t: &MessageType| !matches!(t, MessageType::Unknown(_) | MessageType::App(_));
-    (1..=u16::MAX).map(MessageType::from_u16).filter(named).map(|t| {
-        let mut name = String::new();
-        for (i, c) in format!("{t:?}").chars().enumerate() {
-            if c.is_ascii_uppercase() && i > 0 {
-                name.push('-');
-            }
-            name.push(c.to_ascii_lowercase());
-        }
-        (name, t)
-    })
-}
-
-/// The long help of `call --type`, with the names of this build's message types.
-fn type_long_help() -> String {
-    let names: Vec<String> =
-        named_message_types().map(|(name, t)| format!("{name} ({:#x})", t.to_u16())).collect();
-    let text = "Message type: a name, or a number 1 to 65535 (decimal or 0x hex).\n\n\
-                Names: TYPES. A number is the wire value (0 is reserved), e.g. 0x100 for complete \
-                or a type a server of your own handles (0x8000 + n is application method n, \
-                MessageType::app(n)). chat streams its answer; every other type gets one answer.";
-    text.replace("TYPES", &names.join(", "))
-}
-
-/// Parses `call --type`: a message type's name, or its wire value in decimal or `0x` hex.
-fn parse_message_type(text: &str) -> Result<MessageType, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let number = match lower.strip_prefix("0x") {
-        Some(hex) => Some(u32::from_str_radix(hex, 16)),
-        None if lower.starts_with(|c: char| c.is_ascii_digit()) => Some(lower.parse::<u32>()),
-        None => None,
-    };
-    match number {
-        Some(Ok(0)) => Err("0 is reserved; a message type is 1 to 65535 (0xffff)".into()),
-        Some(Ok(v)) => u16::try_from(v)
-            .map(MessageType::from_u16)
-            .map_err(|_| format!("{v} is out of range; a message type is 1 to 65535 (0xffff)")),
-        Some(Err(_)) => Err(format!(
-            "{text:?} is not a number from 1 to 65535 (0xffff); decimal or 0x hex, e.g. 256 or 0x100"
-        )),
-        None => named_message_types().find(|(name, _)| *name == lower).map(|(_, t)| t).ok_or_else(|| {
-            let names: Vec<String> = named_message_types().map(|(name, _)| name).collect();
-            format!("unknown message type {text:?}; one of {}, or a number 1 to 65535", names.join(", "))
-        }),
-    }
-}
-
-fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+/// The runtime of `serve` and `call`.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()
 }
 
@@ -155,84 +70,108 @@ fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
         return Ok(());
     }
     let name = args.name.clone();
-    // Served here rather than by `IpcServer::serve`, to print the port that 0 picked.
-    let metrics_addr = match (args.metrics_addr, config.metrics.addr.take()) {
-        (Some(addr), _) => Some(addr),
-        // Checked by the configuration's validation already.
-        (None, Some(addr)) => Some(addr.parse::<SocketAddr>().map_err(|e| {
-            IpcError::InvalidArgument(format!("metrics.addr {addr:?} is not a socket address: {e}"))
-        })?),
-        (None, None) => None,
-    };
+    let metrics_addr = metrics_addr(args, &mut config)?;
     let token_delay = Duration::from_millis(args.token_delay_ms);
     let limit = config.ipc.max_connections;
     let grace = Duration::from_secs(args.grace_secs);
     runtime()?.block_on(async move {
         let server = IpcServer::bind(&name, config)?;
-        server.register_sync_handler(MessageType::Data, Ok);
-        server.register_handler(MessageType::Complete, |request: Bytes| async move {
-            let request = decode_request(&request)?;
-            let response = CompletionResponse {
-                content: mock_answer(&request),
-                model: Some(request.model),
-                finish_reason: Some("stop".into()),
-                ..CompletionResponse::default()
-            };
-            encode(&response)
-        });
-        server.register_stream_handler(MessageType::Chat, move |request: Bytes, out| async move {
-            let request = decode_request(&request)?;
-            for token in tokens(&mock_answer(&request)) {
-                tokio::time::sleep(token_delay).await;
-                let chunk = StreamChunk { delta: token.to_string(), ..StreamChunk::default() };
-                out.send(encode(&chunk)?).await.map_err(|e| ErrorBody::new(ErrorCode::UNAVAILABLE, e.to_string()))?;
-            }
-            let last = StreamChunk { finish_reason: Some("stop".into()), ..StreamChunk::default() };
-            out.send(encode(&last)?).await.map_err(|e| ErrorBody::new(ErrorCode::UNAVAILABLE, e.to_string()))
-        });
+        register_handlers(&server, token_delay);
         let _metrics = match metrics_addr {
-            Some(addr) => {
-                let endpoint = server.serve_metrics(addr).await?;
-                if !addr.ip().is_loopback() {
-                    eprintln!(
-                        "lapce-ipc serve: warning: the metrics endpoint listens on {addr}, not on loopback; \
-                         it has no authentication"
-                    );
-                }
-                eprintln!("lapce-ipc serve: metrics at {}", endpoint.url());
-                Some(endpoint)
-            }
+            Some(addr) => Some(serve_metrics(&server, addr).await?),
             None => None,
         };
         eprintln!(
             "lapce-ipc serve: listening as {name:?} on {} (echo: data; mock AI: complete, chat). Ctrl-C stops.",
             server.path().display()
         );
-        let serving = tokio::spawn({
-            let server = server.clone();
-            async move { server.serve().await }
-        });
-        let (stop_watching, stop) = tokio::sync::watch::channel(false);
-        let watching = tokio::spawn(warn_of_refusals(server.clone(), limit, stop));
-        tokio::signal::ctrl_c().await?;
-        eprintln!("lapce-ipc serve: stopping (requests in flight get up to {grace:?})");
-        server.shutdown(grace);
-        serving.await.map_err(|e| IpcError::Io(std::io::Error::other(e)))??;
-        stop_watching.send_replace(true);
-        let _ = watching.await;
-        let s = server.stats();
-        eprintln!(
-            "lapce-ipc serve: stopped after {} connections, {} requests ({} errors, {} panics); \
-             refused {} connections at the limit or during shutdown, {} clients in the handshake",
-            s.connections_accepted,
-            s.requests,
-            s.errors,
-            s.panics,
-            s.connections_refused,
-            s.handshakes_refused
-        );
+        serve_until_ctrl_c(&server, limit, grace).await?;
+        print_summary(&server.stats());
         Ok(())
     })
+}
+
+/// Where to serve the metrics: `--metrics-addr`, else `metrics.addr` of the configuration
+/// (taken out of it: served here rather than by `IpcServer::serve`, to print the port that 0
+/// picked), else nowhere.
+fn metrics_addr(args: &ServeArgs, config: &mut IpcConfig) -> Result<Option<SocketAddr>, IpcError> {
+    Ok(match (args.metrics_addr, config.metrics.addr.take()) {
+        (Some(addr), _) => Some(addr),
+        // Checked by the configuration's validation already.
+        (None, Some(addr)) => Some(addr.parse::<SocketAddr>().map_err(|e| {
+            IpcError::InvalidArgument(format!("metrics.addr {addr:?} is not a socket address: {e}"))
+        })?),
+        (None, None) => None,
+    })
+}
+
+/// The echo handler (`data`) and the mock AI engine (`complete`, and `chat` streamed token by
+/// token, `token_delay` apart).
+fn register_handlers(server: &IpcServer, token_delay: Duration) {
+    server.register_sync_handler(MessageType::Data, Ok);
+    server.register_handler(MessageType::Complete, |request: Bytes| async move {
+        let request = decode_request(&request)?;
+        let response = CompletionResponse {
+            content: mock_answer(&request),
+            model: Some(request.model),
+            finish_reason: Some("stop".into()),
+            ..CompletionResponse::default()
+        };
+        encode(&response)
+    });
+    server.register_stream_handler(MessageType::Chat, move |request: Bytes, out| async move {
+        let request = decode_request(&request)?;
+        for token in tokens(&mock_answer(&request)) {
+            tokio::time::sleep(token_delay).await;
+            let chunk = StreamChunk { delta: token.to_string(), ..StreamChunk::default() };
+            out.send(encode(&chunk)?)
+                .await
+                .map_err(|e| ErrorBody::new(ErrorCode::UNAVAILABLE, e.to_string()))?;
+        }
+        let last = StreamChunk { finish_reason: Some("stop".into()), ..StreamChunk::default() };
+        out.send(encode(&last)?).await.map_err(|e| ErrorBody::new(ErrorCode::UNAVAILABLE, e.to_string()))
+    });
+}
+
+/// Serves the metrics at `addr`, with a warning when that is not loopback; the endpoint stops
+/// when the returned guard drops.
+async fn serve_metrics(server: &IpcServer, addr: SocketAddr) -> Result<MetricsEndpoint, IpcError> {
+    let endpoint = server.serve_metrics(addr).await?;
+    if !addr.ip().is_loopback() {
+        eprintln!(
+            "lapce-ipc serve: warning: the metrics endpoint listens on {addr}, not on loopback; \
+             it has no authentication"
+        );
+    }
+    eprintln!("lapce-ipc serve: metrics at {}", endpoint.url());
+    Ok(endpoint)
+}
+
+/// Serves until Ctrl-C, warning of refused peers (the connection limit is `limit`), then shuts
+/// down gracefully: requests in flight get up to `grace`.
+async fn serve_until_ctrl_c(server: &IpcServer, limit: usize, grace: Duration) -> Result<(), IpcError> {
+    let serving = tokio::spawn({
+        let server = server.clone();
+        async move { server.serve().await }
+    });
+    let (stop_watching, stop) = tokio::sync::watch::channel(false);
+    let watching = tokio::spawn(warn_of_refusals(server.clone(), limit, stop));
+    tokio::signal::ctrl_c().await?;
+    eprintln!("lapce-ipc serve: stopping (requests in flight get up to {grace:?})");
+    server.shutdown(grace);
+    serving.await.map_err(|e| IpcError::Io(std::io::Error::other(e)))??;
+    stop_watching.send_replace(true);
+    let _ = watching.await;
+    Ok(())
+}
+
+/// The last line of `serve`: what the server did.
+fn print_summary(s: &ServerStats) {
+    eprintln!(
+        "lapce-ipc serve: stopped after {} connections, {} requests ({} errors, {} panics); \
+         refused {} connections at the limit or during shutdown, {} clients in the handshake",
+        s.connections_accepted, s.requests, s.errors, s.panics, s.connections_refused, s.handshakes_refused
+    );
 }
 
 /// How often `serve` looks for new refusals in the server's counters.
@@ -302,88 +241,6 @@ fn tokens(text: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Runs `clean`.
-pub fn clean() -> ExitCode {
-    match lapce_ipc::clean_stale_sockets() {
-        Ok(removed) => {
-            for path in &removed {
-                println!("removed {}", path.display());
-            }
-            eprintln!("lapce-ipc clean: {} stale socket file(s) removed", removed.len());
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("lapce-ipc clean: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// Runs `call`.
-pub fn call(args: &CallArgs) -> ExitCode {
-    match call_inner(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("lapce-ipc call: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn call_inner(args: &CallArgs) -> Result<(), IpcError> {
-    let payload = match (&args.json, &args.text) {
-        (Some(json), _) => {
-            serde_json::from_str::<serde_json::Value>(json)
-                .map_err(|e| IpcError::InvalidArgument(format!("--json is not valid JSON: {e}")))?;
-            if matches!(args.kind, MessageType::Chat | MessageType::Complete) {
-                // Refuse a malformed request here, with the decoder's precise message.
-                AIRequest::from_json(json.as_bytes())?;
-            }
-            Bytes::from(json.clone().into_bytes())
-        }
-        (None, Some(text)) => Bytes::from(text.clone().into_bytes()),
-        (None, None) if matches!(args.kind, MessageType::Chat | MessageType::Complete) => {
-            return Err(IpcError::InvalidArgument(format!(
-                "--type {:?} needs --json with an AIRequest",
-                args.kind
-            )))
-        }
-        (None, None) => Bytes::new(),
-    };
-    let mut config = match &args.config {
-        Some(path) => IpcConfig::from_file(path)?,
-        None => IpcConfig::default(),
-    };
-    if let Some(ms) = args.timeout_ms {
-        config.ipc.request_timeout_ms = ms;
-    }
-    let name = args.name.clone();
-    let kind = args.kind;
-    runtime()?.block_on(async {
-        let client = IpcClient::connect(&name, config).await?;
-        let mut stdout = std::io::stdout();
-        if kind == MessageType::Chat {
-            let mut stream = client.request_stream(kind, payload).await?;
-            while let Some(chunk) = stream.next().await {
-                let chunk = StreamChunk::from_json(&chunk?)?;
-                print!("{}", chunk.delta);
-                stdout.flush()?;
-                if let Some(reason) = chunk.finish_reason {
-                    println!();
-                    eprintln!("[finish reason: {reason}]");
-                }
-            }
-            return Ok(());
-        }
-        let answer = client.request(kind, payload).await?;
-        match std::str::from_utf8(&answer) {
-            Ok(text) => println!("{text}"),
-            Err(_) => println!("{answer:?}"),
-        }
-        Ok(())
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,30 +253,5 @@ mod tests {
         assert_eq!(got[0], "You");
         assert_eq!(got[1], " asked:");
         assert!(got.len() >= 4);
-    }
-
-    #[test]
-    fn message_types_parse_by_name_decimal_and_hex() {
-        assert_eq!(parse_message_type("chat"), Ok(MessageType::Chat));
-        assert_eq!(parse_message_type("Stream-Chunk"), Ok(MessageType::StreamChunk));
-        assert_eq!(parse_message_type("256"), Ok(MessageType::Complete));
-        assert_eq!(parse_message_type("0x102"), Ok(MessageType::Cancel));
-        assert_eq!(parse_message_type("0x7A01"), Ok(MessageType::Unknown(0x7a01)));
-        assert_eq!(parse_message_type("0xBEEF"), Ok(MessageType::app(0xbeef - 0x8000)));
-        assert_eq!(parse_message_type("65535"), Ok(MessageType::app(0x7fff)));
-        assert!(parse_message_type("65536").unwrap_err().contains("out of range"));
-        assert!(parse_message_type("0x10000").unwrap_err().contains("out of range"));
-        assert!(parse_message_type("0").unwrap_err().contains("reserved"));
-        assert!(parse_message_type("0xzz").unwrap_err().contains("not a number"));
-        assert!(parse_message_type("-1").unwrap_err().contains("unknown message type"));
-        assert!(parse_message_type("bogus").unwrap_err().contains("stream-window"));
-        // Every name the library has, and each parses back to its type.
-        let names: Vec<_> = named_message_types().collect();
-        // The named types only: application methods (0x8000 and up) are numbers, not 32,768 names.
-        assert!(names.len() < 32, "{} named types", names.len());
-        assert!(names.len() >= 11, "{names:?}");
-        for (name, t) in names {
-            assert_eq!(parse_message_type(&name), Ok(t));
-        }
     }
 }

@@ -12,9 +12,9 @@ use lapce_ipc::{
     IpcError, StreamConfig, WaitStrategy,
 };
 
-use super::child::announce_ready;
 use super::measure::{self, ClientConn, Result, ServerConn};
 use super::{Framing, Mode, ServerArgs, Test};
+use crate::child::announce_ready;
 
 /// The wait strategy of a bench mode.
 pub fn wait_strategy(mode: Mode) -> WaitStrategy {

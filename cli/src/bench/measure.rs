@@ -20,13 +20,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-/// Errors of the bench: anything printable.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
-/// `Result` with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Highest latency the histograms track (larger values are clamped): 60 s in nanoseconds.
-const HIST_MAX_NS: u64 = 60_000_000_000;
+pub use crate::error::{Error, Result};
+pub use crate::histogram::new_histogram;
 
 /// Size of an ack: messages received (`u64` LE), then messages that failed the check (`u64` LE).
 pub const ACK_LEN: usize = 16;
@@ -56,11 +51,6 @@ pub trait ServerConn {
     }
     /// Sends one message.
     fn send(&mut self, msg: &[u8]) -> Result<()>;
-}
-
-/// A new latency histogram in nanoseconds, 3 significant figures.
-pub fn new_histogram() -> Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, HIST_MAX_NS, 3)?)
 }
 
 /// Measures round trips: `warmup` unrecorded ones, then `rounds` recorded in nanoseconds.

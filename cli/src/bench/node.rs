@@ -217,8 +217,8 @@ pub(super) fn run_peer(
         };
         let pids: Pids = parse_line(peer, &next_line()?)?;
         if let Some((client, server)) = cpus {
-            super::child::pin_process(pids.parent_pid, client)?;
-            super::child::pin_process(pids.child_pid, server)?;
+            super::cpu::pin_process(pids.parent_pid, client)?;
+            super::cpu::pin_process(pids.child_pid, server)?;
         }
         let mut stdin = child.stdin.take().expect("stdin is piped");
         stdin.write_all(b"go\n")?;

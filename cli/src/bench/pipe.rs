@@ -15,10 +15,10 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::windows::named_pipe::{NamedPipeServer, ServerOptions};
 use tokio::runtime::Runtime;
 
-use super::child::announce_ready;
 use super::measure::{self, Result, ServerConn};
 use super::prefixed::{check, encode_frame, frame_len, PrefixedConn, HEADER, READ_BUF};
 use super::{Mode, ServerArgs, Test};
+use crate::child::announce_ready;
 
 /// Name of the baseline in the table and the JSON.
 pub const NAME: &str = "pipe";

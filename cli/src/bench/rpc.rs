@@ -25,9 +25,10 @@ use lapce_ipc::config::WaitMode;
 use lapce_ipc::frame::MessageType;
 use lapce_ipc::{BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer};
 
-use super::child::{self, announce_ready};
+use super::cpu;
 use super::measure::{new_histogram, Result, Throughput};
 use super::{lapce, Mode, ServerArgs, Test, Transport};
+use crate::child::announce_ready;
 
 /// Requests in flight at once in the async throughput test.
 pub const IN_FLIGHT: usize = 64;
@@ -114,7 +115,7 @@ fn on_thread<T: Send>(cpus: Option<&[usize]>, f: impl FnOnce() -> Result<T> + Se
     let Some(cpus) = cpus else { return f() };
     std::thread::scope(|s| {
         s.spawn(|| {
-            child::allow_cpus(cpus)?;
+            cpu::allow_cpus(cpus)?;
             f()
         })
         .join()

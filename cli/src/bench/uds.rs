@@ -4,10 +4,10 @@
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use super::child::announce_ready;
 use super::measure::{self, Result};
 use super::prefixed::PrefixedConn;
 use super::{Mode, ServerArgs};
+use crate::child::announce_ready;
 
 /// Name of the baseline in the table and the JSON.
 pub const NAME: &str = "uds";

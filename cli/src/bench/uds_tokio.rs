@@ -13,10 +13,10 @@ use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::runtime::Runtime;
 
-use super::child::announce_ready;
 use super::measure::{self, ClientConn, Result, ServerConn};
 use super::prefixed::{self, encode_frame, frame_len, HEADER, READ_BUF};
 use super::{Mode, ServerArgs};
+use crate::child::announce_ready;
 
 /// One end of a framed tokio socket connection (the client and the server).
 pub struct Conn {

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::death;
 use super::payload::{self, Rng, FIN};
-use super::{server, LevelReport, Result, Session, Work};
+use super::{server, LevelReport, Outcome, Result, Session, Work};
 use crate::progress::Progress;
 
 /// How long one raw chaos connection may take before it counts as unhandled.
@@ -52,108 +52,177 @@ pub fn run(
     let mut healthy_clients = session.spawn(&healthy)?;
     Session::tell(&mut healthy_clients, "go")?;
 
-    let mut counts = [0u64; 5];
-    let mut unhandled = Vec::new();
-    let mut recoveries: Vec<f64> = Vec::new();
-    let mut lost_replacements = 0u64;
-    let (mut tiny_ok, mut tiny_bad) = (0u64, 0u64);
-    let mut raw_key = u64::from(std::process::id()) << 32 | 0xFFF0_0000;
+    let mut tally = Tally::new();
     for e in 0..events {
-        // The first five events are one of each, then at random.
+        tally.event(&session, e, events, rng, progress)?;
+        if full {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // Death detection, with the healthy clients still loading the machine.
+    tally.detect_deaths(timeout, progress);
+    // The server still answers the control connection after all that.
+    let alive = session.stats().is_ok();
+    Session::tell(&mut healthy_clients, "stop")?;
+    let out = session.collect(healthy_clients)?;
+
+    let healthy_connections = healthy.connections as u64 * healthy.lanes as u64;
+    tally.record(report, healthy_connections, &out, alive, progress);
+    let operations = events as u64 + out.ok + tally.tiny_ok;
+    let failures = tally.unhandled.len() as u64 + out.errors + out.corrupt + tally.tiny_bad;
+    let pct = 100.0 * failures as f64 / operations.max(1) as f64;
+    report.fig("failures", failures);
+    report.fig("failure_pct", Value::from((pct * 1000.0).round() / 1000.0));
+    report.check(pct < 1.0, format!("failures {pct:.3}% (limit 1%)"));
+    report.check(tally.unhandled.is_empty(), format!("unhandled events: {}", tally.unhandled.join("; ")));
+    session.finish(report)
+}
+
+/// What the chaos events and the kill -9 detections came to.
+struct Tally {
+    /// Events of each kind of [`NAMES`].
+    counts: [u64; 5],
+    /// The events not dealt with, described.
+    unhandled: Vec<String>,
+    /// Recovery time of each kill, in milliseconds.
+    recoveries: Vec<f64>,
+    lost_replacements: u64,
+    tiny_ok: u64,
+    tiny_bad: u64,
+    /// The lane key of the last stalled reader (each gets a fresh one).
+    raw_key: u64,
+    /// Time from each kill -9 to the blocked `recv` returning.
+    deaths: Vec<Duration>,
+}
+
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            counts: [0; 5],
+            unhandled: Vec::new(),
+            recoveries: Vec::new(),
+            lost_replacements: 0,
+            tiny_ok: 0,
+            tiny_bad: 0,
+            raw_key: u64::from(std::process::id()) << 32 | 0xFFF0_0000,
+            deaths: Vec::new(),
+        }
+    }
+
+    /// Runs event `e` of `events`: the first five are one of each kind, then at random. A tiny
+    /// flood that cannot run at all ends the level; any other failure is an unhandled event.
+    fn event(
+        &mut self,
+        session: &Session,
+        e: usize,
+        events: usize,
+        rng: &mut Rng,
+        progress: &Progress,
+    ) -> Result<()> {
         let kind = if e < 5 { e } else { rng.range(0, 4) as usize };
-        counts[kind] += 1;
+        self.counts[kind] += 1;
         progress.status(format!("level 5 (chaos): event {} of {events} ({})", e + 1, NAMES[kind]));
         let outcome: Result<()> = match kind {
-            0 => match kill_and_replace(&session, rng) {
+            0 => match kill_and_replace(session, rng) {
                 Ok(ms) => {
-                    recoveries.push(ms);
+                    self.recoveries.push(ms);
                     Ok(())
                 }
                 Err(err) => {
-                    lost_replacements += 1;
+                    self.lost_replacements += 1;
                     Err(err)
                 }
             },
             1 => raw_event(&session.name, move |f| corrupt(f, rng_byte(e))),
             2 => raw_event(&session.name, oversized),
             3 => {
-                raw_key += 1;
-                let key = raw_key;
+                self.raw_key += 1;
+                let key = self.raw_key;
                 raw_event(&session.name, move |f| stalled(f, key))
             }
             _ => {
-                let (ok, bad) = tiny_flood(&session)?;
-                tiny_ok += ok;
-                tiny_bad += bad;
+                let (ok, bad) = tiny_flood(session)?;
+                self.tiny_ok += ok;
+                self.tiny_bad += bad;
                 Ok(())
             }
         };
         if let Err(err) = outcome {
             progress.note(format!("stress chaos: event {e} ({}): {err}", NAMES[kind]));
-            unhandled.push(format!("event {e} ({}): {err}", NAMES[kind]));
+            self.unhandled.push(format!("event {e} ({}): {err}", NAMES[kind]));
         }
-        if full {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        Ok(())
     }
-    // Death detection, with the healthy clients still loading the machine.
-    let mut deaths = Vec::new();
-    for round in 0..death::SAMPLES {
-        progress.status(format!("level 5 (chaos): kill -9 detection {} of {}", round + 1, death::SAMPLES));
-        match death::detect_one(round, timeout) {
-            Ok(after) => deaths.push(after),
-            Err(err) => unhandled.push(format!("kill -9 detection {round}: {err}")),
-        }
-    }
-    // The server still answers the control connection after all that.
-    let alive = session.stats().is_ok();
-    Session::tell(&mut healthy_clients, "stop")?;
-    let out = session.collect(healthy_clients)?;
 
-    for (k, name) in NAMES.iter().enumerate() {
-        report.fig(&format!("events_{}", name.replace(' ', "_")), counts[k]);
+    /// The kill -9 detections of [`death`]; a failed one is an unhandled event.
+    fn detect_deaths(&mut self, timeout: Duration, progress: &Progress) {
+        for round in 0..death::SAMPLES {
+            progress.status(format!(
+                "level 5 (chaos): kill -9 detection {} of {}",
+                round + 1,
+                death::SAMPLES
+            ));
+            match death::detect_one(round, timeout) {
+                Ok(after) => self.deaths.push(after),
+                Err(err) => self.unhandled.push(format!("kill -9 detection {round}: {err}")),
+            }
+        }
     }
-    report.fig("healthy_connections", healthy.connections as u64 * healthy.lanes as u64);
-    report.fig("healthy_requests", out.ok);
-    report.fig("healthy_lost", out.errors);
-    report.fig("healthy_corrupt", out.corrupt);
-    report.check(out.ok > 0, "no healthy request was answered");
-    report.check(
-        out.errors == 0 && out.corrupt == 0,
-        format!("healthy connections: {} lost, {} corrupt", out.errors, out.corrupt),
-    );
-    report.fig("tiny_requests", tiny_ok);
-    report.fig("tiny_bad", tiny_bad);
-    report.check(tiny_bad == 0, format!("{tiny_bad} tiny requests lost or wrong"));
-    report.fig("server_alive_after_chaos", alive);
-    report.check(alive, "the server no longer answers after the chaos");
-    report.fig("unhandled_events", unhandled.len() as u64);
-    report.fig("lost_replacements", lost_replacements);
-    if !recoveries.is_empty() {
-        let max = recoveries.iter().copied().fold(0.0, f64::max);
-        let mean = recoveries.iter().sum::<f64>() / recoveries.len() as f64;
-        report.fig("recovery_ms_max", (max * 1000.0).round() / 1000.0);
-        report.fig("recovery_ms_mean", (mean * 1000.0).round() / 1000.0);
-        report.fig("recoveries_over_100ms", recoveries.iter().filter(|&&ms| ms > 100.0).count() as u64);
+
+    /// Records the figures and checks of the events, the outcome `out` of the healthy clients'
+    /// `healthy` lanes and whether the server is `alive`; the recovery and detection times are
+    /// reported, not judged.
+    fn record(
+        &mut self,
+        report: &mut LevelReport,
+        healthy: u64,
+        out: &Outcome,
+        alive: bool,
+        progress: &Progress,
+    ) {
+        for (k, name) in NAMES.iter().enumerate() {
+            report.fig(&format!("events_{}", name.replace(' ', "_")), self.counts[k]);
+        }
+        report.fig("healthy_connections", healthy);
+        report.fig("healthy_requests", out.ok);
+        report.fig("healthy_lost", out.errors);
+        report.fig("healthy_corrupt", out.corrupt);
+        report.check(out.ok > 0, "no healthy request was answered");
+        report.check(
+            out.errors == 0 && out.corrupt == 0,
+            format!("healthy connections: {} lost, {} corrupt", out.errors, out.corrupt),
+        );
+        report.fig("tiny_requests", self.tiny_ok);
+        report.fig("tiny_bad", self.tiny_bad);
+        report.check(self.tiny_bad == 0, format!("{} tiny requests lost or wrong", self.tiny_bad));
+        report.fig("server_alive_after_chaos", alive);
+        report.check(alive, "the server no longer answers after the chaos");
+        report.fig("unhandled_events", self.unhandled.len() as u64);
+        report.fig("lost_replacements", self.lost_replacements);
+        self.record_times(report, progress);
     }
-    if let Some((p50, p99, max)) = death::summary(&mut deaths) {
-        let ms = |v: f64| (v * 1000.0).round() / 1000.0;
-        report.fig("kill9_detection_ms_p50", ms(p50));
-        report.fig("kill9_detection_ms_p99", ms(p99));
-        report.fig("kill9_detection_ms_max", ms(max));
-        progress.note(format!(
-            "stress chaos: kill -9 detected by a blocked recv after p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms ({} kills, under load)",
-            deaths.len()
-        ));
+
+    /// The recovery times of the kills and the kill -9 detection times.
+    fn record_times(&mut self, report: &mut LevelReport, progress: &Progress) {
+        let recoveries = &self.recoveries;
+        if !recoveries.is_empty() {
+            let max = recoveries.iter().copied().fold(0.0, f64::max);
+            let mean = recoveries.iter().sum::<f64>() / recoveries.len() as f64;
+            report.fig("recovery_ms_max", (max * 1000.0).round() / 1000.0);
+            report.fig("recovery_ms_mean", (mean * 1000.0).round() / 1000.0);
+            report.fig("recoveries_over_100ms", recoveries.iter().filter(|&&ms| ms > 100.0).count() as u64);
+        }
+        if let Some((p50, p99, max)) = death::summary(&mut self.deaths) {
+            let ms = |v: f64| (v * 1000.0).round() / 1000.0;
+            report.fig("kill9_detection_ms_p50", ms(p50));
+            report.fig("kill9_detection_ms_p99", ms(p99));
+            report.fig("kill9_detection_ms_max", ms(max));
+            progress.note(format!(
+                "stress chaos: kill -9 detected by a blocked recv after p50 {p50:.3} ms, p99 {p99:.3} ms, max {max:.3} ms ({} kills, under load)",
+                self.deaths.len()
+            ));
+        }
     }
-    let operations = events as u64 + out.ok + tiny_ok;
-    let failures = unhandled.len() as u64 + out.errors + out.corrupt + tiny_bad;
-    let pct = 100.0 * failures as f64 / operations.max(1) as f64;
-    report.fig("failures", failures);
-    report.fig("failure_pct", Value::from((pct * 1000.0).round() / 1000.0));
-    report.check(pct < 1.0, format!("failures {pct:.3}% (limit 1%)"));
-    report.check(unhandled.is_empty(), format!("unhandled events: {}", unhandled.join("; ")));
-    session.finish(report)
 }
 
 const NAMES: [&str; 5] = ["kill", "corrupt", "oversized", "stalled reader", "tiny flood"];

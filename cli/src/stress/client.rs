@@ -21,10 +21,10 @@ use lapce_ipc::IpcClient;
 
 use super::payload::{self, FIN};
 use super::{new_histogram, server, Result};
-use crate::bench::{child, scale};
+use crate::child::{self, Argv, ChildArgs};
 
 /// Arguments of `stress-client`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, PartialEq, clap::Args)]
 pub struct ClientArgs {
     /// Listener name of the server.
     #[arg(long)]
@@ -49,6 +49,20 @@ pub struct ClientArgs {
     pub parent_pid: Option<u32>,
 }
 
+impl ChildArgs for ClientArgs {
+    const SUBCOMMAND: &'static str = "stress-client";
+
+    fn push_flags(&self, argv: &mut Argv) {
+        argv.value("--name", &self.name)
+            .value("--connections", self.connections)
+            .value("--lanes", self.lanes)
+            .value("--requests", self.requests)
+            .list("--payloads", &self.payloads)
+            .value("--max-connections", self.max_connections)
+            .option("--parent-pid", self.parent_pid);
+    }
+}
+
 /// What one lane did.
 struct Lane {
     ok: u64,
@@ -59,12 +73,12 @@ struct Lane {
 
 /// Runs the client child.
 pub fn run(args: &ClientArgs) -> std::process::ExitCode {
-    scale::child_exit("stress-client", run_inner(args))
+    child::child_exit(ClientArgs::SUBCOMMAND, run_inner(args))
 }
 
 fn run_inner(args: &ClientArgs) -> Result<()> {
     child::die_with_parent(if cfg!(target_os = "linux") { args.parent_pid } else { None })?;
-    scale::raise_fd_limit();
+    child::raise_fd_limit();
     if args.payloads.is_empty() || args.lanes == 0 || args.lanes >= 1 << 12 {
         return Err("need at least one payload size and 1..4096 lanes".into());
     }
@@ -89,7 +103,7 @@ fn run_inner(args: &ClientArgs) -> Result<()> {
         clients.sort_by_key(|(i, _)| *i);
         Ok::<_, super::Error>(clients.into_iter().map(|(_, c)| c).collect::<Vec<_>>())
     })?;
-    scale::connected_then_wait_for_go(clients.len())?;
+    child::connected_then_wait_for_go(clients.len())?;
     let stop = Arc::new(AtomicBool::new(false));
     let sizes: Arc<[usize]> = args.payloads.clone().into();
     let start = Instant::now();
@@ -103,7 +117,7 @@ fn run_inner(args: &ClientArgs) -> Result<()> {
         }
     }
     if args.requests == 0 {
-        scale::wait_for_parent(); // `stop`
+        child::wait_for_parent(); // `stop`
         stop.store(true, Ordering::Relaxed);
     }
     let (mut ok, mut errors, mut corrupt) = (0u64, 0u64, 0u64);
@@ -124,9 +138,9 @@ fn run_inner(args: &ClientArgs) -> Result<()> {
     let elapsed = start.elapsed();
     let mut out = std::io::stdout();
     writeln!(out, "corrupt {corrupt}")?;
-    writeln!(out, "{}", scale::format_result(ok, errors, elapsed, &hist))?;
+    writeln!(out, "{}", child::format_result(ok, errors, elapsed, &hist))?;
     out.flush()?;
-    scale::wait_for_parent(); // `close`
+    child::wait_for_parent(); // `close`
     drop(clients);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())

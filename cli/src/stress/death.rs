@@ -4,13 +4,13 @@
 //! time from the kill to the `recv` returning is one sample. Reported (p50, p99, max), never
 //! judged: it is wall-clock time on a loaded machine.
 
-use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
 use lapce_ipc::{BlockingSharedMemoryStream, IpcError};
 
 use super::Result;
-use crate::bench::child::ServerProcess;
+use crate::bench::{Mode, ServerArgs, Test, Transport};
+use crate::child::ServerProcess;
 
 /// Kills per level-5 run.
 pub const SAMPLES: usize = 30;
@@ -18,24 +18,10 @@ pub const SAMPLES: usize = 30;
 /// One kill: the time from the kill to the blocked `recv` returning `PeerGone`.
 pub fn detect_one(round: usize, timeout: Duration) -> Result<Duration> {
     let name = format!("lapce-ipc-stress-death-{}-{round}", std::process::id());
-    let args: Vec<OsString> = [
-        "bench-server",
-        "--transport",
-        "lapce-ipc",
-        "--mode",
-        "blocking",
-        "--name",
-        &name,
-        "--test",
-        "echo",
-        "--payload",
-        "64",
-        "--parent-pid",
-        &std::process::id().to_string(),
-    ]
-    .iter()
-    .map(OsString::from)
-    .collect();
+    let args = ServerArgs {
+        parent_pid: Some(std::process::id()),
+        ..ServerArgs::new(Transport::Lapce, Mode::Blocking, name.clone(), Test::Echo, 64)
+    };
     let socket = lapce_ipc::socket_path(&name).map(|p| vec![p]).unwrap_or_default();
     let mut server = ServerProcess::spawn(&args, timeout, socket)?;
     server.wait_ready()?;

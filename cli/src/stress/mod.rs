@@ -23,7 +23,6 @@ mod levels;
 mod payload;
 mod server;
 
-use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -36,14 +35,11 @@ use serde_json::{Map, Value};
 
 pub use self::client::{run as client, ClientArgs};
 pub use self::server::{serve, ServerArgs};
-use crate::bench::child::ServerProcess;
-use crate::bench::scale::{self, ClientProcess};
+use crate::child::{self, ClientProcess, ServerProcess};
+pub use crate::error::{Error, Result};
+use crate::footprint::{footprint, Footprint};
+pub use crate::histogram::new_histogram;
 use crate::progress::Progress;
-
-/// Errors: anything printable (the same type as the bench's).
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
-/// `Result` with [`Error`].
-pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Arguments of `lapce-ipc stress`.
 #[derive(Debug, clap::Args)]
@@ -133,7 +129,7 @@ struct Session {
 /// Measurements of the server process from `/proc` (`None` where not available).
 #[derive(Debug, Clone, Copy, Default)]
 struct Sample {
-    footprint: scale::Footprint,
+    footprint: Footprint,
     maps: Option<u64>,
 }
 
@@ -171,11 +167,6 @@ struct Outcome {
     hist: Histogram<u64>,
 }
 
-/// A latency histogram in nanoseconds (the bench's bounds: 1 ns to 60 s, 3 digits).
-pub fn new_histogram() -> Result<Histogram<u64>> {
-    Ok(Histogram::new_with_bounds(1, 60_000_000_000, 3)?)
-}
-
 /// How one group of client processes is asked to work.
 #[derive(Debug, Clone)]
 struct Work {
@@ -202,15 +193,7 @@ impl Session {
         let name = format!("lapce-ipc-stress-{}-{level}", std::process::id());
         let socket =
             if cfg!(unix) { lapce_ipc::socket_path(&name).unwrap_or_default() } else { PathBuf::new() };
-        let args: Vec<OsString> = vec![
-            "stress-server".into(),
-            "--name".into(),
-            name.clone().into(),
-            "--max-connections".into(),
-            max_connections.to_string().into(),
-            "--parent-pid".into(),
-            std::process::id().to_string().into(),
-        ];
+        let args = ServerArgs { name: name.clone(), max_connections, parent_pid: Some(std::process::id()) };
         let cleanup = if socket.as_os_str().is_empty() { Vec::new() } else { vec![socket.clone()] };
         let mut server = ServerProcess::spawn_with_env(&args, env, timeout, cleanup)?;
         server.wait_ready()?;
@@ -224,7 +207,7 @@ impl Session {
     }
 
     fn sample(&self) -> Sample {
-        Sample { footprint: scale::footprint(self.pid()), maps: maps(self.pid()) }
+        Sample { footprint: footprint(self.pid()), maps: maps(self.pid()) }
     }
 
     /// The server's counters (see `server::STATS`).
@@ -272,36 +255,16 @@ impl Session {
     /// Starts the processes of `work` and waits until all their connections are up.
     fn spawn(&self, work: &Work) -> Result<Vec<ClientProcess>> {
         let processes = work.processes.clamp(1, work.connections.max(1));
-        let sizes: Vec<String> = work.payloads.iter().map(usize::to_string).collect();
-        let mut clients = Vec::with_capacity(processes);
-        for p in 0..processes {
-            let k = work.connections / processes + usize::from(p < work.connections % processes);
-            let args: Vec<OsString> = vec![
-                "stress-client".into(),
-                "--name".into(),
-                self.name.clone().into(),
-                "--connections".into(),
-                k.to_string().into(),
-                "--lanes".into(),
-                work.lanes.to_string().into(),
-                "--requests".into(),
-                work.requests.to_string().into(),
-                "--payloads".into(),
-                sizes.join(",").into(),
-                "--max-connections".into(),
-                self.max_connections.to_string().into(),
-                "--parent-pid".into(),
-                std::process::id().to_string().into(),
-            ];
-            clients.push(ClientProcess::spawn(&args)?);
-        }
-        for c in &mut clients {
-            let line = c.line(self.timeout, "connect")?;
-            if !line.starts_with("connected ") {
-                return Err(format!("unexpected line from a client process: {line:?}").into());
-            }
-        }
-        Ok(clients)
+        let children = (0..processes).map(|p| ClientArgs {
+            name: self.name.clone(),
+            connections: child::share(work.connections, processes, p),
+            lanes: work.lanes,
+            requests: work.requests,
+            payloads: work.payloads.clone(),
+            max_connections: self.max_connections,
+            parent_pid: Some(std::process::id()),
+        });
+        child::spawn_connected(children, self.timeout)
     }
 
     /// Sends `line` (`go` or `stop`) to every process.
@@ -323,7 +286,7 @@ impl Session {
                 .and_then(|n| n.parse::<u64>().ok())
                 .ok_or_else(|| format!("bad line from a client process: {line:?}"))?;
             let line = c.line(self.timeout, "report its result")?;
-            let (ok, errors, ns, hist) = scale::parse_result(&line)?;
+            let (ok, errors, ns, hist) = child::parse_result(&line)?;
             out.ok += ok;
             out.errors += errors;
             out.corrupt += corrupt;
@@ -414,7 +377,7 @@ pub fn run(args: &StressArgs) -> ExitCode {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
     });
     let timeout = Duration::from_secs(args.timeout.unwrap_or(if args.full { 7200 } else { 120 }));
-    let fd_limit = scale::raise_fd_limit();
+    let fd_limit = child::raise_fd_limit();
     outln!("stress: levels {levels:?}, {} counts, seed {seed}", if args.full { "full" } else { "bounded" });
     let started = Instant::now();
     // A step per level, its phases on the bar; the levels' reports go to stdout as before.

@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 
 use super::payload::{self, Checked};
 use super::Result;
-use crate::bench::child;
+use crate::child::{self, Argv, ChildArgs};
 
 /// Quiet time before idle rings and the server's heap are trimmed: 200 ms instead of the
 /// default second, so that level 4's samples, taken after the heap trim, wait less.
@@ -32,7 +32,7 @@ pub const SHUTDOWN: MessageType = MessageType::Unknown(0x7A02);
 pub const MAX_MESSAGE: usize = 2 << 20;
 
 /// Arguments of `stress-server`.
-#[derive(Debug, clap::Args)]
+#[derive(Debug, PartialEq, clap::Args)]
 pub struct ServerArgs {
     /// Listener name.
     #[arg(long)]
@@ -43,6 +43,16 @@ pub struct ServerArgs {
     /// Pid of the stress process; the server dies with it.
     #[arg(long)]
     pub parent_pid: Option<u32>,
+}
+
+impl ChildArgs for ServerArgs {
+    const SUBCOMMAND: &'static str = "stress-server";
+
+    fn push_flags(&self, argv: &mut Argv) {
+        argv.value("--name", &self.name)
+            .value("--max-connections", self.max_connections)
+            .option("--parent-pid", self.parent_pid);
+    }
 }
 
 /// The stress server's configuration (the clients use it too): the defaults, with room for
@@ -97,7 +107,6 @@ impl Tracker {
     }
 }
 
-/// Runs the server child.
 /// Test hook: with `LAPCE_IPC_STRESS_LEAK_EVERY=N`, the server leaks one descriptor every `N`
 /// echo requests, so a test can check that level 4 catches a leak.
 const LEAK_EVERY_ENV: &str = "LAPCE_IPC_STRESS_LEAK_EVERY";
@@ -127,6 +136,7 @@ impl InjectedLeak {
     }
 }
 
+/// Runs the server child.
 pub fn serve(args: &ServerArgs) -> std::process::ExitCode {
     match serve_inner(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -139,7 +149,7 @@ pub fn serve(args: &ServerArgs) -> std::process::ExitCode {
 
 fn serve_inner(args: &ServerArgs) -> Result<()> {
     child::die_with_parent(args.parent_pid)?;
-    crate::bench::scale::raise_fd_limit();
+    child::raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let server = IpcServer::bind(&args.name, config(args.max_connections))?;

@@ -1,7 +1,6 @@
-//! Process plumbing: the server child and its guard, CPU pinning (Linux), and CPU time from
-//! `/proc` (Unix; not available on Windows).
+//! Server children: the parent's guard of one ([`ServerProcess`]), and the child's side: its
+//! `ready` line and its death with the parent.
 
-use std::ffi::OsString;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
@@ -11,10 +10,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-#[cfg(target_os = "linux")]
-use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
-
-use super::measure::Result;
+use super::ChildArgs;
+use crate::error::{Error, Result};
 
 /// A server child process, killed and reaped when dropped (also on error and panic).
 ///
@@ -24,7 +21,7 @@ use super::measure::Result;
 /// removed after the child is gone, in case it was killed before it could remove them.
 ///
 /// Outside Linux the child's stdin is a pipe that stays open as long as this guard: the child
-/// exits when it reads end of file, that is when the bench process is gone (see
+/// exits when it reads end of file, that is when the parent process is gone (see
 /// [`die_with_parent`]).
 pub struct ServerProcess {
     child: Arc<Mutex<Child>>,
@@ -43,14 +40,15 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Re-executes the current binary with `args`, under a watchdog of `timeout`.
-    pub fn spawn(args: &[OsString], timeout: Duration, cleanup: Vec<PathBuf>) -> Result<ServerProcess> {
+    /// Re-executes the current binary as the child `args` describe, under a watchdog of
+    /// `timeout`.
+    pub fn spawn(args: &impl ChildArgs, timeout: Duration, cleanup: Vec<PathBuf>) -> Result<ServerProcess> {
         Self::spawn_with_env(args, &[], timeout, cleanup)
     }
 
     /// [`spawn`](Self::spawn) with `env` added to the child's environment.
     pub fn spawn_with_env(
-        args: &[OsString],
+        args: &impl ChildArgs,
         env: &[(&str, &str)],
         timeout: Duration,
         cleanup: Vec<PathBuf>,
@@ -59,7 +57,7 @@ impl ServerProcess {
         // Linux ends the child with a parent-death signal; elsewhere it watches its stdin.
         let stdin = if cfg!(target_os = "linux") { Stdio::null() } else { Stdio::piped() };
         let mut child = Command::new(&exe)
-            .args(args)
+            .args(args.to_args())
             .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -128,7 +126,7 @@ impl ServerProcess {
 
     /// Replaces `err` by a timeout message if the watchdog killed the child (that is then the
     /// real cause of whatever the client saw).
-    pub fn explain(&self, err: crate::bench::measure::Error) -> crate::bench::measure::Error {
+    pub fn explain(&self, err: Error) -> Error {
         if self.timed_out() {
             format!("server did not finish within {} s and was killed ({err})", self.timeout.as_secs()).into()
         } else {
@@ -225,7 +223,7 @@ pub fn announce_ready() -> Result<()> {
     Ok(())
 }
 
-/// Child side, when started by the bench process `parent_pid`: makes this process die with its
+/// Child side, when started by the parent process `parent_pid`: makes this process die with its
 /// parent, and exits at once if the parent is already gone.
 ///
 /// On Linux the kernel kills it (parent-death signal). Elsewhere a thread waits for end of file
@@ -252,137 +250,4 @@ pub fn die_with_parent(parent_pid: Option<u32>) -> Result<()> {
         std::process::exit(1);
     });
     Ok(())
-}
-
-/// The CPUs this thread may run on, in increasing order.
-#[cfg(target_os = "linux")]
-pub fn allowed_cpus() -> Vec<usize> {
-    match sched_getaffinity(None) {
-        Ok(set) => (0..CpuSet::MAX_CPU).filter(|&cpu| set.is_set(cpu)).collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// Pins the calling thread to `cpu` (threads it spawns afterwards inherit the pinning).
-#[cfg(target_os = "linux")]
-pub fn pin_current_thread(cpu: usize) -> Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu);
-    sched_setaffinity(None, &set).map_err(|e| format!("cannot pin to cpu{cpu}: {e}"))?;
-    Ok(())
-}
-
-/// Lets the calling thread run on any of `cpus` (an unpinned thread of an ordinary program;
-/// threads it spawns afterwards inherit that). Nothing to do without CPU affinity.
-#[cfg(target_os = "linux")]
-pub fn allow_cpus(cpus: &[usize]) -> Result<()> {
-    if cpus.is_empty() {
-        return Ok(());
-    }
-    let mut set = CpuSet::new();
-    for &cpu in cpus {
-        set.set(cpu);
-    }
-    sched_setaffinity(None, &set).map_err(|e| format!("cannot allow cpus {cpus:?}: {e}"))?;
-    Ok(())
-}
-
-/// See the Linux version: nothing is pinned on this platform.
-#[cfg(not(target_os = "linux"))]
-pub fn allow_cpus(_cpus: &[usize]) -> Result<()> {
-    Ok(())
-}
-
-/// Pins the main thread of process `pid` (a Node.js peer's event loop) to `cpu`.
-#[cfg(target_os = "linux")]
-pub fn pin_process(pid: u32, cpu: usize) -> Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu);
-    let pid = rustix::process::Pid::from_raw(pid as i32).ok_or("pid 0")?;
-    sched_setaffinity(Some(pid), &set).map_err(|e| format!("cannot pin pid {pid:?} to cpu{cpu}: {e}"))?;
-    Ok(())
-}
-
-/// See the Linux version; unreachable without allowed CPUs.
-#[cfg(not(target_os = "linux"))]
-pub fn pin_process(pid: u32, cpu: usize) -> Result<()> {
-    Err(format!("cannot pin pid {pid} to cpu{cpu}: no CPU affinity on this platform").into())
-}
-
-/// No CPU affinity here (macOS has no API for it; on Windows it would take `unsafe` FFI): the
-/// bench runs unpinned and says so.
-#[cfg(not(target_os = "linux"))]
-pub fn allowed_cpus() -> Vec<usize> {
-    Vec::new()
-}
-
-/// See the Linux version; unreachable without allowed CPUs.
-#[cfg(not(target_os = "linux"))]
-pub fn pin_current_thread(cpu: usize) -> Result<()> {
-    Err(format!("cannot pin to cpu{cpu}: no CPU affinity on this platform").into())
-}
-
-/// CPU time a process has used so far, from `/proc`.
-#[cfg(unix)]
-#[derive(Debug, Clone, Copy)]
-pub struct CpuTime {
-    /// `utime + stime` from `/proc/<pid>/stat`, in clock ticks.
-    pub ticks: u64,
-    /// Sum over the process's threads of the time on CPU from `/proc/<pid>/task/*/schedstat`,
-    /// in nanoseconds, when the kernel provides it.
-    pub sched_ns: Option<u64>,
-}
-
-/// Clock ticks per second of `/proc/<pid>/stat` times.
-#[cfg(unix)]
-pub fn ticks_per_second() -> u64 {
-    rustix::param::clock_ticks_per_second()
-}
-
-/// Reads the CPU time of process `pid`.
-#[cfg(unix)]
-pub fn process_cpu_time(pid: u32) -> Result<CpuTime> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let ticks = parse_stat_cpu_ticks(&stat).ok_or_else(|| format!("cannot parse /proc/{pid}/stat"))?;
-    Ok(CpuTime { ticks, sched_ns: sched_ns(pid) })
-}
-
-/// `utime + stime` (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2)
-/// is in parentheses and may contain spaces, so fields are counted after its closing `)`.
-#[cfg(unix)]
-fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace().skip(11); // field 3 (state) is index 0
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    Some(utime + stime)
-}
-
-/// Time on CPU of all threads of `pid` in nanoseconds, from their `schedstat` files.
-#[cfg(unix)]
-fn sched_ns(pid: u32) -> Option<u64> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()? {
-        let text = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
-    }
-    Some(total)
-}
-
-#[cfg(all(test, unix))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_stat_with_spaces_in_comm() {
-        let line = "1234 (a b) c) S 1 1234 1234 0 -1 4194560 100 0 0 0 7 5 0 0 20 0 1 0 100 1000 10";
-        assert_eq!(parse_stat_cpu_ticks(line), Some(12));
-    }
-
-    #[test]
-    fn reads_own_cpu_time() {
-        let t = process_cpu_time(std::process::id()).unwrap();
-        assert!(t.ticks < u64::MAX);
-        assert!(ticks_per_second() > 0);
-    }
 }
