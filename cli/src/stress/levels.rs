@@ -345,11 +345,14 @@ fn check_no_leak(report: &mut LevelReport, base: &Sample, last: &Sample, max_gro
         report.check(g < 512, format!("server RSS grew by {g} KiB (limit 512 KiB)"));
     }
     // Like with like: the warm pool grows under a burst of clients (a claim that finds it empty
-    // doubles it) and shrinks back only after a quiet while, so its segments are left out.
+    // doubles it) and shrinks back only after a quiet while, so its segments are left out. A few
+    // more are no leak: a segment the pool's refiller is making, a runtime thread's stack at the
+    // sample. A leak per connection adds one per client of every cycle (at least 50 each).
+    const SLACK: i64 = 4;
     if let (Some(a), Some(b)) = (fds_beyond_pool(last), fds_beyond_pool(base)) {
-        report.check(a <= b, format!("server fds beyond the warm pool {a}, baseline {b}"));
+        report.check(a <= b + SLACK, format!("server fds beyond the warm pool {a}, baseline {b}"));
     }
     if let (Some(a), Some(b)) = (maps_beyond_pool(last), maps_beyond_pool(base)) {
-        report.check(a <= b, format!("server mappings beyond the warm pool {a}, baseline {b}"));
+        report.check(a <= b + SLACK, format!("server mappings beyond the warm pool {a}, baseline {b}"));
     }
 }
