@@ -38,6 +38,9 @@ pub(crate) use windows::*;
 #[cfg(not(any(unix, windows)))]
 compile_error!("lapce-ipc supports Unix (Linux, macOS) and Windows");
 
+#[cfg(test)]
+mod conformance;
+
 /// Time left before a handshake `deadline`, for both backends' control channels;
 /// [`IpcError::Timeout`](crate::IpcError::Timeout) when none.
 fn time_left(deadline: std::time::Instant) -> crate::Result<std::time::Duration> {
