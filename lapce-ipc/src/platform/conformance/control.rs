@@ -60,6 +60,26 @@ fn a_bound_name_is_refused_until_its_listener_drops() {
     assert_name_gone(&name);
 }
 
+/// Dropping a listener frees its name at once, while a connection it accepted lives on: a
+/// client then gets "not found" at once, and a new listener (a restarted server) can bind the
+/// name. The Windows backend does not keep this: a connected pipe instance keeps the pipe name,
+/// so a client waits out its whole deadline for "pipe busy" and a new bind is refused with
+/// `AddrInUse` until every connection of the old listener is closed.
+#[test]
+#[cfg_attr(windows, ignore = "the Windows backend keeps the pipe name while a connection lives")]
+fn a_dropped_listener_frees_its_name_at_once() {
+    let (listener, name) = bind_unique("drop-live");
+    let path = control_path(&name).unwrap();
+    let client = ControlStream::connect(&path, deadline()).unwrap();
+    let server = listener.accept().unwrap().stream;
+    drop(listener);
+    assert_name_gone(&name);
+    let again = ControlListener::bind(path, &[]).expect("a dropped listener's name binds again");
+    drop(again);
+    drop((server, client));
+    assert_name_gone(&name);
+}
+
 /// Both ends see the other's pid; messages carry bytes and handles both ways (a segment the
 /// receiver maps with the sender's bytes, a doorbell end); a read that gets nothing before its
 /// deadline is a `Timeout`, and one whose peer closed is `PeerGone`.
@@ -115,7 +135,7 @@ fn a_killed_listeners_name_binds_again() {
     let path = control_path(&name).unwrap();
     let test = concat!(module_path!(), "::a_killed_listeners_name_binds_again");
     let mut child = ChildGuard::spawn(test, "listen", &name);
-    let probe = connect_when_bound(&path);
+    let probe = connect_when_bound(&path, &mut child);
     assert_eq!(probe.check_peer(&[]).unwrap(), child.pid());
     match ControlListener::bind(path.clone(), &[]) {
         Err(IpcError::Bind { source, .. }) => assert_eq!(source.kind(), ErrorKind::AddrInUse, "{source}"),
@@ -128,13 +148,15 @@ fn a_killed_listeners_name_binds_again() {
     assert_name_gone(&name);
 }
 
-/// Connects to `path` as soon as a listener is bound there (a child binding it).
-fn connect_when_bound(path: &std::path::Path) -> ControlStream {
+/// Connects to `path` as soon as a listener is bound there (`child` binding it).
+fn connect_when_bound(path: &std::path::Path, child: &mut ChildGuard) -> ControlStream {
     let start = Instant::now();
     loop {
         match ControlStream::connect(path, deadline()) {
             Ok(stream) => return stream,
-            Err(e) if start.elapsed() > LONG => panic!("the child never bound {}: {e}", path.display()),
+            Err(e) if child.exited() || start.elapsed() > LONG => {
+                panic!("the child never bound {}: {e}", path.display())
+            }
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
     }
@@ -165,7 +187,7 @@ fn segments_and_doorbells_cross_to_a_child_process() {
     let test = concat!(module_path!(), "::segments_and_doorbells_cross_to_a_child_process");
     let mut child = ChildGuard::spawn(test, "session", &name);
     let child_pid = child.pid();
-    let mut stream = listener.accept().unwrap().stream;
+    let mut stream = child.accept_on(&listener);
     assert_eq!(stream.check_peer(&[]).unwrap(), child.pid());
     assert_eq!(recv(&mut stream, PID).unwrap().0, u64::from(current_pid()), "the child saw another pid");
 

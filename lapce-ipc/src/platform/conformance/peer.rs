@@ -34,8 +34,8 @@ impl IdleChild {
     /// [`IdleChild::run_child`] first thing.
     pub(super) fn start(test: &str) -> IdleChild {
         let (listener, name) = bind_unique("idle");
-        let child = ChildGuard::spawn(test, "idle", &name);
-        let mut stream = listener.accept().unwrap().stream;
+        let mut child = ChildGuard::spawn(test, "idle", &name);
+        let mut stream = child.accept_on(&listener);
         let (bell, theirs) = Doorbell::pair().unwrap();
         send(&mut stream, OFFER, 0, &theirs.handles()).unwrap();
         drop(theirs);
@@ -102,6 +102,7 @@ fn a_killed_peer_ends_a_blocking_sleep() {
         }
         assert!(heard.load(Ordering::SeqCst), "the hang-up watcher did not run the callback");
     }
+    drop(link);
     drop(peer.listener);
     assert_name_gone(&peer.name);
 }

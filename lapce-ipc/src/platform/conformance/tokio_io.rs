@@ -114,6 +114,7 @@ fn a_killed_peer_is_heard_in_tokio() {
         within("the killed peer's hang-up", watch.hung_up()).await.unwrap();
     });
     assert!(link.hung_up());
+    drop(link);
     drop(peer.listener);
     assert_name_gone(&peer.name);
 }
