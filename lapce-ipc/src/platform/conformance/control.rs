@@ -73,11 +73,21 @@ fn a_dropped_listener_frees_its_name_at_once() {
     let client = ControlStream::connect(&path, deadline()).unwrap();
     let server = listener.accept().unwrap().stream;
     drop(listener);
-    assert_name_gone(&name);
-    let again = ControlListener::bind(path, &[]).expect("a dropped listener's name binds again");
-    drop(again);
+    // Both parts of the contract are checked before either fails, so the report is complete.
+    let mut broken = Vec::new();
+    match ControlListener::bind(path.clone(), &[]) {
+        Ok(again) => drop(again),
+        Err(e) => broken.push(format!("a new listener cannot bind the name: {e}")),
+    }
+    let soon = Instant::now() + Duration::from_secs(1);
+    match ControlStream::connect(&path, soon) {
+        Err(IpcError::Connect { source, .. }) if source.kind() == ErrorKind::NotFound => {}
+        Err(e) => broken.push(format!("a client does not get NotFound: {e}")),
+        Ok(_) => broken.push("a client still connects".into()),
+    }
     drop((server, client));
     assert_name_gone(&name);
+    assert!(broken.is_empty(), "while a connection lives: {}", broken.join("; "));
 }
 
 /// Both ends see the other's pid; messages carry bytes and handles both ways (a segment the
