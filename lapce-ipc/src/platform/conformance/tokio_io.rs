@@ -92,6 +92,27 @@ fn a_dropped_link_is_heard_by_an_async_watch() {
     assert!(link.hung_up());
 }
 
+/// A dropped link ends the peer's async doorbell sleep, as it ends a blocking one ("wait for a
+/// doorbell or the peer's hang-up"), although the peer still holds its doorbell end. The Unix
+/// backends do not keep this: their async sleep watches the doorbell alone (a peer that dies
+/// closes both), so it goes on until the doorbell end closes too.
+#[test]
+#[cfg_attr(unix, ignore = "the Unix async sleep watches the doorbell alone, not the link")]
+fn a_dropped_link_ends_the_peers_async_sleep() {
+    let (link, peer_link) = link_pair("async-link-drop");
+    let (mut ours, _theirs) = Doorbell::pair().unwrap();
+    block_on(async {
+        let drop_later = async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(peer_link);
+        };
+        let sleep = within("the end of the sleep", poll_fn(|cx| poll_sleep(&mut ours, &link, cx)));
+        let (slept, ()) = tokio::join!(sleep, drop_later);
+        assert!(matches!(slept, Ok(()) | Err(IpcError::PeerGone)), "{slept:?}");
+    });
+    assert!(link.hung_up());
+}
+
 /// A killed peer process is heard in tokio: the hang-up watch resolves and a doorbell sleep
 /// ends (`Ok`, or `PeerGone` where the backend tells).
 #[test]
