@@ -2,14 +2,14 @@
 //! sleep ([`poll_sleep`]) and [`AsyncHangupWatch`], in one process and against a killed child.
 
 use std::future::{poll_fn, Future};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::peer::IdleChild;
 use super::{assert_name_gone, fill, link_pair, mismatch, unique_name, LONG, MSG_LEN};
 use crate::error::IpcError;
 use crate::platform::{
-    borrow_handle, control_path, current_pid, poll_sleep, AsyncControlStream, AsyncHangupWatch,
-    ControlListener, Doorbell, PeerLink, Segment,
+    borrow_handle, control_path, current_pid, poll_sleep, sleep_blocking, AsyncControlStream,
+    AsyncHangupWatch, ControlListener, Doorbell, PeerLink, Segment,
 };
 
 fn block_on<F: Future>(future: F) -> F::Output {
@@ -74,6 +74,29 @@ fn a_ring_wakes_an_async_sleeper() {
             assert!(woke.is_ok(), "round {round}: {woke:?}");
         }
     });
+}
+
+/// A doorbell an async sleep has used still wakes a blocking sleep (the two halves of a
+/// connection may wait either way): at a ring made before it and at one made during it.
+#[test]
+fn a_blocking_sleep_after_an_async_one_still_wakes() {
+    let (link, _peer_link) = link_pair("mixed");
+    let (mut ours, theirs) = Doorbell::pair().unwrap();
+    theirs.ring();
+    block_on(within("a ring", poll_fn(|cx| poll_sleep(&mut ours, &link, cx)))).unwrap();
+    theirs.ring();
+    let start = Instant::now();
+    sleep_blocking(&ours, &link, Some(LONG)).unwrap();
+    assert!(start.elapsed() < LONG, "a ring before the blocking sleep was lost");
+    let ringer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        theirs.ring();
+        theirs
+    });
+    let start = Instant::now();
+    sleep_blocking(&ours, &link, Some(LONG)).unwrap();
+    assert!(start.elapsed() < LONG, "a ring during the blocking sleep was lost");
+    drop(ringer.join().unwrap());
 }
 
 /// A dropped link is heard by the peer's async hang-up watch.
