@@ -3,7 +3,7 @@
 //! Every key is optional and [`IpcConfig::default()`] works without any file. With the
 //! `config-file` feature, `IpcConfig::from_file` and `IpcConfig::from_toml_str` read TOML and
 //! check it: a syntax error, a value of the wrong type, an unknown key or section and a value out
-//! of range are all reported as [`IpcError::Config`] naming the file, the key (`ipc.ring_size`)
+//! of range are all reported as [`IpcError::Config`](crate::IpcError::Config) naming the file, the key (`ipc.ring_size`)
 //! and, where the key is in the file, its line and column. Without the feature the types, their
 //! defaults, [`IpcConfig::validate`], the conversions ([`IpcConfig::stream_config`],
 //! [`IpcConfig::wait_strategy`]) and [`IpcConfig::to_toml_string`] are all there; only the parser
@@ -115,7 +115,7 @@ pub struct IpcSection {
     /// Largest message in bytes, either way (default 10 MiB = 10485760; 1 KiB to 1 GiB).
     pub max_message_size: usize,
     /// Capacity in bytes of each ring, one per direction (default 262144 = 256 KiB): a power of
-    /// two from 4 KiB to 1 GiB ([`MIN_CAPACITY`] to [`MAX_CAPACITY`]).
+    /// two from 4 KiB to 1 GiB ([`MIN_CAPACITY`](crate::ring::MIN_CAPACITY) to [`MAX_CAPACITY`](crate::ring::MAX_CAPACITY)).
     pub ring_size: usize,
     /// Shared-memory segments created ahead of time so that accepting a client allocates
     /// nothing (default 64; 0 to `max_slots`), within a quarter of the process's open-file

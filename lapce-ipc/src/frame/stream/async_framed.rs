@@ -5,7 +5,7 @@ use super::state::{RecvState, SendState};
 use crate::error::Result;
 use crate::frame::{Frame, MessageType, HEADER_LEN};
 
-/// The tokio flavour of [`FramedShmStream`]: same framing, same guarantees, over an
+/// The tokio flavour of [`FramedShmStream`](super::FramedShmStream): same framing, same guarantees, over an
 /// [`AsyncSharedMemoryStream`](crate::AsyncSharedMemoryStream).
 ///
 /// It and its receiving half are [`futures_core::Stream`]s of `Result<Frame>`, polled straight
@@ -97,13 +97,13 @@ impl AsyncFramedShmStream {
     }
 
     /// Receives the next message into `frame`, reusing its payload's capacity; see
-    /// [`FramedShmStream::recv_into`]. Not cancel-safe across fragments either.
+    /// [`FramedShmStream::recv_into`](super::FramedShmStream::recv_into). Not cancel-safe across fragments either.
     pub async fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
         self.rx.recv_into_async(self.stream.receiver_mut(), frame).await
     }
 
     /// Receives the next message and calls `f` with its type, payload and id, in place when the
-    /// message fits one record; see [`FramedShmStream::recv_with`] (same caveat about untrusted
+    /// message fits one record; see [`FramedShmStream::recv_with`](super::FramedShmStream::recv_with) (same caveat about untrusted
     /// peers). Not cancel-safe across fragments either.
     pub async fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
         self.rx.recv_with_async(self.stream.receiver_mut(), f).await
