@@ -47,10 +47,10 @@ pub(crate) fn fallback_runtime_dir(base: &Path, uid: u32, boot: Option<&str>) ->
     }
 }
 
-/// The runtime directories under `base` of user `uid` from other boots (and the untagged one of
-/// releases before the boot tag): nothing in them can belong to a live listener of this boot,
-/// except a listener that put its sockets in the untagged one because it could not read the
-/// boot tag, which is why their sockets are probed before removal like any other.
+/// The runtime directories under `base` of user `uid` from other boots, and the untagged one:
+/// nothing in them can belong to a live listener of this boot, except one that put its sockets
+/// in the untagged directory because it could not read the boot tag, which is why their sockets
+/// are probed before removal like any other.
 pub(crate) fn other_boot_runtime_dirs(base: &Path, uid: u32) -> Vec<PathBuf> {
     let own = fallback_runtime_dir(base, uid, boot_tag());
     let Ok(entries) = std::fs::read_dir(base) else { return Vec::new() };
