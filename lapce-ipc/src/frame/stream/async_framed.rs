@@ -1,12 +1,12 @@
-//! The tokio flavour of the framed stream: [`AsyncFramedShmStream`] and its halves.
+//! The tokio flavour of the framed stream: [`FramedStream`] and its halves.
 
 use super::fragment::fragments;
 use super::state::{RecvState, SendState};
 use crate::error::Result;
 use crate::frame::{Frame, MessageType, HEADER_LEN};
 
-/// The tokio flavour of [`FramedShmStream`](super::FramedShmStream): same framing, same guarantees, over an
-/// [`AsyncSharedMemoryStream`](crate::AsyncSharedMemoryStream).
+/// The tokio flavour of [`BlockingFramedStream`](super::BlockingFramedStream): same framing, same guarantees, over an
+/// [`SharedMemoryStream`](crate::SharedMemoryStream).
 ///
 /// It and its receiving half are [`futures_core::Stream`]s of `Result<Frame>`, polled straight
 /// on the ring: each whole message, then `None` once the peer has closed the connection and
@@ -24,10 +24,10 @@ use crate::frame::{Frame, MessageType, HEADER_LEN};
 /// ```no_run
 /// # async fn run() -> lapce_ipc::Result<()> {
 /// use futures::{SinkExt, StreamExt};
-/// use lapce_ipc::frame::{AsyncFramedShmStream, Frame, MessageType};
+/// use lapce_ipc::frame::{FramedStream, Frame, MessageType};
 ///
-/// let stream = lapce_ipc::AsyncSharedMemoryStream::connect("framed-echo").await?;
-/// let (mut tx, mut rx) = AsyncFramedShmStream::new(stream).into_split();
+/// let stream = lapce_ipc::SharedMemoryStream::connect("framed-echo").await?;
+/// let (mut tx, mut rx) = FramedStream::new(stream).into_split();
 /// // The inherent `send(kind, payload)` shadows `SinkExt::send`: name the trait.
 /// SinkExt::send(&mut tx, Frame::new(MessageType::Chat, 1, b"hello".to_vec())).await?;
 /// while let Some(frame) = rx.next().await {
@@ -36,27 +36,27 @@ use crate::frame::{Frame, MessageType, HEADER_LEN};
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct AsyncFramedShmStream {
-    pub(super) stream: crate::AsyncSharedMemoryStream,
+pub struct FramedStream {
+    pub(super) stream: crate::SharedMemoryStream,
     pub(super) tx: SendState,
     pub(super) rx: RecvState,
 }
 
-impl AsyncFramedShmStream {
+impl FramedStream {
     /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
-    pub fn new(stream: crate::AsyncSharedMemoryStream) -> AsyncFramedShmStream {
-        AsyncFramedShmStream { stream, tx: SendState::default(), rx: RecvState::default() }
+    pub fn new(stream: crate::SharedMemoryStream) -> FramedStream {
+        FramedStream { stream, tx: SendState::default(), rx: RecvState::default() }
     }
 
     /// Sets the largest message accepted in either direction (at most `u32::MAX` bytes).
-    pub fn with_max_message(mut self, max: usize) -> AsyncFramedShmStream {
+    pub fn with_max_message(mut self, max: usize) -> FramedStream {
         let max = max.min(u32::MAX as usize);
         (self.tx.max_message, self.rx.max_message) = (max, max);
         self
     }
 
     /// Turns the payload CRC off for messages we send.
-    pub fn with_crc(mut self, on: bool) -> AsyncFramedShmStream {
+    pub fn with_crc(mut self, on: bool) -> FramedStream {
         self.tx.with_crc = on;
         self
     }
@@ -67,7 +67,7 @@ impl AsyncFramedShmStream {
     }
 
     /// The underlying stream.
-    pub fn get_mut(&mut self) -> &mut crate::AsyncSharedMemoryStream {
+    pub fn get_mut(&mut self) -> &mut crate::SharedMemoryStream {
         &mut self.stream
     }
 
@@ -97,36 +97,36 @@ impl AsyncFramedShmStream {
     }
 
     /// Receives the next message into `frame`, reusing its payload's capacity; see
-    /// [`FramedShmStream::recv_into`](super::FramedShmStream::recv_into). Not cancel-safe across fragments either.
+    /// [`BlockingFramedStream::recv_into`](super::BlockingFramedStream::recv_into). Not cancel-safe across fragments either.
     pub async fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
         self.rx.recv_into_async(self.stream.receiver_mut(), frame).await
     }
 
     /// Receives the next message and calls `f` with its type, payload and id, in place when the
-    /// message fits one record; see [`FramedShmStream::recv_with`](super::FramedShmStream::recv_with) (same caveat about untrusted
+    /// message fits one record; see [`BlockingFramedStream::recv_with`](super::BlockingFramedStream::recv_with) (same caveat about untrusted
     /// peers). Not cancel-safe across fragments either.
     pub async fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
         self.rx.recv_with_async(self.stream.receiver_mut(), f).await
     }
 }
 
-impl AsyncFramedShmStream {
+impl FramedStream {
     /// Splits the stream so that one task receives while others send (e.g. a server reading
     /// requests while handler tasks answer them through a shared sender).
-    pub fn into_split(self) -> (AsyncFramedSender, AsyncFramedReceiver) {
+    pub fn into_split(self) -> (FramedSender, FramedReceiver) {
         let (tx, rx) = self.stream.into_split();
-        (AsyncFramedSender { sink: tx, state: self.tx }, AsyncFramedReceiver { source: rx, state: self.rx })
+        (FramedSender { sink: tx, state: self.tx }, FramedReceiver { source: rx, state: self.rx })
     }
 }
 
-/// The sending half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).
+/// The sending half of a [`FramedStream`] (see [`FramedStream::into_split`]).
 #[derive(Debug)]
-pub struct AsyncFramedSender {
-    pub(super) sink: crate::AsyncStreamSender,
+pub struct FramedSender {
+    pub(super) sink: crate::StreamSender,
     pub(super) state: SendState,
 }
 
-impl AsyncFramedSender {
+impl FramedSender {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
@@ -175,21 +175,21 @@ impl AsyncFramedSender {
     }
 }
 
-/// The receiving half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).
+/// The receiving half of a [`FramedStream`] (see [`FramedStream::into_split`]).
 #[derive(Debug)]
-pub struct AsyncFramedReceiver {
-    pub(super) source: crate::AsyncStreamReceiver,
+pub struct FramedReceiver {
+    pub(super) source: crate::StreamReceiver,
     pub(super) state: RecvState,
 }
 
-impl AsyncFramedReceiver {
+impl FramedReceiver {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
     }
 
     /// Receives the next message. Not cancel-safe across fragments (see
-    /// [`AsyncFramedShmStream::recv`]).
+    /// [`FramedStream::recv`]).
     pub async fn recv(&mut self) -> Result<Frame> {
         let mut frame = Frame::default();
         self.recv_into(&mut frame).await?;
@@ -197,13 +197,13 @@ impl AsyncFramedReceiver {
     }
 
     /// Receives the next message into `frame`, reusing its payload's capacity. Not cancel-safe
-    /// across fragments (see [`AsyncFramedShmStream::recv`]).
+    /// across fragments (see [`FramedStream::recv`]).
     pub async fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
         self.state.recv_into_async(&mut self.source, frame).await
     }
 
     /// Receives the next message and calls `f` with it, in place when it fits one record; see
-    /// [`AsyncFramedShmStream::recv_with`].
+    /// [`FramedStream::recv_with`].
     pub async fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
         self.state.recv_with_async(&mut self.source, f).await
     }

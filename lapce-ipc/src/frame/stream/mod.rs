@@ -1,9 +1,9 @@
-//! [`FramedShmStream`]: typed, identified, checksummed messages of any size (up to a configured
-//! maximum) over a [`SharedMemoryStream`](crate::SharedMemoryStream).
+//! [`BlockingFramedStream`]: typed, identified, checksummed messages of any size (up to a configured
+//! maximum) over a [`BlockingSharedMemoryStream`](crate::BlockingSharedMemoryStream).
 
 use crate::error::Result;
 use crate::frame::{Frame, MessageType, HEADER_LEN};
-use crate::{SharedMemoryStream, StreamReceiver, StreamSender};
+use crate::{BlockingSharedMemoryStream, BlockingStreamReceiver, BlockingStreamSender};
 
 #[cfg(feature = "tokio")]
 mod async_framed;
@@ -13,7 +13,7 @@ mod state;
 mod traits;
 
 #[cfg(feature = "tokio")]
-pub use async_framed::{AsyncFramedReceiver, AsyncFramedSender, AsyncFramedShmStream};
+pub use async_framed::{FramedReceiver, FramedSender, FramedStream};
 pub(crate) use fragment::fragments;
 #[cfg(test)]
 pub(super) use fragment::Fed;
@@ -45,45 +45,45 @@ pub const DEFAULT_MAX_MESSAGE: usize = 10 << 20;
 /// for answering a request from inside `recv_with`.
 ///
 /// ```
-/// use lapce_ipc::frame::{FramedShmStream, MessageType};
-/// use lapce_ipc::{SharedMemoryListener, SharedMemoryStream};
+/// use lapce_ipc::frame::{BlockingFramedStream, MessageType};
+/// use lapce_ipc::{BlockingSharedMemoryListener, BlockingSharedMemoryStream};
 ///
 /// let name = format!("framed-doc-{}", std::process::id());
-/// let listener = SharedMemoryListener::bind(&name)?;
+/// let listener = BlockingSharedMemoryListener::bind(&name)?;
 /// let client = std::thread::spawn(move || -> lapce_ipc::Result<()> {
-///     let mut framed = FramedShmStream::new(SharedMemoryStream::connect(&name)?);
+///     let mut framed = BlockingFramedStream::new(BlockingSharedMemoryStream::connect(&name)?);
 ///     let big = vec![7u8; 1 << 20]; // larger than a ring record: sent as fragments
 ///     framed.send(MessageType::Data, &big)?;
 ///     Ok(())
 /// });
-/// let mut framed = FramedShmStream::new(listener.accept()?);
+/// let mut framed = BlockingFramedStream::new(listener.accept()?);
 /// let frame = framed.recv()?;
 /// assert_eq!((frame.kind, frame.payload.len()), (MessageType::Data, 1 << 20));
 /// client.join().unwrap()?;
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 #[derive(Debug)]
-pub struct FramedShmStream {
-    stream: SharedMemoryStream,
+pub struct BlockingFramedStream {
+    stream: BlockingSharedMemoryStream,
     tx: SendState,
     rx: RecvState,
 }
 
-impl FramedShmStream {
+impl BlockingFramedStream {
     /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
-    pub fn new(stream: SharedMemoryStream) -> FramedShmStream {
-        FramedShmStream { stream, tx: SendState::default(), rx: RecvState::default() }
+    pub fn new(stream: BlockingSharedMemoryStream) -> BlockingFramedStream {
+        BlockingFramedStream { stream, tx: SendState::default(), rx: RecvState::default() }
     }
 
     /// Sets the largest message accepted in either direction (at most `u32::MAX` bytes).
-    pub fn with_max_message(mut self, max: usize) -> FramedShmStream {
+    pub fn with_max_message(mut self, max: usize) -> BlockingFramedStream {
         let max = max.min(u32::MAX as usize);
         (self.tx.max_message, self.rx.max_message) = (max, max);
         self
     }
 
     /// Turns the payload CRC off for messages we send (faster; the header is still checked).
-    pub fn with_crc(mut self, on: bool) -> FramedShmStream {
+    pub fn with_crc(mut self, on: bool) -> BlockingFramedStream {
         self.tx.with_crc = on;
         self
     }
@@ -99,17 +99,20 @@ impl FramedShmStream {
     }
 
     /// The underlying stream.
-    pub fn get_mut(&mut self) -> &mut SharedMemoryStream {
+    pub fn get_mut(&mut self) -> &mut BlockingSharedMemoryStream {
         &mut self.stream
     }
 
     /// Splits the stream so that one thread can send while another receives, or so that a
-    /// server can answer from inside [`FramedReceiver::recv_with`] (the request read in place,
+    /// server can answer from inside [`BlockingFramedReceiver::recv_with`] (the request read in place,
     /// the reply written straight into the outgoing ring). Settings, the next id and a broken
     /// state carry over.
-    pub fn into_split(self) -> (FramedSender, FramedReceiver) {
+    pub fn into_split(self) -> (BlockingFramedSender, BlockingFramedReceiver) {
         let (tx, rx) = self.stream.into_split();
-        (FramedSender { sink: tx, state: self.tx }, FramedReceiver { source: rx, state: self.rx })
+        (
+            BlockingFramedSender { sink: tx, state: self.tx },
+            BlockingFramedReceiver { source: rx, state: self.rx },
+        )
     }
 
     /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
@@ -150,7 +153,7 @@ impl FramedShmStream {
     /// fragmented message is reassembled into a buffer the stream keeps for the next call (up
     /// to 1 MiB of it).
     ///
-    /// As with [`SharedMemoryStream::recv_with`], a peer that breaks the protocol could change
+    /// As with [`BlockingSharedMemoryStream::recv_with`], a peer that breaks the protocol could change
     /// the bytes in the ring while `f` looks at them (after they were checked); with an untrusted
     /// peer, use [`recv_into`](Self::recv_into), which checks a private copy.
     pub fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
@@ -158,14 +161,14 @@ impl FramedShmStream {
     }
 }
 
-/// The sending half of a [`FramedShmStream`] (see [`FramedShmStream::into_split`]).
+/// The sending half of a [`BlockingFramedStream`] (see [`BlockingFramedStream::into_split`]).
 #[derive(Debug)]
-pub struct FramedSender {
-    sink: StreamSender,
+pub struct BlockingFramedSender {
+    sink: BlockingStreamSender,
     state: SendState,
 }
 
-impl FramedSender {
+impl BlockingFramedSender {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
@@ -184,52 +187,52 @@ impl FramedSender {
     }
 }
 
-/// The receiving half of a [`FramedShmStream`] (see [`FramedShmStream::into_split`]).
+/// The receiving half of a [`BlockingFramedStream`] (see [`BlockingFramedStream::into_split`]).
 ///
 /// ```
-/// use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
-/// use lapce_ipc::{SharedMemoryListener, SharedMemoryStream};
+/// use lapce_ipc::frame::{Frame, BlockingFramedStream, MessageType};
+/// use lapce_ipc::{BlockingSharedMemoryListener, BlockingSharedMemoryStream};
 ///
 /// let name = format!("framed-split-doc-{}", std::process::id());
-/// let listener = SharedMemoryListener::bind(&name)?;
+/// let listener = BlockingSharedMemoryListener::bind(&name)?;
 /// let server = std::thread::spawn(move || -> lapce_ipc::Result<()> {
-///     let (mut tx, mut rx) = FramedShmStream::new(listener.accept()?).into_split();
+///     let (mut tx, mut rx) = BlockingFramedStream::new(listener.accept()?).into_split();
 ///     // An echo that copies the request straight from one ring into the other.
 ///     rx.recv_with(|kind, request, id| tx.send_with_id(kind, id, request))?
 /// });
-/// let mut client = FramedShmStream::new(SharedMemoryStream::connect(&name)?);
+/// let mut client = BlockingFramedStream::new(BlockingSharedMemoryStream::connect(&name)?);
 /// let id = client.send(MessageType::Chat, b"hello")?;
 /// assert_eq!(client.recv()?, Frame::new(MessageType::Chat, id, b"hello".to_vec()));
 /// server.join().unwrap()?;
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 #[derive(Debug)]
-pub struct FramedReceiver {
-    source: StreamReceiver,
+pub struct BlockingFramedReceiver {
+    source: BlockingStreamReceiver,
     state: RecvState,
 }
 
-impl FramedReceiver {
+impl BlockingFramedReceiver {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
     }
 
-    /// Receives the next message; see [`FramedShmStream::recv`].
+    /// Receives the next message; see [`BlockingFramedStream::recv`].
     pub fn recv(&mut self) -> Result<Frame> {
         let mut frame = Frame::default();
         self.recv_into(&mut frame)?;
         Ok(frame)
     }
 
-    /// Receives the next message into `frame`; see [`FramedShmStream::recv_into`].
+    /// Receives the next message into `frame`; see [`BlockingFramedStream::recv_into`].
     pub fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
         (frame.kind, frame.id) = self.state.recv_into(&mut self.source, &mut frame.payload)?;
         Ok(())
     }
 
     /// Receives the next message and calls `f` with it, in place when it fits one record; see
-    /// [`FramedShmStream::recv_with`] (same caveat about untrusted peers).
+    /// [`BlockingFramedStream::recv_with`] (same caveat about untrusted peers).
     pub fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
         self.state.recv_with(&mut self.source, f)
     }

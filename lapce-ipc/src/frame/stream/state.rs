@@ -7,7 +7,7 @@ use super::fragment::{fragments, Fed, Reassembly};
 use super::DEFAULT_MAX_MESSAGE;
 use crate::error::Result;
 use crate::frame::{Frame, FrameError, MessageType, HEADER_LEN};
-use crate::{SharedMemoryStream, StreamReceiver, StreamSender};
+use crate::{BlockingSharedMemoryStream, BlockingStreamReceiver, BlockingStreamSender};
 
 /// Where the blocking framed types write their records.
 pub(super) trait RecordSink {
@@ -17,7 +17,7 @@ pub(super) trait RecordSink {
     fn send_record(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize>;
 }
 
-impl RecordSink for SharedMemoryStream {
+impl RecordSink for BlockingSharedMemoryStream {
     fn record_limit(&self) -> usize {
         self.max_message_size()
     }
@@ -26,7 +26,7 @@ impl RecordSink for SharedMemoryStream {
     }
 }
 
-impl RecordSink for StreamSender {
+impl RecordSink for BlockingStreamSender {
     fn record_limit(&self) -> usize {
         self.max_message_size()
     }
@@ -41,13 +41,13 @@ pub(super) trait RecordSource {
     fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R>;
 }
 
-impl RecordSource for SharedMemoryStream {
+impl RecordSource for BlockingSharedMemoryStream {
     fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.recv_with(f)
     }
 }
 
-impl RecordSource for StreamReceiver {
+impl RecordSource for BlockingStreamReceiver {
     fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.recv_with(f)
     }
@@ -160,7 +160,7 @@ impl RecvState {
     #[cfg(feature = "tokio")]
     pub(super) async fn recv_into_async(
         &mut self,
-        source: &mut crate::AsyncStreamReceiver,
+        source: &mut crate::StreamReceiver,
         frame: &mut Frame,
     ) -> Result<()> {
         let payload = &mut frame.payload;
@@ -178,7 +178,7 @@ impl RecvState {
     #[cfg(feature = "tokio")]
     pub(super) async fn recv_with_async<R>(
         &mut self,
-        source: &mut crate::AsyncStreamReceiver,
+        source: &mut crate::StreamReceiver,
         f: impl FnOnce(MessageType, &[u8], u64) -> R,
     ) -> Result<R> {
         let mut buf = std::mem::take(&mut self.reassembly_buf);
