@@ -7,7 +7,8 @@
 //! - [`SharedMemoryListener`] / [`SharedMemoryStream`]: listener and duplex message stream for
 //!   tokio; [`BlockingSharedMemoryListener`] / [`BlockingSharedMemoryStream`]: the same on
 //!   threads. Every type is named this way: the plain name is the tokio flavour, the `Blocking`
-//!   one waits on the calling thread (the only flavour without the `tokio` feature). Connections are set up over a Unix socket in a private runtime directory (a named
+//!   one waits on the calling thread (the only flavour without the `tokio` feature).
+//!   Connections are set up over a Unix socket in a private runtime directory (a named
 //!   pipe on Windows), which also tells each side when the other dies.
 //! - [`BlockingByteStream`] / [`ByteStream`]: a stream as bytes, `std::io::Read + Write` and
 //!   `tokio::io::AsyncRead + AsyncWrite`, for codecs and proxies (record boundaries are not

@@ -18,10 +18,14 @@
 //! | [`release_free_heap`] | give the allocator's free pages back to the OS (glibc keeps them) |
 //!
 //! Backends, one folder per OS family:
-//! - `unix/`: Unix-domain control sockets with `SCM_RIGHTS`, socket-pair doorbells and peer
-//!   credentials shared by all Unixes, plus a segment backend: `unix/linux.rs` (sealed memfd,
-//!   futex, an epoll thread hearing hang-ups; the default on Linux) or `unix/posix.rs`
-//!   (`shm_open`, doorbell sleeps; macOS, and Linux with the `posix` feature).
+//! - `unix/`: one file per mechanism shared by all Unixes: `control.rs` (the Unix-domain control
+//!   socket), `fd_passing.rs` (`SCM_RIGHTS`), `segment.rs` (the mapped segment) and `discard.rs`
+//!   (its idle pages given back), `credentials.rs` (the peer's uid and pid), `socket.rs` (socket
+//!   pairs, hang-up and listener probes), `doorbell.rs` (socket-pair doorbells), `runtime_dir.rs`
+//!   and `boot_tag.rs` (where sockets live), `os.rs` (what differs between Linux and macOS);
+//!   plus a segment backend: `unix/linux.rs` (sealed memfd, futex, an epoll thread hearing
+//!   hang-ups; the default on Linux) or `unix/posix.rs` (`shm_open`, doorbell sleeps; macOS, and
+//!   Linux with the `posix` feature).
 //! - `windows/`: pagefile-backed sections, auto-reset events, a named-pipe control channel;
 //!   handles are duplicated into the peer instead of being passed by name.
 

@@ -17,12 +17,14 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
 use super::backend::{watch_hangup, HangupWatch};
+use super::credentials::{current_uid, peer_credentials};
 use super::doorbell::Doorbell;
-use super::socket::{
-    check_private_dir, check_socket_dir, current_uid, fallback_base, fallback_runtime_dir,
-    other_boot_runtime_dirs, peer_credentials, peer_hung_up, probe_listener, recv_with_fds, runtime_dir,
-    send_with_fds, xdg_runtime_dir, Listening,
+use super::fd_passing::{recv_with_fds, send_with_fds};
+use super::runtime_dir::{
+    check_private_dir, check_socket_dir, fallback_base, fallback_runtime_dir, other_boot_runtime_dirs,
+    runtime_dir, xdg_runtime_dir,
 };
+use super::socket::{peer_hung_up, probe_listener, Listening};
 use crate::error::{handshake_io, IpcError, Result};
 use crate::platform::time_left;
 

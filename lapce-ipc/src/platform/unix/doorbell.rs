@@ -26,7 +26,8 @@ use tokio::io::unix::AsyncFd;
 #[cfg(feature = "tokio")]
 use tokio::io::Interest;
 
-use super::socket::{os, socket_pair};
+use super::os;
+use super::socket::socket_pair;
 use crate::error::{IpcError, Result};
 
 /// Handles one doorbell end is made of (and travels as): its socket.

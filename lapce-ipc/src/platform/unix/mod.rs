@@ -7,8 +7,15 @@ mod backend;
 #[cfg(any(not(target_os = "linux"), feature = "posix"))]
 #[path = "posix.rs"]
 mod backend;
+mod boot_tag;
 mod control;
+mod credentials;
+mod discard;
 mod doorbell;
+mod fd_passing;
+mod os;
+mod runtime_dir;
+mod segment;
 mod socket;
 
 pub(crate) use backend::{futex_wait, futex_wake, HAS_FUTEX, HAS_HANGUP_WATCHER};
@@ -18,8 +25,10 @@ pub(crate) use control::{
 };
 #[cfg(feature = "tokio")]
 pub(crate) use control::{poll_sleep, AsyncControlListener, AsyncControlStream, AsyncHangupWatch};
+pub(crate) use credentials::current_pid;
 pub(crate) use doorbell::{Doorbell, DOORBELL_HANDLES};
-pub(crate) use socket::{current_pid, recv_with_fds, send_with_fds, Segment};
+pub(crate) use fd_passing::{recv_with_fds, send_with_fds};
+pub(crate) use segment::Segment;
 
 /// Borrows a handle (the same call on every backend).
 pub(crate) fn borrow_handle(handle: &OsHandle) -> BorrowedOsHandle<'_> {

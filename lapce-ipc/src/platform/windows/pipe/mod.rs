@@ -14,37 +14,36 @@
 //! (handle count `u32` LE, reserved `u32`), then one `u64` LE per handle: the value of a handle
 //! the sender has already duplicated into the receiver's process (docs/PROTOCOL.md §2).
 
+mod link;
+mod overlapped;
+
 use std::io;
 use std::os::windows::ffi::OsStrExt;
-use std::os::windows::io::{AsHandle, AsRawHandle, BorrowedHandle, FromRawHandle, OwnedHandle};
+use std::os::windows::io::{AsHandle, AsRawHandle, FromRawHandle, OwnedHandle};
 use std::path::{Path, PathBuf};
 use std::ptr::{null, null_mut};
 use std::time::{Duration, Instant};
 
 use windows_sys::Win32::Foundation::{
-    DuplicateHandle, GetLastError, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND,
-    ERROR_IO_PENDING, ERROR_PIPE_BUSY, ERROR_PIPE_CONNECTED, GENERIC_READ, GENERIC_WRITE, HANDLE,
-    WAIT_OBJECT_0,
+    DuplicateHandle, DUPLICATE_SAME_ACCESS, ERROR_ACCESS_DENIED, ERROR_FILE_NOT_FOUND, ERROR_PIPE_BUSY,
+    GENERIC_READ, GENERIC_WRITE, HANDLE,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    CreateFileW, ReadFile, WriteFile, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING,
-    PIPE_ACCESS_DUPLEX, SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
+    CreateFileW, FILE_FLAG_FIRST_PIPE_INSTANCE, FILE_FLAG_OVERLAPPED, OPEN_EXISTING, PIPE_ACCESS_DUPLEX,
+    SECURITY_IDENTIFICATION, SECURITY_SQOS_PRESENT,
 };
 use windows_sys::Win32::System::Pipes::{
-    ConnectNamedPipe, CreateNamedPipeW, GetNamedPipeClientProcessId, GetNamedPipeServerProcessId,
-    WaitNamedPipeW, PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES,
-    PIPE_WAIT,
+    CreateNamedPipeW, GetNamedPipeClientProcessId, GetNamedPipeServerProcessId, WaitNamedPipeW,
+    PIPE_READMODE_BYTE, PIPE_REJECT_REMOTE_CLIENTS, PIPE_TYPE_BYTE, PIPE_UNLIMITED_INSTANCES, PIPE_WAIT,
 };
-use windows_sys::Win32::System::Threading::{
-    GetCurrentProcess, OpenProcess, ResetEvent, SetEvent, WaitForSingleObject, PROCESS_DUP_HANDLE,
-};
-use windows_sys::Win32::System::IO::{CancelIoEx, GetOverlappedResult, OVERLAPPED};
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcess, PROCESS_DUP_HANDLE};
 
-use super::event::{wait_ms, EventWait};
 use super::security::{check_same_user, user_tag};
-use super::{new_event, owned, BorrowedOsHandle, OsHandle};
+use super::{owned, BorrowedOsHandle, OsHandle};
 use crate::error::{handshake_io, IpcError, Result};
 use crate::platform::time_left;
+pub(crate) use link::PeerLink;
+use overlapped::{Op, Overlapped, Pending};
 
 /// Most handles one control message may carry.
 const MAX_HANDLES: usize = 8;
@@ -86,154 +85,6 @@ fn unix_only(allowed_uids: &[u32]) -> Result<()> {
 
 fn wide(path: &Path) -> Vec<u16> {
     path.as_os_str().encode_wide().chain(Some(0)).collect()
-}
-
-/// An `OVERLAPPED` and its manual-reset event, boxed so their address never changes while the
-/// kernel may write to them.
-struct Overlapped {
-    ov: OVERLAPPED,
-    event: OwnedHandle,
-}
-
-// SAFETY: `OVERLAPPED` is plain data; its only pointer, `hEvent`, is the value of the handle
-// `event` owns, valid from any thread. The kernel writes to `ov` only during an operation, which
-// needs `&mut Overlapped` (held by a `Pending` or by the `PeerLink` that started it), so shared
-// references only ever read the event handle.
-unsafe impl Send for Overlapped {}
-// SAFETY: see `Send`; `&Overlapped` gives access to nothing but the event handle.
-unsafe impl Sync for Overlapped {}
-
-impl Overlapped {
-    fn new() -> io::Result<Box<Overlapped>> {
-        let event = new_event(true)?;
-        let ov = OVERLAPPED { hEvent: event.as_raw_handle(), ..Default::default() };
-        Ok(Box::new(Overlapped { ov, event }))
-    }
-
-    /// Ready for a new operation: cleared fields, event reset.
-    fn reset(&mut self) {
-        self.ov = OVERLAPPED { hEvent: self.event.as_raw_handle(), ..Default::default() };
-        // SAFETY: `event` is a live handle we own.
-        unsafe { ResetEvent(self.event.as_raw_handle()) };
-    }
-}
-
-/// One operation to start on a pipe.
-enum Op<'a> {
-    Read(&'a mut [u8]),
-    Write(&'a [u8]),
-    Connect,
-}
-
-/// An overlapped operation in flight. Dropped unfinished, it cancels the operation and waits
-/// for the kernel to let go of the buffer and the `OVERLAPPED` it borrows. Private, and never
-/// leaked with `mem::forget`, which this soundness argument relies on.
-struct Pending<'a> {
-    pipe: BorrowedHandle<'a>,
-    io: &'a mut Overlapped,
-    /// Set when the operation finished synchronously with this result.
-    finished: Option<io::Result<usize>>,
-    done: bool,
-}
-
-impl<'a> Pending<'a> {
-    fn start(pipe: BorrowedHandle<'a>, io: &'a mut Overlapped, op: Op<'a>) -> io::Result<Pending<'a>> {
-        io.reset();
-        let raw = pipe.as_raw_handle();
-        // SAFETY: `pipe` is live for 'a; the buffer and `io.ov` are borrowed for 'a, and the
-        // returned `Pending` (which holds those borrows) waits for completion or cancellation
-        // before it lets them go.
-        let ok = unsafe {
-            match op {
-                Op::Read(buf) => {
-                    let len = buf.len().min(u32::MAX as usize) as u32;
-                    ReadFile(raw, buf.as_mut_ptr(), len, null_mut(), &mut io.ov)
-                }
-                Op::Write(bytes) => {
-                    let len = bytes.len().min(u32::MAX as usize) as u32;
-                    WriteFile(raw, bytes.as_ptr(), len, null_mut(), &mut io.ov)
-                }
-                Op::Connect => ConnectNamedPipe(raw, &mut io.ov),
-            }
-        };
-        let mut pending = Pending { pipe, io, finished: None, done: false };
-        if ok == 0 {
-            // SAFETY: plain call.
-            match unsafe { GetLastError() } {
-                ERROR_IO_PENDING => {}
-                // A client connected between CreateNamedPipe and ConnectNamedPipe.
-                ERROR_PIPE_CONNECTED => {
-                    pending.done = true;
-                    pending.finished = Some(Ok(0));
-                }
-                code => {
-                    // Nothing is in flight after an immediate failure.
-                    pending.done = true;
-                    return Err(io::Error::from_raw_os_error(code as i32));
-                }
-            }
-        }
-        Ok(pending)
-    }
-
-    /// The result of the finished operation (its event is signalled).
-    fn result(&mut self) -> io::Result<usize> {
-        if let Some(r) = self.finished.take() {
-            return r;
-        }
-        let mut n = 0u32;
-        // SAFETY: `pipe` and `io.ov` are the ones the operation was started with; with `bWait`
-        // false this only collects a completed operation's result.
-        let ok = unsafe { GetOverlappedResult(self.pipe.as_raw_handle(), &self.io.ov, &mut n, 0) };
-        self.done = true;
-        if ok == 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize)
-    }
-
-    fn is_signalled(&self) -> bool {
-        // SAFETY: the event is a live handle owned by `io`.
-        self.finished.is_some()
-            || unsafe { WaitForSingleObject(self.io.event.as_raw_handle(), 0) } == WAIT_OBJECT_0
-    }
-
-    /// Waits (blocking) at most `timeout`; `TimedOut` after that (and the operation is cancelled).
-    fn wait(mut self, timeout: Option<Duration>) -> io::Result<usize> {
-        if self.finished.is_none() {
-            // SAFETY: the event is a live handle owned by `io`.
-            let r = unsafe { WaitForSingleObject(self.io.event.as_raw_handle(), wait_ms(timeout)) };
-            if r != WAIT_OBJECT_0 {
-                return Err(io::ErrorKind::TimedOut.into());
-            }
-        }
-        self.result()
-    }
-
-    /// Waits asynchronously (the thread pool watches the event).
-    async fn wait_async(mut self) -> io::Result<usize> {
-        if !self.is_signalled() {
-            let waiter = EventWait::register(self.io.event.as_handle(), true)?;
-            while !self.is_signalled() {
-                waiter.signalled().await;
-            }
-        }
-        self.result()
-    }
-}
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        if !self.done {
-            let mut n = 0u32;
-            // SAFETY: the operation may still be in flight on `pipe` with `io.ov`: cancel it and
-            // wait (bWait = TRUE) until the kernel has finished with the buffer and `io.ov`.
-            unsafe {
-                CancelIoEx(self.pipe.as_raw_handle(), &self.io.ov);
-                GetOverlappedResult(self.pipe.as_raw_handle(), &self.io.ov, &mut n, 1);
-            }
-        }
-    }
 }
 
 /// Creates one instance of the listener's pipe, opened for overlapped I/O and local clients only.
@@ -621,122 +472,5 @@ impl AsyncControlStream {
 
     pub(crate) fn into_blocking(self) -> Result<ControlStream> {
         Ok(self.inner)
-    }
-}
-
-/// The control pipe of an established connection: it only tells whether the peer lives.
-///
-/// A one-byte read is kept pending on the pipe; it completes (signalling `io.event`) when the
-/// peer closes its end or dies, or sends anything, which no live peer does after the handshake.
-/// Dropping the link cancels the read and closes the pipe, which the peer hears at once.
-pub(crate) struct PeerLink {
-    pipe: OwnedHandle,
-    io: Box<Overlapped>,
-    /// The pending read's buffer: boxed, so its address is stable while the read is in flight.
-    buf: Box<[u8; 1]>,
-    /// A read may still be in flight (cancel and wait for it on drop).
-    in_flight: bool,
-}
-
-impl PeerLink {
-    /// Starts the pending read. `on_hangup` is dropped: this backend has no watcher thread
-    /// (sleepers wait on [`event`](Self::event) themselves).
-    pub(crate) fn new(stream: ControlStream, _on_hangup: Box<dyn FnOnce() + Send>) -> Result<PeerLink> {
-        let ControlStream { pipe, mut io, .. } = stream;
-        io.reset();
-        let mut buf = Box::new([0u8; 1]);
-        let request = StartRead {
-            pipe: pipe.as_raw_handle() as usize,
-            buf: buf.as_mut_ptr() as usize,
-            ov: &mut io.ov as *mut OVERLAPPED as usize,
-        };
-        let in_flight = start_read_on_link_thread(request)?;
-        if !in_flight {
-            // It finished at once: data (a protocol violation) or an error (the peer is gone).
-            // SAFETY: `io.event` is a live handle we own.
-            unsafe { SetEvent(io.event.as_raw_handle()) };
-        }
-        Ok(PeerLink { pipe, io, buf, in_flight })
-    }
-
-    /// True once the peer has hung up (or sent anything). Never blocks.
-    pub(crate) fn hung_up(&self) -> bool {
-        // SAFETY: `io.event` is a live handle we own.
-        unsafe { WaitForSingleObject(self.io.event.as_raw_handle(), 0) == WAIT_OBJECT_0 }
-    }
-
-    /// The event that is signalled once the peer is gone (stays signalled).
-    pub(super) fn event(&self) -> HANDLE {
-        self.io.event.as_raw_handle()
-    }
-
-    pub(super) fn event_handle(&self) -> BorrowedHandle<'_> {
-        self.io.event.as_handle()
-    }
-}
-
-/// A one-byte read to start on a link's pipe (raw values: they cross to the link thread).
-struct StartRead {
-    pipe: usize,
-    buf: usize,
-    ov: usize,
-}
-
-/// Starts `read` on the process's link thread and returns whether it is in flight.
-///
-/// Windows cancels a thread's pending I/O when the thread exits, and Wine does so even for
-/// handles associated with a completion port. A link's read must last as long as the
-/// connection, whichever thread set it up (a spawned accept thread, a tokio worker), so it is
-/// issued by one thread that lives as long as the process and does nothing else.
-fn start_read_on_link_thread(read: StartRead) -> io::Result<bool> {
-    type Job = (StartRead, std::sync::mpsc::SyncSender<bool>);
-    static LINK_THREAD: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
-        std::sync::OnceLock::new();
-    let jobs = match LINK_THREAD.get() {
-        Some(jobs) => jobs,
-        None => {
-            let (tx, rx) = std::sync::mpsc::channel::<Job>();
-            std::thread::Builder::new().name("lapce-ipc-links".into()).spawn(move || {
-                for (read, done) in rx {
-                    // SAFETY: the `PeerLink` being built owns the pipe, the boxed buffer and
-                    // the boxed OVERLAPPED these values point to, waits for our answer before
-                    // it goes on, and cancels the read and waits for it before freeing them.
-                    let ok = unsafe {
-                        ReadFile(
-                            read.pipe as HANDLE,
-                            read.buf as *mut u8,
-                            1,
-                            null_mut(),
-                            read.ov as *mut OVERLAPPED,
-                        )
-                    };
-                    // SAFETY: plain call.
-                    let in_flight = ok == 0 && unsafe { GetLastError() } == ERROR_IO_PENDING;
-                    let _ = done.send(in_flight);
-                }
-            })?;
-            LINK_THREAD.get_or_init(|| std::sync::Mutex::new(tx))
-        }
-    };
-    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
-    let sent = jobs.lock().unwrap_or_else(|p| p.into_inner()).send((read, done_tx));
-    if sent.is_err() {
-        return Err(io::Error::other("lapce-ipc link thread is gone"));
-    }
-    done_rx.recv().map_err(|_| io::Error::other("lapce-ipc link thread is gone"))
-}
-
-impl Drop for PeerLink {
-    fn drop(&mut self) {
-        if self.in_flight {
-            let mut n = 0u32;
-            // SAFETY: the read started in `new` may be in flight on `pipe` with `io.ov` and
-            // `buf`: cancel it and wait (bWait = TRUE) until the kernel is done with them.
-            unsafe {
-                CancelIoEx(self.pipe.as_raw_handle(), &self.io.ov);
-                GetOverlappedResult(self.pipe.as_raw_handle(), &self.io.ov, &mut n, 1);
-            }
-        }
-        let _ = &self.buf;
     }
 }
