@@ -12,6 +12,7 @@
 //! summary reports the performance targets for Windows instead of the Linux ones.
 
 pub(crate) mod child;
+mod grpc;
 mod iceoryx2;
 mod lapce;
 mod measure;
@@ -43,6 +44,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use self::child::ServerProcess;
+pub use self::grpc::{serve as grpc_serve, GrpcServerArgs};
 use self::lapce::LapceClient;
 use self::measure::{Result, Throughput};
 use self::report::{CaseResult, Idle, MetricsCost};
@@ -167,6 +169,10 @@ pub struct BenchArgs {
     /// still reports each target as met or missed.
     #[arg(long, value_name = "F|ci", default_value = "1", value_parser = parse_margin, requires = "gate")]
     pub gate_margin: report::GateMargin,
+    /// gRPC mode: only the tonic rows (unary echo, 64 B and 1 KiB, over lapce-ipc, a Unix
+    /// socket, TCP and TLS; see bench/grpc.rs). Honours --rounds, --peer-budget, --quick, --json.
+    #[arg(long, conflicts_with = "scale")]
+    pub grpc: bool,
 }
 
 impl BenchArgs {
@@ -1050,6 +1056,9 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     if !args.scale.is_empty() {
         return run_scale(args);
     }
+    if args.grpc {
+        return grpc::run(args);
+    }
     let started = Instant::now();
     if let Some(path) = &args.plot {
         if let Err(e) = plot::check_path(path) {
@@ -1349,6 +1358,7 @@ mod tests {
             no_iceoryx2: false,
             gate: false,
             gate_margin: report::GateMargin::Factor(1.0),
+            grpc: false,
         };
         let small = Counts::new(&args, 1024);
         let big = Counts::new(&args, 64 << 10);
