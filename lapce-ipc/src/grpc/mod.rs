@@ -1,4 +1,4 @@
-//! gRPC ([tonic]) and HTTP ([hyper]) over shared memory, behind the `grpc` feature: the
+//! gRPC ([tonic]) and HTTP (hyper) over shared memory, behind the `grpc` feature: the
 //! byte-stream mode ([`AsyncByteShmStream`]) carries an HTTP/2 connection, so a tonic service
 //! and its clients talk through the rings instead of a socket, with the same generated code.
 //!
