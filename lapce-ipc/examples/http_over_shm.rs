@@ -1,7 +1,7 @@
 //! HTTP/1.1 and HTTP/2 over shared memory with hyper: `cargo run -p lapce-ipc --example
 //! http_over_shm`.
 //!
-//! hyper needs nothing from lapce-ipc but a byte stream: an [`AsyncByteShmStream`] wrapped in
+//! hyper needs nothing from lapce-ipc but a byte stream: a [`ByteStream`] wrapped in
 //! hyper-util's `TokioIo` goes to `hyper::client::conn` on one side and `hyper::server::conn`
 //! (here hyper-util's `auto` builder, which serves both versions) on the other. The process
 //! starts itself again as the server (`http_over_shm serve NAME`), then makes one HTTP/1.1 and
@@ -11,10 +11,10 @@
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{BlockingIncoming, Bytes};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use lapce_ipc::{AsyncByteShmStream, AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcError};
+use lapce_ipc::{ByteStream, IpcError, SharedMemoryListener, SharedMemoryStream};
 
 /// Connections the server serves before it exits: one per HTTP version.
 const CONNECTIONS: usize = 2;
@@ -26,7 +26,7 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The server's routes: `GET /hello` names the version spoken, `POST /echo` answers with the
 /// request's body; anything else is a 404.
-async fn route(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Error> {
+async fn route(request: Request<BlockingIncoming>) -> Result<Response<Full<Bytes>>, Error> {
     let version = request.version();
     let response = match (request.method(), request.uri().path()) {
         (&Method::GET, "/hello") => Response::new(Full::new(Bytes::from(format!("hello over {version:?}")))),
@@ -41,10 +41,10 @@ async fn route(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Erro
 pub fn serve(name: &str) -> Result<(), Error> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind(name)?;
+        let listener = SharedMemoryListener::bind(name)?;
         let mut connections = tokio::task::JoinSet::new();
         for _ in 0..CONNECTIONS {
-            let io = TokioIo::new(AsyncByteShmStream::new(listener.accept().await?));
+            let io = TokioIo::new(ByteStream::new(listener.accept().await?));
             connections.spawn(async move {
                 hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(io, hyper::service::service_fn(route))
@@ -59,11 +59,11 @@ pub fn serve(name: &str) -> Result<(), Error> {
 }
 
 /// A byte stream to the server at `name`, waiting up to a minute for it to bind.
-async fn connect(name: &str) -> Result<TokioIo<AsyncByteShmStream>, Error> {
+async fn connect(name: &str) -> Result<TokioIo<ByteStream>, Error> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match AsyncSharedMemoryStream::connect(name).await {
-            Ok(stream) => return Ok(TokioIo::new(AsyncByteShmStream::new(stream))),
+        match SharedMemoryStream::connect(name).await {
+            Ok(stream) => return Ok(TokioIo::new(ByteStream::new(stream))),
             Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(5)).await
             }
@@ -87,7 +87,7 @@ pub struct Exchange {
 async fn exchange<F, Fut>(mut send: F) -> Result<Exchange, Error>
 where
     F: FnMut(Request<Full<Bytes>>) -> Fut,
-    Fut: std::future::Future<Output = hyper::Result<Response<Incoming>>>,
+    Fut: std::future::Future<Output = hyper::Result<Response<BlockingIncoming>>>,
 {
     let hello = send(Request::get("http://lapce-ipc/hello").body(Full::new(Bytes::new()))?).await?;
     let version = hello.version();

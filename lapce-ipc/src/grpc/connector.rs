@@ -12,7 +12,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::connection::StreamConfig;
 use crate::error::IpcError;
-use crate::{AsyncByteShmStream, AsyncSharedMemoryStream};
+use crate::{ByteStream, SharedMemoryStream};
 
 /// A tower service that connects to the shared-memory listener `name` whatever URI it is
 /// asked for, and hands back the connection as a byte stream wrapped for hyper
@@ -62,10 +62,10 @@ impl fmt::Debug for ShmConnector {
 }
 
 /// A connection under way.
-type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<AsyncByteShmStream>, IpcError>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<TokioIo<ByteStream>, IpcError>> + Send>>;
 
 impl tower_service::Service<Uri> for ShmConnector {
-    type Response = TokioIo<AsyncByteShmStream>;
+    type Response = TokioIo<ByteStream>;
     type Error = IpcError;
     type Future = Connecting;
 
@@ -78,8 +78,8 @@ impl tower_service::Service<Uri> for ShmConnector {
     fn call(&mut self, _uri: Uri) -> Connecting {
         let (name, config) = (self.name.clone(), self.config.clone());
         Box::pin(async move {
-            let stream = AsyncSharedMemoryStream::connect_with(&name, &config).await?;
-            Ok(TokioIo::new(AsyncByteShmStream::new(stream)))
+            let stream = SharedMemoryStream::connect_with(&name, &config).await?;
+            Ok(TokioIo::new(ByteStream::new(stream)))
         })
     }
 }

@@ -14,13 +14,13 @@ use tonic::transport::server::Connected;
 
 use crate::connection::StreamConfig;
 use crate::error::Result;
-use crate::{AsyncByteShmStream, AsyncSharedMemoryListener, AsyncSharedMemoryStream};
+use crate::{ByteStream, SharedMemoryListener, SharedMemoryStream};
 
-/// The clients of an [`AsyncSharedMemoryListener`] as byte-stream connections, a `Stream` for
+/// The clients of a [`SharedMemoryListener`] as byte-stream connections, a `Stream` for
 /// tonic's `Server::builder()...serve_with_incoming` (or any accept loop). It owns the
 /// listener, so the server future it is given to can be spawned. It never ends; an item is an
 /// error only for the listener itself (refused clients are counted and skipped, as with
-/// [`accept`](AsyncSharedMemoryListener::accept)). Must be polled inside the tokio runtime the
+/// [`accept`](SharedMemoryListener::accept)). Must be polled inside the tokio runtime the
 /// listener was bound in.
 ///
 /// ```no_run
@@ -35,31 +35,31 @@ use crate::{AsyncByteShmStream, AsyncSharedMemoryListener, AsyncSharedMemoryStre
 /// # Ok(()) }
 /// ```
 pub struct ShmIncoming {
-    listener: Arc<AsyncSharedMemoryListener>,
+    listener: Arc<SharedMemoryListener>,
     accepting: Option<Accepting>,
 }
 
 /// An accept under way.
-type Accepting = Pin<Box<dyn Future<Output = Result<AsyncSharedMemoryStream>> + Send>>;
+type Accepting = Pin<Box<dyn Future<Output = Result<SharedMemoryStream>> + Send>>;
 
 impl ShmIncoming {
-    /// Binds `name` with the default configuration (see [`AsyncSharedMemoryListener::bind`]).
+    /// Binds `name` with the default configuration (see [`SharedMemoryListener::bind`]).
     pub fn bind(name: &str) -> Result<ShmIncoming> {
-        Ok(Self::new(AsyncSharedMemoryListener::bind(name)?))
+        Ok(Self::new(SharedMemoryListener::bind(name)?))
     }
 
-    /// Binds `name` with `config` (see [`AsyncSharedMemoryListener::bind_with`]).
+    /// Binds `name` with `config` (see [`SharedMemoryListener::bind_with`]).
     pub fn bind_with(name: &str, config: StreamConfig) -> Result<ShmIncoming> {
-        Ok(Self::new(AsyncSharedMemoryListener::bind_with(name, config)?))
+        Ok(Self::new(SharedMemoryListener::bind_with(name, config)?))
     }
 
     /// The connections of `listener`.
-    pub fn new(listener: AsyncSharedMemoryListener) -> ShmIncoming {
+    pub fn new(listener: SharedMemoryListener) -> ShmIncoming {
         ShmIncoming { listener: Arc::new(listener), accepting: None }
     }
 
     /// The listener (its path, refusals and pool).
-    pub fn listener(&self) -> &AsyncSharedMemoryListener {
+    pub fn listener(&self) -> &SharedMemoryListener {
         &self.listener
     }
 }
@@ -95,17 +95,17 @@ impl fmt::Debug for ShmIncoming {
 /// connection carries (`request.extensions().get::<ShmConnectInfo>()`).
 #[derive(Debug)]
 pub struct ShmConnection {
-    bytes: AsyncByteShmStream,
+    bytes: ByteStream,
 }
 
 impl ShmConnection {
     /// `stream` in the byte-stream mode.
-    pub fn new(stream: AsyncSharedMemoryStream) -> ShmConnection {
-        ShmConnection { bytes: AsyncByteShmStream::new(stream) }
+    pub fn new(stream: SharedMemoryStream) -> ShmConnection {
+        ShmConnection { bytes: ByteStream::new(stream) }
     }
 
     /// The byte stream inside.
-    pub fn into_inner(self) -> AsyncByteShmStream {
+    pub fn into_inner(self) -> ByteStream {
         self.bytes
     }
 }

@@ -1,5 +1,5 @@
 //! gRPC ([tonic]) and HTTP (hyper) over shared memory, behind the `grpc` feature: the
-//! byte-stream mode ([`AsyncByteShmStream`]) carries an HTTP/2 connection, so a tonic service
+//! byte-stream mode ([`ByteStream`]) carries an HTTP/2 connection, so a tonic service
 //! and its clients talk through the rings instead of a socket, with the same generated code.
 //!
 //! - Client: [`ShmConnector`], a tower service from `Uri` to a connection, for tonic's
@@ -11,7 +11,7 @@
 //!   for `Server::builder()...serve_with_incoming`. Each request carries a [`ShmConnectInfo`]
 //!   (the client's pid) in its extensions.
 //!
-//! Plain hyper needs nothing from this module: wrap an [`AsyncByteShmStream`] in
+//! Plain hyper needs nothing from this module: wrap a [`ByteStream`] in
 //! `hyper_util::rt::TokioIo` and hand it to `hyper::client::conn` or `hyper::server::conn`
 //! (HTTP/1.1 or HTTP/2; see `examples/http_over_shm.rs`).
 //!
@@ -43,4 +43,4 @@ pub use self::connector::{connect, connect_with, ShmConnector};
 pub use self::incoming::{ShmConnectInfo, ShmConnection, ShmIncoming};
 
 #[cfg(doc)]
-use crate::AsyncByteShmStream;
+use crate::ByteStream;

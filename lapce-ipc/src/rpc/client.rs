@@ -24,8 +24,8 @@ use crate::channel::Link;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::MessageType;
-use crate::AsyncSharedMemoryStream;
 use crate::ResponseStream;
+use crate::SharedMemoryStream;
 
 /// First pause between reconnection attempts; doubled up to [`RECONNECT_MAX_PAUSE`], so a
 /// server that comes back is found within that much time.
@@ -523,7 +523,7 @@ async fn connection(inner: &Arc<ClientInner>, deadline: Option<Instant>) -> Resu
 /// Opens a connection: stream handshake, then the server's greeting, then the housekeeping task.
 async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
     let stream_config = inner.config.stream_config();
-    let stream = AsyncSharedMemoryStream::connect_with(&inner.name, &stream_config).await?;
+    let stream = SharedMemoryStream::connect_with(&inner.name, &stream_config).await?;
     let max_message = inner.config.ipc.max_message_size;
     let (tx, rx) = stream.into_halves();
     let link = rx.link_handle();
