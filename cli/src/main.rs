@@ -72,6 +72,9 @@ enum Command {
     /// A client process of `bench --scale`, run as a child process by `bench` itself.
     #[command(hide = true)]
     BenchScaleClient(bench::ScaleClientArgs),
+    /// The gRPC server of `bench --grpc`, run as a child process by `bench` itself.
+    #[command(hide = true)]
+    BenchGrpcServer(bench::GrpcServerArgs),
     /// Run a server with an echo handler and a mock AI engine until Ctrl-C.
     ///
     /// The echo handler answers `data`; the mock AI engine answers `complete` and streams its
@@ -107,6 +110,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::BenchServer(args) => bench::serve(&args),
         Command::BenchScaleClient(args) => bench::scale_client(&args),
+        Command::BenchGrpcServer(args) => bench::grpc_serve(&args),
         Command::Serve(args) => serve::serve(&args),
         Command::Call(args) => call::call(&args),
         Command::Clean => clean::clean(),

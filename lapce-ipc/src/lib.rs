@@ -13,6 +13,8 @@
 //! - [`BlockingByteStream`] / [`ByteStream`]: a stream as bytes, `std::io::Read + Write` and
 //!   `tokio::io::AsyncRead + AsyncWrite`, for codecs and proxies (record boundaries are not
 //!   seen; an empty record is EOF).
+//! - [`grpc`] (feature `grpc`): tonic and hyper over the byte streams, a client connector and
+//!   the server's incoming connections.
 //! - [`frame`]: typed, checksummed messages of any size; the async flavour is a
 //!   `futures_core::Stream` of [`frame::Frame`]s and a `futures_sink::Sink` of them, and
 //!   [`ResponseStream`] is a `Stream` of chunks.
@@ -82,6 +84,9 @@ pub mod config;
 mod connection;
 mod error;
 pub mod frame;
+#[cfg(feature = "grpc")]
+#[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]
+pub mod grpc;
 #[cfg(feature = "ai-types")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ai-types")))]
 pub mod messages;

@@ -15,8 +15,11 @@ mod descriptors;
 mod example_ai_engine;
 mod example_bytes_codec;
 mod example_editor_client;
+mod example_http_over_shm;
 mod frame_props;
 mod framed;
+#[cfg(feature = "grpc")]
+mod grpc_over_shm;
 mod loom_ring;
 mod metrics;
 mod notifications;

@@ -77,6 +77,7 @@ mod tests {
             no_iceoryx2: false,
             gate: false,
             gate_margin: report::GateMargin::Factor(1.0),
+            grpc: false,
         };
         let small = Counts::new(&args, 1024);
         let big = Counts::new(&args, 64 << 10);

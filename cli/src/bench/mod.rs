@@ -14,12 +14,13 @@
 //! The files, by job: [`args`] the options, [`transport`] what is measured, [`counts`] how much,
 //! [`cpu`] pinning and CPU time, [`session`] one server child and its client, [`cases`] the
 //! rows, [`server`] the `bench-server` child, [`report`] the results, [`scale`] the `--scale`
-//! mode.
+//! mode, [`grpc`] the `--grpc` mode.
 
 mod args;
 mod cases;
 mod counts;
 mod cpu;
+mod grpc;
 mod iceoryx2;
 mod lapce;
 mod measure;
@@ -50,6 +51,7 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 pub use self::args::BenchArgs;
+pub use self::grpc::{serve as grpc_serve, GrpcServerArgs};
 use self::counts::Counts;
 use self::cpu::Pinning;
 use self::report::{CaseResult, Idle, MetricsCost, Row};
@@ -63,6 +65,9 @@ use crate::progress::Progress;
 /// Runs `lapce-ipc bench`. Missed targets do not fail it; failed measurements do (exit 1).
 pub fn run(args: &BenchArgs) -> ExitCode {
     crate::output::keep_stdout_for(args.json.as_deref());
+    if args.grpc {
+        return grpc::run(args);
+    }
     if !args.scale.is_empty() {
         return run_scale(args);
     }

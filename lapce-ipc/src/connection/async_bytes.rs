@@ -64,6 +64,12 @@ impl ByteStream {
         }
     }
 
+    /// The peer's process id, as the OS reported it for the control channel (0 where it does
+    /// not tell).
+    pub fn peer_pid(&self) -> u32 {
+        self.writer.half.link().peer_pid()
+    }
+
     /// Splits the stream so that two tasks write and read concurrently (no lock, unlike
     /// `tokio::io::split`).
     pub fn into_split(self) -> (ByteWriter, ByteReader) {
