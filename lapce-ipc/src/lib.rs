@@ -90,6 +90,9 @@ mod platform;
 #[cfg(feature = "ai-types")]
 #[cfg_attr(docsrs, doc(cfg(feature = "ai-types")))]
 pub mod protocol;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod remote;
 mod ring;
 #[cfg(feature = "rpc")]
 mod rpc;

@@ -203,6 +203,9 @@ pub(crate) struct Metrics {
     pub(crate) backpressure_wait: DurationHistogram,
     pub(crate) write_duration: DurationHistogram,
     pub(crate) rings: Arc<RingRegistry>,
+    /// Remote clients refused before any frame (TLS handshake, token, certificate).
+    #[cfg(feature = "tls")]
+    pub(crate) tls_refused: Counter,
     /// Where the listener families read from, once the server has registered its listener.
     listener: Option<ListenerReader>,
 }
@@ -270,6 +273,8 @@ impl Metrics {
             backpressure_wait: DurationHistogram::default(),
             write_duration: DurationHistogram::default(),
             rings: Arc::new(RingRegistry::default()),
+            #[cfg(feature = "tls")]
+            tls_refused: Counter::default(),
             listener: None,
         };
         let mut registry = Registry::with_prefix(PREFIX);
@@ -287,6 +292,12 @@ impl Metrics {
             self.connections.clone(),
         );
         registry.register("connections_active", "Connections open now", self.connections_active.clone());
+        #[cfg(feature = "tls")]
+        registry.register(
+            "tls_refused",
+            "Remote (TLS) clients refused before any frame: a failed TLS handshake, a bad token or hello",
+            self.tls_refused.clone(),
+        );
         registry.register_with_unit(
             "connect_duration",
             "Time from the listener handing over a connection (handshake done) to the greeting sent",
