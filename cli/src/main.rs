@@ -22,6 +22,7 @@ mod bench;
 mod logging;
 mod output;
 mod progress;
+mod remote;
 mod serve;
 mod stress;
 

@@ -42,12 +42,14 @@ pub struct ServeArgs {
     /// endpoint has no authentication. Port 0 picks a free port (printed).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: crate::remote::ServeTls,
 }
 
 /// Arguments of `call`.
 #[derive(Debug, Args)]
 pub struct CallArgs {
-    /// Listener name of the server.
+    /// Listener name of the server, or tls://HOST:PORT for a remote one.
     #[arg(default_value = "lapce-ai")]
     pub name: String,
     /// TOML configuration file, the same as the server's (`serve --config`).
@@ -75,6 +77,8 @@ pub struct CallArgs {
     /// Give up after this many milliseconds [default: the configuration's, 30000].
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    pub tls: crate::remote::CallTls,
 }
 
 /// The message types that have a name in this build, with their names as `call --type` takes
@@ -150,6 +154,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
     };
     // A process of its own: giving its free heap back to the OS concerns nobody else.
     config.ipc.trim_heap = true;
+    args.tls.apply(&mut config)?;
     if args.print_config {
         print!("{}", config.to_toml_string());
         return Ok(());
@@ -169,6 +174,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
     let grace = Duration::from_secs(args.grace_secs);
     runtime()?.block_on(async move {
         let server = IpcServer::bind(&name, config)?;
+        let _tls = args.tls.listen(&server).await?;
         server.register_sync_handler(MessageType::Data, Ok);
         server.register_handler(MessageType::Complete, |request: Bytes| async move {
             let request = decode_request(&request)?;
@@ -357,6 +363,7 @@ fn call_inner(args: &CallArgs) -> Result<(), IpcError> {
     if let Some(ms) = args.timeout_ms {
         config.ipc.request_timeout_ms = ms;
     }
+    args.tls.apply(&mut config);
     let name = args.name.clone();
     let kind = args.kind;
     runtime()?.block_on(async {
