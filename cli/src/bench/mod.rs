@@ -24,6 +24,7 @@ mod report;
 mod rpc;
 mod rpc_report;
 pub(crate) mod scale;
+mod tls;
 #[cfg(unix)]
 mod uds;
 #[cfg(unix)]
@@ -1152,6 +1153,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
 
     bench.progress.finish();
     let mut rows = report::rows(&cases, &idle);
+    rows.extend(tls::rows(args));
     rows.extend(report::metrics_rows(&metrics));
     outln!();
     report::print_table(&rows);
