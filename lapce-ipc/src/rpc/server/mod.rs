@@ -129,6 +129,7 @@ impl std::fmt::Debug for IpcServer {
 struct Inner {
     listener: AsyncSharedMemoryListener,
     /// The name bound (remote connections reach the server through its own listener).
+    #[cfg(feature = "tls")]
     name: String,
     config: IpcConfig,
     /// The handlers, replaced whole on each registration (connections keep a copy), and how
@@ -179,6 +180,7 @@ impl IpcServer {
                 );
                 Inner {
                     listener,
+                    #[cfg(feature = "tls")]
                     name: name.to_owned(),
                     config,
                     handlers: RwLock::default(),
