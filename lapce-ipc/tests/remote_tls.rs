@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer};
+use lapce_ipc::{BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer};
 
 use crate::common::{child_role, register_count, unique_name, ChildGuard};
 
@@ -91,6 +91,8 @@ fn child_server(name: &str, dir: &Path, client_certs: bool) {
             config.tls.client_ca = Some(dir.join("ca.pem"));
         } else {
             config.tls.token_file = Some(dir.join("token"));
+            // Idle connections are closed, so that the client's reconnection is seen.
+            config.ipc.idle_timeout_secs = 1;
         }
         let server = IpcServer::bind(name, config).unwrap();
         let endpoint = Arc::new(server.listen_tls("tls://127.0.0.1:0").await.unwrap());
@@ -164,6 +166,13 @@ async fn token_server_answers_calls_and_streams_and_refuses_the_rest() {
         client.request_stream(COUNT, "300").await.unwrap().map(|c| c.unwrap()).collect().await;
     assert_eq!(chunks.len(), 300);
     assert!(chunks.iter().enumerate().all(|(i, c)| c[..] == *i.to_string().as_bytes()));
+    // The blocking client too, from a thread without a runtime.
+    let (addr2, config2) = (addr.clone(), good.clone());
+    let blocking = tokio::task::spawn_blocking(move || {
+        let client = BlockingIpcClient::connect(&addr2, config2).unwrap();
+        client.request(MessageType::Data, "blocking").unwrap()
+    });
+    assert_eq!(&blocking.await.unwrap()[..], b"BLOCKING");
 
     let mut wrong = good.clone();
     wrong.tls.token = Some("not-the-token".into());
@@ -184,6 +193,13 @@ async fn token_server_answers_calls_and_streams_and_refuses_the_rest() {
         Err(IpcError::Handshake(why)) => assert!(why.contains("not trusted"), "{why}"),
         other => panic!("an unknown server certificate was accepted: {other:?}"),
     }
+    // The server closes the idle connection; the client reconnects by itself, as locally.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while client.reconnects() == 0 {
+        assert!(Instant::now() < deadline, "the client did not reconnect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(&client.request(MessageType::Data, "again").await.unwrap()[..], b"AGAIN");
     // The server counted all three: the endpoint and the metric agree.
     assert_eq!(refusals_then_stop(&client).await, "3 3");
     tokio::task::spawn_blocking(move || child.wait_success(Duration::from_secs(20))).await.unwrap();

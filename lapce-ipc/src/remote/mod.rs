@@ -3,8 +3,9 @@
 //!
 //! A server listens with [`IpcServer::listen_tls`](crate::IpcServer::listen_tls) (or the
 //! `[tls] listen` key, read by [`serve`](crate::IpcServer::serve)); a client names
-//! `tls://HOST:PORT` where it would name a local server, in [`IpcClient::connect`] and the rest,
-//! and reconnects as it does locally.
+//! `tls://HOST:PORT` where it would name a local server, in [`IpcClient::connect`] and the rest
+//! ([`BlockingIpcClient`](crate::BlockingIpcClient) too: its bridge runs on a thread of its
+//! own), and reconnects as it does locally.
 //!
 //! How it works: a bridge. Each remote connection is pumped, message by message, between the
 //! TLS socket and an ordinary local connection: on the server, a connection to the server's own
@@ -38,7 +39,7 @@ mod wire;
 pub use listen::TlsEndpoint;
 pub use section::TlsSection;
 
-pub(crate) use dial::connect;
+pub(crate) use dial::{connect, connect_blocking};
 pub(crate) use listen::listen_configured;
 
 /// The scheme of a remote address: `tls://HOST:PORT`.

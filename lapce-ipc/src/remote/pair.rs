@@ -4,7 +4,7 @@
 //! Made with the public parts (a listener of its own, bound for the moment of one handshake,
 //! with no warm segment), so the rings, doorbells and hang-up watch are exactly a local
 //! connection's on every platform. It costs a bind and a handshake per connection (well under
-//! a TCP and TLS handshake); the listener and its socket file are gone when this returns.
+//! a TCP and TLS handshake); the listener and its socket file are gone once the pair is made.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,21 +15,32 @@ use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream, StreamConfig};
 /// Pairs made so far in this process (each gets a listener name of its own).
 static PAIRS: AtomicU64 = AtomicU64::new(0);
 
-/// Two connected streams with the rings `config` asks for: (the near end, the far end).
-pub(crate) async fn ring_pair(
-    config: &IpcConfig,
-) -> Result<(AsyncSharedMemoryStream, AsyncSharedMemoryStream)> {
-    let n = PAIRS.fetch_add(1, Ordering::Relaxed);
-    let name = format!("tls-bridge-{}-{n}", std::process::id());
-    let stream_config = StreamConfig {
+/// The configuration of both ends: `config`'s rings and waits, in the private runtime
+/// directory, with no warm segment and one slot.
+pub(crate) fn pair_config(config: &IpcConfig) -> StreamConfig {
+    StreamConfig {
         warm_pool: 0,
         max_slots: 1,
         socket_dir: None,
         allowed_peer_uids: Vec::new(),
         ..config.stream_config()
-    };
-    let listener = AsyncSharedMemoryListener::bind_with(&name, stream_config.clone())?;
+    }
+}
+
+/// A listener for one end of a pair, and its name (the other end connects to it).
+pub(crate) fn pair_listener(config: &StreamConfig) -> Result<(AsyncSharedMemoryListener, String)> {
+    let n = PAIRS.fetch_add(1, Ordering::Relaxed);
+    let name = format!("tls-bridge-{}-{n}", std::process::id());
+    Ok((AsyncSharedMemoryListener::bind_with(&name, config.clone())?, name))
+}
+
+/// Two connected streams with the rings `config` asks for: (the near end, the far end).
+pub(crate) async fn ring_pair(
+    config: &IpcConfig,
+) -> Result<(AsyncSharedMemoryStream, AsyncSharedMemoryStream)> {
+    let config = pair_config(config);
+    let (listener, name) = pair_listener(&config)?;
     let (near, far) =
-        tokio::try_join!(AsyncSharedMemoryStream::connect_with(&name, &stream_config), listener.accept())?;
+        tokio::try_join!(AsyncSharedMemoryStream::connect_with(&name, &config), listener.accept())?;
     Ok((near, far))
 }
