@@ -166,6 +166,9 @@ async fn token_server_answers_calls_and_streams_and_refuses_the_rest() {
         client.request_stream(COUNT, "300").await.unwrap().map(|c| c.unwrap()).collect().await;
     assert_eq!(chunks.len(), 300);
     assert!(chunks.iter().enumerate().all(|(i, c)| c[..] == *i.to_string().as_bytes()));
+    // A message larger than a ring record travels fragmented, as locally.
+    let big = vec![b'a'; 700 * 1024];
+    assert_eq!(client.request(MessageType::Data, &big).await.unwrap(), big.to_ascii_uppercase());
     // The blocking client too, from a thread without a runtime.
     let (addr2, config2) = (addr.clone(), good.clone());
     let blocking = tokio::task::spawn_blocking(move || {

@@ -22,6 +22,9 @@
 //! ([`TlsEndpoint::refused`], the metric `lapce_ipc_tls_refused_total`) and logged at warn.
 //! There is no plaintext TCP listener.
 //!
+//! A remote client fragments large frames by its own ring, not by one the server offers as a
+//! local client's is: keep its `ring_size` no larger than the server's (the defaults agree).
+//!
 //! On the wire (docs/PROTOCOL.md, "TCP transport"): after the TLS handshake the client sends
 //! its hello (magic, protocol version, token), the server answers with its verdict, then each
 //! ring message travels as a 4-byte little-endian length and the message's bytes.
