@@ -192,7 +192,11 @@ async fn admit(
     }
     let stream_config = admission.config.stream_config();
     match AsyncSharedMemoryStream::connect_with(&admission.name, &stream_config).await {
-        Ok(local) => Ok((tls, local)),
+        Ok(mut local) => {
+            // The bridge's end sleeps at once: a spin would take the CPU the TLS work needs.
+            local.set_wait_strategy(crate::WaitStrategy::Blocking);
+            Ok((tls, local))
+        }
         Err(e) => {
             let _ = wire::send_verdict(&mut tls, Err(&format!("the server is not available: {e}"))).await;
             Err(Refusal::Ours(e))

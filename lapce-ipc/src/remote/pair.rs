@@ -10,15 +10,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::IpcConfig;
 use crate::error::Result;
-use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream, StreamConfig};
+use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream, StreamConfig, WaitStrategy};
 
 /// Pairs made so far in this process (each gets a listener name of its own).
 static PAIRS: AtomicU64 = AtomicU64::new(0);
 
-/// The configuration of both ends: `config`'s rings and waits, in the private runtime
-/// directory, with no warm segment and one slot.
+/// The configuration of both ends: `config`'s rings, in the private runtime directory, with no
+/// warm segment and one slot. Their waits sleep at once: an answer over TCP takes tens of
+/// microseconds, so a spin would only take the CPU the pump and the TLS work need.
 pub(crate) fn pair_config(config: &IpcConfig) -> StreamConfig {
     StreamConfig {
+        wait: WaitStrategy::Blocking,
         warm_pool: 0,
         max_slots: 1,
         socket_dir: None,
