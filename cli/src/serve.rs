@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use clap::Args;
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{
+use lapce_ipc::messages::{
     AIRequest, Codec, CompletionResponse, ErrorBody, ErrorCode, MessageRole, StreamChunk,
 };
 use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer, ServerStats};

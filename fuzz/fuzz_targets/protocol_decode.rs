@@ -1,4 +1,4 @@
-//! Fuzzes the protocol decoders (`lapce_ipc::protocol`): every type's validated rkyv access,
+//! Fuzzes the protocol decoders (`lapce_ipc::messages`): every type's validated rkyv access,
 //! rkyv deserialization and JSON decoding, on arbitrary bytes and on valid archives with bytes
 //! flipped. Nothing may panic or leak (libFuzzer's leak check is on); `access_rkyv` and
 //! `from_rkyv` accept exactly the same archives; whatever is accepted is a well-formed value: it
@@ -12,7 +12,7 @@
 //!   the remaining input. This takes the fuzzer deep into the validators at once.
 #![no_main]
 
-use lapce_ipc::protocol::{
+use lapce_ipc::messages::{
     AIRequest, AlignedVec, Codec, CompletionResponse, ErrorBody, ErrorCode, Message, MessageRole, RawJson,
     StreamChunk, Tool, ToolCall, ToolResult, Usage,
 };

@@ -7,7 +7,7 @@
 //!   no waiting and no second process: what a message costs the two sides' CPUs, without the
 //!   cross-core cache traffic a real connection adds);
 //! - `ring_framed/*`: the same with the canonical header, CRC on and off (what
-//!   `FramedShmStream` adds per single-record message: header encode into the record, decode,
+//!   `BlockingFramedStream` adds per single-record message: header encode into the record, decode,
 //!   CRC);
 //! - `protocol/*`: the AI protocol types through [`Codec`]: a typical chat [`AIRequest`] (system
 //!   prompt and four messages with 1 KiB of text, one earlier tool call, one tool offered;
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lapce_ipc::frame::{CanonicalHeader, FrameFlags, MessageType, HEADER_LEN};
-use lapce_ipc::protocol::{AIRequest, Codec, Message, MessageRole, RawJson, StreamChunk, Tool, ToolCall};
+use lapce_ipc::messages::{AIRequest, Codec, Message, MessageRole, RawJson, StreamChunk, Tool, ToolCall};
 use lapce_ipc::SharedMemoryBuffer;
 
 /// Payload sizes of the header and ring benchmarks.
@@ -108,7 +108,7 @@ fn ring_framed(c: &mut Criterion) {
             g.bench_with_input(BenchmarkId::new(name, label), &p, |b, p| {
                 b.iter(|| {
                     let p = black_box(&p[..]);
-                    // What FramedShmStream::send does for a single-record message...
+                    // What BlockingFramedStream::send does for a single-record message...
                     let header = CanonicalHeader::for_payload(MessageType::Data, 7, p, crc).encode();
                     ring.write_with(HEADER_LEN + p.len(), |buf| {
                         buf[..HEADER_LEN].copy_from_slice(&header);

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{
+use lapce_ipc::messages::{
     AIRequest, CompletionResponse, ErrorBody, ErrorCode, Json, Message, RawJson, Rkyv, StreamChunk, ToolCall,
     ToolResult, Usage,
 };
@@ -51,7 +51,7 @@ fn prompt(request: &AIRequest) -> std::result::Result<&str, ErrorBody> {
         .messages
         .iter()
         .rev()
-        .find(|m| m.role == lapce_ipc::protocol::MessageRole::User)
+        .find(|m| m.role == lapce_ipc::messages::MessageRole::User)
         .map(|m| m.content.as_str())
         .ok_or_else(|| ErrorBody::new(ErrorCode::BAD_REQUEST, "no user message"))
 }

@@ -1,7 +1,7 @@
 //! A tokio-util codec over the byte-stream mode: `cargo run -p lapce-ipc --example bytes_codec`.
 //!
 //! The process starts itself again as a line server (`bytes_codec serve NAME`), connects to it,
-//! and talks in lines through `tokio_util::codec::Framed<AsyncByteShmStream, LinesCodec>`: the
+//! and talks in lines through `tokio_util::codec::Framed<ByteStream, LinesCodec>`: the
 //! codec sees an ordinary `AsyncRead + AsyncWrite` byte stream, and the rings carry it. Lines of
 //! up to 60 KB cross ring records; the server answers each with its number and the line in
 //! upper case, and ends when the client closes.
@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use lapce_ipc::{AsyncByteShmStream, AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcError};
+use lapce_ipc::{ByteStream, IpcError, SharedMemoryListener, SharedMemoryStream};
 use tokio_util::codec::{Framed, LinesCodec};
 
 /// Longest line either side accepts: the codec's memory stays bounded whatever the peer sends.
@@ -41,8 +41,8 @@ fn answer(n: usize, line: &str) -> String {
 pub fn serve(name: &str) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind(name)?;
-        let bytes = AsyncByteShmStream::new(listener.accept().await?);
+        let listener = SharedMemoryListener::bind(name)?;
+        let bytes = ByteStream::new(listener.accept().await?);
         let mut lines = Framed::new(bytes, LinesCodec::new_with_max_length(MAX_LINE));
         let mut n = 0;
         while let Some(line) = lines.next().await {
@@ -60,7 +60,7 @@ pub fn run_client(name: &str, count: usize) -> Result<Summary, Box<dyn std::erro
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(60);
         let stream = loop {
-            match AsyncSharedMemoryStream::connect(name).await {
+            match SharedMemoryStream::connect(name).await {
                 Ok(s) => break s,
                 Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(5)).await
@@ -68,8 +68,7 @@ pub fn run_client(name: &str, count: usize) -> Result<Summary, Box<dyn std::erro
                 Err(e) => return Err(e.into()),
             }
         };
-        let mut lines =
-            Framed::new(AsyncByteShmStream::new(stream), LinesCodec::new_with_max_length(MAX_LINE));
+        let mut lines = Framed::new(ByteStream::new(stream), LinesCodec::new_with_max_length(MAX_LINE));
         let mut summary = Summary { sent: 0, answered: 0, bytes: 0 };
         for i in 0..count {
             let sent = line(i);

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+use lapce_ipc::messages::{ErrorBody, ErrorCode};
 use lapce_ipc::{BlockingIpcClient, IpcConfig, IpcError, IpcServer, Result};
 
 /// Hover text for a position (`file:line:column`).

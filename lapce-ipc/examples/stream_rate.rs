@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+use lapce_ipc::messages::{ErrorBody, ErrorCode};
 use lapce_ipc::{IpcClient, IpcConfig, IpcServer};
 
 fn arg(i: usize, default: Option<u64>) -> u64 {

@@ -20,12 +20,12 @@ const SHARE_MAGIC: u64 = u64::from_le_bytes(*b"LAPCBUF1");
 /// two writers or two readers break the ring for both: reads then fail with
 /// [`IpcError::Corrupted`] or return garbage bytes, never out of bounds). For a
 /// connection with waiting, backpressure and liveness use
-/// [`SharedMemoryStream`](crate::SharedMemoryStream).
+/// [`BlockingSharedMemoryStream`](crate::BlockingSharedMemoryStream).
 ///
 /// The segment has no name anywhere (on Linux an anonymous memfd sealed against resizing) and is
 /// handed to the other process as a file descriptor, e.g. with `share` / `receive` over a Unix
 /// socket. Those four descriptor methods (`open`, `share`, `receive`, `fd`) exist on Unix only;
-/// on Windows, processes connect through [`SharedMemoryStream`](crate::SharedMemoryStream).
+/// on Windows, processes connect through [`BlockingSharedMemoryStream`](crate::BlockingSharedMemoryStream).
 ///
 /// ```
 /// use lapce_ipc::SharedMemoryBuffer;

@@ -98,14 +98,14 @@ pub enum IpcError {
     /// too large, bad request, shutting down…).
     #[cfg(feature = "ai-types")]
     #[error("server error {}: {}", .0.code, .0.message)]
-    Remote(crate::protocol::ErrorBody),
+    Remote(crate::messages::ErrorBody),
     /// The request was cancelled before its answer arrived.
     #[error("request cancelled")]
     Cancelled,
     /// The server refused the connection (for example it is at its connection limit).
     #[error("server refused the connection: {0}")]
     ServerRefused(String),
-    /// A protocol payload (see [`protocol`](crate::protocol)) could not be decoded: invalid JSON
+    /// A protocol payload (see [`messages`](crate::messages)) could not be decoded: invalid JSON
     /// or a field of the wrong shape, or an rkyv archive that failed validation (which includes
     /// bytes not aligned for zero-copy access).
     #[error("cannot decode {what} from {format}: {reason}")]
@@ -160,7 +160,7 @@ pub(crate) fn handshake_io(e: io::Error) -> IpcError {
 }
 
 /// The error a handler answers with when it meets `e`, so that `?` on a `Result<_, IpcError>`
-/// works in handlers. Codes ([`ErrorCode`](crate::protocol::ErrorCode)): what the client sent
+/// works in handlers. Codes ([`ErrorCode`](crate::messages::ErrorCode)): what the client sent
 /// was wrong (`Decode`, `InvalidArgument`, `Frame`) is `BAD_REQUEST`; `Timeout` is `TIMEOUT`;
 /// `MessageTooLarge` is `TOO_LARGE`; `Cancelled` is `CANCELLED`; a service the handler depends
 /// on that is gone or refuses (`PeerGone`, `Connect`, `ServerRefused`) is `UNAVAILABLE`; an
@@ -168,7 +168,7 @@ pub(crate) fn handshake_io(e: io::Error) -> IpcError {
 /// `INTERNAL`. The message is the error's text.
 ///
 /// ```
-/// use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+/// use lapce_ipc::messages::{ErrorBody, ErrorCode};
 /// use lapce_ipc::IpcError;
 ///
 /// fn parse(text: &str) -> Result<u32, ErrorBody> {
@@ -179,9 +179,9 @@ pub(crate) fn handshake_io(e: io::Error) -> IpcError {
 /// assert_eq!(parse("twelve").unwrap_err().code, ErrorCode::BAD_REQUEST);
 /// ```
 #[cfg(feature = "ai-types")]
-impl From<IpcError> for crate::protocol::ErrorBody {
-    fn from(e: IpcError) -> crate::protocol::ErrorBody {
-        use crate::protocol::{ErrorBody, ErrorCode};
+impl From<IpcError> for crate::messages::ErrorBody {
+    fn from(e: IpcError) -> crate::messages::ErrorBody {
+        use crate::messages::{ErrorBody, ErrorCode};
         let e = match e {
             IpcError::Remote(body) => return body,
             other => other,
@@ -205,9 +205,9 @@ impl From<IpcError> for crate::protocol::ErrorBody {
 /// A JSON error met in a handler: `BAD_REQUEST` for text that is not JSON or not of the
 /// expected shape, `INTERNAL` for an I/O error under the parser.
 #[cfg(feature = "ai-types")]
-impl From<serde_json::Error> for crate::protocol::ErrorBody {
-    fn from(e: serde_json::Error) -> crate::protocol::ErrorBody {
-        use crate::protocol::{ErrorBody, ErrorCode};
+impl From<serde_json::Error> for crate::messages::ErrorBody {
+    fn from(e: serde_json::Error) -> crate::messages::ErrorBody {
+        use crate::messages::{ErrorBody, ErrorCode};
         let code = if e.is_io() { ErrorCode::INTERNAL } else { ErrorCode::BAD_REQUEST };
         ErrorBody::new(code, format!("json: {e}"))
     }
@@ -216,7 +216,7 @@ impl From<serde_json::Error> for crate::protocol::ErrorBody {
 #[cfg(all(test, feature = "ai-types"))]
 mod tests {
     use super::*;
-    use crate::protocol::{ErrorBody, ErrorCode};
+    use crate::messages::{ErrorBody, ErrorCode};
 
     #[test]
     fn ipc_errors_become_error_bodies_with_fitting_codes() {

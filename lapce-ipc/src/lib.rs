@@ -4,11 +4,11 @@
 //! through lock-free single-producer/single-consumer rings in memory both processes map, and the
 //! kernel is only asked to put a waiter to sleep and wake it up.
 //!
-//! - [`SharedMemoryListener`] / [`SharedMemoryStream`]: blocking listener and duplex
-//!   message stream; [`AsyncSharedMemoryListener`] / [`AsyncSharedMemoryStream`]: the tokio
+//! - [`BlockingSharedMemoryListener`] / [`BlockingSharedMemoryStream`]: blocking listener and duplex
+//!   message stream; [`SharedMemoryListener`] / [`SharedMemoryStream`]: the tokio
 //!   flavour. Connections are set up over a Unix socket in a private runtime directory (a named
 //!   pipe on Windows), which also tells each side when the other dies.
-//! - [`ByteShmStream`] / [`AsyncByteShmStream`]: a stream as bytes, `std::io::Read + Write` and
+//! - [`BlockingByteStream`] / [`ByteStream`]: a stream as bytes, `std::io::Read + Write` and
 //!   `tokio::io::AsyncRead + AsyncWrite`, for codecs and proxies (record boundaries are not
 //!   seen; an empty record is EOF).
 //! - [`frame`]: typed, checksummed messages of any size; the async flavour is a
@@ -18,7 +18,7 @@
 //!   processes and pass the segment themselves.
 //! - [`IpcConfig`] ([`config`]): the server configuration (`[ipc]` and `[metrics]`), with
 //!   defaults that need no file; read from TOML with the `config-file` feature.
-//! - [`protocol`]: the AI message types ([`protocol::AIRequest`], responses, stream chunks, tool
+//! - [`messages`]: the AI message types ([`messages::AIRequest`], responses, stream chunks, tool
 //!   calls, errors) as JSON matching the TypeScript originals and as validated rkyv archives.
 //!
 //! # Guarantees
@@ -43,21 +43,21 @@
 //!   (SO_PEERCRED / getpeereid), not as the peer claims it; on Windows both sides check the
 //!   peer's user SID. Other Unix users are let in only by name:
 //!   [`StreamConfig::allowed_peer_uids`] with a checked [`StreamConfig::socket_dir`]; every
-//!   refused client is counted ([`SharedMemoryListener::rejected`]).
+//!   refused client is counted ([`BlockingSharedMemoryListener::rejected`]).
 //!
 //! # Example
 //! ```
-//! use lapce_ipc::{SharedMemoryListener, SharedMemoryStream};
+//! use lapce_ipc::{BlockingSharedMemoryListener, BlockingSharedMemoryStream};
 //!
 //! let name = format!("doc-example-{}", std::process::id());
-//! let listener = SharedMemoryListener::bind(&name)?;
+//! let listener = BlockingSharedMemoryListener::bind(&name)?;
 //! let server = std::thread::spawn(move || -> lapce_ipc::Result<()> {
 //!     let mut conn = listener.accept()?;
 //!     let reply = conn.recv_with(|request| request.to_ascii_uppercase())?;
 //!     conn.send(&reply)
 //! });
 //!
-//! let mut client = SharedMemoryStream::connect(&name)?;
+//! let mut client = BlockingSharedMemoryStream::connect(&name)?;
 //! client.send(b"hello")?;
 //! let mut buf = [0u8; 64];
 //! let n = client.recv(&mut buf)?;
@@ -80,6 +80,9 @@ pub mod config;
 mod connection;
 mod error;
 pub mod frame;
+#[cfg(feature = "ai-types")]
+#[cfg_attr(docsrs, doc(cfg(feature = "ai-types")))]
+pub mod messages;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
@@ -87,9 +90,6 @@ pub mod metrics;
 #[path = "metrics/off.rs"]
 mod metrics;
 mod platform;
-#[cfg(feature = "ai-types")]
-#[cfg_attr(docsrs, doc(cfg(feature = "ai-types")))]
-pub mod protocol;
 #[cfg(feature = "tls")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod remote;
@@ -101,15 +101,17 @@ pub use buffer::SharedMemoryBuffer;
 pub use channel::WaitStrategy;
 pub use config::IpcConfig;
 pub use connection::{
-    clean_stale_sockets, socket_path, PoolStats, Rejected, SharedMemoryListener, SharedMemoryStream,
-    StreamConfig, StreamReceiver, StreamSender, PROTOCOL_VERSION,
+    clean_stale_sockets, socket_path, BlockingSharedMemoryListener, BlockingSharedMemoryStream,
+    BlockingStreamReceiver, BlockingStreamSender, PoolStats, Rejected, StreamConfig, PROTOCOL_VERSION,
+};
+pub use connection::{
+    BlockingByteReader, BlockingByteStream, BlockingByteWriter, BlockingIncoming, BYTE_RECORD_MAX,
 };
 #[cfg(feature = "tokio")]
 pub use connection::{
-    AsyncByteShmReader, AsyncByteShmStream, AsyncByteShmWriter, AsyncIncoming, AsyncSharedMemoryListener,
-    AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
+    ByteReader, ByteStream, ByteWriter, Incoming, SharedMemoryListener, SharedMemoryStream, StreamReceiver,
+    StreamSender,
 };
-pub use connection::{ByteShmReader, ByteShmStream, ByteShmWriter, Incoming, BYTE_RECORD_MAX};
 pub use error::{IpcError, Result};
 #[cfg(feature = "metrics-http")]
 pub use metrics::MetricsEndpoint;

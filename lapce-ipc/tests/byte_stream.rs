@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use common::{child_role, connect_retry, unique_name, ChildGuard, Rng};
 use lapce_ipc::{
-    AsyncByteShmStream, AsyncSharedMemoryListener, AsyncSharedMemoryStream, ByteShmStream, IpcError,
-    SharedMemoryListener, StreamConfig, BYTE_RECORD_MAX,
+    BlockingByteStream, BlockingSharedMemoryListener, ByteStream, IpcError, SharedMemoryListener,
+    SharedMemoryStream, StreamConfig, BYTE_RECORD_MAX,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,7 +39,7 @@ fn child_main() {
 /// Writes `LARGE` bytes in writes of random sizes, shuts down, then reads what the parent
 /// sends back (a short confirmation) to the end.
 fn write_large(name: &str) {
-    let mut bytes = ByteShmStream::new(connect_retry(name));
+    let mut bytes = BlockingByteStream::new(connect_retry(name));
     let mut rng = Rng(7);
     let mut sent = 0;
     while sent < LARGE {
@@ -59,7 +59,7 @@ fn write_large(name: &str) {
 /// Writes a few bytes, then leaves without a shutdown or a drop: the connection closes when
 /// the process exits.
 fn write_then_vanish(name: &str) {
-    let mut bytes = ByteShmStream::new(connect_retry(name));
+    let mut bytes = BlockingByteStream::new(connect_retry(name));
     bytes.write_all(b"last words").unwrap();
     std::mem::forget(bytes);
     std::process::exit(0);
@@ -69,9 +69,9 @@ fn write_then_vanish(name: &str) {
 fn a_large_transfer_read_in_arbitrary_pieces_arrives_intact() {
     let name = unique_name("bytes-large");
     let config = StreamConfig { ring_capacity: RING, ..Default::default() };
-    let listener = SharedMemoryListener::bind_with(&name, config).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, config).unwrap();
     let mut child = ChildGuard::spawn("byte-writer", &name);
-    let mut bytes = ByteShmStream::new(listener.accept().unwrap());
+    let mut bytes = BlockingByteStream::new(listener.accept().unwrap());
     let mut rng = Rng(11);
     let mut buf = vec![0u8; 200_000];
     let mut got = 0;
@@ -98,9 +98,9 @@ fn a_large_transfer_read_in_arbitrary_pieces_arrives_intact() {
 #[test]
 fn eof_when_the_peer_closes_without_a_shutdown() {
     let name = unique_name("bytes-close");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut child = ChildGuard::spawn("byte-close", &name);
-    let mut bytes = ByteShmStream::new(listener.accept().unwrap());
+    let mut bytes = BlockingByteStream::new(listener.accept().unwrap());
     let mut got = Vec::new();
     bytes.read_to_end(&mut got).unwrap();
     assert_eq!(got, b"last words", "what the peer wrote before it went is read first");
@@ -116,8 +116,8 @@ fn eof_when_the_peer_closes_without_a_shutdown() {
 fn proxy_echo(name: &str) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind(name).unwrap();
-        let mut shm = AsyncByteShmStream::new(listener.accept().await.unwrap());
+        let listener = SharedMemoryListener::bind(name).unwrap();
+        let mut shm = ByteStream::new(listener.accept().await.unwrap());
         let (mut near, far) = tokio::io::duplex(16 << 10);
         let echo = tokio::spawn(async move {
             let (mut r, mut w) = tokio::io::split(far);
@@ -141,13 +141,13 @@ fn copy_bidirectional_proxies_an_echo_with_eof_both_ways() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
         let stream = loop {
-            match AsyncSharedMemoryStream::connect(&name).await {
+            match SharedMemoryStream::connect(&name).await {
                 Ok(s) => break s,
                 Err(IpcError::Connect { .. }) => tokio::time::sleep(Duration::from_millis(2)).await,
                 Err(e) => panic!("connect: {e}"),
             }
         };
-        let (mut w, mut r) = AsyncByteShmStream::new(stream).into_split();
+        let (mut w, mut r) = ByteStream::new(stream).into_split();
         let writer = tokio::spawn(async move {
             let mut rng = Rng(3);
             let mut sent = 0;
@@ -185,9 +185,9 @@ fn copy_bidirectional_proxies_an_echo_with_eof_both_ways() {
 #[test]
 fn byte_streams_debug_without_their_bytes() {
     let name = unique_name("bytes-debug");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut child = ChildGuard::spawn("byte-close", &name);
-    let bytes = ByteShmStream::new(listener.accept().unwrap());
+    let bytes = BlockingByteStream::new(listener.accept().unwrap());
     let shown = format!("{bytes:?} {listener:?}");
     assert!(shown.contains("peer_pid") && shown.contains("eof: false"), "{shown}");
     assert!(shown.contains(&name), "the listener shows its path: {shown}");

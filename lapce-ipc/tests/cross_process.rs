@@ -14,8 +14,8 @@ use common::{child_role, connect_retry, connect_retry_with, message, unique_name
 #[cfg(unix)]
 use lapce_ipc::SharedMemoryBuffer;
 use lapce_ipc::{
-    AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcError, SharedMemoryListener, SharedMemoryStream,
-    StreamConfig, WaitStrategy,
+    BlockingSharedMemoryListener, BlockingSharedMemoryStream, IpcError, SharedMemoryListener,
+    SharedMemoryStream, StreamConfig, WaitStrategy,
 };
 
 /// Generous bound for "must not hang"; the measured figure is printed, never asserted tightly.
@@ -47,7 +47,7 @@ fn child_main() {
         "echo-server" => child_echo_server(&a[0]),
         "streamer" => child_streamer(&a[0]),
         "idle-peer" => {
-            let _s = SharedMemoryStream::connect(&a[0]).unwrap();
+            let _s = BlockingSharedMemoryStream::connect(&a[0]).unwrap();
             std::thread::sleep(HANG);
         }
         #[cfg(unix)]
@@ -65,7 +65,7 @@ fn child_main() {
         "low-fd-server" => child_low_fd_server(&a[0]),
         // Binds a listener, drops it after a[1] µs, then exits at once (its pool still filling).
         "bind-and-exit" => {
-            let listener = SharedMemoryListener::bind(&a[0]).unwrap();
+            let listener = BlockingSharedMemoryListener::bind(&a[0]).unwrap();
             std::thread::sleep(Duration::from_micros(a[1].parse().unwrap()));
             drop(listener);
         }
@@ -80,7 +80,7 @@ const FLOOD_SEED_PARENT: u64 = 0x5EED_0001;
 const FLOOD_SEED_CHILD: u64 = 0x5EED_0002;
 
 /// Sends `count` messages of stream `seed`; returns the CRC of all bytes sent.
-fn send_stream(tx: &mut lapce_ipc::StreamSender, seed: u64, count: u64) -> u32 {
+fn send_stream(tx: &mut lapce_ipc::BlockingStreamSender, seed: u64, count: u64) -> u32 {
     let max = tx.max_message_size();
     let mut crc = crc32fast::Hasher::new();
     let mut msg = Vec::with_capacity(max);
@@ -93,7 +93,7 @@ fn send_stream(tx: &mut lapce_ipc::StreamSender, seed: u64, count: u64) -> u32 {
 }
 
 /// Receives `count` messages of stream `seed`, checking every byte; returns their CRC.
-fn recv_stream(rx: &mut lapce_ipc::StreamReceiver, seed: u64, count: u64) -> u32 {
+fn recv_stream(rx: &mut lapce_ipc::BlockingStreamReceiver, seed: u64, count: u64) -> u32 {
     let max = rx.max_message_size();
     let mut crc = crc32fast::Hasher::new();
     let mut want = Vec::with_capacity(max);
@@ -111,7 +111,7 @@ fn recv_stream(rx: &mut lapce_ipc::StreamReceiver, seed: u64, count: u64) -> u32
 }
 
 fn child_flood(name: &str, count: u64) {
-    let stream = SharedMemoryStream::connect_with(name, &small_ring()).unwrap();
+    let stream = BlockingSharedMemoryStream::connect_with(name, &small_ring()).unwrap();
     let (mut tx, mut rx) = stream.into_split();
     let sender = std::thread::spawn(move || (send_stream(&mut tx, FLOOD_SEED_CHILD, count), tx));
     let got_crc = recv_stream(&mut rx, FLOOD_SEED_PARENT, count);
@@ -130,7 +130,7 @@ fn child_flood(name: &str, count: u64) {
 fn million_messages_each_way_ordered_and_intact() {
     const COUNT: u64 = 1_000_000;
     let name = unique_name("flood");
-    let listener = SharedMemoryListener::bind_with(&name, small_ring()).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, small_ring()).unwrap();
     let mut child = ChildGuard::spawn("flood", &format!("{name},{COUNT}"));
     let stream = listener.accept().unwrap();
     let max = stream.max_message_size();
@@ -162,7 +162,7 @@ fn million_messages_each_way_ordered_and_intact() {
 // Backpressure: a full ring makes the sender wait; nothing is lost.
 
 fn child_slow_reader(name: &str, count: u64) {
-    let mut s = SharedMemoryStream::connect(name).unwrap();
+    let mut s = BlockingSharedMemoryStream::connect(name).unwrap();
     let max = s.max_message_size();
     let mut want = Vec::new();
     for seq in 0..count {
@@ -182,7 +182,7 @@ fn child_slow_reader(name: &str, count: u64) {
 fn full_ring_blocks_the_sender_until_the_slow_reader_catches_up() {
     const COUNT: u64 = 5_000;
     let name = unique_name("slow");
-    let listener = SharedMemoryListener::bind_with(&name, small_ring()).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, small_ring()).unwrap();
     let mut child = ChildGuard::spawn("slow-reader", &format!("{name},{COUNT}"));
     let mut s = listener.accept().unwrap();
     let max = s.max_message_size().min(1024);
@@ -237,7 +237,7 @@ fn child_echo_clients(name: &str, threads: usize, rounds: u64) {
     }
 }
 
-fn echo_until_gone(mut s: SharedMemoryStream) -> u64 {
+fn echo_until_gone(mut s: BlockingSharedMemoryStream) -> u64 {
     let mut buf = vec![0u8; s.max_message_size()];
     let mut n_msgs = 0;
     loop {
@@ -258,7 +258,7 @@ fn hundred_concurrent_clients_from_four_processes() {
     const PER_PROC: usize = 25;
     const ROUNDS: u64 = 200;
     let name = unique_name("many");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut children: Vec<_> = (0..PROCS)
         .map(|_| ChildGuard::spawn("echo-clients", &format!("{name},{PER_PROC},{ROUNDS}")))
         .collect();
@@ -281,7 +281,7 @@ fn hundred_concurrent_clients_from_four_processes() {
 // A peer killed with SIGKILL is detected by the survivor, whatever it is blocked in.
 
 fn child_streamer(name: &str) {
-    let mut s = SharedMemoryStream::connect(name).unwrap();
+    let mut s = BlockingSharedMemoryStream::connect(name).unwrap();
     let mut msg = Vec::new();
     for seq in 0.. {
         message(99, seq, 300, &mut msg);
@@ -294,7 +294,7 @@ fn child_streamer(name: &str) {
 #[test]
 fn kill_9_mid_stream_is_detected_after_the_last_complete_message() {
     let name = unique_name("kill-stream");
-    let listener = SharedMemoryListener::bind_with(&name, small_ring()).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, small_ring()).unwrap();
     let mut child = ChildGuard::spawn("streamer", &name);
     let mut s = listener.accept().unwrap();
     let mut want = Vec::new();
@@ -344,7 +344,7 @@ where
 fn slots_are_bounded_and_a_killed_clients_slot_is_reused() {
     let name = unique_name("slots");
     let config = StreamConfig { warm_pool: 1, max_slots: 1, ..small_ring() };
-    let listener = SharedMemoryListener::bind_with(&name, config).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, config).unwrap();
     let mut child = ChildGuard::spawn("idle-peer", &name);
     let mut first = listener.accept().unwrap();
     let st = listener.pool_stats();
@@ -359,7 +359,7 @@ fn slots_are_bounded_and_a_killed_clients_slot_is_reused() {
         // Refuses the parent's first attempt (counted), then serves its second.
         move || listener.accept()
     });
-    match SharedMemoryStream::connect(&name) {
+    match BlockingSharedMemoryStream::connect(&name) {
         Err(IpcError::ServerRefused(reason)) => {
             assert!(reason.contains("no free connection slot"), "{reason}")
         }
@@ -376,7 +376,7 @@ fn slots_are_bounded_and_a_killed_clients_slot_is_reused() {
     drop(first);
     let st = listener.pool_stats();
     assert_eq!((st.in_use, st.released, st.exhausted), (0, 1, 1), "{st:?}");
-    let mut client = SharedMemoryStream::connect(&name).unwrap();
+    let mut client = BlockingSharedMemoryStream::connect(&name).unwrap();
     let mut server = accepting.join().expect("accepting thread").expect("accept of the second attempt");
     client.send(b"reused slot").unwrap();
     let mut buf = [0u8; 32];
@@ -428,8 +428,9 @@ fn child_low_fd_server(name: &str) {
     setrlimit(Resource::Nofile, Rlimit { current: Some(LOW_FD_LIMIT), maximum: hard }).unwrap();
     // Kept low: the point is a process that stays at a low limit.
     let config = StreamConfig { raise_open_file_limit: false, ..StreamConfig::default() };
-    let listeners = ["a", "b"]
-        .map(|which| SharedMemoryListener::bind_with(&format!("{name}-{which}"), config.clone()).unwrap());
+    let listeners = ["a", "b"].map(|which| {
+        BlockingSharedMemoryListener::bind_with(&format!("{name}-{which}"), config.clone()).unwrap()
+    });
     let budget = LOW_FD_LIMIT as usize / 4 / 5;
     let warm = || listeners.iter().map(|l| l.pool_stats().warm).sum::<usize>();
     let deadline = Instant::now() + HANG;
@@ -460,7 +461,7 @@ fn child_low_fd_server(name: &str) {
 #[test]
 fn kill_9_wakes_a_blocked_recv() {
     let name = unique_name("kill-recv");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut child = ChildGuard::spawn("idle-peer", &name);
     let mut s = listener.accept().unwrap();
     let (err, after) = kill_while_blocked(&mut child, move || s.recv(&mut [0u8; 64]).unwrap_err());
@@ -471,7 +472,7 @@ fn kill_9_wakes_a_blocked_recv() {
 #[test]
 fn kill_9_wakes_a_sender_blocked_on_a_full_ring() {
     let name = unique_name("kill-send");
-    let listener = SharedMemoryListener::bind_with(&name, small_ring()).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, small_ring()).unwrap();
     let mut child = ChildGuard::spawn("idle-peer", &name);
     let mut s = listener.accept().unwrap();
     while s.try_send(&[1u8; 100]).is_ok() {}
@@ -485,7 +486,7 @@ fn kill_9_wakes_an_async_recv() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let name = unique_name("kill-async");
     rt.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind(&name).unwrap();
+        let listener = SharedMemoryListener::bind(&name).unwrap();
         let mut child = ChildGuard::spawn("idle-peer", &name);
         let mut s = listener.accept().await.unwrap();
         let mut buf = [0u8; 64];
@@ -537,7 +538,7 @@ impl OwnSegment {
 
 #[cfg(unix)]
 fn child_scribbler(name: &str, how: &str) {
-    let mut s = SharedMemoryStream::connect(name).unwrap();
+    let mut s = BlockingSharedMemoryStream::connect(name).unwrap();
     s.send(b"valid").unwrap();
     // Scribble only once the server has consumed the valid message.
     assert_eq!(s.recv(&mut [0u8; 8]).unwrap(), 2);
@@ -565,7 +566,7 @@ fn child_scribbler(name: &str, how: &str) {
 #[test]
 fn scribbled_ring_is_corrupted_for_that_connection_only() {
     let name = unique_name("scribble");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     for how in ["header", "record", "kind"] {
         let _child = ChildGuard::spawn("scribbler", &format!("{name},{how}"));
         let mut bad = listener.accept().unwrap();
@@ -599,7 +600,7 @@ fn scribbled_ring_is_corrupted_for_that_connection_only() {
 // Flavours mix: an async client against a blocking server in another process.
 
 fn child_echo_server(name: &str) {
-    let listener = SharedMemoryListener::bind(name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(name).unwrap();
     let s = listener.accept().unwrap();
     echo_until_gone(s);
 }
@@ -612,7 +613,7 @@ fn async_client_talks_to_blocking_server_process() {
     rt.block_on(async {
         let deadline = Instant::now() + HANG;
         let stream = loop {
-            match AsyncSharedMemoryStream::connect(&name).await {
+            match SharedMemoryStream::connect(&name).await {
                 Ok(s) => break s,
                 Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(5)).await
@@ -649,7 +650,7 @@ fn async_wait_strategies_all_deliver() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut child = ChildGuard::spawn("echo-clients", &format!("{name},1,3000"));
     rt.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind(&name).unwrap();
+        let listener = SharedMemoryListener::bind(&name).unwrap();
         let mut s = listener.accept().await.unwrap();
         let mut buf = vec![0u8; s.max_message_size()];
         let mut echoed = 0;
@@ -729,7 +730,7 @@ fn shared_memory_buffer_crosses_processes() {
 
 #[cfg(unix)]
 fn child_cleaner() {
-    let live = SharedMemoryListener::bind("live").unwrap();
+    let live = BlockingSharedMemoryListener::bind("live").unwrap();
     let stale = lapce_ipc::socket_path("crashed").unwrap();
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap()); // std does not unlink
     let removed = runtime_files(lapce_ipc::clean_stale_sockets().unwrap());
@@ -750,10 +751,10 @@ fn runtime_files(removed: Vec<std::path::PathBuf>) -> Vec<std::path::PathBuf> {
 /// A live listener named "live" kept its socket through a clean, and still serves (the probe
 /// it saw was refused like any broken client).
 #[cfg(unix)]
-fn assert_still_serves(live: SharedMemoryListener) {
+fn assert_still_serves(live: BlockingSharedMemoryListener) {
     assert!(live.path().exists(), "a live listener's socket was removed");
     let server = std::thread::spawn(move || live.accept().map(|_| ()));
-    SharedMemoryStream::connect("live").unwrap();
+    BlockingSharedMemoryStream::connect("live").unwrap();
     server.join().unwrap().unwrap();
 }
 
@@ -786,7 +787,7 @@ fn stale_socket_in(dir: &std::path::Path, mode: u32) -> std::path::PathBuf {
 fn child_boot_sweeper() {
     let base = std::path::PathBuf::from(std::env::var_os("LAPCE_IPC_TMPDIR").unwrap());
     let uid = rustix::process::getuid().as_raw();
-    let live = SharedMemoryListener::bind("live").unwrap();
+    let live = BlockingSharedMemoryListener::bind("live").unwrap();
     let own_dir = live.path().parent().unwrap().to_path_buf();
     let own_name = own_dir.file_name().unwrap().to_string_lossy().into_owned();
     let tag = own_name.strip_prefix(&format!("lapce-ipc-{uid}-")).expect("a boot-tagged runtime directory");
@@ -893,7 +894,7 @@ const HANDLES_PER_WARM_SEGMENT: usize = if cfg!(windows) { 9 } else { 5 };
 
 /// This process's open handles less those of `listener`'s warm pool, which may grow under the
 /// cycles' burst of claims and shrinks back only after a quiet while.
-fn handles_beyond_pool(listener: &SharedMemoryListener) -> Option<usize> {
+fn handles_beyond_pool(listener: &BlockingSharedMemoryListener) -> Option<usize> {
     let warm = listener.pool_stats().warm;
     handle_measure().map(|n| n.saturating_sub(HANDLES_PER_WARM_SEGMENT * warm))
 }
@@ -901,7 +902,7 @@ fn handles_beyond_pool(listener: &SharedMemoryListener) -> Option<usize> {
 /// The server side of the cycles, in a process of its own so that no other test's descriptors
 /// come and go meanwhile.
 fn child_cycles_server(name: &str, cycles: u64) {
-    let listener = SharedMemoryListener::bind(name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(name).unwrap();
     let mut before = None;
     for i in 0..cycles {
         if i == WARMUP_CYCLES {
@@ -922,7 +923,7 @@ fn child_cycles_server(name: &str, cycles: u64) {
 /// seconds: a segment the pool's refiller is still making holds its descriptors before it
 /// counts as warm (seen on a loaded machine: five such segments). A leak per connection never
 /// settles.
-fn settled_beyond_pool(listener: &SharedMemoryListener, before: Option<usize>) -> Option<usize> {
+fn settled_beyond_pool(listener: &BlockingSharedMemoryListener, before: Option<usize>) -> Option<usize> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let after = handles_beyond_pool(listener);
@@ -975,7 +976,7 @@ fn sleep_wake_stress_blocking_and_async_servers() {
     const ROUNDS: u64 = 20_000;
     // Blocking server.
     let name = unique_name("pingpong");
-    let listener = SharedMemoryListener::bind_with(&name, blocking_config()).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, blocking_config()).unwrap();
     let mut child = ChildGuard::spawn("pinger", &format!("{name},{ROUNDS}"));
     assert_eq!(echo_until_gone(listener.accept().unwrap()), ROUNDS);
     child.wait_success(HANG);
@@ -985,7 +986,7 @@ fn sleep_wake_stress_blocking_and_async_servers() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut child = ChildGuard::spawn("pinger", &format!("{name},{ROUNDS}"));
     let echoed = rt.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind_with(&name, blocking_config()).unwrap();
+        let listener = SharedMemoryListener::bind_with(&name, blocking_config()).unwrap();
         let mut s = listener.accept().await.unwrap();
         let mut buf = [0u8; 64];
         let mut n_msgs = 0u64;
@@ -1031,7 +1032,7 @@ fn listener_removes_its_socket_and_nothing_reaches_dev_shm() {
     let name = unique_name("cleanup");
     let path = lapce_ipc::socket_path(&name).unwrap();
     {
-        let listener = SharedMemoryListener::bind(&name).unwrap();
+        let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
         assert_eq!(listener.path(), path);
         let mode = std::fs::metadata(&path).unwrap().permissions();
         assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);

@@ -6,7 +6,7 @@ use crate::common;
 use std::time::Duration;
 
 use common::{child_role, unique_name, ChildGuard};
-use lapce_ipc::protocol::ErrorCode;
+use lapce_ipc::messages::ErrorCode;
 
 #[path = "../examples/ai_engine.rs"]
 #[allow(dead_code)]

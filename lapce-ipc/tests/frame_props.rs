@@ -10,8 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::unique_name;
-use lapce_ipc::frame::{CanonicalHeader, Frame, FrameError, FramedShmStream, MessageType, HEADER_LEN};
-use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig};
+use lapce_ipc::frame::{BlockingFramedStream, CanonicalHeader, Frame, FrameError, MessageType, HEADER_LEN};
+use lapce_ipc::{BlockingSharedMemoryListener, BlockingSharedMemoryStream, IpcError, StreamConfig};
 use proptest::prelude::*;
 
 /// Upper bound on any wait (a lost message fails the test instead of hanging it).
@@ -34,18 +34,20 @@ fn fill(seed: u64, len: usize) -> Vec<u8> {
 /// stream; `peer` ends with [`wait_done`].
 fn pair(
     ring: usize,
-    peer: impl FnOnce(SharedMemoryStream) + Send + 'static,
-) -> (SharedMemoryStream, JoinHandle<()>) {
+    peer: impl FnOnce(BlockingSharedMemoryStream) + Send + 'static,
+) -> (BlockingSharedMemoryStream, JoinHandle<()>) {
     let name = unique_name("frame-props");
-    let listener =
-        SharedMemoryListener::bind_with(&name, StreamConfig { ring_capacity: ring, ..Default::default() })
-            .unwrap();
-    let peer = std::thread::spawn(move || peer(SharedMemoryStream::connect(&name).unwrap()));
+    let listener = BlockingSharedMemoryListener::bind_with(
+        &name,
+        StreamConfig { ring_capacity: ring, ..Default::default() },
+    )
+    .unwrap();
+    let peer = std::thread::spawn(move || peer(BlockingSharedMemoryStream::connect(&name).unwrap()));
     (listener.accept().unwrap(), peer)
 }
 
 /// Keeps the peer's stream open until the test says it is done (or gives up, bounded).
-fn wait_done(stream: &mut SharedMemoryStream) {
+fn wait_done(stream: &mut BlockingSharedMemoryStream) {
     let _ = stream.recv_timeout(&mut [0u8; 8], HANG);
 }
 
@@ -87,14 +89,14 @@ proptest! {
     ) {
         let sent = msgs.clone();
         let (stream, peer) = pair(ring, move |stream| {
-            let mut framed = FramedShmStream::new(stream).with_crc(with_crc);
+            let mut framed = BlockingFramedStream::new(stream).with_crc(with_crc);
             for (i, m) in sent.iter().enumerate() {
                 let id = framed.send(m.kind, &fill(i as u64, m.len)).unwrap();
                 assert_eq!(id, i as u64 + 1);
             }
             wait_done(framed.get_mut());
         });
-        let mut framed = FramedShmStream::new(stream);
+        let mut framed = BlockingFramedStream::new(stream);
         let mut buf = Frame::default();
         for (i, m) in msgs.iter().enumerate() {
             let want = (m.kind, fill(i as u64, m.len), i as u64 + 1);
@@ -151,9 +153,9 @@ proptest! {
             stream.send(&record).unwrap();
             wait_done(&mut stream);
         });
-        let mut framed = FramedShmStream::new(stream);
+        let mut framed = BlockingFramedStream::new(stream);
         let mut buf = Frame::default();
-        let mut next = |framed: &mut FramedShmStream| -> Result<(MessageType, Vec<u8>, u64), IpcError> {
+        let mut next = |framed: &mut BlockingFramedStream| -> Result<(MessageType, Vec<u8>, u64), IpcError> {
             if in_place {
                 framed.recv_with(|kind, p, id| (kind, p.to_vec(), id))
             } else {

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use common::{child_role, connect_retry, message, unique_name, ChildGuard};
 use lapce_ipc::frame::{
-    AsyncFramedShmStream, CanonicalHeader, Frame, FrameError, FramedShmStream, MessageType, HEADER_LEN,
+    BlockingFramedStream, CanonicalHeader, Frame, FrameError, FramedStream, MessageType, HEADER_LEN,
 };
 use lapce_ipc::{
-    AsyncSharedMemoryListener, IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig,
+    BlockingSharedMemoryListener, BlockingSharedMemoryStream, IpcError, SharedMemoryListener, StreamConfig,
 };
 
 const HANG: Duration = Duration::from_secs(60);
@@ -21,7 +21,7 @@ const BIG: usize = 10 << 20;
 fn child_main() {
     let Some((role, name)) = child_role() else { return };
     assert_eq!(role, "framed-sender");
-    let mut framed = FramedShmStream::new(connect_retry(&name));
+    let mut framed = BlockingFramedStream::new(connect_retry(&name));
     let mut big = Vec::new();
     message(42, 0, BIG, &mut big);
     big.resize(BIG, 0xAB); // exactly 10 MiB
@@ -46,13 +46,13 @@ fn child_main() {
 #[test]
 fn ten_mib_through_a_256_kib_ring_limits_unknown_types_and_corruption() {
     let name = unique_name("framed");
-    let listener = SharedMemoryListener::bind_with(
+    let listener = BlockingSharedMemoryListener::bind_with(
         &name,
         StreamConfig { ring_capacity: 256 << 10, ..Default::default() },
     )
     .unwrap();
     let mut child = ChildGuard::spawn("framed-sender", &name);
-    let mut framed = FramedShmStream::new(listener.accept().unwrap());
+    let mut framed = BlockingFramedStream::new(listener.accept().unwrap());
     assert_eq!(framed.max_message_size(), 10 << 20);
 
     let Frame { kind, id, payload } = framed.recv().unwrap();
@@ -80,11 +80,11 @@ fn ten_mib_through_a_256_kib_ring_limits_unknown_types_and_corruption() {
 #[test]
 fn bad_crc_is_an_error_and_closes_the_framed_stream() {
     let name = unique_name("framed-crc");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let client = std::thread::spawn({
         let name = name.clone();
         move || {
-            let mut raw = SharedMemoryStream::connect(&name).unwrap();
+            let mut raw = BlockingSharedMemoryStream::connect(&name).unwrap();
             let mut header = CanonicalHeader::for_payload(MessageType::Data, 7, b"payload", true);
             header.crc32 ^= 1;
             let mut record = header.encode().to_vec();
@@ -94,7 +94,7 @@ fn bad_crc_is_an_error_and_closes_the_framed_stream() {
             let _ = raw.recv_timeout(&mut [0u8; 4], HANG);
         }
     });
-    let mut framed = FramedShmStream::new(listener.accept().unwrap());
+    let mut framed = BlockingFramedStream::new(listener.accept().unwrap());
     let err = framed.recv().unwrap_err();
     assert!(matches!(err, IpcError::Frame(FrameError::CrcMismatch { .. })), "{err}");
     assert!(matches!(framed.recv(), Err(IpcError::Frame(FrameError::CrcMismatch { .. }))), "stays closed");
@@ -105,12 +105,12 @@ fn bad_crc_is_an_error_and_closes_the_framed_stream() {
 #[test]
 fn oversized_messages_are_refused_before_anything_is_written() {
     let name = unique_name("framed-big");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let client = std::thread::spawn({
         let name = name.clone();
-        move || SharedMemoryStream::connect(&name).unwrap()
+        move || BlockingSharedMemoryStream::connect(&name).unwrap()
     });
-    let mut sender = FramedShmStream::new(listener.accept().unwrap()).with_max_message(1000);
+    let mut sender = BlockingFramedStream::new(listener.accept().unwrap()).with_max_message(1000);
     let mut receiver = client.join().unwrap();
     let err = sender.send(MessageType::Data, &[0u8; 1001]).unwrap_err();
     assert!(matches!(err, IpcError::MessageTooLarge { len: 1001, max: 1000 }), "{err}");
@@ -129,12 +129,12 @@ fn async_framed_stream_receives_the_same_sequence() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut child = ChildGuard::spawn("framed-sender", &name);
     rt.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind_with(
+        let listener = SharedMemoryListener::bind_with(
             &name,
             StreamConfig { ring_capacity: 256 << 10, ..Default::default() },
         )
         .unwrap();
-        let mut framed = AsyncFramedShmStream::new(listener.accept().await.unwrap());
+        let mut framed = FramedStream::new(listener.accept().await.unwrap());
         let Frame { kind, id, payload } = framed.recv().await.unwrap();
         let mut want = Vec::new();
         message(42, 0, BIG, &mut want);
@@ -159,16 +159,18 @@ fn async_framed_stream_receives_the_same_sequence() {
 #[test]
 fn async_framed_sender_to_blocking_receiver() {
     let name = unique_name("framed-async-send");
-    let listener =
-        SharedMemoryListener::bind_with(&name, StreamConfig { ring_capacity: 4096, ..Default::default() })
-            .unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(
+        &name,
+        StreamConfig { ring_capacity: 4096, ..Default::default() },
+    )
+    .unwrap();
     let sender = std::thread::spawn({
         let name = name.clone();
         move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             rt.block_on(async {
-                let stream = lapce_ipc::AsyncSharedMemoryStream::connect(&name).await.unwrap();
-                let mut framed = AsyncFramedShmStream::new(stream).with_crc(false);
+                let stream = lapce_ipc::SharedMemoryStream::connect(&name).await.unwrap();
+                let mut framed = FramedStream::new(stream).with_crc(false);
                 let payload: Vec<u8> = (0..100_000u32).map(|i| (i * 7) as u8).collect();
                 framed.send_with_id(MessageType::StreamChunk, 5, &payload).await.unwrap();
                 framed.send(MessageType::StreamEnd, b"").await.unwrap();
@@ -176,7 +178,7 @@ fn async_framed_sender_to_blocking_receiver() {
             });
         }
     });
-    let mut framed = FramedShmStream::new(listener.accept().unwrap());
+    let mut framed = BlockingFramedStream::new(listener.accept().unwrap());
     let Frame { kind, id, payload } = framed.recv().unwrap();
     assert_eq!((kind, id, payload.len()), (MessageType::StreamChunk, 5, 100_000));
     assert!(payload.iter().enumerate().all(|(i, &b)| b == (i as u32 * 7) as u8));
@@ -192,13 +194,13 @@ fn async_framed_sender_to_blocking_receiver() {
 #[test]
 fn split_halves_echo_in_place() {
     let name = unique_name("framed-split");
-    let listener = SharedMemoryListener::bind_with(
+    let listener = BlockingSharedMemoryListener::bind_with(
         &name,
         StreamConfig { ring_capacity: 64 << 10, ..Default::default() },
     )
     .unwrap();
     let server = std::thread::spawn(move || {
-        let (mut tx, mut rx) = FramedShmStream::new(listener.accept().unwrap()).into_split();
+        let (mut tx, mut rx) = BlockingFramedStream::new(listener.accept().unwrap()).into_split();
         assert_eq!((tx.max_message_size(), rx.max_message_size()), (10 << 20, 10 << 20));
         loop {
             match rx.recv_with(|kind, request, id| tx.send_with_id(kind, id, request)) {
@@ -208,7 +210,8 @@ fn split_halves_echo_in_place() {
             }
         }
     });
-    let mut client = FramedShmStream::new(SharedMemoryStream::connect(&name).unwrap()).with_crc(false);
+    let mut client =
+        BlockingFramedStream::new(BlockingSharedMemoryStream::connect(&name).unwrap()).with_crc(false);
     let mut buf = Frame::default();
     for (i, len) in [0usize, 1, 100, 40_000, 100_000, 3 << 19, 10].into_iter().enumerate() {
         let want: Vec<u8> = (0..len).map(|j| (j * 131 + i) as u8).collect();
@@ -229,17 +232,14 @@ fn async_recv_with_and_recv_into() {
     let name = unique_name("framed-async-recv");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let listener = rt.block_on(async {
-        AsyncSharedMemoryListener::bind_with(
-            &name,
-            StreamConfig { ring_capacity: 4096, ..Default::default() },
-        )
+        SharedMemoryListener::bind_with(&name, StreamConfig { ring_capacity: 4096, ..Default::default() })
     });
     let listener = listener.unwrap();
     let big: Vec<u8> = (0..100_000u32).map(|i| (i * 13) as u8).collect();
     let sender = std::thread::spawn({
         let big = big.clone();
         move || {
-            let mut framed = FramedShmStream::new(SharedMemoryStream::connect(&name).unwrap());
+            let mut framed = BlockingFramedStream::new(BlockingSharedMemoryStream::connect(&name).unwrap());
             for payload in [&b"small"[..], &big, &big, b""] {
                 framed.send(MessageType::Data, payload).unwrap();
             }
@@ -247,7 +247,7 @@ fn async_recv_with_and_recv_into() {
         }
     });
     rt.block_on(async {
-        let mut framed = AsyncFramedShmStream::new(listener.accept().await.unwrap());
+        let mut framed = FramedStream::new(listener.accept().await.unwrap());
         let probe = |kind, p: &[u8], id| (kind, p.len(), p.first().copied(), id);
         assert_eq!(framed.recv_with(probe).await.unwrap(), (MessageType::Data, 5, Some(b's'), 1));
         let got = framed.recv_with(|_, p, id| (p == &big[..], id)).await.unwrap();

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{child_role, connect_retry, unique_name, ChildGuard};
-use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
+use lapce_ipc::frame::{BlockingFramedStream, Frame, MessageType};
+use lapce_ipc::messages::{ErrorBody, ErrorCode};
 use lapce_ipc::metrics::CONTENT_TYPE;
-use lapce_ipc::protocol::{ErrorBody, ErrorCode};
 use lapce_ipc::{IpcClient, IpcConfig, IpcError, IpcServer};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
@@ -541,7 +541,7 @@ fn answers_to_a_client_that_does_not_read_are_counted_as_backpressure() {
     let port_file = PortFile(std::env::temp_dir().join(format!("{name}.port")));
     let mut server = ChildGuard::spawn("metrics-server", &format!("{name},{},2", port_file.0.display()))
         .listening_on(&name);
-    let (mut tx, mut rx) = FramedShmStream::new(connect_retry(&name)).into_split();
+    let (mut tx, mut rx) = BlockingFramedStream::new(connect_retry(&name)).into_split();
     let mut answer = Frame::default();
     rx.recv_into(&mut answer).unwrap();
     assert_eq!((answer.kind, answer.id), (MessageType::Control, 0), "greeting");

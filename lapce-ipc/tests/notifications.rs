@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+use lapce_ipc::messages::{ErrorBody, ErrorCode};
 use lapce_ipc::{
     BlockingIpcClient, IpcClient, IpcConfig, IpcServer, Notification, Peer, NOTIFICATION_QUEUE_LEN,
 };

@@ -7,12 +7,12 @@ use crate::common;
 use std::time::Duration;
 
 use common::{child_role, connect_retry, unique_name, ChildGuard};
-use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
-use lapce_ipc::protocol::{
+use lapce_ipc::frame::{BlockingFramedStream, Frame, MessageType};
+use lapce_ipc::messages::{
     AIRequest, AlignedBytes, AlignedVec, Codec, CompletionResponse, ErrorBody, ErrorCode, Message,
     MessageRole, RawJson, StreamChunk, Tool, ToolCall, ToolResult, Usage, RKYV_ALIGN,
 };
-use lapce_ipc::{IpcError, SharedMemoryListener};
+use lapce_ipc::{BlockingSharedMemoryListener, IpcError};
 use proptest::prelude::*;
 
 const HANG: Duration = Duration::from_secs(60);
@@ -327,7 +327,7 @@ fn archived_call_with_patched_parameters(text: &str, first: u8) -> AlignedVec {
 
 #[test]
 fn every_archived_type_fits_the_documented_alignment() {
-    use lapce_ipc::protocol::*;
+    use lapce_ipc::messages::*;
     use std::mem::align_of;
     let aligns = [
         align_of::<ArchivedAIRequest>(),
@@ -668,7 +668,7 @@ fn expected_completion(request: &AIRequest) -> CompletionResponse {
 /// completions (JSON answer), answers anything else with a JSON error body, and a cancel with
 /// a CANCELLED error.
 fn ai_server(name: &str) {
-    let mut framed = FramedShmStream::new(connect_retry(name));
+    let mut framed = BlockingFramedStream::new(connect_retry(name));
     loop {
         let Frame { kind, id, payload } = framed.recv().unwrap();
         match kind {
@@ -720,9 +720,9 @@ fn child_main() {
 #[test]
 fn child_process_answers_rkyv_chat_with_chunks_and_json_completion_with_a_response() {
     let name = unique_name("protocol");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut child = ChildGuard::spawn("ai-server", &name);
-    let mut framed = FramedShmStream::new(listener.accept().unwrap());
+    let mut framed = BlockingFramedStream::new(listener.accept().unwrap());
 
     // 1. A chat request in rkyv, answered by a stream of rkyv chunks.
     let mut chat = sample_request();

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{ErrorBody, ErrorCode};
-use lapce_ipc::{BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer, SharedMemoryStream};
+use lapce_ipc::messages::{ErrorBody, ErrorCode};
+use lapce_ipc::{BlockingIpcClient, BlockingSharedMemoryStream, IpcClient, IpcConfig, IpcError, IpcServer};
 
 const HANG: Duration = Duration::from_secs(60);
 
@@ -374,9 +374,8 @@ fn idle_connections_are_closed_after_the_idle_timeout_and_busy_ones_are_kept() {
         let busy = connect(&name).await;
         let waiting = connect(&name).await;
         // A raw connection, to see exactly when the server closes it.
-        let mut idle = lapce_ipc::frame::AsyncFramedShmStream::new(
-            lapce_ipc::AsyncSharedMemoryStream::connect(&name).await.unwrap(),
-        );
+        let mut idle =
+            lapce_ipc::frame::FramedStream::new(lapce_ipc::SharedMemoryStream::connect(&name).await.unwrap());
         let mut buf = lapce_ipc::frame::Frame::default();
         idle.recv_into(&mut buf).await.unwrap();
         assert_eq!((buf.kind, buf.id), (MessageType::Control, 0), "greeting");
@@ -435,7 +434,7 @@ fn server_killed_and_restarted_the_client_reconnects() {
         let available = tokio::task::spawn_blocking({
             let name = name.clone();
             move || loop {
-                if SharedMemoryStream::connect(&name).is_ok() {
+                if BlockingSharedMemoryStream::connect(&name).is_ok() {
                     return Instant::now();
                 }
                 std::thread::sleep(Duration::from_micros(200));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{child_role, message, unique_name, ChildGuard, Rng};
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+use lapce_ipc::messages::{ErrorBody, ErrorCode};
 use lapce_ipc::{BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer};
 
 const HANG: Duration = Duration::from_secs(120);

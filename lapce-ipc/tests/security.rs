@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::{child_role, unique_name, ChildGuard};
-use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig};
+use lapce_ipc::{BlockingSharedMemoryListener, BlockingSharedMemoryStream, IpcError, StreamConfig};
 
 /// The `nobody` user (and group) of most Linux distributions.
 const NOBODY: u32 = 65534;
@@ -108,7 +108,7 @@ fn child_main() {
     // The child trusts root (the parent) as the owner of the directory and as the server.
     let cfg = config(dir, &[0]);
     match role.as_str() {
-        "expect-refused" => match SharedMemoryStream::connect_with(name, &cfg) {
+        "expect-refused" => match BlockingSharedMemoryStream::connect_with(name, &cfg) {
             Err(IpcError::Handshake(reason)) => {
                 assert!(reason.contains("refused"), "{reason}");
                 eprintln!("child uid {uid}: refused as expected: {reason}");
@@ -116,7 +116,7 @@ fn child_main() {
             Err(e) => panic!("child uid {uid}: expected a refusal, got {e}"),
             Ok(_) => panic!("child uid {uid}: connected although its uid is not allowed"),
         },
-        "expect-denied" => match SharedMemoryStream::connect_with(name, &cfg) {
+        "expect-denied" => match BlockingSharedMemoryStream::connect_with(name, &cfg) {
             Err(IpcError::Connect { source, .. }) => {
                 assert_eq!(source.kind(), std::io::ErrorKind::PermissionDenied, "{source}");
             }
@@ -124,7 +124,7 @@ fn child_main() {
             Ok(_) => panic!("child uid {uid}: reached a socket in a 0700 directory"),
         },
         "ping" => {
-            let mut s = SharedMemoryStream::connect_with(name, &cfg)
+            let mut s = BlockingSharedMemoryStream::connect_with(name, &cfg)
                 .unwrap_or_else(|e| panic!("child uid {uid}: connect: {e}"));
             s.send(format!("ping from {uid}").as_bytes()).unwrap();
             let reply = s.recv_with(|b| b.to_vec()).unwrap();
@@ -182,7 +182,7 @@ struct OneAccept {
 }
 
 impl OneAccept {
-    fn start(listener: Arc<SharedMemoryListener>, name: &str, config: &StreamConfig) -> OneAccept {
+    fn start(listener: Arc<BlockingSharedMemoryListener>, name: &str, config: &StreamConfig) -> OneAccept {
         let thread = std::thread::spawn(move || {
             let mut s = listener.accept()?;
             let got = s.recv_with(|b| b.to_vec())?;
@@ -207,7 +207,7 @@ impl Drop for OneAccept {
     fn drop(&mut self) {
         if let Some(thread) = self.thread.take() {
             if !thread.is_finished() {
-                let _ = SharedMemoryStream::connect_with(&self.name, &self.config);
+                let _ = BlockingSharedMemoryStream::connect_with(&self.name, &self.config);
             }
             let _ = thread.join();
         }
@@ -216,7 +216,7 @@ impl Drop for OneAccept {
 
 /// Polls `listener.rejected()` until it counts `n` (the listener records a refusal just after
 /// it has told the client, so the client may exit first), at most `HANG`.
-fn rejected_reaches(listener: &SharedMemoryListener, n: u64) -> lapce_ipc::Rejected {
+fn rejected_reaches(listener: &BlockingSharedMemoryListener, n: u64) -> lapce_ipc::Rejected {
     let deadline = Instant::now() + HANG;
     loop {
         let r = listener.rejected();
@@ -241,7 +241,7 @@ fn allow_list_refuses_and_counts_others_and_accepts_the_allowed_uid() {
     let dir = TempDir::new("allow", 0o711);
     let name = unique_name("allow");
     let cfg = config(dir.path(), &[OTHER]);
-    let listener = Arc::new(SharedMemoryListener::bind_with(&name, cfg.clone()).unwrap());
+    let listener = Arc::new(BlockingSharedMemoryListener::bind_with(&name, cfg.clone()).unwrap());
     assert_eq!(listener.path(), dir.path().join(format!("{name}.sock")));
     assert_eq!(mode_of(listener.path()), 0o666, "allowed users must be able to connect");
     let mut server = OneAccept::start(listener.clone(), &name, &cfg);
@@ -273,7 +273,7 @@ fn without_allow_list_other_users_cannot_reach_the_socket() {
     }
     let dir = TempDir::new("private", 0o700);
     let name = unique_name("private");
-    let listener = SharedMemoryListener::bind_with(&name, config(dir.path(), &[])).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, config(dir.path(), &[])).unwrap();
     assert_eq!(mode_of(listener.path()), 0o600);
     spawn_as(NOBODY, "expect-denied", &name, dir.path()).wait_success(HANG);
     assert_eq!(listener.rejected(), lapce_ipc::Rejected::default(), "nothing reached the listener");
@@ -287,10 +287,12 @@ fn explicit_socket_dir_must_exist_and_is_never_created() {
     let parent = TempDir::new("missing", 0o700);
     let missing = parent.path().join("not-there");
     let name = unique_name("missing");
-    let reason = insecure_reason(SharedMemoryListener::bind_with(&name, config(&missing, &[])), &missing);
+    let reason =
+        insecure_reason(BlockingSharedMemoryListener::bind_with(&name, config(&missing, &[])), &missing);
     assert!(reason.contains("does not exist"), "{reason}");
     assert!(!missing.exists(), "an explicit socket_dir is not created");
-    let reason = insecure_reason(SharedMemoryStream::connect_with(&name, &config(&missing, &[])), &missing);
+    let reason =
+        insecure_reason(BlockingSharedMemoryStream::connect_with(&name, &config(&missing, &[])), &missing);
     assert!(reason.contains("does not exist"), "{reason}");
 }
 
@@ -304,13 +306,15 @@ fn symlinked_socket_dir_is_refused() {
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let name = unique_name("symlink");
     for allowed in [&[][..], &[OTHER][..]] {
-        let reason = insecure_reason(SharedMemoryListener::bind_with(&name, config(&link, allowed)), &link);
+        let reason =
+            insecure_reason(BlockingSharedMemoryListener::bind_with(&name, config(&link, allowed)), &link);
         assert!(reason.contains("symlink"), "{reason}");
-        let reason = insecure_reason(SharedMemoryStream::connect_with(&name, &config(&link, allowed)), &link);
+        let reason =
+            insecure_reason(BlockingSharedMemoryStream::connect_with(&name, &config(&link, allowed)), &link);
         assert!(reason.contains("symlink"), "{reason}");
     }
     // The real directory is fine, and the socket lands in it, 0600.
-    let listener = SharedMemoryListener::bind_with(&name, config(&real, &[])).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, config(&real, &[])).unwrap();
     assert_eq!(listener.path(), real.join(format!("{name}.sock")));
     assert_eq!(mode_of(listener.path()), 0o600);
     drop(listener);
@@ -325,10 +329,11 @@ fn group_or_other_writable_socket_dir_is_refused() {
         dir.chmod(mode);
         for allowed in [&[][..], &[OTHER][..]] {
             let cfg = config(dir.path(), allowed);
-            let reason = insecure_reason(SharedMemoryListener::bind_with(&name, cfg.clone()), dir.path());
+            let reason =
+                insecure_reason(BlockingSharedMemoryListener::bind_with(&name, cfg.clone()), dir.path());
             assert!(reason.contains("writable by group or others"), "{mode:o}: {reason}");
             assert!(reason.contains(&format!("{mode:o}")), "names the mode: {reason}");
-            let reason = insecure_reason(SharedMemoryStream::connect_with(&name, &cfg), dir.path());
+            let reason = insecure_reason(BlockingSharedMemoryStream::connect_with(&name, &cfg), dir.path());
             assert!(reason.contains("writable by group or others"), "{mode:o}: {reason}");
         }
     }
@@ -339,20 +344,23 @@ fn group_or_other_writable_socket_dir_is_refused() {
 fn socket_dir_0711_only_with_an_allow_list() {
     let dir = TempDir::new("0711", 0o711);
     let name = unique_name("0711");
-    let reason = insecure_reason(SharedMemoryListener::bind_with(&name, config(dir.path(), &[])), dir.path());
-    assert!(reason.contains("want 0700") && reason.contains("711"), "{reason}");
     let reason =
-        insecure_reason(SharedMemoryStream::connect_with(&name, &config(dir.path(), &[])), dir.path());
+        insecure_reason(BlockingSharedMemoryListener::bind_with(&name, config(dir.path(), &[])), dir.path());
+    assert!(reason.contains("want 0700") && reason.contains("711"), "{reason}");
+    let reason = insecure_reason(
+        BlockingSharedMemoryStream::connect_with(&name, &config(dir.path(), &[])),
+        dir.path(),
+    );
     assert!(reason.contains("want 0700"), "{reason}");
     for mode in [0o711, 0o750, 0o755] {
         dir.chmod(mode);
-        let listener = SharedMemoryListener::bind_with(&name, config(dir.path(), &[OTHER]))
+        let listener = BlockingSharedMemoryListener::bind_with(&name, config(dir.path(), &[OTHER]))
             .unwrap_or_else(|e| panic!("mode {mode:o} with an allow-list: {e}"));
         assert_eq!(mode_of(listener.path()), 0o666, "allowed users can connect");
     }
     // Back to 0700 without a list: the default rules, a 0600 socket.
     dir.chmod(0o700);
-    let listener = SharedMemoryListener::bind_with(&name, config(dir.path(), &[])).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, config(dir.path(), &[])).unwrap();
     assert_eq!(mode_of(listener.path()), 0o600);
 }
 
@@ -372,15 +380,16 @@ fn socket_dir_owned_by_another_uid_is_refused() {
     let want = format!("owned by uid {owner}");
     for allowed in [&[][..], &[owner][..]] {
         // A listener only binds in its own directory, whatever the list says.
-        let reason = insecure_reason(SharedMemoryListener::bind_with(&name, config(&path, allowed)), &path);
+        let reason =
+            insecure_reason(BlockingSharedMemoryListener::bind_with(&name, config(&path, allowed)), &path);
         assert!(reason.contains(&want), "{reason}");
     }
-    let reason = insecure_reason(SharedMemoryStream::connect_with(&name, &config(&path, &[])), &path);
+    let reason = insecure_reason(BlockingSharedMemoryStream::connect_with(&name, &config(&path, &[])), &path);
     assert!(reason.contains(&want), "{reason}");
     if is_root() {
         // A client trusts a directory owned by an allowed uid: the check passes and the connect
         // itself fails (nobody listens there).
-        match SharedMemoryStream::connect_with(&name, &config(&path, &[owner])) {
+        match BlockingSharedMemoryStream::connect_with(&name, &config(&path, &[owner])) {
             Err(IpcError::Connect { source, .. }) => {
                 assert_eq!(source.kind(), std::io::ErrorKind::NotFound, "{source}")
             }
@@ -396,10 +405,11 @@ fn socket_dir_must_be_an_absolute_directory() {
     let file = parent.path().join("plain");
     fs::write(&file, b"").unwrap();
     let name = unique_name("file");
-    let reason = insecure_reason(SharedMemoryListener::bind_with(&name, config(&file, &[])), &file);
+    let reason = insecure_reason(BlockingSharedMemoryListener::bind_with(&name, config(&file, &[])), &file);
     assert!(reason.contains("not a directory"), "{reason}");
     let relative = Path::new("relative/dir");
-    let reason = insecure_reason(SharedMemoryListener::bind_with(&name, config(relative, &[])), relative);
+    let reason =
+        insecure_reason(BlockingSharedMemoryListener::bind_with(&name, config(relative, &[])), relative);
     assert!(reason.contains("absolute"), "{reason}");
 }
 
@@ -411,8 +421,8 @@ fn an_allow_list_without_a_socket_dir_is_refused() {
     let name = unique_name("allow-no-dir");
     let config = StreamConfig { allowed_peer_uids: vec![own_uid() + 1], ..StreamConfig::default() };
     for result in [
-        SharedMemoryListener::bind_with(&name, config.clone()).map(|_| ()),
-        SharedMemoryStream::connect_with(&name, &config).map(|_| ()),
+        BlockingSharedMemoryListener::bind_with(&name, config.clone()).map(|_| ()),
+        BlockingSharedMemoryStream::connect_with(&name, &config).map(|_| ()),
     ] {
         match result {
             Err(IpcError::InvalidArgument(reason)) => {
@@ -429,7 +439,7 @@ fn an_allow_list_without_a_socket_dir_is_refused() {
 #[test]
 fn default_socket_path_is_unchanged() {
     let name = unique_name("default");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     assert_eq!(listener.path(), lapce_ipc::socket_path(&name).unwrap());
     assert_eq!(mode_of(listener.path()), 0o600);
     let dir = listener.path().parent().unwrap();
@@ -470,7 +480,7 @@ fn server_stats_count_refused_handshakes() {
     }
     assert_eq!(server.stats().handshakes_refused, 1);
 
-    let good = rt.block_on(async { lapce_ipc::AsyncSharedMemoryStream::connect(&name).await.map(drop) });
+    let good = rt.block_on(async { lapce_ipc::SharedMemoryStream::connect(&name).await.map(drop) });
     good.unwrap();
     assert_eq!(server.stats().handshakes_refused, 1, "a good client is not a refusal");
     server.shutdown(Duration::ZERO);

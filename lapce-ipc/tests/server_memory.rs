@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{child_role, connect_retry, unique_name, ChildGuard};
-use lapce_ipc::frame::{FramedShmStream, MessageType};
+use lapce_ipc::frame::{BlockingFramedStream, MessageType};
 use lapce_ipc::{IpcConfig, IpcServer};
 
 /// Keeps a count of live heap bytes, then lets the system allocator do the work.
@@ -117,15 +117,15 @@ fn child_main() {
 }
 
 /// A connection to the child server, past its greeting.
-fn connect(name: &str) -> FramedShmStream {
-    let mut framed = FramedShmStream::new(connect_retry(name));
+fn connect(name: &str) -> BlockingFramedStream {
+    let mut framed = BlockingFramedStream::new(connect_retry(name));
     let greeting = framed.recv().unwrap();
     assert_eq!((greeting.kind, greeting.id), (MessageType::Control, 0), "greeting");
     framed
 }
 
 /// One request and its answer, which must be a `Response`.
-fn call(framed: &mut FramedShmStream, kind: MessageType, id: u64, payload: &[u8]) -> Vec<u8> {
+fn call(framed: &mut BlockingFramedStream, kind: MessageType, id: u64, payload: &[u8]) -> Vec<u8> {
     framed.send_with_id(kind, id, payload).unwrap();
     let answer = framed.recv().unwrap();
     assert_eq!((answer.kind, answer.id), (MessageType::Response, id), "answer to {kind:?} #{id}");
@@ -139,7 +139,7 @@ fn number(answer: &[u8]) -> i64 {
 /// The child server and a connection to it (the tests' control connection: requests, counters).
 struct ServerChild {
     child: ChildGuard,
-    control: FramedShmStream,
+    control: BlockingFramedStream,
     last_id: u64,
 }
 
@@ -227,7 +227,7 @@ fn the_heap_is_trimmed_once_connections_stop_ending() {
     assert_eq!(trims(), 0, "a trim with no connection ended");
     let mut last = 0;
     for round in 1..=2 {
-        let clients: Vec<FramedShmStream> = (0..20).map(|_| connect(&name)).collect();
+        let clients: Vec<BlockingFramedStream> = (0..20).map(|_| connect(&name)).collect();
         drop(clients);
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut now = trims();
@@ -251,7 +251,7 @@ fn the_heap_is_trimmed_once_connections_stop_ending() {
 fn a_default_server_leaves_the_host_heap_alone() {
     let name = unique_name("mem-no-trim");
     let mut server = ServerChild::spawn_as("default-server", &name);
-    let clients: Vec<FramedShmStream> = (0..20).map(|_| connect(&name)).collect();
+    let clients: Vec<BlockingFramedStream> = (0..20).map(|_| connect(&name)).collect();
     drop(clients);
     // The trim would come `QUIET_MS` after the last end: wait well past it.
     std::thread::sleep(Duration::from_millis(10 * QUIET_MS));
@@ -285,7 +285,7 @@ fn connections_that_come_and_go_leak_no_heap() {
     let payloads: Vec<Vec<u8>> = [256, 4096, 16 * 1024].iter().map(|&n| vec![0x5a; n]).collect();
     let mut live = Vec::new();
     for _cycle in 0..CYCLES {
-        let mut clients: Vec<FramedShmStream> = (0..50).map(|_| connect(&name)).collect();
+        let mut clients: Vec<BlockingFramedStream> = (0..50).map(|_| connect(&name)).collect();
         for (c, framed) in clients.iter_mut().enumerate() {
             for (i, p) in payloads.iter().enumerate() {
                 assert!(call(framed, MessageType::Data, (c * 3 + i) as u64 + 1, p) == *p, "echo altered");

@@ -11,12 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{raw_connect, raw_message, unique_name, HANDLE_TRAILER};
-use lapce_ipc::{IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, PROTOCOL_VERSION};
+use lapce_ipc::{
+    BlockingSharedMemoryListener, BlockingSharedMemoryStream, IpcError, StreamConfig, PROTOCOL_VERSION,
+};
 
-fn pair(config: StreamConfig) -> (SharedMemoryListener, SharedMemoryStream, SharedMemoryStream) {
+fn pair(
+    config: StreamConfig,
+) -> (BlockingSharedMemoryListener, BlockingSharedMemoryStream, BlockingSharedMemoryStream) {
     let name = unique_name("api");
-    let listener = SharedMemoryListener::bind_with(&name, config).unwrap();
-    let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).unwrap());
+    let listener = BlockingSharedMemoryListener::bind_with(&name, config).unwrap();
+    let client = std::thread::spawn(move || BlockingSharedMemoryStream::connect(&name).unwrap());
     let server = listener.accept().unwrap();
     (listener, server, client.join().unwrap())
 }
@@ -83,7 +87,7 @@ fn closing_one_side_ends_the_other_with_peer_gone() {
 #[test]
 fn version_mismatch_is_refused_and_the_listener_goes_on() {
     let name = unique_name("version");
-    let listener = Arc::new(SharedMemoryListener::bind(&name).unwrap());
+    let listener = Arc::new(BlockingSharedMemoryListener::bind(&name).unwrap());
     // Detached, not scoped: a failed assertion must fail the test, not leave a scope waiting
     // for an accept no client makes.
     let accepted = std::thread::spawn({
@@ -102,7 +106,7 @@ fn version_mismatch_is_refused_and_the_listener_goes_on() {
     assert_eq!(sock.read(&mut [0u8; 8]).unwrap(), 0, "the server closes a refused connection");
 
     // The same accept call goes on to the next, well-behaved client.
-    let _client = SharedMemoryStream::connect(&name).unwrap();
+    let _client = BlockingSharedMemoryStream::connect(&name).unwrap();
     assert_eq!(accepted.join().unwrap().unwrap(), std::process::id());
     let lapce_ipc::Rejected { count, last } = listener.rejected();
     assert_eq!(count, 1);
@@ -113,9 +117,9 @@ fn version_mismatch_is_refused_and_the_listener_goes_on() {
 fn a_silent_client_is_dropped_after_the_handshake_timeout() {
     let name = unique_name("silent");
     let cfg = StreamConfig { handshake_timeout: Duration::from_millis(100), ..StreamConfig::default() };
-    let listener = SharedMemoryListener::bind_with(&name, cfg).unwrap();
+    let listener = BlockingSharedMemoryListener::bind_with(&name, cfg).unwrap();
     let _silent = raw_connect(listener.path());
-    let client = std::thread::spawn(move || SharedMemoryStream::connect(&name).map(|_| ()));
+    let client = std::thread::spawn(move || BlockingSharedMemoryStream::connect(&name).map(|_| ()));
     listener.accept().unwrap();
     client.join().unwrap().unwrap();
     let lapce_ipc::Rejected { count, last } = listener.rejected();
@@ -146,7 +150,7 @@ fn last_words_then_peer_gone_blocking_and_async() {
         let mut buf = [0u8; 64];
         let (got, end) = if asynchronous {
             rt.block_on(async {
-                let listener = lapce_ipc::AsyncSharedMemoryListener::bind(&name).unwrap();
+                let listener = lapce_ipc::SharedMemoryListener::bind(&name).unwrap();
                 let mut s = listener.accept().await.unwrap();
                 let mut got = 0;
                 loop {
@@ -158,7 +162,7 @@ fn last_words_then_peer_gone_blocking_and_async() {
                 }
             })
         } else {
-            let listener = SharedMemoryListener::bind(&name).unwrap();
+            let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
             let mut s = listener.accept().unwrap();
             let mut got = 0;
             loop {
@@ -193,7 +197,7 @@ fn a_client_gets_a_clear_error_from_a_server_that_is_not_lapce_ipc() {
         s.write_all(&[0x42; 48]).unwrap();
         let _ = s.read(&mut [0u8; 64]);
     });
-    let err = SharedMemoryStream::connect(&name).err().unwrap();
+    let err = BlockingSharedMemoryStream::connect(&name).err().unwrap();
     assert!(matches!(err, IpcError::Handshake(_)), "{err}");
     server.join().unwrap();
     std::fs::remove_file(&path).unwrap();
@@ -202,8 +206,8 @@ fn a_client_gets_a_clear_error_from_a_server_that_is_not_lapce_ipc() {
 #[test]
 fn bind_errors_name_the_path_and_stale_sockets_are_replaced() {
     let name = unique_name("bind");
-    let first = SharedMemoryListener::bind(&name).unwrap();
-    match SharedMemoryListener::bind(&name) {
+    let first = BlockingSharedMemoryListener::bind(&name).unwrap();
+    match BlockingSharedMemoryListener::bind(&name) {
         Err(IpcError::Bind { path, source }) => {
             assert_eq!(path, first.path());
             assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
@@ -224,20 +228,26 @@ fn bind_errors_name_the_path_and_stale_sockets_are_replaced() {
         // A socket file left by a crashed process (std's listener does not unlink on drop).
         drop(UnixListener::bind(&path).unwrap());
         assert!(path.exists());
-        let replaced = SharedMemoryListener::bind(&name).unwrap();
+        let replaced = BlockingSharedMemoryListener::bind(&name).unwrap();
         drop(replaced);
         assert!(!path.exists());
     }
     // A pipe name is free again as soon as its listener is gone.
     #[cfg(windows)]
-    drop(SharedMemoryListener::bind(&name).unwrap());
+    drop(BlockingSharedMemoryListener::bind(&name).unwrap());
 
-    assert!(matches!(SharedMemoryStream::connect(&name), Err(IpcError::Connect { .. })));
+    assert!(matches!(BlockingSharedMemoryStream::connect(&name), Err(IpcError::Connect { .. })));
     // On Unix a 100-character name is valid but makes the socket path longer than 107 bytes.
     let too_long_for_unix = if cfg!(unix) { "y".repeat(100) } else { String::new() };
     for bad in ["", "a/b", ".hidden", "space name", &"x".repeat(101), &too_long_for_unix] {
-        assert!(matches!(SharedMemoryListener::bind(bad), Err(IpcError::InvalidArgument(_))), "{bad:?}");
+        assert!(
+            matches!(BlockingSharedMemoryListener::bind(bad), Err(IpcError::InvalidArgument(_))),
+            "{bad:?}"
+        );
     }
     let bad_ring = StreamConfig { ring_capacity: 5000, ..StreamConfig::default() };
-    assert!(matches!(SharedMemoryListener::bind_with(&name, bad_ring), Err(IpcError::InvalidArgument(_))));
+    assert!(matches!(
+        BlockingSharedMemoryListener::bind_with(&name, bad_ring),
+        Err(IpcError::InvalidArgument(_))
+    ));
 }

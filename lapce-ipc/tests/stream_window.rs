@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
-use lapce_ipc::frame::{AsyncFramedShmStream, Frame, MessageType};
-use lapce_ipc::protocol::{Codec, ErrorBody, ErrorCode};
+use lapce_ipc::frame::{Frame, FramedStream, MessageType};
+use lapce_ipc::messages::{Codec, ErrorBody, ErrorCode};
 use lapce_ipc::{BlockingIpcClient, IpcConfig, IpcError, IpcServer};
 
 /// Streams the sequence numbers `0, 1, 2, ...` (8 bytes, little-endian each) up to the number the
@@ -245,7 +245,7 @@ fn an_unread_stream_stops_its_handler_blocking_client() {
 
 /// Receives the next frame within `wait`; `None` if none comes.
 async fn recv_within(
-    framed: &mut AsyncFramedShmStream,
+    framed: &mut FramedStream,
     frame: &mut Frame,
     wait: Duration,
 ) -> Option<lapce_ipc::Result<(MessageType, u64)>> {
@@ -254,7 +254,7 @@ async fn recv_within(
 }
 
 /// Receives `n` chunks of stream `id` in order from `next`, then checks that no more come.
-async fn chunks_then_quiet(framed: &mut AsyncFramedShmStream, id: u64, next: &mut u64, n: u64) {
+async fn chunks_then_quiet(framed: &mut FramedStream, id: u64, next: &mut u64, n: u64) {
     let mut buf = Frame::default();
     for _ in 0..n {
         let got = recv_within(framed, &mut buf, HANG).await.expect("a chunk").unwrap();
@@ -279,7 +279,7 @@ fn the_server_keeps_to_the_window_and_refuses_absurd_credit() {
     runtime.block_on(async {
         let deadline = Instant::now() + HANG;
         let stream = loop {
-            match lapce_ipc::AsyncSharedMemoryStream::connect(&name).await {
+            match lapce_ipc::SharedMemoryStream::connect(&name).await {
                 Ok(s) => break s,
                 Err(IpcError::Connect { .. }) if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(2)).await
@@ -287,7 +287,7 @@ fn the_server_keeps_to_the_window_and_refuses_absurd_credit() {
                 Err(e) => panic!("connect: {e}"),
             }
         };
-        let mut framed = AsyncFramedShmStream::new(stream);
+        let mut framed = FramedStream::new(stream);
         let mut buf = Frame::default();
         assert_eq!(
             recv_within(&mut framed, &mut buf, HANG).await.unwrap().unwrap(),

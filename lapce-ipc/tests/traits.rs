@@ -9,9 +9,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{child_role, connect_client, connect_retry, unique_name, ChildGuard};
 use futures::{SinkExt, StreamExt};
-use lapce_ipc::frame::{AsyncFramedShmStream, Frame, MessageType};
+use lapce_ipc::frame::{Frame, FramedStream, MessageType};
 use lapce_ipc::{
-    AsyncSharedMemoryListener, AsyncSharedMemoryStream, IpcConfig, IpcError, IpcServer, SharedMemoryListener,
+    BlockingSharedMemoryListener, IpcConfig, IpcError, IpcServer, SharedMemoryListener, SharedMemoryStream,
     StreamConfig,
 };
 
@@ -51,13 +51,13 @@ fn sink_sender(name: &str) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let stream = loop {
-            match AsyncSharedMemoryStream::connect(name).await {
+            match SharedMemoryStream::connect(name).await {
                 Ok(s) => break s,
                 Err(IpcError::Connect { .. }) => tokio::time::sleep(Duration::from_millis(2)).await,
                 Err(e) => panic!("connect: {e}"),
             }
         };
-        let (mut tx, _rx) = AsyncFramedShmStream::new(stream).into_split();
+        let (mut tx, _rx) = FramedStream::new(stream).into_split();
         let mut all = futures::stream::iter(frames().into_iter().map(Ok));
         tx.send_all(&mut all).await.unwrap();
         let too_big = Frame::new(MessageType::Data, 1, vec![0; (10 << 20) + 1]);
@@ -75,8 +75,8 @@ fn framed_sink_to_stream_survives_cancelled_nexts_and_ends_when_the_peer_goes() 
     let config = StreamConfig { ring_capacity: 64 << 10, ..Default::default() };
     let mut child = ChildGuard::spawn("sink-sender", &name);
     rt.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind_with(&name, config).unwrap();
-        let (_tx, mut rx) = AsyncFramedShmStream::new(listener.accept().await.unwrap()).into_split();
+        let listener = SharedMemoryListener::bind_with(&name, config).unwrap();
+        let (_tx, mut rx) = FramedStream::new(listener.accept().await.unwrap()).into_split();
         let mut got = Vec::new();
         let mut cancelled = 0;
         loop {
@@ -149,7 +149,7 @@ fn response_stream_is_a_stream() {
 #[test]
 fn incoming_yields_each_client() {
     let name = unique_name("traits-incoming");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut children: Vec<_> = (0..2).map(|_| ChildGuard::spawn("connect-and-greet", &name)).collect();
     for stream in listener.incoming().take(2) {
         let mut stream = stream.unwrap();
@@ -163,7 +163,7 @@ fn incoming_yields_each_client() {
     let name = unique_name("traits-incoming-async");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async {
-        let listener = AsyncSharedMemoryListener::bind(&name).unwrap();
+        let listener = SharedMemoryListener::bind(&name).unwrap();
         let mut children: Vec<_> = (0..2).map(|_| ChildGuard::spawn("connect-and-greet", &name)).collect();
         let accepted: Vec<_> = listener.incoming().take(2).collect().await;
         for stream in accepted {
@@ -181,13 +181,13 @@ fn incoming_yields_each_client() {
 fn the_listener_descriptor_is_readable_when_a_client_waits() {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
 
-    let readable = |listener: &SharedMemoryListener, wait: Duration| {
+    let readable = |listener: &BlockingSharedMemoryListener, wait: Duration| {
         let mut fds = [PollFd::new(listener, PollFlags::IN)];
         let timeout = Timespec { tv_sec: wait.as_secs() as _, tv_nsec: wait.subsec_nanos() as _ };
         poll(&mut fds, Some(&timeout)).unwrap() == 1 && fds[0].revents().contains(PollFlags::IN)
     };
     let name = unique_name("traits-asfd");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     assert!(!readable(&listener, Duration::from_millis(200)), "readable with no client");
     let mut child = ChildGuard::spawn("connect-and-greet", &name);
     assert!(readable(&listener, HANG), "not readable with a client waiting");

@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{child_role, unique_name, ChildGuard};
 use lapce_ipc::frame::MessageType;
-use lapce_ipc::protocol::{AIRequest, CompletionResponse, ErrorCode, Json, Message, Rkyv, Usage};
+use lapce_ipc::messages::{AIRequest, CompletionResponse, ErrorCode, Json, Message, Rkyv, Usage};
 use lapce_ipc::{BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer, RequestContext};
 
 /// Completes an [`AIRequest`] in JSON: the last message upper-cased.
@@ -114,7 +114,7 @@ mod tower_service_fn {
     use std::task::{Context, Poll};
 
     use bytes::Bytes;
-    use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+    use lapce_ipc::messages::{ErrorBody, ErrorCode};
 
     #[derive(Clone)]
     pub struct Upper;

@@ -33,10 +33,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{child_role, connect_retry, unique_name, ChildGuard};
-use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
+use lapce_ipc::frame::{BlockingFramedStream, Frame, MessageType};
 use lapce_ipc::{
-    AsyncSharedMemoryStream, BlockingIpcClient, IpcClient, IpcConfig, IpcError, IpcServer,
-    SharedMemoryListener, SharedMemoryStream,
+    BlockingIpcClient, BlockingSharedMemoryListener, BlockingSharedMemoryStream, IpcClient, IpcConfig,
+    IpcError, IpcServer, SharedMemoryStream,
 };
 
 /// Counts allocation calls, then lets the system allocator do the work.
@@ -219,7 +219,7 @@ fn the_counting_allocator_counts() {
 // The raw streams: a child measures its round trips against an echo in the parent.
 
 /// Echoes `count` messages, then reads the child's report and acknowledges it.
-fn parent_echo(stream: &mut SharedMemoryStream, count: u64) -> Vec<u64> {
+fn parent_echo(stream: &mut BlockingSharedMemoryStream, count: u64) -> Vec<u64> {
     let mut buf = vec![0u8; stream.max_message_size()];
     for _ in 0..count {
         let n = stream.recv(&mut buf).unwrap();
@@ -233,13 +233,13 @@ fn parent_echo(stream: &mut SharedMemoryStream, count: u64) -> Vec<u64> {
 
 /// Sends the report, then waits for the parent's acknowledgement (so that the connection is
 /// not torn down under the parent's last read).
-fn send_report(stream: &mut SharedMemoryStream, counts: &[u64]) {
+fn send_report(stream: &mut BlockingSharedMemoryStream, counts: &[u64]) {
     stream.send(&encode_report(counts)).unwrap();
     assert_eq!(stream.recv_timeout(&mut [0u8; 1], HANG).unwrap(), 1, "acknowledgement");
 }
 
 /// One blocking round trip of message `seq`: `send` + `recv` into a reused buffer, checked.
-fn round_trip(s: &mut SharedMemoryStream, seq: u64, msg: &mut [u8; SIZE], reply: &mut [u8; SIZE]) {
+fn round_trip(s: &mut BlockingSharedMemoryStream, seq: u64, msg: &mut [u8; SIZE], reply: &mut [u8; SIZE]) {
     fill(seq, msg);
     s.send(&msg[..]).unwrap();
     let n = s.recv(&mut reply[..]).unwrap();
@@ -248,7 +248,7 @@ fn round_trip(s: &mut SharedMemoryStream, seq: u64, msg: &mut [u8; SIZE], reply:
 
 /// One blocking round trip of message `seq`: `send_with` filling the ring in place, then
 /// `recv_with` comparing in place.
-fn round_trip_in_place(s: &mut SharedMemoryStream, seq: u64, msg: &mut [u8; SIZE]) {
+fn round_trip_in_place(s: &mut BlockingSharedMemoryStream, seq: u64, msg: &mut [u8; SIZE]) {
     fill(seq, msg);
     s.send_with(SIZE, |out| {
         out[..SIZE].copy_from_slice(&msg[..]);
@@ -308,13 +308,13 @@ const ASYNC_ONE_OFF_SLACK: u64 = 4;
 #[test]
 fn blocking_stream_send_recv_allocates_nothing() {
     let name = unique_name("za-stream");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut child = ChildGuard::spawn("stream-client", &name);
     let mut s = listener.accept().unwrap();
     let report = parent_echo(&mut s, 2 * WARMUP + 2 * MESSAGES);
     child.wait_success(HANG);
     assert_no_allocations(
-        "SharedMemoryStream",
+        "BlockingSharedMemoryStream",
         &["send + recv into a buffer", "send_with + recv_with in place"],
         &report,
         0,
@@ -325,11 +325,11 @@ fn blocking_stream_send_recv_allocates_nothing() {
 // The framed stream: headers, CRC, ids.
 
 fn child_framed_client(name: &str) {
-    let mut framed = FramedShmStream::new(connect_retry(name));
+    let mut framed = BlockingFramedStream::new(connect_retry(name));
     let mut msg = [0u8; SIZE];
     let mut got = Frame::new(MessageType::Data, 0, Vec::with_capacity(SIZE));
     let mut seq = 0;
-    let mut into = |framed: &mut FramedShmStream, seq: u64, msg: &mut [u8; SIZE]| {
+    let mut into = |framed: &mut BlockingFramedStream, seq: u64, msg: &mut [u8; SIZE]| {
         fill(seq, msg);
         let id = framed.send(MessageType::Data, &msg[..]).unwrap();
         framed.recv_into(&mut got).unwrap();
@@ -338,7 +338,7 @@ fn child_framed_client(name: &str) {
             "echo #{seq} altered"
         );
     };
-    let with = |framed: &mut FramedShmStream, seq: u64, msg: &mut [u8; SIZE]| {
+    let with = |framed: &mut BlockingFramedStream, seq: u64, msg: &mut [u8; SIZE]| {
         fill(seq, msg);
         let id = framed.send(MessageType::Data, &msg[..]).unwrap();
         let ok = framed
@@ -370,9 +370,9 @@ fn child_framed_client(name: &str) {
 #[test]
 fn framed_stream_send_recv_allocates_nothing() {
     let name = unique_name("za-framed");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut child = ChildGuard::spawn("framed-client", &name);
-    let mut framed = FramedShmStream::new(listener.accept().unwrap());
+    let mut framed = BlockingFramedStream::new(listener.accept().unwrap());
     let mut frame = Frame::default();
     for _ in 0..2 * WARMUP + 2 * MESSAGES {
         framed.recv_into(&mut frame).unwrap();
@@ -380,7 +380,7 @@ fn framed_stream_send_recv_allocates_nothing() {
     }
     let report = parent_echo(framed.get_mut(), 0);
     child.wait_success(HANG);
-    assert_no_allocations("FramedShmStream", &["send + recv_into", "send + recv_with"], &report, 0);
+    assert_no_allocations("BlockingFramedStream", &["send + recv_into", "send + recv_with"], &report, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -390,7 +390,7 @@ fn child_async_client(name: &str) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let mut s = loop {
-            match AsyncSharedMemoryStream::connect(name).await {
+            match SharedMemoryStream::connect(name).await {
                 Ok(s) => break s,
                 Err(IpcError::Connect { .. }) => tokio::time::sleep(Duration::from_millis(1)).await,
                 Err(e) => panic!("connect {name}: {e}"),
@@ -426,13 +426,13 @@ fn child_async_client(name: &str) {
 #[test]
 fn async_stream_send_recv_allocates_nothing() {
     let name = unique_name("za-async");
-    let listener = SharedMemoryListener::bind(&name).unwrap();
+    let listener = BlockingSharedMemoryListener::bind(&name).unwrap();
     let mut child = ChildGuard::spawn("async-client", &name);
     let mut s = listener.accept().unwrap();
     let report = parent_echo(&mut s, 2 * WARMUP + 2 * MESSAGES);
     child.wait_success(HANG);
     assert_no_allocations(
-        "AsyncSharedMemoryStream",
+        "SharedMemoryStream",
         &["send + recv, then send + recv_with (a pair per round trip)"],
         &report,
         ASYNC_ONE_OFF_SLACK,
@@ -507,7 +507,7 @@ fn child_echo_server(name: &str) {
 }
 
 /// One request of type `kind` with id `id`, and its answer's payload (must be a `Response`).
-fn call(framed: &mut FramedShmStream, kind: MessageType, id: u64, payload: &[u8], answer: &mut Frame) {
+fn call(framed: &mut BlockingFramedStream, kind: MessageType, id: u64, payload: &[u8], answer: &mut Frame) {
     framed.send_with_id(kind, id, payload).unwrap();
     framed.recv_into(answer).unwrap();
     assert_eq!((answer.kind, answer.id), (MessageType::Response, id), "answer to {kind:?} #{id}: {answer:?}");
@@ -541,19 +541,19 @@ const SERVER_TRIES: usize = 3;
 fn measure_server(tag: &str, echo_kind: MessageType) -> ServerWindows {
     let name = unique_name(tag);
     let mut child = ChildGuard::spawn("echo-server", &name).listening_on(&name);
-    let mut framed = FramedShmStream::new(connect_retry(&name));
+    let mut framed = BlockingFramedStream::new(connect_retry(&name));
     let mut answer = Frame::default();
     framed.recv_into(&mut answer).unwrap();
     assert_eq!((answer.kind, answer.id), (MessageType::Control, 0), "greeting");
     assert_eq!(answer.payload, b"ready");
     let mut msg = [0u8; SIZE];
-    let mut echo = |framed: &mut FramedShmStream, id: u64, answer: &mut Frame| {
+    let mut echo = |framed: &mut BlockingFramedStream, id: u64, answer: &mut Frame| {
         fill(id, &mut msg);
         call(framed, echo_kind, id, &msg, answer);
         assert!(answer.payload[..] == msg[..], "echo #{id} altered");
     };
     let mut id = 1;
-    let mut window = |framed: &mut FramedShmStream, count: u64| -> u64 {
+    let mut window = |framed: &mut BlockingFramedStream, count: u64| -> u64 {
         call(framed, START, id, b"", &mut answer);
         id += 1;
         for _ in 0..count {

@@ -1,14 +1,15 @@
-//! The lapce-ipc transport: a [`SharedMemoryListener`] in the server child, a
-//! [`SharedMemoryStream`] in the client.
+//! The lapce-ipc transport: a [`BlockingSharedMemoryListener`] in the server child, a
+//! [`BlockingSharedMemoryStream`] in the client.
 
 use std::time::Duration;
 
 use lapce_ipc::frame::{
-    Frame, FramedReceiver, FramedSender, FramedShmStream, MessageType, DEFAULT_MAX_MESSAGE,
+    BlockingFramedReceiver, BlockingFramedSender, BlockingFramedStream, Frame, MessageType,
+    DEFAULT_MAX_MESSAGE,
 };
 use lapce_ipc::{
-    IpcError, SharedMemoryListener, SharedMemoryStream, StreamConfig, StreamReceiver, StreamSender,
-    WaitStrategy,
+    BlockingSharedMemoryListener, BlockingSharedMemoryStream, BlockingStreamReceiver, BlockingStreamSender,
+    IpcError, StreamConfig, WaitStrategy,
 };
 
 use super::child::announce_ready;
@@ -61,21 +62,23 @@ fn config(mode: Mode, ring_capacity: usize) -> StreamConfig {
 /// The client side of a lapce-ipc connection: the raw stream, or a framed one.
 pub enum LapceClient {
     /// Raw messages.
-    Raw(SharedMemoryStream),
+    Raw(BlockingSharedMemoryStream),
     /// A canonical frame header on every message.
-    Framed(FramedShmStream),
+    Framed(BlockingFramedStream),
 }
 
 impl LapceClient {
     /// Connects to the listener `name` with the wait strategy of `mode`, framed if asked (with
     /// room for `payload`-byte messages).
     pub fn connect(name: &str, mode: Mode, framing: Option<Framing>, payload: usize) -> Result<LapceClient> {
-        let stream =
-            SharedMemoryStream::connect_with(name, &config(mode, StreamConfig::default().ring_capacity))?;
+        let stream = BlockingSharedMemoryStream::connect_with(
+            name,
+            &config(mode, StreamConfig::default().ring_capacity),
+        )?;
         Ok(match framing {
             None => LapceClient::Raw(stream),
             Some(f) => LapceClient::Framed(
-                FramedShmStream::new(stream).with_crc(f.crc).with_max_message(framed_max(payload)),
+                BlockingFramedStream::new(stream).with_crc(f.crc).with_max_message(framed_max(payload)),
             ),
         })
     }
@@ -124,8 +127,8 @@ impl ClientConn for LapceClient {
 /// in place (header and CRC checked) and writes the reply with the request's id straight into
 /// the outgoing ring.
 struct FramedServer {
-    tx: FramedSender,
-    rx: FramedReceiver,
+    tx: BlockingFramedSender,
+    rx: BlockingFramedReceiver,
     /// Sink: copy each message into `frame` (large messages, reassembled there) instead of
     /// checking it in place.
     copy_out: bool,
@@ -160,8 +163,8 @@ impl ServerConn for FramedServer {
 /// The server side of a lapce-ipc connection, split so that an echo copies straight from the
 /// incoming ring into the outgoing one.
 struct LapceServer {
-    tx: StreamSender,
-    rx: StreamReceiver,
+    tx: BlockingStreamSender,
+    rx: BlockingStreamReceiver,
 }
 
 impl ServerConn for LapceServer {
@@ -187,7 +190,7 @@ impl ServerConn for LapceServer {
 /// socket file goes away at once) and serves the test.
 pub fn serve(args: &ServerArgs) -> Result<()> {
     let ring = args.ring_capacity.unwrap_or_else(|| ring_capacity(args.test, args.payload));
-    let listener = SharedMemoryListener::bind_with(&args.name, config(args.mode, ring))?;
+    let listener = BlockingSharedMemoryListener::bind_with(&args.name, config(args.mode, ring))?;
     announce_ready()?;
     let stream = listener.accept()?;
     drop(listener);
@@ -201,8 +204,9 @@ pub fn serve(args: &ServerArgs) -> Result<()> {
         .into());
     }
     if let Some(framing) = args.transport.framing() {
-        let framed =
-            FramedShmStream::new(stream).with_crc(framing.crc).with_max_message(framed_max(args.payload));
+        let framed = BlockingFramedStream::new(stream)
+            .with_crc(framing.crc)
+            .with_max_message(framed_max(args.payload));
         let (tx, rx) = framed.into_split();
         let mut conn =
             FramedServer { tx, rx, copy_out: args.test == Test::LargeSink, frame: Frame::default() };

@@ -28,8 +28,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use lapce_ipc::frame::{AsyncFramedShmStream, MessageType};
-use lapce_ipc::{AsyncSharedMemoryStream, IpcClient, IpcConfig};
+use lapce_ipc::frame::{FramedStream, MessageType};
+use lapce_ipc::{IpcClient, IpcConfig, SharedMemoryStream};
 use serde::Serialize;
 
 use super::child::{self, ServerProcess};
@@ -85,7 +85,7 @@ pub struct ScaleClientArgs {
 pub enum ScaleClient {
     /// `IpcClient::request`, one task per request in flight.
     Rpc,
-    /// Frames with ids over `AsyncFramedShmStream`, one task per connection.
+    /// Frames with ids over `FramedStream`, one task per connection.
     Framed,
 }
 
@@ -819,7 +819,7 @@ fn client_inner(args: &ScaleClientArgs) -> Result<()> {
 enum Connection {
     Rpc(IpcClient),
     /// Greeted already (the server's `ready` frame read).
-    Framed(Box<AsyncFramedShmStream>),
+    Framed(Box<FramedStream>),
 }
 
 /// Opens `count` connections to `name`, a few at a time (the server accepts one after another
@@ -836,8 +836,7 @@ async fn connect_all(name: &str, count: usize, api: ScaleClient) -> Result<Vec<C
                         Ok(Connection::Rpc(IpcClient::connect(&name, IpcConfig::default()).await?))
                     }
                     ScaleClient::Framed => {
-                        let mut framed =
-                            AsyncFramedShmStream::new(AsyncSharedMemoryStream::connect(&name).await?);
+                        let mut framed = FramedStream::new(SharedMemoryStream::connect(&name).await?);
                         let (kind, id) = framed.recv_with(|kind, _, id| (kind, id)).await?;
                         if (kind, id) != (MessageType::Control, 0) {
                             return Err(format!("expected the server's greeting, got {kind:?} #{id}").into());
@@ -897,7 +896,7 @@ async fn rpc_loop(
 /// flight (one connection's requests are answered in order by an echo that completes at
 /// once) with that payload, or it counts as an error and ends the loop.
 async fn framed_loop(
-    mut stream: AsyncFramedShmStream,
+    mut stream: FramedStream,
     inflight: usize,
     deadline: tokio::time::Instant,
     hist: Arc<Mutex<Histogram<u64>>>,

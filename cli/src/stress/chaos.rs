@@ -20,8 +20,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use lapce_ipc::frame::{CanonicalHeader, Frame, FramedShmStream, MessageType};
-use lapce_ipc::{IpcClient, SharedMemoryStream};
+use lapce_ipc::frame::{BlockingFramedStream, CanonicalHeader, Frame, MessageType};
+use lapce_ipc::{BlockingSharedMemoryStream, IpcClient};
 use serde_json::Value;
 
 use super::death;
@@ -193,14 +193,14 @@ fn kill_and_replace(session: &Session, rng: &mut Rng) -> Result<f64> {
 /// by [`EVENT_TIMEOUT`].
 fn raw_event<F>(name: &str, f: F) -> Result<()>
 where
-    F: FnOnce(&mut FramedShmStream) -> Result<()> + Send + 'static,
+    F: FnOnce(&mut BlockingFramedStream) -> Result<()> + Send + 'static,
 {
     let name = name.to_string();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let result = (|| -> Result<()> {
-            let mut framed =
-                FramedShmStream::new(SharedMemoryStream::connect(&name)?).with_max_message(4 << 20);
+            let mut framed = BlockingFramedStream::new(BlockingSharedMemoryStream::connect(&name)?)
+                .with_max_message(4 << 20);
             let kind = framed.recv()?.kind;
             if kind != MessageType::Control {
                 return Err(format!("greeting was {kind:?}").into());
@@ -216,7 +216,7 @@ where
 }
 
 /// After a bad frame: the server must answer with an `Error` frame or close the connection.
-fn expect_refusal(framed: &mut FramedShmStream) -> Result<()> {
+fn expect_refusal(framed: &mut BlockingFramedStream) -> Result<()> {
     match framed.recv() {
         Ok(Frame { kind: MessageType::Error, .. }) | Err(_) => Ok(()),
         Ok(Frame { kind, id, .. }) => {
@@ -226,7 +226,7 @@ fn expect_refusal(framed: &mut FramedShmStream) -> Result<()> {
 }
 
 /// Writes one corrupt frame (bad magic, bad CRC or random bytes, by `pick`).
-fn corrupt(framed: &mut FramedShmStream, pick: u8) -> Result<()> {
+fn corrupt(framed: &mut BlockingFramedStream, pick: u8) -> Result<()> {
     let body = payload::make(1, 1, 512);
     let mut header = CanonicalHeader::for_payload(MessageType::Data, 1, &body, true);
     let mut frame = Vec::with_capacity(24 + body.len());
@@ -253,7 +253,7 @@ fn corrupt(framed: &mut FramedShmStream, pick: u8) -> Result<()> {
 }
 
 /// Sends a message one byte over the server's limit.
-fn oversized(framed: &mut FramedShmStream) -> Result<()> {
+fn oversized(framed: &mut BlockingFramedStream) -> Result<()> {
     let body = vec![0xEEu8; server::MAX_MESSAGE + 1];
     if framed.send(MessageType::Data, &body).is_err() {
         return Ok(()); // the server closed it midway: dealt with
@@ -262,7 +262,7 @@ fn oversized(framed: &mut FramedShmStream) -> Result<()> {
 }
 
 /// Sends 96 requests of 4 KiB and never reads an answer, then lingers and leaves.
-fn stalled(framed: &mut FramedShmStream, key: u64) -> Result<()> {
+fn stalled(framed: &mut BlockingFramedStream, key: u64) -> Result<()> {
     for seq in 0..96u64 {
         let seq = if seq == 95 { seq | FIN } else { seq };
         framed.send(MessageType::Data, &payload::make(key, seq, 4096))?;

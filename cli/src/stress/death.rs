@@ -7,7 +7,7 @@
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
 
-use lapce_ipc::{IpcError, SharedMemoryStream};
+use lapce_ipc::{BlockingSharedMemoryStream, IpcError};
 
 use super::Result;
 use crate::bench::child::ServerProcess;
@@ -39,7 +39,7 @@ pub fn detect_one(round: usize, timeout: Duration) -> Result<Duration> {
     let socket = lapce_ipc::socket_path(&name).map(|p| vec![p]).unwrap_or_default();
     let mut server = ServerProcess::spawn(&args, timeout, socket)?;
     server.wait_ready()?;
-    let mut stream = SharedMemoryStream::connect(&name)?;
+    let mut stream = BlockingSharedMemoryStream::connect(&name)?;
     stream.send(&[7u8; 64])?;
     let mut buf = [0u8; 64];
     stream.recv(&mut buf)?;

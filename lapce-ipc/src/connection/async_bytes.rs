@@ -1,6 +1,6 @@
-//! The byte-stream mode, tokio flavour: [`AsyncByteShmStream`], `tokio::io::AsyncRead +
-//! AsyncWrite` over an [`AsyncSharedMemoryStream`]. Same rules as the blocking
-//! [`ByteShmStream`](crate::ByteShmStream): writes publish records of up to
+//! The byte-stream mode, tokio flavour: [`ByteStream`], `tokio::io::AsyncRead +
+//! AsyncWrite` over a [`SharedMemoryStream`]. Same rules as the blocking
+//! [`BlockingByteStream`](crate::BlockingByteStream): writes publish records of up to
 //! [`BYTE_RECORD_MAX`](crate::BYTE_RECORD_MAX) bytes, reads ignore record boundaries, an empty
 //! record (sent by `poll_shutdown`, or when the writer is dropped) is EOF, and so is a closed
 //! connection once everything it carried has been read.
@@ -15,18 +15,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::bytes::{record_limit, shut_down, to_io};
 use crate::channel::{RecvHalf, SendHalf};
 use crate::error::IpcError;
-use crate::AsyncSharedMemoryStream;
+use crate::SharedMemoryStream;
 
-/// An [`AsyncSharedMemoryStream`] as a byte stream: `AsyncRead + AsyncWrite`, for tokio-util
+/// A [`SharedMemoryStream`] as a byte stream: `AsyncRead + AsyncWrite`, for tokio-util
 /// codecs, `tokio::io::copy_bidirectional`, `tokio::io::split` and the like.
 ///
 /// ```no_run
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-/// use lapce_ipc::{AsyncByteShmStream, AsyncSharedMemoryStream};
+/// use lapce_ipc::{ByteStream, SharedMemoryStream};
 /// use tokio::io::{AsyncReadExt, AsyncWriteExt};
 ///
-/// let stream = AsyncSharedMemoryStream::connect("echo-bytes").await?;
-/// let mut bytes = AsyncByteShmStream::new(stream);
+/// let stream = SharedMemoryStream::connect("echo-bytes").await?;
+/// let mut bytes = ByteStream::new(stream);
 /// bytes.write_all(b"hello").await?;
 /// bytes.shutdown().await?; // the peer reads EOF after "hello"
 /// let mut echoed = Vec::new();
@@ -34,50 +34,50 @@ use crate::AsyncSharedMemoryStream;
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct AsyncByteShmStream {
-    writer: AsyncByteShmWriter,
-    reader: AsyncByteShmReader,
+pub struct ByteStream {
+    writer: ByteWriter,
+    reader: ByteReader,
 }
 
-/// The writing half of an [`AsyncByteShmStream`]: `AsyncWrite`. Dropping it shuts it down
+/// The writing half of a [`ByteStream`]: `AsyncWrite`. Dropping it shuts it down
 /// (if the ring has room for the end record at that moment).
-pub struct AsyncByteShmWriter {
+pub struct ByteWriter {
     half: SendHalf,
     shut: bool,
 }
 
-/// The reading half of an [`AsyncByteShmStream`]: `AsyncRead`.
-pub struct AsyncByteShmReader {
+/// The reading half of a [`ByteStream`]: `AsyncRead`.
+pub struct ByteReader {
     half: RecvHalf,
     /// Bytes of the oldest record already read.
     offset: usize,
     eof: bool,
 }
 
-impl AsyncByteShmStream {
+impl ByteStream {
     /// Turns `stream` into a byte stream. Both sides of a connection must use the byte mode.
-    pub fn new(stream: AsyncSharedMemoryStream) -> AsyncByteShmStream {
+    pub fn new(stream: SharedMemoryStream) -> ByteStream {
         let (tx, rx) = stream.into_halves();
-        AsyncByteShmStream {
-            writer: AsyncByteShmWriter { half: tx, shut: false },
-            reader: AsyncByteShmReader { half: rx, offset: 0, eof: false },
+        ByteStream {
+            writer: ByteWriter { half: tx, shut: false },
+            reader: ByteReader { half: rx, offset: 0, eof: false },
         }
     }
 
     /// Splits the stream so that two tasks write and read concurrently (no lock, unlike
     /// `tokio::io::split`).
-    pub fn into_split(self) -> (AsyncByteShmWriter, AsyncByteShmReader) {
+    pub fn into_split(self) -> (ByteWriter, ByteReader) {
         (self.writer, self.reader)
     }
 }
 
-impl From<AsyncSharedMemoryStream> for AsyncByteShmStream {
-    fn from(stream: AsyncSharedMemoryStream) -> AsyncByteShmStream {
-        AsyncByteShmStream::new(stream)
+impl From<SharedMemoryStream> for ByteStream {
+    fn from(stream: SharedMemoryStream) -> ByteStream {
+        ByteStream::new(stream)
     }
 }
 
-impl AsyncRead for AsyncByteShmStream {
+impl AsyncRead for ByteStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -87,7 +87,7 @@ impl AsyncRead for AsyncByteShmStream {
     }
 }
 
-impl AsyncWrite for AsyncByteShmStream {
+impl AsyncWrite for ByteStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.writer).poll_write(cx, buf)
     }
@@ -99,7 +99,7 @@ impl AsyncWrite for AsyncByteShmStream {
     }
 }
 
-impl AsyncWrite for AsyncByteShmWriter {
+impl AsyncWrite for ByteWriter {
     /// Publishes up to [`BYTE_RECORD_MAX`](crate::BYTE_RECORD_MAX) bytes of `buf` as one
     /// record once the ring has room for it.
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
@@ -135,7 +135,7 @@ impl AsyncWrite for AsyncByteShmWriter {
     }
 }
 
-impl Drop for AsyncByteShmWriter {
+impl Drop for ByteWriter {
     fn drop(&mut self) {
         if !self.shut {
             let _ = self.half.try_send(&[]);
@@ -143,7 +143,7 @@ impl Drop for AsyncByteShmWriter {
     }
 }
 
-impl AsyncRead for AsyncByteShmReader {
+impl AsyncRead for ByteReader {
     /// Copies as much of the oldest records as `buf` holds; fills nothing at the end of the
     /// byte stream.
     fn poll_read(
@@ -178,14 +178,14 @@ impl AsyncRead for AsyncByteShmReader {
     }
 }
 
-impl fmt::Debug for AsyncByteShmWriter {
+impl fmt::Debug for ByteWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncByteShmWriter").field("half", &self.half).field("shut", &self.shut).finish()
+        f.debug_struct("ByteWriter").field("half", &self.half).field("shut", &self.shut).finish()
     }
 }
 
-impl fmt::Debug for AsyncByteShmReader {
+impl fmt::Debug for ByteReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncByteShmReader").field("half", &self.half).field("eof", &self.eof).finish()
+        f.debug_struct("ByteReader").field("half", &self.half).field("eof", &self.eof).finish()
     }
 }

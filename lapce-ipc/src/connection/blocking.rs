@@ -1,4 +1,4 @@
-//! The blocking flavour: [`SharedMemoryListener`] and [`SharedMemoryStream`].
+//! The blocking flavour: [`BlockingSharedMemoryListener`] and [`BlockingSharedMemoryStream`].
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,9 +13,9 @@ use crate::platform::{ControlListener, ControlStream};
 /// Accepts shared-memory connections on a named control socket (blocking flavour).
 ///
 /// ```no_run
-/// use lapce_ipc::SharedMemoryListener;
+/// use lapce_ipc::BlockingSharedMemoryListener;
 ///
-/// let listener = SharedMemoryListener::bind("echo")?;
+/// let listener = BlockingSharedMemoryListener::bind("echo")?;
 /// loop {
 ///     let mut stream = listener.accept()?;
 ///     std::thread::spawn(move || {
@@ -29,28 +29,28 @@ use crate::platform::{ControlListener, ControlStream};
 /// }
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
-pub struct SharedMemoryListener {
+pub struct BlockingSharedMemoryListener {
     pub(super) control: ControlListener,
     config: StreamConfig,
     rejections: Rejections,
     pool: SegmentPool,
 }
 
-impl SharedMemoryListener {
+impl BlockingSharedMemoryListener {
     /// Binds `name` (see [`socket_path`](crate::socket_path)) with the default configuration.
-    pub fn bind(name: &str) -> Result<SharedMemoryListener> {
+    pub fn bind(name: &str) -> Result<BlockingSharedMemoryListener> {
         Self::bind_with(name, StreamConfig::default())
     }
 
     /// Binds `name` with `config` (its [`socket_dir`](StreamConfig::socket_dir) and
     /// [`allowed_peer_uids`](StreamConfig::allowed_peer_uids) decide where and who may connect).
-    pub fn bind_with(name: &str, config: StreamConfig) -> Result<SharedMemoryListener> {
+    pub fn bind_with(name: &str, config: StreamConfig) -> Result<BlockingSharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
         config.prepare_process();
         let control =
             ControlListener::bind(config_socket_path(name, &config, false)?, &config.allowed_peer_uids)?;
         let pool = SegmentPool::for_config(&config)?;
-        Ok(SharedMemoryListener { control, config, rejections: Rejections::default(), pool })
+        Ok(BlockingSharedMemoryListener { control, config, rejections: Rejections::default(), pool })
     }
 
     /// The control channel's path (see [`socket_path`](crate::socket_path)).
@@ -68,7 +68,7 @@ impl SharedMemoryListener {
     /// Errors are returned only for the listener itself (its `accept` failing).
     /// The handshake runs on the calling thread: a slow client delays the next accept by at
     /// most the handshake timeout.
-    pub fn accept(&self) -> Result<SharedMemoryStream> {
+    pub fn accept(&self) -> Result<BlockingSharedMemoryStream> {
         loop {
             let accepted = self.control.accept()?;
             let mut control = accepted.stream;
@@ -105,7 +105,7 @@ fn server_handshake(
     config: &StreamConfig,
     pool: &SegmentPool,
     rejections: &Rejections,
-) -> Result<SharedMemoryStream, Refused> {
+) -> Result<BlockingSharedMemoryStream, Refused> {
     let deadline = Instant::now() + config.handshake_timeout;
     let checked = control.check_peer(&config.allowed_peer_uids).and_then(|pid| {
         let mut hello = [0u8; CLIENT_HELLO_LEN];
@@ -134,10 +134,10 @@ fn server_handshake(
     let offer = Offer::new(prepared, slot, config.ring_capacity).map_err(Refused::Ours)?;
     control.write_all_by(&offer.hello, &offer.handles(), deadline).map_err(Refused::Client)?;
     let (tx, rx) = offer.into_halves(control, client_pid, config.wait).map_err(Refused::Ours)?;
-    Ok(SharedMemoryStream::from_halves(tx, rx))
+    Ok(BlockingSharedMemoryStream::from_halves(tx, rx))
 }
 
-/// The clients a listener refused (see [`SharedMemoryListener::rejected`]).
+/// The clients a listener refused (see [`BlockingSharedMemoryListener::rejected`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Rejected {
     /// How many clients were refused so far.
@@ -189,44 +189,47 @@ impl Rejections {
 /// not visible to the peer (a peer blocked on the other direction keeps waiting).
 ///
 /// Use [`into_split`](Self::into_split) to send and receive from two threads, and
-/// [`ByteShmStream`](crate::ByteShmStream) to read and write it as bytes.
+/// [`BlockingByteStream`](crate::BlockingByteStream) to read and write it as bytes.
 ///
 /// A stream has no descriptor for an outside poll loop: its wake-ups are futexes (Linux) or
 /// doorbells rung only while this side has announced a sleep, so no descriptor turns readable
 /// when a message arrives. Wait in a thread of its own, or use the tokio flavour. (A listener's
-/// descriptor is truthful, and offered: see [`SharedMemoryListener`]'s `AsFd`.)
+/// descriptor is truthful, and offered: see [`BlockingSharedMemoryListener`]'s `AsFd`.)
 #[derive(Debug)]
-pub struct SharedMemoryStream {
-    tx: StreamSender,
-    rx: StreamReceiver,
+pub struct BlockingSharedMemoryStream {
+    tx: BlockingStreamSender,
+    rx: BlockingStreamReceiver,
 }
 
-/// The sending half of a [`SharedMemoryStream`].
+/// The sending half of a [`BlockingSharedMemoryStream`].
 #[derive(Debug)]
-pub struct StreamSender {
+pub struct BlockingStreamSender {
     half: SendHalf,
 }
 
-/// The receiving half of a [`SharedMemoryStream`].
+/// The receiving half of a [`BlockingSharedMemoryStream`].
 #[derive(Debug)]
-pub struct StreamReceiver {
+pub struct BlockingStreamReceiver {
     half: RecvHalf,
 }
 
-impl SharedMemoryStream {
-    pub(super) fn from_halves(tx: SendHalf, rx: RecvHalf) -> SharedMemoryStream {
-        SharedMemoryStream { tx: StreamSender { half: tx }, rx: StreamReceiver { half: rx } }
+impl BlockingSharedMemoryStream {
+    pub(super) fn from_halves(tx: SendHalf, rx: RecvHalf) -> BlockingSharedMemoryStream {
+        BlockingSharedMemoryStream {
+            tx: BlockingStreamSender { half: tx },
+            rx: BlockingStreamReceiver { half: rx },
+        }
     }
 
     /// Connects to the listener bound to `name`, with the default configuration.
-    pub fn connect(name: &str) -> Result<SharedMemoryStream> {
+    pub fn connect(name: &str) -> Result<BlockingSharedMemoryStream> {
         Self::connect_with(name, &StreamConfig::default())
     }
 
     /// Connects to the listener bound to `name`; `config.ring_capacity` is ignored (the
     /// listener decides). `config.socket_dir` must be the listener's, and the listener must run
     /// as our uid or one of `config.allowed_peer_uids`.
-    pub fn connect_with(name: &str, config: &StreamConfig) -> Result<SharedMemoryStream> {
+    pub fn connect_with(name: &str, config: &StreamConfig) -> Result<BlockingSharedMemoryStream> {
         config.prepare_process();
         let deadline = Instant::now() + config.handshake_timeout;
         let mut control = ControlStream::connect(&config_socket_path(name, config, true)?, deadline)?;
@@ -244,7 +247,7 @@ impl SharedMemoryStream {
     }
 
     /// Splits the stream so that one thread can send while another receives.
-    pub fn into_split(self) -> (StreamSender, StreamReceiver) {
+    pub fn into_split(self) -> (BlockingStreamSender, BlockingStreamReceiver) {
         (self.tx, self.rx)
     }
 
@@ -270,7 +273,7 @@ impl SharedMemoryStream {
         self.rx.set_wait_strategy(wait);
     }
 
-    /// Sends one message, waiting for room while the ring is full. See [`StreamSender::send`].
+    /// Sends one message, waiting for room while the ring is full. See [`BlockingStreamSender::send`].
     pub fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.tx.send(msg)
     }
@@ -285,12 +288,12 @@ impl SharedMemoryStream {
         self.tx.send_timeout(msg, timeout)
     }
 
-    /// Zero-copy send. See [`StreamSender::send_with`].
+    /// Zero-copy send. See [`BlockingStreamSender::send_with`].
     pub fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
         self.tx.send_with(len, fill)
     }
 
-    /// Receives the next message into `buf`. See [`StreamReceiver::recv`].
+    /// Receives the next message into `buf`. See [`BlockingStreamReceiver::recv`].
     pub fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.rx.recv(buf)
     }
@@ -305,7 +308,7 @@ impl SharedMemoryStream {
         self.rx.recv_timeout(buf, timeout)
     }
 
-    /// Zero-copy receive. See [`StreamReceiver::recv_with`].
+    /// Zero-copy receive. See [`BlockingStreamReceiver::recv_with`].
     pub fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.rx.recv_with(f)
     }
@@ -316,7 +319,7 @@ impl SharedMemoryStream {
     }
 }
 
-impl StreamSender {
+impl BlockingStreamSender {
     /// Largest message in bytes.
     pub fn max_message_size(&self) -> usize {
         self.half.max_message()
@@ -351,7 +354,7 @@ impl StreamSender {
     }
 }
 
-impl StreamReceiver {
+impl BlockingStreamReceiver {
     /// Largest message in bytes.
     pub fn max_message_size(&self) -> usize {
         self.half.max_message()

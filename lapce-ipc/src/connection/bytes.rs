@@ -1,21 +1,21 @@
-//! The byte-stream mode, blocking flavour: [`ByteShmStream`], `std::io::Read + Write` over a
-//! [`SharedMemoryStream`].
+//! The byte-stream mode, blocking flavour: [`BlockingByteStream`], `std::io::Read + Write` over a
+//! [`BlockingSharedMemoryStream`].
 //!
-//! The rules are on [`ByteShmStream`].
+//! The rules are on [`BlockingByteStream`].
 
 use std::fmt;
 use std::io::{self, Read, Write};
 
 use crate::channel::{RecvHalf, SendHalf};
 use crate::error::IpcError;
-use crate::SharedMemoryStream;
+use crate::BlockingSharedMemoryStream;
 
 /// Largest record a byte-stream write publishes: small enough that a writer refills the ring
 /// while the reader drains it (records are freed whole), large enough that a bulk transfer
 /// makes few records.
 pub const BYTE_RECORD_MAX: usize = 64 * 1024;
 
-/// A [`SharedMemoryStream`] as a byte stream: `std::io::Read + Write`.
+/// A [`BlockingSharedMemoryStream`] as a byte stream: `std::io::Read + Write`.
 ///
 /// A connection carries records (messages), not bytes. The byte-stream mode is an adapter that
 /// owns the stream, so its message API cannot be mixed with byte reads by mistake:
@@ -35,9 +35,9 @@ pub const BYTE_RECORD_MAX: usize = 64 * 1024;
 ///
 /// ```no_run
 /// use std::io::{Read, Write};
-/// use lapce_ipc::{ByteShmStream, SharedMemoryStream};
+/// use lapce_ipc::{BlockingByteStream, BlockingSharedMemoryStream};
 ///
-/// let mut bytes = ByteShmStream::new(SharedMemoryStream::connect("echo-bytes")?);
+/// let mut bytes = BlockingByteStream::new(BlockingSharedMemoryStream::connect("echo-bytes")?);
 /// bytes.write_all(b"hello")?;
 /// bytes.shutdown_write()?; // the peer reads EOF after "hello"
 /// let mut echoed = Vec::new();
@@ -45,60 +45,60 @@ pub const BYTE_RECORD_MAX: usize = 64 * 1024;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug)]
-pub struct ByteShmStream {
-    writer: ByteShmWriter,
-    reader: ByteShmReader,
+pub struct BlockingByteStream {
+    writer: BlockingByteWriter,
+    reader: BlockingByteReader,
 }
 
-/// The writing half of a [`ByteShmStream`]: `std::io::Write`. Dropping it shuts it down.
-pub struct ByteShmWriter {
+/// The writing half of a [`BlockingByteStream`]: `std::io::Write`. Dropping it shuts it down.
+pub struct BlockingByteWriter {
     half: SendHalf,
     shut: bool,
 }
 
-/// The reading half of a [`ByteShmStream`]: `std::io::Read`.
-pub struct ByteShmReader {
+/// The reading half of a [`BlockingByteStream`]: `std::io::Read`.
+pub struct BlockingByteReader {
     half: RecvHalf,
     /// Bytes of the oldest record already read.
     offset: usize,
     eof: bool,
 }
 
-impl ByteShmStream {
+impl BlockingByteStream {
     /// Turns `stream` into a byte stream. Both sides of a connection must use the byte mode.
-    pub fn new(stream: SharedMemoryStream) -> ByteShmStream {
+    pub fn new(stream: BlockingSharedMemoryStream) -> BlockingByteStream {
         let (tx, rx) = stream.into_halves();
-        ByteShmStream {
-            writer: ByteShmWriter { half: tx, shut: false },
-            reader: ByteShmReader { half: rx, offset: 0, eof: false },
+        BlockingByteStream {
+            writer: BlockingByteWriter { half: tx, shut: false },
+            reader: BlockingByteReader { half: rx, offset: 0, eof: false },
         }
     }
 
     /// Splits the stream so that one thread writes while another reads.
-    pub fn into_split(self) -> (ByteShmWriter, ByteShmReader) {
+    pub fn into_split(self) -> (BlockingByteWriter, BlockingByteReader) {
         (self.writer, self.reader)
     }
 
     /// Ends our direction: the peer reads EOF after the bytes written so far (see
-    /// [`ByteShmWriter::shutdown_write`]). Reading goes on.
+    /// [`BlockingByteWriter::shutdown_write`]). Reading goes on.
     pub fn shutdown_write(&mut self) -> io::Result<()> {
         self.writer.shutdown_write()
     }
 }
 
-impl From<SharedMemoryStream> for ByteShmStream {
-    fn from(stream: SharedMemoryStream) -> ByteShmStream {
-        ByteShmStream::new(stream)
+impl From<BlockingSharedMemoryStream> for BlockingByteStream {
+    fn from(stream: BlockingSharedMemoryStream) -> BlockingByteStream {
+        BlockingByteStream::new(stream)
     }
 }
 
-impl Read for ByteShmStream {
+impl Read for BlockingByteStream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.reader.read(buf)
     }
 }
 
-impl Write for ByteShmStream {
+impl Write for BlockingByteStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.writer.write(buf)
     }
@@ -107,7 +107,7 @@ impl Write for ByteShmStream {
     }
 }
 
-impl ByteShmWriter {
+impl BlockingByteWriter {
     /// Sends the end of the byte stream (an empty record, waiting for room for it): the peer
     /// reads EOF once it has read everything before. Later writes fail with `BrokenPipe`; a
     /// second shutdown does nothing.
@@ -120,7 +120,7 @@ impl ByteShmWriter {
     }
 }
 
-impl Write for ByteShmWriter {
+impl Write for BlockingByteWriter {
     /// Publishes up to [`BYTE_RECORD_MAX`] bytes of `buf` as one record, waiting for room.
     /// Fails with `BrokenPipe` once the peer is known to be gone, room or not.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -144,7 +144,7 @@ impl Write for ByteShmWriter {
     }
 }
 
-impl Drop for ByteShmWriter {
+impl Drop for BlockingByteWriter {
     /// Shuts down if there is room for the end record now (never waits: a full ring means the
     /// peer reads EOF when the connection closes instead).
     fn drop(&mut self) {
@@ -154,7 +154,7 @@ impl Drop for ByteShmWriter {
     }
 }
 
-impl Read for ByteShmReader {
+impl Read for BlockingByteReader {
     /// Waits for bytes; `Ok(0)` at the end of the byte stream (or for an empty `buf`).
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.eof || buf.is_empty() {
@@ -180,15 +180,15 @@ impl Read for ByteShmReader {
     }
 }
 
-impl fmt::Debug for ByteShmWriter {
+impl fmt::Debug for BlockingByteWriter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ByteShmWriter").field("half", &self.half).field("shut", &self.shut).finish()
+        f.debug_struct("BlockingByteWriter").field("half", &self.half).field("shut", &self.shut).finish()
     }
 }
 
-impl fmt::Debug for ByteShmReader {
+impl fmt::Debug for BlockingByteReader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ByteShmReader").field("half", &self.half).field("eof", &self.eof).finish()
+        f.debug_struct("BlockingByteReader").field("half", &self.half).field("eof", &self.eof).finish()
     }
 }
 

@@ -16,62 +16,62 @@ use std::task::{Context, Poll};
 #[cfg(feature = "tokio")]
 use futures_core::Stream;
 
+use super::{BlockingSharedMemoryListener, BlockingSharedMemoryStream};
 #[cfg(feature = "tokio")]
-use super::{AsyncSharedMemoryListener, AsyncSharedMemoryStream};
 use super::{SharedMemoryListener, SharedMemoryStream};
 use crate::error::Result;
 
-/// The clients of a [`SharedMemoryListener`], accepted one by one (see
-/// [`SharedMemoryListener::incoming`]). Never ends.
+/// The clients of a [`BlockingSharedMemoryListener`], accepted one by one (see
+/// [`BlockingSharedMemoryListener::incoming`]). Never ends.
 #[derive(Debug)]
-pub struct Incoming<'a> {
-    listener: &'a SharedMemoryListener,
+pub struct BlockingIncoming<'a> {
+    listener: &'a BlockingSharedMemoryListener,
 }
 
-impl Iterator for Incoming<'_> {
-    type Item = Result<SharedMemoryStream>;
+impl Iterator for BlockingIncoming<'_> {
+    type Item = Result<BlockingSharedMemoryStream>;
 
-    /// Waits for the next client ([`SharedMemoryListener::accept`]); never `None`.
-    fn next(&mut self) -> Option<Result<SharedMemoryStream>> {
+    /// Waits for the next client ([`BlockingSharedMemoryListener::accept`]); never `None`.
+    fn next(&mut self) -> Option<Result<BlockingSharedMemoryStream>> {
         Some(self.listener.accept())
     }
 }
 
-impl SharedMemoryListener {
+impl BlockingSharedMemoryListener {
     /// An iterator over the clients as they connect, each handshake done (like
     /// `std::net::TcpListener::incoming`). It never ends; an item is an error only for the
     /// listener itself (refused clients are counted and skipped, as with `accept`).
     ///
     /// ```no_run
-    /// let listener = lapce_ipc::SharedMemoryListener::bind("incoming-doc")?;
+    /// let listener = lapce_ipc::BlockingSharedMemoryListener::bind("incoming-doc")?;
     /// for stream in listener.incoming() {
     ///     let mut stream = stream?;
     ///     std::thread::spawn(move || stream.send(b"welcome"));
     /// }
     /// # Ok::<(), lapce_ipc::IpcError>(())
     /// ```
-    pub fn incoming(&self) -> Incoming<'_> {
-        Incoming { listener: self }
+    pub fn incoming(&self) -> BlockingIncoming<'_> {
+        BlockingIncoming { listener: self }
     }
 }
 
 #[cfg(feature = "tokio")]
-/// A pending accept of [`AsyncIncoming`].
-type Accepting<'a> = Pin<Box<dyn Future<Output = Result<AsyncSharedMemoryStream>> + Send + 'a>>;
+/// A pending accept of [`Incoming`].
+type Accepting<'a> = Pin<Box<dyn Future<Output = Result<SharedMemoryStream>> + Send + 'a>>;
 
 #[cfg(feature = "tokio")]
-/// The clients of an [`AsyncSharedMemoryListener`], as a [`futures_core::Stream`] (see
-/// [`AsyncSharedMemoryListener::incoming`]). Never ends.
-pub struct AsyncIncoming<'a> {
-    listener: &'a AsyncSharedMemoryListener,
+/// The clients of a [`SharedMemoryListener`], as a [`futures_core::Stream`] (see
+/// [`SharedMemoryListener::incoming`]). Never ends.
+pub struct Incoming<'a> {
+    listener: &'a SharedMemoryListener,
     accepting: Option<Accepting<'a>>,
 }
 
 #[cfg(feature = "tokio")]
-impl Stream for AsyncIncoming<'_> {
-    type Item = Result<AsyncSharedMemoryStream>;
+impl Stream for Incoming<'_> {
+    type Item = Result<SharedMemoryStream>;
 
-    /// The next client ([`AsyncSharedMemoryListener::accept`]); never `None`. The accept in
+    /// The next client ([`SharedMemoryListener::accept`]); never `None`. The accept in
     /// progress is kept between polls, so a client half through its handshake is not lost.
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let listener = self.listener;
@@ -83,9 +83,9 @@ impl Stream for AsyncIncoming<'_> {
 }
 
 #[cfg(feature = "tokio")]
-impl fmt::Debug for AsyncIncoming<'_> {
+impl fmt::Debug for Incoming<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncIncoming")
+        f.debug_struct("Incoming")
             .field("listener", self.listener)
             .field("accepting", &self.accepting.is_some())
             .finish()
@@ -93,7 +93,7 @@ impl fmt::Debug for AsyncIncoming<'_> {
 }
 
 #[cfg(feature = "tokio")]
-impl AsyncSharedMemoryListener {
+impl SharedMemoryListener {
     /// The clients as they connect, each handshake done, as a `Stream` (for `StreamExt`'s
     /// `for_each_concurrent`, `take`, `select`…). It never ends; an item is an error only for
     /// the listener itself. Each accept is boxed (one allocation per client).
@@ -102,7 +102,7 @@ impl AsyncSharedMemoryListener {
     /// # async fn run() -> lapce_ipc::Result<()> {
     /// use futures::StreamExt;
     ///
-    /// let listener = lapce_ipc::AsyncSharedMemoryListener::bind("incoming-async-doc")?;
+    /// let listener = lapce_ipc::SharedMemoryListener::bind("incoming-async-doc")?;
     /// let mut clients = listener.incoming();
     /// while let Some(stream) = clients.next().await {
     ///     let mut stream = stream?;
@@ -110,11 +110,23 @@ impl AsyncSharedMemoryListener {
     /// }
     /// # Ok(()) }
     /// ```
-    pub fn incoming(&self) -> AsyncIncoming<'_> {
-        AsyncIncoming { listener: self, accepting: None }
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self, accepting: None }
     }
 }
 
+/// The path, the refusals and the pool, never a segment.
+impl fmt::Debug for BlockingSharedMemoryListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlockingSharedMemoryListener")
+            .field("path", &self.path())
+            .field("rejected", &self.rejected().count)
+            .field("pool", &self.pool_stats())
+            .finish()
+    }
+}
+
+#[cfg(feature = "tokio")]
 /// The path, the refusals and the pool, never a segment.
 impl fmt::Debug for SharedMemoryListener {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -126,23 +138,11 @@ impl fmt::Debug for SharedMemoryListener {
     }
 }
 
-#[cfg(feature = "tokio")]
-/// The path, the refusals and the pool, never a segment.
-impl fmt::Debug for AsyncSharedMemoryListener {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncSharedMemoryListener")
-            .field("path", &self.path())
-            .field("rejected", &self.rejected().count)
-            .field("pool", &self.pool_stats())
-            .finish()
-    }
-}
-
 /// The listening socket, for an outside poll loop (`poll`, `epoll`, mio, `AsyncFd`): readable
 /// when a client waits to be accepted. `accept` then runs the handshake on the calling thread
 /// (bounded by the handshake timeout), and may still wait when that client is refused.
 #[cfg(unix)]
-impl std::os::fd::AsFd for SharedMemoryListener {
+impl std::os::fd::AsFd for BlockingSharedMemoryListener {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.control.as_fd()
     }
@@ -150,7 +150,7 @@ impl std::os::fd::AsFd for SharedMemoryListener {
 
 /// See the [`AsFd`](std::os::fd::AsFd) impl.
 #[cfg(unix)]
-impl std::os::fd::AsRawFd for SharedMemoryListener {
+impl std::os::fd::AsRawFd for BlockingSharedMemoryListener {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsFd::as_fd(self).as_raw_fd()
     }
@@ -158,9 +158,9 @@ impl std::os::fd::AsRawFd for SharedMemoryListener {
 
 #[cfg(feature = "tokio")]
 /// The listening socket, readable when a client waits to be accepted (as for
-/// [`SharedMemoryListener`]); the tokio reactor watches it too.
+/// [`BlockingSharedMemoryListener`]); the tokio reactor watches it too.
 #[cfg(unix)]
-impl std::os::fd::AsFd for AsyncSharedMemoryListener {
+impl std::os::fd::AsFd for SharedMemoryListener {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.control.as_fd()
     }
@@ -169,7 +169,7 @@ impl std::os::fd::AsFd for AsyncSharedMemoryListener {
 #[cfg(feature = "tokio")]
 /// See the [`AsFd`](std::os::fd::AsFd) impl.
 #[cfg(unix)]
-impl std::os::fd::AsRawFd for AsyncSharedMemoryListener {
+impl std::os::fd::AsRawFd for SharedMemoryListener {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         std::os::fd::AsFd::as_fd(self).as_raw_fd()
     }

@@ -22,16 +22,17 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 #[cfg(feature = "tokio")]
-pub use self::async_bytes::{AsyncByteShmReader, AsyncByteShmStream, AsyncByteShmWriter};
-pub use self::blocking::{Rejected, SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
-pub use self::bytes::{ByteShmReader, ByteShmStream, ByteShmWriter, BYTE_RECORD_MAX};
+pub use self::async_bytes::{ByteReader, ByteStream, ByteWriter};
+pub use self::blocking::{
+    BlockingSharedMemoryListener, BlockingSharedMemoryStream, BlockingStreamReceiver, BlockingStreamSender,
+    Rejected,
+};
+pub use self::bytes::{BlockingByteReader, BlockingByteStream, BlockingByteWriter, BYTE_RECORD_MAX};
+pub use self::incoming::BlockingIncoming;
 #[cfg(feature = "tokio")]
-pub use self::incoming::AsyncIncoming;
 pub use self::incoming::Incoming;
 #[cfg(feature = "tokio")]
-pub use self::tokio::{
-    AsyncSharedMemoryListener, AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender,
-};
+pub use self::tokio::{SharedMemoryListener, SharedMemoryStream, StreamReceiver, StreamSender};
 pub use handshake::PROTOCOL_VERSION;
 pub use pool::PoolStats;
 

@@ -1,4 +1,4 @@
-//! The tokio flavour: [`AsyncSharedMemoryListener`] and [`AsyncSharedMemoryStream`].
+//! The tokio flavour: [`SharedMemoryListener`] and [`SharedMemoryStream`].
 //!
 //! Same rings, same handshake as the blocking flavour; waits sleep on doorbells registered with
 //! the tokio reactor, which also tell when the peer goes.
@@ -19,9 +19,9 @@ use crate::platform::{AsyncControlListener, AsyncControlStream, ControlListener}
 ///
 /// ```no_run
 /// # async fn run() -> lapce_ipc::Result<()> {
-/// use lapce_ipc::AsyncSharedMemoryListener;
+/// use lapce_ipc::SharedMemoryListener;
 ///
-/// let listener = AsyncSharedMemoryListener::bind("echo-async")?;
+/// let listener = SharedMemoryListener::bind("echo-async")?;
 /// loop {
 ///     let mut stream = listener.accept().await?;
 ///     tokio::spawn(async move {
@@ -35,7 +35,7 @@ use crate::platform::{AsyncControlListener, AsyncControlStream, ControlListener}
 /// }
 /// # }
 /// ```
-pub struct AsyncSharedMemoryListener {
+pub struct SharedMemoryListener {
     pub(super) control: AsyncControlListener,
     path: PathBuf,
     config: StreamConfig,
@@ -43,15 +43,15 @@ pub struct AsyncSharedMemoryListener {
     pool: SegmentPool,
 }
 
-impl AsyncSharedMemoryListener {
+impl SharedMemoryListener {
     /// Binds `name` (see [`socket_path`](crate::socket_path)) with the default configuration.
     /// Must be called inside a tokio runtime.
-    pub fn bind(name: &str) -> Result<AsyncSharedMemoryListener> {
+    pub fn bind(name: &str) -> Result<SharedMemoryListener> {
         Self::bind_with(name, StreamConfig::default())
     }
 
-    /// Binds `name` with `config` (see [`SharedMemoryListener::bind_with`](crate::SharedMemoryListener::bind_with)).
-    pub fn bind_with(name: &str, config: StreamConfig) -> Result<AsyncSharedMemoryListener> {
+    /// Binds `name` with `config` (see [`BlockingSharedMemoryListener::bind_with`](crate::BlockingSharedMemoryListener::bind_with)).
+    pub fn bind_with(name: &str, config: StreamConfig) -> Result<SharedMemoryListener> {
         crate::ring::check_capacity(config.ring_capacity)?;
         config.prepare_process();
         let control =
@@ -59,7 +59,7 @@ impl AsyncSharedMemoryListener {
         let path = control.path().to_path_buf();
         let control = control.into_async()?;
         let pool = SegmentPool::for_config(&config)?;
-        Ok(AsyncSharedMemoryListener { control, path, config, rejections: Rejections::default(), pool })
+        Ok(SharedMemoryListener { control, path, config, rejections: Rejections::default(), pool })
     }
 
     /// The control channel's path (see [`socket_path`](crate::socket_path)).
@@ -70,7 +70,7 @@ impl AsyncSharedMemoryListener {
     /// Waits for the next client and completes its handshake. As with the blocking flavour,
     /// refused clients are counted in [`rejected`](Self::rejected) and skipped; errors concern
     /// the listener itself. The whole handshake is bounded by the handshake timeout.
-    pub async fn accept(&self) -> Result<AsyncSharedMemoryStream> {
+    pub async fn accept(&self) -> Result<SharedMemoryStream> {
         loop {
             let accepted = self.control.accept().await?;
             let mut control = accepted.stream;
@@ -113,7 +113,7 @@ async fn server_handshake(
     config: &StreamConfig,
     pool: &SegmentPool,
     rejections: &Rejections,
-) -> Result<AsyncSharedMemoryStream, Refused> {
+) -> Result<SharedMemoryStream, Refused> {
     let mut hello = [0u8; CLIENT_HELLO_LEN];
     let checked = match control.check_peer(&config.allowed_peer_uids) {
         Ok(pid) => control
@@ -146,51 +146,51 @@ async fn server_handshake(
     control.write_all(&offer.hello, &offer.handles()).await.map_err(Refused::Client)?;
     let control = control.into_blocking().map_err(Refused::Ours)?;
     let (tx, rx) = offer.into_halves(control, client_pid, config.wait).map_err(Refused::Ours)?;
-    Ok(AsyncSharedMemoryStream::from_halves(tx, rx))
+    Ok(SharedMemoryStream::from_halves(tx, rx))
 }
 
 /// A connected pair of shared-memory rings (tokio flavour). Same guarantees as
-/// [`SharedMemoryStream`](crate::SharedMemoryStream); waits are `async` and never block the
+/// [`BlockingSharedMemoryStream`](crate::BlockingSharedMemoryStream); waits are `async` and never block the
 /// executor beyond a spin of a few microseconds.
 ///
 /// ```no_run
 /// # async fn run() -> lapce_ipc::Result<()> {
-/// let mut stream = lapce_ipc::AsyncSharedMemoryStream::connect("echo-async").await?;
+/// let mut stream = lapce_ipc::SharedMemoryStream::connect("echo-async").await?;
 /// stream.send(b"ping").await?;
 /// let reply = stream.recv_with(|bytes| bytes.to_vec()).await?;
 /// assert_eq!(reply, b"ping");
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct AsyncSharedMemoryStream {
-    tx: AsyncStreamSender,
-    rx: AsyncStreamReceiver,
+pub struct SharedMemoryStream {
+    tx: StreamSender,
+    rx: StreamReceiver,
 }
 
-/// The sending half of an [`AsyncSharedMemoryStream`].
+/// The sending half of a [`SharedMemoryStream`].
 #[derive(Debug)]
-pub struct AsyncStreamSender {
+pub struct StreamSender {
     half: SendHalf,
 }
 
-/// The receiving half of an [`AsyncSharedMemoryStream`].
+/// The receiving half of a [`SharedMemoryStream`].
 #[derive(Debug)]
-pub struct AsyncStreamReceiver {
+pub struct StreamReceiver {
     half: RecvHalf,
 }
 
-impl AsyncSharedMemoryStream {
-    fn from_halves(tx: SendHalf, rx: RecvHalf) -> AsyncSharedMemoryStream {
-        AsyncSharedMemoryStream { tx: AsyncStreamSender { half: tx }, rx: AsyncStreamReceiver { half: rx } }
+impl SharedMemoryStream {
+    fn from_halves(tx: SendHalf, rx: RecvHalf) -> SharedMemoryStream {
+        SharedMemoryStream { tx: StreamSender { half: tx }, rx: StreamReceiver { half: rx } }
     }
 
     /// Connects to the listener bound to `name`, with the default configuration.
-    pub async fn connect(name: &str) -> Result<AsyncSharedMemoryStream> {
+    pub async fn connect(name: &str) -> Result<SharedMemoryStream> {
         Self::connect_with(name, &StreamConfig::default()).await
     }
 
     /// Connects to the listener bound to `name`; `config.ring_capacity` is ignored.
-    pub async fn connect_with(name: &str, config: &StreamConfig) -> Result<AsyncSharedMemoryStream> {
+    pub async fn connect_with(name: &str, config: &StreamConfig) -> Result<SharedMemoryStream> {
         config.prepare_process();
         let path = config_socket_path(name, config, true)?;
         let connect = async {
@@ -212,7 +212,7 @@ impl AsyncSharedMemoryStream {
     }
 
     /// Splits the stream so that two tasks can send and receive concurrently.
-    pub fn into_split(self) -> (AsyncStreamSender, AsyncStreamReceiver) {
+    pub fn into_split(self) -> (StreamSender, StreamReceiver) {
         (self.tx, self.rx)
     }
 
@@ -227,12 +227,12 @@ impl AsyncSharedMemoryStream {
     }
 
     /// The sending half, in place (for the framed layer's `Sink`).
-    pub(crate) fn sender_mut(&mut self) -> &mut AsyncStreamSender {
+    pub(crate) fn sender_mut(&mut self) -> &mut StreamSender {
         &mut self.tx
     }
 
     /// The receiving half, in place (for the framed layer).
-    pub(crate) fn receiver_mut(&mut self) -> &mut AsyncStreamReceiver {
+    pub(crate) fn receiver_mut(&mut self) -> &mut StreamReceiver {
         &mut self.rx
     }
 
@@ -248,7 +248,7 @@ impl AsyncSharedMemoryStream {
         self.rx.half.set_strategy(wait);
     }
 
-    /// Sends one message, waiting for room. See [`AsyncStreamSender::send`].
+    /// Sends one message, waiting for room. See [`StreamSender::send`].
     pub async fn send(&mut self, msg: &[u8]) -> Result<()> {
         self.tx.send(msg).await
     }
@@ -263,12 +263,12 @@ impl AsyncSharedMemoryStream {
         self.tx.send_timeout(msg, timeout).await
     }
 
-    /// Zero-copy send. See [`AsyncStreamSender::send_with`].
+    /// Zero-copy send. See [`StreamSender::send_with`].
     pub async fn send_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize> {
         self.tx.send_with(len, fill).await
     }
 
-    /// Receives the next message into `buf`. See [`AsyncStreamReceiver::recv`].
+    /// Receives the next message into `buf`. See [`StreamReceiver::recv`].
     pub async fn recv(&mut self, buf: &mut [u8]) -> Result<usize> {
         self.rx.recv(buf).await
     }
@@ -283,13 +283,13 @@ impl AsyncSharedMemoryStream {
         self.rx.recv_timeout(buf, timeout).await
     }
 
-    /// Zero-copy receive. See [`AsyncStreamReceiver::recv_with`].
+    /// Zero-copy receive. See [`StreamReceiver::recv_with`].
     pub async fn recv_with<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.rx.recv_with(f).await
     }
 }
 
-impl AsyncStreamSender {
+impl StreamSender {
     /// Largest message in bytes.
     pub fn max_message_size(&self) -> usize {
         self.half.max_message()
@@ -337,7 +337,7 @@ impl AsyncStreamSender {
     }
 }
 
-impl AsyncStreamReceiver {
+impl StreamReceiver {
     /// Largest message in bytes.
     pub fn max_message_size(&self) -> usize {
         self.half.max_message()

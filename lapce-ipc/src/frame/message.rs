@@ -6,8 +6,8 @@ use crate::frame::MessageType;
 
 /// One message of a framed stream: its type, its id and its payload.
 ///
-/// What [`FramedShmStream::recv`](crate::frame::FramedShmStream::recv) returns, what
-/// [`recv_into`](crate::frame::FramedShmStream::recv_into) fills (reusing the payload's
+/// What [`BlockingFramedStream::recv`](crate::frame::BlockingFramedStream::recv) returns, what
+/// [`recv_into`](crate::frame::BlockingFramedStream::recv_into) fills (reusing the payload's
 /// capacity), what the async framed receivers yield as a `Stream` and what the async framed
 /// senders take as a `Sink`.
 ///

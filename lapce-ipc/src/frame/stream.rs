@@ -1,11 +1,11 @@
-//! [`FramedShmStream`]: typed, identified, checksummed messages of any size (up to a configured
-//! maximum) over a [`SharedMemoryStream`](crate::SharedMemoryStream).
+//! [`BlockingFramedStream`]: typed, identified, checksummed messages of any size (up to a configured
+//! maximum) over a [`BlockingSharedMemoryStream`](crate::BlockingSharedMemoryStream).
 
 use std::fmt;
 
 use crate::error::{IpcError, Result};
 use crate::frame::{CanonicalHeader, Frame, FrameError, FrameFlags, MessageType, HEADER_LEN};
-use crate::{SharedMemoryStream, StreamReceiver, StreamSender};
+use crate::{BlockingSharedMemoryStream, BlockingStreamReceiver, BlockingStreamSender};
 
 #[cfg(feature = "tokio")]
 mod traits;
@@ -33,45 +33,45 @@ pub const DEFAULT_MAX_MESSAGE: usize = 10 << 20;
 /// for answering a request from inside `recv_with`.
 ///
 /// ```
-/// use lapce_ipc::frame::{FramedShmStream, MessageType};
-/// use lapce_ipc::{SharedMemoryListener, SharedMemoryStream};
+/// use lapce_ipc::frame::{BlockingFramedStream, MessageType};
+/// use lapce_ipc::{BlockingSharedMemoryListener, BlockingSharedMemoryStream};
 ///
 /// let name = format!("framed-doc-{}", std::process::id());
-/// let listener = SharedMemoryListener::bind(&name)?;
+/// let listener = BlockingSharedMemoryListener::bind(&name)?;
 /// let client = std::thread::spawn(move || -> lapce_ipc::Result<()> {
-///     let mut framed = FramedShmStream::new(SharedMemoryStream::connect(&name)?);
+///     let mut framed = BlockingFramedStream::new(BlockingSharedMemoryStream::connect(&name)?);
 ///     let big = vec![7u8; 1 << 20]; // larger than a ring record: sent as fragments
 ///     framed.send(MessageType::Data, &big)?;
 ///     Ok(())
 /// });
-/// let mut framed = FramedShmStream::new(listener.accept()?);
+/// let mut framed = BlockingFramedStream::new(listener.accept()?);
 /// let frame = framed.recv()?;
 /// assert_eq!((frame.kind, frame.payload.len()), (MessageType::Data, 1 << 20));
 /// client.join().unwrap()?;
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 #[derive(Debug)]
-pub struct FramedShmStream {
-    stream: SharedMemoryStream,
+pub struct BlockingFramedStream {
+    stream: BlockingSharedMemoryStream,
     tx: SendState,
     rx: RecvState,
 }
 
-impl FramedShmStream {
+impl BlockingFramedStream {
     /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
-    pub fn new(stream: SharedMemoryStream) -> FramedShmStream {
-        FramedShmStream { stream, tx: SendState::default(), rx: RecvState::default() }
+    pub fn new(stream: BlockingSharedMemoryStream) -> BlockingFramedStream {
+        BlockingFramedStream { stream, tx: SendState::default(), rx: RecvState::default() }
     }
 
     /// Sets the largest message accepted in either direction (at most `u32::MAX` bytes).
-    pub fn with_max_message(mut self, max: usize) -> FramedShmStream {
+    pub fn with_max_message(mut self, max: usize) -> BlockingFramedStream {
         let max = max.min(u32::MAX as usize);
         (self.tx.max_message, self.rx.max_message) = (max, max);
         self
     }
 
     /// Turns the payload CRC off for messages we send (faster; the header is still checked).
-    pub fn with_crc(mut self, on: bool) -> FramedShmStream {
+    pub fn with_crc(mut self, on: bool) -> BlockingFramedStream {
         self.tx.with_crc = on;
         self
     }
@@ -87,17 +87,20 @@ impl FramedShmStream {
     }
 
     /// The underlying stream.
-    pub fn get_mut(&mut self) -> &mut SharedMemoryStream {
+    pub fn get_mut(&mut self) -> &mut BlockingSharedMemoryStream {
         &mut self.stream
     }
 
     /// Splits the stream so that one thread can send while another receives, or so that a
-    /// server can answer from inside [`FramedReceiver::recv_with`] (the request read in place,
+    /// server can answer from inside [`BlockingFramedReceiver::recv_with`] (the request read in place,
     /// the reply written straight into the outgoing ring). Settings, the next id and a broken
     /// state carry over.
-    pub fn into_split(self) -> (FramedSender, FramedReceiver) {
+    pub fn into_split(self) -> (BlockingFramedSender, BlockingFramedReceiver) {
         let (tx, rx) = self.stream.into_split();
-        (FramedSender { sink: tx, state: self.tx }, FramedReceiver { source: rx, state: self.rx })
+        (
+            BlockingFramedSender { sink: tx, state: self.tx },
+            BlockingFramedReceiver { source: rx, state: self.rx },
+        )
     }
 
     /// Sends `payload` as a message of type `kind` with a fresh id, which is returned.
@@ -138,7 +141,7 @@ impl FramedShmStream {
     /// fragmented message is reassembled into a buffer the stream keeps for the next call (up
     /// to 1 MiB of it).
     ///
-    /// As with [`SharedMemoryStream::recv_with`], a peer that breaks the protocol could change
+    /// As with [`BlockingSharedMemoryStream::recv_with`], a peer that breaks the protocol could change
     /// the bytes in the ring while `f` looks at them (after they were checked); with an untrusted
     /// peer, use [`recv_into`](Self::recv_into), which checks a private copy.
     pub fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
@@ -146,14 +149,14 @@ impl FramedShmStream {
     }
 }
 
-/// The sending half of a [`FramedShmStream`] (see [`FramedShmStream::into_split`]).
+/// The sending half of a [`BlockingFramedStream`] (see [`BlockingFramedStream::into_split`]).
 #[derive(Debug)]
-pub struct FramedSender {
-    sink: StreamSender,
+pub struct BlockingFramedSender {
+    sink: BlockingStreamSender,
     state: SendState,
 }
 
-impl FramedSender {
+impl BlockingFramedSender {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
@@ -172,52 +175,52 @@ impl FramedSender {
     }
 }
 
-/// The receiving half of a [`FramedShmStream`] (see [`FramedShmStream::into_split`]).
+/// The receiving half of a [`BlockingFramedStream`] (see [`BlockingFramedStream::into_split`]).
 ///
 /// ```
-/// use lapce_ipc::frame::{Frame, FramedShmStream, MessageType};
-/// use lapce_ipc::{SharedMemoryListener, SharedMemoryStream};
+/// use lapce_ipc::frame::{Frame, BlockingFramedStream, MessageType};
+/// use lapce_ipc::{BlockingSharedMemoryListener, BlockingSharedMemoryStream};
 ///
 /// let name = format!("framed-split-doc-{}", std::process::id());
-/// let listener = SharedMemoryListener::bind(&name)?;
+/// let listener = BlockingSharedMemoryListener::bind(&name)?;
 /// let server = std::thread::spawn(move || -> lapce_ipc::Result<()> {
-///     let (mut tx, mut rx) = FramedShmStream::new(listener.accept()?).into_split();
+///     let (mut tx, mut rx) = BlockingFramedStream::new(listener.accept()?).into_split();
 ///     // An echo that copies the request straight from one ring into the other.
 ///     rx.recv_with(|kind, request, id| tx.send_with_id(kind, id, request))?
 /// });
-/// let mut client = FramedShmStream::new(SharedMemoryStream::connect(&name)?);
+/// let mut client = BlockingFramedStream::new(BlockingSharedMemoryStream::connect(&name)?);
 /// let id = client.send(MessageType::Chat, b"hello")?;
 /// assert_eq!(client.recv()?, Frame::new(MessageType::Chat, id, b"hello".to_vec()));
 /// server.join().unwrap()?;
 /// # Ok::<(), lapce_ipc::IpcError>(())
 /// ```
 #[derive(Debug)]
-pub struct FramedReceiver {
-    source: StreamReceiver,
+pub struct BlockingFramedReceiver {
+    source: BlockingStreamReceiver,
     state: RecvState,
 }
 
-impl FramedReceiver {
+impl BlockingFramedReceiver {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
     }
 
-    /// Receives the next message; see [`FramedShmStream::recv`].
+    /// Receives the next message; see [`BlockingFramedStream::recv`].
     pub fn recv(&mut self) -> Result<Frame> {
         let mut frame = Frame::default();
         self.recv_into(&mut frame)?;
         Ok(frame)
     }
 
-    /// Receives the next message into `frame`; see [`FramedShmStream::recv_into`].
+    /// Receives the next message into `frame`; see [`BlockingFramedStream::recv_into`].
     pub fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
         (frame.kind, frame.id) = self.state.recv_into(&mut self.source, &mut frame.payload)?;
         Ok(())
     }
 
     /// Receives the next message and calls `f` with it, in place when it fits one record; see
-    /// [`FramedShmStream::recv_with`] (same caveat about untrusted peers).
+    /// [`BlockingFramedStream::recv_with`] (same caveat about untrusted peers).
     pub fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
         self.state.recv_with(&mut self.source, f)
     }
@@ -231,7 +234,7 @@ trait RecordSink {
     fn send_record(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> usize) -> Result<usize>;
 }
 
-impl RecordSink for SharedMemoryStream {
+impl RecordSink for BlockingSharedMemoryStream {
     fn record_limit(&self) -> usize {
         self.max_message_size()
     }
@@ -240,7 +243,7 @@ impl RecordSink for SharedMemoryStream {
     }
 }
 
-impl RecordSink for StreamSender {
+impl RecordSink for BlockingStreamSender {
     fn record_limit(&self) -> usize {
         self.max_message_size()
     }
@@ -255,13 +258,13 @@ trait RecordSource {
     fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R>;
 }
 
-impl RecordSource for SharedMemoryStream {
+impl RecordSource for BlockingSharedMemoryStream {
     fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.recv_with(f)
     }
 }
 
-impl RecordSource for StreamReceiver {
+impl RecordSource for BlockingStreamReceiver {
     fn recv_record<R>(&mut self, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
         self.recv_with(f)
     }
@@ -366,11 +369,7 @@ impl RecvState {
     }
 
     #[cfg(feature = "tokio")]
-    async fn recv_into_async(
-        &mut self,
-        source: &mut crate::AsyncStreamReceiver,
-        frame: &mut Frame,
-    ) -> Result<()> {
+    async fn recv_into_async(&mut self, source: &mut crate::StreamReceiver, frame: &mut Frame) -> Result<()> {
         let payload = &mut frame.payload;
         let mut message = self.resume(payload);
         loop {
@@ -386,7 +385,7 @@ impl RecvState {
     #[cfg(feature = "tokio")]
     async fn recv_with_async<R>(
         &mut self,
-        source: &mut crate::AsyncStreamReceiver,
+        source: &mut crate::StreamReceiver,
         f: impl FnOnce(MessageType, &[u8], u64) -> R,
     ) -> Result<R> {
         let mut buf = std::mem::take(&mut self.reassembly_buf);
@@ -450,8 +449,8 @@ impl RecvState {
 }
 
 #[cfg(feature = "tokio")]
-/// The tokio flavour of [`FramedShmStream`]: same framing, same guarantees, over an
-/// [`AsyncSharedMemoryStream`](crate::AsyncSharedMemoryStream).
+/// The tokio flavour of [`BlockingFramedStream`]: same framing, same guarantees, over an
+/// [`SharedMemoryStream`](crate::SharedMemoryStream).
 ///
 /// It and its receiving half are [`futures_core::Stream`]s of `Result<Frame>`, polled straight
 /// on the ring: each whole message, then `None` once the peer has closed the connection and
@@ -469,10 +468,10 @@ impl RecvState {
 /// ```no_run
 /// # async fn run() -> lapce_ipc::Result<()> {
 /// use futures::{SinkExt, StreamExt};
-/// use lapce_ipc::frame::{AsyncFramedShmStream, Frame, MessageType};
+/// use lapce_ipc::frame::{FramedStream, Frame, MessageType};
 ///
-/// let stream = lapce_ipc::AsyncSharedMemoryStream::connect("framed-echo").await?;
-/// let (mut tx, mut rx) = AsyncFramedShmStream::new(stream).into_split();
+/// let stream = lapce_ipc::SharedMemoryStream::connect("framed-echo").await?;
+/// let (mut tx, mut rx) = FramedStream::new(stream).into_split();
 /// // The inherent `send(kind, payload)` shadows `SinkExt::send`: name the trait.
 /// SinkExt::send(&mut tx, Frame::new(MessageType::Chat, 1, b"hello".to_vec())).await?;
 /// while let Some(frame) = rx.next().await {
@@ -481,28 +480,28 @@ impl RecvState {
 /// # Ok(()) }
 /// ```
 #[derive(Debug)]
-pub struct AsyncFramedShmStream {
-    stream: crate::AsyncSharedMemoryStream,
+pub struct FramedStream {
+    stream: crate::SharedMemoryStream,
     tx: SendState,
     rx: RecvState,
 }
 
 #[cfg(feature = "tokio")]
-impl AsyncFramedShmStream {
+impl FramedStream {
     /// Frames `stream` with the defaults: 10 MiB messages, CRC on.
-    pub fn new(stream: crate::AsyncSharedMemoryStream) -> AsyncFramedShmStream {
-        AsyncFramedShmStream { stream, tx: SendState::default(), rx: RecvState::default() }
+    pub fn new(stream: crate::SharedMemoryStream) -> FramedStream {
+        FramedStream { stream, tx: SendState::default(), rx: RecvState::default() }
     }
 
     /// Sets the largest message accepted in either direction (at most `u32::MAX` bytes).
-    pub fn with_max_message(mut self, max: usize) -> AsyncFramedShmStream {
+    pub fn with_max_message(mut self, max: usize) -> FramedStream {
         let max = max.min(u32::MAX as usize);
         (self.tx.max_message, self.rx.max_message) = (max, max);
         self
     }
 
     /// Turns the payload CRC off for messages we send.
-    pub fn with_crc(mut self, on: bool) -> AsyncFramedShmStream {
+    pub fn with_crc(mut self, on: bool) -> FramedStream {
         self.tx.with_crc = on;
         self
     }
@@ -513,7 +512,7 @@ impl AsyncFramedShmStream {
     }
 
     /// The underlying stream.
-    pub fn get_mut(&mut self) -> &mut crate::AsyncSharedMemoryStream {
+    pub fn get_mut(&mut self) -> &mut crate::SharedMemoryStream {
         &mut self.stream
     }
 
@@ -543,13 +542,13 @@ impl AsyncFramedShmStream {
     }
 
     /// Receives the next message into `frame`, reusing its payload's capacity; see
-    /// [`FramedShmStream::recv_into`]. Not cancel-safe across fragments either.
+    /// [`BlockingFramedStream::recv_into`]. Not cancel-safe across fragments either.
     pub async fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
         self.rx.recv_into_async(self.stream.receiver_mut(), frame).await
     }
 
     /// Receives the next message and calls `f` with its type, payload and id, in place when the
-    /// message fits one record; see [`FramedShmStream::recv_with`] (same caveat about untrusted
+    /// message fits one record; see [`BlockingFramedStream::recv_with`] (same caveat about untrusted
     /// peers). Not cancel-safe across fragments either.
     pub async fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
         self.rx.recv_with_async(self.stream.receiver_mut(), f).await
@@ -557,25 +556,25 @@ impl AsyncFramedShmStream {
 }
 
 #[cfg(feature = "tokio")]
-impl AsyncFramedShmStream {
+impl FramedStream {
     /// Splits the stream so that one task receives while others send (e.g. a server reading
     /// requests while handler tasks answer them through a shared sender).
-    pub fn into_split(self) -> (AsyncFramedSender, AsyncFramedReceiver) {
+    pub fn into_split(self) -> (FramedSender, FramedReceiver) {
         let (tx, rx) = self.stream.into_split();
-        (AsyncFramedSender { sink: tx, state: self.tx }, AsyncFramedReceiver { source: rx, state: self.rx })
+        (FramedSender { sink: tx, state: self.tx }, FramedReceiver { source: rx, state: self.rx })
     }
 }
 
 #[cfg(feature = "tokio")]
-/// The sending half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).
+/// The sending half of a [`FramedStream`] (see [`FramedStream::into_split`]).
 #[derive(Debug)]
-pub struct AsyncFramedSender {
-    sink: crate::AsyncStreamSender,
+pub struct FramedSender {
+    sink: crate::StreamSender,
     state: SendState,
 }
 
 #[cfg(feature = "tokio")]
-impl AsyncFramedSender {
+impl FramedSender {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
@@ -625,22 +624,22 @@ impl AsyncFramedSender {
 }
 
 #[cfg(feature = "tokio")]
-/// The receiving half of an [`AsyncFramedShmStream`] (see [`AsyncFramedShmStream::into_split`]).
+/// The receiving half of a [`FramedStream`] (see [`FramedStream::into_split`]).
 #[derive(Debug)]
-pub struct AsyncFramedReceiver {
-    source: crate::AsyncStreamReceiver,
+pub struct FramedReceiver {
+    source: crate::StreamReceiver,
     state: RecvState,
 }
 
 #[cfg(feature = "tokio")]
-impl AsyncFramedReceiver {
+impl FramedReceiver {
     /// The largest message, in bytes.
     pub fn max_message_size(&self) -> usize {
         self.state.max_message
     }
 
     /// Receives the next message. Not cancel-safe across fragments (see
-    /// [`AsyncFramedShmStream::recv`]).
+    /// [`FramedStream::recv`]).
     pub async fn recv(&mut self) -> Result<Frame> {
         let mut frame = Frame::default();
         self.recv_into(&mut frame).await?;
@@ -648,13 +647,13 @@ impl AsyncFramedReceiver {
     }
 
     /// Receives the next message into `frame`, reusing its payload's capacity. Not cancel-safe
-    /// across fragments (see [`AsyncFramedShmStream::recv`]).
+    /// across fragments (see [`FramedStream::recv`]).
     pub async fn recv_into(&mut self, frame: &mut Frame) -> Result<()> {
         self.state.recv_into_async(&mut self.source, frame).await
     }
 
     /// Receives the next message and calls `f` with it, in place when it fits one record; see
-    /// [`AsyncFramedShmStream::recv_with`].
+    /// [`FramedStream::recv_with`].
     pub async fn recv_with<R>(&mut self, f: impl FnOnce(MessageType, &[u8], u64) -> R) -> Result<R> {
         self.state.recv_with_async(&mut self.source, f).await
     }

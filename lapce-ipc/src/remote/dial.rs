@@ -14,12 +14,12 @@ use super::pair::{pair_config, pair_listener, ring_pair};
 use super::{certs, pump::pump, remote_address, wire};
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
-use crate::{AsyncSharedMemoryStream, SharedMemoryStream};
+use crate::{BlockingSharedMemoryStream, SharedMemoryStream};
 
 /// A stream to the server `name`: remote for `tls://HOST:PORT`, else local.
-pub(crate) async fn connect(name: &str, config: &IpcConfig) -> Result<AsyncSharedMemoryStream> {
+pub(crate) async fn connect(name: &str, config: &IpcConfig) -> Result<SharedMemoryStream> {
     let Some(addr) = remote_address(name) else {
-        return AsyncSharedMemoryStream::connect_with(name, &config.stream_config()).await;
+        return SharedMemoryStream::connect_with(name, &config.stream_config()).await;
     };
     let timeout = config.stream_config().handshake_timeout;
     let tls = tokio::time::timeout(timeout, dial(addr, config)).await.map_err(|_| IpcError::Timeout)??;
@@ -30,9 +30,9 @@ pub(crate) async fn connect(name: &str, config: &IpcConfig) -> Result<AsyncShare
 
 /// The blocking flavour of [`connect`]: the far end is pumped by a thread of its own (with a
 /// one-thread runtime), which ends with the connection.
-pub(crate) fn connect_blocking(name: &str, config: &IpcConfig) -> Result<SharedMemoryStream> {
+pub(crate) fn connect_blocking(name: &str, config: &IpcConfig) -> Result<BlockingSharedMemoryStream> {
     let Some(addr) = remote_address(name) else {
-        return SharedMemoryStream::connect_with(name, &config.stream_config());
+        return BlockingSharedMemoryStream::connect_with(name, &config.stream_config());
     };
     let pairing = pair_config(config);
     let (ready, named) = std::sync::mpsc::channel::<Result<String>>();
@@ -59,11 +59,11 @@ pub(crate) fn connect_blocking(name: &str, config: &IpcConfig) -> Result<SharedM
         });
     })?;
     let name = named.recv().map_err(|_| IpcError::PeerGone)??;
-    SharedMemoryStream::connect_with(&name, &pairing)
+    BlockingSharedMemoryStream::connect_with(&name, &pairing)
 }
 
 /// Pumps until either side ends.
-async fn bridge(far: AsyncSharedMemoryStream, tls: TlsStream<TcpStream>) {
+async fn bridge(far: SharedMemoryStream, tls: TlsStream<TcpStream>) {
     if let Err(e) = pump(far, tls).await {
         tracing::debug!(error = %e, "TLS connection ended");
     }

@@ -17,7 +17,7 @@ use super::{certs, pump::pump, remote_address, wire};
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::metrics::Metrics;
-use crate::{AsyncSharedMemoryStream, IpcServer};
+use crate::{IpcServer, SharedMemoryStream};
 
 /// A server's TLS listener, running until dropped or until the server shuts down (see
 /// [`IpcServer::listen_tls`]). Connections it bridged stay until they end.
@@ -172,7 +172,7 @@ enum Refusal {
 async fn admit(
     admission: &Admission,
     tcp: TcpStream,
-) -> std::result::Result<(tokio_rustls::server::TlsStream<TcpStream>, AsyncSharedMemoryStream), Refusal> {
+) -> std::result::Result<(tokio_rustls::server::TlsStream<TcpStream>, SharedMemoryStream), Refusal> {
     let mut tls = admission
         .acceptor
         .accept(tcp)
@@ -191,7 +191,7 @@ async fn admit(
         return Err(Refusal::Client(why));
     }
     let stream_config = admission.config.stream_config();
-    match AsyncSharedMemoryStream::connect_with(&admission.name, &stream_config).await {
+    match SharedMemoryStream::connect_with(&admission.name, &stream_config).await {
         Ok(mut local) => {
             // The bridge's end sleeps at once: a spin would take the CPU the TLS work needs.
             local.set_wait_strategy(crate::WaitStrategy::Blocking);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::IpcConfig;
 use crate::error::Result;
-use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream, StreamConfig, WaitStrategy};
+use crate::{SharedMemoryListener, SharedMemoryStream, StreamConfig, WaitStrategy};
 
 /// Pairs made so far in this process (each gets a listener name of its own).
 static PAIRS: AtomicU64 = AtomicU64::new(0);
@@ -30,19 +30,16 @@ pub(crate) fn pair_config(config: &IpcConfig) -> StreamConfig {
 }
 
 /// A listener for one end of a pair, and its name (the other end connects to it).
-pub(crate) fn pair_listener(config: &StreamConfig) -> Result<(AsyncSharedMemoryListener, String)> {
+pub(crate) fn pair_listener(config: &StreamConfig) -> Result<(SharedMemoryListener, String)> {
     let n = PAIRS.fetch_add(1, Ordering::Relaxed);
     let name = format!("tls-bridge-{}-{n}", std::process::id());
-    Ok((AsyncSharedMemoryListener::bind_with(&name, config.clone())?, name))
+    Ok((SharedMemoryListener::bind_with(&name, config.clone())?, name))
 }
 
 /// Two connected streams with the rings `config` asks for: (the near end, the far end).
-pub(crate) async fn ring_pair(
-    config: &IpcConfig,
-) -> Result<(AsyncSharedMemoryStream, AsyncSharedMemoryStream)> {
+pub(crate) async fn ring_pair(config: &IpcConfig) -> Result<(SharedMemoryStream, SharedMemoryStream)> {
     let config = pair_config(config);
     let (listener, name) = pair_listener(&config)?;
-    let (near, far) =
-        tokio::try_join!(AsyncSharedMemoryStream::connect_with(&name, &config), listener.accept())?;
+    let (near, far) = tokio::try_join!(SharedMemoryStream::connect_with(&name, &config), listener.accept())?;
     Ok((near, far))
 }

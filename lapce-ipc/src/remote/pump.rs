@@ -13,7 +13,7 @@
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use crate::error::{IpcError, Result};
-use crate::{AsyncSharedMemoryStream, AsyncStreamReceiver, AsyncStreamSender};
+use crate::{SharedMemoryStream, StreamReceiver, StreamSender};
 
 /// Most bytes gathered from the ring into one write to the socket.
 const BATCH_BYTES: usize = 64 * 1024;
@@ -21,7 +21,7 @@ const BATCH_BYTES: usize = 64 * 1024;
 const READ_BUFFER: usize = 64 * 1024;
 
 /// Pumps `ring` to and from `io` until either ends; `Ok` when one side closed in order.
-pub(crate) async fn pump<S>(ring: AsyncSharedMemoryStream, io: S) -> Result<()>
+pub(crate) async fn pump<S>(ring: SharedMemoryStream, io: S) -> Result<()>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
@@ -41,7 +41,7 @@ fn put(out: &mut Vec<u8>, msg: &[u8]) {
 }
 
 /// Ring to socket: what the ring holds, batched, until the local side goes.
-async fn ring_to_io<W: AsyncWrite + Unpin>(mut rx: AsyncStreamReceiver, mut w: W) -> Result<()> {
+async fn ring_to_io<W: AsyncWrite + Unpin>(mut rx: StreamReceiver, mut w: W) -> Result<()> {
     let mut out = Vec::with_capacity(BATCH_BYTES);
     loop {
         out.clear();
@@ -66,7 +66,7 @@ async fn ring_to_io<W: AsyncWrite + Unpin>(mut rx: AsyncStreamReceiver, mut w: W
 }
 
 /// Socket to ring: one message per length prefix, until the socket ends.
-async fn io_to_ring<R: AsyncRead + Unpin>(mut r: R, mut tx: AsyncStreamSender, max: usize) -> Result<()> {
+async fn io_to_ring<R: AsyncRead + Unpin>(mut r: R, mut tx: StreamSender, max: usize) -> Result<()> {
     let mut buf = Vec::new();
     loop {
         let mut len = [0u8; 4];

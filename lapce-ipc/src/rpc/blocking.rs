@@ -516,7 +516,7 @@ fn establish(name: &str, config: &IpcConfig, hub: &Arc<Hub>) -> Result<Arc<Conn>
     #[cfg(feature = "tls")]
     let stream = crate::remote::connect_blocking(name, config)?;
     #[cfg(not(feature = "tls"))]
-    let stream = crate::SharedMemoryStream::connect_with(name, &stream_config)?;
+    let stream = crate::BlockingSharedMemoryStream::connect_with(name, &stream_config)?;
     let max_message = config.ipc.max_message_size;
     let (tx, rx) = stream.into_halves();
     let link = rx.link_handle();

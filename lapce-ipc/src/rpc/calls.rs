@@ -29,7 +29,7 @@ use super::notify::{is_notification_type, Hub};
 use super::{answer_error, decode_error};
 use crate::error::{IpcError, Result};
 use crate::frame::{FrameError, MessageType};
-use crate::protocol::ErrorCode;
+use crate::messages::ErrorCode;
 
 /// The calls of one connection.
 pub(super) struct Calls {

@@ -526,7 +526,7 @@ async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
     #[cfg(feature = "tls")]
     let stream = crate::remote::connect(&inner.name, &inner.config).await?;
     #[cfg(not(feature = "tls"))]
-    let stream = crate::AsyncSharedMemoryStream::connect_with(&inner.name, &stream_config).await?;
+    let stream = crate::SharedMemoryStream::connect_with(&inner.name, &stream_config).await?;
     let max_message = inner.config.ipc.max_message_size;
     let (tx, rx) = stream.into_halves();
     let link = rx.link_handle();

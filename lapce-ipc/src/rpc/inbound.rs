@@ -1,6 +1,6 @@
 //! [`Inbound`]: the incoming side of a request/response connection, read one frame at a time.
 //!
-//! Unlike [`AsyncFramedReceiver`](crate::frame::AsyncFramedReceiver), it keeps a fragmented
+//! Unlike [`FramedReceiver`](crate::frame::FramedReceiver), it keeps a fragmented
 //! message's parts between calls, so whoever reads next (another caller, after the first one's
 //! answer came or its future was dropped) goes on where the last one stopped; and it never
 //! waits inside a read, so reads are synchronous and cancellation can only happen between them.

@@ -25,7 +25,7 @@
 //!
 //! - An application's own request types are `MessageType::App(n)` (wire values `0x8000 + n`,
 //!   see [`MessageType::app`]); typed requests and answers ([`typed`]) encode their values with
-//!   an [`Encoding`](crate::protocol::Encoding) both ends name.
+//!   an [`Encoding`](crate::messages::Encoding) both ends name.
 //!
 //! How a request travels (see the modules for the rules each keeps):
 //! - the caller writes it straight into the ring ([`outbound`]: no writer task, no queue);
@@ -60,7 +60,7 @@ pub use server::{ChunkSender, HandlerResult, IpcServer, Peer, Reply, RequestCont
 
 use crate::error::IpcError;
 use crate::frame::MessageType;
-use crate::protocol::{Codec, ErrorBody, ErrorCode};
+use crate::messages::{Codec, ErrorBody, ErrorCode};
 
 /// Payload of the server's greeting frame (`Control`, id 0).
 const READY: &[u8] = b"ready";

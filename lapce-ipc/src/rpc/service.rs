@@ -11,7 +11,7 @@ use tower_service::Service;
 use super::{IpcClient, IpcServer};
 use crate::error::{IpcError, Result};
 use crate::frame::MessageType;
-use crate::protocol::ErrorBody;
+use crate::messages::ErrorBody;
 
 /// The client as a tower service of `(message type, payload)` requests answered by the
 /// answer's payload, as [`IpcClient::request`] does. Always ready: the connection takes

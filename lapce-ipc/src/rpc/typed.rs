@@ -15,7 +15,7 @@ use bytes::Bytes;
 use super::{BlockingIpcClient, ChunkSender, IpcClient, IpcServer, RequestContext, ResponseStream};
 use crate::error::Result;
 use crate::frame::MessageType;
-use crate::protocol::{Encoding, ErrorBody, ErrorCode};
+use crate::messages::{Encoding, ErrorBody, ErrorCode};
 
 /// Decodes a request of type `kind`, answering a bad request when it does not decode.
 fn decode_request<T, E: Encoding<T>>(
@@ -38,7 +38,7 @@ impl IpcServer {
     ///
     /// ```no_run
     /// use lapce_ipc::frame::MessageType;
-    /// use lapce_ipc::protocol::{AIRequest, CompletionResponse, Json};
+    /// use lapce_ipc::messages::{AIRequest, CompletionResponse, Json};
     /// use lapce_ipc::{IpcClient, IpcConfig, IpcServer};
     ///
     /// # async fn run() -> lapce_ipc::Result<()> {

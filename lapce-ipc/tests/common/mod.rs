@@ -191,7 +191,7 @@ pub fn child_role() -> Option<(String, String)> {
 /// Registers the test servers' counting stream on `server` for `kind`: the request is a number
 /// `n` in decimal, the chunks are `0`, `1`, ... `n - 1` in decimal.
 pub fn register_count(server: &lapce_ipc::IpcServer, kind: lapce_ipc::frame::MessageType) {
-    use lapce_ipc::protocol::{ErrorBody, ErrorCode};
+    use lapce_ipc::messages::{ErrorBody, ErrorCode};
     server.register_stream_handler(kind, |p: bytes::Bytes, out| async move {
         let bad = |e: String| ErrorBody::new(ErrorCode::BAD_REQUEST, format!("not a count: {e}"));
         let n: u64 = std::str::from_utf8(&p)
@@ -237,10 +237,13 @@ pub fn message(seed: u64, seq: u64, max: usize, out: &mut Vec<u8>) {
 
 /// Connects to `name` with `config`, retrying while no listener is bound yet (the peer process
 /// may still be starting) for up to a minute; panics on any other error.
-pub fn connect_retry_with(name: &str, config: &lapce_ipc::StreamConfig) -> lapce_ipc::SharedMemoryStream {
+pub fn connect_retry_with(
+    name: &str,
+    config: &lapce_ipc::StreamConfig,
+) -> lapce_ipc::BlockingSharedMemoryStream {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match lapce_ipc::SharedMemoryStream::connect_with(name, config) {
+        match lapce_ipc::BlockingSharedMemoryStream::connect_with(name, config) {
             Ok(s) => return s,
             Err(lapce_ipc::IpcError::Connect { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(1))
@@ -267,7 +270,7 @@ pub async fn connect_client(name: &str, config: lapce_ipc::IpcConfig) -> lapce_i
 }
 
 /// [`connect_retry_with`] the default configuration.
-pub fn connect_retry(name: &str) -> lapce_ipc::SharedMemoryStream {
+pub fn connect_retry(name: &str) -> lapce_ipc::BlockingSharedMemoryStream {
     connect_retry_with(name, &lapce_ipc::StreamConfig::default())
 }
 

@@ -9,7 +9,7 @@
 //! - As a `Sink<Frame>`, a sender holds one frame: `start_send` checks its size and keeps it,
 //!   `poll_flush` writes its fragments as room allows (progress is kept between polls), and
 //!   `poll_ready` flushes the one before. The frame's id is sent as given (as
-//!   [`send_with_id`](super::AsyncFramedSender::send_with_id) does). `poll_close` flushes; the
+//!   [`send_with_id`](super::FramedSender::send_with_id) does). `poll_close` flushes; the
 //!   connection itself closes when both halves are dropped.
 
 use std::pin::Pin;
@@ -18,15 +18,15 @@ use std::task::{ready, Context, Poll};
 use futures_core::Stream;
 use futures_sink::Sink;
 
-use super::{fragment_at, fragment_count, AsyncFramedReceiver, AsyncFramedSender, AsyncFramedShmStream};
+use super::{fragment_at, fragment_count, FramedReceiver, FramedSender, FramedStream};
 use super::{Reassembly, RecvState, SendState};
 use crate::error::{IpcError, Result};
 use crate::frame::{Frame, HEADER_LEN};
-use crate::{AsyncStreamReceiver, AsyncStreamSender};
+use crate::{StreamReceiver, StreamSender};
 
 /// The next whole message for a `Stream` poll.
 fn poll_frame(
-    source: &mut AsyncStreamReceiver,
+    source: &mut StreamReceiver,
     state: &mut RecvState,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame>>> {
@@ -43,7 +43,7 @@ fn poll_frame(
 }
 
 fn poll_message(
-    source: &mut AsyncStreamReceiver,
+    source: &mut StreamReceiver,
     state: &mut RecvState,
     cx: &mut Context<'_>,
 ) -> Poll<Option<Result<Frame>>> {
@@ -90,7 +90,7 @@ fn queue(state: &mut SendState, frame: Frame) -> Result<()> {
 }
 
 /// Writes the queued frame's remaining fragments as room allows.
-fn poll_send(sink: &mut AsyncStreamSender, state: &mut SendState, cx: &mut Context<'_>) -> Poll<Result<()>> {
+fn poll_send(sink: &mut StreamSender, state: &mut SendState, cx: &mut Context<'_>) -> Poll<Result<()>> {
     let chunk = sink.max_message_size() - HEADER_LEN;
     while let Some((frame, next)) = &mut state.queued {
         while *next < fragment_count(frame.payload.len(), chunk) {
@@ -115,7 +115,7 @@ fn poll_send(sink: &mut AsyncStreamSender, state: &mut SendState, cx: &mut Conte
     Poll::Ready(Ok(()))
 }
 
-impl Stream for AsyncFramedReceiver {
+impl Stream for FramedReceiver {
     type Item = Result<Frame>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame>>> {
@@ -124,7 +124,7 @@ impl Stream for AsyncFramedReceiver {
     }
 }
 
-impl Stream for AsyncFramedShmStream {
+impl Stream for FramedStream {
     type Item = Result<Frame>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame>>> {
@@ -133,7 +133,7 @@ impl Stream for AsyncFramedShmStream {
     }
 }
 
-impl Sink<Frame> for AsyncFramedSender {
+impl Sink<Frame> for FramedSender {
     type Error = IpcError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
@@ -151,7 +151,7 @@ impl Sink<Frame> for AsyncFramedSender {
     }
 }
 
-impl Sink<Frame> for AsyncFramedShmStream {
+impl Sink<Frame> for FramedStream {
     type Error = IpcError;
 
     fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {

@@ -29,9 +29,9 @@ use super::request::{start_stream, start_unary, Outgoing, Request};
 use super::Inner;
 use crate::error::IpcError;
 use crate::frame::{FrameError, MessageType};
+use crate::messages::{ErrorBody, ErrorCode};
 use crate::metrics::{ErrorKind, Metrics};
-use crate::protocol::{ErrorBody, ErrorCode};
-use crate::AsyncSharedMemoryStream;
+use crate::SharedMemoryStream;
 
 /// Requests served in a row before the task lets the runtime run others.
 const BATCH: usize = 16;
@@ -126,7 +126,7 @@ impl Connection {
 /// Serves one accepted connection until the client goes, the idle timeout or a shutdown.
 pub(super) async fn serve_connection(
     server: Arc<Inner>,
-    stream: AsyncSharedMemoryStream,
+    stream: SharedMemoryStream,
     id: u64,
     accepted_at: Instant,
 ) {
@@ -198,7 +198,7 @@ impl ConnectionTask {
     /// Greets the client and sets the connection up; `None` if the client is gone already.
     async fn open(
         server: Arc<Inner>,
-        stream: AsyncSharedMemoryStream,
+        stream: SharedMemoryStream,
         accepted_at: Instant,
     ) -> Option<ConnectionTask> {
         let max_message = server.config.ipc.max_message_size;

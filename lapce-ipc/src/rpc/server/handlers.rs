@@ -15,8 +15,8 @@ use super::connection::Connection;
 use super::context::RequestContext;
 use crate::error::{IpcError, Result};
 use crate::frame::MessageType;
+use crate::messages::ErrorBody;
 use crate::metrics::{Metrics, TypeMetrics};
-use crate::protocol::ErrorBody;
 
 /// What a unary handler returns: the response payload, or an error body sent back as an
 /// `Error` frame.

@@ -28,12 +28,12 @@ use self::handlers::{ContextFn, Handler, HandlerMap, Handlers, Registered, Strea
 use super::error_payload;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
-use crate::frame::{AsyncFramedShmStream, MessageType};
+use crate::frame::{FramedStream, MessageType};
+use crate::messages::{ErrorBody, ErrorCode};
 #[cfg(feature = "metrics-http")]
 use crate::metrics::MetricsEndpoint;
 use crate::metrics::{ListenerReport, Metrics};
-use crate::protocol::{ErrorBody, ErrorCode};
-use crate::{AsyncSharedMemoryListener, AsyncSharedMemoryStream};
+use crate::{SharedMemoryListener, SharedMemoryStream};
 
 /// Counters of a server, for tests, logs and metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct ServerStats {
     /// Handler panics (each answered with an error; the server went on).
     pub panics: u64,
     /// Clients refused during the handshake (a uid neither ours nor allowed, a bad or late
-    /// hello): the listener's [`rejected`](crate::AsyncSharedMemoryListener::rejected) count.
+    /// hello): the listener's [`rejected`](crate::SharedMemoryListener::rejected) count.
     pub handshakes_refused: u64,
     /// Times the server gave its allocator's free memory back to the OS: once connections stopped
     /// closing for `idle_trim_ms` (see [`IpcConfig::idle_trim`]).
@@ -127,7 +127,7 @@ impl std::fmt::Debug for IpcServer {
 }
 
 struct Inner {
-    listener: AsyncSharedMemoryListener,
+    listener: SharedMemoryListener,
     /// The name bound (remote connections reach the server through its own listener).
     #[cfg(feature = "tls")]
     name: String,
@@ -164,7 +164,7 @@ impl IpcServer {
     /// inside a tokio runtime.
     pub fn bind(name: &str, config: IpcConfig) -> Result<IpcServer> {
         config.validate()?;
-        let listener = AsyncSharedMemoryListener::bind_with(name, config.stream_config())?;
+        let listener = SharedMemoryListener::bind_with(name, config.stream_config())?;
         Ok(IpcServer {
             inner: Arc::new_cyclic(|me: &std::sync::Weak<Inner>| {
                 let me = me.clone();
@@ -342,7 +342,7 @@ impl IpcServer {
     ///             request.len()
     ///         })
     ///         .map(|_| ())
-    ///         .map_err(|e| lapce_ipc::protocol::ErrorBody::new(lapce_ipc::protocol::ErrorCode::INTERNAL, e.to_string()))
+    ///         .map_err(|e| lapce_ipc::messages::ErrorBody::new(lapce_ipc::messages::ErrorCode::INTERNAL, e.to_string()))
     /// });
     /// let serving = tokio::spawn({
     ///     let server = server.clone();
@@ -593,8 +593,8 @@ impl IpcServer {
 }
 
 /// Tells a client why it is refused, then closes.
-async fn refuse(stream: AsyncSharedMemoryStream, reason: String) {
-    let mut framed = AsyncFramedShmStream::new(stream);
+async fn refuse(stream: SharedMemoryStream, reason: String) {
+    let mut framed = FramedStream::new(stream);
     let body = ErrorBody::new(ErrorCode::UNAVAILABLE, reason);
     let _ = framed.send_with_id(MessageType::Error, 0, &error_payload(&body)).await;
 }

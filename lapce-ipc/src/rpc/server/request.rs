@@ -19,8 +19,8 @@ use super::handlers::{
 };
 use super::Inner;
 use crate::frame::MessageType;
+use crate::messages::{ErrorBody, ErrorCode};
 use crate::metrics::{ErrorKind, TypeMetrics};
-use crate::protocol::{ErrorBody, ErrorCode};
 
 /// A frame to send: an answer, an error, an echo.
 pub(super) struct Outgoing {

@@ -22,7 +22,7 @@ use crate::Result;
 ///
 /// ```
 /// use bytes::Bytes;
-/// use lapce_ipc::protocol::Encoding;
+/// use lapce_ipc::messages::Encoding;
 /// use lapce_ipc::{IpcError, Result};
 ///
 /// #[derive(Clone, Copy)]
@@ -59,7 +59,7 @@ pub trait Encoding<T> {
 /// JSON is the one [`Codec::to_json`] writes.
 ///
 /// ```
-/// use lapce_ipc::protocol::{Encoding, Json, ToolResult};
+/// use lapce_ipc::messages::{Encoding, Json, ToolResult};
 ///
 /// let result = ToolResult { tool_call_id: "call-1".into(), content: "ok".into(), is_error: None };
 /// let payload = Json.encode(&result)?;
@@ -87,7 +87,7 @@ impl<T: Serialize + DeserializeOwned> Encoding<T> for Json {
 /// copies the archive once into the payload.
 ///
 /// ```
-/// use lapce_ipc::protocol::{Encoding, Rkyv, ToolResult};
+/// use lapce_ipc::messages::{Encoding, Rkyv, ToolResult};
 ///
 /// let result = ToolResult { tool_call_id: "call-1".into(), content: "ok".into(), is_error: None };
 /// let back: ToolResult = Rkyv.decode(&Rkyv.encode(&result)?)?;
@@ -108,7 +108,7 @@ impl<T: Codec> Encoding<T> for Rkyv {
     }
 }
 
-/// The last segment of a type's path (`AIRequest` for `lapce_ipc::protocol::AIRequest`), for
+/// The last segment of a type's path (`AIRequest` for `lapce_ipc::messages::AIRequest`), for
 /// error messages.
 pub(crate) fn short_name<T>() -> &'static str {
     let full = std::any::type_name::<T>();
@@ -119,7 +119,7 @@ pub(crate) fn short_name<T>() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{AIRequest, Message};
+    use crate::messages::{AIRequest, Message};
     use crate::IpcError;
 
     #[test]

@@ -33,7 +33,7 @@ use crate::Result;
 /// Use [`RawJson::parse`] to get a typed value or a `serde_json::Value`.
 ///
 /// ```
-/// use lapce_ipc::protocol::RawJson;
+/// use lapce_ipc::messages::RawJson;
 ///
 /// let args = RawJson::new(r#" {"path": "src/main.rs", "line": 12} "#)?;
 /// assert_eq!(args.as_str(), r#"{"path": "src/main.rs", "line": 12}"#);

@@ -31,7 +31,7 @@
 //! payload uses: the two ends agree on it (JSON for a TypeScript peer).
 //!
 //! ```
-//! use lapce_ipc::protocol::{AIRequest, Codec, Message, MessageRole};
+//! use lapce_ipc::messages::{AIRequest, Codec, Message, MessageRole};
 //!
 //! let request = AIRequest {
 //!     messages: vec![Message::user("Explain this function")],

@@ -129,7 +129,7 @@ pub struct ToolResult {
 /// people, and optional free-form details.
 ///
 /// ```
-/// use lapce_ipc::protocol::{Codec, ErrorBody, ErrorCode};
+/// use lapce_ipc::messages::{Codec, ErrorBody, ErrorCode};
 ///
 /// let body = ErrorBody::new(ErrorCode::UNKNOWN_TYPE, "no handler for type 0x777");
 /// assert_eq!(body.to_json()?, br#"{"code":404,"message":"no handler for type 0x777"}"#);

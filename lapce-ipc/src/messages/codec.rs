@@ -63,7 +63,7 @@ pub trait Codec: Archive + Sized {
 /// to [`RKYV_ALIGN`], otherwise an aligned copy. Dereferences to `[u8]`.
 ///
 /// ```
-/// use lapce_ipc::protocol::{AlignedBytes, Codec, ToolResult};
+/// use lapce_ipc::messages::{AlignedBytes, Codec, ToolResult};
 ///
 /// let result = ToolResult { tool_call_id: "call-1".into(), content: "ok".into(), is_error: None };
 /// let archive = result.to_rkyv()?;
@@ -187,27 +187,27 @@ where
 /// Implements [`Codec`] for protocol types by calling the generic functions above.
 macro_rules! impl_codec {
     ($($ty:ident),* $(,)?) => {$(
-        impl $crate::protocol::Codec for $ty {
+        impl $crate::messages::Codec for $ty {
             const NAME: &'static str = stringify!($ty);
 
             fn to_json(&self) -> $crate::Result<Vec<u8>> {
-                $crate::protocol::codec::to_json(Self::NAME, self)
+                $crate::messages::codec::to_json(Self::NAME, self)
             }
 
             fn from_json(bytes: &[u8]) -> $crate::Result<Self> {
-                $crate::protocol::codec::from_json(Self::NAME, bytes)
+                $crate::messages::codec::from_json(Self::NAME, bytes)
             }
 
             fn to_rkyv(&self) -> $crate::Result<rkyv::util::AlignedVec> {
-                $crate::protocol::codec::to_rkyv(Self::NAME, self)
+                $crate::messages::codec::to_rkyv(Self::NAME, self)
             }
 
             fn from_rkyv(bytes: &[u8]) -> $crate::Result<Self> {
-                $crate::protocol::codec::from_rkyv(Self::NAME, bytes)
+                $crate::messages::codec::from_rkyv(Self::NAME, bytes)
             }
 
             fn access_rkyv(bytes: &[u8]) -> $crate::Result<&<Self as rkyv::Archive>::Archived> {
-                $crate::protocol::codec::access_rkyv(Self::NAME, bytes)
+                $crate::messages::codec::access_rkyv(Self::NAME, bytes)
             }
         }
     )*};
