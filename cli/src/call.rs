@@ -15,7 +15,7 @@ use crate::serve::runtime;
 /// Arguments of `call`.
 #[derive(Debug, Args)]
 pub struct CallArgs {
-    /// Listener name of the server.
+    /// Listener name of the server, or tls://HOST:PORT for a remote one.
     #[arg(default_value = "lapce-ai")]
     pub name: String,
     /// TOML configuration file, the same as the server's (`serve --config`).
@@ -43,6 +43,8 @@ pub struct CallArgs {
     /// Give up after this many milliseconds [default: the configuration's, 30000].
     #[arg(long, value_name = "MS")]
     pub timeout_ms: Option<u64>,
+    #[command(flatten)]
+    pub tls: crate::remote::CallTls,
 }
 
 /// The message types that have a name in this build, with their names as `call --type` takes
@@ -134,6 +136,7 @@ fn call_inner(args: &CallArgs) -> Result<(), IpcError> {
     if let Some(ms) = args.timeout_ms {
         config.ipc.request_timeout_ms = ms;
     }
+    args.tls.apply(&mut config);
     let name = args.name.clone();
     let kind = args.kind;
     runtime()?.block_on(async {

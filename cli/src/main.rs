@@ -33,6 +33,7 @@ mod histogram;
 mod logging;
 mod output;
 mod progress;
+mod remote;
 mod serve;
 mod stress;
 

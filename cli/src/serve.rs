@@ -40,6 +40,8 @@ pub struct ServeArgs {
     /// endpoint has no authentication. Port 0 picks a free port (printed).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub tls: crate::remote::ServeTls,
 }
 
 /// The runtime of `serve` and `call`.
@@ -65,6 +67,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
     };
     // A process of its own: giving its free heap back to the OS concerns nobody else.
     config.ipc.trim_heap = true;
+    args.tls.apply(&mut config)?;
     if args.print_config {
         print!("{}", config.to_toml_string());
         return Ok(());
@@ -76,6 +79,7 @@ fn serve_inner(args: &ServeArgs) -> Result<(), IpcError> {
     let grace = Duration::from_secs(args.grace_secs);
     runtime()?.block_on(async move {
         let server = IpcServer::bind(&name, config)?;
+        let _tls = args.tls.listen(&server).await?;
         register_handlers(&server, token_delay);
         let _metrics = match metrics_addr {
             Some(addr) => Some(serve_metrics(&server, addr).await?),

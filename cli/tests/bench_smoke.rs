@@ -72,9 +72,14 @@ fn quick_bench_writes_json_for_every_transport() {
     ] {
         assert!(svg.contains(&format!("\n{name}\n")), "{name} not in the plot's legend");
     }
-    // A curve per standard row with round trips; the legend lines and axes are short paths.
-    let standard_rows =
-        rows.iter().filter(|r| r["test"] == "standard" && r["rtt_p50_us"].is_number()).count();
+    // A curve per standard row with round trips (the TLS rows, measured apart, are not
+    // plotted); the legend lines and axes are short paths.
+    let plotted = |r: &&serde_json::Value| r["transport"] != "lapce-ipc-rpc-tls";
+    let standard_rows = rows
+        .iter()
+        .filter(plotted)
+        .filter(|r| r["test"] == "standard" && r["rtt_p50_us"].is_number())
+        .count();
     let curves = svg
         .split("<polyline")
         .filter(|p| p.split("points=").nth(1).is_some_and(|s| s.matches(',').count() > 100))
@@ -88,6 +93,7 @@ fn quick_bench_writes_json_for_every_transport() {
         ("lapce-ipc-rpc", "tokio-main"),
         ("lapce-ipc-rpc-blocking", "blocking"),
         ("lapce-ipc-rpc-blocking", "unpinned"),
+        ("lapce-ipc-rpc-tls", "tokio-main"),
         (BASELINE, "blocking"),
     ];
     if cfg!(unix) {

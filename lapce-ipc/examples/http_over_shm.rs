@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Incoming, Bytes};
+use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use lapce_ipc::{ByteStream, IpcError, SharedMemoryListener, SharedMemoryStream};

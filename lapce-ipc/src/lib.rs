@@ -97,6 +97,9 @@ pub mod metrics;
 #[path = "metrics/off.rs"]
 mod metrics;
 mod platform;
+#[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+pub mod remote;
 mod ring;
 #[cfg(feature = "rpc")]
 mod rpc;

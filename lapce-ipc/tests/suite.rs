@@ -24,6 +24,8 @@ mod loom_ring;
 mod metrics;
 mod notifications;
 mod protocol;
+#[cfg(feature = "tls")]
+mod remote_tls;
 mod rpc;
 mod rpc_paths;
 mod security;

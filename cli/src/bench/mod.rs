@@ -35,6 +35,7 @@ mod rpc_report;
 mod scale;
 mod server;
 mod session;
+mod tls;
 mod transport;
 #[cfg(unix)]
 mod uds;
@@ -51,9 +52,9 @@ use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant};
 
 pub use self::args::BenchArgs;
-pub use self::grpc::{serve as grpc_serve, GrpcServerArgs};
 use self::counts::Counts;
 use self::cpu::Pinning;
+pub use self::grpc::{serve as grpc_serve, GrpcServerArgs};
 use self::report::{CaseResult, Idle, MetricsCost, Row};
 pub use self::scale::{client as scale_client, ScaleClient, ScaleClientArgs};
 pub use self::server::{serve, ServerArgs};
@@ -97,6 +98,7 @@ pub fn run(args: &BenchArgs) -> ExitCode {
     bench.progress.finish();
 
     let mut rows = report::rows(&cases, &idle);
+    rows.extend(tls::rows(args));
     rows.extend(report::metrics_rows(&metrics));
     let missed = print_report(&rows, &idle, &metrics, !large.is_empty(), args);
     outln!("{}; total time {:.1} s", bench.pinning.describe(), started.elapsed().as_secs_f64());

@@ -88,6 +88,10 @@ pub struct IpcConfig {
     pub ipc: IpcSection,
     /// `[metrics]`: metrics collection and export.
     pub metrics: MetricsSection,
+    /// `[tls]`: the server and client over TCP with TLS (feature `tls`).
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub tls: crate::remote::TlsSection,
 }
 
 /// The `[ipc]` section.

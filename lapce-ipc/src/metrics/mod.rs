@@ -42,6 +42,7 @@
 //! | `lapce_ipc_ring_writes_total` | counter | `direction`: `to_client` | ring records the server wrote (a fragmented frame is several) |
 //! | `lapce_ipc_ring_reads_total` | counter | `direction`: `to_server` | ring records the server read |
 //! | `lapce_ipc_ring_write_duration_seconds` | histogram | | time to write one answer frame into the client's ring, waits for room included; one frame in 16 per connection is timed |
+//! | `lapce_ipc_tls_refused_total` | counter | | feature `tls` only: remote clients refused before any frame (a failed TLS handshake, such as an unknown client certificate; a missing or wrong token; a bad or late hello) |
 //!
 //! The slot, handshake and stale-file families are read from the listener (and a process-wide
 //! counter) when the text is made: no recording on any path. Backpressure is recorded by the
@@ -180,6 +181,11 @@ fn type_label(kind: MessageType) -> Cow<'static, str> {
     })
 }
 
+/// The help of `lapce_ipc_tls_refused_total`.
+#[cfg(feature = "tls")]
+const TLS_REFUSED_HELP: &str =
+    "Remote (TLS) clients refused before any frame: a failed TLS handshake, a bad token or hello";
+
 /// A server's metrics: its own registry and a handle on every series it records into. The
 /// handles share their values with every registry they are registered in, so a host
 /// application's registry ([`Metrics::register_families`]) shows the same series.
@@ -203,6 +209,9 @@ pub(crate) struct Metrics {
     pub(crate) backpressure_wait: DurationHistogram,
     pub(crate) write_duration: DurationHistogram,
     pub(crate) rings: Arc<RingRegistry>,
+    /// Remote clients refused before any frame (TLS handshake, token, certificate).
+    #[cfg(feature = "tls")]
+    pub(crate) tls_refused: Counter,
     /// Where the listener families read from, once the server has registered its listener.
     listener: Option<ListenerReader>,
 }
@@ -270,6 +279,8 @@ impl Metrics {
             backpressure_wait: DurationHistogram::default(),
             write_duration: DurationHistogram::default(),
             rings: Arc::new(RingRegistry::default()),
+            #[cfg(feature = "tls")]
+            tls_refused: Counter::default(),
             listener: None,
         };
         let mut registry = Registry::with_prefix(PREFIX);
@@ -287,6 +298,8 @@ impl Metrics {
             self.connections.clone(),
         );
         registry.register("connections_active", "Connections open now", self.connections_active.clone());
+        #[cfg(feature = "tls")]
+        registry.register("tls_refused", TLS_REFUSED_HELP, self.tls_refused.clone());
         registry.register_with_unit(
             "connect_duration",
             "Time from the listener handing over a connection (handshake done) to the greeting sent",

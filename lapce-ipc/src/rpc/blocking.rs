@@ -23,7 +23,6 @@ use crate::channel::Link;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::{FrameError, MessageType};
-use crate::BlockingSharedMemoryStream;
 
 /// First and longest pause between attempts to reach a server that is not (yet) there.
 const RECONNECT_FIRST_PAUSE: Duration = Duration::from_millis(2);
@@ -513,7 +512,11 @@ fn establish_until(
 /// Opens a connection: stream handshake, then the server's greeting.
 fn establish(name: &str, config: &IpcConfig, hub: &Arc<Hub>) -> Result<Arc<Conn>> {
     let stream_config = config.stream_config();
-    let stream = BlockingSharedMemoryStream::connect_with(name, &stream_config)?;
+    // `tls://host:port` goes through the remote bridge; a local name connects directly.
+    #[cfg(feature = "tls")]
+    let stream = crate::remote::connect_blocking(name, config)?;
+    #[cfg(not(feature = "tls"))]
+    let stream = crate::BlockingSharedMemoryStream::connect_with(name, &stream_config)?;
     let max_message = config.ipc.max_message_size;
     let (tx, rx) = stream.into_halves();
     let link = rx.link_handle();

@@ -190,7 +190,7 @@ pub struct Row {
 
 impl Row {
     /// Sets the round-trip columns from a histogram of round trips in nanoseconds.
-    fn set_rtt(&mut self, h: &Histogram<u64>) {
+    pub(super) fn set_rtt(&mut self, h: &Histogram<u64>) {
         self.rtt_mean_us = Some(h.mean() / 1000.0);
         self.rtt_p50_us = Some(ns_to_us(h.value_at_quantile(0.5)));
         self.rtt_p99_us = Some(ns_to_us(h.value_at_quantile(0.99)));
@@ -200,7 +200,7 @@ impl Row {
     }
 
     /// A row with only its identity set.
-    fn empty(transport: &str, mode: &str, test: &str, payload: u64) -> Row {
+    pub(super) fn empty(transport: &str, mode: &str, test: &str, payload: u64) -> Row {
         Row {
             transport: transport.into(),
             mode: mode.into(),
@@ -261,7 +261,7 @@ fn is_peer(row: &Row) -> bool {
 }
 
 /// `test` of the rows with latency and throughput of one payload size.
-const STANDARD: &str = "standard";
+pub(super) const STANDARD: &str = "standard";
 /// `test` of the large-message throughput rows.
 const LARGE: &str = "large";
 

@@ -21,7 +21,6 @@ use crate::channel::Link;
 use crate::config::IpcConfig;
 use crate::error::{IpcError, Result};
 use crate::frame::MessageType;
-use crate::SharedMemoryStream;
 
 /// First pause between reconnection attempts; doubled up to [`RECONNECT_MAX_PAUSE`], so a
 /// server that comes back is found within that much time.
@@ -101,7 +100,11 @@ pub(super) async fn connection(inner: &Arc<ClientInner>, deadline: Option<Instan
 /// Opens a connection: stream handshake, then the server's greeting, then the housekeeping task.
 pub(super) async fn establish(inner: &Arc<ClientInner>) -> Result<Arc<Conn>> {
     let stream_config = inner.config.stream_config();
-    let stream = SharedMemoryStream::connect_with(&inner.name, &stream_config).await?;
+    // `tls://host:port` goes through the remote bridge; a local name connects directly.
+    #[cfg(feature = "tls")]
+    let stream = crate::remote::connect(&inner.name, &inner.config).await?;
+    #[cfg(not(feature = "tls"))]
+    let stream = crate::SharedMemoryStream::connect_with(&inner.name, &stream_config).await?;
     let max_message = inner.config.ipc.max_message_size;
     let (tx, rx) = stream.into_halves();
     let link = rx.link_handle();

@@ -128,6 +128,9 @@ impl std::fmt::Debug for IpcServer {
 
 struct Inner {
     listener: SharedMemoryListener,
+    /// The name bound (remote connections reach the server through its own listener).
+    #[cfg(feature = "tls")]
+    name: String,
     config: IpcConfig,
     /// The handlers, replaced whole on each registration (connections keep a copy), and how
     /// many times they were replaced.
@@ -177,6 +180,8 @@ impl IpcServer {
                 );
                 Inner {
                     listener,
+                    #[cfg(feature = "tls")]
+                    name: name.to_owned(),
                     config,
                     handlers: RwLock::default(),
                     handlers_version: AtomicU64::new(0),
@@ -385,6 +390,8 @@ impl IpcServer {
             ),
             None => None,
         };
+        #[cfg(feature = "tls")]
+        let _tls = crate::remote::listen_configured(self).await?;
         let trim_heap = inner.config.ipc.trim_heap.then(|| inner.config.idle_trim()).flatten();
         let _trimmer = trim_heap.map(|quiet| {
             let trim = trim_heap_when_quiet(inner.connection_ended.clone(), Arc::downgrade(inner), quiet);
@@ -572,6 +579,16 @@ impl IpcServer {
             ));
         };
         crate::metrics::serve(addr, metrics.clone()).await
+    }
+}
+
+#[cfg(feature = "tls")]
+impl IpcServer {
+    /// What a remote endpoint needs of the server: its name, configuration, shutdown signal and
+    /// metrics (not the server itself, which would keep the listener alive).
+    pub(crate) fn remote_parts(&self) -> (String, IpcConfig, watch::Receiver<bool>, Option<Arc<Metrics>>) {
+        let inner = &self.inner;
+        (inner.name.clone(), inner.config.clone(), inner.stopping.subscribe(), inner.metrics.clone())
     }
 }
 
