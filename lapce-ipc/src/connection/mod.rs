@@ -135,7 +135,8 @@ impl StreamConfig {
 ///   This is where a listener or client with the default [`StreamConfig`] goes; one with a
 ///   [`StreamConfig::socket_dir`] uses `<socket_dir>/<name>.sock` instead (checked when binding
 ///   or connecting, not here).
-/// - Windows: the named pipe `\\.\pipe\lapce-ipc-<session id>-<name>`.
+/// - Windows: the named pipe `\\.\pipe\lapce-ipc-<user>-<name>` (`<user>`: a hash of the user's
+///   SID, so two users' listeners of one name never meet).
 ///
 /// ```
 /// let path = lapce_ipc::socket_path("/editor-ai")?;

@@ -12,7 +12,7 @@
 //! | [`ControlListener`], [`ControlStream`] | the named control channel: bind, accept, connect, hello messages with handles attached, the peer's identity |
 //! | [`AsyncControlListener`], [`AsyncControlStream`] | the same for tokio |
 //! | [`PeerLink`], [`HAS_HANGUP_WATCHER`] | after the handshake: tells at once when the peer closed the connection or died |
-//! | [`sleep_blocking`], [`AsyncSleeper`] | wait for a doorbell or the peer's hang-up, blocking or in tokio |
+//! | [`sleep_blocking`], [`poll_sleep`] | wait for a doorbell or the peer's hang-up, blocking or in tokio |
 //! | [`AsyncHangupWatch`] | wait in tokio for the peer's hang-up alone (backends without a watcher) |
 //! | [`control_path`] | where a listener name lives (socket file or pipe name) |
 //! | [`release_free_heap`] | give the allocator's free pages back to the OS (glibc keeps them) |
