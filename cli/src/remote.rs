@@ -10,9 +10,10 @@ use lapce_ipc::{IpcConfig, IpcError, IpcServer};
 /// `serve`'s TLS listener.
 #[derive(Debug, Args)]
 pub struct ServeTls {
-    /// Also serve remote clients over TCP with TLS, e.g. tls://127.0.0.1:7443 (port 0: a free
-    /// port, printed). Needs --cert and --key (or --self-signed), and --token-file or
-    /// --client-ca: everyone else is refused.
+    /// Also serve remote clients over TCP with TLS, e.g. tls://127.0.0.1:7443.
+    ///
+    /// Port 0 picks a free port (printed). Needs --cert and --key (or --self-signed), and
+    /// --token-file or --client-ca: everyone else is refused, counted and logged.
     #[arg(long, value_name = "tls://HOST:PORT")]
     pub listen: Option<String>,
     /// The server's certificate chain (PEM).
@@ -21,8 +22,9 @@ pub struct ServeTls {
     /// The private key of --cert (PEM).
     #[arg(long, value_name = "PEM", requires = "listen")]
     pub key: Option<PathBuf>,
-    /// Make a self-signed certificate for the --listen host (and localhost), written to --cert
-    /// and --key; clients pin it (`call --pin CERT`).
+    /// Make a self-signed certificate, written to --cert and --key.
+    ///
+    /// For the --listen host and localhost; clients pin it (`call --pin CERT`).
     #[arg(long, requires_all = ["listen", "cert", "key"])]
     pub self_signed: bool,
     /// A file holding the token remote clients must send (`call --token-file`).
@@ -36,21 +38,30 @@ pub struct ServeTls {
 /// `call`'s trust in a `tls://` server and its credentials.
 #[derive(Debug, Args)]
 pub struct CallTls {
-    /// tls:// only: trust exactly this server certificate (PEM), e.g. the one `serve
-    /// --self-signed` wrote.
+    /// tls:// only: trust exactly this server certificate (PEM).
+    ///
+    /// For example the one `serve --self-signed` wrote. A server presenting any other
+    /// certificate is refused before anything is sent.
     #[arg(long, value_name = "PEM")]
     pub pin: Option<PathBuf>,
     /// tls:// only: trust server certificates this CA signed (PEM).
+    ///
+    /// The server's name in the address must match its certificate.
     #[arg(long, value_name = "PEM", conflicts_with = "pin")]
     pub ca: Option<PathBuf>,
-    /// tls:// only: the token the server requires (visible to other users in the process
-    /// list: prefer --token-file).
+    /// tls:// only: the token the server requires.
+    ///
+    /// Visible to other users in the process list: prefer --token-file.
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
     /// tls:// only: a file holding the token.
+    ///
+    /// Its contents less surrounding whitespace, as `serve --token-file` reads it.
     #[arg(long, value_name = "FILE", conflicts_with = "token")]
     pub token_file: Option<PathBuf>,
     /// tls:// only: the client certificate to present (PEM).
+    ///
+    /// For a server started with --client-ca; with --client-key.
     #[arg(long, value_name = "PEM", requires = "client_key")]
     pub client_cert: Option<PathBuf>,
     /// tls:// only: the private key of --client-cert (PEM).

@@ -83,17 +83,34 @@ pub struct Exchange {
     pub echoed: bool,
 }
 
-/// `GET /hello` and `POST /echo` through `send`, a connection's request sender.
-async fn exchange<F, Fut>(mut send: F) -> Result<Exchange, Error>
-where
-    F: FnMut(Request<Full<Bytes>>) -> Fut,
-    Fut: std::future::Future<Output = hyper::Result<Response<Incoming>>>,
-{
-    let hello = send(Request::get("http://lapce-ipc/hello").body(Full::new(Bytes::new()))?).await?;
+/// A connection's request sender, either version.
+trait Sender {
+    /// Sends `request` once the connection can take it (hyper refuses a request sent before:
+    /// "connection was not ready").
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>>;
+}
+
+impl Sender for hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+        self.ready().await?;
+        self.send_request(request).await
+    }
+}
+
+impl Sender for hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    async fn send(&mut self, request: Request<Full<Bytes>>) -> hyper::Result<Response<Incoming>> {
+        self.ready().await?;
+        self.send_request(request).await
+    }
+}
+
+/// `GET /hello` and `POST /echo` through `sender`.
+async fn exchange(sender: &mut impl Sender) -> Result<Exchange, Error> {
+    let hello = sender.send(Request::get("http://lapce-ipc/hello").body(Full::new(Bytes::new()))?).await?;
     let version = hello.version();
     let hello = String::from_utf8(hello.into_body().collect().await?.to_bytes().to_vec())?;
     let body: Bytes = (0..ECHO_BODY).map(|i| (i % 253) as u8).collect();
-    let echo = send(Request::post("http://lapce-ipc/echo").body(Full::new(body.clone()))?).await?;
+    let echo = sender.send(Request::post("http://lapce-ipc/echo").body(Full::new(body.clone()))?).await?;
     let echoed = echo.status() == StatusCode::OK && echo.into_body().collect().await?.to_bytes() == body;
     Ok(Exchange { version, hello, echoed })
 }
@@ -103,7 +120,7 @@ where
 pub async fn run_client(name: &str) -> Result<[Exchange; 2], Error> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(connect(name).await?).await?;
     let driver = tokio::spawn(connection);
-    let http1 = exchange(|r| sender.send_request(r)).await?;
+    let http1 = exchange(&mut sender).await?;
     // Dropping the sender closes the connection: its driver ends.
     drop(sender);
     driver.await??;
@@ -111,7 +128,7 @@ pub async fn run_client(name: &str) -> Result<[Exchange; 2], Error> {
     let io = connect(name).await?;
     let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
     let driver = tokio::spawn(connection);
-    let http2 = exchange(|r| sender.send_request(r)).await?;
+    let http2 = exchange(&mut sender).await?;
     drop(sender);
     driver.await??;
     Ok([http1, http2])

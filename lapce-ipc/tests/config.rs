@@ -136,7 +136,9 @@ fn unknown_section_names_it_and_the_file() {
     let (origin, key, reason) = config_err(IpcConfig::from_toml_str(text, "x.toml"));
     assert_eq!(origin, "x.toml");
     assert_eq!(key.as_deref(), Some("server"));
-    assert!(reason.starts_with("unknown field `server`, expected `ipc` or `metrics`"), "{reason}");
+    // The sections this build knows (`tls` with the feature).
+    assert!(reason.starts_with("unknown field `server`, expected "), "{reason}");
+    assert!(reason.contains("`ipc`") && reason.contains("`metrics`"), "{reason}");
     assert!(reason.ends_with("(line 4, column 2)"), "{reason}");
     // A stray top-level key.
     let (_, key, _) = config_err(IpcConfig::from_toml_str("verbose = true\n", "x.toml"));

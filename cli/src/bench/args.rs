@@ -123,8 +123,11 @@ pub struct BenchArgs {
     /// still reports each target as met or missed.
     #[arg(long, value_name = "F|ci", default_value = "1", value_parser = parse_margin, requires = "gate")]
     pub gate_margin: report::GateMargin,
-    /// gRPC mode: only the tonic rows (unary echo, 64 B and 1 KiB, over lapce-ipc, a Unix
-    /// socket, TCP and TLS; see bench/grpc.rs). Honours --rounds, --peer-budget, --quick, --json.
+    /// gRPC mode: tonic round trips over lapce-ipc, a Unix socket, TCP and TLS.
+    ///
+    /// Only the tonic rows: a unary echo at 64 B and 1 KiB over each transport, and in one
+    /// process with no transport at all (tonic's own cost). Honours --rounds, --peer-budget,
+    /// --quick and --json.
     #[arg(long, conflicts_with = "scale")]
     pub grpc: bool,
 }
