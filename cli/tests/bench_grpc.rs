@@ -17,6 +17,7 @@ fn grpc_bench_writes_a_row_per_transport_and_payload() {
     assert!(out.status.success(), "bench --grpc failed ({}):\n{stderr}", out.status);
     // `--json -`: the report goes to stderr, the JSON alone to stdout.
     assert!(stderr.contains("tonic over lapce-ipc p50"), "no target line:\n{stderr}");
+    assert!(stderr.contains("lapce-ipc-rpc-tls p50 no worse than grpc-tls"), "no TLS target line:\n{stderr}");
     let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
     let rows = rows.as_array().expect("a JSON array");
 
@@ -26,6 +27,8 @@ fn grpc_bench_writes_a_row_per_transport_and_payload() {
             expected.push((transport.to_string(), payload));
         }
     }
+    // Then lapce-ipc's own client and server over TLS, in the same run.
+    expected.extend([64u64, 1024].map(|payload| ("lapce-ipc-rpc-tls".to_string(), payload)));
     let seen: Vec<(String, u64)> = rows
         .iter()
         .map(|r| (r["transport"].as_str().unwrap().to_string(), r["payload_bytes"].as_u64().unwrap()))
@@ -33,7 +36,9 @@ fn grpc_bench_writes_a_row_per_transport_and_payload() {
     assert_eq!(seen, expected);
     for r in rows {
         assert!(r["error"].is_null(), "a row failed: {r}");
-        assert_eq!(r["rtt_round_trips"].as_u64(), Some(50), "{r}");
+        if r["transport"] != "lapce-ipc-rpc-tls" {
+            assert_eq!(r["rtt_round_trips"].as_u64(), Some(50), "{r}");
+        }
         let (p50, p99) = (r["rtt_p50_us"].as_f64().unwrap(), r["rtt_p99_us"].as_f64().unwrap());
         assert!(p50 > 0.0 && p99 >= p50, "{r}");
         if r["transport"] != "grpc-uds" {

@@ -437,6 +437,27 @@ fn print(rows: &[Row]) {
     outln!("  (grpc-in-process: no IPC at all, tonic's own cost: the floor of every transport)");
 }
 
+/// Reports the TLS target: `lapce-ipc-rpc-tls` p50 no worse than `grpc-tls` at each payload.
+fn print_tls_target(rows: &[Row]) {
+    let p50 = |transport: &str, payload: u64| {
+        rows.iter()
+            .find(|r| r.transport == transport && r.payload_bytes == payload)
+            .and_then(|r| r.rtt_p50_us)
+    };
+    let mut met = true;
+    let mut ratios = Vec::new();
+    for payload in PAYLOADS {
+        let ours = p50(super::tls::TRANSPORT, payload as u64);
+        let tonic = p50(GrpcTransport::Tls.name(), payload as u64);
+        let ratio = ours.zip(tonic).map(|(ours, tonic)| tonic / ours);
+        met &= ratio.is_some_and(|r| r >= 1.0);
+        let ratio = ratio.map_or("n/a".to_string(), |r| format!("{r:.2}×"));
+        ratios.push(format!("{}: {ratio}", report::payload_label(payload)));
+    }
+    let tag = if met { "met   " } else { "MISSED" };
+    outln!("  [{tag}] lapce-ipc-rpc-tls p50 no worse than grpc-tls: {}", ratios.join(", "));
+}
+
 /// Runs `lapce-ipc bench --grpc`: the gRPC rows only. A missed target does not fail it; a
 /// failed row does (exit 1).
 pub fn run(args: &BenchArgs) -> ExitCode {
@@ -465,9 +486,12 @@ pub fn run(args: &BenchArgs) -> ExitCode {
             rows.push(row(transport, payload, &rtt));
         }
     }
+    // lapce-ipc's own client and server over TLS, against tonic over TLS in the same run.
+    rows.extend(super::tls::rows(args));
     add_ratios(&mut rows);
     outln!();
     print(&rows);
+    print_tls_target(&rows);
     outln!();
     outln!("total time {:.1} s", started.elapsed().as_secs_f64());
     let ok = rows.iter().all(|r| r.error.is_none());

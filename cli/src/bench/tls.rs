@@ -20,7 +20,7 @@ use super::rpc::IN_FLIGHT;
 use super::{BenchArgs, Counts};
 
 /// The rows' transport and mode.
-const TRANSPORT: &str = "lapce-ipc-rpc-tls";
+pub(super) const TRANSPORT: &str = "lapce-ipc-rpc-tls";
 const MODE: &str = "tokio-main";
 /// The payloads measured, when the run asks for them.
 const PAYLOADS: [usize; 2] = [64, 1024];
