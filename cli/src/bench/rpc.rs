@@ -220,7 +220,7 @@ fn check(i: u64, payload: usize, answer: &[u8], msg: &[u8]) -> std::result::Resu
 }
 
 /// Sequential round trips through an `IpcClient`.
-async fn async_round_trips(
+pub(super) async fn async_round_trips(
     client: &IpcClient,
     payload: usize,
     warmup: u64,
@@ -264,7 +264,7 @@ fn blocking_round_trips(
 }
 
 /// `n` requests made by [`IN_FLIGHT`] tasks back to back; returns how many were answered.
-async fn in_flight(client: &IpcClient, payload: usize, n: u64) -> Result<u64> {
+pub(super) async fn in_flight(client: &IpcClient, payload: usize, n: u64) -> Result<u64> {
     let per_task = n.div_ceil(IN_FLIGHT as u64);
     let mut tasks = tokio::task::JoinSet::new();
     for t in 0..IN_FLIGHT as u64 {

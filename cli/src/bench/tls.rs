@@ -10,13 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
-use hdrhistogram::Histogram;
-use lapce_ipc::frame::MessageType;
-use lapce_ipc::{IpcClient, IpcConfig, IpcError};
+use lapce_ipc::{IpcClient, IpcConfig};
 
-use super::measure::{new_histogram, Result, Throughput};
+use super::measure::{Result, Throughput};
 use super::report::{Row, STANDARD};
-use super::rpc::IN_FLIGHT;
+use super::rpc::{async_round_trips, in_flight};
 use super::{BenchArgs, Counts};
 
 /// The rows' transport and mode.
@@ -65,7 +63,7 @@ fn measure_all(args: &BenchArgs, server: &TlsServer, payloads: &[usize]) -> Resu
         let counts = Counts::new(args, payload);
         let mut row = Row::empty(TRANSPORT, MODE, STANDARD, payload as u64);
         let measured = runtime.block_on(async {
-            let h = round_trips(&client, payload, counts.warmup, counts.rounds).await?;
+            let h = async_round_trips(&client, payload, counts.warmup, counts.rounds).await?;
             in_flight(&client, payload, counts.warmup).await?;
             let start = Instant::now();
             let messages = in_flight(&client, payload, counts.messages).await?;
@@ -155,53 +153,4 @@ impl Drop for TlsServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Checks an echo of request `i`.
-fn check(i: u64, payload: usize, answer: &[u8], msg: &[u8]) -> std::result::Result<(), IpcError> {
-    if answer.len() != payload || answer.first() != msg.first() {
-        return Err(IpcError::Corrupted(format!("bad echo for request {i}")));
-    }
-    Ok(())
-}
-
-/// Sequential round trips: `warmup` unrecorded, then `rounds` recorded in nanoseconds.
-async fn round_trips(client: &IpcClient, payload: usize, warmup: u64, rounds: u64) -> Result<Histogram<u64>> {
-    let mut hist = new_histogram()?;
-    let mut msg = vec![0xA5u8; payload];
-    for i in 0..warmup + rounds {
-        msg[0] = i as u8;
-        let start = Instant::now();
-        let answer = client.request(MessageType::Data, &msg).await?;
-        let rtt = start.elapsed();
-        check(i, payload, &answer, &msg)?;
-        if i >= warmup {
-            hist.saturating_record(u64::try_from(rtt.as_nanos()).unwrap_or(u64::MAX));
-        }
-    }
-    Ok(hist)
-}
-
-/// `n` requests made by [`IN_FLIGHT`] tasks back to back; returns how many were answered.
-async fn in_flight(client: &IpcClient, payload: usize, n: u64) -> Result<u64> {
-    let per_task = n.div_ceil(IN_FLIGHT as u64);
-    let mut tasks = tokio::task::JoinSet::new();
-    for t in 0..IN_FLIGHT as u64 {
-        let client = client.clone();
-        let requests = per_task.min(n.saturating_sub(t * per_task));
-        tasks.spawn(async move {
-            let mut msg = vec![0x3Cu8; payload];
-            for i in 0..requests {
-                msg[0] = (t + i) as u8;
-                let answer = client.request(MessageType::Data, &msg).await?;
-                check(i, payload, &answer, &msg)?;
-            }
-            Ok::<u64, IpcError>(requests)
-        });
-    }
-    let mut done = 0;
-    while let Some(r) = tasks.join_next().await {
-        done += r??;
-    }
-    Ok(done)
 }
