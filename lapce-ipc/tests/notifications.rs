@@ -65,11 +65,11 @@ fn child_main() {
         });
         let handle = server.clone();
         server.register_sync_handler(PEERS, move |_| {
-            // The hook saw every connection the server lists.
-            let hooked: Vec<u64> =
-                connected.lock().unwrap().iter().filter(|p| p.is_connected()).map(Peer::id).collect();
+            // The hook saw every connection the server lists. (Not the other way round: a
+            // closing connection may leave the list before its `Peer` says it is closed.)
+            let hooked: Vec<u64> = connected.lock().unwrap().iter().map(Peer::id).collect();
             let listed: Vec<u64> = handle.peers().iter().map(Peer::id).collect();
-            assert_eq!(hooked, listed, "on_connect and peers agree");
+            assert!(listed.iter().all(|id| hooked.contains(id)), "listed {listed:?}, hooked {hooked:?}");
             let pids: Vec<String> = handle.peers().iter().map(|p| p.pid().to_string()).collect();
             Ok(Bytes::from(pids.join(",")))
         });
