@@ -1,12 +1,12 @@
 //! Shared by the ring fuzz targets: the input cursor, the data area and header constructors.
 //!
-//! Each target includes `lapce-ipc/src/ring/protocol.rs` verbatim as `crate::messages` (with
+//! Each target includes `lapce-ipc/src/ring/protocol.rs` verbatim as `crate::protocol` (with
 //! `std::sync::atomic` as the `atomic` module at the crate root, which the file reaches through
 //! `super::atomic`) and this file as `crate::common`.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crate::messages::{DataArea, Padded, RingHeader, AWAKE, RING_MAGIC};
+use crate::protocol::{DataArea, Padded, RingHeader, AWAKE, RING_MAGIC};
 
 /// Reads the fuzz input front to back; once it is exhausted every read yields zero.
 pub struct Input<'a> {
