@@ -49,4 +49,7 @@ fn grpc_bench_writes_a_row_per_transport_and_payload() {
     // The Unix socket's file is gone with its server.
     let socket = std::env::temp_dir().join(format!("lapce-ipc-grpc-bench-{pid}.sock"));
     assert!(!socket.exists(), "socket file left: {}", socket.display());
+    // And the lapce-ipc listener's, whose server was killed.
+    let socket = lapce_ipc::socket_path(&format!("grpc-bench-{pid}")).unwrap();
+    assert!(!socket.exists(), "socket file left: {}", socket.display());
 }

@@ -184,7 +184,12 @@ impl ServerChild {
             command.env(CERT_ENV, &tls.cert).env(KEY_ENV, &tls.key);
         }
         let mut child = command.spawn()?;
-        let socket = (transport == GrpcTransport::Uds).then(|| PathBuf::from(name));
+        // A killed server cannot remove its socket file: the parent does.
+        let socket = match transport {
+            GrpcTransport::Uds => Some(PathBuf::from(name)),
+            GrpcTransport::Lapce => lapce_ipc::socket_path(name).ok(),
+            _ => None,
+        };
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut server = ServerChild { child, socket, port: None };
         let mut line = String::new();
